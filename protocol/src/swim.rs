@@ -1,0 +1,1398 @@
+//! SWIM failure detection and membership, with the Lifeguard refinements.
+//!
+//! A sans-IO state machine (like foca and quinn-proto): feed it messages with
+//! [`Swim::handle_message`] and the passing of time with [`Swim::handle_timeout`],
+//! then drain [`Swim::poll_transmit`] and [`Swim::poll_event`] and sleep until
+//! [`Swim::poll_timeout`]. It implements SWIM (Das, Gupta, Motivala 2002) with
+//! Lifeguard (Dadgar et al. 2018) and three additions that Baton's detection
+//! targets need, all explained in `docs/protocol.md`: adaptive probe timeouts
+//! from measured RTTs, expedited probes of a fresh suspect by a few random
+//! members (fast independent confirmations), and eager push of fresh updates.
+
+use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::NodeId;
+use crate::coords::{self, Coordinate};
+use crate::wire::{Ack, Gossip, Message, Nack, Ping, PingReq, Sync, Update};
+
+/// Timing and fan-out parameters. Start from [`Config::lan`] or [`Config::wan`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time between two probe rounds (SWIM's protocol period `T'`), before
+    /// the local health multiplier scales it.
+    pub probe_interval: Duration,
+    /// Direct-probe timeout used until a member's RTT has been measured.
+    pub probe_timeout: Duration,
+    /// Lower bound of the adaptive direct-probe timeout.
+    pub min_probe_timeout: Duration,
+    /// Upper bound of the adaptive direct-probe timeout.
+    pub max_probe_timeout: Duration,
+    /// The indirect stage of a probe lasts this many direct timeouts.
+    pub indirect_timeout_factor: u32,
+    /// Members asked to probe indirectly after a direct probe failed (`k`).
+    pub indirect_probes: usize,
+    /// Lifeguard's `α`: the minimum suspicion timeout is
+    /// `α · max(1, log10 n) · probe_interval`.
+    pub suspicion_min_mult: f64,
+    /// Lifeguard's `β`: the maximum suspicion timeout is `β` times the minimum.
+    pub suspicion_max_mult: f64,
+    /// Lifeguard's `K`: independent confirmations that bring the suspicion
+    /// timeout down to its minimum.
+    pub suspicion_confirmations: u32,
+    /// Highest value of the local health multiplier (Lifeguard's `S`).
+    pub max_local_health: u32,
+    /// An update is piggybacked `retransmit_mult · ceil(log10(n + 1))` times.
+    pub retransmit_mult: u32,
+    /// Members a fresh update is pushed to at once, and members a leaving
+    /// node tells (twice as many).
+    pub gossip_fanout: usize,
+    /// The most updates piggybacked on one probe message.
+    pub max_piggyback: usize,
+    /// Time between two anti-entropy exchanges with a random member.
+    pub sync_interval: Duration,
+    /// How long dead and departed members are remembered (and occasionally
+    /// contacted, so that a healed partition merges again).
+    pub dead_reclaim: Duration,
+    /// Vivaldi parameters.
+    pub coords: coords::Config,
+}
+
+impl Config {
+    /// Parameters for a LAN or a single data centre (RTTs below ~5 ms).
+    pub fn lan() -> Self {
+        Config {
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(50),
+            min_probe_timeout: Duration::from_millis(25),
+            max_probe_timeout: Duration::from_millis(500),
+            indirect_timeout_factor: 2,
+            indirect_probes: 3,
+            suspicion_min_mult: 2.0,
+            suspicion_max_mult: 3.0,
+            suspicion_confirmations: 3,
+            max_local_health: 8,
+            retransmit_mult: 4,
+            gossip_fanout: 3,
+            max_piggyback: 16,
+            sync_interval: Duration::from_secs(5),
+            dead_reclaim: Duration::from_secs(120),
+            coords: coords::Config::default(),
+        }
+    }
+
+    /// Parameters for the wide area (RTTs of 20-300 ms): the same protocol
+    /// period, longer timeout bounds.
+    pub fn wan() -> Self {
+        Config {
+            probe_timeout: Duration::from_millis(400),
+            min_probe_timeout: Duration::from_millis(60),
+            max_probe_timeout: Duration::from_millis(1000),
+            ..Config::lan()
+        }
+    }
+
+    /// The suspicion timeout bounds `(min, max)` for a group of `n` members.
+    pub fn suspicion_bounds(&self, n: usize) -> (Duration, Duration) {
+        let scale = (n.max(1) as f64).log10().max(1.0);
+        let min = self.probe_interval.mul_f64(self.suspicion_min_mult * scale);
+        (min, min.mul_f64(self.suspicion_max_mult))
+    }
+
+    /// How many times an update is piggybacked in a group of `n` members.
+    pub fn retransmit_limit(&self, n: usize) -> u32 {
+        let scale = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
+        self.retransmit_mult * scale
+    }
+}
+
+/// A member's state, as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// Answering probes.
+    Alive,
+    /// Failed a probe; declared dead unless it refutes in time.
+    Suspect,
+    /// Declared dead.
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+impl State {
+    /// The name used by the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Alive => "alive",
+            State::Suspect => "suspect",
+            State::Dead => "dead",
+            State::Left => "left",
+        }
+    }
+
+    /// Whether members in this state are probed and gossiped to.
+    pub fn is_active(self) -> bool {
+        matches!(self, State::Alive | State::Suspect)
+    }
+}
+
+/// A member of the group as this node knows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its identity.
+    pub id: NodeId,
+    /// Its state.
+    pub state: State,
+    /// The incarnation the state is about.
+    pub incarnation: u32,
+    /// The metadata of its latest alive announcement.
+    pub meta: Vec<u8>,
+    /// When it entered its current state.
+    pub since: Instant,
+    /// Who suspected or declared it dead, when it is suspect or dead.
+    pub by: Option<NodeId>,
+    /// Smoothed RTT of direct probes (RFC 6298), once measured.
+    pub srtt: Option<Duration>,
+    /// RTT variation of direct probes (RFC 6298).
+    pub rttvar: Duration,
+    /// Its Vivaldi coordinate, from its latest ack.
+    pub coord: Option<Coordinate>,
+}
+
+impl Member {
+    fn new(id: NodeId, incarnation: u32, meta: Vec<u8>, now: Instant) -> Self {
+        Member {
+            id,
+            state: State::Alive,
+            incarnation,
+            meta,
+            since: now,
+            by: None,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            coord: None,
+        }
+    }
+
+    /// The update that states what this node believes of the member.
+    pub fn to_update(&self) -> Update {
+        let id = self.id.clone();
+        let incarnation = self.incarnation;
+        let by = || self.by.clone().unwrap_or_else(|| id.clone());
+        match self.state {
+            State::Alive => Update::Alive {
+                id: id.clone(),
+                incarnation,
+                meta: self.meta.clone(),
+            },
+            State::Suspect => Update::Suspect {
+                id: id.clone(),
+                incarnation,
+                from: by(),
+            },
+            State::Dead => Update::Dead {
+                id: id.clone(),
+                incarnation,
+                from: by(),
+            },
+            State::Left => Update::Left { id, incarnation },
+        }
+    }
+
+    fn record_rtt(&mut self, rtt: Duration) {
+        // RFC 6298, section 2.
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// The recipient.
+    pub to: NodeId,
+    /// What to send.
+    pub message: Message,
+}
+
+/// Something the caller may want to know or act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A member appeared or changed state.
+    MemberState {
+        /// The member.
+        id: NodeId,
+        /// Its new state.
+        state: State,
+        /// Its state before, `None` when it is new to this node.
+        previous: Option<State>,
+        /// The incarnation of the new state.
+        incarnation: u32,
+    },
+    /// A member announced new metadata (also sent when a member appears).
+    MemberMeta {
+        /// The member.
+        id: NodeId,
+        /// Its metadata.
+        meta: Vec<u8>,
+    },
+    /// A direct probe was answered after `rtt`.
+    ProbeRtt {
+        /// The member probed.
+        id: NodeId,
+        /// The round-trip time.
+        rtt: Duration,
+    },
+    /// This node refuted a suspicion or a death notice about itself.
+    Refuted {
+        /// Its new incarnation.
+        incarnation: u32,
+    },
+    /// A dead or departed member was forgotten after `dead_reclaim`.
+    Removed {
+        /// The member.
+        id: NodeId,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Probes started (direct pings sent by a probe).
+    pub probes: u64,
+    /// Probes that needed the indirect stage.
+    pub indirect_probes: u64,
+    /// Probes that failed altogether.
+    pub failed_probes: u64,
+    /// Probes started early because another member suspected the target.
+    pub expedited_probes: u64,
+    /// Suspicions this node started (including confirmations it added).
+    pub suspicions: u64,
+    /// Members this node declared dead.
+    pub declared_dead: u64,
+    /// Refutations of suspicions or death notices about this node.
+    pub refutations: u64,
+    /// Messages handled.
+    pub messages_in: u64,
+    /// Messages queued for sending.
+    pub messages_out: u64,
+}
+
+/// Timers are data: each carries what makes it stale, so a timer that fires
+/// after its reason has gone is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Timer {
+    ProbeRound,
+    DirectTimeout(u32),
+    IndirectTimeout(u32),
+    RelayTimeout(u32),
+    Suspicion { id: NodeId, incarnation: u32 },
+    Sync,
+    Reclaim,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    order: u64,
+    timer: Timer,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed, so that the BinaryHeap pops the earliest timer first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+#[derive(Debug)]
+struct Probe {
+    target: NodeId,
+    sent: Instant,
+    timeout: Duration,
+    relays: Vec<NodeId>,
+    nacks: usize,
+}
+
+#[derive(Debug)]
+struct Relay {
+    requester: NodeId,
+    seq: u32,
+    target: NodeId,
+}
+
+/// Lifeguard's dynamic suspicion (memberlist's `suspicion.go`): the timeout
+/// starts at `max` and falls towards `min` as independent members confirm.
+#[derive(Debug)]
+struct Suspicion {
+    start: Instant,
+    confirmers: HashSet<NodeId>,
+    confirmations: u32,
+    wanted: u32,
+    min: Duration,
+    max: Duration,
+}
+
+impl Suspicion {
+    fn deadline(&self) -> Instant {
+        if self.wanted == 0 {
+            return self.start + self.min;
+        }
+        let frac = f64::from(self.confirmations + 1).ln() / f64::from(self.wanted + 1).ln();
+        let span = self.max.saturating_sub(self.min);
+        let timeout = self.max.saturating_sub(span.mul_f64(frac.min(1.0)));
+        self.start + timeout.max(self.min)
+    }
+}
+
+#[derive(Debug)]
+struct Broadcast {
+    update: Update,
+    transmits: u32,
+}
+
+/// The SWIM + Lifeguard state machine of one node.
+#[derive(Debug)]
+pub struct Swim<R> {
+    id: NodeId,
+    incarnation: u32,
+    meta: Vec<u8>,
+    config: Config,
+    rng: R,
+    members: HashMap<NodeId, Member>,
+    /// Alive and suspect members, for O(1) random choice.
+    active: Vec<NodeId>,
+    active_index: HashMap<NodeId, usize>,
+    probe_order: Vec<NodeId>,
+    probe_next: usize,
+    probes: HashMap<u32, Probe>,
+    relays: HashMap<u32, Relay>,
+    next_seq: u32,
+    suspicions: HashMap<NodeId, Suspicion>,
+    broadcasts: Vec<Broadcast>,
+    timers: BinaryHeap<Scheduled>,
+    timer_order: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    health: u32,
+    leaving: bool,
+    vivaldi: coords::Client,
+    stats: Stats,
+}
+
+/// What handling one input produced that needs spreading.
+#[derive(Debug, Default)]
+struct Fresh {
+    updates: Vec<Update>,
+    refuted: bool,
+}
+
+impl<R: Rng> Swim<R> {
+    /// Creates the state machine of node `id`, alone in its group until it
+    /// [joins](Self::join) one or another node contacts it.
+    pub fn new(id: NodeId, meta: Vec<u8>, config: Config, rng: R, now: Instant) -> Self {
+        let vivaldi = coords::Client::new(config.coords.clone());
+        let mut swim = Swim {
+            id,
+            incarnation: 0,
+            meta,
+            config,
+            rng,
+            members: HashMap::new(),
+            active: Vec::new(),
+            active_index: HashMap::new(),
+            probe_order: Vec::new(),
+            probe_next: 0,
+            probes: HashMap::new(),
+            relays: HashMap::new(),
+            next_seq: 0,
+            suspicions: HashMap::new(),
+            broadcasts: Vec::new(),
+            timers: BinaryHeap::new(),
+            timer_order: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            health: 0,
+            leaving: false,
+            vivaldi,
+            stats: Stats::default(),
+        };
+        // Random phases keep the nodes of a group from probing in lockstep.
+        let phase = swim.config.probe_interval.mul_f64(swim.rng.random::<f64>());
+        swim.schedule(now + phase, Timer::ProbeRound);
+        let sync = swim.jittered(swim.config.sync_interval);
+        swim.schedule(now + sync, Timer::Sync);
+        swim.schedule(now + swim.config.dead_reclaim / 4, Timer::Reclaim);
+        let own = swim.own_alive();
+        swim.enqueue_broadcast(own);
+        swim
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// Lifeguard's local health multiplier: 0 when healthy.
+    pub fn local_health(&self) -> u32 {
+        self.health
+    }
+
+    /// This node's Vivaldi coordinate.
+    pub fn coordinate(&self) -> &Coordinate {
+        self.vivaldi.coordinate()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Every member known, in no particular order (this node excluded).
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Alive and suspect members, this node excluded.
+    pub fn num_active(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Whether [`leave`](Self::leave) was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Contacts `seeds` to join their group: each is sent this node's
+    /// announcement and asked for its membership table.
+    pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = NodeId>) {
+        let _ = now;
+        let own = self.own_alive();
+        for seed in seeds {
+            if seed == self.id {
+                continue;
+            }
+            let digest = self.digest();
+            self.send(
+                seed,
+                Message::Sync(Sync {
+                    digest,
+                    updates: vec![own.clone()],
+                    reply: true,
+                }),
+            );
+        }
+    }
+
+    /// Replaces this node's metadata and announces it (with a new
+    /// incarnation, so that it overrides the old one everywhere).
+    pub fn set_meta(&mut self, now: Instant, meta: Vec<u8>) {
+        let _ = now;
+        self.meta = meta;
+        self.incarnation += 1;
+        let own = self.own_alive();
+        self.enqueue_broadcast(own.clone());
+        self.push(vec![own], None);
+    }
+
+    /// Leaves the group gracefully: tells a few members at once, stops
+    /// probing and refuting. Keep driving the state machine for a moment so
+    /// that the news goes out, then drop it.
+    pub fn leave(&mut self, now: Instant) {
+        let _ = now;
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let left = Update::Left {
+            id: self.id.clone(),
+            incarnation: self.incarnation,
+        };
+        self.enqueue_broadcast(left.clone());
+        let targets = self.random_active(self.config.gossip_fanout * 2, &[]);
+        for to in targets {
+            self.send(
+                to,
+                Message::Gossip(Gossip {
+                    updates: vec![left.clone()],
+                }),
+            );
+        }
+    }
+
+    /// Handles a message `from` a peer. Call the `poll_*` methods afterwards.
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, message: Message) {
+        if from == self.id {
+            return;
+        }
+        self.stats.messages_in += 1;
+        let quiet_sync = matches!(message, Message::Sync(_));
+        let mut fresh = Fresh::default();
+        for update in message.updates() {
+            // Anti-entropy tables are not news: only the sender's own entry is.
+            let quiet = quiet_sync && *update.id() != from;
+            self.apply(now, update, quiet, Some(&from), &mut fresh);
+        }
+        match message {
+            Message::Ping(ping) => {
+                let coord = Some(self.vivaldi.coordinate().clone());
+                let updates = self.piggyback(&from);
+                self.send(
+                    from.clone(),
+                    Message::Ack(Ack {
+                        seq: ping.seq,
+                        coord,
+                        updates,
+                    }),
+                );
+            }
+            Message::PingReq(req) => self.start_relay(now, &from, req),
+            Message::Ack(ack) => self.handle_ack(now, &from, ack),
+            Message::Nack(nack) => {
+                if let Some(probe) = self.probes.get_mut(&nack.seq)
+                    && probe.relays.contains(&from)
+                {
+                    probe.nacks += 1;
+                }
+            }
+            Message::Gossip(_) => {}
+            Message::Sync(sync) => {
+                if sync.reply && sync.digest != self.digest() {
+                    // A peer that pushed its table need not hear ours twice.
+                    self.send_table(&from, sync.updates.is_empty());
+                }
+            }
+        }
+        if fresh.refuted {
+            // Whoever carried the rumour hears the refutation first.
+            let own = self.own_alive();
+            self.send(from.clone(), Message::Gossip(Gossip { updates: vec![own] }));
+        }
+        self.push(fresh.updates, Some(&from));
+    }
+
+    /// Handles the passing of time. Spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(next) = self.timers.peek() {
+            if next.at > now {
+                break;
+            }
+            let Some(Scheduled { timer, .. }) = self.timers.pop() else {
+                break;
+            };
+            self.fire(now, timer);
+        }
+    }
+
+    /// The next message to send. Call after every `handle_*` until `None`.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event. Call after every `handle_*` until `None`.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    /// Changes after every `handle_*` call.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|s| s.at)
+    }
+
+    /// Order-independent digest of the live part of this node's view
+    /// (itself, alive and suspect members), compared by anti-entropy.
+    pub fn digest(&self) -> u64 {
+        let own = entry_hash(&self.id, self.incarnation, State::Alive, &self.meta);
+        self.members
+            .values()
+            .filter(|m| m.state.is_active())
+            .fold(own, |acc, m| {
+                acc.wrapping_add(entry_hash(&m.id, m.incarnation, m.state, &m.meta))
+            })
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::ProbeRound => {
+                if !self.leaving
+                    && let Some(target) = self.next_probe_target()
+                {
+                    self.start_probe(now, target);
+                }
+                let next = self.config.probe_interval * (self.health + 1);
+                self.schedule(now + next, Timer::ProbeRound);
+            }
+            Timer::DirectTimeout(seq) => self.direct_timeout(now, seq),
+            Timer::IndirectTimeout(seq) => self.indirect_timeout(now, seq),
+            Timer::RelayTimeout(seq) => {
+                if let Some(relay) = self.relays.remove(&seq) {
+                    self.send(relay.requester, Message::Nack(Nack { seq: relay.seq }));
+                }
+            }
+            Timer::Suspicion { id, incarnation } => self.suspicion_timeout(now, id, incarnation),
+            Timer::Sync => {
+                if !self.leaving {
+                    self.start_sync();
+                }
+                let next = self.jittered(self.config.sync_interval);
+                self.schedule(now + next, Timer::Sync);
+            }
+            Timer::Reclaim => {
+                self.reclaim(now);
+                self.schedule(now + self.config.dead_reclaim / 4, Timer::Reclaim);
+            }
+        }
+    }
+
+    // ---- membership updates ----
+
+    /// Applies one update under SWIM's precedence rules. Updates that changed
+    /// this node's view are queued for piggybacking and, unless `quiet`,
+    /// collected in `fresh` for an eager push.
+    fn apply(
+        &mut self,
+        now: Instant,
+        update: &Update,
+        quiet: bool,
+        carrier: Option<&NodeId>,
+        fresh: &mut Fresh,
+    ) {
+        if *update.id() == self.id {
+            self.apply_about_self(update, fresh);
+            return;
+        }
+        let changed = match update {
+            Update::Alive {
+                id,
+                incarnation,
+                meta,
+            } => self.apply_alive(now, id, *incarnation, meta, quiet, carrier),
+            Update::Suspect {
+                id,
+                incarnation,
+                from,
+            } => self.apply_suspect(now, id, *incarnation, from),
+            Update::Dead {
+                id,
+                incarnation,
+                from,
+            } => self.apply_down(now, id, *incarnation, State::Dead, Some(from)),
+            Update::Left { id, incarnation } => {
+                self.apply_down(now, id, *incarnation, State::Left, None)
+            }
+        };
+        // Entries of an anti-entropy table are repairs, not news: they are
+        // neither piggybacked nor pushed further.
+        if changed && !quiet {
+            self.enqueue_broadcast(update.clone());
+            fresh.updates.push(update.clone());
+        }
+    }
+
+    fn apply_about_self(&mut self, update: &Update, fresh: &mut Fresh) {
+        if self.leaving {
+            return;
+        }
+        let refute = match update {
+            // Someone holds a newer announcement of ours than we do, which
+            // happens when we restarted and forgot our incarnation.
+            Update::Alive {
+                incarnation, meta, ..
+            } => {
+                *incarnation > self.incarnation
+                    || (*incarnation == self.incarnation && *meta != self.meta)
+            }
+            Update::Suspect { incarnation, .. }
+            | Update::Dead { incarnation, .. }
+            | Update::Left { incarnation, .. } => *incarnation >= self.incarnation,
+        };
+        if refute {
+            self.incarnation = self.incarnation.max(update.incarnation()) + 1;
+            self.health = (self.health + 1).min(self.config.max_local_health);
+            self.stats.refutations += 1;
+            self.events.push_back(Event::Refuted {
+                incarnation: self.incarnation,
+            });
+            let own = self.own_alive();
+            self.enqueue_broadcast(own.clone());
+            fresh.updates.push(own);
+            fresh.refuted = true;
+        }
+    }
+
+    fn apply_alive(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        incarnation: u32,
+        meta: &[u8],
+        quiet: bool,
+        carrier: Option<&NodeId>,
+    ) -> bool {
+        let Some(member) = self.members.get_mut(id) else {
+            self.members.insert(
+                id.clone(),
+                Member::new(id.clone(), incarnation, meta.to_vec(), now),
+            );
+            self.activate(id);
+            self.events.push_back(Event::MemberState {
+                id: id.clone(),
+                state: State::Alive,
+                previous: None,
+                incarnation,
+            });
+            self.events.push_back(Event::MemberMeta {
+                id: id.clone(),
+                meta: meta.to_vec(),
+            });
+            return true;
+        };
+        if incarnation <= member.incarnation {
+            // A peer's table says alive where we hold a death notice of the
+            // same incarnation: the member may be alive on the other side of
+            // a healed partition. Tell it, so that it refutes if it can.
+            if quiet
+                && member.state == State::Dead
+                && carrier != Some(id)
+                && incarnation == member.incarnation
+            {
+                let notice = member.to_update();
+                self.send(
+                    id.clone(),
+                    Message::Gossip(Gossip {
+                        updates: vec![notice],
+                    }),
+                );
+            }
+            return false;
+        }
+        let previous = member.state;
+        let meta_changed = member.meta != meta;
+        member.incarnation = incarnation;
+        member.state = State::Alive;
+        member.by = None;
+        member.meta = meta.to_vec();
+        if previous != State::Alive {
+            member.since = now;
+        }
+        self.suspicions.remove(id);
+        if previous != State::Alive {
+            self.activate(id);
+            self.events.push_back(Event::MemberState {
+                id: id.clone(),
+                state: State::Alive,
+                previous: Some(previous),
+                incarnation,
+            });
+        }
+        if meta_changed {
+            self.events.push_back(Event::MemberMeta {
+                id: id.clone(),
+                meta: meta.to_vec(),
+            });
+        }
+        true
+    }
+
+    fn apply_suspect(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        incarnation: u32,
+        from: &NodeId,
+    ) -> bool {
+        let n = self.group_size();
+        let Some(member) = self.members.get_mut(id) else {
+            return false;
+        };
+        if incarnation < member.incarnation || !member.state.is_active() {
+            return false;
+        }
+        if member.state == State::Suspect && incarnation == member.incarnation {
+            // An independent confirmation (Lifeguard): shortens the timeout.
+            let Some(suspicion) = self.suspicions.get_mut(id) else {
+                return false;
+            };
+            if !suspicion.confirmers.insert(from.clone()) {
+                return false;
+            }
+            if suspicion.confirmations < suspicion.wanted {
+                suspicion.confirmations += 1;
+            }
+            let deadline = suspicion.deadline();
+            self.schedule(
+                deadline,
+                Timer::Suspicion {
+                    id: id.clone(),
+                    incarnation,
+                },
+            );
+            return true;
+        }
+        let previous = member.state;
+        member.state = State::Suspect;
+        member.incarnation = incarnation;
+        member.by = Some(from.clone());
+        member.since = now;
+        let (min, max) = self.config.suspicion_bounds(n);
+        let wanted = self
+            .config
+            .suspicion_confirmations
+            .min(n.saturating_sub(2) as u32);
+        let suspicion = Suspicion {
+            start: now,
+            confirmers: HashSet::from([from.clone()]),
+            confirmations: 0,
+            wanted,
+            min,
+            max,
+        };
+        self.schedule(
+            suspicion.deadline(),
+            Timer::Suspicion {
+                id: id.clone(),
+                incarnation,
+            },
+        );
+        self.suspicions.insert(id.clone(), suspicion);
+        self.events.push_back(Event::MemberState {
+            id: id.clone(),
+            state: State::Suspect,
+            previous: Some(previous),
+            incarnation,
+        });
+        // Expedited probing: about 2K random members check a fresh suspect at
+        // once instead of waiting for their round-robin to reach it, so that
+        // the K confirmations Lifeguard wants arrive within one probe.
+        if *from != self.id && !self.leaving {
+            let p = (2.0 * f64::from(self.config.suspicion_confirmations))
+                / (n.saturating_sub(2).max(1) as f64);
+            if self.rng.random::<f64>() < p && !self.probes.values().any(|p| p.target == *id) {
+                self.stats.expedited_probes += 1;
+                self.start_probe(now, id.clone());
+            }
+        }
+        true
+    }
+
+    /// Applies a `Dead` or `Left` notice.
+    fn apply_down(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        incarnation: u32,
+        state: State,
+        by: Option<&NodeId>,
+    ) -> bool {
+        let Some(member) = self.members.get_mut(id) else {
+            return false;
+        };
+        if incarnation < member.incarnation
+            || member.state == State::Left
+            || (member.state == State::Dead && state == State::Dead)
+        {
+            return false;
+        }
+        let previous = member.state;
+        member.state = state;
+        member.incarnation = incarnation;
+        member.by = by.cloned();
+        member.since = now;
+        self.suspicions.remove(id);
+        self.deactivate(id);
+        self.events.push_back(Event::MemberState {
+            id: id.clone(),
+            state,
+            previous: Some(previous),
+            incarnation,
+        });
+        true
+    }
+
+    fn suspicion_timeout(&mut self, now: Instant, id: NodeId, incarnation: u32) {
+        let Some(suspicion) = self.suspicions.get(&id) else {
+            return;
+        };
+        let due = suspicion.deadline();
+        let current = self
+            .members
+            .get(&id)
+            .is_some_and(|m| m.state == State::Suspect && m.incarnation == incarnation);
+        if !current || now < due {
+            return;
+        }
+        self.stats.declared_dead += 1;
+        let dead = Update::Dead {
+            id,
+            incarnation,
+            from: self.id.clone(),
+        };
+        let mut fresh = Fresh::default();
+        self.apply(now, &dead, false, None, &mut fresh);
+        self.push(fresh.updates, None);
+    }
+
+    fn reclaim(&mut self, now: Instant) {
+        let expired: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|m| {
+                !m.state.is_active()
+                    && now.saturating_duration_since(m.since) >= self.config.dead_reclaim
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for id in expired {
+            self.members.remove(&id);
+            self.vivaldi.forget(&id);
+            self.broadcasts.retain(|b| *b.update.id() != id);
+            self.events.push_back(Event::Removed { id });
+        }
+    }
+
+    // ---- probing ----
+
+    fn next_probe_target(&mut self) -> Option<NodeId> {
+        for _ in 0..2 {
+            while self.probe_next < self.probe_order.len() {
+                let candidate = self.probe_order[self.probe_next].clone();
+                self.probe_next += 1;
+                let probeable = self.active_index.contains_key(&candidate)
+                    && !self.probes.values().any(|p| p.target == candidate);
+                if probeable {
+                    return Some(candidate);
+                }
+            }
+            // SWIM 4.3: round-robin over a fresh random permutation, so that
+            // every member is probed within a bounded number of rounds.
+            self.probe_order = self.active.clone();
+            self.probe_order.shuffle(&mut self.rng);
+            self.probe_next = 0;
+        }
+        None
+    }
+
+    fn probe_timeout_for(&self, target: &NodeId) -> Duration {
+        let base = match self
+            .members
+            .get(target)
+            .and_then(|m| m.srtt.map(|s| (s, m.rttvar)))
+        {
+            Some((srtt, rttvar)) => (srtt + rttvar * 4)
+                .clamp(self.config.min_probe_timeout, self.config.max_probe_timeout),
+            None => self.config.probe_timeout,
+        };
+        // Lifeguard: a node that misses acks waits longer before blaming others.
+        base * (self.health + 1)
+    }
+
+    fn start_probe(&mut self, now: Instant, target: NodeId) {
+        let seq = self.take_seq();
+        let timeout = self.probe_timeout_for(&target);
+        self.stats.probes += 1;
+        let updates = self.piggyback(&target);
+        self.send(target.clone(), Message::Ping(Ping { seq, updates }));
+        self.probes.insert(
+            seq,
+            Probe {
+                target,
+                sent: now,
+                timeout,
+                relays: Vec::new(),
+                nacks: 0,
+            },
+        );
+        self.schedule(now + timeout, Timer::DirectTimeout(seq));
+    }
+
+    fn direct_timeout(&mut self, now: Instant, seq: u32) {
+        let Some(probe) = self.probes.get(&seq) else {
+            return;
+        };
+        let target = probe.target.clone();
+        let deadline = probe.sent + probe.timeout * (1 + self.config.indirect_timeout_factor);
+        let relays = self.random_active(self.config.indirect_probes, std::slice::from_ref(&target));
+        self.stats.indirect_probes += 1;
+        for relay in &relays {
+            let updates = self.piggyback(relay);
+            self.send(
+                relay.clone(),
+                Message::PingReq(PingReq {
+                    seq,
+                    target: target.clone(),
+                    updates,
+                }),
+            );
+        }
+        if let Some(probe) = self.probes.get_mut(&seq) {
+            probe.relays = relays;
+        }
+        self.schedule(deadline.max(now), Timer::IndirectTimeout(seq));
+    }
+
+    fn indirect_timeout(&mut self, now: Instant, seq: u32) {
+        let Some(probe) = self.probes.remove(&seq) else {
+            return;
+        };
+        self.stats.failed_probes += 1;
+        // Lifeguard: relays that did not even nack point at our own links.
+        let penalty = if probe.relays.is_empty() {
+            1
+        } else {
+            (probe.relays.len() - probe.nacks.min(probe.relays.len())) as u32
+        };
+        self.health = (self.health + penalty).min(self.config.max_local_health);
+        let Some(member) = self.members.get(&probe.target) else {
+            return;
+        };
+        if !member.state.is_active() || self.leaving {
+            return;
+        }
+        self.stats.suspicions += 1;
+        let suspect = Update::Suspect {
+            id: probe.target,
+            incarnation: member.incarnation,
+            from: self.id.clone(),
+        };
+        let mut fresh = Fresh::default();
+        self.apply(now, &suspect, false, None, &mut fresh);
+        self.push(fresh.updates, None);
+    }
+
+    fn handle_ack(&mut self, now: Instant, from: &NodeId, ack: Ack) {
+        if let Some(relay) = self.relays.get(&ack.seq)
+            && relay.target == *from
+        {
+            let Some(relay) = self.relays.remove(&ack.seq) else {
+                return;
+            };
+            let updates = self.piggyback(&relay.requester);
+            self.send(
+                relay.requester,
+                Message::Ack(Ack {
+                    seq: relay.seq,
+                    coord: None,
+                    updates,
+                }),
+            );
+            return;
+        }
+        let Entry::Occupied(entry) = self.probes.entry(ack.seq) else {
+            return;
+        };
+        let probe = entry.get();
+        if probe.target == *from {
+            let probe = entry.remove();
+            let rtt = now.saturating_duration_since(probe.sent);
+            self.health = self.health.saturating_sub(1);
+            if let Some(member) = self.members.get_mut(from) {
+                member.record_rtt(rtt);
+                if let Some(coord) = ack.coord {
+                    // A coordinate that Vivaldi rejects is simply not used.
+                    let _ = self.vivaldi.update(from, &coord, rtt, &mut self.rng);
+                    member.coord = Some(coord);
+                }
+            }
+            self.events.push_back(Event::ProbeRtt {
+                id: from.clone(),
+                rtt,
+            });
+        } else if probe.relays.contains(from) {
+            entry.remove();
+        }
+    }
+
+    fn start_relay(&mut self, now: Instant, from: &NodeId, req: PingReq) {
+        if req.target == self.id {
+            let coord = Some(self.vivaldi.coordinate().clone());
+            let updates = self.piggyback(from);
+            self.send(
+                from.clone(),
+                Message::Ack(Ack {
+                    seq: req.seq,
+                    coord,
+                    updates,
+                }),
+            );
+            return;
+        }
+        let seq = self.take_seq();
+        // Lifeguard: nack a little before the requester gives up on us.
+        let timeout = self.probe_timeout_for(&req.target).mul_f64(0.8);
+        let updates = self.piggyback(&req.target);
+        self.send(req.target.clone(), Message::Ping(Ping { seq, updates }));
+        self.relays.insert(
+            seq,
+            Relay {
+                requester: from.clone(),
+                seq: req.seq,
+                target: req.target,
+            },
+        );
+        self.schedule(now + timeout, Timer::RelayTimeout(seq));
+    }
+
+    // ---- dissemination ----
+
+    fn enqueue_broadcast(&mut self, update: Update) {
+        self.broadcasts.retain(|b| b.update.id() != update.id());
+        self.broadcasts.push(Broadcast {
+            update,
+            transmits: 0,
+        });
+    }
+
+    /// Updates to piggyback on a message to `to`: first what concerns `to`
+    /// itself (Lifeguard's buddy system: a suspect hears of its suspicion
+    /// from the very next probe), then the least transmitted.
+    fn piggyback(&mut self, to: &NodeId) -> Vec<Update> {
+        let mut out = Vec::new();
+        if let Some(m) = self.members.get(to)
+            && matches!(m.state, State::Suspect | State::Dead)
+            && !self.broadcasts.iter().any(|b| b.update.id() == to)
+        {
+            out.push(m.to_update());
+        }
+        if self.broadcasts.is_empty() {
+            return out;
+        }
+        let limit = self.config.retransmit_limit(self.group_size());
+        self.broadcasts
+            .sort_by_key(|b| (b.update.id() != to, b.transmits));
+        for b in self.broadcasts.iter_mut().take(self.config.max_piggyback) {
+            b.transmits += 1;
+            out.push(b.update.clone());
+        }
+        self.broadcasts.retain(|b| b.transmits < limit);
+        out
+    }
+
+    /// Eager push: sends fresh updates at once to `gossip_fanout` random
+    /// members, instead of waiting for them to ride on the next probes.
+    fn push(&mut self, updates: Vec<Update>, except: Option<&NodeId>) {
+        if updates.is_empty() {
+            return;
+        }
+        let exclude: Vec<NodeId> = except.into_iter().cloned().collect();
+        let targets = self.random_active(self.config.gossip_fanout, &exclude);
+        for to in targets {
+            self.send(
+                to,
+                Message::Gossip(Gossip {
+                    updates: updates.clone(),
+                }),
+            );
+        }
+    }
+
+    fn start_sync(&mut self) {
+        // Dead members are candidates too: that is how the two sides of a
+        // healed partition find each other again.
+        let candidates: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|m| m.state != State::Left)
+            .map(|m| m.id.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let to = candidates[self.rng.random_range(0..candidates.len())].clone();
+        let digest = self.digest();
+        self.send(
+            to,
+            Message::Sync(Sync {
+                digest,
+                updates: Vec::new(),
+                reply: true,
+            }),
+        );
+    }
+
+    fn send_table(&mut self, to: &NodeId, ask_back: bool) {
+        // Chunks stay far below the decoder's size cap.
+        const CHUNK_BYTES: usize = 32 * 1024;
+        let digest = self.digest();
+        let mut chunks: Vec<Vec<Update>> = vec![vec![self.own_alive()]];
+        let mut size = 64 + self.meta.len();
+        for member in self.members.values() {
+            let cost = 96 + member.meta.len();
+            if size + cost > CHUNK_BYTES || chunks.last().is_some_and(|c| c.len() >= 256) {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += cost;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(member.to_update());
+            }
+        }
+        for (i, updates) in chunks.into_iter().enumerate() {
+            self.send(
+                to.clone(),
+                Message::Sync(Sync {
+                    digest,
+                    updates,
+                    reply: ask_back && i == 0,
+                }),
+            );
+        }
+    }
+
+    // ---- helpers ----
+
+    fn own_alive(&self) -> Update {
+        Update::Alive {
+            id: self.id.clone(),
+            incarnation: self.incarnation,
+            meta: self.meta.clone(),
+        }
+    }
+
+    fn group_size(&self) -> usize {
+        self.active.len() + 1
+    }
+
+    fn activate(&mut self, id: &NodeId) {
+        if self.active_index.contains_key(id) {
+            return;
+        }
+        self.active_index.insert(id.clone(), self.active.len());
+        self.active.push(id.clone());
+        // SWIM 4.3: a new member goes to a random place in the probe order.
+        let at = self
+            .rng
+            .random_range(self.probe_next..=self.probe_order.len());
+        self.probe_order.insert(at, id.clone());
+    }
+
+    fn deactivate(&mut self, id: &NodeId) {
+        let Some(index) = self.active_index.remove(id) else {
+            return;
+        };
+        self.active.swap_remove(index);
+        if let Some(moved) = self.active.get(index) {
+            self.active_index.insert(moved.clone(), index);
+        }
+    }
+
+    /// Up to `k` distinct random active members, none of them in `exclude`.
+    fn random_active(&mut self, k: usize, exclude: &[NodeId]) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::with_capacity(k);
+        let eligible = self.active.len()
+            - exclude
+                .iter()
+                .filter(|e| self.active_index.contains_key(*e))
+                .count();
+        let want = k.min(eligible);
+        if want == 0 {
+            return out;
+        }
+        if want * 4 >= self.active.len() {
+            let mut pool: Vec<NodeId> = self
+                .active
+                .iter()
+                .filter(|id| !exclude.contains(id))
+                .cloned()
+                .collect();
+            pool.shuffle(&mut self.rng);
+            pool.truncate(want);
+            return pool;
+        }
+        while out.len() < want {
+            let candidate = &self.active[self.rng.random_range(0..self.active.len())];
+            if !exclude.contains(candidate) && !out.contains(candidate) {
+                out.push(candidate.clone());
+            }
+        }
+        out
+    }
+
+    fn take_seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    fn jittered(&mut self, base: Duration) -> Duration {
+        base.mul_f64(self.rng.random_range(0.75..1.25))
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timer_order += 1;
+        self.timers.push(Scheduled {
+            at,
+            order: self.timer_order,
+            timer,
+        });
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        self.stats.messages_out += 1;
+        self.transmits.push_back(Transmit { to, message });
+    }
+}
+
+/// FNV-1a over one member entry: stable across builds and platforms, unlike
+/// std's hasher, because digests are compared between nodes.
+fn entry_hash(id: &NodeId, incarnation: u32, state: State, meta: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    eat(&(id.as_bytes().len() as u32).to_be_bytes());
+    eat(id.as_bytes());
+    eat(&incarnation.to_be_bytes());
+    eat(&[state as u8]);
+    eat(meta);
+    hash
+}
+
+#[cfg(test)]
+mod tests;

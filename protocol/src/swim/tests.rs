@@ -1,0 +1,773 @@
+//! Unit tests of single SWIM transitions: feed one input, assert the exact
+//! output (openraft's style).
+
+use super::*;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+fn id(n: u32) -> NodeId {
+    NodeId::synthetic(n)
+}
+
+fn alive(n: u32, incarnation: u32) -> Update {
+    Update::Alive {
+        id: id(n),
+        incarnation,
+        meta: Vec::new(),
+    }
+}
+
+struct Harness {
+    swim: Swim<SmallRng>,
+    now: Instant,
+}
+
+impl Harness {
+    /// Node 0, knowing members `1..=members`, every output drained.
+    fn new(members: u32) -> Self {
+        let now = Instant::now();
+        let swim = Swim::new(
+            id(0),
+            Vec::new(),
+            Config::lan(),
+            SmallRng::seed_from_u64(7),
+            now,
+        );
+        let mut h = Harness { swim, now };
+        if members > 0 {
+            h.recv(
+                1,
+                Message::Gossip(Gossip {
+                    updates: (1..=members).map(|n| alive(n, 0)).collect(),
+                }),
+            );
+        }
+        // Let the broadcast queue empty out, so that later piggybacks only
+        // carry what each test is about.
+        h.swim.broadcasts.clear();
+        h.drain();
+        h.events();
+        h
+    }
+
+    fn recv(&mut self, from: u32, message: Message) {
+        self.swim.handle_message(self.now, id(from), message);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.swim.handle_timeout(self.now);
+    }
+
+    /// Advances to the next timer and fires it.
+    fn fire_next(&mut self) {
+        let at = self.swim.poll_timeout().expect("a timer is always armed");
+        self.now = self.now.max(at);
+        self.swim.handle_timeout(self.now);
+    }
+
+    fn drain(&mut self) -> Vec<Transmit> {
+        std::iter::from_fn(|| self.swim.poll_transmit()).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.swim.poll_event()).collect()
+    }
+
+    /// Starts a probe round and returns the probe's target and sequence.
+    /// Later rounds are cancelled, so that each test watches one probe.
+    fn probe(&mut self) -> (NodeId, u32) {
+        self.fire_next();
+        self.swim.timers.retain(|s| s.timer != Timer::ProbeRound);
+        let out = self.drain();
+        assert_eq!(out.len(), 1, "one ping per round: {out:?}");
+        match &out[0].message {
+            Message::Ping(ping) => (out[0].to.clone(), ping.seq),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+
+    /// Runs a probe whose target never answers, up to the suspicion.
+    fn failed_probe(&mut self) -> NodeId {
+        let (target, _) = self.probe();
+        self.fire_next(); // direct timeout: ping-reqs
+        self.drain();
+        self.fire_next(); // indirect timeout: suspicion
+        target
+    }
+
+    fn state_of(&self, n: &NodeId) -> State {
+        self.swim.member(n).expect("member").state
+    }
+}
+
+fn gossip_to(out: &[Transmit]) -> Vec<(NodeId, Vec<Update>)> {
+    out.iter()
+        .filter_map(|t| match &t.message {
+            Message::Gossip(g) => Some((t.to.clone(), g.updates.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn new_members_are_announced_once_each() {
+    let now = Instant::now();
+    let mut swim = Swim::new(
+        id(0),
+        Vec::new(),
+        Config::lan(),
+        SmallRng::seed_from_u64(1),
+        now,
+    );
+    swim.handle_message(
+        now,
+        id(1),
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 2)],
+        }),
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| swim.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::MemberState {
+                id: id(1),
+                state: State::Alive,
+                previous: None,
+                incarnation: 2
+            },
+            Event::MemberMeta {
+                id: id(1),
+                meta: Vec::new()
+            },
+        ]
+    );
+    // The same news again changes nothing and is not spread again.
+    let _ = std::iter::from_fn(|| swim.poll_transmit()).count();
+    swim.handle_message(
+        now,
+        id(1),
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 2)],
+        }),
+    );
+    assert_eq!(swim.poll_event(), None);
+    assert_eq!(swim.poll_transmit(), None);
+}
+
+#[test]
+fn probe_and_ack_record_the_rtt() {
+    let mut h = Harness::new(1);
+    let (target, seq) = h.probe();
+    assert_eq!(target, id(1));
+    h.now += Duration::from_millis(4);
+    h.recv(
+        1,
+        Message::Ack(Ack {
+            seq,
+            coord: Some(Coordinate::new(&coords::Config::default())),
+            updates: vec![],
+        }),
+    );
+    assert_eq!(
+        h.events(),
+        vec![Event::ProbeRtt {
+            id: id(1),
+            rtt: Duration::from_millis(4)
+        }]
+    );
+    let member = h.swim.member(&id(1)).unwrap();
+    assert_eq!(member.srtt, Some(Duration::from_millis(4)));
+    assert!(member.coord.is_some());
+    // The direct timeout that follows is stale: nothing happens.
+    h.advance(Duration::from_millis(200));
+    let out = h.drain();
+    assert!(
+        out.iter().all(|t| matches!(t.message, Message::Ping(_))),
+        "{out:?}"
+    );
+    assert_eq!(h.swim.local_health(), 0);
+}
+
+#[test]
+fn ack_from_a_stranger_does_not_complete_a_probe() {
+    let mut h = Harness::new(2);
+    let (target, seq) = h.probe();
+    let stranger = if target == id(1) { 2 } else { 1 };
+    h.recv(
+        stranger,
+        Message::Ack(Ack {
+            seq,
+            coord: None,
+            updates: vec![],
+        }),
+    );
+    assert_eq!(h.events(), vec![]);
+    assert!(h.swim.probes.contains_key(&seq));
+}
+
+#[test]
+fn probe_timeout_sends_ping_req_through_k_other_members() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    h.fire_next();
+    let out = h.drain();
+    assert_eq!(out.len(), 3, "{out:?}");
+    for t in &out {
+        assert_ne!(t.to, target);
+        assert_eq!(
+            t.message,
+            Message::PingReq(PingReq {
+                seq,
+                target: target.clone(),
+                updates: vec![]
+            })
+        );
+    }
+    // The deadline of the indirect stage is three direct timeouts after the ping.
+    assert_eq!(h.swim.stats().indirect_probes, 1);
+}
+
+#[test]
+fn indirect_ack_through_a_relay_saves_the_target() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    h.fire_next();
+    let relay = h.drain()[0].to.clone();
+    let relay_n = (1..=5).find(|n| id(*n) == relay).unwrap();
+    h.recv(
+        relay_n,
+        Message::Ack(Ack {
+            seq,
+            coord: None,
+            updates: vec![],
+        }),
+    );
+    h.fire_next(); // indirect deadline: stale now
+    assert_eq!(h.state_of(&target), State::Alive);
+    assert_eq!(h.events(), vec![]);
+}
+
+#[test]
+fn failed_probe_makes_the_target_suspect_and_pushes_the_news() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    assert_eq!(
+        h.events(),
+        vec![Event::MemberState {
+            id: target.clone(),
+            state: State::Suspect,
+            previous: Some(State::Alive),
+            incarnation: 0
+        }]
+    );
+    let suspect = Update::Suspect {
+        id: target.clone(),
+        incarnation: 0,
+        from: id(0),
+    };
+    let pushed = gossip_to(&h.drain());
+    assert_eq!(pushed.len(), 3, "eager push to gossip_fanout members");
+    assert!(pushed.iter().all(|(_, u)| *u == vec![suspect.clone()]));
+    // No relay answered, not even with a nack: Lifeguard blames our own links.
+    assert_eq!(h.swim.local_health(), 3);
+}
+
+#[test]
+fn nacks_spare_the_local_health() {
+    let mut h = Harness::new(5);
+    let (_, seq) = h.probe();
+    h.fire_next();
+    let relays: Vec<NodeId> = h.drain().into_iter().map(|t| t.to).collect();
+    for relay in relays {
+        let n = (1..=5).find(|n| id(*n) == relay).unwrap();
+        h.recv(n, Message::Nack(Nack { seq }));
+    }
+    h.fire_next();
+    assert_eq!(h.swim.local_health(), 0);
+}
+
+#[test]
+fn local_health_stretches_probe_interval_and_timeout() {
+    let mut h = Harness::new(5);
+    h.failed_probe();
+    h.drain();
+    h.events();
+    assert_eq!(h.swim.local_health(), 3);
+    // The next round comes 4 intervals after the last, its timeout is 4x.
+    let base = Config::lan();
+    let target = id(1);
+    assert_eq!(h.swim.probe_timeout_for(&target), base.probe_timeout * 4);
+}
+
+#[test]
+fn suspect_without_confirmations_dies_after_the_maximum_timeout() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    let suspected_at = h.now;
+    h.drain();
+    h.events();
+    // n = 6, so the bounds are 2 * 1 * 100 ms = 200 ms and 600 ms.
+    let (min, max) = h.swim.config().suspicion_bounds(6);
+    assert_eq!(
+        (min, max),
+        (Duration::from_millis(200), Duration::from_millis(600))
+    );
+    h.now = suspected_at + max - Duration::from_millis(1);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Suspect);
+    h.now = suspected_at + max;
+    h.swim.handle_timeout(h.now);
+    let events: Vec<Event> = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::MemberState { .. }))
+        .collect();
+    assert_eq!(
+        events,
+        vec![Event::MemberState {
+            id: target.clone(),
+            state: State::Dead,
+            previous: Some(State::Suspect),
+            incarnation: 0
+        }]
+    );
+    let dead = Update::Dead {
+        id: target,
+        incarnation: 0,
+        from: id(0),
+    };
+    assert!(
+        gossip_to(&h.drain())
+            .iter()
+            .any(|(_, u)| *u == vec![dead.clone()])
+    );
+}
+
+#[test]
+fn independent_confirmations_shorten_the_suspicion_to_its_minimum() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    let suspected_at = h.now;
+    let others: Vec<u32> = (1..=5).filter(|n| id(*n) != target).collect();
+    for n in &others[..3] {
+        h.recv(
+            *n,
+            Message::Gossip(Gossip {
+                updates: vec![Update::Suspect {
+                    id: target.clone(),
+                    incarnation: 0,
+                    from: id(*n),
+                }],
+            }),
+        );
+    }
+    // A repeated confirmation from the same member does not count twice.
+    h.recv(
+        others[0],
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: target.clone(),
+                incarnation: 0,
+                from: id(others[0]),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.suspicions[&target].confirmations, 3);
+    h.now = suspected_at + Duration::from_millis(199);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Suspect);
+    h.now = suspected_at + Duration::from_millis(200);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Dead);
+}
+
+#[test]
+fn suspect_that_refutes_stays_alive() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    let n = (1..=5).find(|n| id(*n) == target).unwrap();
+    h.recv(
+        n,
+        Message::Gossip(Gossip {
+            updates: vec![alive(n, 1)],
+        }),
+    );
+    assert_eq!(h.state_of(&target), State::Alive);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.state_of(&target), State::Alive);
+    assert!(!h.events().iter().any(|e| matches!(
+        e,
+        Event::MemberState {
+            state: State::Dead,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn node_refutes_a_suspicion_about_itself_and_tells_the_carrier_first() {
+    let mut h = Harness::new(5);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(0),
+                incarnation: 0,
+                from: id(3),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 1);
+    assert_eq!(h.events(), vec![Event::Refuted { incarnation: 1 }]);
+    let out = gossip_to(&h.drain());
+    assert_eq!(out[0], (id(2), vec![alive(0, 1)]));
+    assert_eq!(out.len(), 4, "the carrier, then the eager push: {out:?}");
+    assert!(
+        out[1..]
+            .iter()
+            .all(|(to, u)| *to != id(2) && *u == vec![alive(0, 1)])
+    );
+    assert_eq!(
+        h.swim.local_health(),
+        1,
+        "Lifeguard: refuting counts against our health"
+    );
+}
+
+#[test]
+fn stale_suspicion_about_an_older_incarnation_is_ignored() {
+    let mut h = Harness::new(2);
+    h.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 5)],
+        }),
+    );
+    h.events();
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(1),
+                incarnation: 4,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.state_of(&id(1)), State::Alive);
+    assert_eq!(h.events(), vec![]);
+}
+
+#[test]
+fn ping_to_a_suspect_carries_the_suspicion() {
+    let mut h = Harness::new(1);
+    h.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(1),
+                incarnation: 0,
+                from: id(9),
+            }],
+        }),
+    );
+    h.swim.broadcasts.clear();
+    h.drain();
+    let (_, _) = (h.swim.next_probe_target(), ());
+    let updates = h.swim.piggyback(&id(1));
+    assert_eq!(
+        updates,
+        vec![Update::Suspect {
+            id: id(1),
+            incarnation: 0,
+            from: id(9)
+        }]
+    );
+}
+
+#[test]
+fn relay_forwards_the_ack_without_a_coordinate() {
+    let mut h = Harness::new(3);
+    h.recv(
+        1,
+        Message::PingReq(PingReq {
+            seq: 77,
+            target: id(2),
+            updates: vec![],
+        }),
+    );
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to, id(2));
+    let Message::Ping(ping) = &out[0].message else {
+        panic!("expected a ping: {out:?}");
+    };
+    h.recv(
+        2,
+        Message::Ack(Ack {
+            seq: ping.seq,
+            coord: Some(Coordinate::new(&coords::Config::default())),
+            updates: vec![],
+        }),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![Transmit {
+            to: id(1),
+            message: Message::Ack(Ack {
+                seq: 77,
+                coord: None,
+                updates: vec![]
+            })
+        }]
+    );
+}
+
+#[test]
+fn relay_nacks_when_the_target_stays_silent() {
+    let mut h = Harness::new(3);
+    h.recv(
+        1,
+        Message::PingReq(PingReq {
+            seq: 78,
+            target: id(2),
+            updates: vec![],
+        }),
+    );
+    h.drain();
+    // 80% of the 50 ms default timeout.
+    h.advance(Duration::from_millis(39));
+    assert!(h.drain().iter().all(|t| t.to != id(1)));
+    h.advance(Duration::from_millis(1));
+    let out = h.drain();
+    assert!(out.contains(&Transmit {
+        to: id(1),
+        message: Message::Nack(Nack { seq: 78 })
+    }));
+}
+
+#[test]
+fn leave_is_announced_and_final_for_its_incarnation() {
+    let mut h = Harness::new(8);
+    h.swim.leave(h.now);
+    let out = gossip_to(&h.drain());
+    assert_eq!(out.len(), 6);
+    let left = Update::Left {
+        id: id(0),
+        incarnation: 0,
+    };
+    assert!(out.iter().all(|(_, u)| *u == vec![left.clone()]));
+    // A leaving node neither probes nor refutes.
+    h.advance(Duration::from_secs(1));
+    assert!(
+        h.drain()
+            .iter()
+            .all(|t| !matches!(t.message, Message::Ping(_)))
+    );
+
+    // On a peer: left, then an old alive is ignored, a newer one revives it.
+    let mut peer = Harness::new(3);
+    peer.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Left {
+                id: id(1),
+                incarnation: 0,
+            }],
+        }),
+    );
+    assert_eq!(peer.state_of(&id(1)), State::Left);
+    peer.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 0)],
+        }),
+    );
+    assert_eq!(peer.state_of(&id(1)), State::Left);
+    peer.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 1)],
+        }),
+    );
+    assert_eq!(peer.state_of(&id(1)), State::Alive);
+}
+
+#[test]
+fn restarted_node_rejoins_with_a_higher_incarnation() {
+    // Node 0 holds node 1 dead at incarnation 3.
+    let mut seed = Harness::new(2);
+    seed.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 3)],
+        }),
+    );
+    seed.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(1),
+                incarnation: 3,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(seed.state_of(&id(1)), State::Dead);
+    seed.drain();
+    seed.events();
+
+    // Node 1 restarts with incarnation 0 and joins through node 0.
+    let mut restarted = Swim::new(
+        id(1),
+        Vec::new(),
+        Config::lan(),
+        SmallRng::seed_from_u64(3),
+        seed.now,
+    );
+    restarted.join(seed.now, [id(0)]);
+    let join = restarted.poll_transmit().unwrap();
+    assert_eq!(join.to, id(0));
+    seed.swim.handle_message(seed.now, id(1), join.message);
+    // The seed answers with its table, which holds the death notice.
+    let table: Vec<Transmit> = seed.drain();
+    assert!(
+        table
+            .iter()
+            .all(|t| t.to == id(1) && matches!(t.message, Message::Sync(_)))
+    );
+    for t in table {
+        restarted.handle_message(seed.now, id(0), t.message);
+    }
+    assert_eq!(restarted.incarnation(), 4);
+    let refutation = std::iter::from_fn(|| restarted.poll_transmit())
+        .find(|t| t.to == id(0))
+        .expect("refutation goes back to the seed");
+    seed.swim
+        .handle_message(seed.now, id(1), refutation.message);
+    assert_eq!(seed.state_of(&id(1)), State::Alive);
+    assert_eq!(seed.swim.member(&id(1)).unwrap().incarnation, 4);
+}
+
+#[test]
+fn sync_with_an_equal_digest_is_answered_with_nothing() {
+    let mut a = Harness::new(2);
+    let digest = a.swim.digest();
+    a.recv(
+        1,
+        Message::Sync(Sync {
+            digest,
+            updates: vec![],
+            reply: true,
+        }),
+    );
+    assert_eq!(a.drain(), vec![]);
+    a.recv(
+        1,
+        Message::Sync(Sync {
+            digest: digest ^ 1,
+            updates: vec![],
+            reply: true,
+        }),
+    );
+    let out = a.drain();
+    assert_eq!(out.len(), 1);
+    let Message::Sync(table) = &out[0].message else {
+        panic!("{out:?}")
+    };
+    assert!(
+        table.reply,
+        "a digest-only sync is answered with a table and a request for theirs"
+    );
+    assert_eq!(table.updates.len(), 3);
+}
+
+#[test]
+fn table_entry_alive_where_we_hold_death_pokes_the_member() {
+    let mut h = Harness::new(3);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(3),
+                incarnation: 0,
+                from: id(2),
+            }],
+        }),
+    );
+    h.drain();
+    h.recv(
+        1,
+        Message::Sync(Sync {
+            digest: 0,
+            updates: vec![alive(3, 0)],
+            reply: false,
+        }),
+    );
+    assert_eq!(
+        h.drain(),
+        vec![Transmit {
+            to: id(3),
+            message: Message::Gossip(Gossip {
+                updates: vec![Update::Dead {
+                    id: id(3),
+                    incarnation: 0,
+                    from: id(2)
+                }]
+            })
+        }]
+    );
+}
+
+#[test]
+fn spurious_timeouts_do_nothing() {
+    let mut h = Harness::new(3);
+    for _ in 0..5 {
+        h.swim.handle_timeout(h.now);
+    }
+    assert_eq!(h.drain(), vec![]);
+    assert_eq!(h.events(), vec![]);
+}
+
+#[test]
+fn dead_members_are_forgotten_after_the_reclaim_time() {
+    let mut h = Harness::new(2);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(1),
+                incarnation: 0,
+                from: id(2),
+            }],
+        }),
+    );
+    h.events();
+    let reclaim = h.swim.config().dead_reclaim;
+    for _ in 0..6 {
+        h.advance(reclaim / 4);
+    }
+    assert!(h.swim.member(&id(1)).is_none());
+    assert!(h.events().contains(&Event::Removed { id: id(1) }));
+}
+
+#[test]
+fn suspicion_timeout_follows_lifeguard_formula() {
+    let start = Instant::now();
+    let mut s = Suspicion {
+        start,
+        confirmers: HashSet::new(),
+        confirmations: 0,
+        wanted: 3,
+        min: Duration::from_millis(200),
+        max: Duration::from_millis(600),
+    };
+    assert_eq!(s.deadline() - start, Duration::from_millis(600));
+    s.confirmations = 1;
+    // max - (max - min) * ln 2 / ln 4 = 600 - 400 * 0.5 = 400 ms
+    assert_eq!(s.deadline() - start, Duration::from_millis(400));
+    s.confirmations = 3;
+    assert_eq!(s.deadline() - start, Duration::from_millis(200));
+}

@@ -1,0 +1,1 @@
+//! Integration and end-to-end tests of Baton; the tests live in `tests/tests/`.
