@@ -1,1 +1,15 @@
-//! The Baton daemon (`batond`) and CLI (`baton`) live here; the overlay node is built on top of `baton-protocol`.
+//! The Baton node: the daemon `batond` drives the protocol core of
+//! `baton-protocol` over libp2p and serves an HTTP API; the CLI `baton` talks
+//! to that API.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod identity;
+pub mod net;
+pub mod node;
+pub mod state;
+
+pub use config::Config;
+pub use node::Node;

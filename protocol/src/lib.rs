@@ -8,6 +8,8 @@
 
 pub mod coords;
 pub mod id;
+pub mod meta;
+pub mod peering;
 pub mod swim;
 pub mod wire;
 

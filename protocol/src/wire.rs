@@ -91,6 +91,18 @@ impl Message {
         }
     }
 
+    /// The membership updates piggybacked on this message, to filter them.
+    pub fn updates_mut(&mut self) -> Option<&mut Vec<Update>> {
+        match self {
+            Message::Ping(m) => Some(&mut m.updates),
+            Message::PingReq(m) => Some(&mut m.updates),
+            Message::Ack(m) => Some(&mut m.updates),
+            Message::Nack(_) => None,
+            Message::Gossip(m) => Some(&mut m.updates),
+            Message::Sync(m) => Some(&mut m.updates),
+        }
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -1,1 +1,95 @@
-//! Integration and end-to-end tests of Baton; the tests live in `tests/tests/`.
+//! Helpers shared by Baton's integration and end-to-end tests; the tests
+//! themselves live in `tests/tests/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_node::Node;
+use baton_node::config::{Config, Flags};
+use clap_free::parse_flags;
+
+mod clap_free {
+    use baton_node::config::Flags;
+
+    /// Parses `batond` flags the way the binary does.
+    pub fn parse_flags(args: &[String]) -> Flags {
+        use clap::Parser;
+        Flags::try_parse_from(std::iter::once("batond".to_string()).chain(args.iter().cloned()))
+            .expect("test flags parse")
+    }
+}
+
+/// A temporary directory removed on drop, even when the test fails.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory named after `label`.
+    pub fn new(label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("baton-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Configuration of an in-process test node on 127.0.0.1: QUIC on a free
+/// port, API on a free port, mDNS off. `extra` are more `batond` flags.
+pub fn loopback_config(name: &str, data_dir: &std::path::Path, extra: &[&str]) -> Config {
+    let mut args: Vec<String> = [
+        "--name",
+        name,
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "--no-mdns",
+        "--api",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(data_dir.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Flags = parse_flags(&args);
+    Config::load(flags).expect("test config is valid")
+}
+
+/// The first listen address of `node`, with `/p2p/<peer id>`.
+pub async fn dial_addr(node: &Node) -> String {
+    let addrs = node.listen_addrs(Duration::from_secs(5)).await;
+    let addr = addrs.first().expect("node listens");
+    format!("{addr}/p2p/{}", node.peer_id)
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The state `observer` holds of `member`, if it knows it.
+pub fn state_of(observer: &Node, member: &Node) -> Option<(String, u32)> {
+    observer
+        .shared
+        .members
+        .get(&member.peer_id.to_base58())
+        .map(|m| (m.state.clone(), m.incarnation))
+}

@@ -1,0 +1,79 @@
+//! `batond`: the Baton node of one service cluster. See `batond --help`.
+
+use baton_node::Node;
+use baton_node::config::{Config, Flags, LogFormat};
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::load(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("batond: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("batond: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let mut node = match Node::start(config).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("batond: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down: leaving the overlay");
+                node.shutdown().await;
+            }
+            _ = node.wait() => {
+                tracing::error!("the node stopped unexpectedly");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,baton_node=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,982 @@
+//! The `baton` command line: reads a node's HTTP API (see [`crate::api`]) over
+//! plain HTTP and shows it as tables for people, or passes the API's JSON
+//! through unchanged for scripts (`--json`). [`run`] is the whole program.
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Where the node's API listens unless told otherwise (`batond --api`).
+pub const DEFAULT_API: &str = "127.0.0.1:7700";
+
+const API_PORT: u16 = 7700;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Three missed keep-alives (the API sends one every 15 s): the stream is dead.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// Caps on what a server can make this process buffer.
+const MAX_BODY: u64 = 64 << 20;
+const MAX_ERROR_BODY: u64 = 64 << 10;
+const MAX_EVENT: usize = 1 << 20;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  baton status                      this node, on the default 127.0.0.1:7700
+  baton members                     the members it sees and their state
+  baton --api node-b:7700 peers     another node's libp2p peers
+  baton members --json | jq '.[] | select(.state != \"alive\")'
+  baton watch                       follow state changes until Ctrl-C
+
+An API that listens beyond loopback needs its token: --token TOKEN or,
+better (it stays out of the process list), the environment variable BATON_TOKEN.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  baton status
+  baton status --json | jq .members.suspect";
+
+const MEMBERS_EXAMPLES: &str = "\
+Examples:
+  baton members
+  baton members --wide              full peer ids and every address
+  baton members --json | jq -r '.[] | \"\\(.name) \\(.state)\"'
+
+RTT is measured by probes; DIST is the Vivaldi estimate of the RTT.";
+
+const PEERS_EXAMPLES: &str = "\
+Examples:
+  baton peers
+  baton peers --wide
+  baton peers --json | jq '.[] | select(.admission == \"refused\")'";
+
+const WATCH_EXAMPLES: &str = "\
+Examples:
+  baton watch
+  baton watch --json | jq -c 'select(.state == \"dead\")'
+
+Each line: local time, kind, member name, peer id, previous -> new state,
+incarnation. With --json, one event per line as the API sends it.";
+
+/// Inspect a Baton node through its HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, after_help = MAIN_EXAMPLES)]
+struct Cli {
+    /// Address of the node's API, HOST:PORT [env: BATON_API] [default: 127.0.0.1:7700]
+    #[arg(long, global = true, value_name = "ADDR")]
+    api: Option<String>,
+    /// Bearer token, needed when the API listens beyond loopback [env: BATON_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table: one document (or event) per line
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show this node: identity, overlay, uptime and member counts
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status,
+    /// List the members this node knows, with state, RTT and distance
+    #[command(after_help = MEMBERS_EXAMPLES)]
+    Members(Wide),
+    /// List the libp2p peers and whether the peering policy admitted them
+    #[command(after_help = PEERS_EXAMPLES)]
+    Peers(Wide),
+    /// Follow member state changes as they happen, until Ctrl-C
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(Wide),
+}
+
+#[derive(Debug, Args)]
+struct Wide {
+    /// Show full peer ids and every address
+    #[arg(long)]
+    wide: bool,
+}
+
+/// Runs `baton` with these arguments (the first is the program name) and
+/// returns the process exit code: 0 on success, 1 on error, 2 on bad usage.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are "errors" that go to stdout with code 0.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let api = cli
+        .api
+        .or_else(|| env_var("BATON_API"))
+        .unwrap_or_else(|| DEFAULT_API.to_owned());
+    let token = cli.token.or_else(|| env_var("BATON_TOKEN"));
+    match execute(cli.command, &api, token, cli.json) {
+        Ok(()) => 0,
+        // The reader went away (`baton watch | head`): nothing left to do.
+        Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: {e}");
+            1
+        }
+    }
+}
+
+fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn execute(command: Command, api: &str, token: Option<String>, json: bool) -> Result<(), CliError> {
+    let client = ApiClient::new(api, token)?;
+    match command {
+        Command::Status => show(&client, "/v1/status", json, status_text),
+        Command::Members(w) => show(&client, "/v1/members", json, |v| members_table(v, w.wide)),
+        Command::Peers(w) => show(&client, "/v1/peers", json, |v| peers_table(v, w.wide)),
+        Command::Watch(w) => watch(client, json, w.wide),
+    }
+}
+
+/// Fetches `path` and prints it, as received with `--json`, else rendered.
+fn show(
+    client: &ApiClient,
+    path: &str,
+    json: bool,
+    render: impl Fn(&Value) -> Result<String, serde_json::Error>,
+) -> Result<(), CliError> {
+    let (body, value) = client.get_json(path)?;
+    let text = if json {
+        format!("{}\n", body.trim())
+    } else {
+        render(&value).map_err(|e| client.bad_json(path, &e))?
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
+}
+
+/// Why `baton` failed; the message tells the user what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// No TCP connection to the API.
+    #[error(
+        "cannot reach the Baton node API at {api}: {reason}. Is batond running? \
+         Use --api ADDR to point at another node."
+    )]
+    Unreachable {
+        /// `--api` as given.
+        api: String,
+        /// What the OS said, e.g. `connection refused`.
+        reason: String,
+    },
+    /// Connected, but no complete answer in time.
+    #[error(
+        "the Baton node API at {api} did not answer {path} within {secs} s: \
+         the node may be overloaded or stuck"
+    )]
+    TimedOut {
+        /// `--api` as given.
+        api: String,
+        /// The request path.
+        path: String,
+        /// The time allowed.
+        secs: u64,
+    },
+    /// The API answered with an error message.
+    #[error("{message} (HTTP {status} from the Baton node API at {api})")]
+    Api {
+        /// `--api` as given.
+        api: String,
+        /// HTTP status.
+        status: u16,
+        /// The API's `error` message.
+        message: String,
+    },
+    /// An HTTP error without a Baton error body: probably not a Baton node.
+    #[error(
+        "{api} answered {path} with HTTP {status} and no Baton error message: \
+         is --api pointing at a Baton node?"
+    )]
+    NotBaton {
+        /// `--api` as given.
+        api: String,
+        /// The request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// Something that is not the HTTP this client expects.
+    #[error(
+        "{api} did not answer as a Baton node API ({detail}): is --api pointing at a Baton node?"
+    )]
+    NotHttp {
+        /// `--api` as given.
+        api: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A body that is not JSON, or not of the expected shape.
+    #[error(
+        "the Baton node API at {api} answered {path} with bad JSON ({detail}): \
+         are batond and baton the same version?"
+    )]
+    BadJson {
+        /// `--api` as given.
+        api: String,
+        /// The request path.
+        path: String,
+        /// The parser's complaint.
+        detail: String,
+    },
+    /// The event stream failed mid-way.
+    #[error("the event stream from the Baton node API at {api} broke: {detail}")]
+    StreamBroken {
+        /// `--api` as given.
+        api: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The event stream stopped carrying even keep-alives.
+    #[error(
+        "the event stream from the Baton node API at {api} went silent for {secs} s \
+         (the node sends a keep-alive every 15 s): the node may be stuck or the network down"
+    )]
+    StreamSilent {
+        /// `--api` as given.
+        api: String,
+        /// The silence allowed.
+        secs: u64,
+    },
+    /// `--api` cannot be turned into a URL.
+    #[error("invalid --api address {api:?}: {why}")]
+    BadAddress {
+        /// `--api` as given.
+        api: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The token cannot be sent in a header.
+    #[error(
+        "the token contains characters that cannot go in an HTTP header: \
+         only visible ASCII is allowed"
+    )]
+    BadToken,
+    /// Writing to stdout failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] io::Error),
+    /// `watch` could not set up its Ctrl-C handling.
+    #[error("cannot watch for Ctrl-C: {0}")]
+    Signals(#[source] io::Error),
+}
+
+/// A client of one node's HTTP API.
+#[derive(Debug)]
+pub struct ApiClient {
+    agent: ureq::Agent,
+    /// `http://host:port`, without a trailing slash.
+    base: String,
+    /// The address as the user gave it, for messages.
+    api: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// A client of the API at `api` (`HOST:PORT`, port 7700 if omitted, or
+    /// `http://HOST:PORT`), sending `token` as a bearer token if given.
+    pub fn new(api: &str, token: Option<String>) -> Result<Self, CliError> {
+        let base = base_url(api).map_err(|why| CliError::BadAddress {
+            api: api.to_owned(),
+            why,
+        })?;
+        if let Some(token) = &token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(CliError::BadToken);
+            }
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // The API is reached directly; a proxy from the environment would
+            // also see the token.
+            .proxy(None)
+            // Nor would a redirect take the token elsewhere.
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_per_read(Some(STREAM_SILENCE))
+            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(ApiClient {
+            agent: config.new_agent(),
+            base,
+            api: api.to_owned(),
+            token,
+        })
+    }
+
+    /// GETs `path` and returns its body, checked to be JSON, and the parsed
+    /// value.
+    pub fn get_json(&self, path: &str) -> Result<(String, Value), CliError> {
+        let mut response = self.call(path, Some(REQUEST_TIMEOUT))?;
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(|e| self.failure(path, e))?;
+        let value = serde_json::from_str(&body).map_err(|e| self.bad_json(path, &e))?;
+        Ok((body, value))
+    }
+
+    /// Opens `GET /v1/events`: server-sent events, line by line.
+    pub fn events(&self) -> Result<impl BufRead + use<>, CliError> {
+        let path = "/v1/events";
+        let response = self.call(path, None)?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with("text/event-stream") {
+            return Err(CliError::NotHttp {
+                api: self.api.clone(),
+                detail: format!("{path} is {content_type:?}, not text/event-stream"),
+            });
+        }
+        Ok(BufReader::new(response.into_body().into_reader()))
+    }
+
+    fn call(
+        &self,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ureq::http::Response<ureq::Body>, CliError> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request
+            .config()
+            .timeout_global(timeout)
+            .build()
+            .call()
+            .map_err(|e| self.failure(path, e))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: String,
+        }
+        let message = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ERROR_BODY)
+            .read_to_string()
+            .ok()
+            .and_then(|body| serde_json::from_str::<ErrorBody>(&body).ok());
+        Err(match message {
+            Some(body) => CliError::Api {
+                api: self.api.clone(),
+                status,
+                message: sanitize(&body.error),
+            },
+            None => CliError::NotBaton {
+                api: self.api.clone(),
+                path: path.to_owned(),
+                status,
+            },
+        })
+    }
+
+    fn failure(&self, path: &str, error: ureq::Error) -> CliError {
+        let api = self.api.clone();
+        let unreachable = |reason: &str| CliError::Unreachable {
+            api: self.api.clone(),
+            reason: reason.to_owned(),
+        };
+        match error {
+            ureq::Error::Io(e) => unreachable(&io_reason(&e)),
+            ureq::Error::HostNotFound => unreachable("host not found"),
+            ureq::Error::ConnectionFailed => unreachable("connection failed"),
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+                unreachable("timed out connecting")
+            }
+            ureq::Error::Timeout(_) => CliError::TimedOut {
+                api,
+                path: path.to_owned(),
+                secs: REQUEST_TIMEOUT.as_secs(),
+            },
+            ureq::Error::BodyExceedsLimit(limit) => CliError::NotHttp {
+                api,
+                detail: format!("the answer to {path} is larger than {limit} bytes"),
+            },
+            other => CliError::NotHttp {
+                api,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    fn bad_json(&self, path: &str, error: &serde_json::Error) -> CliError {
+        CliError::BadJson {
+            api: self.api.clone(),
+            path: path.to_owned(),
+            detail: error.to_string(),
+        }
+    }
+
+    fn stream_error(&self, error: &io::Error) -> CliError {
+        let inner = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<ureq::Error>());
+        if error.kind() == io::ErrorKind::TimedOut || matches!(inner, Some(ureq::Error::Timeout(_)))
+        {
+            return CliError::StreamSilent {
+                api: self.api.clone(),
+                secs: STREAM_SILENCE.as_secs(),
+            };
+        }
+        CliError::StreamBroken {
+            api: self.api.clone(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// `http://host:port[/prefix]` from what the user passed as `--api`.
+fn base_url(api: &str) -> Result<String, String> {
+    let api = api.trim();
+    let rest = match api.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{scheme}:// is not supported, the API speaks plain HTTP: give HOST:PORT"
+            ));
+        }
+        None => api,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let expected = "expected HOST:PORT such as 127.0.0.1:7700";
+    if authority.is_empty() || authority.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err(expected.to_owned());
+    }
+    let port = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((_, after)) = bracketed.split_once(']') else {
+            return Err(format!("unclosed '[': {expected}"));
+        };
+        match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if after.is_empty() => None,
+            None => return Err(expected.to_owned()),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((_, port)) if port.contains(':') => {
+                return Err("write an IPv6 address in brackets, such as [::1]:7700".to_owned());
+            }
+            Some(("", _)) => return Err(format!("missing host: {expected}")),
+            Some((_, port)) => Some(port),
+            None => None,
+        }
+    };
+    match port {
+        Some(port) if port.parse::<u16>().is_err() => {
+            Err(format!("{port:?} is not a port number: {expected}"))
+        }
+        Some(_) => Ok(format!("http://{authority}{prefix}")),
+        None => Ok(format!("http://{authority}:{API_PORT}{prefix}")),
+    }
+}
+
+fn io_reason(error: &io::Error) -> String {
+    use io::ErrorKind as K;
+    match error.kind() {
+        K::ConnectionRefused => "connection refused".to_owned(),
+        K::TimedOut => "connection timed out".to_owned(),
+        K::HostUnreachable => "host unreachable".to_owned(),
+        K::NetworkUnreachable => "network unreachable".to_owned(),
+        K::ConnectionReset | K::ConnectionAborted => "connection reset".to_owned(),
+        K::AddrNotAvailable => "address not available".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+/// Follows the event stream, printing a line per event, until Ctrl-C or the
+/// end of the stream.
+fn watch(client: ApiClient, json: bool, wide: bool) -> Result<(), CliError> {
+    // Before any thread starts: reading the zone is cheap and done once.
+    let tz = TimeZone::system();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Signals)?;
+    let result = runtime.block_on(async move {
+        // ureq blocks, so the stream is read on a blocking thread while this
+        // one waits for Ctrl-C.
+        let follower = tokio::task::spawn_blocking(move || {
+            follow(&client, json, wide, &tz, &mut io::stdout().lock())
+        });
+        let interrupted = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                // No handler: Ctrl-C keeps its default effect.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            joined = follower => joined.unwrap_or_else(|e| Err(CliError::StreamBroken {
+                api: String::from("(local)"),
+                detail: format!("the reader thread failed: {e}"),
+            })),
+            () = interrupted => Ok(()),
+        }
+    });
+    // The reader may still be blocked in a read; the process exits anyway.
+    runtime.shutdown_background();
+    result
+}
+
+/// Reads the event stream of `client` to its end, writing a line per event.
+fn follow(
+    client: &ApiClient,
+    json: bool,
+    wide: bool,
+    tz: &TimeZone,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut stream = client.events()?;
+    let mut parser = SseParser::default();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = (&mut stream)
+            .take(MAX_EVENT as u64)
+            .read_line(&mut line)
+            .map_err(|e| client.stream_error(&e))?;
+        if read == 0 {
+            break;
+        }
+        if (read == MAX_EVENT && !line.ends_with('\n')) || parser.pending() > MAX_EVENT {
+            return Err(CliError::StreamBroken {
+                api: client.api.clone(),
+                detail: format!("an event is larger than {MAX_EVENT} bytes"),
+            });
+        }
+        let Some(event) = parser.push(&line) else {
+            continue;
+        };
+        let text = if json {
+            event.data
+        } else {
+            event_line(&event.name, &event.data, wide, tz)
+                .map_err(|e| client.bad_json("/v1/events", &e))?
+        };
+        writeln!(out, "{text}")
+            .and_then(|()| out.flush())
+            .map_err(CliError::Output)?;
+    }
+    let _ = writeln!(io::stderr(), "the node closed the event stream");
+    Ok(())
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SseEvent {
+    /// The `event:` field, `message` if none.
+    name: String,
+    /// The `data:` lines, joined by newlines.
+    data: String,
+}
+
+/// The `text/event-stream` format, fed line by line.
+#[derive(Debug, Default)]
+struct SseParser {
+    name: String,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// Takes one line (with or without its line break); returns the event
+    /// that a blank line completes.
+    fn push(&mut self, line: &str) -> Option<SseEvent> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            let name = std::mem::take(&mut self.name);
+            let data = std::mem::take(&mut self.data);
+            if !std::mem::take(&mut self.has_data) {
+                return None;
+            }
+            let name = if name.is_empty() {
+                "message".to_owned()
+            } else {
+                name
+            };
+            return Some(SseEvent { name, data });
+        }
+        let (field, value) = match line.split_once(':') {
+            // A comment: the API's keep-alives.
+            Some(("", _)) => return None,
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => value.clone_into(&mut self.name),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Bytes of the event being assembled.
+    fn pending(&self) -> usize {
+        self.data.len() + self.name.len()
+    }
+}
+
+/// Alignment of a table column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A plain-text table: a header line, then one line per row, columns two
+/// spaces apart, no trailing spaces.
+fn render_table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = columns
+        .iter()
+        .map(|(title, _)| title.chars().count())
+        .collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let titles: Vec<String> = columns
+        .iter()
+        .map(|(title, _)| (*title).to_owned())
+        .collect();
+    for row in std::iter::once(&titles).chain(rows) {
+        let mut line = String::new();
+        for (i, ((_, align), cell)) in columns.iter().zip(row).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            match align {
+                Align::Left => {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                Align::Right => {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Text from the network made safe for a terminal: control characters
+/// (escape sequences) become `?`.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A cell: sanitized, `-` when empty.
+fn cell(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        sanitize(text)
+    }
+}
+
+/// A peer id as shown: its last 8 characters (they differ; the first ones
+/// are the same for every Ed25519 key), or all of it with `--wide`.
+fn short_id(id: &str, wide: bool) -> String {
+    let chars = id.chars().count();
+    if wide || chars <= 8 {
+        return cell(id);
+    }
+    cell(&id.chars().skip(chars - 8).collect::<String>())
+}
+
+fn millis(value: Option<f64>) -> String {
+    match value {
+        Some(ms) if ms.is_finite() => format!("{ms:.1}"),
+        _ => "-".to_owned(),
+    }
+}
+
+fn addresses(addrs: &[String], wide: bool) -> String {
+    match addrs {
+        [] => "-".to_owned(),
+        _ if wide => sanitize(&addrs.join(",")),
+        [one] => sanitize(one),
+        [first, rest @ ..] => format!("{} (+{})", sanitize(first), rest.len()),
+    }
+}
+
+/// A member as `baton` reads it: only what it shows, so a newer node's extra
+/// fields are fine.
+#[derive(Debug, Deserialize)]
+struct Member {
+    id: String,
+    #[serde(default)]
+    name: String,
+    state: String,
+    #[serde(default)]
+    incarnation: u64,
+    #[serde(default)]
+    rtt_ms: Option<f64>,
+    #[serde(default)]
+    distance_ms: Option<f64>,
+    #[serde(default)]
+    addrs: Vec<String>,
+}
+
+/// The table of `baton members` from the JSON of `GET /v1/members`.
+pub fn members_table(members: &Value, wide: bool) -> Result<String, serde_json::Error> {
+    let members = Vec::<Member>::deserialize(members)?;
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                cell(&m.name),
+                short_id(&m.id, wide),
+                cell(&m.state),
+                m.incarnation.to_string(),
+                millis(m.rtt_ms),
+                millis(m.distance_ms),
+                addresses(&m.addrs, wide),
+            ]
+        })
+        .collect();
+    Ok(render_table(
+        &[
+            ("NAME", Align::Left),
+            ("PEER ID", Align::Left),
+            ("STATE", Align::Left),
+            ("INC", Align::Right),
+            ("RTT", Align::Right),
+            ("DIST", Align::Right),
+            ("ADDRESS", Align::Left),
+        ],
+        &rows,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct Peer {
+    id: String,
+    #[serde(default)]
+    addrs: Vec<String>,
+    #[serde(default)]
+    connections: u64,
+    admission: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The table of `baton peers` from the JSON of `GET /v1/peers`.
+pub fn peers_table(peers: &Value, wide: bool) -> Result<String, serde_json::Error> {
+    let peers = Vec::<Peer>::deserialize(peers)?;
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                short_id(&p.id, wide),
+                cell(&p.admission),
+                p.connections.to_string(),
+                addresses(&p.addrs, wide),
+                cell(p.reason.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    Ok(render_table(
+        &[
+            ("PEER ID", Align::Left),
+            ("ADMISSION", Align::Left),
+            ("CONNS", Align::Right),
+            ("ADDRESS", Align::Left),
+            ("REASON", Align::Left),
+        ],
+        &rows,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    id: String,
+    name: String,
+    #[serde(default)]
+    overlay: String,
+    #[serde(default)]
+    profile: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    capacity: u64,
+    #[serde(default)]
+    uptime_s: u64,
+    #[serde(default)]
+    incarnation: u64,
+    #[serde(default)]
+    local_health: u64,
+    #[serde(default)]
+    listen_addrs: Vec<String>,
+    #[serde(default)]
+    members: Counts,
+    #[serde(default)]
+    peers: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Counts {
+    #[serde(default)]
+    alive: u64,
+    #[serde(default)]
+    suspect: u64,
+    #[serde(default)]
+    dead: u64,
+    #[serde(default)]
+    left: u64,
+}
+
+/// The text of `baton status` from the JSON of `GET /v1/status`.
+pub fn status_text(status: &Value) -> Result<String, serde_json::Error> {
+    let s = Status::deserialize(status)?;
+    let m = &s.members;
+    let mut lines = vec![
+        ("name", cell(&s.name)),
+        ("peer id", cell(&s.id)),
+        ("overlay", cell(&s.overlay)),
+        ("profile", cell(&s.profile)),
+        ("version", cell(&s.version)),
+        ("capacity", format!("{} sessions", s.capacity)),
+        (
+            "uptime",
+            humantime::format_duration(Duration::from_secs(s.uptime_s)).to_string(),
+        ),
+        ("incarnation", s.incarnation.to_string()),
+        ("local health", s.local_health.to_string()),
+        (
+            "members",
+            format!(
+                "{} alive, {} suspect, {} dead, {} left",
+                m.alive, m.suspect, m.dead, m.left
+            ),
+        ),
+        ("peers", s.peers.to_string()),
+    ];
+    if s.listen_addrs.is_empty() {
+        lines.push(("listening", "-".to_owned()));
+    }
+    for (i, addr) in s.listen_addrs.iter().enumerate() {
+        lines.push((if i == 0 { "listening" } else { "" }, sanitize(addr)));
+    }
+    let mut out = String::new();
+    for (key, value) in lines {
+        out.push_str(format!("{key:<14}{value}").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// An event of `GET /v1/events` as `baton watch` reads it.
+#[derive(Debug, Deserialize)]
+struct WatchedEvent {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    at_ms: Option<u64>,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    previous: Option<String>,
+    #[serde(default)]
+    incarnation: Option<u64>,
+    /// Only in `lagged` events.
+    #[serde(default)]
+    missed: Option<u64>,
+}
+
+/// The line `baton watch` prints for an SSE event named `name` carrying the
+/// JSON `data`; times are shown in `tz`.
+pub fn event_line(
+    name: &str,
+    data: &str,
+    wide: bool,
+    tz: &TimeZone,
+) -> Result<String, serde_json::Error> {
+    let event: WatchedEvent = serde_json::from_str(data)?;
+    let kind = if event.kind.is_empty() {
+        name
+    } else {
+        &event.kind
+    };
+    let at = event
+        .at_ms
+        .and_then(|ms| i64::try_from(ms).ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .unwrap_or_else(Timestamp::now)
+        .to_zoned_datetime(tz.clone());
+    let time = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    );
+    if kind == "lagged" {
+        let missed = event.missed.unwrap_or(0);
+        return Ok(format!(
+            "{time}  lagged    missed {missed} events: this watch fell behind the node"
+        ));
+    }
+    let transition = format!(
+        "{} -> {}",
+        cell(event.previous.as_deref().unwrap_or("new")),
+        cell(&event.state)
+    );
+    let incarnation = event
+        .incarnation
+        .map_or_else(|| "-".to_owned(), |i| i.to_string());
+    Ok(format!(
+        "{time}  {:<8}  {:<16}  {:<8}  {transition:<17}  inc {incarnation}",
+        cell(kind),
+        cell(&event.name),
+        short_id(&event.id, wide),
+    ))
+}
