@@ -56,8 +56,9 @@ pub struct Config {
     pub max_piggyback: usize,
     /// Time between two anti-entropy exchanges with a random member.
     pub sync_interval: Duration,
-    /// How long dead and departed members are remembered (and occasionally
-    /// contacted, so that a healed partition merges again).
+    /// How long dead and departed members are remembered. Dead ones (not
+    /// departed ones) are occasionally offered anti-entropy meanwhile, so
+    /// that the two sides of a healed partition merge again.
     pub dead_reclaim: Duration,
     /// Vivaldi parameters.
     pub coords: coords::Config,
@@ -336,7 +337,7 @@ struct Probe {
     sent: Instant,
     timeout: Duration,
     relays: Vec<NodeId>,
-    nacks: usize,
+    nackers: Vec<NodeId>,
 }
 
 #[derive(Debug)]
@@ -415,7 +416,16 @@ struct Fresh {
 impl<R: Rng> Swim<R> {
     /// Creates the state machine of node `id`, alone in its group until it
     /// [joins](Self::join) one or another node contacts it.
+    ///
+    /// `meta` must fit in [`MAX_META_BYTES`](crate::wire::MAX_META_BYTES)
+    /// (peers would reject every announcement carrying more); longer
+    /// metadata is replaced by none.
     pub fn new(id: NodeId, meta: Vec<u8>, config: Config, rng: R, now: Instant) -> Self {
+        let meta = if meta.len() <= crate::wire::MAX_META_BYTES {
+            meta
+        } else {
+            Vec::new()
+        };
         let vivaldi = coords::Client::new(config.coords.clone());
         let mut swim = Swim {
             id,
@@ -526,13 +536,19 @@ impl<R: Rng> Swim<R> {
 
     /// Replaces this node's metadata and announces it (with a new
     /// incarnation, so that it overrides the old one everywhere).
-    pub fn set_meta(&mut self, now: Instant, meta: Vec<u8>) {
+    /// Metadata longer than [`MAX_META_BYTES`](crate::wire::MAX_META_BYTES)
+    /// is refused: the call changes nothing and returns `false`.
+    pub fn set_meta(&mut self, now: Instant, meta: Vec<u8>) -> bool {
         let _ = now;
+        if meta.len() > crate::wire::MAX_META_BYTES {
+            return false;
+        }
         self.meta = meta;
-        self.incarnation += 1;
+        self.incarnation = self.incarnation.saturating_add(1);
         let own = self.own_alive();
         self.enqueue_broadcast(own.clone());
         self.push(vec![own], None);
+        true
     }
 
     /// Leaves the group gracefully: tells a few members at once, stops
@@ -591,8 +607,9 @@ impl<R: Rng> Swim<R> {
             Message::Nack(nack) => {
                 if let Some(probe) = self.probes.get_mut(&nack.seq)
                     && probe.relays.contains(&from)
+                    && !probe.nackers.contains(&from)
                 {
-                    probe.nacks += 1;
+                    probe.nackers.push(from.clone());
                 }
             }
             Message::Gossip(_) => {}
@@ -705,6 +722,26 @@ impl<R: Rng> Swim<R> {
             self.apply_about_self(update, fresh);
             return;
         }
+        // A death notice found in a peer's anti-entropy table is only a
+        // suspicion here (as memberlist's mergeState does): after a partition
+        // each side's table declares the other dead, and the members concerned
+        // deserve the chance to refute before anyone acts on it.
+        let demoted;
+        let update = match update {
+            Update::Dead {
+                id,
+                incarnation,
+                from,
+            } if quiet => {
+                demoted = Update::Suspect {
+                    id: id.clone(),
+                    incarnation: *incarnation,
+                    from: from.clone(),
+                };
+                &demoted
+            }
+            other => other,
+        };
         let changed = match update {
             Update::Alive {
                 id,
@@ -751,7 +788,7 @@ impl<R: Rng> Swim<R> {
             | Update::Left { incarnation, .. } => *incarnation >= self.incarnation,
         };
         if refute {
-            self.incarnation = self.incarnation.max(update.incarnation()) + 1;
+            self.incarnation = self.incarnation.max(update.incarnation()).saturating_add(1);
             self.health = (self.health + 1).min(self.config.max_local_health);
             self.stats.refutations += 1;
             self.events.push_back(Event::Refuted {
@@ -857,12 +894,14 @@ impl<R: Rng> Swim<R> {
             let Some(suspicion) = self.suspicions.get_mut(id) else {
                 return false;
             };
-            if !suspicion.confirmers.insert(from.clone()) {
+            // Confirmations beyond the K wanted change nothing, and are not
+            // spread further: that bounds the gossip one failure causes.
+            if suspicion.confirmations >= suspicion.wanted
+                || !suspicion.confirmers.insert(from.clone())
+            {
                 return false;
             }
-            if suspicion.confirmations < suspicion.wanted {
-                suspicion.confirmations += 1;
-            }
+            suspicion.confirmations += 1;
             let deadline = suspicion.deadline();
             self.schedule(
                 deadline,
@@ -931,10 +970,14 @@ impl<R: Rng> Swim<R> {
         let Some(member) = self.members.get_mut(id) else {
             return false;
         };
-        if incarnation < member.incarnation
-            || member.state == State::Left
-            || (member.state == State::Dead && state == State::Dead)
-        {
+        let stale = match (member.state, state) {
+            (State::Left, _) => true,
+            // A death notice of a newer incarnation still updates the record,
+            // so that a stale alive cannot revive what was declared later.
+            (State::Dead, State::Dead) => incarnation <= member.incarnation,
+            _ => incarnation < member.incarnation,
+        };
+        if stale {
             return false;
         }
         let previous = member.state;
@@ -1043,7 +1086,7 @@ impl<R: Rng> Swim<R> {
                 sent: now,
                 timeout,
                 relays: Vec::new(),
-                nacks: 0,
+                nackers: Vec::new(),
             },
         );
         self.schedule(now + timeout, Timer::DirectTimeout(seq));
@@ -1083,7 +1126,7 @@ impl<R: Rng> Swim<R> {
         let penalty = if probe.relays.is_empty() {
             1
         } else {
-            (probe.relays.len() - probe.nacks.min(probe.relays.len())) as u32
+            (probe.relays.len() - probe.nackers.len().min(probe.relays.len())) as u32
         };
         self.health = (self.health + penalty).min(self.config.max_local_health);
         let Some(member) = self.members.get(&probe.target) else {
@@ -1132,9 +1175,14 @@ impl<R: Rng> Swim<R> {
             if let Some(member) = self.members.get_mut(from) {
                 member.record_rtt(rtt);
                 if let Some(coord) = ack.coord {
-                    // A coordinate that Vivaldi rejects is simply not used.
-                    let _ = self.vivaldi.update(from, &coord, rtt, &mut self.rng);
-                    member.coord = Some(coord);
+                    // A coordinate that Vivaldi rejects is not kept either.
+                    if self
+                        .vivaldi
+                        .update(from, &coord, rtt, &mut self.rng)
+                        .is_ok()
+                    {
+                        member.coord = Some(coord);
+                    }
                 }
             }
             self.events.push_back(Event::ProbeRtt {

@@ -351,8 +351,15 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     if header.v != u64::from(VERSION) {
         return Err(DecodeError::UnsupportedVersion { got: header.v });
     }
+    let mut reader = bytes;
     let envelope: Envelope =
-        ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        ciborium::from_reader(&mut reader).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(DecodeError::Malformed(format!(
+            "{} bytes after the end of the message",
+            reader.len()
+        )));
+    }
     check_limits(&envelope.message)?;
     Ok(envelope)
 }
@@ -406,6 +413,13 @@ mod tests {
         let err = decode(&encode(&env)).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion { got: 9 });
         assert!(err.to_string().contains("version 9"));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode_message(&Message::Nack(Nack { seq: 3 }));
+        bytes.push(0);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Malformed(_))));
     }
 
     #[test]

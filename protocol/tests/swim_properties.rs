@@ -17,8 +17,13 @@ fn id(n: u8) -> NodeId {
 }
 
 fn arb_update() -> impl Strategy<Value = Update> {
-    (0u8..4, any::<u8>(), 0u32..6, any::<u8>()).prop_map(
-        |(kind, who, incarnation, by)| match kind {
+    (
+        0u8..4,
+        any::<u8>(),
+        prop_oneof![0u32..6, Just(u32::MAX - 1), Just(u32::MAX)],
+        any::<u8>(),
+    )
+        .prop_map(|(kind, who, incarnation, by)| match kind {
             0 => Update::Alive {
                 id: id(who),
                 incarnation,
@@ -38,8 +43,7 @@ fn arb_update() -> impl Strategy<Value = Update> {
                 id: id(who),
                 incarnation,
             },
-        },
-    )
+        })
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {

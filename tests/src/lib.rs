@@ -93,3 +93,76 @@ pub fn state_of(observer: &Node, member: &Node) -> Option<(String, u32)> {
         .get(&member.peer_id.to_base58())
         .map(|m| (m.state.clone(), m.incarnation))
 }
+
+/// Path of a binary of this workspace (`batond`, `baton`, `testnet`), built
+/// on first use so that tests of this crate can run real processes.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test runs from target/<profile>/deps")
+        .to_path_buf();
+    let profile_is_release = dir.file_name().is_some_and(|n| n == "release");
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "baton-node",
+            "-p",
+            "baton-testnet",
+            "--bins",
+        ]);
+        if profile_is_release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the workspace binaries failed");
+    });
+    dir.join(name)
+}
+
+/// Whether this process may create network namespaces: root, with `ip`.
+/// In CI (`CI=true`) a test that needs them must fail rather than skip.
+pub fn can_use_netns() -> Result<(), String> {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    let ip = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map_err(|e| format!("cannot run ip (install iproute2): {e}"))?;
+    if !ip.status.success() {
+        return Err(format!(
+            "ip netns fails: {}",
+            String::from_utf8_lossy(&ip.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Skips (returns false) outside CI when namespaces are unavailable, and
+/// panics in CI, where end-to-end tests must run.
+pub fn require_netns(test: &str) -> bool {
+    match can_use_netns() {
+        Ok(()) => true,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test} needs network namespaces (root and iproute2) and CI must run it: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping {test}: {why} (it runs in CI as root)");
+            false
+        }
+    }
+}
+
+pub mod netns;

@@ -771,3 +771,94 @@ fn suspicion_timeout_follows_lifeguard_formula() {
     s.confirmations = 3;
     assert_eq!(s.deadline() - start, Duration::from_millis(200));
 }
+
+#[test]
+fn death_notice_in_a_sync_table_is_only_a_suspicion() {
+    let mut h = Harness::new(3);
+    h.recv(
+        1,
+        Message::Sync(Sync {
+            digest: 0,
+            updates: vec![Update::Dead {
+                id: id(2),
+                incarnation: 0,
+                from: id(1),
+            }],
+            reply: false,
+        }),
+    );
+    assert_eq!(h.state_of(&id(2)), State::Suspect);
+    // Repairs are not news: nothing is pushed on.
+    assert!(gossip_to(&h.drain()).is_empty());
+}
+
+#[test]
+fn confirmations_beyond_k_are_not_spread() {
+    let mut h = Harness::new(8);
+    let target = h.failed_probe();
+    h.drain();
+    let others: Vec<u32> = (1..=8).filter(|n| id(*n) != target).collect();
+    let confirm = |n: u32| {
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: target.clone(),
+                incarnation: 0,
+                from: id(n),
+            }],
+        })
+    };
+    for n in &others[..3] {
+        h.recv(*n, confirm(*n));
+        assert_eq!(
+            gossip_to(&h.drain()).len(),
+            3,
+            "a counted confirmation is pushed on"
+        );
+    }
+    h.recv(others[3], confirm(others[3]));
+    assert!(
+        gossip_to(&h.drain()).is_empty(),
+        "the K+1-th changes nothing"
+    );
+}
+
+#[test]
+fn newer_death_notice_updates_a_dead_member() {
+    let mut h = Harness::new(2);
+    let dead = |n| {
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(1),
+                incarnation: n,
+                from: id(2),
+            }],
+        })
+    };
+    h.recv(2, dead(0));
+    h.recv(2, dead(4));
+    assert_eq!(h.swim.member(&id(1)).unwrap().incarnation, 4);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 3)],
+        }),
+    );
+    assert_eq!(
+        h.state_of(&id(1)),
+        State::Dead,
+        "a stale alive does not revive it"
+    );
+}
+
+#[test]
+fn oversized_metadata_is_refused() {
+    let mut h = Harness::new(1);
+    let before = h.swim.incarnation();
+    assert!(
+        !h.swim
+            .set_meta(h.now, vec![0; crate::wire::MAX_META_BYTES + 1])
+    );
+    assert_eq!(h.swim.incarnation(), before);
+    assert!(h.swim.set_meta(h.now, vec![1; 10]));
+    assert_eq!(h.swim.incarnation(), before + 1);
+}
