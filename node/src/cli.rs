@@ -517,12 +517,13 @@ fn io_reason(error: &io::Error) -> String {
 /// Follows the event stream, printing a line per event, until Ctrl-C or the
 /// end of the stream.
 fn watch(client: ApiClient, json: bool, wide: bool) -> Result<(), CliError> {
-    // Before any thread starts: reading the zone is cheap and done once.
+    // Looked up once, not per event.
     let tz = TimeZone::system();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CliError::Signals)?;
+    let api = client.api.clone();
     let result = runtime.block_on(async move {
         // ureq blocks, so the stream is read on a blocking thread while this
         // one waits for Ctrl-C.
@@ -537,7 +538,7 @@ fn watch(client: ApiClient, json: bool, wide: bool) -> Result<(), CliError> {
         };
         tokio::select! {
             joined = follower => joined.unwrap_or_else(|e| Err(CliError::StreamBroken {
-                api: String::from("(local)"),
+                api,
                 detail: format!("the reader thread failed: {e}"),
             })),
             () = interrupted => Ok(()),
@@ -979,4 +980,488 @@ pub fn event_line(
         cell(&event.name),
         short_id(&event.id, wide),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use clap::CommandFactory;
+    use serde_json::json;
+    use tokio::sync::oneshot;
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::state::{ApiEvent, LocalInfo, MemberView, Shared};
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    fn member(id: &str, name: &str, state: &str) -> MemberView {
+        MemberView {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            state: state.to_owned(),
+            incarnation: 1,
+            rtt_ms: None,
+            distance_ms: None,
+            addrs: Vec::new(),
+            capacity: 4,
+            load: 0,
+            since: "2026-01-01T00:00:00.000Z".to_owned(),
+        }
+    }
+
+    fn two_members() -> Vec<MemberView> {
+        vec![
+            MemberView {
+                incarnation: 1,
+                rtt_ms: Some(0.4),
+                distance_ms: Some(0.52),
+                addrs: vec![
+                    "/ip4/127.0.0.1/udp/4001/quic-v1".to_owned(),
+                    "/ip4/127.0.0.1/tcp/4001".to_owned(),
+                ],
+                ..member("12D3KooWBravo0000bbbbbbbb", "bravo", "alive")
+            },
+            MemberView {
+                incarnation: 12,
+                distance_ms: Some(103.26),
+                ..member("12D3KooWCharlie000cccccccc", "charlie", "suspect")
+            },
+        ]
+    }
+
+    #[test]
+    fn members_table_for_two_members() {
+        let json = serde_json::to_value(two_members()).unwrap();
+        assert_eq!(
+            members_table(&json, false).unwrap(),
+            "\
+NAME     PEER ID   STATE    INC  RTT   DIST  ADDRESS
+bravo    bbbbbbbb  alive      1  0.4    0.5  /ip4/127.0.0.1/udp/4001/quic-v1 (+1)
+charlie  cccccccc  suspect   12    -  103.3  -
+"
+        );
+    }
+
+    #[test]
+    fn wide_members_table_shows_full_ids_and_every_address() {
+        let json = serde_json::to_value(two_members()).unwrap();
+        let table = members_table(&json, true).unwrap();
+        assert!(table.contains("12D3KooWBravo0000bbbbbbbb"), "{table}");
+        assert!(
+            table.contains("/ip4/127.0.0.1/udp/4001/quic-v1,/ip4/127.0.0.1/tcp/4001"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn empty_members_table_is_just_the_header() {
+        assert_eq!(
+            members_table(&json!([]), false).unwrap(),
+            "NAME  PEER ID  STATE  INC  RTT  DIST  ADDRESS\n"
+        );
+    }
+
+    #[test]
+    fn members_table_refuses_json_of_another_shape() {
+        let err = members_table(&json!({"members": []}), false).unwrap_err();
+        assert!(err.to_string().contains("sequence"), "{err}");
+        let err = members_table(&json!([{"name": "x", "state": "alive"}]), false).unwrap_err();
+        assert!(err.to_string().contains("`id`"), "{err}");
+    }
+
+    #[test]
+    fn peers_table_shows_admission_and_reason() {
+        let peers = json!([
+            {"id": "12D3KooWBravo0000bbbbbbbb", "addrs": ["/ip4/127.0.0.1/tcp/4001"],
+             "connections": 2, "admission": "admitted", "reason": null},
+            {"id": "12D3KooWEvil00000eeeeeeee", "addrs": [], "connections": 0,
+             "admission": "refused", "reason": "overlay \u{1b}[31mother"},
+        ]);
+        assert_eq!(
+            peers_table(&peers, false).unwrap(),
+            "\
+PEER ID   ADMISSION  CONNS  ADDRESS                  REASON
+bbbbbbbb  admitted       2  /ip4/127.0.0.1/tcp/4001  -
+eeeeeeee  refused        0  -                        overlay ?[31mother
+"
+        );
+    }
+
+    #[test]
+    fn status_text_lists_identity_counts_and_addresses() {
+        let status = json!({
+            "id": "12D3KooWLocal", "name": "alpha", "overlay": "prod", "profile": "wan",
+            "version": "0.1.0", "capacity": 8, "uptime_s": 3723, "incarnation": 3,
+            "local_health": 0, "listen_addrs": ["/ip4/127.0.0.1/tcp/4000", "/ip4/127.0.0.1/udp/4000/quic-v1"],
+            "members": {"alive": 3, "suspect": 1, "dead": 0, "left": 2}, "peers": 4,
+        });
+        assert_eq!(
+            status_text(&status).unwrap(),
+            "\
+name          alpha
+peer id       12D3KooWLocal
+overlay       prod
+profile       wan
+version       0.1.0
+capacity      8 sessions
+uptime        1h 2m 3s
+incarnation   3
+local health  0
+members       3 alive, 1 suspect, 0 dead, 2 left
+peers         4
+listening     /ip4/127.0.0.1/tcp/4000
+              /ip4/127.0.0.1/udp/4000/quic-v1
+"
+        );
+    }
+
+    #[test]
+    fn event_line_shows_time_kind_member_and_transition() {
+        let event = ApiEvent {
+            kind: "member".to_owned(),
+            at: "2026-03-01T12:34:56.789Z".to_owned(),
+            at_ms: 1_772_368_496_789,
+            id: "12D3KooWBravo0000bbbbbbbb".to_owned(),
+            name: "bravo".to_owned(),
+            state: "suspect".to_owned(),
+            previous: Some("alive".to_owned()),
+            incarnation: 4,
+        };
+        let data = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            event_line("member", &data, false, &TimeZone::UTC).unwrap(),
+            "12:34:56.789  member    bravo             bbbbbbbb  alive -> suspect   inc 4"
+        );
+        let first = ApiEvent {
+            previous: None,
+            state: "alive".to_owned(),
+            ..event
+        };
+        let line = event_line(
+            "member",
+            &serde_json::to_string(&first).unwrap(),
+            true,
+            &TimeZone::fixed(jiff::tz::offset(2)),
+        )
+        .unwrap();
+        assert!(line.starts_with("14:34:56.789  member"), "{line}");
+        assert!(
+            line.contains("12D3KooWBravo0000bbbbbbbb  new -> alive"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn lagged_event_line_says_how_many_were_missed() {
+        let line = event_line(
+            "lagged",
+            r#"{"kind":"lagged","missed":12}"#,
+            false,
+            &TimeZone::UTC,
+        )
+        .unwrap();
+        assert!(
+            line.ends_with("lagged    missed 12 events: this watch fell behind the node"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn sse_parser_assembles_events_and_skips_comments() {
+        let mut parser = SseParser::default();
+        let mut events = Vec::new();
+        for line in [
+            ":\n",
+            "\n",
+            "event: member\r\n",
+            "data: {\"a\":1}\n",
+            "\n",
+            "data:x\n",
+            "data: y\n",
+            "id: 3\n",
+            "\n",
+        ] {
+            events.extend(parser.push(line));
+        }
+        assert_eq!(
+            events,
+            [
+                SseEvent {
+                    name: "member".to_owned(),
+                    data: "{\"a\":1}".to_owned()
+                },
+                SseEvent {
+                    name: "message".to_owned(),
+                    data: "x\ny".to_owned()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn api_addresses_become_http_urls() {
+        for (api, url) in [
+            ("127.0.0.1:7700", "http://127.0.0.1:7700"),
+            ("localhost", "http://localhost:7700"),
+            ("http://node-b:8080/", "http://node-b:8080"),
+            ("HTTP://node-b", "http://node-b:7700"),
+            ("[::1]:7701", "http://[::1]:7701"),
+            ("[::1]", "http://[::1]:7700"),
+            ("node-b:7700/baton", "http://node-b:7700/baton"),
+        ] {
+            assert_eq!(base_url(api).as_deref(), Ok(url), "{api}");
+        }
+        for bad in [
+            "",
+            "https://node-b",
+            "::1",
+            ":7700",
+            "node-b:http",
+            "a b:1",
+            "[::1",
+            "u@h:1",
+        ] {
+            assert!(base_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn tokens_must_fit_in_a_header() {
+        assert!(matches!(
+            ApiClient::new(DEFAULT_API, Some("a\nb".to_owned())),
+            Err(CliError::BadToken)
+        ));
+        assert!(ApiClient::new(DEFAULT_API, Some("s3cret-+/=".to_owned())).is_ok());
+    }
+
+    #[test]
+    fn terminal_escapes_from_the_network_are_neutralised() {
+        assert_eq!(sanitize("a\u{1b}]0;pwned\u{7}b"), "a?]0;pwned?b");
+    }
+
+    #[test]
+    fn help_is_consistent() {
+        Cli::command().debug_assert();
+        let help = Cli::try_parse_from(["baton", "--help"]).unwrap_err();
+        assert_eq!(help.exit_code(), 0);
+        let help = help.render().to_string();
+        for text in [
+            "status",
+            "members",
+            "peers",
+            "watch",
+            "Examples:",
+            "BATON_TOKEN",
+        ] {
+            assert!(help.contains(text), "{text} missing from\n{help}");
+        }
+        let help = Cli::try_parse_from(["baton", "members", "--help"]).unwrap_err();
+        assert!(help.render().to_string().contains("--wide"));
+        // Global flags go anywhere, as in `baton members --json`.
+        let cli = Cli::try_parse_from(["baton", "members", "--json", "--api", "h:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.api.as_deref(), Some("h:1"));
+        let usage = Cli::try_parse_from(["baton", "frobnicate"]).unwrap_err();
+        assert_eq!(usage.exit_code(), 2);
+    }
+
+    /// A port on 127.0.0.1 that nobody listens on (bound, then released).
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[test]
+    fn unreachable_node_message_says_what_to_do() {
+        let api = closed_port();
+        let err = ApiClient::new(&api, None)
+            .unwrap()
+            .get_json("/v1/status")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach the Baton node API at {api}: connection refused. \
+                 Is batond running? Use --api ADDR to point at another node."
+            )
+        );
+        assert_eq!(run(["baton", "--api", &api, "members"]), 1);
+    }
+
+    #[test]
+    fn non_json_answer_is_reported_as_bad_json() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let api = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                request.push(byte[0]);
+            }
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            )
+            .unwrap();
+        });
+        let err = ApiClient::new(&api, None)
+            .unwrap()
+            .get_json("/v1/members")
+            .unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, CliError::BadJson { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("answered /v1/members with bad JSON"),
+            "{err}"
+        );
+    }
+
+    fn shared() -> Arc<Shared> {
+        let shared = Shared::new(LocalInfo {
+            id: "12D3KooWLocal".to_owned(),
+            name: "alpha".to_owned(),
+            overlay: "test".to_owned(),
+            profile: "lan".to_owned(),
+            capacity: 8,
+            version: "0.1.0".to_owned(),
+            started: std::time::SystemTime::now(),
+        });
+        for m in two_members() {
+            shared.members.insert(m.id.clone(), m);
+        }
+        Arc::new(shared)
+    }
+
+    async fn serve(
+        shared: Arc<Shared>,
+        token: Option<&str>,
+    ) -> (
+        SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(crate::api::serve(
+            listener,
+            shared,
+            token.map(str::to_owned),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, stop, task)
+    }
+
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        timeout(LIMIT, tokio::task::spawn_blocking(f))
+            .await
+            .expect("timed out")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn client_reads_the_api_and_reports_its_errors() {
+        let (addr, stop, task) = serve(shared(), Some("s3cret")).await;
+        let api = addr.to_string();
+
+        let (table, err) = blocking(move || {
+            let good = ApiClient::new(&api, Some("s3cret".to_owned())).unwrap();
+            let (_, members) = good.get_json("/v1/members").unwrap();
+            let table = members_table(&members, false).unwrap();
+            let err = ApiClient::new(&api, None)
+                .unwrap()
+                .get_json("/v1/members")
+                .unwrap_err();
+            (table, err)
+        })
+        .await;
+        assert!(table.contains("charlie  cccccccc  suspect"), "{table}");
+        assert!(matches!(err, CliError::Api { status: 401, .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("Authorization: Bearer <token>"),
+            "{err}"
+        );
+
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    /// Output that the test can read while `follow` writes it.
+    #[derive(Clone, Default)]
+    struct SharedOut(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedOut {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SharedOut {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn watch_prints_events_until_the_stream_ends() {
+        let shared = shared();
+        let (addr, stop, task) = serve(shared.clone(), None).await;
+        let out = SharedOut::default();
+        let follower = {
+            let mut out = out.clone();
+            let api = addr.to_string();
+            tokio::task::spawn_blocking(move || {
+                let client = ApiClient::new(&api, None).unwrap();
+                follow(&client, false, false, &TimeZone::UTC, &mut out)
+            })
+        };
+        timeout(LIMIT, async {
+            while shared.events.receiver_count() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("watch never subscribed");
+
+        let (at, at_ms) = crate::state::wall_clock();
+        shared.publish(ApiEvent {
+            kind: "member".to_owned(),
+            at,
+            at_ms,
+            id: "12D3KooWCharlie000cccccccc".to_owned(),
+            name: "charlie".to_owned(),
+            state: "dead".to_owned(),
+            previous: Some("suspect".to_owned()),
+            incarnation: 12,
+        });
+        timeout(LIMIT, async {
+            while !out.text().contains('\n') {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("no line printed");
+        let text = out.text();
+        assert!(
+            text.contains("member    charlie           cccccccc  suspect -> dead    inc 12"),
+            "{text}"
+        );
+
+        // The node shuts down: the stream ends and watch returns cleanly.
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+        let followed = timeout(LIMIT, follower).await.unwrap().unwrap();
+        assert!(followed.is_ok(), "{followed:?}");
+    }
 }

@@ -63,6 +63,8 @@ pub struct Driver {
     overlay_key: kad::RecordKey,
     bootstrap: Vec<Multiaddr>,
     rng: StdRng,
+    /// Remote addresses of the open connections, per peer.
+    connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -131,6 +133,7 @@ impl Driver {
             overlay_key,
             bootstrap,
             rng,
+            connections: HashMap::new(),
         }
     }
 
@@ -310,7 +313,16 @@ impl Driver {
                 self.meta.addrs.retain(|a| *a != addr);
                 self.swim.set_meta(Instant::now(), self.meta.encode());
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push((connection_id, endpoint.get_remote_address().clone()));
                 match self.admission.get(&peer_id) {
                     Some(Admission::Refused { at, .. }) if at.elapsed() < REFUSAL_MEMORY => {
                         let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -322,9 +334,16 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                if let Some(list) = self.connections.get_mut(&peer_id) {
+                    list.retain(|(id, _)| *id != connection_id);
+                    if list.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
                 if num_established == 0 {
                     // A peer that comes back proves itself again.
                     if !matches!(
@@ -638,8 +657,12 @@ impl Driver {
             key.clone(),
             PeerView {
                 id: key,
-                addrs: Vec::new(),
-                connections: u32::from(connected),
+                addrs: self
+                    .connections
+                    .get(&peer)
+                    .map(|list| list.iter().map(|(_, a)| a.to_string()).collect())
+                    .unwrap_or_default(),
+                connections: self.connections.get(&peer).map_or(0, |l| l.len() as u32),
                 admission: admission.to_string(),
                 reason,
             },
