@@ -201,7 +201,7 @@ impl Driver {
     fn on_inbound(&mut self, inbound: Inbound) {
         let Inbound {
             peer,
-            message,
+            envelope,
             bytes,
         } = inbound;
         crate::state::Metrics::add(&self.shared.metrics.bytes_in, bytes as u64);
@@ -209,8 +209,8 @@ impl Driver {
             crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
             return;
         }
-        let mut message = match message {
-            Ok(m) => m,
+        let mut message = match envelope {
+            Ok(envelope) => envelope.message,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "undecodable SWIM message");
                 crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
@@ -497,7 +497,7 @@ impl Driver {
             if self.refused_recently(&peer) {
                 continue;
             }
-            let bytes = wire::encode_message(&transmit.message);
+            let bytes = wire::encode_with_app(&transmit.message, &transmit.app);
             let len = bytes.len() as u64;
             let sender = self.senders.entry(peer).or_insert_with(|| {
                 net::spawn_peer_sender(&mut self.tasks, self.control.clone(), peer)

@@ -159,8 +159,9 @@ pub async fn read_frame<R: futures::AsyncRead + Unpin>(
 pub struct Inbound {
     /// The sender, as authenticated by Noise/TLS.
     pub peer: PeerId,
-    /// The message, or why it could not be decoded.
-    pub message: Result<wire::Message, wire::DecodeError>,
+    /// The envelope (message and application payloads), or why it could
+    /// not be decoded.
+    pub envelope: Result<wire::Envelope, wire::DecodeError>,
     /// Its size on the wire (payload only).
     pub bytes: usize,
 }
@@ -186,8 +187,8 @@ pub fn spawn_swim_acceptor(
                         loop {
                             match read_frame(&mut stream, wire::MAX_MESSAGE_BYTES).await {
                                 Ok(Some(bytes)) => {
-                                    let message = wire::decode(&bytes).map(|e| e.message);
-                                    let inbound = Inbound { peer, message, bytes: bytes.len() };
+                                    let envelope = wire::decode(&bytes);
+                                    let inbound = Inbound { peer, envelope, bytes: bytes.len() };
                                     if tx.send(inbound).await.is_err() {
                                         return;
                                     }

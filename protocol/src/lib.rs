@@ -10,6 +10,8 @@ pub mod coords;
 pub mod id;
 pub mod meta;
 pub mod peering;
+pub mod policy;
+pub mod session;
 pub mod swim;
 pub mod wire;
 

@@ -228,6 +228,9 @@ pub struct Transmit {
     pub to: NodeId,
     /// What to send.
     pub message: Message,
+    /// Application payloads riding on it (see [`Swim::broadcast_app`]);
+    /// encode both with [`crate::wire::encode_with_app`].
+    pub app: Vec<Vec<u8>>,
 }
 
 /// Something the caller may want to know or act on.
@@ -371,6 +374,16 @@ impl Suspicion {
     }
 }
 
+/// Application bytes piggybacked on one message at most.
+pub const APP_PIGGYBACK_BYTES: usize = 16 * 1024;
+
+#[derive(Debug)]
+struct AppBroadcast {
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    transmits: u32,
+}
+
 #[derive(Debug)]
 struct Broadcast {
     update: Update,
@@ -396,6 +409,7 @@ pub struct Swim<R> {
     next_seq: u32,
     suspicions: HashMap<NodeId, Suspicion>,
     broadcasts: Vec<Broadcast>,
+    app_broadcasts: Vec<AppBroadcast>,
     timers: BinaryHeap<Scheduled>,
     timer_order: u64,
     transmits: VecDeque<Transmit>,
@@ -443,6 +457,7 @@ impl<R: Rng> Swim<R> {
             next_seq: 0,
             suspicions: HashMap::new(),
             broadcasts: Vec::new(),
+            app_broadcasts: Vec::new(),
             timers: BinaryHeap::new(),
             timer_order: 0,
             transmits: VecDeque::new(),
@@ -1419,7 +1434,65 @@ impl<R: Rng> Swim<R> {
 
     fn send(&mut self, to: NodeId, message: Message) {
         self.stats.messages_out += 1;
-        self.transmits.push_back(Transmit { to, message });
+        let app = if matches!(message, Message::Sync(_) | Message::Nack(_)) {
+            Vec::new()
+        } else {
+            self.app_piggyback()
+        };
+        self.transmits.push_back(Transmit { to, message, app });
+    }
+
+    /// Application payloads to piggyback: the least transmitted first,
+    /// within [`APP_PIGGYBACK_BYTES`].
+    fn app_piggyback(&mut self) -> Vec<Vec<u8>> {
+        if self.app_broadcasts.is_empty() {
+            return Vec::new();
+        }
+        let limit = self.config.retransmit_limit(self.group_size());
+        self.app_broadcasts.sort_by_key(|b| b.transmits);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for b in &mut self.app_broadcasts {
+            if out.len() >= crate::wire::MAX_APP_PAYLOADS / 2
+                || bytes + b.payload.len() > APP_PIGGYBACK_BYTES
+            {
+                continue;
+            }
+            bytes += b.payload.len();
+            b.transmits += 1;
+            out.push(b.payload.clone());
+        }
+        self.app_broadcasts.retain(|b| b.transmits < limit);
+        out
+    }
+
+    /// Disseminates an application payload (a session-map delta) the way
+    /// membership updates are: pushed at once to `gossip_fanout` members,
+    /// then piggybacked on probes up to the retransmit limit. A payload with
+    /// the same `key` as a queued one replaces it. Receivers find payloads in
+    /// the envelope ([`crate::wire::Envelope::app`]); SWIM does not look at
+    /// them.
+    pub fn broadcast_app(&mut self, key: Vec<u8>, payload: Vec<u8>) {
+        if payload.len() > APP_PIGGYBACK_BYTES {
+            return;
+        }
+        self.app_broadcasts.retain(|b| b.key != key);
+        let targets = self.random_active(self.config.gossip_fanout, &[]);
+        for to in targets {
+            self.stats.messages_out += 1;
+            self.transmits.push_back(Transmit {
+                to,
+                message: Message::Gossip(Gossip {
+                    updates: Vec::new(),
+                }),
+                app: vec![payload.clone()],
+            });
+        }
+        self.app_broadcasts.push(AppBroadcast {
+            key,
+            payload,
+            transmits: 1,
+        });
     }
 }
 

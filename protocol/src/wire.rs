@@ -27,6 +27,9 @@ pub const MAX_UPDATES: usize = 512;
 /// The largest member metadata accepted, in bytes.
 pub const MAX_META_BYTES: usize = 1024;
 
+/// The most application payloads (session-map deltas) one message carries.
+pub const MAX_APP_PAYLOADS: usize = 64;
+
 /// The outermost structure of every message on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -36,6 +39,10 @@ pub struct Envelope {
     /// The message itself.
     #[serde(rename = "m")]
     pub message: Message,
+    /// Application payloads riding on the message (session-map deltas),
+    /// opaque to SWIM.
+    #[serde(rename = "x", default, skip_serializing_if = "Vec::is_empty")]
+    pub app: Vec<serde_bytes::ByteBuf>,
 }
 
 impl Envelope {
@@ -44,6 +51,7 @@ impl Envelope {
         Envelope {
             version: VERSION,
             message,
+            app: Vec::new(),
         }
     }
 }
@@ -318,16 +326,28 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 
 /// Encodes a message in an envelope of the current version.
 pub fn encode_message(message: &Message) -> Vec<u8> {
+    encode_with_app(message, &[])
+}
+
+/// Encodes a message with application payloads riding on it.
+pub fn encode_with_app(message: &Message, app: &[Vec<u8>]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Borrowed<'a> {
         v: u8,
         m: &'a Message,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        x: &'a [serde_bytes::ByteBuf],
     }
+    let app: Vec<serde_bytes::ByteBuf> = app
+        .iter()
+        .map(|a| serde_bytes::ByteBuf::from(a.clone()))
+        .collect();
     let mut out = Vec::with_capacity(128);
     ciborium::into_writer(
         &Borrowed {
             v: VERSION,
             m: message,
+            x: &app,
         },
         &mut out,
     )
@@ -361,6 +381,12 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         )));
     }
     check_limits(&envelope.message)?;
+    if envelope.app.len() > MAX_APP_PAYLOADS {
+        return Err(DecodeError::Limit(format!(
+            "{} application payloads, at most {MAX_APP_PAYLOADS} allowed",
+            envelope.app.len()
+        )));
+    }
     Ok(envelope)
 }
 
@@ -413,6 +439,17 @@ mod tests {
         let err = decode(&encode(&env)).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion { got: 9 });
         assert!(err.to_string().contains("version 9"));
+    }
+
+    #[test]
+    fn application_payloads_ride_along() {
+        let bytes = encode_with_app(&Message::Nack(Nack { seq: 1 }), &[vec![1, 2, 3], vec![]]);
+        let env = decode(&bytes).unwrap();
+        assert_eq!(env.app.len(), 2);
+        assert_eq!(env.app[0].as_ref(), &[1, 2, 3]);
+        let too_many: Vec<Vec<u8>> = (0..=MAX_APP_PAYLOADS).map(|_| vec![0]).collect();
+        let bytes = encode_with_app(&Message::Nack(Nack { seq: 1 }), &too_many);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Limit(_))));
     }
 
     #[test]

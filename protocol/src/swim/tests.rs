@@ -520,7 +520,8 @@ fn relay_forwards_the_ack_without_a_coordinate() {
                 seq: 77,
                 coord: None,
                 updates: vec![]
-            })
+            }),
+            app: vec![],
         }]
     );
 }
@@ -544,7 +545,8 @@ fn relay_nacks_when_the_target_stays_silent() {
     let out = h.drain();
     assert!(out.contains(&Transmit {
         to: id(1),
-        message: Message::Nack(Nack { seq: 78 })
+        message: Message::Nack(Nack { seq: 78 }),
+        app: vec![],
     }));
 }
 
@@ -716,7 +718,8 @@ fn table_entry_alive_where_we_hold_death_pokes_the_member() {
                     incarnation: 0,
                     from: id(2)
                 }]
-            })
+            }),
+            app: vec![],
         }]
     );
 }
@@ -861,4 +864,36 @@ fn oversized_metadata_is_refused() {
     assert_eq!(h.swim.incarnation(), before);
     assert!(h.swim.set_meta(h.now, vec![1; 10]));
     assert_eq!(h.swim.incarnation(), before + 1);
+}
+
+#[test]
+fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
+    let mut h = Harness::new(5);
+    h.swim.broadcast_app(b"k".to_vec(), b"delta-1".to_vec());
+    let pushed = h.drain();
+    assert_eq!(pushed.len(), 3, "eager push to gossip_fanout members");
+    assert!(pushed.iter().all(|t| t.app == vec![b"delta-1".to_vec()]));
+    // A newer payload under the same key replaces the queued one.
+    h.swim.broadcast_app(b"k".to_vec(), b"delta-2".to_vec());
+    h.drain();
+    let limit = h.swim.config().retransmit_limit(6);
+    let mut carried = 0;
+    for seq in 0..limit + 3 {
+        h.recv(
+            1,
+            Message::Ping(Ping {
+                seq,
+                updates: vec![],
+            }),
+        );
+        for t in h.drain() {
+            assert!(matches!(t.message, Message::Ack(_)));
+            if t.app.contains(&b"delta-2".to_vec()) {
+                carried += 1;
+            }
+        }
+    }
+    // The eager push counted as the first transmission.
+    assert_eq!(carried, limit - 1);
+    assert!(h.swim.app_broadcasts.is_empty());
 }
