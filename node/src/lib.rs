@@ -9,6 +9,8 @@ pub mod driver;
 pub mod identity;
 pub mod net;
 pub mod node;
+pub mod rtp_receiver;
+pub mod service;
 pub mod state;
 
 pub use config::Config;

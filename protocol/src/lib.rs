@@ -8,6 +8,7 @@
 
 pub mod coords;
 pub mod id;
+pub mod map;
 pub mod meta;
 pub mod peering;
 pub mod policy;

@@ -166,10 +166,7 @@ pub fn choose_backups(
 
 /// Who takes a session over when its primary is dead or gone: the first
 /// backup, in order, that `is_alive` says is alive.
-pub fn takeover_by<'a>(
-    backups: &'a [NodeId],
-    is_alive: impl Fn(&NodeId) -> bool,
-) -> Option<&'a NodeId> {
+pub fn takeover_by(backups: &[NodeId], is_alive: impl Fn(&NodeId) -> bool) -> Option<&NodeId> {
     backups.iter().find(|b| is_alive(b))
 }
 

@@ -44,10 +44,11 @@ pub struct Record {
     /// Nodes that take over, in order.
     #[serde(rename = "b", default)]
     pub backups: Vec<NodeId>,
-    /// Raised by every change of primary.
+    /// Raised by every change of primary; starts at 1.
     #[serde(rename = "e")]
     pub epoch: u64,
-    /// Raised by every other write within an epoch.
+    /// Raised by every other write within an epoch; 0 when an epoch starts.
+    /// The merge order of versions is `map::precedence`.
     #[serde(rename = "v", default)]
     pub version: u64,
     /// Active or closed.
@@ -96,11 +97,5 @@ impl Record {
     pub fn sign(&mut self, signer: &dyn Signer) {
         self.writer = signer.id().clone();
         self.signature = signer.sign(&self.signing_bytes());
-    }
-
-    /// The order in which versions of one session supersede each other:
-    /// higher epoch, then higher version, then higher writer id.
-    pub fn rank(&self) -> (u64, u64, &NodeId) {
-        (self.epoch, self.version, &self.writer)
     }
 }

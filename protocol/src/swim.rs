@@ -384,10 +384,84 @@ struct AppBroadcast {
     transmits: u32,
 }
 
+/// Updates waiting to be piggybacked, least transmitted first. A newer
+/// update about a member supersedes the queued one in O(1): queue entries
+/// carry a generation and stale ones are dropped when they reach the front.
+#[derive(Debug, Default)]
+struct Queue {
+    entries: VecDeque<Queued>,
+    latest: HashMap<NodeId, (u64, Update)>,
+    next_gen: u64,
+}
+
 #[derive(Debug)]
-struct Broadcast {
-    update: Update,
+struct Queued {
+    id: NodeId,
+    generation: u64,
     transmits: u32,
+}
+
+impl Queue {
+    fn push(&mut self, update: Update) {
+        self.next_gen += 1;
+        let id = update.id().clone();
+        self.latest.insert(id.clone(), (self.next_gen, update));
+        self.entries.push_front(Queued {
+            id,
+            generation: self.next_gen,
+            transmits: 0,
+        });
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        self.latest.remove(id);
+    }
+
+    fn about(&self, id: &NodeId) -> Option<&Update> {
+        self.latest.get(id).map(|(_, u)| u)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    #[cfg(test)]
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.latest.clear();
+    }
+
+    /// Takes up to `max` updates (skipping the one about `skip`), counting a
+    /// transmission for each; an update sent `limit` times leaves the queue.
+    fn take(&mut self, max: usize, limit: u32, skip: &NodeId) -> Vec<Update> {
+        let mut out = Vec::new();
+        let mut kept = Vec::new();
+        while out.len() < max {
+            let Some(mut q) = self.entries.pop_front() else {
+                break;
+            };
+            let Some((generation, update)) = self.latest.get(&q.id) else {
+                continue;
+            };
+            if *generation != q.generation {
+                continue;
+            }
+            if q.id == *skip {
+                kept.push(q);
+                continue;
+            }
+            out.push(update.clone());
+            q.transmits += 1;
+            if q.transmits < limit {
+                kept.push(q);
+            } else {
+                self.latest.remove(&q.id);
+            }
+        }
+        // Sent entries go to the back: the front keeps the least sent.
+        self.entries.extend(kept);
+        out
+    }
 }
 
 /// The SWIM + Lifeguard state machine of one node.
@@ -408,7 +482,9 @@ pub struct Swim<R> {
     relays: HashMap<u32, Relay>,
     next_seq: u32,
     suspicions: HashMap<NodeId, Suspicion>,
-    broadcasts: Vec<Broadcast>,
+    broadcasts: Queue,
+    /// [`Swim::digest`], until the table changes.
+    digest_cache: std::cell::Cell<Option<u64>>,
     app_broadcasts: Vec<AppBroadcast>,
     timers: BinaryHeap<Scheduled>,
     timer_order: u64,
@@ -456,7 +532,8 @@ impl<R: Rng> Swim<R> {
             relays: HashMap::new(),
             next_seq: 0,
             suspicions: HashMap::new(),
-            broadcasts: Vec::new(),
+            broadcasts: Queue::default(),
+            digest_cache: std::cell::Cell::new(None),
             app_broadcasts: Vec::new(),
             timers: BinaryHeap::new(),
             timer_order: 0,
@@ -560,6 +637,7 @@ impl<R: Rng> Swim<R> {
         }
         self.meta = meta;
         self.incarnation = self.incarnation.saturating_add(1);
+        self.digest_cache.set(None);
         let own = self.own_alive();
         self.enqueue_broadcast(own.clone());
         self.push(vec![own], None);
@@ -677,14 +755,21 @@ impl<R: Rng> Swim<R> {
 
     /// Order-independent digest of the live part of this node's view
     /// (itself, alive and suspect members), compared by anti-entropy.
+    /// Cached: recomputed only after the table changed.
     pub fn digest(&self) -> u64 {
+        if let Some(digest) = self.digest_cache.get() {
+            return digest;
+        }
         let own = entry_hash(&self.id, self.incarnation, State::Alive, &self.meta);
-        self.members
+        let digest = self
+            .members
             .values()
             .filter(|m| m.state.is_active())
             .fold(own, |acc, m| {
                 acc.wrapping_add(entry_hash(&m.id, m.incarnation, m.state, &m.meta))
-            })
+            });
+        self.digest_cache.set(Some(digest));
+        digest
     }
 
     fn fire(&mut self, now: Instant, timer: Timer) {
@@ -779,6 +864,9 @@ impl<R: Rng> Swim<R> {
         };
         // Entries of an anti-entropy table are repairs, not news: they are
         // neither piggybacked nor pushed further.
+        if changed {
+            self.digest_cache.set(None);
+        }
         if changed && !quiet {
             self.enqueue_broadcast(update.clone());
             fresh.updates.push(update.clone());
@@ -804,6 +892,7 @@ impl<R: Rng> Swim<R> {
         };
         if refute {
             self.incarnation = self.incarnation.max(update.incarnation()).saturating_add(1);
+            self.digest_cache.set(None);
             self.health = (self.health + 1).min(self.config.max_local_health);
             self.stats.refutations += 1;
             self.events.push_back(Event::Refuted {
@@ -1035,6 +1124,7 @@ impl<R: Rng> Swim<R> {
     }
 
     fn reclaim(&mut self, now: Instant) {
+        self.digest_cache.set(None);
         let expired: Vec<NodeId> = self
             .members
             .values()
@@ -1047,7 +1137,7 @@ impl<R: Rng> Swim<R> {
         for id in expired {
             self.members.remove(&id);
             self.vivaldi.forget(&id);
-            self.broadcasts.retain(|b| *b.update.id() != id);
+            self.broadcasts.remove(&id);
             self.events.push_back(Event::Removed { id });
         }
     }
@@ -1242,11 +1332,7 @@ impl<R: Rng> Swim<R> {
     // ---- dissemination ----
 
     fn enqueue_broadcast(&mut self, update: Update) {
-        self.broadcasts.retain(|b| b.update.id() != update.id());
-        self.broadcasts.push(Broadcast {
-            update,
-            transmits: 0,
-        });
+        self.broadcasts.push(update);
     }
 
     /// Updates to piggyback on a message to `to`: first what concerns `to`
@@ -1254,9 +1340,10 @@ impl<R: Rng> Swim<R> {
     /// from the very next probe), then the least transmitted.
     fn piggyback(&mut self, to: &NodeId) -> Vec<Update> {
         let mut out = Vec::new();
-        if let Some(m) = self.members.get(to)
+        if let Some(update) = self.broadcasts.about(to) {
+            out.push(update.clone());
+        } else if let Some(m) = self.members.get(to)
             && matches!(m.state, State::Suspect | State::Dead)
-            && !self.broadcasts.iter().any(|b| b.update.id() == to)
         {
             out.push(m.to_update());
         }
@@ -1264,13 +1351,8 @@ impl<R: Rng> Swim<R> {
             return out;
         }
         let limit = self.config.retransmit_limit(self.group_size());
-        self.broadcasts
-            .sort_by_key(|b| (b.update.id() != to, b.transmits));
-        for b in self.broadcasts.iter_mut().take(self.config.max_piggyback) {
-            b.transmits += 1;
-            out.push(b.update.clone());
-        }
-        self.broadcasts.retain(|b| b.transmits < limit);
+        let room = self.config.max_piggyback.saturating_sub(out.len());
+        out.extend(self.broadcasts.take(room, limit, to));
         out
     }
 

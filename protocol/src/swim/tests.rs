@@ -897,3 +897,45 @@ fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
     assert_eq!(carried, limit - 1);
     assert!(h.swim.app_broadcasts.is_empty());
 }
+
+#[test]
+fn cached_digest_follows_every_change() {
+    let mut h = Harness::new(4);
+    let fresh = |h: &Harness| {
+        h.swim.digest_cache.set(None);
+        h.swim.digest()
+    };
+    let before = h.swim.digest();
+    h.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 3)],
+        }),
+    );
+    assert_ne!(h.swim.digest(), before);
+    assert_eq!(h.swim.digest(), fresh(&h));
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(2),
+                incarnation: 0,
+                from: id(1),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.digest(), fresh(&h));
+    h.recv(
+        3,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(0),
+                incarnation: 0,
+                from: id(3),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.digest(), fresh(&h));
+    assert!(h.swim.set_meta(h.now, vec![9]));
+    assert_eq!(h.swim.digest(), fresh(&h));
+}

@@ -1,0 +1,373 @@
+//! Session services: a session is an instance of a stateless service, started
+//! from its replicated parameters alone, so that any cluster can start it
+//! again after a failure. Built in: `rtp-audio` ([`rtp`]) and `exec`
+//! ([`exec`]); [`Registry`] maps a session's service name to its service.
+
+pub mod exec;
+pub mod g711;
+pub mod rtp;
+pub mod wav;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// What a service needs to know of a session: the node-side mirror of the
+/// replicated session record (`baton_protocol::session::Record`), without
+/// the fields that only the overlay cares about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// Session id. Services derive their stream from it (see [`rtp`]).
+    pub id: String,
+    /// Service name, such as `rtp-audio` or `exec`.
+    pub service: String,
+    /// Service parameters, as the client gave them.
+    pub params: BTreeMap<String, String>,
+    /// Where the client is: for `rtp-audio` its UDP address `ip:port`.
+    pub client: String,
+    /// When the session started (Unix ms). Every node that runs the session
+    /// derives the same stream position from it.
+    pub started_ms: u64,
+}
+
+/// Configuration of the built-in services (the `[services]` table of the
+/// node's config file).
+///
+/// ```toml
+/// [services]
+/// media_dir = "/var/lib/baton/media"
+/// [services.exec]
+/// ffmpeg-rtp = "ffmpeg -re -i {input} -f rtp rtp://{client}"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Command templates of the `exec` service, by name.
+    ///
+    /// This is a security boundary: a client picks a template by name (the
+    /// `template` parameter) and supplies values for its placeholders; it
+    /// never sends a command line. Only the operator, through this file,
+    /// decides which programs run.
+    pub exec: BTreeMap<String, String>,
+    /// Directory that `wav:` sources of `rtp-audio` are read from. Without
+    /// it, WAV sources are refused, so that clients cannot make the node
+    /// read arbitrary files.
+    pub media_dir: Option<PathBuf>,
+}
+
+/// Why a session cannot be validated or started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No service of that name on this node.
+    #[error("unknown service {name:?}: this node offers {offered}")]
+    UnknownService {
+        /// The requested name.
+        name: String,
+        /// The names offered, comma-separated.
+        offered: String,
+    },
+    /// The client locator is unusable for the service.
+    #[error("invalid client {client:?}: {reason}")]
+    Client {
+        /// The locator given.
+        client: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A parameter is missing, unknown, or has a value the service refuses.
+    #[error("invalid parameter {key:?}: {reason}")]
+    Param {
+        /// The parameter.
+        key: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// The audio source cannot be used.
+    #[error("audio source {what}: {reason}")]
+    Source {
+        /// The source as given (`wav:...`).
+        what: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A configured `exec` template is malformed (a configuration error).
+    #[error("exec template {name:?}: {reason}")]
+    Template {
+        /// The template's name in the config.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operating system refused something (socket, process).
+    #[error("cannot {action}: {error}")]
+    Io {
+        /// What was attempted.
+        action: String,
+        /// The OS error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// `start` was called outside a tokio runtime.
+    #[error("session services run on a tokio runtime: call start from within one")]
+    NoRuntime,
+}
+
+impl Error {
+    /// Whether the request is at fault (an HTTP 4xx), rather than the node.
+    pub fn is_request_error(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownService { .. }
+                | Error::Client { .. }
+                | Error::Param { .. }
+                | Error::Source { .. }
+        )
+    }
+
+    pub(crate) fn param(key: &str, reason: impl Into<String>) -> Self {
+        Error::Param {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(action: impl Into<String>, error: std::io::Error) -> Self {
+        Error::Io {
+            action: action.into(),
+            error,
+        }
+    }
+}
+
+/// A stateless session service.
+pub trait Service: Send + Sync + fmt::Debug {
+    /// The name sessions use to ask for it (`rtp-audio`, `exec`).
+    fn name(&self) -> &'static str;
+
+    /// Checks a session's parameters and client without starting anything.
+    /// A node calls it before accepting a session, and a backup before it
+    /// agrees to back one up.
+    fn validate(&self, spec: &SessionSpec) -> Result<(), Error>;
+
+    /// Starts an instance of the session, running as a tokio task; must be
+    /// called within a tokio runtime. It returns once the instance is
+    /// running (its socket bound, its first process spawned).
+    fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error>;
+}
+
+/// A running session instance. Dropping it stops it too, without waiting.
+pub trait Instance: Send + fmt::Debug {
+    /// Stops the instance. The stop is signalled before this returns, so
+    /// the instance stops even if the future is dropped; the future
+    /// resolves once it has stopped (an `exec` child may take its grace
+    /// period to exit), with the final status.
+    fn stop(self: Box<Self>) -> BoxFuture<'static, Status>;
+
+    /// What the instance is doing.
+    fn status(&self) -> Status;
+}
+
+/// What an instance reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Still running (an `exec` instance between restarts counts as running).
+    pub running: bool,
+    /// `exec`: how many times the command was started again.
+    pub restarts: u32,
+    /// `exec`: process id of the current child.
+    pub pid: Option<u32>,
+    /// `exec`: how the last child ended (`exit status: 1`, `signal: 9`).
+    pub last_exit: Option<String>,
+    /// `exec`: the last line the child wrote to stderr.
+    pub last_output: Option<String>,
+    /// `rtp-audio`: the stream's SSRC.
+    pub ssrc: Option<u32>,
+    /// `rtp-audio`: packets sent.
+    pub packets_sent: u64,
+    /// `rtp-audio`: packets not sent because they were already late by
+    /// more than the catch-up window when the instance got to them.
+    pub packets_skipped: u64,
+    /// The last error (send failure, spawn failure, source failure).
+    pub last_error: Option<String>,
+}
+
+/// The services a node offers, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    services: BTreeMap<&'static str, Arc<dyn Service>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.services.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// The built-in services, `rtp-audio` and `exec`, configured by
+    /// `config`. Fails if an `exec` template does not parse.
+    pub fn builtin(config: &Config) -> Result<Self, Error> {
+        let mut registry = Registry::default();
+        registry.insert(Arc::new(rtp::RtpAudio::new(config.media_dir.clone())));
+        registry.insert(Arc::new(exec::Exec::new(&config.exec)?));
+        Ok(registry)
+    }
+
+    /// Adds a service, replacing one of the same name.
+    pub fn insert(&mut self, service: Arc<dyn Service>) {
+        self.services.insert(service.name(), service);
+    }
+
+    /// The names of the services offered.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.services.keys().copied()
+    }
+
+    /// The service of that name.
+    pub fn get(&self, name: &str) -> Result<&Arc<dyn Service>, Error> {
+        self.services
+            .get(name)
+            .ok_or_else(|| Error::UnknownService {
+                name: name.to_string(),
+                offered: self.names().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Validates a session with the service it names.
+    pub fn validate(&self, spec: &SessionSpec) -> Result<(), Error> {
+        self.get(&spec.service)?.validate(spec)
+    }
+
+    /// Starts a session with the service it names.
+    pub fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
+        self.get(&spec.service)?.start(spec)
+    }
+}
+
+/// Status shared between an instance's task and its handle.
+pub(crate) type SharedStatus = Arc<Mutex<Status>>;
+
+pub(crate) fn lock(status: &SharedStatus) -> MutexGuard<'_, Status> {
+    // A panic while holding the lock leaves plain counters behind: keep them.
+    status.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An instance that is one tokio task, stopped through a oneshot channel
+/// (sending on it, or dropping the sender, both stop the task).
+#[derive(Debug)]
+struct TaskInstance {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    status: SharedStatus,
+}
+
+impl TaskInstance {
+    /// Spawns `run(stop)` on the current runtime.
+    fn spawn<F>(
+        status: SharedStatus,
+        run: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> Result<Box<dyn Instance>, Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let (stop, stopped) = oneshot::channel();
+        lock(&status).running = true;
+        let task = handle.spawn(run(stopped));
+        Ok(Box::new(TaskInstance {
+            stop: Some(stop),
+            task: Some(task),
+            status,
+        }))
+    }
+}
+
+impl Instance for TaskInstance {
+    fn stop(mut self: Box<Self>) -> BoxFuture<'static, Status> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take();
+        let status = self.status.clone();
+        Box::pin(async move {
+            if let Some(task) = task {
+                // A panicked task has stopped too; its status says how far it got.
+                let _ = task.await;
+            }
+            let mut status = lock(&status).clone();
+            status.running = false;
+            status
+        })
+    }
+
+    fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(service: &str) -> SessionSpec {
+        SessionSpec {
+            id: "s1".into(),
+            service: service.into(),
+            params: BTreeMap::new(),
+            client: "127.0.0.1:5004".into(),
+            started_ms: 0,
+        }
+    }
+
+    #[test]
+    fn builtin_registry_offers_rtp_audio_and_exec() {
+        let registry = Registry::builtin(&Config::default()).unwrap();
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["exec", "rtp-audio"]);
+        assert!(registry.validate(&spec("rtp-audio")).is_ok());
+    }
+
+    #[test]
+    fn unknown_service_names_the_offered_ones() {
+        let registry = Registry::builtin(&Config::default()).unwrap();
+        let err = registry.validate(&spec("video")).unwrap_err();
+        assert!(err.is_request_error());
+        assert_eq!(
+            err.to_string(),
+            "unknown service \"video\": this node offers exec, rtp-audio"
+        );
+    }
+
+    #[test]
+    fn start_outside_a_runtime_is_an_error_not_a_panic() {
+        let registry = Registry::builtin(&Config::default()).unwrap();
+        let err = registry.start(spec("rtp-audio")).unwrap_err();
+        assert!(matches!(err, Error::NoRuntime), "{err}");
+    }
+
+    #[test]
+    fn config_reads_the_services_table() {
+        let config: Config =
+            toml::from_str("media_dir = \"/srv/media\"\n[exec]\nplay = \"ffplay -i {input}\"\n")
+                .unwrap();
+        assert_eq!(config.media_dir, Some(PathBuf::from("/srv/media")));
+        assert_eq!(config.exec["play"], "ffplay -i {input}");
+        assert!(toml::from_str::<Config>("media = 1").is_err());
+    }
+
+    #[test]
+    fn a_malformed_template_fails_the_registry() {
+        let config = Config {
+            exec: BTreeMap::from([("bad".to_string(), "ffmpeg '{x}".to_string())]),
+            media_dir: None,
+        };
+        let err = Registry::builtin(&config).unwrap_err();
+        assert!(matches!(err, Error::Template { .. }), "{err}");
+    }
+}

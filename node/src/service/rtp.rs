@@ -1,0 +1,933 @@
+//! `rtp-audio`: an RTP stream (RFC 3550) of G.711 mu-law audio (payload
+//! type 0, PCMU, RFC 3551), 8 kHz, one packet of 160 samples every 20 ms,
+//! sent to the client's UDP address.
+//!
+//! Every byte of every packet is a function of the session alone (its id,
+//! parameters and start time) and of the packet's index `k`, so a cluster
+//! that takes over continues the very same stream: same SSRC, sequence
+//! numbers and timestamps that carry on from where the failed cluster
+//! stopped, with a gap the length of the outage. A receiver sees one stream
+//! with missing packets, not a new stream; during a make-before-break
+//! transfer two clusters send byte-identical duplicates that it discards.
+//!
+//! The derivation (part of the protocol: all nodes must agree on it):
+//!
+//! - `fnv(s)` is 64-bit FNV-1a of the UTF-8 bytes of `s`, and
+//!   `fold(h) = (h mod 2^32) XOR (h >> 32)`.
+//! - `ssrc = fold(fnv("ssrc:" + id))`, `seq0 = fold(fnv("seq0:" + id)) mod 2^16`,
+//!   `ts0 = fold(fnv("ts0:" + id))`, unless the parameters `ssrc`, `seq0`,
+//!   `ts0` give them (decimal or `0x` hex). RFC 3550 asks for random
+//!   initial values; these are as unpredictable as the session id.
+//! - Packet `k = 0, 1, 2, ...` is due at Unix time `started_ms + 20 k` ms.
+//!   Its header: V=2, P=0, X=0, CC=0, M=1 for `k = 0` only, PT=0,
+//!   sequence `(seq0 + k) mod 2^16`, timestamp `(ts0 + 160 k) mod 2^32`,
+//!   the SSRC. Its payload: samples `160 k .. 160 k + 160` of the source,
+//!   mu-law encoded.
+//! - An instance reads the wall clock once when it starts and schedules on
+//!   the monotonic clock from there. It starts with the first packet due at
+//!   or after that moment: missed packets are not replayed, the gap is what
+//!   the user hears. Packets found late when the instance wakes (a stall)
+//!   are sent at once, up to [`MAX_CATCH_UP`] of them; older ones are
+//!   skipped. Stopping sends every packet already due, so a stop never
+//!   drops the packet of the moment.
+//! - Nodes' clocks must agree (NTP; one clock in tests): a node whose clock
+//!   is ahead by `d` resumes `d` later in the stream, one behind resends
+//!   packets the receiver already had. A make-before-break transfer loses
+//!   nothing when the old instance runs on until the new one has started
+//!   plus the clock offset between them.
+//!
+//! Sources (the `source` parameter): `tone` (the default: 440 Hz) or
+//! `tone:HZ`, a sine computed with `+ - * /` only, so it is bit-identical on
+//! every IEEE 754 machine; or `wav:NAME`, a file in the node's media
+//! directory ([`super::wav`] formats), looped. Every node must hold the same
+//! file under the same name.
+//!
+//! RTCP is not implemented: the stream sends no sender reports and does not
+//! read receiver reports; clients report their service quality through the
+//! node's API.
+
+use std::f64::consts::TAU;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Error, Instance, Service, SessionSpec, SharedStatus, Status, TaskInstance, g711};
+use super::{lock, wav};
+
+/// RTP clock rate of PCMU (Hz).
+pub const CLOCK_RATE: u32 = 8000;
+/// Time between packets.
+pub const PACKET_MS: u64 = 20;
+/// Samples per packet.
+pub const SAMPLES: usize = 160;
+/// RTP fixed header length.
+pub const HEADER_LEN: usize = 12;
+/// Whole packet length.
+pub const PACKET_LEN: usize = HEADER_LEN + SAMPLES;
+/// RTP payload type of G.711 mu-law (RFC 3551).
+pub const PAYLOAD_TYPE_PCMU: u8 = 0;
+/// Most late packets sent at once when an instance wakes late (200 ms).
+pub const MAX_CATCH_UP: u64 = 10;
+/// Frequency of the `tone` source.
+pub const DEFAULT_TONE_HZ: u32 = 440;
+/// Peak of the `tone` source: about -10 dBFS.
+pub const TONE_AMPLITUDE: f64 = 10_000.0;
+
+const PACKET_US: u64 = PACKET_MS * 1000;
+const PARAMS: &str = "source, ssrc, seq0, ts0";
+
+/// 64-bit FNV-1a.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn fold(h: u64) -> u32 {
+    (h as u32) ^ ((h >> 32) as u32)
+}
+
+/// The identifiers that place a stream: SSRC and the initial sequence
+/// number and timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct StreamIds {
+    /// Synchronisation source.
+    pub ssrc: u32,
+    /// Sequence number of packet 0.
+    pub seq0: u16,
+    /// Timestamp of packet 0.
+    pub ts0: u32,
+}
+
+impl StreamIds {
+    /// Derives them from the session id (see the module docs).
+    pub fn derive(session_id: &str) -> Self {
+        let hash = |label: &str| fold(fnv1a64(format!("{label}:{session_id}").as_bytes()));
+        StreamIds {
+            ssrc: hash("ssrc"),
+            seq0: hash("seq0") as u16,
+            ts0: hash("ts0"),
+        }
+    }
+
+    /// Derives them, letting the parameters `ssrc`, `seq0`, `ts0` override.
+    pub fn for_session(spec: &SessionSpec) -> Result<Self, Error> {
+        let mut ids = Self::derive(&spec.id);
+        if let Some(v) = spec.params.get("ssrc") {
+            ids.ssrc = parse_int(v).ok_or_else(|| number_error("ssrc", "u32"))?;
+        }
+        if let Some(v) = spec.params.get("seq0") {
+            ids.seq0 = parse_int(v).ok_or_else(|| number_error("seq0", "0..65535"))?;
+        }
+        if let Some(v) = spec.params.get("ts0") {
+            ids.ts0 = parse_int(v).ok_or_else(|| number_error("ts0", "u32"))?;
+        }
+        Ok(ids)
+    }
+}
+
+fn parse_int<T: TryFrom<u64>>(v: &str) -> Option<T> {
+    let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => v.parse().ok()?,
+    };
+    T::try_from(n).ok()
+}
+
+fn number_error(key: &str, range: &str) -> Error {
+    Error::param(
+        key,
+        format!("expected an integer in {range}, decimal or 0x hex"),
+    )
+}
+
+/// Where a stream's samples come from, at 8 kHz.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A sine of this many Hz.
+    Tone {
+        /// Frequency, 1..=3999.
+        hz: u32,
+    },
+    /// Samples played in a loop.
+    Samples(Arc<[i16]>),
+}
+
+impl Source {
+    /// Fills `out` with the samples from index `first` on.
+    pub fn fill(&self, first: u64, out: &mut [i16]) {
+        match self {
+            Source::Tone { hz } => {
+                for (n, o) in (first..).zip(out.iter_mut()) {
+                    *o = tone_sample(*hz, n);
+                }
+            }
+            Source::Samples(samples) => {
+                let len = samples.len() as u64;
+                for (n, o) in (first..).zip(out.iter_mut()) {
+                    *o = samples[(n % len) as usize];
+                }
+            }
+        }
+    }
+}
+
+/// Sample `n` of a sine of `hz` Hz at 8 kHz. Reduced to the first quarter
+/// wave in integers, then a Taylor series to x^13 (error below 1e-9): only
+/// correctly rounded IEEE operations, so the same on every machine.
+pub fn tone_sample(hz: u32, n: u64) -> i16 {
+    let rate = u64::from(CLOCK_RATE);
+    let phase = (u64::from(hz) * (n % rate)) % rate;
+    let (phase, sign) = if phase < rate / 2 {
+        (phase, 1.0)
+    } else {
+        (phase - rate / 2, -1.0)
+    };
+    let phase = if phase > rate / 4 {
+        rate / 2 - phase
+    } else {
+        phase
+    };
+    let x = phase as f64 * (TAU / 8000.0);
+    let x2 = x * x;
+    let s = x
+        * (1.0
+            - x2 / 6.0
+                * (1.0
+                    - x2 / 20.0
+                        * (1.0
+                            - x2 / 42.0
+                                * (1.0 - x2 / 72.0 * (1.0 - x2 / 110.0 * (1.0 - x2 / 156.0))))));
+    (sign * s * TONE_AMPLITUDE).round() as i16
+}
+
+/// The packets of one session's stream, as a function of their index.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// SSRC, initial sequence number and timestamp.
+    pub ids: StreamIds,
+    /// When packet 0 is due (Unix ms).
+    pub started_ms: u64,
+    /// The audio.
+    pub source: Source,
+}
+
+impl Stream {
+    /// When packet `k` is due (Unix µs).
+    pub fn due_us(&self, k: u64) -> u64 {
+        self.started_ms
+            .saturating_mul(1000)
+            .saturating_add(k.saturating_mul(PACKET_US))
+    }
+
+    /// The first packet due at or after `unix_us`: where an instance
+    /// starting then begins.
+    pub fn first_due_at_or_after(&self, unix_us: u64) -> u64 {
+        first_due_at_or_after(self.started_ms, unix_us)
+    }
+
+    /// The last packet due at or before `unix_us`, if any is.
+    pub fn last_due_at_or_before(&self, unix_us: u64) -> Option<u64> {
+        unix_us
+            .checked_sub(self.due_us(0))
+            .map(|elapsed| elapsed / PACKET_US)
+    }
+
+    /// RTP sequence number of packet `k`.
+    pub fn seq(&self, k: u64) -> u16 {
+        self.ids.seq0.wrapping_add(k as u16)
+    }
+
+    /// RTP timestamp of packet `k`.
+    pub fn timestamp(&self, k: u64) -> u32 {
+        self.ids
+            .ts0
+            .wrapping_add((k.wrapping_mul(SAMPLES as u64)) as u32)
+    }
+
+    /// Packet `k`, header and payload.
+    pub fn packet(&self, k: u64) -> [u8; PACKET_LEN] {
+        let mut p = [0u8; PACKET_LEN];
+        p[0] = 0x80; // V=2, no padding, no extension, no CSRC
+        p[1] = (u8::from(k == 0) << 7) | PAYLOAD_TYPE_PCMU;
+        p[2..4].copy_from_slice(&self.seq(k).to_be_bytes());
+        p[4..8].copy_from_slice(&self.timestamp(k).to_be_bytes());
+        p[8..12].copy_from_slice(&self.ids.ssrc.to_be_bytes());
+        let mut samples = [0i16; SAMPLES];
+        self.source.fill(k * SAMPLES as u64, &mut samples);
+        g711::encode_into(&samples, &mut p[HEADER_LEN..]);
+        p
+    }
+}
+
+/// The first packet of a stream started at `started_ms` that is due at or
+/// after `unix_us`.
+pub fn first_due_at_or_after(started_ms: u64, unix_us: u64) -> u64 {
+    unix_us
+        .saturating_sub(started_ms.saturating_mul(1000))
+        .div_ceil(PACKET_US)
+}
+
+/// Paces a stream: which packets to send when the instance wakes.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// The next packet not yet sent or skipped.
+    pub next: u64,
+}
+
+impl Pacer {
+    /// The packets due by `now_us` and not sent yet, at most
+    /// [`MAX_CATCH_UP`] of them, and how many older ones are skipped.
+    pub fn take_due(&mut self, stream: &Stream, now_us: u64) -> (std::ops::Range<u64>, u64) {
+        match stream.last_due_at_or_before(now_us) {
+            Some(last) if last >= self.next => {
+                let first = self.next.max((last + 1).saturating_sub(MAX_CATCH_UP));
+                let skipped = first - self.next;
+                self.next = last + 1;
+                (first..last + 1, skipped)
+            }
+            _ => (self.next..self.next, 0),
+        }
+    }
+}
+
+/// The wall clock read once, carried on by the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    anchor: Instant,
+    anchor_us: u64,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let anchor = Instant::now();
+        let anchor_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Clock { anchor, anchor_us }
+    }
+
+    fn unix_us(&self) -> u64 {
+        self.anchor_us + self.anchor.elapsed().as_micros() as u64
+    }
+
+    fn instant(&self, unix_us: u64) -> Instant {
+        self.anchor + Duration::from_micros(unix_us.saturating_sub(self.anchor_us))
+    }
+}
+
+/// What a session asks of `rtp-audio`, checked.
+#[derive(Debug, Clone)]
+struct Plan {
+    client: SocketAddr,
+    ids: StreamIds,
+    source: SourceSpec,
+}
+
+#[derive(Debug, Clone)]
+enum SourceSpec {
+    Tone(u32),
+    Wav(PathBuf),
+}
+
+/// The `rtp-audio` service.
+#[derive(Debug, Clone, Default)]
+pub struct RtpAudio {
+    media_dir: Option<PathBuf>,
+}
+
+impl RtpAudio {
+    /// The service, reading `wav:` sources from `media_dir` (none: refused).
+    pub fn new(media_dir: Option<PathBuf>) -> Self {
+        RtpAudio { media_dir }
+    }
+
+    /// The SSRC, initial sequence number and timestamp of a session's
+    /// stream, for tools that check what a receiver got.
+    pub fn stream_ids(&self, spec: &SessionSpec) -> Result<StreamIds, Error> {
+        Ok(self.plan(spec)?.ids)
+    }
+
+    fn plan(&self, spec: &SessionSpec) -> Result<Plan, Error> {
+        if let Some(key) = spec
+            .params
+            .keys()
+            .find(|k| !PARAMS.split(", ").any(|p| p == k.as_str()))
+        {
+            return Err(Error::param(
+                key,
+                format!("unknown to rtp-audio, which takes {PARAMS}"),
+            ));
+        }
+        let client = parse_client(&spec.client)?;
+        let ids = StreamIds::for_session(spec)?;
+        let source = match spec.params.get("source").map(String::as_str) {
+            None | Some("tone") => SourceSpec::Tone(DEFAULT_TONE_HZ),
+            Some(s) if s.starts_with("tone:") => {
+                let hz = s["tone:".len()..]
+                    .parse()
+                    .ok()
+                    .filter(|hz| (1..CLOCK_RATE / 2).contains(hz))
+                    .ok_or_else(|| {
+                        Error::param("source", "tone:HZ takes a whole frequency of 1 to 3999 Hz")
+                    })?;
+                SourceSpec::Tone(hz)
+            }
+            Some(s) if s.starts_with("wav:") => {
+                SourceSpec::Wav(resolve_wav(self.media_dir.as_deref(), s)?)
+            }
+            Some(_) => {
+                return Err(Error::param(
+                    "source",
+                    "expected tone, tone:HZ or wav:NAME (a file in the node's media directory)",
+                ));
+            }
+        };
+        Ok(Plan {
+            client,
+            ids,
+            source,
+        })
+    }
+}
+
+fn parse_client(client: &str) -> Result<SocketAddr, Error> {
+    let bad = |reason: &str| Error::Client {
+        client: client.to_string(),
+        reason: reason.to_string(),
+    };
+    let addr: SocketAddr = client.parse().map_err(|_| {
+        bad("expected the UDP address of the receiver, ip:port, such as 127.0.0.1:5004 or [::1]:5004")
+    })?;
+    if addr.port() == 0 {
+        return Err(bad("port 0 cannot receive: give the receiver's port"));
+    }
+    if addr.ip().is_unspecified() {
+        return Err(bad(
+            "an unspecified address (0.0.0.0 or ::) cannot receive: give the receiver's address",
+        ));
+    }
+    Ok(addr)
+}
+
+fn resolve_wav(media_dir: Option<&Path>, source: &str) -> Result<PathBuf, Error> {
+    let bad = |reason: String| Error::Source {
+        what: source.to_string(),
+        reason,
+    };
+    let name = &source["wav:".len()..];
+    let dir = media_dir.ok_or_else(|| {
+        bad(
+            "WAV sources are disabled on this node (its operator sets media_dir in the \
+             [services] config)"
+                .into(),
+        )
+    })?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| bad(format!("the node's media_dir {}: {e}", dir.display())))?;
+    // `join` keeps an absolute name as it is; the check below then decides.
+    let path = dir
+        .join(name)
+        .canonicalize()
+        .map_err(|_| bad("no such file in the node's media directory".into()))?;
+    if !path.starts_with(&dir) {
+        return Err(bad("outside the node's media directory".into()));
+    }
+    let header = wav::probe(&path).map_err(bad)?;
+    if header.frames() * u64::from(wav::RATE) / u64::from(header.rate) == 0 {
+        return Err(bad("too short: less than one sample at 8 kHz".into()));
+    }
+    Ok(path)
+}
+
+impl Service for RtpAudio {
+    fn name(&self) -> &'static str {
+        "rtp-audio"
+    }
+
+    fn validate(&self, spec: &SessionSpec) -> Result<(), Error> {
+        self.plan(spec).map(drop)
+    }
+
+    fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
+        let plan = self.plan(&spec)?;
+        let clock = Clock::now();
+        let local: SocketAddr = match plan.client {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local)
+            .and_then(|s| s.connect(plan.client).map(|()| s))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|e| Error::io(format!("open a UDP socket to {}", plan.client), e))?;
+        let status: SharedStatus = Arc::new(Mutex::new(Status {
+            ssrc: Some(plan.ids.ssrc),
+            ..Status::default()
+        }));
+        let pacer = Pacer {
+            next: first_due_at_or_after(spec.started_ms, clock.unix_us()),
+        };
+        let task_status = status.clone();
+        TaskInstance::spawn(status, move |stop| {
+            run(
+                plan,
+                spec.started_ms,
+                socket,
+                clock,
+                pacer,
+                task_status,
+                stop,
+            )
+        })
+    }
+}
+
+async fn run(
+    plan: Plan,
+    started_ms: u64,
+    socket: UdpSocket,
+    clock: Clock,
+    mut pacer: Pacer,
+    status: SharedStatus,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let fail = |error: String| {
+        let mut s = lock(&status);
+        s.last_error = Some(error);
+        s.running = false;
+    };
+    let socket = match tokio::net::UdpSocket::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => return fail(format!("cannot register the UDP socket: {e}")),
+    };
+    let source = match plan.source {
+        SourceSpec::Tone(hz) => Source::Tone { hz },
+        SourceSpec::Wav(path) => {
+            let load = tokio::task::spawn_blocking(move || wav::load(&path));
+            tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    lock(&status).running = false;
+                    return;
+                }
+                loaded = load => match loaded {
+                    Ok(Ok(samples)) => Source::Samples(samples.into()),
+                    Ok(Err(e)) => return fail(format!("cannot load the WAV source: {e}")),
+                    Err(e) => return fail(format!("cannot load the WAV source: {e}")),
+                },
+            }
+        }
+    };
+    let stream = Stream {
+        ids: plan.ids,
+        started_ms,
+        source,
+    };
+    loop {
+        let due = clock.instant(stream.due_us(pacer.next));
+        let stopping = tokio::select! {
+            biased;
+            _ = &mut stop => true,
+            () = tokio::time::sleep_until(due) => false,
+        };
+        let (packets, skipped) = pacer.take_due(&stream, clock.unix_us());
+        lock(&status).packets_skipped += skipped;
+        for k in packets {
+            let result = socket.send(&stream.packet(k)).await;
+            let mut s = lock(&status);
+            match result {
+                Ok(_) => s.packets_sent += 1,
+                // Kept going: an ICMP unreachable from a receiver that is
+                // not up yet must not end the session.
+                Err(e) => s.last_error = Some(format!("send to {}: {e}", plan.client)),
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+    lock(&status).running = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::rtp_receiver::RtpReceiver;
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    fn spec(id: &str, client: &str, params: &[(&str, &str)]) -> SessionSpec {
+        SessionSpec {
+            id: id.into(),
+            service: "rtp-audio".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            client: client.into(),
+            started_ms: now_ms(),
+        }
+    }
+
+    fn tone_stream(ids: StreamIds) -> Stream {
+        Stream {
+            ids,
+            started_ms: 1_000,
+            source: Source::Tone { hz: 440 },
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("baton-rtp-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn fnv1a64_matches_the_reference_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn ids_follow_from_the_session_id_as_documented() {
+        let ids = StreamIds::derive("s1");
+        let h = fnv1a64(b"ssrc:s1");
+        assert_eq!(ids.ssrc, (h as u32) ^ ((h >> 32) as u32));
+        let h = fnv1a64(b"seq0:s1");
+        assert_eq!(ids.seq0, ((h as u32) ^ ((h >> 32) as u32)) as u16);
+        let h = fnv1a64(b"ts0:s1");
+        assert_eq!(ids.ts0, (h as u32) ^ ((h >> 32) as u32));
+        assert_ne!(StreamIds::derive("s2"), ids);
+        assert_eq!(StreamIds::derive("s1"), ids);
+    }
+
+    #[test]
+    fn params_override_the_derived_ids() {
+        let s = spec(
+            "s1",
+            "127.0.0.1:5004",
+            &[("ssrc", "0xDEADBEEF"), ("seq0", "65535"), ("ts0", "7")],
+        );
+        let ids = StreamIds::for_session(&s).unwrap();
+        assert_eq!((ids.ssrc, ids.seq0, ids.ts0), (0xDEAD_BEEF, 65535, 7));
+        for (key, value) in [("seq0", "65536"), ("ssrc", "-1"), ("ts0", "0x1_0000_0000")] {
+            let err =
+                StreamIds::for_session(&spec("s1", "127.0.0.1:5004", &[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn header_is_laid_out_as_rfc_3550_says() {
+        let stream = tone_stream(StreamIds {
+            ssrc: 0x1122_3344,
+            seq0: 0xFFFE,
+            ts0: 0xFFFF_FF00,
+        });
+        let p0 = stream.packet(0);
+        assert_eq!(p0.len(), 172);
+        assert_eq!(
+            p0[..12],
+            [
+                0x80, 0x80, 0xFF, 0xFE, 0xFF, 0xFF, 0xFF, 0x00, 0x11, 0x22, 0x33, 0x44
+            ]
+        );
+        // No marker after the first packet; sequence and timestamp wrap.
+        let p1 = stream.packet(1);
+        assert_eq!(
+            p1[..12],
+            [
+                0x80, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xA0, 0x11, 0x22, 0x33, 0x44
+            ]
+        );
+        let p2 = stream.packet(2);
+        assert_eq!(
+            p2[..12],
+            [
+                0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x11, 0x22, 0x33, 0x44
+            ]
+        );
+        // The payload is the tone from sample 320 on, mu-law encoded.
+        let expected: Vec<u8> = (320..480)
+            .map(|n| g711::encode(tone_sample(440, n)))
+            .collect();
+        assert_eq!(p2[12..], expected[..]);
+    }
+
+    #[test]
+    fn tone_is_a_sine_repeating_every_five_packets() {
+        for n in 0..400u64 {
+            let exact = (TAU * 440.0 * n as f64 / 8000.0).sin() * TONE_AMPLITUDE;
+            assert!(
+                (f64::from(tone_sample(440, n)) - exact).abs() <= 0.5 + 1e-6,
+                "{n}"
+            );
+        }
+        let stream = tone_stream(StreamIds::derive("x"));
+        assert_eq!(stream.packet(3)[12..], stream.packet(8)[12..]);
+        assert_ne!(stream.packet(3)[12..], stream.packet(4)[12..]);
+    }
+
+    #[test]
+    fn streams_built_apart_produce_identical_packets() {
+        // What makes takeover seamless: two nodes build the stream from the
+        // record alone, at different times, and agree on every byte.
+        let service = RtpAudio::new(None);
+        let a = spec("call-7", "127.0.0.1:5004", &[]);
+        let mut b = a.clone();
+        b.client = "127.0.0.1:6000".into(); // another node's view, same session
+        let (ia, ib) = (
+            service.stream_ids(&a).unwrap(),
+            service.stream_ids(&b).unwrap(),
+        );
+        let samples: Arc<[i16]> = (0..1234).map(|i| (i * 53) as i16).collect();
+        for source in [Source::Tone { hz: 440 }, Source::Samples(samples)] {
+            let sa = Stream {
+                ids: ia,
+                started_ms: a.started_ms,
+                source: source.clone(),
+            };
+            let sb = Stream {
+                ids: ib,
+                started_ms: b.started_ms,
+                source,
+            };
+            for k in (0..200)
+                .chain(65_530..65_560)
+                .chain([u64::from(u32::MAX) + 5])
+            {
+                assert_eq!(sa.packet(k), sb.packet(k), "packet {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_takeover_begins_at_the_first_packet_due_at_or_after_now() {
+        let stream = tone_stream(StreamIds::derive("x"));
+        let start = 1_000_000;
+        assert_eq!(stream.first_due_at_or_after(0), 0);
+        assert_eq!(stream.first_due_at_or_after(start), 0);
+        assert_eq!(stream.first_due_at_or_after(start + 1), 1);
+        assert_eq!(stream.first_due_at_or_after(start + 20_000), 1);
+        assert_eq!(stream.first_due_at_or_after(start + 20_001), 2);
+        assert_eq!(stream.last_due_at_or_before(start - 1), None);
+        assert_eq!(stream.last_due_at_or_before(start + 39_999), Some(1));
+        assert_eq!(stream.due_us(3), start + 60_000);
+    }
+
+    #[test]
+    fn pacer_sends_what_is_due_and_skips_beyond_the_catch_up_window() {
+        let stream = tone_stream(StreamIds::derive("x"));
+        let mut pacer = Pacer { next: 5 };
+        assert_eq!(pacer.take_due(&stream, stream.due_us(5) - 1), (5..5, 0));
+        assert_eq!(pacer.take_due(&stream, stream.due_us(5)), (5..6, 0));
+        // Woken late by 2.5 packets: the three due ones go out together.
+        assert_eq!(
+            pacer.take_due(&stream, stream.due_us(8) + 10_000),
+            (6..9, 0)
+        );
+        // A stall of a second: the last MAX_CATCH_UP go out, the rest are skipped.
+        assert_eq!(pacer.take_due(&stream, stream.due_us(59)), (50..60, 41));
+        assert_eq!(pacer.next, 60);
+    }
+
+    #[test]
+    fn bad_sessions_are_refused_with_the_reason() {
+        let service = RtpAudio::new(None);
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 8] = [
+            ("nope", &[], "expected the UDP address"),
+            ("127.0.0.1:0", &[], "port 0"),
+            ("0.0.0.0:5004", &[], "unspecified"),
+            (
+                "127.0.0.1:5004",
+                &[("source", "mp3:song")],
+                "expected tone, tone:HZ or wav:NAME",
+            ),
+            ("127.0.0.1:5004", &[("source", "tone:0")], "1 to 3999 Hz"),
+            ("127.0.0.1:5004", &[("source", "tone:4000")], "1 to 3999 Hz"),
+            (
+                "127.0.0.1:5004",
+                &[("source", "wav:a.wav")],
+                "WAV sources are disabled",
+            ),
+            (
+                "127.0.0.1:5004",
+                &[("volume", "11")],
+                "takes source, ssrc, seq0, ts0",
+            ),
+        ];
+        for (client, params, expected) in cases {
+            let err = service.validate(&spec("s", client, params)).unwrap_err();
+            assert!(err.is_request_error());
+            assert!(err.to_string().contains(expected), "{err} lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn wav_sources_stay_inside_the_media_directory() {
+        let dir = temp_dir("media");
+        std::fs::write(dir.join("a.wav"), wav::encode(1, 8000, &[1; 400])).unwrap();
+        std::fs::write(dir.join("junk.wav"), b"this is not audio at all").unwrap();
+        let service = RtpAudio::new(Some(dir.clone()));
+        let ok =
+            |source: &str| service.validate(&spec("s", "127.0.0.1:5004", &[("source", source)]));
+        ok("wav:a.wav").unwrap();
+        ok(&format!("wav:{}", dir.join("a.wav").display())).unwrap();
+        for (source, expected) in [
+            ("wav:missing.wav", "no such file"),
+            ("wav:../../../../../../etc/hostname", "outside"),
+            ("wav:/etc/hostname", "outside"),
+            ("wav:junk.wav", "no RIFF header"),
+        ] {
+            let err = ok(source).unwrap_err();
+            assert!(err.to_string().contains(expected), "{source}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Waits (without blocking the runtime) until `rx` holds `n` packets.
+    async fn wait_packets(rx: &RtpReceiver, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while (rx.len() as u64) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} packets arrived",
+                rx.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Checks what every stream of `ids` must satisfy: timestamps advance
+    /// with sequence numbers, one SSRC, PCMU, marker only on packet 0.
+    fn assert_one_stream(rx: &RtpReceiver, ids: StreamIds) {
+        for a in rx.arrivals() {
+            let k = a.seq.wrapping_sub(ids.seq0);
+            assert_eq!(a.ssrc, ids.ssrc);
+            assert_eq!(a.payload_type, PAYLOAD_TYPE_PCMU);
+            assert_eq!(a.len, PACKET_LEN);
+            // Tests run far below 65536 packets: k is the packet index.
+            assert_eq!(a.ts.wrapping_sub(ids.ts0), u32::from(k) * 160);
+            assert_eq!(a.marker, k == 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_sees_one_continuous_stream() {
+        let rx = RtpReceiver::bind("127.0.0.1:0").unwrap();
+        let s = spec("continuous", &rx.local_addr().to_string(), &[]);
+        let ids = StreamIds::derive(&s.id);
+        let instance = RtpAudio::new(None).start(s).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = instance.stop().await;
+        assert!(!status.running);
+        wait_packets(&rx, status.packets_sent).await;
+        let report = rx.report(..);
+        assert!(report.packets >= 5, "{report:?}");
+        assert_eq!(report.packets, status.packets_sent);
+        assert_eq!(
+            (report.lost, report.duplicates, report.out_of_order),
+            (0, 0, 0),
+            "{report:?}"
+        );
+        assert_eq!(report.ssrcs, [ids.ssrc]);
+        assert_one_stream(&rx, ids);
+    }
+
+    #[tokio::test]
+    async fn a_takeover_on_another_node_continues_the_stream_after_a_gap() {
+        let rx = RtpReceiver::bind("127.0.0.1:0").unwrap();
+        let s = spec("takeover", &rx.local_addr().to_string(), &[]);
+        let ids = StreamIds::derive(&s.id);
+        let service = RtpAudio::new(None);
+        let a = service.start(s.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent_a = a.stop().await.packets_sent;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The backup starts the same session with its own socket.
+        let b = service.start(s).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent_b = b.stop().await.packets_sent;
+        wait_packets(&rx, sent_a + sent_b).await;
+        let report = rx.report(..);
+        assert_eq!(report.ssrcs, [ids.ssrc], "one stream, not a new one");
+        assert_eq!(report.sources.len(), 2);
+        assert_eq!(
+            (report.duplicates, report.out_of_order),
+            (0, 0),
+            "{report:?}"
+        );
+        // 120 ms of outage is at least 5 packets never sent.
+        assert!(report.lost >= 5, "{report:?}");
+        assert_eq!(
+            report.longest_missing_run, report.lost,
+            "one gap: {report:?}"
+        );
+        assert_one_stream(&rx, ids);
+    }
+
+    #[tokio::test]
+    async fn make_before_break_loses_nothing_and_duplicates_are_identical() {
+        let rx = RtpReceiver::bind("127.0.0.1:0").unwrap();
+        let s = spec("transfer", &rx.local_addr().to_string(), &[]);
+        let ids = StreamIds::derive(&s.id);
+        let service = RtpAudio::new(None);
+        let old = service.start(s.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let new = service.start(s).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent_old = old.stop().await.packets_sent;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent_new = new.stop().await.packets_sent;
+        wait_packets(&rx, sent_old + sent_new).await;
+        let report = rx.report(..);
+        assert_eq!(report.lost, 0, "{report:?}");
+        assert!(report.duplicates >= 1, "{report:?}");
+        assert_eq!(report.mismatched_duplicates, 0, "{report:?}");
+        assert_eq!(report.ssrcs, [ids.ssrc]);
+        assert_eq!(report.sources.len(), 2);
+        assert_one_stream(&rx, ids);
+    }
+
+    #[tokio::test]
+    async fn a_wav_stream_carries_the_file_samples() {
+        let dir = temp_dir("stream");
+        let samples: Vec<i16> = (0..1000)
+            .map(|i| ((i * 97) % 20_000 - 10_000) as i16)
+            .collect();
+        std::fs::write(dir.join("a.wav"), wav::encode(1, 8000, &samples)).unwrap();
+        let rx = RtpReceiver::bind("127.0.0.1:0").unwrap();
+        let s = spec(
+            "wav",
+            &rx.local_addr().to_string(),
+            &[("source", "wav:a.wav"), ("seq0", "0")],
+        );
+        let instance = RtpAudio::new(Some(dir.clone())).start(s).unwrap();
+        wait_packets(&rx, 3).await;
+        drop(instance);
+        for a in rx.arrivals() {
+            let k = u64::from(a.seq);
+            let expected: Vec<u8> = (k * 160..k * 160 + 160)
+                .map(|n| g711::encode(samples[(n % 1000) as usize]))
+                .collect();
+            assert_eq!(a.payload, expected, "packet {k}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,1430 @@
+//! The replicated session map: `session id -> signed Record`, merged so that
+//! every node converges whatever the order, grouping or repetition of
+//! delivery, and changed only by nodes with authority over a session.
+//!
+//! # What travels: deltas
+//!
+//! The unit of replication is a [`Delta`]: a signed [`Record`] together with
+//! the signed version it superseded (`prev`; absent only for a creation). The
+//! predecessor is the writer's credential: a receiver checks the new version
+//! against it alone, one hop, without any local state. Deltas ride on SWIM
+//! messages as application payloads ([`Delta::encode`]) and in anti-entropy
+//! exchanges ([`SyncMessage`], protocol `/baton/sync/1`); the map stores each
+//! session's current delta so that it can forward the credential too.
+//!
+//! # Acceptance: a pure function of the delta
+//!
+//! A delta is *legitimate* ([`check`]) when both records are well formed
+//! ([`validate`]), both signatures verify against their writers' ed25519 keys
+//! ([`verify`]), and the new version is one of ([`authorize`]):
+//!
+//! - a **creation**: no predecessor, epoch 1, version 0, active, written by its
+//!   own primary;
+//! - an **update** by the predecessor's primary: same epoch, same primary,
+//!   higher version (new backups, client, parameters, or `Closed`);
+//! - a **handover** by the predecessor's primary: epoch + 1, version 0, another
+//!   node named primary (a transfer);
+//! - a **claim** by one of the predecessor's backups: epoch + 1, version 0, the
+//!   claimer itself primary (a takeover).
+//!
+//! A closed predecessor has no successor, and the service and start time of a
+//! session never change. Whether the primary is dead or has left is checked by
+//! the claiming backup, in its own membership view, before it writes; a
+//! receiver cannot check it (its view may differ) and must not, since any
+//! acceptance rule that depends on the receiver's state makes two replicas
+//! that saw the same deltas in different orders disagree forever.
+//!
+//! # Merge: the greatest legitimate version wins
+//!
+//! Versions of one session are totally ordered by [`precedence`]: higher
+//! epoch, then higher primary id (among concurrent claims or handovers of the
+//! same epoch, the one naming the higher node id wins, however many updates
+//! each branch wrote since), then higher version, then higher writer id, then
+//! the SHA-256 of the signed record (only an equivocating writer reaches it).
+//! Every legitimate successor ranks above its predecessor. A replica holds, per
+//! session, the greatest legitimate delta it has received (ties on the record
+//! broken by the greater predecessor), so its state is the maximum of a set:
+//! merging is commutative, associative and idempotent, and replicas that
+//! received the same deltas hold the same map. A node that claimed and lost a
+//! tie sees it as [`Applied::Superseded`] naming another primary.
+//!
+//! # Trust model
+//!
+//! Members are authenticated, admitted providers (libp2p Noise and the
+//! admission handshake). Signatures make every version attributable to its
+//! writer whoever relays it, so relays cannot alter or invent versions. The
+//! authority rule stops writers that the version they supersede does not
+//! name: a non-backup claiming, a backup claiming without raising the epoch, a
+//! deposed primary writing on top of the takeover or skipping epochs, anyone
+//! reopening a closed session. The check is one hop deep: it does not
+//! re-verify the predecessor's own authority (that is what lets a replica
+//! that missed versions catch up). So a member that deliberately signs a
+//! fictitious predecessor naming itself, or a creation for an id in use, can
+//! take a session; that Byzantine case is out of scope, and each such forgery
+//! carries its author's signature, evidence to expel it. Likewise a deposed
+//! primary citing its own last version can still write a handover at the
+//! takeover's epoch: that is indistinguishable from a genuine concurrent
+//! handover, and resolved like one by the tie rule. Session ids should be
+//! random (128 bits) so that honest creations never collide.
+//!
+//! # Tombstones
+//!
+//! Closing is an update like any other, so a close wins wherever its version
+//! does. [`Map::gc`] drops tombstones [`Config::tombstone_ttl_ms`] after this
+//! node stored them, and then remembers, for one more TTL, the rank and hash of
+//! what it dropped, so that older versions still in flight do not resurrect the
+//! session. A replica cut off for longer than the TTL from every node that saw
+//! the close can bring the session back: size the TTL above the longest
+//! partition to heal from.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+use crate::NodeId;
+use crate::session::{Record, SessionState, Signer};
+
+#[cfg(test)]
+mod tests;
+
+/// The bytes that precede the 32-byte public key in the peer id of an ed25519
+/// key: an identity multihash (`0x00`, length 36) of the protobuf-encoded key
+/// (field 1 = type Ed25519, field 2 = 32 bytes of key).
+pub const ED25519_PEER_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+
+/// The longest session id, in characters of `[A-Za-z0-9_-]`.
+pub const MAX_ID_CHARS: usize = 64;
+/// The longest service name, in characters.
+pub const MAX_SERVICE_CHARS: usize = 32;
+/// The most service parameters a session may have.
+pub const MAX_PARAMS: usize = 32;
+/// The longest parameter name, in bytes.
+pub const MAX_PARAM_KEY_BYTES: usize = 64;
+/// The longest parameter value, in bytes.
+pub const MAX_PARAM_VALUE_BYTES: usize = 1024;
+/// The longest client locator, in bytes.
+pub const MAX_CLIENT_BYTES: usize = 128;
+/// The longest location key, in bytes.
+pub const MAX_LOCATION_BYTES: usize = 64;
+/// The most backups a session may have.
+pub const MAX_BACKUPS: usize = 8;
+/// The longest reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// How long a tombstone is kept by default: 10 minutes.
+pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// The number of buckets of a [`Digest`].
+pub const BUCKETS: usize = 256;
+
+/// The largest encoded [`SyncMessage`] accepted, in bytes.
+pub const MAX_SYNC_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most deltas one [`SyncMessage::Records`] carries.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 256;
+
+/// The largest encoded [`Delta`] accepted, in bytes: it must fit, as an
+/// application payload, in one SWIM message.
+pub const MAX_DELTA_BYTES: usize = crate::wire::MAX_MESSAGE_BYTES;
+
+// ---------------------------------------------------------------------------
+// Keys and signatures
+// ---------------------------------------------------------------------------
+
+/// An ed25519 signing key and the node id (libp2p peer id bytes) it implies,
+/// for tests and the simulator. The node signs with libp2p's own keypair;
+/// both produce plain ed25519 signatures over the bytes, so they interoperate.
+pub struct LocalKey {
+    key: SigningKey,
+    id: NodeId,
+}
+
+impl LocalKey {
+    /// The key whose secret is `seed` (an ed25519 secret key is 32 bytes).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(&seed);
+        let id = node_id_of(&key.verifying_key().to_bytes());
+        LocalKey { key, id }
+    }
+
+    /// The 32-byte public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+}
+
+/// Shows the id only: the secret stays out of logs.
+impl fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKey").field("id", &self.id).finish()
+    }
+}
+
+impl Signer for LocalKey {
+    fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        self.key.sign(bytes).to_bytes().to_vec()
+    }
+}
+
+/// The node id (libp2p peer id bytes) of an ed25519 public key.
+pub fn node_id_of(public_key: &[u8; 32]) -> NodeId {
+    let mut bytes = [0u8; 38];
+    bytes[..6].copy_from_slice(&ED25519_PEER_ID_PREFIX);
+    bytes[6..].copy_from_slice(public_key);
+    NodeId::new(&bytes).expect("38 bytes make a valid node id")
+}
+
+/// The ed25519 public key named by a node id, if it is the peer id of an
+/// ed25519 key (the only kind Baton nodes use).
+pub fn public_key_of(id: &NodeId) -> Option<[u8; 32]> {
+    let key = id.as_bytes().strip_prefix(&ED25519_PEER_ID_PREFIX[..])?;
+    key.try_into().ok()
+}
+
+/// Whether `record.signature` is `record.writer`'s ed25519 signature of
+/// [`Record::signing_bytes`]. False for anything malformed, never a panic.
+pub fn verify(record: &Record) -> bool {
+    verify_bytes(record, &record.signing_bytes())
+}
+
+fn verify_bytes(record: &Record, signing_bytes: &[u8]) -> bool {
+    let Some(public) = public_key_of(&record.writer) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&public) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(&record.signature) else {
+        return false;
+    };
+    // Strict: rejects weak keys and non-canonical encodings, so that a version
+    // cannot be re-signed into a second valid form by a relay.
+    key.verify_strict(signing_bytes, &signature).is_ok()
+}
+
+/// SHA-256 of the signed record: the last tie-break of [`precedence`] and
+/// the record's contribution to a [`Digest`].
+fn fingerprint(record: &Record) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(record.signing_bytes());
+    hash.update(&record.signature);
+    hash.finalize().into()
+}
+
+/// The first 8 bytes of the SHA-256 of a session id, big-endian: how
+/// anti-entropy names a session. Stable across builds and platforms.
+pub fn id_hash(id: &str) -> u64 {
+    let hash = Sha256::digest(id.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(head)
+}
+
+/// The digest bucket of a session id: the first byte of its SHA-256.
+pub fn bucket_of(id: &str) -> u8 {
+    bucket_of_hash(id_hash(id))
+}
+
+fn bucket_of_hash(id_hash: u64) -> u8 {
+    id_hash.to_be_bytes()[0]
+}
+
+// ---------------------------------------------------------------------------
+// Validation, authority, order
+// ---------------------------------------------------------------------------
+
+/// Why a delta was not accepted. Each is counted in [`Stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// A signature does not verify against its writer's key: the record was
+    /// forged or altered on the way.
+    BadSignature {
+        /// The session.
+        id: String,
+        /// The node the record claims wrote it.
+        writer: NodeId,
+    },
+    /// A record breaks a limit or a format rule.
+    Invalid(String),
+    /// The writer had no authority to write this version over the one it
+    /// supersedes.
+    NoAuthority {
+        /// The session.
+        id: String,
+        /// The node that wrote the version.
+        writer: NodeId,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::BadSignature { id, writer } => write!(
+                f,
+                "session {id}: the signature does not verify against the key of writer {writer}; \
+                 the record was forged or altered on the way"
+            ),
+            Rejection::Invalid(why) => write!(f, "invalid session record: {why}"),
+            Rejection::NoAuthority { id, writer, why } => write!(
+                f,
+                "session {id}: node {writer} has no authority to write this version: {why}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// At most 64 characters of untrusted text, quoted and escaped, for messages.
+fn shown(text: &str) -> String {
+    let cut: String = text.chars().take(64).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// Checks a record's formats and limits, whatever its signature and
+/// authority: a hostile peer's input gets a clear [`Rejection::Invalid`].
+pub fn validate(record: &Record) -> Result<(), Rejection> {
+    let invalid = |why: String| Err(Rejection::Invalid(why));
+    let id = &record.id;
+    if id.is_empty()
+        || id.len() > MAX_ID_CHARS
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return invalid(format!(
+            "session id {} must be 1 to {MAX_ID_CHARS} characters of A-Z, a-z, 0-9, '_' and '-'",
+            shown(id)
+        ));
+    }
+    let service = record.service.chars().count();
+    if service == 0 || service > MAX_SERVICE_CHARS {
+        return invalid(format!(
+            "session {id}: service name {} must be 1 to {MAX_SERVICE_CHARS} characters",
+            shown(&record.service)
+        ));
+    }
+    if record.params.len() > MAX_PARAMS {
+        return invalid(format!(
+            "session {id}: {} parameters, at most {MAX_PARAMS} allowed",
+            record.params.len()
+        ));
+    }
+    for (key, value) in &record.params {
+        if key.len() > MAX_PARAM_KEY_BYTES {
+            return invalid(format!(
+                "session {id}: parameter name {} is {} bytes, at most {MAX_PARAM_KEY_BYTES} allowed",
+                shown(key),
+                key.len()
+            ));
+        }
+        if value.len() > MAX_PARAM_VALUE_BYTES {
+            return invalid(format!(
+                "session {id}: parameter {} is {} bytes, at most {MAX_PARAM_VALUE_BYTES} allowed",
+                shown(key),
+                value.len()
+            ));
+        }
+    }
+    if record.client.len() > MAX_CLIENT_BYTES {
+        return invalid(format!(
+            "session {id}: client locator is {} bytes, at most {MAX_CLIENT_BYTES} allowed",
+            record.client.len()
+        ));
+    }
+    if record.location.len() > MAX_LOCATION_BYTES {
+        return invalid(format!(
+            "session {id}: location key is {} bytes, at most {MAX_LOCATION_BYTES} allowed",
+            record.location.len()
+        ));
+    }
+    if record.backups.len() > MAX_BACKUPS {
+        return invalid(format!(
+            "session {id}: {} backups, at most {MAX_BACKUPS} allowed",
+            record.backups.len()
+        ));
+    }
+    if record.backups.contains(&record.primary) {
+        return invalid(format!(
+            "session {id}: primary {} is also listed as a backup",
+            record.primary
+        ));
+    }
+    let distinct: BTreeSet<&NodeId> = record.backups.iter().collect();
+    if distinct.len() != record.backups.len() {
+        return invalid(format!("session {id}: a backup is listed twice"));
+    }
+    if record.reason.len() > MAX_REASON_BYTES {
+        return invalid(format!(
+            "session {id}: reason is {} bytes, at most {MAX_REASON_BYTES} allowed",
+            record.reason.len()
+        ));
+    }
+    if record.epoch == 0 {
+        return invalid(format!("session {id}: epochs start at 1"));
+    }
+    if record.signature.is_empty() {
+        return invalid(format!("session {id}: the record is not signed"));
+    }
+    Ok(())
+}
+
+/// Whether `record`'s writer had authority to write it over `prev`, the
+/// version it supersedes (`None`: a creation). The rules are in the module
+/// documentation. Signatures are not checked here: see [`check`].
+pub fn authorize(record: &Record, prev: Option<&Record>) -> Result<(), Rejection> {
+    let deny = |why: &'static str| {
+        Err(Rejection::NoAuthority {
+            id: record.id.clone(),
+            writer: record.writer.clone(),
+            why,
+        })
+    };
+    let Some(prev) = prev else {
+        if record.writer != record.primary {
+            return deny("a session is created by its own primary");
+        }
+        if record.epoch != 1 || record.version != 0 {
+            return deny(
+                "only a creation (epoch 1, version 0) travels without the version it supersedes",
+            );
+        }
+        if record.state != SessionState::Active {
+            return deny("a session is created active");
+        }
+        return Ok(());
+    };
+    if prev.state == SessionState::Closed {
+        return deny("a closed session has no successor");
+    }
+    if record.service != prev.service || record.started_ms != prev.started_ms {
+        return deny("the service and start time of a session never change");
+    }
+    if record.epoch == prev.epoch {
+        if record.writer != prev.primary {
+            return deny("within an epoch, only the primary writes");
+        }
+        if record.primary != prev.primary {
+            return deny("a change of primary must raise the epoch by one");
+        }
+        if record.version <= prev.version {
+            return deny("an update must raise the version");
+        }
+        return Ok(());
+    }
+    if Some(record.epoch) != prev.epoch.checked_add(1) {
+        return deny("the epoch must stay or rise by exactly one");
+    }
+    if record.version != 0 {
+        return deny("a new epoch starts at version 0");
+    }
+    if record.state != SessionState::Active {
+        return deny("a takeover or handover leaves the session active");
+    }
+    if record.writer == prev.primary {
+        if record.primary == prev.primary {
+            return deny("a new epoch must name another primary");
+        }
+        return Ok(());
+    }
+    if prev.backups.contains(&record.writer) {
+        if record.primary != record.writer {
+            return deny("a backup may claim a session for itself only");
+        }
+        return Ok(());
+    }
+    deny("the writer is neither the primary nor a backup of the version it supersedes")
+}
+
+/// Whether a delta is legitimate: both records valid, both signatures good,
+/// the writer authorized by the predecessor. A pure function of the delta,
+/// which is what makes every replica decide alike.
+pub fn check(delta: &Delta) -> Result<(), Rejection> {
+    let record = &delta.record;
+    validate(record)?;
+    if let Some(prev) = &delta.prev {
+        validate(prev)?;
+        if prev.id != record.id {
+            return Err(Rejection::Invalid(format!(
+                "session {}: the superseded version is of session {}",
+                record.id, prev.id
+            )));
+        }
+    }
+    for r in std::iter::once(record).chain(delta.prev.as_ref()) {
+        if !verify(r) {
+            return Err(Rejection::BadSignature {
+                id: r.id.clone(),
+                writer: r.writer.clone(),
+            });
+        }
+    }
+    authorize(record, delta.prev.as_ref())
+}
+
+type Rank<'a> = (u64, &'a NodeId, u64, &'a NodeId);
+
+fn rank(record: &Record) -> Rank<'_> {
+    (
+        record.epoch,
+        &record.primary,
+        record.version,
+        &record.writer,
+    )
+}
+
+/// The total order of the versions of one session (the merge order): epoch,
+/// then primary id, then version, then writer id, then the SHA-256 of the
+/// signed record. `Equal` only for identical records.
+pub fn precedence(a: &Record, b: &Record) -> Ordering {
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| fingerprint(a).cmp(&fingerprint(b)))
+}
+
+/// Orders the predecessors of one record: none first.
+fn prev_precedence(a: Option<&Record>, b: Option<&Record>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => precedence(a, b),
+        (a, b) => a.is_some().cmp(&b.is_some()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Deltas
+// ---------------------------------------------------------------------------
+
+/// A version of a session with the version it superseded, signed both: what
+/// travels between nodes. `prev` is `None` only for a creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The new version.
+    #[serde(rename = "r")]
+    pub record: Record,
+    /// The version it superseded: the writer's credential.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<Record>,
+}
+
+impl From<Record> for Delta {
+    fn from(record: Record) -> Self {
+        Delta { record, prev: None }
+    }
+}
+
+impl Delta {
+    /// The session.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Encodes to CBOR, to ride on a SWIM message as an application payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        ciborium::into_writer(self, &mut out).expect("CBOR encoding into a Vec cannot fail");
+        out
+    }
+
+    /// Decodes through the [`MAX_DELTA_BYTES`] cap. Says nothing about the
+    /// delta's legitimacy: [`Map::apply`] checks that.
+    pub fn decode(bytes: &[u8]) -> Result<Delta, DecodeError> {
+        decode_capped(bytes, MAX_DELTA_BYTES)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The map
+// ---------------------------------------------------------------------------
+
+/// Settings of a [`Map`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How long a tombstone is kept after this node stored it, and how long
+    /// its rank is remembered after that, in milliseconds.
+    pub tombstone_ttl_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
+        }
+    }
+}
+
+/// What [`Map::apply`] did with a legitimate delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The first version of this session here.
+    New,
+    /// Replaced `previous`. If `previous` named this node primary and the new
+    /// version does not, this node lost the session (a takeover, a handover,
+    /// or a concurrent claim that won the tie) and must stop serving it.
+    Superseded {
+        /// The version replaced.
+        previous: Box<Record>,
+    },
+    /// Not newer than what this node holds (or than a collected tombstone):
+    /// the current version is unchanged. Not an error.
+    Stale,
+}
+
+/// Counters of what [`Map::apply`] saw from peers (local writes excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// New sessions and newer versions stored.
+    pub accepted: u64,
+    /// Deltas that were not newer.
+    pub stale: u64,
+    /// Deltas with a signature that does not verify.
+    pub rejected_signature: u64,
+    /// Deltas whose writer had no authority.
+    pub rejected_authority: u64,
+    /// Deltas breaking a format rule or a limit.
+    pub rejected_invalid: u64,
+}
+
+/// Why a local write was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// `open` of an id this node already holds (or closed recently).
+    Exists {
+        /// The session.
+        id: String,
+    },
+    /// No such session here.
+    Unknown {
+        /// The session.
+        id: String,
+    },
+    /// The session is closed.
+    Closed {
+        /// The session.
+        id: String,
+    },
+    /// Only the primary may do this.
+    NotPrimary {
+        /// The session.
+        id: String,
+        /// Its current primary.
+        primary: NodeId,
+    },
+    /// Only a backup may claim.
+    NotBackup {
+        /// The session.
+        id: String,
+    },
+    /// The new version would be rejected (a bad argument, or a signer whose
+    /// key does not match its id).
+    Rejected(Rejection),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Exists { id } => write!(
+                f,
+                "session {id} already exists (or was closed recently): choose another id"
+            ),
+            WriteError::Unknown { id } => write!(f, "no session {id} is known here"),
+            WriteError::Closed { id } => write!(f, "session {id} is closed"),
+            WriteError::NotPrimary { id, primary } => write!(
+                f,
+                "session {id} is hosted by {primary}: ask that node, only the primary may do this"
+            ),
+            WriteError::NotBackup { id } => write!(
+                f,
+                "this node is not a backup of session {id}, so it cannot take it over"
+            ),
+            WriteError::Rejected(why) => write!(f, "the new version would be rejected: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// What [`Map::open`] needs to create a session.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewSession {
+    /// Session id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Service parameters.
+    pub params: BTreeMap<String, String>,
+    /// The client's locator.
+    pub client: String,
+    /// The client's location key.
+    pub location: String,
+    /// Backups, in order; the opening node is the primary.
+    pub backups: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    delta: Delta,
+    fingerprint: [u8; 32],
+    id_hash: u64,
+    /// When this node stored the version (for tombstone collection).
+    since_ms: u64,
+}
+
+/// What remains of a collected tombstone: enough to recognise older versions.
+#[derive(Debug, Clone)]
+struct Grave {
+    epoch: u64,
+    primary: NodeId,
+    version: u64,
+    writer: NodeId,
+    fingerprint: [u8; 32],
+    id_hash: u64,
+    collected_ms: u64,
+}
+
+impl Grave {
+    fn cmp_record(&self, record: &Record) -> Ordering {
+        (self.epoch, &self.primary, self.version, &self.writer)
+            .cmp(&rank(record))
+            .then_with(|| self.fingerprint.cmp(&fingerprint(record)))
+    }
+}
+
+/// The replicated session map of one node. Sans-IO: time comes in as
+/// `now_ms`, deltas come in through [`Map::apply`], and the caller spreads
+/// what the write helpers return.
+#[derive(Debug, Clone)]
+pub struct Map {
+    config: Config,
+    entries: BTreeMap<String, Entry>,
+    graves: BTreeMap<String, Grave>,
+    /// Per bucket, the wrapping sum of the fingerprints (first 8 bytes) of
+    /// its records and graves: the digest, kept up to date.
+    sums: Box<[u64; BUCKETS]>,
+    stats: Stats,
+}
+
+fn digest_term(fingerprint: &[u8; 32]) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&fingerprint[..8]);
+    u64::from_le_bytes(head)
+}
+
+impl Map {
+    /// An empty map.
+    pub fn new(config: Config) -> Self {
+        Map {
+            config,
+            entries: BTreeMap::new(),
+            graves: BTreeMap::new(),
+            sums: Box::new([0; BUCKETS]),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Applies a delta from a peer: stores it if it is legitimate and newer
+    /// than what this node holds. Stale deltas are not verified (they could
+    /// not change anything), so duplicates cost a lookup.
+    pub fn apply(&mut self, delta: Delta, now_ms: u64) -> Result<Applied, Rejection> {
+        let result = self.try_apply(delta, now_ms);
+        let stats = &mut self.stats;
+        match &result {
+            Ok(Applied::New | Applied::Superseded { .. }) => stats.accepted += 1,
+            Ok(Applied::Stale) => stats.stale += 1,
+            Err(Rejection::BadSignature { .. }) => stats.rejected_signature += 1,
+            Err(Rejection::NoAuthority { .. }) => stats.rejected_authority += 1,
+            Err(Rejection::Invalid(_)) => stats.rejected_invalid += 1,
+        }
+        result
+    }
+
+    fn try_apply(&mut self, delta: Delta, now_ms: u64) -> Result<Applied, Rejection> {
+        // Bounds the id before it is used as a key.
+        validate(&delta.record)?;
+        let record = &delta.record;
+        if let Some(entry) = self.entries.get_mut(&record.id) {
+            let current = &entry.delta.record;
+            let order = rank(record)
+                .cmp(&rank(current))
+                .then_with(|| fingerprint(record).cmp(&entry.fingerprint));
+            match order {
+                Ordering::Less => return Ok(Applied::Stale),
+                Ordering::Equal => {
+                    // The same version with another credential: keep the
+                    // greater one, so replicas agree on what they forward.
+                    let newer = prev_precedence(delta.prev.as_ref(), entry.delta.prev.as_ref());
+                    if newer == Ordering::Greater {
+                        check(&delta)?;
+                        entry.delta.prev = delta.prev;
+                    }
+                    return Ok(Applied::Stale);
+                }
+                Ordering::Greater => {}
+            }
+        } else if let Some(grave) = self.graves.get(&record.id) {
+            if grave.cmp_record(record) != Ordering::Less {
+                return Ok(Applied::Stale);
+            }
+        }
+        check(&delta)?;
+        Ok(self.insert(delta, now_ms))
+    }
+
+    /// Stores a legitimate delta that outranks what this node holds.
+    fn insert(&mut self, delta: Delta, now_ms: u64) -> Applied {
+        let id = delta.record.id.clone();
+        let fingerprint = fingerprint(&delta.record);
+        let id_hash = id_hash(&id);
+        let sum = &mut self.sums[usize::from(bucket_of_hash(id_hash))];
+        *sum = sum.wrapping_add(digest_term(&fingerprint));
+        if let Some(grave) = self.graves.remove(&id) {
+            *sum = sum.wrapping_sub(digest_term(&grave.fingerprint));
+        }
+        let entry = Entry {
+            delta,
+            fingerprint,
+            id_hash,
+            since_ms: now_ms,
+        };
+        match self.entries.insert(id, entry) {
+            Some(old) => {
+                *sum = sum.wrapping_sub(digest_term(&old.fingerprint));
+                Applied::Superseded {
+                    previous: Box::new(old.delta.record),
+                }
+            }
+            None => Applied::New,
+        }
+    }
+
+    /// The current version of a session (active or a tombstone).
+    pub fn get(&self, id: &str) -> Option<&Record> {
+        self.entries.get(id).map(|e| &e.delta.record)
+    }
+
+    /// The current version of a session with its credential, to forward.
+    pub fn delta(&self, id: &str) -> Option<&Delta> {
+        self.entries.get(id).map(|e| &e.delta)
+    }
+
+    /// Every current version, tombstones included, by session id.
+    pub fn iter(&self) -> impl Iterator<Item = &Record> {
+        self.entries.values().map(|e| &e.delta.record)
+    }
+
+    /// Every current version with its credential, by session id.
+    pub fn deltas(&self) -> impl Iterator<Item = &Delta> {
+        self.entries.values().map(|e| &e.delta)
+    }
+
+    /// The sessions that run (not closed), by session id.
+    pub fn active(&self) -> impl Iterator<Item = &Record> {
+        self.iter().filter(|r| r.state == SessionState::Active)
+    }
+
+    /// Number of sessions held, tombstones included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// What [`Map::apply`] has seen.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Collects tombstones stored at least a TTL ago, and forgets the ranks of
+    /// those collected at least a TTL ago. Returns how many tombstones it
+    /// collected. Call it every few seconds or less often; spurious calls are
+    /// harmless.
+    pub fn gc(&mut self, now_ms: u64) -> usize {
+        let ttl = self.config.tombstone_ttl_ms;
+        let sums = &mut self.sums;
+        self.graves.retain(|_, grave| {
+            let keep = now_ms < grave.collected_ms.saturating_add(ttl);
+            if !keep {
+                let sum = &mut sums[usize::from(bucket_of_hash(grave.id_hash))];
+                *sum = sum.wrapping_sub(digest_term(&grave.fingerprint));
+            }
+            keep
+        });
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.delta.record.state == SessionState::Closed
+                    && now_ms >= e.since_ms.saturating_add(ttl)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(entry) = self.entries.remove(id) {
+                // The grave keeps the fingerprint, so the digest is unchanged
+                // and peers still holding the tombstone see no difference.
+                let record = entry.delta.record;
+                self.graves.insert(
+                    id.clone(),
+                    Grave {
+                        epoch: record.epoch,
+                        primary: record.primary,
+                        version: record.version,
+                        writer: record.writer,
+                        fingerprint: entry.fingerprint,
+                        id_hash: entry.id_hash,
+                        collected_ms: now_ms,
+                    },
+                );
+            }
+        }
+        expired.len()
+    }
+
+    // -- Local writes ------------------------------------------------------
+
+    /// Creates a session with `signer` as its primary. Returns the delta to
+    /// spread, already applied here.
+    pub fn open(
+        &mut self,
+        signer: &dyn Signer,
+        session: NewSession,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
+        if self.entries.contains_key(&session.id) || self.graves.contains_key(&session.id) {
+            return Err(WriteError::Exists { id: session.id });
+        }
+        let record = Record {
+            id: session.id,
+            service: session.service,
+            params: session.params,
+            client: session.client,
+            location: session.location,
+            primary: signer.id().clone(),
+            backups: session.backups,
+            epoch: 1,
+            version: 0,
+            state: SessionState::Active,
+            started_ms: now_ms,
+            updated_ms: now_ms,
+            reason: "open".to_owned(),
+            writer: signer.id().clone(),
+            signature: Vec::new(),
+        };
+        self.commit(signer, record, None, now_ms)
+    }
+
+    /// The primary replaces the backups (version + 1).
+    pub fn update_backups(
+        &mut self,
+        signer: &dyn Signer,
+        id: &str,
+        backups: Vec<NodeId>,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
+        let prev = self.writable(id)?;
+        self.require_primary(signer, prev)?;
+        let mut record = prev.clone();
+        record.version = record.version.saturating_add(1);
+        record.backups = backups;
+        record.reason = "backups".to_owned();
+        let prev = prev.clone();
+        self.commit(signer, record, Some(prev), now_ms)
+    }
+
+    /// The primary closes the session (version + 1): the tombstone wins
+    /// wherever it spreads, until collected.
+    pub fn close(
+        &mut self,
+        signer: &dyn Signer,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
+        let prev = self.writable(id)?;
+        self.require_primary(signer, prev)?;
+        let mut record = prev.clone();
+        record.version = record.version.saturating_add(1);
+        record.state = SessionState::Closed;
+        record.reason = "close".to_owned();
+        let prev = prev.clone();
+        self.commit(signer, record, Some(prev), now_ms)
+    }
+
+    /// A backup takes the session over (epoch + 1, itself primary). The
+    /// caller decides when: only when the primary is dead or has left in its
+    /// own membership view. If another backup claimed the same epoch, the
+    /// higher node id wins everywhere; the loser learns it from
+    /// [`Applied::Superseded`].
+    pub fn claim(
+        &mut self,
+        signer: &dyn Signer,
+        id: &str,
+        reason: &str,
+        new_backups: Vec<NodeId>,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
+        let prev = self.writable(id)?;
+        if !prev.backups.contains(signer.id()) {
+            return Err(WriteError::NotBackup { id: id.to_owned() });
+        }
+        let mut record = prev.clone();
+        record.epoch = record.epoch.saturating_add(1);
+        record.version = 0;
+        record.primary = signer.id().clone();
+        record.backups = new_backups;
+        record.reason = reason.to_owned();
+        let prev = prev.clone();
+        self.commit(signer, record, Some(prev), now_ms)
+    }
+
+    /// The primary names another node primary (epoch + 1): a transfer.
+    pub fn handover(
+        &mut self,
+        signer: &dyn Signer,
+        id: &str,
+        to: NodeId,
+        reason: &str,
+        new_backups: Vec<NodeId>,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
+        let prev = self.writable(id)?;
+        self.require_primary(signer, prev)?;
+        let mut record = prev.clone();
+        record.epoch = record.epoch.saturating_add(1);
+        record.version = 0;
+        record.primary = to;
+        record.backups = new_backups;
+        record.reason = reason.to_owned();
+        let prev = prev.clone();
+        self.commit(signer, record, Some(prev), now_ms)
+    }
+
+    fn writable(&self, id: &str) -> Result<&Record, WriteError> {
+        let record = self
+            .get(id)
+            .ok_or_else(|| WriteError::Unknown { id: id.to_owned() })?;
+        if record.state == SessionState::Closed {
+            return Err(WriteError::Closed { id: id.to_owned() });
+        }
+        Ok(record)
+    }
+
+    fn require_primary(&self, signer: &dyn Signer, record: &Record) -> Result<(), WriteError> {
+        if signer.id() != &record.primary {
+            return Err(WriteError::NotPrimary {
+                id: record.id.clone(),
+                primary: record.primary.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs, checks like a peer would, and stores.
+    fn commit(
+        &mut self,
+        signer: &dyn Signer,
+        mut record: Record,
+        prev: Option<Record>,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
+        record.updated_ms = now_ms;
+        record.sign(signer);
+        let delta = Delta { record, prev };
+        validate(&delta.record).map_err(WriteError::Rejected)?;
+        authorize(&delta.record, delta.prev.as_ref()).map_err(WriteError::Rejected)?;
+        if !verify(&delta.record) {
+            return Err(WriteError::Rejected(Rejection::BadSignature {
+                id: delta.record.id.clone(),
+                writer: delta.record.writer.clone(),
+            }));
+        }
+        self.insert(delta.clone(), now_ms);
+        Ok(delta)
+    }
+
+    // -- Anti-entropy --------------------------------------------------------
+
+    /// A summary of the whole map in [`BUCKETS`] buckets (sessions by the
+    /// first byte of the SHA-256 of their id), each an order-independent hash
+    /// of its versions. Kept up to date on every change: cheap to take.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            sums: self.sums.clone(),
+        }
+    }
+
+    /// The buckets in which `remote` differs from this map.
+    pub fn diff(&self, remote: &Digest) -> Vec<u8> {
+        (0..=u8::MAX)
+            .filter(|&b| self.sums[usize::from(b)] != remote.sums[usize::from(b)])
+            .collect()
+    }
+
+    /// The current deltas of the sessions in `buckets`, to send to a peer.
+    /// Collected tombstones are not sent.
+    pub fn records_in(&self, buckets: &[u8]) -> Vec<Delta> {
+        let wanted = bucket_set(buckets);
+        self.entries
+            .values()
+            .filter(|e| wanted[usize::from(bucket_of_hash(e.id_hash))])
+            .map(|e| e.delta.clone())
+            .collect()
+    }
+
+    /// What this node holds in `buckets`, one 16-byte line per version:
+    /// sent instead of the records themselves when the buckets are full.
+    pub fn versions_in(&self, buckets: &[u8]) -> Versions {
+        let wanted = bucket_set(buckets);
+        let versions = self
+            .entries
+            .values()
+            .map(|e| (e.id_hash, &e.fingerprint))
+            .chain(self.graves.values().map(|g| (g.id_hash, &g.fingerprint)))
+            .filter(|(h, _)| wanted[usize::from(bucket_of_hash(*h))])
+            .map(|(h, fp)| (h, digest_term(fp)))
+            .collect();
+        Versions {
+            buckets: buckets.to_vec(),
+            versions,
+        }
+    }
+
+    /// Compares a peer's [`Versions`] with this map: returns the deltas to
+    /// send it (this node's versions it does not hold) and the id hashes to
+    /// ask it for (its versions this node does not hold). Where both hold
+    /// different versions of a session, both send theirs and the older one
+    /// is stale on arrival.
+    pub fn reconcile(&self, remote: &Versions) -> (Vec<Delta>, Vec<u64>) {
+        let covered = bucket_set(&remote.buckets);
+        let theirs: std::collections::HashMap<u64, u64> = remote.versions.iter().copied().collect();
+        let mut ours = std::collections::HashMap::new();
+        let mut send = Vec::new();
+        for e in self.entries.values() {
+            if !covered[usize::from(bucket_of_hash(e.id_hash))] {
+                continue;
+            }
+            let term = digest_term(&e.fingerprint);
+            ours.insert(e.id_hash, term);
+            if theirs.get(&e.id_hash) != Some(&term) {
+                send.push(e.delta.clone());
+            }
+        }
+        for g in self.graves.values() {
+            ours.insert(g.id_hash, digest_term(&g.fingerprint));
+        }
+        let want = remote
+            .versions
+            .iter()
+            .filter(|(h, term)| ours.get(h) != Some(term))
+            .map(|(h, _)| *h)
+            .collect();
+        (send, want)
+    }
+
+    /// The current deltas of the sessions with these id hashes (answering
+    /// [`SyncMessage::WantIds`]).
+    pub fn records_named(&self, id_hashes: &[u64]) -> Vec<Delta> {
+        let wanted: BTreeSet<u64> = id_hashes.iter().copied().collect();
+        self.entries
+            .values()
+            .filter(|e| wanted.contains(&e.id_hash))
+            .map(|e| e.delta.clone())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Anti-entropy messages
+// ---------------------------------------------------------------------------
+
+fn bucket_set(buckets: &[u8]) -> [bool; BUCKETS] {
+    let mut set = [false; BUCKETS];
+    for &b in buckets {
+        set[usize::from(b)] = true;
+    }
+    set
+}
+
+/// The versions a node holds in some buckets: per session, the hash of its
+/// id ([`id_hash`]) and of its signed current version (the term it adds to
+/// its [`Digest`]). On the wire, 16 bytes per session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    /// The buckets covered: a session of these buckets that is not listed
+    /// is one the sender does not hold.
+    pub buckets: Vec<u8>,
+    /// `(id hash, version hash)` of each session held.
+    pub versions: Vec<(u64, u64)>,
+}
+
+impl Serialize for Versions {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(with = "serde_bytes")]
+            b: &'a [u8],
+            #[serde(with = "serde_bytes")]
+            v: Vec<u8>,
+        }
+        let mut packed = Vec::with_capacity(self.versions.len() * 16);
+        for (id, version) in &self.versions {
+            packed.extend_from_slice(&id.to_be_bytes());
+            packed.extend_from_slice(&version.to_be_bytes());
+        }
+        Wire {
+            b: &self.buckets,
+            v: packed,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Versions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(with = "serde_bytes")]
+            b: Vec<u8>,
+            #[serde(with = "serde_bytes")]
+            v: Vec<u8>,
+        }
+        let wire = Wire::deserialize(d)?;
+        if wire.v.len() % 16 != 0 {
+            return Err(serde::de::Error::custom(
+                "versions must be 16 bytes each (id hash, version hash)",
+            ));
+        }
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            u64::from_be_bytes(w)
+        };
+        Ok(Versions {
+            buckets: wire.b,
+            versions: wire
+                .v
+                .chunks_exact(16)
+                .map(|c| (word(&c[..8]), word(&c[8..])))
+                .collect(),
+        })
+    }
+}
+
+/// A summary of a map: per bucket, the wrapping sum of the first 8 bytes of
+/// the SHA-256 of each signed version in it. Two maps holding the same
+/// versions have equal digests; on the wire, 2048 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Digest {
+    sums: Box<[u64; BUCKETS]>,
+}
+
+impl Digest {
+    /// The hash of one bucket.
+    pub fn bucket(&self, bucket: u8) -> u64 {
+        self.sums[usize::from(bucket)]
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let used = self.sums.iter().filter(|&&s| s != 0).count();
+        write!(f, "Digest({used} non-empty buckets)")
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(BUCKETS * 8);
+        for sum in self.sums.iter() {
+            bytes.extend_from_slice(&sum.to_be_bytes());
+        }
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+        if bytes.len() != BUCKETS * 8 {
+            return Err(serde::de::Error::custom(format!(
+                "a digest is {} bytes, got {}",
+                BUCKETS * 8,
+                bytes.len()
+            )));
+        }
+        let mut sums = Box::new([0u64; BUCKETS]);
+        for (sum, chunk) in sums.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            *sum = u64::from_be_bytes(word);
+        }
+        Ok(Digest { sums })
+    }
+}
+
+/// The messages of the anti-entropy protocol `/baton/sync/1`.
+///
+/// The initiator sends its `Digest`. The responder compares it with its own
+/// ([`Map::diff`]); if buckets differ it answers in one of two ways:
+///
+/// - by buckets, when they hold few sessions: `Want(buckets)` followed by
+///   its own `Records` of those buckets ([`Map::records_in`],
+///   [`SyncMessage::records`]); the initiator answers the `Want` with its
+///   `Records` of the same buckets. One round trip; but every session of a
+///   differing bucket travels, both ways.
+/// - by versions, when they are full: `Versions` of those buckets
+///   ([`Map::versions_in`], 16 bytes a session). The initiator answers with
+///   the `Records` the responder lacks and `WantIds` for those it lacks itself
+///   ([`Map::reconcile`]); the responder sends these ([`Map::records_named`]).
+///   Two round trips; only differing sessions travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// The sender's digest.
+    #[serde(rename = "d")]
+    Digest(Digest),
+    /// The buckets the sender wants the receiver's records of.
+    #[serde(rename = "w")]
+    Want(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Deltas, at most [`MAX_RECORDS_PER_MESSAGE`].
+    #[serde(rename = "r")]
+    Records(Vec<Delta>),
+    /// The sender's versions in the buckets that differ.
+    #[serde(rename = "v")]
+    Versions(Versions),
+    /// The sessions, by id hash, the sender wants the receiver's records of.
+    #[serde(rename = "i")]
+    WantIds(Vec<u64>),
+}
+
+impl SyncMessage {
+    /// Splits deltas into `Records` messages of at most
+    /// [`MAX_RECORDS_PER_MESSAGE`] deltas and [`MAX_SYNC_BYTES`] bytes.
+    pub fn records(deltas: Vec<Delta>) -> Vec<SyncMessage> {
+        // Room for the enum and array headers.
+        const BUDGET: usize = MAX_SYNC_BYTES - 64;
+        let mut out = Vec::new();
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for delta in deltas {
+            let size = delta.encode().len();
+            if !chunk.is_empty()
+                && (chunk.len() == MAX_RECORDS_PER_MESSAGE || bytes + size > BUDGET)
+            {
+                out.push(SyncMessage::Records(std::mem::take(&mut chunk)));
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(delta);
+        }
+        if !chunk.is_empty() {
+            out.push(SyncMessage::Records(chunk));
+        }
+        out
+    }
+
+    /// Encodes to CBOR.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        ciborium::into_writer(self, &mut out).expect("CBOR encoding into a Vec cannot fail");
+        out
+    }
+
+    /// Decodes through the [`MAX_SYNC_BYTES`] cap and the count limits; never
+    /// panics. The deltas' legitimacy is checked by [`Map::apply`].
+    pub fn decode(bytes: &[u8]) -> Result<SyncMessage, DecodeError> {
+        let message: SyncMessage = decode_capped(bytes, MAX_SYNC_BYTES)?;
+        match &message {
+            SyncMessage::Want(buckets) | SyncMessage::Versions(Versions { buckets, .. })
+                if buckets.len() > BUCKETS =>
+            {
+                return Err(DecodeError::Limit(format!(
+                    "{} buckets listed, there are {BUCKETS}",
+                    buckets.len()
+                )));
+            }
+            SyncMessage::Records(deltas) if deltas.len() > MAX_RECORDS_PER_MESSAGE => {
+                return Err(DecodeError::Limit(format!(
+                    "{} records, at most {MAX_RECORDS_PER_MESSAGE} allowed",
+                    deltas.len()
+                )));
+            }
+            _ => {}
+        }
+        Ok(message)
+    }
+}
+
+/// Why bytes could not be decoded into a [`Delta`] or a [`SyncMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The input is larger than the cap.
+    TooLarge {
+        /// Its size in bytes.
+        len: usize,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// The bytes are not a well-formed message.
+    Malformed(String),
+    /// Well-formed, but breaks a count limit.
+    Limit(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLarge { len, limit } => {
+                write!(
+                    f,
+                    "message of {len} bytes exceeds the limit of {limit} bytes"
+                )
+            }
+            DecodeError::Malformed(why) => write!(f, "malformed session-map message: {why}"),
+            DecodeError::Limit(why) => write!(f, "session-map message breaks a limit: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn decode_capped<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    let mut reader = bytes;
+    let value: T =
+        ciborium::from_reader(&mut reader).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(DecodeError::Malformed(format!(
+            "{} bytes after the end of the message",
+            reader.len()
+        )));
+    }
+    Ok(value)
+}
