@@ -13,6 +13,7 @@ pub mod meta;
 pub mod peering;
 pub mod policy;
 pub mod session;
+pub mod sessions;
 pub mod swim;
 pub mod wire;
 

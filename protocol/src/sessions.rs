@@ -1,0 +1,777 @@
+//! The session engine: decides, from the replicated map, the membership view
+//! and client reports, which sessions this node must host, and when it must
+//! claim, repair, hand over or stop one. Sans-IO like `swim`: feed it with
+//! `handle_*`, drain [`Engine::poll_action`], wake it at [`Engine::poll_timeout`].
+//!
+//! - Open: the policy picks the primary; if it is another node, this node
+//!   creates the session and hands it over at once (only a primary writes).
+//! - Takeover: when a primary is dead or has left in this node's view, its
+//!   first live backup claims the session and starts it; the next live backup
+//!   does so after a stagger if the first one did not.
+//! - Repair: a primary replaces dead backups.
+//! - Transfer: a primary whose client reports poor service, while a peer is
+//!   clearly better at the client's location, hands the session over
+//!   make-before-break: it keeps sending until the new primary confirms it
+//!   started (or a timeout passes).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeId;
+use crate::map::{self, Applied, Delta, Map, NewSession, Rejection, WriteError};
+use crate::meta::NodeMeta;
+use crate::policy::{self, Candidate, Perf};
+use crate::session::{Record, SessionState, Signer};
+use crate::swim::State;
+
+/// Engine parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Placement and transfer thresholds.
+    pub policy: policy::Config,
+    /// Delay between the claims of successive live backups.
+    pub claim_stagger: Duration,
+    /// How often the engine re-examines every session.
+    pub check_interval: Duration,
+    /// How long an old primary keeps a handed-over session running while it
+    /// waits for the new primary to confirm that it started.
+    pub handover_timeout: Duration,
+    /// The map's parameters.
+    pub map: map::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy: policy::Config::default(),
+            claim_stagger: Duration::from_millis(500),
+            check_interval: Duration::from_millis(200),
+            handover_timeout: Duration::from_secs(5),
+            map: map::Config::default(),
+        }
+    }
+}
+
+/// What the engine asks the node to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start hosting this session (this node is its primary now).
+    Start(Record),
+    /// Stop hosting the session `id`.
+    Stop {
+        /// The session.
+        id: String,
+        /// Why (moved, closed, lost a concurrent claim).
+        reason: String,
+    },
+    /// Spread this payload to every member (piggybacked on SWIM); `key`
+    /// identifies what a newer payload replaces.
+    Broadcast {
+        /// Replacement key.
+        key: Vec<u8>,
+        /// Encoded [`AppMessage`].
+        payload: Vec<u8>,
+    },
+}
+
+/// Application messages carried on SWIM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AppMessage {
+    /// A new version of a session.
+    #[serde(rename = "d")]
+    Delta(Delta),
+    /// A node's client-performance summary by location.
+    #[serde(rename = "p")]
+    Perf(PerfSummary),
+}
+
+/// A node's view of its clients' service, by location key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerfSummary {
+    /// The node that served those clients.
+    #[serde(rename = "n")]
+    pub node: NodeId,
+    /// Location key -> (loss in per mille, jitter ms, rtt ms, samples).
+    #[serde(rename = "l")]
+    pub locations: BTreeMap<String, (u32, u32, u32, u32)>,
+}
+
+impl AppMessage {
+    /// Encodes for SWIM.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(self, &mut out).expect("CBOR encoding into a Vec cannot fail");
+        out
+    }
+
+    /// Decodes bytes from a peer (at most one SWIM message's worth).
+    pub fn decode(bytes: &[u8]) -> Result<AppMessage, String> {
+        if bytes.len() > crate::swim::APP_PIGGYBACK_BYTES {
+            return Err(format!("application payload of {} bytes", bytes.len()));
+        }
+        let mut reader = bytes;
+        let message: AppMessage = ciborium::from_reader(&mut reader).map_err(|e| e.to_string())?;
+        if !reader.is_empty() {
+            return Err("trailing bytes after the application payload".into());
+        }
+        if let AppMessage::Perf(p) = &message
+            && p.locations.len() > 256
+        {
+            return Err("too many locations in a performance summary".into());
+        }
+        Ok(message)
+    }
+}
+
+/// A client's report about its session (from the API or RTCP).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Report {
+    /// Fraction of packets lost since the last report.
+    pub loss: f64,
+    /// Interarrival jitter.
+    pub jitter: Duration,
+    /// Round-trip time.
+    pub rtt: Duration,
+}
+
+/// One change of primary, as this node saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Move {
+    /// The epoch that began.
+    pub epoch: u64,
+    /// The new primary.
+    pub primary: NodeId,
+    /// Who wrote it.
+    pub writer: NodeId,
+    /// Why.
+    pub reason: String,
+    /// When it was written (writer's Unix ms).
+    pub at_ms: u64,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// No node has spare capacity.
+    NoCapacity,
+    /// The map refused the write.
+    Write(WriteError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::NoCapacity => write!(f, "no node of the overlay has spare capacity"),
+            OpenError::Write(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+#[derive(Debug, Clone)]
+struct MemberInfo {
+    state: State,
+    capacity: u32,
+    load: u32,
+    distance: Option<Duration>,
+    /// When it entered a down state (dead or left), in this node's view.
+    down_since: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Aggregate {
+    loss: f64,
+    jitter_s: f64,
+    rtt_s: f64,
+    samples: u32,
+}
+
+impl Aggregate {
+    /// Exponentially weighted, so that old reports fade.
+    fn add(&mut self, r: &Report) {
+        let w = if self.samples == 0 { 1.0 } else { 0.25 };
+        self.loss += w * (r.loss - self.loss);
+        self.jitter_s += w * (r.jitter.as_secs_f64() - self.jitter_s);
+        self.rtt_s += w * (r.rtt.as_secs_f64() - self.rtt_s);
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    fn perf(&self) -> Perf {
+        Perf {
+            loss: self.loss,
+            jitter: Duration::from_secs_f64(self.jitter_s.max(0.0)),
+            rtt: Duration::from_secs_f64(self.rtt_s.max(0.0)),
+            samples: self.samples,
+        }
+    }
+}
+
+/// The session engine of one node.
+#[derive(Debug)]
+pub struct Engine<S> {
+    me: NodeId,
+    signer: S,
+    config: Config,
+    map: Map,
+    capacity: u32,
+    members: HashMap<NodeId, MemberInfo>,
+    hosting: HashSet<String>,
+    /// Handovers this node wrote and still serves until confirmed:
+    /// session -> (epoch of the handover, deadline).
+    handing_over: HashMap<String, (u64, Instant)>,
+    /// Reports per session (this node's clients), and per location.
+    session_perf: HashMap<String, Aggregate>,
+    poor_since: HashMap<String, Instant>,
+    last_move: HashMap<String, Instant>,
+    own_locations: BTreeMap<String, Aggregate>,
+    peer_perf: HashMap<(String, NodeId), Perf>,
+    history: HashMap<String, Vec<Move>>,
+    actions: VecDeque<Action>,
+    next_check: Instant,
+    rejected: u64,
+}
+
+impl<S: Signer> Engine<S> {
+    /// An engine for the node `signer` speaks for, hosting up to `capacity`.
+    pub fn new(signer: S, capacity: u32, config: Config, now: Instant) -> Self {
+        Engine {
+            me: signer.id().clone(),
+            map: Map::new(config.map.clone()),
+            signer,
+            config,
+            capacity,
+            members: HashMap::new(),
+            hosting: HashSet::new(),
+            handing_over: HashMap::new(),
+            session_perf: HashMap::new(),
+            poor_since: HashMap::new(),
+            last_move: HashMap::new(),
+            own_locations: BTreeMap::new(),
+            peer_perf: HashMap::new(),
+            history: HashMap::new(),
+            actions: VecDeque::new(),
+            next_check: now,
+            rejected: 0,
+        }
+    }
+
+    /// The replicated map as this node holds it.
+    pub fn map(&self) -> &Map {
+        &self.map
+    }
+
+    /// Sessions this node hosts.
+    pub fn hosting(&self) -> impl Iterator<Item = &String> {
+        self.hosting.iter()
+    }
+
+    /// Sessions this node hosts, counted.
+    pub fn load(&self) -> u32 {
+        self.hosting.len() as u32
+    }
+
+    /// Records rejected (bad signature, no authority, invalid, undecodable).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The moves of a session this node saw.
+    pub fn history(&self, id: &str) -> &[Move] {
+        self.history.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Membership news from SWIM: a member's state, and its metadata and
+    /// distance when known.
+    pub fn handle_member(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        state: State,
+        meta: Option<&NodeMeta>,
+        distance: Option<Duration>,
+    ) {
+        let info = self.members.entry(id).or_insert(MemberInfo {
+            state,
+            capacity: 0,
+            load: 0,
+            distance: None,
+            down_since: None,
+        });
+        if info.state != state || info.down_since.is_none() {
+            info.down_since = (!state.is_active()).then_some(now);
+        }
+        info.state = state;
+        if let Some(meta) = meta {
+            info.capacity = meta.capacity;
+            info.load = meta.load;
+        }
+        if distance.is_some() {
+            info.distance = distance;
+        }
+        if !state.is_active() {
+            // Act on a death at once rather than at the next check.
+            self.next_check = now;
+        }
+    }
+
+    /// An application payload from a peer (a delta or a perf summary).
+    /// Returns whether it was news worth spreading further.
+    pub fn handle_app(&mut self, now: Instant, now_ms: u64, payload: &[u8]) -> bool {
+        match AppMessage::decode(payload) {
+            Ok(AppMessage::Delta(delta)) => self.handle_delta(now, now_ms, delta).unwrap_or(false),
+            Ok(AppMessage::Perf(summary)) => {
+                if summary.node == self.me {
+                    return false;
+                }
+                let mut changed = false;
+                for (location, (loss, jitter, rtt, samples)) in summary.locations {
+                    let perf = Perf {
+                        loss: f64::from(loss) / 1000.0,
+                        jitter: Duration::from_millis(u64::from(jitter)),
+                        rtt: Duration::from_millis(u64::from(rtt)),
+                        samples,
+                    };
+                    let old = self
+                        .peer_perf
+                        .insert((location, summary.node.clone()), perf);
+                    changed |= old != Some(perf);
+                }
+                changed
+            }
+            Err(_) => {
+                self.rejected += 1;
+                false
+            }
+        }
+    }
+
+    /// A session version from a peer (gossip or anti-entropy). Returns
+    /// whether it changed the map (and so should be spread further).
+    pub fn handle_delta(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        delta: Delta,
+    ) -> Result<bool, Rejection> {
+        let id = delta.id().to_string();
+        match self.map.apply(delta, now_ms) {
+            Ok(Applied::Stale) => Ok(false),
+            Ok(_) => {
+                self.after_change(now, now_ms, &id);
+                if let Some(delta) = self.map.delta(&id).cloned() {
+                    // Spread on: the epidemic needs every node that learns.
+                    self.broadcast_delta(&delta);
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.rejected += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a session; the policy picks its primary among the live members
+    /// and this node. Returns the record as written.
+    pub fn open(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        id: String,
+        service: String,
+        params: BTreeMap<String, String>,
+        client: String,
+        location: String,
+    ) -> Result<Record, OpenError> {
+        let candidates = self.candidates(&location, None);
+        let primary = policy::choose_primary(&candidates, &self.config.policy)
+            .ok_or(OpenError::NoCapacity)?;
+        let backups_for = |engine: &Self, primary: &NodeId| {
+            let first_of = engine.first_backup_counts(primary);
+            policy::choose_backups(primary, &candidates, &first_of, &engine.config.policy)
+        };
+        let own_backups = backups_for(self, &self.me.clone());
+        let delta = self
+            .map
+            .open(
+                &self.signer,
+                NewSession {
+                    id: id.clone(),
+                    service,
+                    params,
+                    client,
+                    location,
+                    backups: own_backups,
+                },
+                now_ms,
+            )
+            .map_err(OpenError::Write)?;
+        self.broadcast_delta(&delta);
+        if primary != self.me {
+            let backups = backups_for(self, &primary);
+            let delta = self
+                .map
+                .handover(
+                    &self.signer,
+                    &id,
+                    primary,
+                    "open: placed by policy",
+                    backups,
+                    now_ms,
+                )
+                .map_err(OpenError::Write)?;
+            self.broadcast_delta(&delta);
+        }
+        self.after_change(now, now_ms, &id);
+        Ok(self.map.get(&id).cloned().expect("just written"))
+    }
+
+    /// Closes a session this node is primary of.
+    pub fn close(&mut self, now: Instant, now_ms: u64, id: &str) -> Result<Record, WriteError> {
+        let delta = self.map.close(&self.signer, id, now_ms)?;
+        self.broadcast_delta(&delta);
+        self.after_change(now, now_ms, id);
+        Ok(delta.record)
+    }
+
+    /// A client's report about session `id` (served by this node).
+    pub fn report(&mut self, now: Instant, id: &str, report: Report) {
+        let Some(record) = self.map.get(id) else {
+            return;
+        };
+        let location = record.location.clone();
+        let aggregate = self.session_perf.entry(id.to_string()).or_default();
+        aggregate.add(&report);
+        let perf = aggregate.perf();
+        self.own_locations.entry(location).or_default().add(&report);
+        if self.config.policy.is_poor(&perf) {
+            self.poor_since.entry(id.to_string()).or_insert(now);
+        } else {
+            self.poor_since.remove(id);
+        }
+    }
+
+    /// This node's performance summary by location, to share with peers
+    /// (the node broadcasts it from time to time).
+    pub fn perf_summary(&self) -> AppMessage {
+        let ms = |d: f64| (d * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32;
+        AppMessage::Perf(PerfSummary {
+            node: self.me.clone(),
+            locations: self
+                .own_locations
+                .iter()
+                .map(|(l, a)| {
+                    let p = a.perf();
+                    (
+                        l.clone(),
+                        (
+                            (p.loss * 1000.0).round().clamp(0.0, 1000.0) as u32,
+                            ms(a.jitter_s),
+                            ms(a.rtt_s),
+                            p.samples,
+                        ),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Re-examines every session: takeovers, repairs, transfers, handover
+    /// deadlines, tombstone collection. Spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant, now_ms: u64) {
+        if now < self.next_check {
+            return;
+        }
+        self.next_check = now + self.config.check_interval;
+        let ids: Vec<String> = self.map.active().map(|r| r.id.clone()).collect();
+        for id in ids {
+            self.examine(now, now_ms, &id);
+        }
+        let expired: Vec<String> = self
+            .handing_over
+            .iter()
+            .filter(|(_, (_, deadline))| now >= *deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.handing_over.remove(&id);
+            self.stop(&id, "handed over (no confirmation in time)");
+        }
+        self.map.gc(now_ms);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_check)
+    }
+
+    /// The next action. Call after every `handle_*` until `None`.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- decisions ----
+
+    fn is_alive(&self, id: &NodeId) -> bool {
+        *id == self.me || self.members.get(id).is_some_and(|m| m.state.is_active())
+    }
+
+    fn is_down(&self, id: &NodeId) -> Option<Instant> {
+        self.members
+            .get(id)
+            .filter(|m| matches!(m.state, State::Dead | State::Left))
+            .and_then(|m| m.down_since)
+    }
+
+    fn examine(&mut self, now: Instant, now_ms: u64, id: &str) {
+        let Some(record) = self.map.get(id).cloned() else {
+            return;
+        };
+        if record.primary == self.me {
+            self.repair_backups(now, now_ms, &record);
+            self.consider_transfer(now, now_ms, &record);
+            return;
+        }
+        // Takeover: the primary is down in this node's view and this node is
+        // the first live backup, or the next one once the stagger passed.
+        let Some(down_since) = self.is_down(&record.primary) else {
+            return;
+        };
+        let live: Vec<&NodeId> = record.backups.iter().filter(|b| self.is_alive(b)).collect();
+        let Some(rank) = live.iter().position(|b| **b == self.me) else {
+            return;
+        };
+        if now < down_since + self.config.claim_stagger * rank as u32 {
+            return;
+        }
+        let candidates = self.candidates(&record.location, Some(&record.primary));
+        let first_of = self.first_backup_counts(&self.me.clone());
+        let backups = policy::choose_backups(&self.me, &candidates, &first_of, &self.config.policy);
+        let reason = format!("takeover: primary {} is down", record.primary);
+        if let Ok(delta) = self.map.claim(&self.signer, id, &reason, backups, now_ms) {
+            self.broadcast_delta(&delta);
+            self.last_move.insert(id.to_string(), now);
+            self.after_change(now, now_ms, id);
+        }
+    }
+
+    fn repair_backups(&mut self, now: Instant, now_ms: u64, record: &Record) {
+        let wanted = self.config.policy.backups;
+        let healthy = record.backups.iter().filter(|b| self.is_alive(b)).count();
+        if healthy == record.backups.len() && record.backups.len() >= wanted.min(self.members.len())
+        {
+            return;
+        }
+        let candidates = self.candidates(&record.location, None);
+        let mut first_of = self.first_backup_counts(&self.me.clone());
+        if let Some(first) = record.backups.first() {
+            // This session's own share does not count against its backup.
+            if let Some(n) = first_of.get_mut(first) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        // Keep live backups in their order, fill up with the policy's choice.
+        let mut backups: Vec<NodeId> = record
+            .backups
+            .iter()
+            .filter(|b| self.is_alive(b))
+            .cloned()
+            .collect();
+        for b in policy::choose_backups(&self.me, &candidates, &first_of, &self.config.policy) {
+            if backups.len() >= wanted {
+                break;
+            }
+            if !backups.contains(&b) {
+                backups.push(b);
+            }
+        }
+        if backups != record.backups
+            && let Ok(delta) = self
+                .map
+                .update_backups(&self.signer, &record.id, backups, now_ms)
+        {
+            self.broadcast_delta(&delta);
+            self.after_change(now, now_ms, &record.id);
+        }
+    }
+
+    fn consider_transfer(&mut self, now: Instant, now_ms: u64, record: &Record) {
+        if self.handing_over.contains_key(&record.id) {
+            return;
+        }
+        let Some(perf) = self.session_perf.get(&record.id).map(Aggregate::perf) else {
+            return;
+        };
+        let poor_for = self
+            .poor_since
+            .get(&record.id)
+            .map(|t| now.saturating_duration_since(*t));
+        let since_move = self
+            .last_move
+            .get(&record.id)
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(*t));
+        let peers = self.candidates(&record.location, Some(&self.me.clone()));
+        let Some(to) =
+            policy::transfer_to(&perf, poor_for, since_move, &peers, &self.config.policy)
+        else {
+            return;
+        };
+        let first_of = self.first_backup_counts(&to);
+        let mut backups = policy::choose_backups(&to, &peers, &first_of, &self.config.policy);
+        // This node stays a backup: it serves the session until the handover
+        // is confirmed and can take it back if the new primary fails.
+        backups.retain(|b| *b != self.me);
+        backups.insert(0, self.me.clone());
+        backups.truncate(self.config.policy.backups.max(1));
+        let reason = format!(
+            "transfer: client loss {:.1}% jitter {} ms rtt {} ms",
+            perf.loss * 100.0,
+            perf.jitter.as_millis(),
+            perf.rtt.as_millis()
+        );
+        if let Ok(delta) = self
+            .map
+            .handover(&self.signer, &record.id, to, &reason, backups, now_ms)
+        {
+            let epoch = delta.record.epoch;
+            self.handing_over.insert(
+                record.id.clone(),
+                (epoch, now + self.config.handover_timeout),
+            );
+            self.last_move.insert(record.id.clone(), now);
+            self.poor_since.remove(&record.id);
+            self.session_perf.remove(&record.id);
+            self.broadcast_delta(&delta);
+            self.after_change(now, now_ms, &record.id);
+        }
+    }
+
+    /// Reconciles what this node hosts with the map after `id` changed.
+    fn after_change(&mut self, now: Instant, now_ms: u64, id: &str) {
+        let Some(record) = self.map.get(id).cloned() else {
+            return;
+        };
+        self.note_move(&record);
+        let mine = record.primary == self.me && record.state == SessionState::Active;
+        if mine {
+            if !self.hosting.contains(id) {
+                self.hosting.insert(id.to_string());
+                self.last_move.entry(id.to_string()).or_insert(now);
+                self.actions.push_back(Action::Start(record.clone()));
+                // Confirm a handover to this node with a version of its own,
+                // which tells the old primary that it may stop.
+                if record.writer != self.me && record.version == 0 {
+                    let backups = record.backups.clone();
+                    if let Ok(delta) = self.map.update_backups(&self.signer, id, backups, now_ms) {
+                        self.broadcast_delta(&delta);
+                    }
+                }
+            }
+            return;
+        }
+        if !self.hosting.contains(id) {
+            return;
+        }
+        // Make-before-break: a handover this node wrote keeps running until
+        // the new primary confirms (a newer version of that epoch by it).
+        if let Some((epoch, _)) = self.handing_over.get(id).copied()
+            && record.state == SessionState::Active
+        {
+            let confirmed =
+                record.epoch > epoch || (record.epoch == epoch && record.writer == record.primary);
+            if !confirmed {
+                return;
+            }
+            self.handing_over.remove(id);
+            self.stop(id, "handed over: the new primary confirmed");
+            return;
+        }
+        let reason = if record.state == SessionState::Closed {
+            "closed".to_string()
+        } else {
+            format!("moved to {} ({})", record.primary, record.reason)
+        };
+        self.stop(id, &reason);
+    }
+
+    fn stop(&mut self, id: &str, reason: &str) {
+        if self.hosting.remove(id) {
+            self.actions.push_back(Action::Stop {
+                id: id.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    fn note_move(&mut self, record: &Record) {
+        let history = self.history.entry(record.id.clone()).or_default();
+        if history.last().is_some_and(|m| m.epoch >= record.epoch) {
+            return;
+        }
+        history.push(Move {
+            epoch: record.epoch,
+            primary: record.primary.clone(),
+            writer: record.writer.clone(),
+            reason: record.reason.clone(),
+            at_ms: record.updated_ms,
+        });
+        if history.len() > 32 {
+            history.remove(0);
+        }
+    }
+
+    fn broadcast_delta(&mut self, delta: &Delta) {
+        self.actions.push_back(Action::Broadcast {
+            key: format!("session/{}", delta.id()).into_bytes(),
+            payload: AppMessage::Delta(delta.clone()).encode(),
+        });
+    }
+
+    /// Live members and this node as placement candidates for `location`.
+    fn candidates(&self, location: &str, exclude: Option<&NodeId>) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = self
+            .members
+            .iter()
+            .filter(|(id, m)| m.state == State::Alive && Some(*id) != exclude)
+            .map(|(id, m)| Candidate {
+                id: id.clone(),
+                distance: m.distance,
+                capacity: m.capacity,
+                load: m.load,
+                perf: self
+                    .peer_perf
+                    .get(&(location.to_string(), id.clone()))
+                    .copied(),
+            })
+            .collect();
+        if exclude != Some(&self.me) {
+            out.push(Candidate {
+                id: self.me.clone(),
+                distance: Some(Duration::ZERO),
+                capacity: self.capacity,
+                load: self.load(),
+                perf: self.own_locations.get(location).map(Aggregate::perf),
+            });
+        }
+        out
+    }
+
+    /// For each node, how many sessions of `primary` it is first backup of.
+    fn first_backup_counts(&self, primary: &NodeId) -> HashMap<NodeId, u32> {
+        let mut counts = HashMap::new();
+        for record in self.map.active().filter(|r| r.primary == *primary) {
+            if let Some(first) = record.backups.first() {
+                *counts.entry(first.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests;

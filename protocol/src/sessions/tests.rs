@@ -1,0 +1,329 @@
+//! The session engine across a few in-memory nodes: actions of one are
+//! delivered to the others, membership changes are fed by hand.
+
+use super::*;
+use crate::map::LocalKey;
+
+struct Cluster {
+    engines: Vec<Engine<LocalKey>>,
+    ids: Vec<NodeId>,
+    now: Instant,
+    now_ms: u64,
+    /// Per node: sessions started minus stopped, in order of actions.
+    log: Vec<Vec<Action>>,
+    down: Vec<bool>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Self {
+        let now = Instant::now();
+        let keys: Vec<LocalKey> = (0..n)
+            .map(|i| LocalKey::from_seed([i as u8 + 1; 32]))
+            .collect();
+        let ids: Vec<NodeId> = keys.iter().map(|k| k.id().clone()).collect();
+        let mut engines: Vec<Engine<LocalKey>> = keys
+            .into_iter()
+            .map(|k| Engine::new(k, 10, Config::default(), now))
+            .collect();
+        let meta = NodeMeta {
+            capacity: 10,
+            ..NodeMeta::default()
+        };
+        for (i, e) in engines.iter_mut().enumerate() {
+            for (j, id) in ids.iter().enumerate() {
+                if i != j {
+                    let d = Duration::from_millis(1 + (i as u64 + j as u64) % 5);
+                    e.handle_member(now, id.clone(), State::Alive, Some(&meta), Some(d));
+                }
+            }
+        }
+        Cluster {
+            engines,
+            ids,
+            now,
+            now_ms: 1_000_000,
+            log: vec![Vec::new(); n],
+            down: vec![false; n],
+        }
+    }
+
+    /// Delivers every pending action until quiet.
+    fn settle(&mut self) {
+        loop {
+            let mut broadcasts = Vec::new();
+            for (i, e) in self.engines.iter_mut().enumerate() {
+                while let Some(action) = e.poll_action() {
+                    if let Action::Broadcast { payload, .. } = &action {
+                        broadcasts.push((i, payload.clone()));
+                    } else {
+                        self.log[i].push(action);
+                    }
+                }
+            }
+            if broadcasts.is_empty() {
+                return;
+            }
+            for (from, payload) in broadcasts {
+                for (i, e) in self.engines.iter_mut().enumerate() {
+                    if i != from && !self.down[i] {
+                        e.handle_app(self.now, self.now_ms, &payload);
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, by: Duration) {
+        self.now += by;
+        self.now_ms += by.as_millis() as u64;
+        for (i, e) in self.engines.iter_mut().enumerate() {
+            if !self.down[i] {
+                e.handle_timeout(self.now, self.now_ms);
+            }
+        }
+        self.settle();
+    }
+
+    fn index(&self, id: &NodeId) -> usize {
+        self.ids.iter().position(|i| i == id).expect("known id")
+    }
+
+    fn hosting(&self, i: usize) -> Vec<String> {
+        let mut v: Vec<String> = self.engines[i].hosting().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.down[i] = true;
+        let id = self.ids[i].clone();
+        for (j, e) in self.engines.iter_mut().enumerate() {
+            if j != i {
+                e.handle_member(self.now, id.clone(), State::Dead, None, None);
+            }
+        }
+    }
+
+    fn open(&mut self, at: usize, id: &str) -> Record {
+        let r = self.engines[at]
+            .open(
+                self.now,
+                self.now_ms,
+                id.into(),
+                "rtp-audio".into(),
+                BTreeMap::new(),
+                "198.18.9.9:5004".into(),
+                "198.18.9.0/24".into(),
+            )
+            .expect("open");
+        self.settle();
+        r
+    }
+}
+
+#[test]
+fn an_opened_session_is_started_by_its_primary_only() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    assert_eq!(record.backups.len(), 2);
+    for i in 0..4 {
+        let expected = if i == primary {
+            vec!["s1".to_string()]
+        } else {
+            vec![]
+        };
+        assert_eq!(c.hosting(i), expected, "node {i}");
+        assert_eq!(
+            c.engines[i].map().get("s1").map(|r| r.epoch),
+            Some(record.epoch)
+        );
+    }
+}
+
+#[test]
+fn first_live_backup_takes_over_when_the_primary_dies() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let backup = c.index(&record.backups[0]);
+    c.crash(primary);
+    c.tick(Duration::from_millis(250));
+    assert_eq!(c.hosting(backup), vec!["s1".to_string()]);
+    let after = c.engines[backup].map().get("s1").unwrap().clone();
+    assert_eq!(after.primary, c.ids[backup]);
+    assert!(after.epoch > record.epoch);
+    assert!(after.reason.starts_with("takeover"), "{}", after.reason);
+    // Every survivor agrees, and only the new primary hosts it.
+    for i in (0..4).filter(|i| *i != primary) {
+        assert_eq!(c.engines[i].map().get("s1").unwrap().primary, c.ids[backup]);
+        if i != backup {
+            assert!(c.hosting(i).is_empty());
+        }
+    }
+    assert!(c.engines[backup].history("s1").len() >= 2);
+}
+
+#[test]
+fn the_second_backup_takes_over_if_the_first_is_dead_too() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let first = c.index(&record.backups[0]);
+    let second = c.index(&record.backups[1]);
+    c.crash(first);
+    c.crash(primary);
+    c.tick(Duration::from_millis(250));
+    assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+}
+
+#[test]
+fn after_a_partition_heals_one_owner_remains_and_the_loser_stops() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    // The primary is cut off: the others think it dead, a backup claims.
+    for j in 0..4 {
+        if j != primary {
+            c.engines[j].handle_member(c.now, c.ids[primary].clone(), State::Dead, None, None);
+        }
+    }
+    c.down[primary] = true; // it hears nothing meanwhile
+    c.tick(Duration::from_millis(250));
+    c.down[primary] = false;
+    let winner = c.engines.iter().find_map(|e| {
+        let r = e.map().get("s1")?;
+        (r.primary != record.primary).then(|| r.primary.clone())
+    });
+    let winner = c.index(&winner.expect("a backup claimed"));
+    assert_eq!(
+        c.hosting(primary),
+        vec!["s1".to_string()],
+        "still sending, cut off"
+    );
+    // Heal: anti-entropy hands the old primary the newer version.
+    let delta = c.engines[winner].map().delta("s1").unwrap().clone();
+    c.engines[primary]
+        .handle_delta(c.now, c.now_ms, delta)
+        .unwrap();
+    c.settle();
+    let owners: Vec<usize> = (0..4).filter(|i| !c.hosting(*i).is_empty()).collect();
+    assert_eq!(owners, vec![winner], "exactly one owner");
+    assert!(
+        c.log[primary]
+            .iter()
+            .any(|a| matches!(a, Action::Stop { id, .. } if id == "s1"))
+    );
+}
+
+#[test]
+fn poor_service_moves_the_session_make_before_break() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let peer = (0..3).find(|i| *i != primary).unwrap();
+    // The peer serves this location well and says so.
+    let good = AppMessage::Perf(PerfSummary {
+        node: c.ids[peer].clone(),
+        locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
+    })
+    .encode();
+    c.engines[primary].handle_app(c.now, c.now_ms, &good);
+    // Past the dwell time of a freshly placed session (hysteresis).
+    c.tick(Config::default().policy.min_dwell);
+    // The client reports poor service for longer than poor_for.
+    for _ in 0..15 {
+        let report = Report {
+            loss: 0.2,
+            jitter: Duration::from_millis(80),
+            rtt: Duration::from_millis(50),
+        };
+        c.engines[primary].report(c.now, "s1", report);
+        c.tick(Duration::from_secs(1));
+    }
+    let last = c.engines[primary].map().get("s1").unwrap().clone();
+    assert_eq!(last.primary, c.ids[peer], "moved to the better peer");
+    assert!(last.epoch > record.epoch);
+    assert_eq!(c.hosting(peer), vec!["s1".to_string()]);
+    assert!(
+        c.hosting(primary).is_empty(),
+        "the old primary stopped after confirmation"
+    );
+    // Make-before-break: the new primary started before the old one stopped.
+    let started = c.log[peer]
+        .iter()
+        .position(|a| matches!(a, Action::Start(r) if r.id == "s1"));
+    assert!(started.is_some());
+    let history = c.engines[peer].history("s1");
+    assert!(
+        history.iter().any(|m| m.reason.starts_with("transfer")),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn transfer_waits_for_the_new_primary_before_stopping() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let peer = (0..3).find(|i| *i != primary).unwrap();
+    let good = AppMessage::Perf(PerfSummary {
+        node: c.ids[peer].clone(),
+        locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
+    })
+    .encode();
+    c.engines[primary].handle_app(c.now, c.now_ms, &good);
+    c.tick(Config::default().policy.min_dwell);
+    // The peer hears nothing from now on: no confirmation can come.
+    c.down[peer] = true;
+    let poor = Report {
+        loss: 0.2,
+        jitter: Duration::from_millis(80),
+        rtt: Duration::from_millis(50),
+    };
+    for _ in 0..12 {
+        c.engines[primary].report(c.now, "s1", poor);
+        c.tick(Duration::from_secs(1));
+    }
+    let handed = c.engines[primary].map().get("s1").unwrap().primary == c.ids[peer];
+    assert!(handed, "the handover was written");
+    assert_eq!(
+        c.hosting(primary),
+        vec!["s1".to_string()],
+        "still serving, unconfirmed"
+    );
+    c.tick(Duration::from_secs(6));
+    assert!(
+        c.hosting(primary).is_empty(),
+        "stops after the handover timeout"
+    );
+}
+
+#[test]
+fn dead_backups_are_replaced_by_the_primary() {
+    let mut c = Cluster::new(5);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let backup = c.index(&record.backups[0]);
+    c.crash(backup);
+    c.tick(Duration::from_millis(250));
+    let now = c.engines[primary].map().get("s1").unwrap().clone();
+    assert!(!now.backups.contains(&c.ids[backup]));
+    assert_eq!(now.backups.len(), 2);
+}
+
+#[test]
+fn closing_stops_the_primary_and_garbage_is_counted() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let (now, now_ms) = (c.now, c.now_ms);
+    c.engines[primary].close(now, now_ms, "s1").unwrap();
+    c.settle();
+    assert!(c.hosting(primary).is_empty());
+    for e in &c.engines {
+        assert_eq!(e.map().get("s1").unwrap().state, SessionState::Closed);
+    }
+    assert!(!c.engines[1].handle_app(now, now_ms, b"\xff\x00garbage"));
+    assert_eq!(c.engines[1].rejected(), 1);
+}
