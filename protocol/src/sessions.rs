@@ -58,7 +58,7 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start hosting this session (this node is its primary now).
-    Start(Record),
+    Start(Box<Record>),
     /// Stop hosting the session `id`.
     Stop {
         /// The session.
@@ -81,7 +81,7 @@ pub enum Action {
 pub enum AppMessage {
     /// A new version of a session.
     #[serde(rename = "d")]
-    Delta(Delta),
+    Delta(Box<Delta>),
     /// A node's client-performance summary by location.
     #[serde(rename = "p")]
     Perf(PerfSummary),
@@ -149,6 +149,21 @@ pub struct Move {
     pub reason: String,
     /// When it was written (writer's Unix ms).
     pub at_ms: u64,
+}
+
+/// What opening a session needs (validated by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// A fresh session id.
+    pub id: String,
+    /// The service.
+    pub service: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, String>,
+    /// The client's locator.
+    pub client: String,
+    /// The client's location key ([`policy::location_key`]).
+    pub location: String,
 }
 
 /// Why a session could not be opened.
@@ -321,7 +336,7 @@ impl<S: Signer> Engine<S> {
     /// Returns whether it was news worth spreading further.
     pub fn handle_app(&mut self, now: Instant, now_ms: u64, payload: &[u8]) -> bool {
         match AppMessage::decode(payload) {
-            Ok(AppMessage::Delta(delta)) => self.handle_delta(now, now_ms, delta).unwrap_or(false),
+            Ok(AppMessage::Delta(delta)) => self.handle_delta(now, now_ms, *delta).unwrap_or(false),
             Ok(AppMessage::Perf(summary)) => {
                 if summary.node == self.me {
                     return false;
@@ -380,12 +395,15 @@ impl<S: Signer> Engine<S> {
         &mut self,
         now: Instant,
         now_ms: u64,
-        id: String,
-        service: String,
-        params: BTreeMap<String, String>,
-        client: String,
-        location: String,
+        request: OpenRequest,
     ) -> Result<Record, OpenError> {
+        let OpenRequest {
+            id,
+            service,
+            params,
+            client,
+            location,
+        } = request;
         let candidates = self.candidates(&location, None);
         let primary = policy::choose_primary(&candidates, &self.config.policy)
             .ok_or(OpenError::NoCapacity)?;
@@ -662,7 +680,8 @@ impl<S: Signer> Engine<S> {
             if !self.hosting.contains(id) {
                 self.hosting.insert(id.to_string());
                 self.last_move.entry(id.to_string()).or_insert(now);
-                self.actions.push_back(Action::Start(record.clone()));
+                self.actions
+                    .push_back(Action::Start(Box::new(record.clone())));
                 // Confirm a handover to this node with a version of its own,
                 // which tells the old primary that it may stop.
                 if record.writer != self.me && record.version == 0 {
@@ -728,7 +747,7 @@ impl<S: Signer> Engine<S> {
     fn broadcast_delta(&mut self, delta: &Delta) {
         self.actions.push_back(Action::Broadcast {
             key: format!("session/{}", delta.id()).into_bytes(),
-            payload: AppMessage::Delta(delta.clone()).encode(),
+            payload: AppMessage::Delta(Box::new(delta.clone())).encode(),
         });
     }
 

@@ -109,11 +109,13 @@ impl Cluster {
             .open(
                 self.now,
                 self.now_ms,
-                id.into(),
-                "rtp-audio".into(),
-                BTreeMap::new(),
-                "198.18.9.9:5004".into(),
-                "198.18.9.0/24".into(),
+                OpenRequest {
+                    id: id.into(),
+                    service: "rtp-audio".into(),
+                    params: BTreeMap::new(),
+                    client: "198.18.9.9:5004".into(),
+                    location: "198.18.9.0/24".into(),
+                },
             )
             .expect("open");
         self.settle();
