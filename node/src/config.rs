@@ -133,6 +133,8 @@ struct File {
     log_format: Option<LogFormat>,
     #[serde(default, with = "humantime_serde")]
     probe_interval: Option<Duration>,
+    #[serde(default)]
+    services: crate::service::Config,
 }
 
 /// The resolved configuration of a node.
@@ -168,6 +170,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// SWIM parameters.
     pub swim: swim::Config,
+    /// Session services (`[services]` in the file: exec templates, media).
+    pub services: crate::service::Config,
 }
 
 /// A configuration error, naming the field at fault.
@@ -358,6 +362,7 @@ impl Config {
             api_token,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             swim,
+            services: file.services,
         })
     }
 }

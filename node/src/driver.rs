@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use baton_protocol::meta::NodeMeta;
 use baton_protocol::peering::{self, Policy};
-use baton_protocol::swim::{Event, Swim};
+use baton_protocol::policy::location_key;
+use baton_protocol::session::{Record, SessionState, Signer};
+use baton_protocol::sessions::{self, Action, Engine, OpenRequest, Report};
+use baton_protocol::swim::{Event, State, Swim};
 use baton_protocol::{NodeId, wire};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -21,7 +24,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::net::{self, Behaviour, BehaviourEvent, HelloOutcome, Inbound};
-use crate::state::{ApiEvent, MemberView, PeerView, Shared, wall_clock};
+use crate::service::{Instance, Registry, SessionSpec};
+use crate::state::{
+    ApiEvent, CommandError, MemberView, MoveView, PeerView, SessionCommand, SessionView, Shared,
+    wall_clock,
+};
 
 /// How long a refused peer is left alone before discovery may propose it again.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
@@ -29,6 +36,49 @@ const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a leaving node keeps running so that its farewell goes out.
 const LEAVE_GRACE: Duration = Duration::from_millis(300);
+
+/// How often this node shares its client-performance summary.
+const PERF_INTERVAL: Duration = Duration::from_secs(10);
+/// How often this node runs anti-entropy of the session map with a peer.
+const MAP_SYNC_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Signs session records with the node's libp2p ed25519 key.
+pub struct KeySigner {
+    id: NodeId,
+    key: libp2p::identity::Keypair,
+}
+
+impl KeySigner {
+    /// A signer for `key`.
+    pub fn new(key: libp2p::identity::Keypair) -> Self {
+        let id =
+            NodeId::new(&key.public().to_peer_id().to_bytes()).expect("a peer id fits a node id");
+        KeySigner { id, key }
+    }
+}
+
+impl std::fmt::Debug for KeySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySigner").field("id", &self.id).finish()
+    }
+}
+
+impl Signer for KeySigner {
+    fn id(&self) -> &NodeId {
+        &self.id
+    }
+    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        // ed25519 signing cannot fail; other key types are never built here.
+        self.key.sign(bytes).unwrap_or_default()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// What the rest of the process may ask of the driver.
 #[derive(Debug)]
@@ -63,6 +113,14 @@ pub struct Driver {
     overlay_key: kad::RecordKey,
     bootstrap: Vec<Multiaddr>,
     rng: StdRng,
+    engine: Engine<KeySigner>,
+    registry: Registry,
+    instances: HashMap<String, Box<dyn Instance>>,
+    session_commands: mpsc::Receiver<SessionCommand>,
+    map_sync_tx: mpsc::Sender<net::MapWork>,
+    map_sync_rx: mpsc::Receiver<net::MapWork>,
+    /// The load last announced in the node's metadata.
+    announced_load: u32,
     /// Remote addresses of the open connections, per peer.
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
 }
@@ -84,6 +142,10 @@ pub(crate) struct Parts {
     pub meta: NodeMeta,
     pub bootstrap: Vec<Multiaddr>,
     pub commands: mpsc::Receiver<Command>,
+    pub key: libp2p::identity::Keypair,
+    pub registry: Registry,
+    pub capacity: u32,
+    pub session_commands: mpsc::Receiver<SessionCommand>,
 }
 
 impl Driver {
@@ -96,6 +158,10 @@ impl Driver {
             meta,
             bootstrap,
             commands,
+            key,
+            registry,
+            capacity,
+            session_commands,
         } = parts;
         let me = *swarm.local_peer_id();
         let node_id = NodeId::new(&me.to_bytes()).expect("a peer id fits a node id");
@@ -115,6 +181,14 @@ impl Driver {
         net::spawn_swim_acceptor(&mut tasks, control.clone(), inbound_tx);
         net::spawn_hello_responder(&mut tasks, control.clone(), policy.clone(), me);
         let overlay_key = kad::RecordKey::new(&format!("/baton/overlay/{}", policy.overlay));
+        let engine = Engine::new(
+            KeySigner::new(key),
+            capacity,
+            sessions::Config::default(),
+            Instant::now(),
+        );
+        let (map_sync_tx, map_sync_rx) = mpsc::channel(64);
+        net::spawn_map_sync_responder(&mut tasks, control.clone(), map_sync_tx.clone());
         Driver {
             swarm,
             swim,
@@ -134,6 +208,13 @@ impl Driver {
             bootstrap,
             rng,
             connections: HashMap::new(),
+            engine,
+            registry,
+            instances: HashMap::new(),
+            session_commands,
+            map_sync_tx,
+            map_sync_rx,
+            announced_load: 0,
         }
     }
 
@@ -152,11 +233,17 @@ impl Driver {
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut perf_tick = tokio::time::interval(PERF_INTERVAL);
+        perf_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut map_sync_tick = tokio::time::interval(MAP_SYNC_INTERVAL);
+        map_sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leaving: Option<(tokio::time::Instant, oneshot::Sender<()>)> = None;
         loop {
-            let wake = self
-                .swim
-                .poll_timeout()
+            let next = match (self.swim.poll_timeout(), self.engine.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wake = next
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let leave_at = leaving
@@ -185,7 +272,22 @@ impl Driver {
                 }
                 Some(outcome) = self.hello_rx.recv() => self.on_hello(outcome),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = tokio::time::sleep_until(wake) => self.swim.handle_timeout(Instant::now()),
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    self.swim.handle_timeout(now);
+                    self.engine.handle_timeout(now, unix_ms());
+                }
+                Some(command) = self.session_commands.recv() => self.on_session_command(command),
+                Some(work) = self.map_sync_rx.recv() => self.on_map_work(work),
+                _ = perf_tick.tick() => {
+                    if let sessions::AppMessage::Perf(p) = self.engine.perf_summary()
+                        && !p.locations.is_empty()
+                    {
+                        let payload = sessions::AppMessage::Perf(p).encode();
+                        self.swim.broadcast_app(b"perf".to_vec(), payload);
+                    }
+                }
+                _ = map_sync_tick.tick() => self.start_map_sync(),
                 _ = discovery.tick() => self.discover(),
                 _ = housekeeping.tick() => self.housekeeping(),
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
@@ -210,7 +312,13 @@ impl Driver {
             return;
         }
         let mut message = match envelope {
-            Ok(envelope) => envelope.message,
+            Ok(envelope) => {
+                let (now, now_ms) = (Instant::now(), unix_ms());
+                for payload in &envelope.app {
+                    self.engine.handle_app(now, now_ms, payload);
+                }
+                envelope.message
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "undecodable SWIM message");
                 crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
@@ -489,6 +597,12 @@ impl Driver {
 
     /// Executes what the state machine asked for and publishes what changed.
     fn flush(&mut self) {
+        // Events feed the engine, the engine's broadcasts become SWIM
+        // transmits: drain in that order so nothing waits for the next wake.
+        while let Some(event) = self.swim.poll_event() {
+            self.on_swim_event(event);
+        }
+        self.drain_engine();
         while let Some(transmit) = self.swim.poll_transmit() {
             let Ok(peer) = PeerId::from_bytes(transmit.to.as_bytes()) else {
                 crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
@@ -508,9 +622,6 @@ impl Driver {
             } else {
                 crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
             }
-        }
-        while let Some(event) = self.swim.poll_event() {
-            self.on_swim_event(event);
         }
         let stats = self.swim.stats();
         let m = &self.shared.metrics;
@@ -570,6 +681,7 @@ impl Driver {
                 if !state.is_active() {
                     self.senders.remove(&peer);
                 }
+                self.feed_engine(&id);
                 self.shared.publish(ApiEvent {
                     kind: "member".to_string(),
                     at,
@@ -595,6 +707,7 @@ impl Driver {
                         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                     }
                 }
+                self.feed_engine(&id);
                 if let Some(mut view) = self.shared.members.get_mut(&peer.to_base58()) {
                     view.name = meta.name;
                     view.addrs = meta.addrs;
@@ -638,6 +751,295 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Feeds SWIM's view of a member to the session engine.
+    fn feed_engine(&mut self, id: &NodeId) {
+        let Some(member) = self.swim.member(id) else {
+            return;
+        };
+        let state = member.state;
+        let meta = NodeMeta::decode(&member.meta).ok();
+        let distance = member
+            .coord
+            .as_ref()
+            .map(|c| self.swim.coordinate().distance_to(c));
+        self.engine
+            .handle_member(Instant::now(), id.clone(), state, meta.as_ref(), distance);
+    }
+
+    /// Executes the session engine's actions.
+    fn drain_engine(&mut self) {
+        let mut changed: Vec<String> = Vec::new();
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Broadcast { key, payload } => {
+                    if let Ok(sessions::AppMessage::Delta(d)) =
+                        sessions::AppMessage::decode(&payload)
+                    {
+                        changed.push(d.id().to_string());
+                    }
+                    self.swim.broadcast_app(key, payload);
+                }
+                Action::Start(record) => {
+                    changed.push(record.id.clone());
+                    self.start_instance(&record);
+                }
+                Action::Stop { id, reason } => {
+                    changed.push(id.clone());
+                    tracing::info!(session = %id, %reason, "stopping session");
+                    if let Some(instance) = self.instances.remove(&id) {
+                        tokio::spawn(instance.stop());
+                    }
+                }
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        for id in changed {
+            self.publish_session(&id);
+        }
+        let load = self.engine.load();
+        if load != self.announced_load {
+            self.announced_load = load;
+            self.meta.load = load;
+            self.swim.set_meta(Instant::now(), self.meta.encode());
+        }
+    }
+
+    fn start_instance(&mut self, record: &Record) {
+        let spec = SessionSpec {
+            id: record.id.clone(),
+            service: record.service.clone(),
+            params: record.params.clone(),
+            client: record.client.clone(),
+            started_ms: record.started_ms,
+        };
+        match self.registry.start(spec) {
+            Ok(instance) => {
+                tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session");
+                if let Some(old) = self.instances.insert(record.id.clone(), instance) {
+                    tokio::spawn(old.stop());
+                }
+            }
+            Err(e) => tracing::error!(session = %record.id, error = %e, "cannot start session"),
+        }
+    }
+
+    /// Mirrors one session of the map into the API's view.
+    fn publish_session(&mut self, id: &str) {
+        let Some(record) = self.engine.map().get(id) else {
+            self.shared.sessions.remove(id);
+            return;
+        };
+        let peer_str = |n: &NodeId| {
+            PeerId::from_bytes(n.as_bytes())
+                .map(|p| p.to_base58())
+                .unwrap_or_else(|_| n.to_string())
+        };
+        let primary = peer_str(&record.primary);
+        let primary_name = if record.primary == *self.swim.local_id() {
+            self.shared.local.name.clone()
+        } else {
+            self.shared
+                .members
+                .get(&primary)
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        };
+        let view = SessionView {
+            id: record.id.clone(),
+            service: record.service.clone(),
+            primary,
+            primary_name,
+            backups: record.backups.iter().map(peer_str).collect(),
+            epoch: record.epoch,
+            version: record.version,
+            state: match record.state {
+                SessionState::Active => "active",
+                SessionState::Closed => "closed",
+            }
+            .to_string(),
+            client: record.client.clone(),
+            location: record.location.clone(),
+            params: record.params.clone(),
+            started_ms: record.started_ms,
+            updated_ms: record.updated_ms,
+            reason: record.reason.clone(),
+            history: self
+                .engine
+                .history(id)
+                .iter()
+                .map(|m| MoveView {
+                    epoch: m.epoch,
+                    primary: peer_str(&m.primary),
+                    reason: m.reason.clone(),
+                    at_ms: m.at_ms,
+                })
+                .collect(),
+            hosted_here: self.instances.contains_key(id),
+        };
+        self.shared.sessions.insert(id.to_string(), view);
+    }
+
+    fn on_session_command(&mut self, command: SessionCommand) {
+        let err = |status: u16, message: String| CommandError { status, message };
+        match command {
+            SessionCommand::Open {
+                service,
+                client,
+                params,
+                reply,
+            } => {
+                let result = (|| {
+                    let addr: std::net::SocketAddr = client.parse().map_err(|_| {
+                        err(
+                            400,
+                            format!("client {client:?} is not an address such as 127.0.0.1:5004"),
+                        )
+                    })?;
+                    let id = {
+                        let mut bytes = [0u8; 16];
+                        self.rng.fill(&mut bytes);
+                        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    };
+                    let spec = SessionSpec {
+                        id: id.clone(),
+                        service: service.clone(),
+                        params: params.clone(),
+                        client: client.clone(),
+                        started_ms: unix_ms(),
+                    };
+                    self.registry.validate(&spec).map_err(|e| {
+                        err(if e.is_request_error() { 400 } else { 500 }, e.to_string())
+                    })?;
+                    let request = OpenRequest {
+                        id: id.clone(),
+                        service,
+                        params,
+                        client,
+                        location: location_key(&addr),
+                    };
+                    self.engine
+                        .open(Instant::now(), unix_ms(), request)
+                        .map_err(|e| err(503, e.to_string()))?;
+                    Ok(id)
+                })();
+                let answer = result.map(|id| {
+                    self.drain_engine();
+                    self.publish_session(&id);
+                    self.shared.sessions.get(&id).map(|v| v.clone())
+                });
+                let _ = reply.send(match answer {
+                    Ok(Some(view)) => Ok(view),
+                    Ok(None) => Err(err(500, "session vanished right after opening".into())),
+                    Err(e) => Err(e),
+                });
+            }
+            SessionCommand::Close { id, reply } => {
+                let result = match self.engine.map().get(&id) {
+                    None => Err(err(404, format!("no session {id:?} on this node"))),
+                    Some(r) if r.primary != *self.swim.local_id() => {
+                        let primary = PeerId::from_bytes(r.primary.as_bytes())
+                            .map(|p| p.to_base58())
+                            .unwrap_or_default();
+                        Err(err(
+                            409,
+                            format!(
+                                "this node is not the primary of {id}: ask its primary {primary}"
+                            ),
+                        ))
+                    }
+                    Some(_) => self
+                        .engine
+                        .close(Instant::now(), unix_ms(), &id)
+                        .map(|_| ())
+                        .map_err(|e| err(409, e.to_string())),
+                };
+                let answer = result.map(|()| {
+                    self.drain_engine();
+                    self.publish_session(&id);
+                    self.shared.sessions.get(&id).map(|v| v.clone())
+                });
+                let _ = reply.send(match answer {
+                    Ok(Some(view)) => Ok(view),
+                    Ok(None) => Err(err(404, format!("no session {id:?} on this node"))),
+                    Err(e) => Err(e),
+                });
+            }
+            SessionCommand::Report { id, report, reply } => {
+                let result = if self.engine.map().get(&id).is_none() {
+                    Err(err(404, format!("no session {id:?} on this node")))
+                } else {
+                    let ms = |v: f64| Duration::from_secs_f64((v / 1e3).clamp(0.0, 3600.0));
+                    self.engine.report(
+                        Instant::now(),
+                        &id,
+                        Report {
+                            loss: report.loss.clamp(0.0, 1.0),
+                            jitter: ms(report.jitter_ms),
+                            rtt: ms(report.rtt_ms),
+                        },
+                    );
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn on_map_work(&mut self, work: net::MapWork) {
+        let admitted =
+            |d: &Self, p: &PeerId| matches!(d.admission.get(p), Some(Admission::Admitted));
+        match work {
+            net::MapWork::Apply { peer, deltas } => {
+                if !admitted(self, &peer) {
+                    return;
+                }
+                let (now, now_ms) = (Instant::now(), unix_ms());
+                for delta in deltas {
+                    let _ = self.engine.handle_delta(now, now_ms, delta);
+                }
+            }
+            net::MapWork::Diff {
+                peer,
+                remote,
+                reply,
+            } => {
+                if !admitted(self, &peer) {
+                    return;
+                }
+                let map = self.engine.map();
+                let buckets = map.diff(&remote);
+                let _ = reply.send((map.records_in(&buckets), buckets));
+            }
+            net::MapWork::Records { buckets, reply } => {
+                let _ = reply.send(self.engine.map().records_in(&buckets));
+            }
+        }
+    }
+
+    /// Anti-entropy of the session map with one random live member.
+    fn start_map_sync(&mut self) {
+        let alive: Vec<PeerId> = self
+            .swim
+            .members()
+            .filter(|m| m.state == State::Alive)
+            .filter_map(|m| PeerId::from_bytes(m.id.as_bytes()).ok())
+            .filter(|p| matches!(self.admission.get(p), Some(Admission::Admitted)))
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        let peer = alive[self.rng.random_range(0..alive.len())];
+        let digest = self.engine.map().digest();
+        net::spawn_map_sync(
+            &mut self.tasks,
+            self.control.clone(),
+            peer,
+            digest,
+            self.map_sync_tx.clone(),
+        );
     }
 
     fn update_peer_view(&mut self, peer: PeerId) {

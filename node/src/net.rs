@@ -354,3 +354,152 @@ pub fn spawn_hello_responder(
         }
     });
 }
+
+/// Anti-entropy of the session map.
+pub const MAP_SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/baton/sync/1");
+
+/// What the map-sync tasks need from the driver, which owns the map.
+#[derive(Debug)]
+pub enum MapWork {
+    /// Deltas a peer sent: apply them.
+    Apply {
+        /// The peer.
+        peer: PeerId,
+        /// Its deltas.
+        deltas: Vec<baton_protocol::map::Delta>,
+    },
+    /// A peer's digest: answer with our records in the buckets that differ
+    /// and the list of those buckets (which we want theirs of).
+    Diff {
+        /// The peer.
+        peer: PeerId,
+        /// Its digest.
+        remote: baton_protocol::map::Digest,
+        /// The answer (nothing for a peer that is not admitted).
+        reply: tokio::sync::oneshot::Sender<(Vec<baton_protocol::map::Delta>, Vec<u8>)>,
+    },
+    /// Our records in these buckets.
+    Records {
+        /// The buckets.
+        buckets: Vec<u8>,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Vec<baton_protocol::map::Delta>>,
+    },
+}
+
+async fn send_sync<W: futures::AsyncWrite + Unpin>(
+    w: &mut W,
+    message: &baton_protocol::map::SyncMessage,
+) -> std::io::Result<()> {
+    write_frame(w, &message.encode()).await
+}
+
+async fn recv_sync<R: futures::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<baton_protocol::map::SyncMessage>> {
+    let Some(bytes) = read_frame(r, baton_protocol::map::MAX_SYNC_BYTES).await? else {
+        return Ok(None);
+    };
+    baton_protocol::map::SyncMessage::decode(&bytes)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Answers map-sync exchanges started by peers: digest in, our differing
+/// records and the buckets we want out, their records in.
+pub fn spawn_map_sync_responder(
+    tasks: &mut JoinSet<()>,
+    mut control: libp2p_stream::Control,
+    work: mpsc::Sender<MapWork>,
+) {
+    use baton_protocol::map::SyncMessage;
+    let Ok(mut incoming) = control.accept(MAP_SYNC_PROTOCOL) else {
+        tracing::error!("sync protocol registered twice");
+        return;
+    };
+    tasks.spawn(async move {
+        let mut sessions = JoinSet::new();
+        loop {
+            tokio::select! {
+                next = incoming.next() => {
+                    let Some((peer, mut stream)) = next else { break };
+                    let work = work.clone();
+                    sessions.spawn(async move {
+                        let exchange = async {
+                            let Some(SyncMessage::Digest(remote)) = recv_sync(&mut stream).await? else {
+                                return Ok::<(), std::io::Error>(());
+                            };
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            if work.send(MapWork::Diff { peer, remote, reply: tx }).await.is_err() {
+                                return Ok(());
+                            }
+                            let Ok((ours, want)) = rx.await else { return Ok(()) };
+                            for message in SyncMessage::records(ours) {
+                                send_sync(&mut stream, &message).await?;
+                            }
+                            send_sync(&mut stream, &SyncMessage::Want(want)).await?;
+                            while let Some(message) = recv_sync(&mut stream).await? {
+                                if let SyncMessage::Records(deltas) = message {
+                                    let _ = work.send(MapWork::Apply { peer, deltas }).await;
+                                }
+                            }
+                            Ok(())
+                        };
+                        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), exchange).await {
+                            tracing::debug!(%peer, error = %e, "map sync failed");
+                        }
+                    });
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+    });
+}
+
+/// Starts one map-sync exchange with `peer`, offering `digest`.
+pub fn spawn_map_sync(
+    tasks: &mut JoinSet<()>,
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    digest: baton_protocol::map::Digest,
+    work: mpsc::Sender<MapWork>,
+) {
+    use baton_protocol::map::SyncMessage;
+    tasks.spawn(async move {
+        let exchange = async {
+            let mut stream = control
+                .open_stream(peer, MAP_SYNC_PROTOCOL)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            send_sync(&mut stream, &SyncMessage::Digest(digest)).await?;
+            while let Some(message) = recv_sync(&mut stream).await? {
+                match message {
+                    SyncMessage::Records(deltas) => {
+                        let _ = work.send(MapWork::Apply { peer, deltas }).await;
+                    }
+                    SyncMessage::Want(buckets) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        if work
+                            .send(MapWork::Records { buckets, reply: tx })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        let Ok(ours) = rx.await else { break };
+                        for message in SyncMessage::records(ours) {
+                            send_sync(&mut stream, &message).await?;
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            let _ = stream.close().await;
+            Ok::<(), std::io::Error>(())
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), exchange).await {
+            tracing::debug!(%peer, error = %e, "map sync failed");
+        }
+    });
+}

@@ -34,6 +34,9 @@ pub enum StartError {
         /// Why.
         why: String,
     },
+    /// The service configuration is invalid.
+    #[error("services: {0}")]
+    Services(#[from] crate::service::Error),
     /// The API address could not be bound.
     #[error("cannot serve the API on {addr}: {source} (choose another with --api)")]
     Api {
@@ -64,7 +67,8 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let key = identity::load_or_create(&config.data_dir)?;
         let peer_id = key.public().to_peer_id();
-        let mut swarm = net::build_swarm(key, config.mdns, config.max_members)?;
+        let registry = crate::service::Registry::builtin(&config.services)?;
+        let mut swarm = net::build_swarm(key.clone(), config.mdns, config.max_members)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -83,19 +87,23 @@ impl Node {
             addr: config.api,
             source,
         })?;
-        let shared = Arc::new(Shared::new(LocalInfo {
-            id: peer_id.to_base58(),
-            name: config.name.clone(),
-            overlay: config.overlay.clone(),
-            profile: match config.profile {
-                Profile::Lan => "lan",
-                Profile::Wan => "wan",
-            }
-            .to_string(),
-            capacity: config.capacity,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            started: SystemTime::now(),
-        }));
+        let (session_commands, session_rx) = mpsc::channel(64);
+        let shared = Arc::new(Shared::new(
+            LocalInfo {
+                id: peer_id.to_base58(),
+                name: config.name.clone(),
+                overlay: config.overlay.clone(),
+                profile: match config.profile {
+                    Profile::Lan => "lan",
+                    Profile::Wan => "wan",
+                }
+                .to_string(),
+                capacity: config.capacity,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started: SystemTime::now(),
+            },
+            session_commands,
+        ));
         let policy = Policy {
             overlay: config.overlay.clone(),
             network_key: config.network_key.clone(),
@@ -121,6 +129,10 @@ impl Node {
             meta,
             bootstrap: config.bootstrap.clone(),
             commands: command_rx,
+            key,
+            registry,
+            capacity: config.capacity,
+            session_commands: session_rx,
         });
         let driver = tokio::spawn(driver.run());
         let (api_stop, stopped) = oneshot::channel::<()>();

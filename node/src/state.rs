@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use dashmap::DashMap;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Capacity of the event stream: a subscriber that falls further behind
 /// misses events (and is told so) rather than growing memory.
@@ -29,6 +29,117 @@ pub struct Shared {
     pub events: broadcast::Sender<ApiEvent>,
     /// Addresses this node listens on, as reported by libp2p.
     pub listen_addrs: RwLock<Vec<String>>,
+    /// Sessions of the replicated map, by id (closed ones while their
+    /// tombstone lives).
+    pub sessions: DashMap<String, SessionView>,
+    /// Requests the API makes of the driver (open, close, report).
+    pub commands: mpsc::Sender<SessionCommand>,
+}
+
+/// One session as shown by `GET /v1/sessions` and `baton sessions`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Primary's peer id.
+    pub primary: String,
+    /// Primary's name, when known.
+    pub primary_name: String,
+    /// Backups' peer ids, in takeover order.
+    pub backups: Vec<String>,
+    /// Epoch: raised by every change of primary.
+    pub epoch: u64,
+    /// Version within the epoch.
+    pub version: u64,
+    /// `active` or `closed`.
+    pub state: String,
+    /// The client's locator.
+    pub client: String,
+    /// The client's location key.
+    pub location: String,
+    /// Service parameters.
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Session start, Unix ms.
+    pub started_ms: u64,
+    /// Last write, Unix ms.
+    pub updated_ms: u64,
+    /// Why the last version was written.
+    pub reason: String,
+    /// Changes of primary this node saw, oldest first.
+    pub history: Vec<MoveView>,
+    /// Whether this node hosts it now.
+    pub hosted_here: bool,
+}
+
+/// One change of primary.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MoveView {
+    /// The epoch that began.
+    pub epoch: u64,
+    /// The new primary's peer id.
+    pub primary: String,
+    /// Why.
+    pub reason: String,
+    /// When, Unix ms (writer's clock).
+    pub at_ms: u64,
+}
+
+/// A client's performance report (`POST /v1/sessions/{id}/report`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    /// Fraction of packets lost, 0 to 1.
+    pub loss: f64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time, ms.
+    pub rtt_ms: f64,
+    /// Packets received since the last report.
+    #[serde(default)]
+    pub packets: u64,
+}
+
+/// Why the driver refused a session request; maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandError {
+    /// HTTP status to answer with (400, 404, 409, 503...).
+    pub status: u16,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// A request of the API to the driver, answered on `reply`.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Open a session: `{"service", "client", "params"}`.
+    Open {
+        /// Service name.
+        service: String,
+        /// Client locator (`ip:port` for RTP).
+        client: String,
+        /// Parameters.
+        params: std::collections::BTreeMap<String, String>,
+        /// The answer.
+        reply: oneshot::Sender<Result<SessionView, CommandError>>,
+    },
+    /// Close a session (this node must be its primary).
+    Close {
+        /// Session id.
+        id: String,
+        /// The answer.
+        reply: oneshot::Sender<Result<SessionView, CommandError>>,
+    },
+    /// A client's report on a session.
+    Report {
+        /// Session id.
+        id: String,
+        /// The report.
+        report: ReportBody,
+        /// The answer.
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
 }
 
 /// Facts about this node that do not change while it runs.
@@ -157,9 +268,11 @@ impl Metrics {
 }
 
 impl Shared {
-    /// Empty state for a node.
-    pub fn new(local: LocalInfo) -> Self {
+    /// Empty state for a node; the driver reads `commands`' receiver.
+    pub fn new(local: LocalInfo, commands: mpsc::Sender<SessionCommand>) -> Self {
         Shared {
+            sessions: DashMap::new(),
+            commands,
             local,
             members: DashMap::new(),
             peers: DashMap::new(),
@@ -173,6 +286,13 @@ impl Shared {
     pub fn members_sorted(&self) -> Vec<MemberView> {
         let mut out: Vec<MemberView> = self.members.iter().map(|m| m.value().clone()).collect();
         out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        out
+    }
+
+    /// Sessions sorted by id.
+    pub fn sessions_sorted(&self) -> Vec<SessionView> {
+        let mut out: Vec<SessionView> = self.sessions.iter().map(|s| s.value().clone()).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 

@@ -1,0 +1,130 @@
+//! In-process: real nodes on 127.0.0.1 host an `rtp-audio` session towards a
+//! local RTP receiver; the primary is killed and the first backup takes the
+//! stream over, as the same stream (one SSRC, continuing sequence numbers).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use baton_node::Node;
+use baton_node::rtp_receiver::RtpReceiver;
+use baton_node::state::{SessionCommand, SessionView};
+use baton_tests::{TempDir, dial_addr, eventually, loopback_config};
+use tokio::sync::oneshot;
+
+async fn start(name: &str, dir: &TempDir, extra: &[&str]) -> Node {
+    Node::start(loopback_config(name, &dir.0, extra))
+        .await
+        .expect("node starts")
+}
+
+async fn open(node: &Node, client: String) -> SessionView {
+    let (reply, answer) = oneshot::channel();
+    node.shared
+        .commands
+        .send(SessionCommand::Open {
+            service: "rtp-audio".into(),
+            client,
+            params: BTreeMap::new(),
+            reply,
+        })
+        .await
+        .expect("driver runs");
+    answer
+        .await
+        .expect("driver answers")
+        .expect("session opens")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_the_kill_of_its_primary() {
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("sess-{i}"))).collect();
+    let first = start("s0", &dirs[0], &[]).await;
+    let seed = dial_addr(&first).await;
+    let mut nodes = vec![first];
+    for (i, dir) in dirs.iter().enumerate().skip(1) {
+        nodes.push(start(&format!("s{i}"), dir, &["--bootstrap", &seed]).await);
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || nodes.iter().all(|n| n
+            .shared
+            .members
+            .iter()
+            .filter(|m| m.state == "alive")
+            .count()
+            == 2))
+        .await,
+        "membership converges"
+    );
+
+    let receiver = RtpReceiver::bind("127.0.0.1:0").expect("bind receiver");
+    let view = open(&nodes[0], receiver.local_addr().to_string()).await;
+    assert_eq!(view.backups.len(), 2, "two backups: {view:?}");
+    let id = view.id.clone();
+    let everyone_knows = eventually(Duration::from_secs(10), || {
+        nodes.iter().all(|n| {
+            n.shared
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.epoch == view.epoch || s.primary != view.primary)
+        })
+    })
+    .await;
+    assert!(everyone_knows, "the session record reaches every node");
+    let primary_id = nodes[0].shared.sessions.get(&id).unwrap().primary.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || receiver.len() >= 25).await,
+        "the primary streams"
+    );
+    let epoch_before = nodes[0].shared.sessions.get(&id).unwrap().epoch;
+    let backups = nodes[0].shared.sessions.get(&id).unwrap().backups.clone();
+
+    let victim = nodes
+        .iter()
+        .position(|n| n.peer_id.to_base58() == primary_id)
+        .expect("primary is one of ours");
+    let killed_at = Instant::now();
+    nodes.remove(victim).kill();
+
+    let taken_over = eventually(Duration::from_secs(10), || {
+        nodes.iter().all(|n| {
+            n.shared
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.primary != primary_id && s.epoch > epoch_before)
+        })
+    })
+    .await;
+    assert!(
+        taken_over,
+        "every survivor sees a new primary at a higher epoch"
+    );
+    let record = nodes[0].shared.sessions.get(&id).unwrap().clone();
+    assert_eq!(record.primary, backups[0], "the first backup took over");
+    assert!(record.reason.starts_with("takeover"), "{}", record.reason);
+
+    let before = receiver.len();
+    assert!(
+        eventually(Duration::from_secs(5), || receiver.len() >= before + 25).await,
+        "the stream resumes from the new primary"
+    );
+    let report = receiver.report(killed_at - Duration::from_secs(1)..);
+    eprintln!(
+        "failover: gap {:.0} ms, lost {} packets, ssrcs {:?}, sources {:?}",
+        report.longest_gap_ms, report.lost, report.ssrcs, report.sources
+    );
+    assert_eq!(
+        report.ssrcs.len(),
+        1,
+        "one continuous stream, not a new one"
+    );
+    assert_eq!(
+        report.sources.len(),
+        2,
+        "sent by two clusters one after the other"
+    );
+    assert_eq!(report.mismatched_duplicates, 0);
+
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
