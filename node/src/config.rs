@@ -135,6 +135,25 @@ struct File {
     probe_interval: Option<Duration>,
     #[serde(default)]
     services: crate::service::Config,
+    #[serde(default)]
+    sessions: SessionsFile,
+}
+
+/// `[sessions]` in the file: placement and transfer thresholds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsFile {
+    backups: Option<usize>,
+    max_loss: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    max_jitter: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_rtt: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    poor_for: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    min_dwell: Option<Duration>,
+    min_samples: Option<u32>,
 }
 
 /// The resolved configuration of a node.
@@ -172,6 +191,8 @@ pub struct Config {
     pub swim: swim::Config,
     /// Session services (`[services]` in the file: exec templates, media).
     pub services: crate::service::Config,
+    /// Session engine parameters (`[sessions]` in the file).
+    pub sessions: baton_protocol::sessions::Config,
 }
 
 /// A configuration error, naming the field at fault.
@@ -363,8 +384,36 @@ impl Config {
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             swim,
             services: file.services,
+            sessions: sessions_config(file.sessions)?,
         })
     }
+}
+
+fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Config, ConfigError> {
+    let mut config = baton_protocol::sessions::Config::default();
+    let policy = &mut config.policy;
+    if let Some(b) = file.backups {
+        if !(1..=8).contains(&b) {
+            return Err(invalid("sessions.backups", b.to_string(), "1 to 8"));
+        }
+        policy.backups = b;
+    }
+    if let Some(loss) = file.max_loss {
+        if !(0.0..=1.0).contains(&loss) {
+            return Err(invalid(
+                "sessions.max_loss",
+                loss.to_string(),
+                "a fraction between 0 and 1",
+            ));
+        }
+        policy.max_loss = loss;
+    }
+    policy.max_jitter = file.max_jitter.unwrap_or(policy.max_jitter);
+    policy.max_rtt = file.max_rtt.unwrap_or(policy.max_rtt);
+    policy.poor_for = file.poor_for.unwrap_or(policy.poor_for);
+    policy.min_dwell = file.min_dwell.unwrap_or(policy.min_dwell);
+    policy.min_samples = file.min_samples.unwrap_or(policy.min_samples);
+    Ok(config)
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {

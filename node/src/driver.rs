@@ -37,8 +37,11 @@ const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a leaving node keeps running so that its farewell goes out.
 const LEAVE_GRACE: Duration = Duration::from_millis(300);
 
-/// How often this node shares its client-performance summary.
-const PERF_INTERVAL: Duration = Duration::from_secs(10);
+/// How often this node checks whether its client-performance summary
+/// changed (and shares it if so).
+const PERF_INTERVAL: Duration = Duration::from_secs(2);
+/// A summary that did not change is still repeated this often.
+const PERF_REPEAT: Duration = Duration::from_secs(30);
 /// How often this node runs anti-entropy of the session map with a peer.
 const MAP_SYNC_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -145,6 +148,7 @@ pub(crate) struct Parts {
     pub key: libp2p::identity::Keypair,
     pub registry: Registry,
     pub capacity: u32,
+    pub sessions: sessions::Config,
     pub session_commands: mpsc::Receiver<SessionCommand>,
 }
 
@@ -161,6 +165,7 @@ impl Driver {
             key,
             registry,
             capacity,
+            sessions: sessions_config,
             session_commands,
         } = parts;
         let me = *swarm.local_peer_id();
@@ -184,7 +189,7 @@ impl Driver {
         let engine = Engine::new(
             KeySigner::new(key),
             capacity,
-            sessions::Config::default(),
+            sessions_config,
             Instant::now(),
         );
         let (map_sync_tx, map_sync_rx) = mpsc::channel(64);
@@ -235,6 +240,7 @@ impl Driver {
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut perf_tick = tokio::time::interval(PERF_INTERVAL);
         perf_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_perf: Option<(Instant, Vec<u8>)> = None;
         let mut map_sync_tick = tokio::time::interval(MAP_SYNC_INTERVAL);
         map_sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leaving: Option<(tokio::time::Instant, oneshot::Sender<()>)> = None;
@@ -284,7 +290,13 @@ impl Driver {
                         && !p.locations.is_empty()
                     {
                         let payload = sessions::AppMessage::Perf(p).encode();
-                        self.swim.broadcast_app(b"perf".to_vec(), payload);
+                        let due = last_perf
+                            .as_ref()
+                            .is_none_or(|(at, last): &(Instant, Vec<u8>)| *last != payload || at.elapsed() >= PERF_REPEAT);
+                        if due {
+                            self.swim.broadcast_app(b"perf".to_vec(), payload.clone());
+                            last_perf = Some((Instant::now(), payload));
+                        }
                     }
                 }
                 _ = map_sync_tick.tick() => self.start_map_sync(),

@@ -132,6 +132,7 @@ impl Node {
             key,
             registry,
             capacity: config.capacity,
+            sessions: config.sessions.clone(),
             session_commands: session_rx,
         });
         let driver = tokio::spawn(driver.run());

@@ -117,6 +117,19 @@ impl Lan {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Cuts host `i` off the LAN (its port on the bridge goes down): a
+    /// partition of that host from all others.
+    pub fn cut(&self, i: usize) -> Result<(), String> {
+        let outer = format!("{}o{i}", self.prefix);
+        ip(&["-n", &self.switch, "link", "set", &outer, "down"])
+    }
+
+    /// Reconnects host `i`.
+    pub fn heal(&self, i: usize) -> Result<(), String> {
+        let outer = format!("{}o{i}", self.prefix);
+        ip(&["-n", &self.switch, "link", "set", &outer, "up"])
+    }
+
     /// Names of every namespace this LAN made (to check cleanup).
     pub fn namespaces(&self) -> Vec<String> {
         std::iter::once(self.switch.clone())

@@ -128,3 +128,104 @@ async fn a_session_survives_the_kill_of_its_primary() {
         node.shutdown().await;
     }
 }
+
+async fn report(node: &Node, id: &str, loss: f64, jitter_ms: f64) {
+    let (reply, answer) = oneshot::channel();
+    node.shared
+        .commands
+        .send(SessionCommand::Report {
+            id: id.to_string(),
+            report: baton_node::state::ReportBody {
+                loss,
+                jitter_ms,
+                rtt_ms: 1.0,
+                packets: 50,
+            },
+            reply,
+        })
+        .await
+        .expect("driver runs");
+    answer
+        .await
+        .expect("driver answers")
+        .expect("report accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_triggered_transfer_loses_no_packets() {
+    let conf_dir = TempDir::new("transfer-conf");
+    let conf = conf_dir.0.join("batond.toml");
+    std::fs::write(
+        &conf,
+        "[sessions]\npoor_for = \"1s\"\nmin_dwell = \"2s\"\nmin_samples = 1\n",
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("xfer-{i}"))).collect();
+    let x = start("x", &dirs[0], &["--config", &conf]).await;
+    let seed = dial_addr(&x).await;
+    let y = start("y", &dirs[1], &["--config", &conf, "--bootstrap", &seed]).await;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            x.shared.members.iter().any(|m| m.state == "alive")
+                && y.shared.members.iter().any(|m| m.state == "alive")
+        })
+        .await
+    );
+    // Session A on x, session B on y, clients in the same location.
+    let ra = RtpReceiver::bind("127.0.0.1:0").unwrap();
+    let rb = RtpReceiver::bind("127.0.0.1:0").unwrap();
+    let a = open(&x, ra.local_addr().to_string()).await;
+    let b = open(&y, rb.local_addr().to_string()).await;
+    assert_eq!(a.primary, x.peer_id.to_base58());
+    assert_eq!(b.primary, y.peer_id.to_base58());
+    // y serves that location well, x badly, for longer than poor_for.
+    let started = Instant::now();
+    let moved = loop {
+        report(&y, &b.id, 0.0, 2.0).await;
+        report(&x, &a.id, 0.2, 80.0).await;
+        let primary = y.shared.sessions.get(&a.id).map(|s| s.primary.clone());
+        let done = primary.as_deref() == Some(&y.peer_id.to_base58())
+            && x.shared.sessions.get(&a.id).is_some_and(|s| !s.hosted_here)
+            && y.shared.sessions.get(&a.id).is_some_and(|s| s.hosted_here);
+        if done {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        moved,
+        "the session moved to the peer that serves its location better"
+    );
+    let record = y.shared.sessions.get(&a.id).unwrap().clone();
+    assert!(
+        record
+            .history
+            .iter()
+            .any(|m| m.reason.starts_with("transfer")),
+        "{record:?}"
+    );
+    // Let the stream run on the new primary, then look at what the client got.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = ra.report(..);
+    eprintln!(
+        "transfer: {} packets, lost {}, duplicates {}, longest gap {:.0} ms, sources {:?}",
+        got.packets, got.lost, got.duplicates, got.longest_gap_ms, got.sources
+    );
+    assert_eq!(got.lost, 0, "make-before-break: no packet lost");
+    assert_eq!(got.ssrcs.len(), 1);
+    assert_eq!(
+        got.sources.len(),
+        2,
+        "both clusters sent, one after the other"
+    );
+    assert_eq!(
+        got.mismatched_duplicates, 0,
+        "overlapping packets are identical"
+    );
+    x.shutdown().await;
+    y.shutdown().await;
+}
