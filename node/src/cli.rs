@@ -1,16 +1,19 @@
-//! The `baton` command line: reads a node's HTTP API (see [`crate::api`]) over
-//! plain HTTP and shows it as tables for people, or passes the API's JSON
-//! through unchanged for scripts (`--json`). [`run`] is the whole program.
+//! The `baton` command line: talks to a node's HTTP API (see [`crate::api`])
+//! over plain HTTP, shows what it reads as tables for people or passes the
+//! API's JSON through unchanged for scripts (`--json`), and opens, closes and
+//! reports on sessions. [`run`] is the whole program.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Where the node's API listens unless told otherwise (`batond --api`).
 pub const DEFAULT_API: &str = "127.0.0.1:7700";
@@ -31,6 +34,10 @@ Examples:
   baton members                     the members it sees and their state
   baton --api node-b:7700 peers     another node's libp2p peers
   baton members --json | jq '.[] | select(.state != \"alive\")'
+  baton open --service rtp-audio --client 127.0.0.1:5004
+  baton sessions                    the sessions, their primary and backups
+  baton session ID                  one session and its history of moves
+  baton close ID
   baton watch                       follow state changes until Ctrl-C
 
 An API that listens beyond loopback needs its token: --token TOKEN or,
@@ -63,6 +70,47 @@ Examples:
 Each line: local time, kind, member name, peer id, previous -> new state,
 incarnation. With --json, one event per line as the API sends it.";
 
+const SESSIONS_EXAMPLES: &str = "\
+Examples:
+  baton sessions
+  baton sessions --wide             full peer ids instead of node names
+  baton sessions --json | jq -r '.[] | select(.hosted_here) | .id'
+
+PRIMARY hosts the session; BACKUPS take over in the order shown. HERE marks
+the sessions this node hosts now.";
+
+const SESSION_EXAMPLES: &str = "\
+Examples:
+  baton session s1
+  baton session s1 --json | jq .history
+
+Shows the assignment (primary, backups in takeover order, epoch), the client,
+the parameters and the changes of primary this node saw.";
+
+const OPEN_EXAMPLES: &str = "\
+Examples:
+  baton open --service rtp-audio --client 127.0.0.1:5004
+  baton open --service rtp-audio --client 127.0.0.1:5004 --param codec=pcmu --param ptime=20
+  id=$(baton open --service rtp-audio --client 127.0.0.1:5004 --json | jq -r .id)
+
+Prints the new session's id, its primary and its backups.";
+
+const CLOSE_EXAMPLES: &str = "\
+Examples:
+  baton close s1
+  baton --api node-b:7700 close s1
+
+Only the session's primary can close it: another node answers with an error
+that names the primary; pass that node's API with --api.";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  baton report s1 --loss 0.05 --jitter-ms 20 --rtt-ms 40
+  baton report s1 --loss 2% --jitter-ms 4 --rtt-ms 30 --packets 500
+
+Sends what a client measured on a session, as its RTP receiver would: poor
+enough service makes the overlay move the session. Handy for demos and tests.";
+
 /// Inspect a Baton node through its HTTP API.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, after_help = MAIN_EXAMPLES)]
@@ -91,9 +139,115 @@ enum Command {
     /// List the libp2p peers and whether the peering policy admitted them
     #[command(after_help = PEERS_EXAMPLES)]
     Peers(Wide),
+    /// List the sessions this node knows, with primary, backups and client
+    #[command(after_help = SESSIONS_EXAMPLES)]
+    Sessions(Wide),
+    /// Show one session: assignment, client, parameters and history of moves
+    #[command(after_help = SESSION_EXAMPLES)]
+    Session(SessionId),
+    /// Open a session of a service for a client
+    #[command(after_help = OPEN_EXAMPLES)]
+    Open(OpenArgs),
+    /// Close a session (ask its primary)
+    #[command(after_help = CLOSE_EXAMPLES)]
+    Close(SessionId),
+    /// Report a client's loss, jitter and RTT on a session
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
     /// Follow member state changes as they happen, until Ctrl-C
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(Wide),
+}
+
+#[derive(Debug, Args)]
+struct SessionId {
+    /// Session id, as `baton sessions` shows it
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
+#[derive(Debug, Args)]
+struct OpenArgs {
+    /// Service to run, such as rtp-audio
+    #[arg(long, value_name = "NAME")]
+    service: String,
+    /// Where the client is: for rtp-audio, the UDP address it receives on
+    #[arg(long, value_name = "IP:PORT")]
+    client: String,
+    /// A service parameter (repeatable)
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Session id
+    #[arg(value_name = "ID")]
+    id: String,
+    /// Fraction of packets lost, 0 to 1, or a percentage such as 5%
+    #[arg(long, value_name = "FRACTION", value_parser = parse_loss, allow_negative_numbers = true)]
+    loss: f64,
+    /// Interarrival jitter, in milliseconds
+    #[arg(long = "jitter-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true)]
+    jitter_ms: f64,
+    /// Round-trip time, in milliseconds
+    #[arg(long = "rtt-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true)]
+    rtt_ms: f64,
+    /// Packets received since the last report
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    packets: u64,
+}
+
+/// `--param KEY=VALUE`: the value may be empty or hold `=`, the key may not.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some(("", _)) => Err(format!("{text:?} has no name before '=': write KEY=VALUE")),
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err(format!(
+            "{text:?} has no '=': write KEY=VALUE, such as codec=pcmu"
+        )),
+    }
+}
+
+/// `--loss`: a fraction from 0 to 1, or a percentage.
+fn parse_loss(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.trim().strip_suffix('%') {
+        Some(percent) => (percent, 100.0),
+        None => (text.trim(), 1.0),
+    };
+    match number.parse::<f64>().map(|n| n / scale) {
+        Ok(loss) if (0.0..=1.0).contains(&loss) => Ok(loss),
+        _ => Err(format!(
+            "{text:?} is not a loss: give a fraction from 0 to 1 (0.05) or a percentage (5%)"
+        )),
+    }
+}
+
+/// `--jitter-ms` and `--rtt-ms`: milliseconds, within what the API takes.
+fn parse_millis(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ms) if (0.0..=crate::api::MAX_REPORT_MS).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "{text:?} is not a duration: give milliseconds from 0 to {}",
+            crate::api::MAX_REPORT_MS
+        )),
+    }
+}
+
+impl Command {
+    /// Checks what clap cannot: a `--param` given twice.
+    fn check(&self) -> Result<(), clap::Error> {
+        if let Command::Open(open) = self {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some((key, _)) = open.params.iter().find(|(key, _)| !seen.insert(key)) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--param {key} is given twice: give each parameter once"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -110,7 +264,17 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    run_to(args, &mut io::stdout())
+}
+
+/// [`run`], writing the output to `out` (errors still go to stderr, and
+/// `watch` to stdout).
+fn run_to<I, T>(args: I, out: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args).and_then(|cli| cli.command.check().map(|()| cli)) {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version are "errors" that go to stdout with code 0.
@@ -123,7 +287,7 @@ where
         .or_else(|| env_var("BATON_API"))
         .unwrap_or_else(|| DEFAULT_API.to_owned());
     let token = cli.token.or_else(|| env_var("BATON_TOKEN"));
-    match execute(cli.command, &api, token, cli.json) {
+    match execute(cli.command, &api, token, cli.json, out) {
         Ok(()) => 0,
         // The reader went away (`baton watch | head`): nothing left to do.
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
@@ -138,33 +302,129 @@ fn env_var(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn execute(command: Command, api: &str, token: Option<String>, json: bool) -> Result<(), CliError> {
+fn execute(
+    command: Command,
+    api: &str,
+    token: Option<String>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let client = ApiClient::new(api, token)?;
-    match command {
-        Command::Status => show(&client, "/v1/status", json, status_text),
-        Command::Members(w) => show(&client, "/v1/members", json, |v| members_table(v, w.wide)),
-        Command::Peers(w) => show(&client, "/v1/peers", json, |v| peers_table(v, w.wide)),
-        Command::Watch(w) => watch(client, json, w.wide),
-    }
+    let text = match command {
+        Command::Status => show(&client, "/v1/status", json, status_text)?,
+        Command::Members(w) => show(&client, "/v1/members", json, |v| members_table(v, w.wide))?,
+        Command::Peers(w) => show(&client, "/v1/peers", json, |v| peers_table(v, w.wide))?,
+        Command::Sessions(w) => show(&client, "/v1/sessions", json, |v| {
+            sessions_table(v, &node_names(&client), w.wide)
+        })?,
+        Command::Session(s) => {
+            let path = session_path(&s.id, "");
+            show(&client, &path, json, |v| {
+                session_text(v, &node_names(&client), &TimeZone::system())
+            })?
+        }
+        Command::Open(open) => {
+            let params: BTreeMap<String, String> = open.params.into_iter().collect();
+            let body = json!({"service": open.service, "client": open.client, "params": params});
+            let path = "/v1/sessions";
+            let (raw, session) = client.send(Verb::Post(body.to_string()), path)?;
+            if json {
+                passthrough(&raw)
+            } else {
+                opened_text(&session, &node_names(&client))
+                    .map_err(|e| client.bad_json(path, &e))?
+            }
+        }
+        Command::Close(s) => {
+            let path = session_path(&s.id, "");
+            let (raw, session) = client.send(Verb::Delete, &path)?;
+            if json {
+                passthrough(&raw)
+            } else {
+                closed_text(&session).map_err(|e| client.bad_json(&path, &e))?
+            }
+        }
+        Command::Report(r) => {
+            let body = json!({
+                "loss": r.loss, "jitter_ms": r.jitter_ms, "rtt_ms": r.rtt_ms, "packets": r.packets,
+            });
+            client.send(
+                Verb::Post(body.to_string()),
+                &session_path(&r.id, "/report"),
+            )?;
+            // The API answers 204 without a body: nothing to pass through.
+            if json {
+                String::new()
+            } else {
+                format!(
+                    "reported on session {}: loss {:.1}%, jitter {} ms, RTT {} ms, {} packets\n",
+                    sanitize(&r.id),
+                    r.loss * 100.0,
+                    r.jitter_ms,
+                    r.rtt_ms,
+                    r.packets
+                )
+            }
+        }
+        Command::Watch(w) => return watch(client, json, w.wide),
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
 }
 
-/// Fetches `path` and prints it, as received with `--json`, else rendered.
+/// Fetches `path` and returns it as received with `--json`, else rendered.
 fn show(
     client: &ApiClient,
     path: &str,
     json: bool,
     render: impl Fn(&Value) -> Result<String, serde_json::Error>,
-) -> Result<(), CliError> {
+) -> Result<String, CliError> {
     let (body, value) = client.get_json(path)?;
-    let text = if json {
-        format!("{}\n", body.trim())
+    if json {
+        Ok(passthrough(&body))
     } else {
-        render(&value).map_err(|e| client.bad_json(path, &e))?
-    };
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(CliError::Output)
+        render(&value).map_err(|e| client.bad_json(path, &e))
+    }
+}
+
+/// The API's JSON as `--json` prints it: one document per line.
+fn passthrough(body: &str) -> String {
+    format!("{}\n", body.trim())
+}
+
+/// `/v1/sessions/<id><rest>`, the id percent-encoded: whatever the user
+/// typed stays one path segment.
+fn session_path(id: &str, rest: &str) -> String {
+    let mut path = "/v1/sessions/".to_owned();
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            path.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(path, "%{byte:02X}");
+        }
+    }
+    path.push_str(rest);
+    path
+}
+
+/// Node names by peer id, this node's included, to show names rather than
+/// ids. Best effort: without them, tables show short ids.
+fn node_names(client: &ApiClient) -> Names {
+    let mut names = Names::new();
+    if let Ok((_, members)) = client.get_json("/v1/members") {
+        if let Ok(members) = Vec::<Member>::deserialize(&members) {
+            names.extend(members.into_iter().map(|m| (m.id, m.name)));
+        }
+    }
+    if let Ok((_, status)) = client.get_json("/v1/status") {
+        if let Ok(status) = Status::deserialize(&status) {
+            names.insert(status.id, status.name);
+        }
+    }
+    names.retain(|_, name| !name.is_empty());
+    names
 }
 
 /// Why `baton` failed; the message tells the user what to do next.
@@ -327,13 +587,23 @@ impl ApiClient {
     /// GETs `path` and returns its body, checked to be JSON, and the parsed
     /// value.
     pub fn get_json(&self, path: &str) -> Result<(String, Value), CliError> {
-        let mut response = self.call(path, Some(REQUEST_TIMEOUT))?;
+        self.send(Verb::Get, path)
+    }
+
+    /// Sends a request and returns the body of the answer, checked to be
+    /// JSON, and the parsed value (null for an empty 204).
+    fn send(&self, verb: Verb, path: &str) -> Result<(String, Value), CliError> {
+        let mut response = self.call(verb, path, Some(REQUEST_TIMEOUT))?;
+        let no_content = response.status() == ureq::http::StatusCode::NO_CONTENT;
         let body = response
             .body_mut()
             .with_config()
             .limit(MAX_BODY)
             .read_to_string()
             .map_err(|e| self.failure(path, e))?;
+        if no_content && body.is_empty() {
+            return Ok((body, Value::Null));
+        }
         let value = serde_json::from_str(&body).map_err(|e| self.bad_json(path, &e))?;
         Ok((body, value))
     }
@@ -341,7 +611,7 @@ impl ApiClient {
     /// Opens `GET /v1/events`: server-sent events, line by line.
     pub fn events(&self) -> Result<impl BufRead + use<>, CliError> {
         let path = "/v1/events";
-        let response = self.call(path, None)?;
+        let response = self.call(Verb::Get, path, None)?;
         let content_type = response
             .headers()
             .get("content-type")
@@ -358,19 +628,35 @@ impl ApiClient {
 
     fn call(
         &self,
+        verb: Verb,
         path: &str,
         timeout: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, CliError> {
-        let mut request = self.agent.get(format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let mut response = request
-            .config()
-            .timeout_global(timeout)
-            .build()
-            .call()
-            .map_err(|e| self.failure(path, e))?;
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|token| format!("Bearer {token}"));
+        let sent = match verb {
+            Verb::Get | Verb::Delete => {
+                let mut request = match verb {
+                    Verb::Delete => self.agent.delete(&url),
+                    _ => self.agent.get(&url),
+                };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.config().timeout_global(timeout).build().call()
+            }
+            Verb::Post(body) => {
+                let mut request = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.config().timeout_global(timeout).build().send(body)
+            }
+        };
+        let mut response = sent.map_err(|e| self.failure(path, e))?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);
@@ -453,6 +739,14 @@ impl ApiClient {
             detail: error.to_string(),
         }
     }
+}
+
+/// An HTTP request method, with the JSON body of a POST.
+#[derive(Debug)]
+enum Verb {
+    Get,
+    Delete,
+    Post(String),
 }
 
 /// `http://host:port[/prefix]` from what the user passed as `--api`.
@@ -833,6 +1127,263 @@ pub fn peers_table(peers: &Value, wide: bool) -> Result<String, serde_json::Erro
     ))
 }
 
+/// Node names by peer id.
+pub type Names = BTreeMap<String, String>;
+
+/// A session as `baton` reads it: only what it shows, so a newer node's extra
+/// fields are fine.
+#[derive(Debug, Deserialize)]
+struct Session {
+    id: String,
+    #[serde(default)]
+    service: String,
+    primary: String,
+    #[serde(default)]
+    primary_name: String,
+    #[serde(default)]
+    backups: Vec<String>,
+    epoch: u64,
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    client: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default)]
+    started_ms: u64,
+    #[serde(default)]
+    updated_ms: u64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    history: Vec<Move>,
+    #[serde(default)]
+    hosted_here: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Move {
+    epoch: u64,
+    primary: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    at_ms: u64,
+}
+
+impl Session {
+    /// The primary's name: the one the node sent, else one from `names`.
+    fn primary_name<'a>(&'a self, names: &'a Names) -> Option<&'a str> {
+        Some(self.primary_name.as_str())
+            .filter(|name| !name.is_empty())
+            .or_else(|| names.get(&self.primary).map(String::as_str))
+    }
+}
+
+/// A node in a table cell: its name when known, else its short id; its full
+/// id with `--wide`.
+fn node_cell(id: &str, name: Option<&str>, wide: bool) -> String {
+    match name {
+        Some(name) if !wide && !name.is_empty() => sanitize(name),
+        _ => short_id(id, wide),
+    }
+}
+
+/// A node in a detail line: `name (full id)`, or the id alone.
+fn node_line(id: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) if !name.is_empty() => format!("{} ({})", sanitize(name), cell(id)),
+        _ => cell(id),
+    }
+}
+
+/// The table of `baton sessions` from the JSON of `GET /v1/sessions`;
+/// `names` maps peer ids to node names.
+pub fn sessions_table(
+    sessions: &Value,
+    names: &Names,
+    wide: bool,
+) -> Result<String, serde_json::Error> {
+    let sessions = Vec::<Session>::deserialize(sessions)?;
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            let backups: Vec<String> = s
+                .backups
+                .iter()
+                .map(|b| node_cell(b, names.get(b).map(String::as_str), wide))
+                .collect();
+            vec![
+                cell(&s.id),
+                cell(&s.service),
+                node_cell(&s.primary, s.primary_name(names), wide),
+                s.epoch.to_string(),
+                cell(&backups.join(",")),
+                cell(&s.client),
+                cell(&s.state),
+                if s.hosted_here { "*" } else { "" }.to_owned(),
+            ]
+        })
+        .collect();
+    Ok(render_table(
+        &[
+            ("ID", Align::Left),
+            ("SERVICE", Align::Left),
+            ("PRIMARY", Align::Left),
+            ("EPOCH", Align::Right),
+            ("BACKUPS", Align::Left),
+            ("CLIENT", Align::Left),
+            ("STATE", Align::Left),
+            ("HERE", Align::Left),
+        ],
+        &rows,
+    ))
+}
+
+/// The text of `baton session ID` from the JSON of `GET /v1/sessions/{id}`;
+/// times are shown in `tz`.
+pub fn session_text(
+    session: &Value,
+    names: &Names,
+    tz: &TimeZone,
+) -> Result<String, serde_json::Error> {
+    let s = Session::deserialize(session)?;
+    let name = |id: &String| names.get(id).map(String::as_str);
+    let mut lines = vec![
+        ("session", cell(&s.id)),
+        ("service", cell(&s.service)),
+        ("state", cell(&s.state)),
+        (
+            "hosted here",
+            if s.hosted_here { "yes" } else { "no" }.to_owned(),
+        ),
+        ("primary", node_line(&s.primary, s.primary_name(names))),
+    ];
+    if s.backups.is_empty() {
+        lines.push(("backups", "none".to_owned()));
+    }
+    for (i, backup) in s.backups.iter().enumerate() {
+        let key = if i == 0 { "backups" } else { "" };
+        lines.push((
+            key,
+            format!("{}. {}", i + 1, node_line(backup, name(backup))),
+        ));
+    }
+    lines.push(("epoch", format!("{} (version {})", s.epoch, s.version)));
+    let client = if s.location.is_empty() {
+        cell(&s.client)
+    } else {
+        format!("{} (location {})", cell(&s.client), sanitize(&s.location))
+    };
+    lines.push(("client", client));
+    if s.params.is_empty() {
+        lines.push(("params", "none".to_owned()));
+    }
+    for (i, (key, value)) in s.params.iter().enumerate() {
+        let label = if i == 0 { "params" } else { "" };
+        lines.push((label, format!("{}={}", sanitize(key), sanitize(value))));
+    }
+    lines.push(("started", wall_time(s.started_ms, tz)));
+    lines.push(("updated", wall_time(s.updated_ms, tz)));
+    lines.push(("reason", cell(&s.reason)));
+    let mut out = String::new();
+    for (key, value) in lines {
+        out.push_str(format!("{key:<14}{value}").trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    if s.history.is_empty() {
+        out.push_str("moves: none seen by this node\n");
+        return Ok(out);
+    }
+    out.push_str("moves seen by this node, oldest first:\n");
+    let rows: Vec<Vec<String>> = s
+        .history
+        .iter()
+        .map(|m| {
+            let primary_name = if m.primary == s.primary {
+                s.primary_name(names)
+            } else {
+                name(&m.primary)
+            };
+            vec![
+                m.epoch.to_string(),
+                node_cell(&m.primary, primary_name, false),
+                wall_time(m.at_ms, tz),
+                cell(&m.reason),
+            ]
+        })
+        .collect();
+    out.push_str(&render_table(
+        &[
+            ("EPOCH", Align::Right),
+            ("PRIMARY", Align::Left),
+            ("AT", Align::Left),
+            ("REASON", Align::Left),
+        ],
+        &rows,
+    ));
+    Ok(out)
+}
+
+/// What `baton open` prints from the session the API answered with.
+pub fn opened_text(session: &Value, names: &Names) -> Result<String, serde_json::Error> {
+    let s = Session::deserialize(session)?;
+    let backups: Vec<String> = s
+        .backups
+        .iter()
+        .map(|b| node_cell(b, names.get(b).map(String::as_str), false))
+        .collect();
+    Ok(format!(
+        "session  {}\nprimary  {}\nbackups  {}\n",
+        cell(&s.id),
+        node_line(&s.primary, s.primary_name(names)),
+        if backups.is_empty() {
+            "none".to_owned()
+        } else {
+            backups.join(", ")
+        }
+    ))
+}
+
+/// What `baton close` prints from the session the API answered with.
+pub fn closed_text(session: &Value) -> Result<String, serde_json::Error> {
+    let s = Session::deserialize(session)?;
+    Ok(format!(
+        "closed session {} ({} for {}, epoch {})\n",
+        cell(&s.id),
+        cell(&s.service),
+        cell(&s.client),
+        s.epoch
+    ))
+}
+
+/// Unix milliseconds as a local date and time to the millisecond; `-` for 0.
+fn wall_time(ms: u64, tz: &TimeZone) -> String {
+    let Some(at) = i64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+    else {
+        return "-".to_owned();
+    };
+    let at = at.to_zoned_datetime(tz.clone());
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
 #[derive(Debug, Deserialize)]
 struct Status {
     id: String,
@@ -987,8 +1538,6 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
 
-    use clap::CommandFactory;
-    use serde_json::json;
     use tokio::sync::oneshot;
     use tokio::time::timeout;
 
@@ -1252,6 +1801,11 @@ listening     /ip4/127.0.0.1/tcp/4000
             "status",
             "members",
             "peers",
+            "sessions",
+            "session",
+            "open",
+            "close",
+            "report",
             "watch",
             "Examples:",
             "BATON_TOKEN",
@@ -1260,6 +1814,19 @@ listening     /ip4/127.0.0.1/tcp/4000
         }
         let help = Cli::try_parse_from(["baton", "members", "--help"]).unwrap_err();
         assert!(help.render().to_string().contains("--wide"));
+        for (command, text) in [
+            ("sessions", "--wide"),
+            ("session", "baton session s1"),
+            ("open", "--param <KEY=VALUE>"),
+            ("close", "names the primary"),
+            ("report", "--jitter-ms <MS>"),
+        ] {
+            let help = Cli::try_parse_from(["baton", command, "--help"]).unwrap_err();
+            assert_eq!(help.exit_code(), 0);
+            let help = help.render().to_string();
+            assert!(help.contains("Examples:"), "{command}:\n{help}");
+            assert!(help.contains(text), "{text} missing from\n{help}");
+        }
         // Global flags go anywhere, as in `baton members --json`.
         let cli = Cli::try_parse_from(["baton", "members", "--json", "--api", "h:1"]).unwrap();
         assert!(cli.json);
@@ -1320,20 +1887,27 @@ listening     /ip4/127.0.0.1/tcp/4000
         );
     }
 
-    fn shared() -> Arc<Shared> {
-        let shared = Shared::new(LocalInfo {
-            id: "12D3KooWLocal".to_owned(),
-            name: "alpha".to_owned(),
-            overlay: "test".to_owned(),
-            profile: "lan".to_owned(),
-            capacity: 8,
-            version: "0.1.0".to_owned(),
-            started: std::time::SystemTime::now(),
-        });
+    /// A node with two members, whose session driver is the fake one.
+    fn shared() -> (Arc<Shared>, crate::api::fake::Reports) {
+        let (commands, receiver) = tokio::sync::mpsc::channel(8);
+        let shared = Shared::new(
+            LocalInfo {
+                id: "12D3KooWLocal0000aaaaaaaa".to_owned(),
+                name: "alpha".to_owned(),
+                overlay: "test".to_owned(),
+                profile: "lan".to_owned(),
+                capacity: 8,
+                version: "0.1.0".to_owned(),
+                started: std::time::SystemTime::now(),
+            },
+            commands,
+        );
         for m in two_members() {
             shared.members.insert(m.id.clone(), m);
         }
-        Arc::new(shared)
+        let shared = Arc::new(shared);
+        let reports = crate::api::fake::spawn(shared.clone(), receiver);
+        (shared, reports)
     }
 
     async fn serve(
@@ -1367,7 +1941,7 @@ listening     /ip4/127.0.0.1/tcp/4000
 
     #[tokio::test]
     async fn client_reads_the_api_and_reports_its_errors() {
-        let (addr, stop, task) = serve(shared(), Some("s3cret")).await;
+        let (addr, stop, task) = serve(shared().0, Some("s3cret")).await;
         let api = addr.to_string();
 
         let (table, err) = blocking(move || {
@@ -1385,6 +1959,486 @@ listening     /ip4/127.0.0.1/tcp/4000
         assert!(matches!(err, CliError::Api { status: 401, .. }), "{err:?}");
         assert!(
             err.to_string().contains("Authorization: Bearer <token>"),
+            "{err}"
+        );
+
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    fn names() -> Names {
+        [
+            ("12D3KooWLocal0000aaaaaaaa", "alpha"),
+            ("12D3KooWBravo0000bbbbbbbb", "bravo"),
+        ]
+        .into_iter()
+        .map(|(id, name)| (id.to_owned(), name.to_owned()))
+        .collect()
+    }
+
+    /// Two sessions: `s1` hosted here with a named backup and an unknown one,
+    /// `s2` closed, on a node whose name the API did not send.
+    fn two_sessions() -> Value {
+        let mut s1 = crate::api::fake::view(
+            "s1",
+            "12D3KooWLocal0000aaaaaaaa",
+            "alpha",
+            &["12D3KooWBravo0000bbbbbbbb", "12D3KooWDelta00000dddddddd"],
+        );
+        s1.hosted_here = true;
+        s1.epoch = 2;
+        let mut s2 = crate::api::fake::view("s2", "12D3KooWBravo0000bbbbbbbb", "", &[]);
+        s2.state = "closed".to_owned();
+        s2.client = "10.0.0.7:5004".to_owned();
+        serde_json::to_value([s1, s2]).unwrap()
+    }
+
+    #[test]
+    fn sessions_table_shows_names_backups_in_order_and_here() {
+        assert_eq!(
+            sessions_table(&two_sessions(), &names(), false).unwrap(),
+            "\
+ID  SERVICE    PRIMARY  EPOCH  BACKUPS         CLIENT          STATE   HERE
+s1  rtp-audio  alpha        2  bravo,dddddddd  127.0.0.1:5004  active  *
+s2  rtp-audio  bravo        1  -               10.0.0.7:5004   closed
+"
+        );
+        // Without names, short ids.
+        let table = sessions_table(&two_sessions(), &Names::new(), false).unwrap();
+        assert!(
+            table.contains("s2  rtp-audio  bbbbbbbb      1  -"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn wide_sessions_table_shows_full_peer_ids() {
+        let table = sessions_table(&two_sessions(), &names(), true).unwrap();
+        assert!(
+            table.contains(
+                "12D3KooWLocal0000aaaaaaaa      2  \
+                 12D3KooWBravo0000bbbbbbbb,12D3KooWDelta00000dddddddd"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn empty_sessions_table_is_just_the_header() {
+        assert_eq!(
+            sessions_table(&json!([]), &Names::new(), false).unwrap(),
+            "ID  SERVICE  PRIMARY  EPOCH  BACKUPS  CLIENT  STATE  HERE\n"
+        );
+        let err = sessions_table(&json!([{"id": "s1"}]), &Names::new(), false).unwrap_err();
+        assert!(err.to_string().contains("`primary`"), "{err}");
+    }
+
+    #[test]
+    fn session_detail_lists_everything_and_the_moves() {
+        let mut session = crate::api::fake::view(
+            "s1",
+            "12D3KooWBravo0000bbbbbbbb",
+            "bravo",
+            &["12D3KooWDelta00000dddddddd", "12D3KooWLocal0000aaaaaaaa"],
+        );
+        session.epoch = 2;
+        session.version = 3;
+        session.params = [("codec", "pcmu"), ("ptime", "20")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        session.updated_ms += 5_000;
+        session.reason = "takeover: alpha is dead".to_owned();
+        session.history = vec![
+            crate::state::MoveView {
+                epoch: 1,
+                primary: "12D3KooWLocal0000aaaaaaaa".to_owned(),
+                reason: "open".to_owned(),
+                at_ms: session.started_ms,
+            },
+            crate::state::MoveView {
+                epoch: 2,
+                primary: "12D3KooWBravo0000bbbbbbbb".to_owned(),
+                reason: "takeover: alpha is dead".to_owned(),
+                at_ms: session.updated_ms,
+            },
+        ];
+        let json = serde_json::to_value(&session).unwrap();
+        assert_eq!(
+            session_text(&json, &names(), &TimeZone::UTC).unwrap(),
+            "\
+session       s1
+service       rtp-audio
+state         active
+hosted here   no
+primary       bravo (12D3KooWBravo0000bbbbbbbb)
+backups       1. 12D3KooWDelta00000dddddddd
+              2. alpha (12D3KooWLocal0000aaaaaaaa)
+epoch         2 (version 3)
+client        127.0.0.1:5004 (location 127.0.0.0/24)
+params        codec=pcmu
+              ptime=20
+started       2026-03-01 12:34:56.789
+updated       2026-03-01 12:35:01.789
+reason        takeover: alpha is dead
+
+moves seen by this node, oldest first:
+EPOCH  PRIMARY  AT                       REASON
+    1  alpha    2026-03-01 12:34:56.789  open
+    2  bravo    2026-03-01 12:35:01.789  takeover: alpha is dead
+"
+        );
+    }
+
+    #[test]
+    fn session_detail_without_backups_params_or_moves() {
+        let mut session = crate::api::fake::view("s9", "12D3KooWZulu", "", &[]);
+        session.history.clear();
+        session.location.clear();
+        session.started_ms = 0;
+        let text = session_text(
+            &serde_json::to_value(&session).unwrap(),
+            &Names::new(),
+            &TimeZone::UTC,
+        )
+        .unwrap();
+        for line in [
+            "primary       12D3KooWZulu\n",
+            "backups       none\n",
+            "client        127.0.0.1:5004\n",
+            "params        none\n",
+            "started       -\n",
+            "\nmoves: none seen by this node\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn open_and_close_print_the_session() {
+        let session = serde_json::to_value(crate::api::fake::view(
+            "s1",
+            "12D3KooWLocal0000aaaaaaaa",
+            "alpha",
+            &["12D3KooWBravo0000bbbbbbbb", "12D3KooWDelta00000dddddddd"],
+        ))
+        .unwrap();
+        assert_eq!(
+            opened_text(&session, &names()).unwrap(),
+            "\
+session  s1
+primary  alpha (12D3KooWLocal0000aaaaaaaa)
+backups  bravo, dddddddd
+"
+        );
+        assert_eq!(
+            closed_text(&session).unwrap(),
+            "closed session s1 (rtp-audio for 127.0.0.1:5004, epoch 1)\n"
+        );
+    }
+
+    #[test]
+    fn params_are_key_equals_value() {
+        assert_eq!(
+            parse_param("codec=pcmu"),
+            Ok(("codec".to_owned(), "pcmu".to_owned()))
+        );
+        assert_eq!(
+            parse_param("cmd=a=b c"),
+            Ok(("cmd".to_owned(), "a=b c".to_owned()))
+        );
+        assert_eq!(
+            parse_param("empty="),
+            Ok(("empty".to_owned(), String::new()))
+        );
+        let err = parse_param("codec").unwrap_err();
+        assert!(err.contains("has no '='"), "{err}");
+        let err = parse_param("=pcmu").unwrap_err();
+        assert!(err.contains("no name before '='"), "{err}");
+    }
+
+    #[test]
+    fn report_values_are_checked() {
+        assert_eq!(parse_loss("0.05"), Ok(0.05));
+        assert_eq!(parse_loss("5%"), Ok(0.05));
+        assert_eq!(parse_loss("1"), Ok(1.0));
+        for bad in ["1.5", "-0.1", "150%", "NaN", "inf", "x", ""] {
+            assert!(parse_loss(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_millis("20"), Ok(20.0));
+        assert_eq!(parse_millis("0.5"), Ok(0.5));
+        for bad in ["-1", "NaN", "inf", "1e300", "20ms"] {
+            assert!(parse_millis(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_session_flags_are_usage_errors() {
+        let api = closed_port();
+        for args in [
+            &["open", "--service", "rtp-audio"][..],
+            &[
+                "open",
+                "--service",
+                "rtp-audio",
+                "--client",
+                "c",
+                "--param",
+                "codec",
+            ],
+            &[
+                "open",
+                "--service",
+                "rtp-audio",
+                "--client",
+                "c",
+                "--param",
+                "a=1",
+                "--param",
+                "a=2",
+            ],
+            &["session"],
+            &["close"],
+            &[
+                "report",
+                "s1",
+                "--loss",
+                "2",
+                "--jitter-ms",
+                "1",
+                "--rtt-ms",
+                "1",
+            ],
+            &[
+                "report",
+                "s1",
+                "--loss",
+                "0",
+                "--jitter-ms",
+                "-1",
+                "--rtt-ms",
+                "1",
+            ],
+            &["report", "s1", "--loss", "0", "--jitter-ms", "1"],
+            &[
+                "report",
+                "s1",
+                "--loss",
+                "0",
+                "--jitter-ms",
+                "1",
+                "--rtt-ms",
+                "1",
+                "--packets",
+                "-1",
+            ],
+        ] {
+            let argv = ["baton", "--api", &api]
+                .into_iter()
+                .chain(args.iter().copied());
+            assert_eq!(run_to(argv, &mut Vec::new()), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn session_ids_stay_one_path_segment() {
+        assert_eq!(session_path("s-1_a", ""), "/v1/sessions/s-1_a");
+        assert_eq!(
+            session_path("../status", "/report"),
+            "/v1/sessions/%2E%2E%2Fstatus/report"
+        );
+        assert_eq!(session_path("a b?c#", ""), "/v1/sessions/a%20b%3Fc%23");
+    }
+
+    /// Runs `baton --api <api> <args>` on a blocking thread; returns the exit
+    /// code and the output.
+    async fn baton(api: &str, args: &[&str]) -> (i32, String) {
+        let argv: Vec<String> = ["baton", "--api", api]
+            .iter()
+            .chain(args)
+            .map(|a| (*a).to_owned())
+            .collect();
+        blocking(move || {
+            let mut out = Vec::new();
+            let code = run_to(argv, &mut out);
+            (code, String::from_utf8(out).unwrap())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn sessions_are_opened_listed_reported_and_closed_through_the_api() {
+        let (shared, reports) = shared();
+        // A session whose primary is another node.
+        let mut theirs =
+            crate::api::fake::view("s-bravo", "12D3KooWBravo0000bbbbbbbb", "bravo", &[]);
+        theirs.epoch = 4;
+        shared.sessions.insert(theirs.id.clone(), theirs);
+        let (addr, stop, task) = serve(shared.clone(), None).await;
+        let api = addr.to_string();
+
+        let (code, out) = baton(
+            &api,
+            &[
+                "open",
+                "--service",
+                "rtp-audio",
+                "--client",
+                "127.0.0.1:5004",
+                "--param",
+                "codec=pcmu",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "\
+session  s1
+primary  alpha (12D3KooWLocal0000aaaaaaaa)
+backups  bravo
+"
+        );
+        assert_eq!(
+            shared
+                .sessions
+                .get("s1")
+                .unwrap()
+                .params
+                .get("codec")
+                .map(String::as_str),
+            Some("pcmu")
+        );
+        let (code, out) = baton(
+            &api,
+            &[
+                "open",
+                "--json",
+                "--service",
+                "rtp-audio",
+                "--client",
+                "127.0.0.1:5006",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0);
+        let opened: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(opened["id"], "s2");
+        assert!(out.ends_with("}\n") && out.lines().count() == 1, "{out:?}");
+
+        let (code, out) = baton(&api, &["sessions"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "\
+ID       SERVICE    PRIMARY  EPOCH  BACKUPS  CLIENT          STATE   HERE
+s-bravo  rtp-audio  bravo        4  -        127.0.0.1:5004  active
+s1       rtp-audio  alpha        1  bravo    127.0.0.1:5004  active  *
+s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
+"
+        );
+        let (code, out) = baton(&api, &["sessions", "--json"]).await;
+        assert_eq!(code, 0);
+        let listed: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            listed,
+            serde_json::to_value(shared.sessions_sorted()).unwrap()
+        );
+
+        let (code, out) = baton(&api, &["session", "s1"]).await;
+        assert_eq!(code, 0);
+        assert!(out.starts_with("session       s1\n"), "{out}");
+        assert!(
+            out.contains("backups       1. bravo (12D3KooWBravo0000bbbbbbbb)\n"),
+            "{out}"
+        );
+        assert!(out.contains("params        codec=pcmu\n"), "{out}");
+        assert_eq!(baton(&api, &["session", "nope"]).await.0, 1);
+
+        let (code, out) = baton(
+            &api,
+            &[
+                "report",
+                "s1",
+                "--loss",
+                "5%",
+                "--jitter-ms",
+                "20",
+                "--rtt-ms",
+                "40",
+                "--packets",
+                "500",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "reported on session s1: loss 5.0%, jitter 20 ms, RTT 40 ms, 500 packets\n"
+        );
+        let (code, out) = baton(
+            &api,
+            &[
+                "report",
+                "s1",
+                "--json",
+                "--loss",
+                "0",
+                "--jitter-ms",
+                "1",
+                "--rtt-ms",
+                "2",
+            ],
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (0, ""));
+        assert_eq!(
+            *reports.lock().unwrap(),
+            [
+                (
+                    "s1".to_owned(),
+                    crate::state::ReportBody {
+                        loss: 0.05,
+                        jitter_ms: 20.0,
+                        rtt_ms: 40.0,
+                        packets: 500
+                    }
+                ),
+                (
+                    "s1".to_owned(),
+                    crate::state::ReportBody {
+                        loss: 0.0,
+                        jitter_ms: 1.0,
+                        rtt_ms: 2.0,
+                        packets: 0
+                    }
+                ),
+            ]
+        );
+
+        let (code, out) = baton(&api, &["close", "s1"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "closed session s1 (rtp-audio for 127.0.0.1:5004, epoch 1)\n"
+        );
+        assert_eq!(shared.sessions.get("s1").unwrap().state, "closed");
+        // Not the primary: the API's 409, exit 1, nothing on stdout.
+        assert_eq!(baton(&api, &["close", "s-bravo"]).await, (1, String::new()));
+        let err = blocking({
+            let api = api.clone();
+            move || {
+                ApiClient::new(&api, None)
+                    .unwrap()
+                    .send(Verb::Delete, "/v1/sessions/s-bravo")
+            }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, CliError::Api { status: 409, .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("bravo (12D3KooWBravo0000bbbbbbbb)"),
             "{err}"
         );
 
@@ -1415,7 +2469,7 @@ listening     /ip4/127.0.0.1/tcp/4000
 
     #[tokio::test]
     async fn watch_prints_events_until_the_stream_ends() {
-        let shared = shared();
+        let (shared, _) = shared();
         let (addr, stop, task) = serve(shared.clone(), None).await;
         let out = SharedOut::default();
         let follower = {
