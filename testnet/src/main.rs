@@ -1,0 +1,473 @@
+//! `testnet`: runs many Baton nodes. `testnet sim` runs the deterministic
+//! simulator of the protocol core; later subcommands will launch real nodes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use baton_protocol::swim;
+use baton_testnet::sim::{self, Latency, RttMatrix, Scenario, ScenarioConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "testnet",
+    version,
+    about = "Run many Baton nodes: a deterministic simulator of the protocol core (and, later, real nodes)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate N nodes' SWIM + Lifeguard state machines in virtual time, inject
+    /// faults, check invariants and report detection latency, false positives,
+    /// dissemination time and traffic.
+    ///
+    /// One seed replays a run exactly. Exit status: 0 when every invariant held,
+    /// 1 when one broke (the report names it and prints the replay command),
+    /// 2 on bad arguments.
+    #[command(after_help = "EXAMPLES:\n  \
+        testnet sim --nodes 32 --seed 1 --scenario crash\n  \
+        testnet sim --nodes 1000 --seed 1 --scenario crash --json\n  \
+        testnet sim --nodes 32 --scenario loss --duration 30min\n  \
+        testnet sim --nodes 64 --scenario partition --asymmetric\n  \
+        testnet sim --nodes 32 --scenario pause --loss 0.05 --duration 30min\n  \
+        testnet sim --nodes 32 --scenario crash --wan ../shared/data/wan-rtt.csv")]
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    /// A random node crashes every ~3 s and restarts (same id) ~2.5 s later.
+    Crash,
+    /// Random loss (--loss, 5%) on every link, no crashes; no node may be declared dead.
+    Loss,
+    /// About 20% of the nodes are cut away for 10 s every 20 s.
+    Partition,
+    /// One node is paused (CPU-starved) in bursts of 0.2-2.5 s; only it may be declared dead.
+    Pause,
+}
+
+impl From<ScenarioArg> for Scenario {
+    fn from(s: ScenarioArg) -> Self {
+        match s {
+            ScenarioArg::Crash => Scenario::Crash,
+            ScenarioArg::Loss => Scenario::Loss,
+            ScenarioArg::Partition => Scenario::Partition,
+            ScenarioArg::Pause => Scenario::Pause,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    /// swim::Config::lan(): RTTs below ~5 ms.
+    Lan,
+    /// swim::Config::wan(): longer probe timeouts for RTTs of 20-300 ms.
+    Wan,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Number of simulated nodes.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=20_000))]
+    nodes: u32,
+
+    /// Seed of every random choice: the same seed replays the same run.
+    /// Random (and printed) when omitted.
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// The faults to inject.
+    #[arg(long, value_enum, default_value_t = ScenarioArg::Crash)]
+    scenario: ScenarioArg,
+
+    /// Length of the measurement window, e.g. 60s or 10min
+    /// [default: 30min for loss, 60s otherwise].
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    duration: Option<Duration>,
+
+    /// Probability that a message is lost, on every link, during the
+    /// measurement window [default: 0.05 in the loss scenario, 0 otherwise].
+    #[arg(long, value_name = "P", value_parser = probability)]
+    loss: Option<f64>,
+
+    /// Cut the partitioned minority one way only: it still hears the
+    /// majority but cannot answer (partition scenario).
+    #[arg(long)]
+    asymmetric: bool,
+
+    /// Protocol profile [default: wan with --wan, lan otherwise].
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+
+    /// Shortest link RTT; each pair of nodes gets a fixed RTT drawn
+    /// uniformly between --min-rtt and --max-rtt [default: 100us].
+    #[arg(long, value_name = "DURATION", value_parser = duration, conflicts_with = "wan")]
+    min_rtt: Option<Duration>,
+
+    /// Longest link RTT [default: 1ms].
+    #[arg(long, value_name = "DURATION", value_parser = duration, conflicts_with = "wan")]
+    max_rtt: Option<Duration>,
+
+    /// Take RTTs from a region matrix, a CSV file of `a,b,rtt_ms` lines after a
+    /// header (e.g. ../shared/data/wan-rtt.csv); nodes are placed in the
+    /// regions round-robin, links inside a region have LAN RTTs.
+    #[arg(long, value_name = "FILE")]
+    wan: Option<PathBuf>,
+
+    /// Largest extra delay of a message, as a fraction of its link's one-way delay.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.1, value_parser = jitter)]
+    jitter: f64,
+
+    /// Minimum time between the first node's start and the measurement; the
+    /// measurement also waits until the membership has converged and the
+    /// join announcements have drained (at most 120 s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    warmup: Duration,
+
+    /// Start every node at once, already knowing the whole group (as after an
+    /// anti-entropy exchange), instead of joining one by one over 2 s: skips
+    /// the wave of join announcements, which takes ~50 s of virtual time to
+    /// drain at 1000 nodes.
+    #[arg(long)]
+    warm_start: bool,
+
+    /// Length of the final phase without faults, after which the membership
+    /// must have converged.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = positive_duration)]
+    settle: Duration,
+
+    /// Size of each node's metadata in bytes (it rides on every alive update).
+    #[arg(long, value_name = "BYTES", default_value_t = 32, value_parser = clap::value_parser!(u16).range(12..=1024))]
+    meta_bytes: u16,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Overrides of the protocol profile, for experiments.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Protocol tuning (overrides of the profile)")]
+struct Tuning {
+    /// SWIM's protocol period.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    probe_interval: Option<Duration>,
+
+    /// Direct-probe timeout before a member's RTT is known.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    probe_timeout: Option<Duration>,
+
+    /// Lower bound of the adaptive direct-probe timeout.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    min_probe_timeout: Option<Duration>,
+
+    /// Members asked to probe indirectly (k).
+    #[arg(long, value_name = "K")]
+    indirect_probes: Option<usize>,
+
+    /// Lifeguard's alpha: minimum suspicion timeout in probe intervals (times log10 n).
+    #[arg(long, value_name = "ALPHA", value_parser = positive_number)]
+    suspicion_min_mult: Option<f64>,
+
+    /// Lifeguard's beta: maximum suspicion timeout as a multiple of the minimum.
+    #[arg(long, value_name = "BETA", value_parser = positive_number)]
+    suspicion_max_mult: Option<f64>,
+
+    /// An update is piggybacked this many times ceil(log10(n + 1)).
+    #[arg(long, value_name = "N")]
+    retransmit_mult: Option<u32>,
+
+    /// Members a fresh update is pushed to at once.
+    #[arg(long, value_name = "N")]
+    gossip_fanout: Option<usize>,
+
+    /// Most updates piggybacked on one message.
+    #[arg(long, value_name = "N")]
+    max_piggyback: Option<usize>,
+
+    /// Time between two anti-entropy exchanges.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    sync_interval: Option<Duration>,
+}
+
+impl Tuning {
+    fn apply(&self, c: &mut swim::Config) {
+        let Tuning {
+            probe_interval,
+            probe_timeout,
+            min_probe_timeout,
+            indirect_probes,
+            suspicion_min_mult,
+            suspicion_max_mult,
+            retransmit_mult,
+            gossip_fanout,
+            max_piggyback,
+            sync_interval,
+        } = *self;
+        set(&mut c.probe_interval, probe_interval);
+        set(&mut c.probe_timeout, probe_timeout);
+        set(&mut c.min_probe_timeout, min_probe_timeout);
+        set(&mut c.indirect_probes, indirect_probes);
+        set(&mut c.suspicion_min_mult, suspicion_min_mult);
+        set(&mut c.suspicion_max_mult, suspicion_max_mult);
+        set(&mut c.retransmit_mult, retransmit_mult);
+        set(&mut c.gossip_fanout, gossip_fanout);
+        set(&mut c.max_piggyback, max_piggyback);
+        set(&mut c.sync_interval, sync_interval);
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("--min-rtt ({min:?}) is longer than --max-rtt ({max:?}): swap them")]
+    RttRange { min: Duration, max: Duration },
+    #[error(transparent)]
+    Matrix(#[from] sim::MatrixError),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => match run_sim(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let scenario = Scenario::from(args.scenario);
+    let mut cfg = ScenarioConfig::new(scenario, args.nodes as usize, seed);
+    let profile = args.profile.unwrap_or(if args.wan.is_some() {
+        Profile::Wan
+    } else {
+        Profile::Lan
+    });
+    let (mut protocol, profile_name) = match profile {
+        Profile::Lan => (swim::Config::lan(), "lan"),
+        Profile::Wan => (swim::Config::wan(), "wan"),
+    };
+    args.tuning.apply(&mut protocol);
+    cfg.sim.protocol = protocol;
+    cfg.profile = profile_name.to_owned();
+    cfg.sim.latency = match &args.wan {
+        Some(path) => Latency::Matrix(RttMatrix::load(path)?),
+        None => {
+            // One bound alone moves the other default out of its way.
+            let (min, max) = match (args.min_rtt, args.max_rtt) {
+                (Some(min), Some(max)) => (min, max),
+                (Some(min), None) => (min, min.max(Duration::from_millis(1))),
+                (None, Some(max)) => (max.min(Duration::from_micros(100)), max),
+                (None, None) => (Duration::from_micros(100), Duration::from_millis(1)),
+            };
+            if min > max {
+                return Err(CliError::RttRange { min, max });
+            }
+            Latency::Uniform {
+                min_rtt: min,
+                max_rtt: max,
+            }
+        }
+    };
+    cfg.sim.jitter = args.jitter;
+    cfg.sim.meta_bytes = usize::from(args.meta_bytes);
+    if let Some(d) = args.duration {
+        cfg.duration = d;
+    }
+    if let Some(loss) = args.loss {
+        cfg.loss = loss;
+    }
+    cfg.asymmetric = args.asymmetric;
+    cfg.warmup = args.warmup;
+    cfg.warm_start = args.warm_start;
+    cfg.settle = args.settle;
+    cfg.replay = replay_command(seed);
+
+    let report = sim::run(&cfg);
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The command line that replays this run: the flags as given, with the
+/// seed made explicit.
+fn replay_command(seed: u64) -> String {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let sim_at = args.iter().position(|a| a == "sim").map_or(0, |p| p + 1);
+    let mut flags = args.split_off(sim_at);
+    let mut i = 0;
+    while i < flags.len() {
+        if flags[i] == "--seed" {
+            flags.drain(i..(i + 2).min(flags.len()));
+        } else if flags[i].starts_with("--seed=") {
+            flags.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    flags.push("--seed".to_owned());
+    flags.push(seed.to_string());
+    let quoted: Vec<String> = flags.iter().map(|f| shell_quote(f)).collect();
+    format!(
+        "cargo run --release -p baton-testnet --bin testnet -- sim {}",
+        quoted.join(" ")
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000_000
+}
+
+/// A humantime duration (`250ms`, `1m 30s`, `10min`), or a decimal number
+/// with one unit (`0.1ms`, `1.5s`), which humantime does not read.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .or_else(|e| decimal_duration(s.trim()).ok_or(e))
+        .map_err(|e| {
+            format!("`{s}` is not a duration ({e}); write e.g. 0.1ms, 250ms, 30s or 10min")
+        })
+}
+
+fn decimal_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hr" | "hrs" => 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(value * seconds).ok()
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err("must be at most a week".to_owned());
+    }
+    Ok(d)
+}
+
+fn number(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| format!("`{s}` is not a number"))
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    let p = number(s)?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{p} is not a probability: use a value from 0 to 1, e.g. 0.05"
+        ))
+    }
+}
+
+fn jitter(s: &str) -> Result<f64, String> {
+    let j = number(s)?;
+    if (0.0..=10.0).contains(&j) {
+        Ok(j)
+    } else {
+        Err(format!(
+            "{j} is out of range: use a fraction from 0 to 10, e.g. 0.1 for 10%"
+        ))
+    }
+}
+
+fn positive_number(s: &str) -> Result<f64, String> {
+    let x = number(s)?;
+    if x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("{x} must be greater than zero"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_flags_are_errors_not_panics() {
+        for bad in [
+            &["testnet", "sim", "--nodes", "1"][..],
+            &["testnet", "sim", "--loss", "1.5"],
+            &["testnet", "sim", "--duration", "soon"],
+            &["testnet", "sim", "--scenario", "meteor"],
+            &["testnet", "sim", "--wan", "x.csv", "--min-rtt", "1ms"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_humantime() {
+        assert_eq!(duration("30min"), Ok(Duration::from_secs(1800)));
+        assert_eq!(duration("0.1ms"), Ok(Duration::from_micros(100)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("100us"), Ok(Duration::from_micros(100)));
+        assert!(duration("1.5 parsecs").is_err());
+        assert!(duration("-1s").is_err());
+    }
+
+    #[test]
+    fn quoting_keeps_plain_flags_plain() {
+        assert_eq!(shell_quote("--nodes"), "--nodes");
+        assert_eq!(shell_quote("a b"), "'a b'");
+    }
+}

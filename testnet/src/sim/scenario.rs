@@ -1,0 +1,473 @@
+//! The fault scenarios of `testnet sim`, and the measurement around them.
+//!
+//! Every run has the same shape: bootstrap (node 0 first, the others join
+//! over ~2 s) and warm-up until the views converge; the measurement window,
+//! where the scenario injects its faults and nodes announce new metadata
+//! every few seconds; then the settle phase, where faults stop and the
+//! membership must converge.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::engine::{KINDS, Sim, SimConfig, Status, Watch};
+use super::invariants::converges;
+use super::network::mix;
+use super::report::{Messages, Report, WallPhases};
+use super::stats::{Summary, round};
+
+/// A fault scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// A random node crashes every ~3 s and restarts ~2.5 s later.
+    Crash,
+    /// Random loss on every link, no crashes.
+    Loss,
+    /// A minority is cut away for 10 s every 20 s.
+    Partition,
+    /// One node is paused in bursts.
+    Pause,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Crash,
+        Scenario::Loss,
+        Scenario::Partition,
+        Scenario::Pause,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Crash => "crash",
+            Scenario::Loss => "loss",
+            Scenario::Partition => "partition",
+            Scenario::Pause => "pause",
+        }
+    }
+
+    /// The default length of the measurement window.
+    pub fn default_duration(self) -> Duration {
+        match self {
+            Scenario::Loss => Duration::from_secs(30 * 60),
+            _ => Duration::from_secs(60),
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| format!("unknown scenario `{s}`: use crash, loss, partition or pause"))
+    }
+}
+
+/// Everything a scenario run needs.
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    /// Which faults.
+    pub scenario: Scenario,
+    /// The simulated group.
+    pub sim: SimConfig,
+    /// Name of the protocol profile, for the report.
+    pub profile: String,
+    /// Length of the measurement window.
+    pub duration: Duration,
+    /// Nodes start over this long, each joining through node 0 and up to
+    /// two earlier nodes...
+    pub bootstrap_over: Duration,
+    /// ...unless every node starts at once, knowing the whole group
+    /// ([`Sim::bootstrap_warm`]).
+    pub warm_start: bool,
+    /// The measurement starts no earlier than this, and only once the views
+    /// have converged and the join announcements have drained (messages
+    /// carry less than one update on average)...
+    pub warmup: Duration,
+    /// ...which must happen by this (the views must have converged; an
+    /// undrained join wave is only reported).
+    pub max_warmup: Duration,
+    /// Length of the final phase without faults.
+    pub settle: Duration,
+    /// Loss probability of every link during the measurement window: 0.05
+    /// in the loss scenario, 0 in the others unless set.
+    pub loss: f64,
+    /// Cut the minority one way only (partition scenario).
+    pub asymmetric: bool,
+    /// Mean time between two metadata updates.
+    pub update_every: Duration,
+    /// Mean time between two crashes (crash scenario).
+    pub crash_every: Duration,
+    /// A crashed node restarts this long after its crash (or once every
+    /// live node has declared it dead, if that is later).
+    pub restart_after: Duration,
+    /// Time between the starts of two partitions.
+    pub partition_every: Duration,
+    /// How long a partition lasts.
+    pub partition_for: Duration,
+    /// The fraction of nodes cut away.
+    pub partition_fraction: f64,
+    /// Range of pause lengths (pause scenario).
+    pub pause_for: (Duration, Duration),
+    /// Range of running time between two pauses.
+    pub pause_gap: (Duration, Duration),
+    /// The command that replays the run, for the report.
+    pub replay: String,
+}
+
+impl ScenarioConfig {
+    /// The defaults of `testnet sim` for this scenario, group size and seed.
+    pub fn new(scenario: Scenario, nodes: usize, seed: u64) -> Self {
+        ScenarioConfig {
+            scenario,
+            sim: SimConfig::new(nodes, seed),
+            profile: "lan".to_owned(),
+            duration: scenario.default_duration(),
+            bootstrap_over: Duration::from_secs(2),
+            warm_start: false,
+            warmup: Duration::from_secs(10),
+            max_warmup: Duration::from_secs(120),
+            settle: Duration::from_secs(15),
+            loss: if scenario == Scenario::Loss {
+                0.05
+            } else {
+                0.0
+            },
+            asymmetric: false,
+            update_every: Duration::from_secs(2),
+            crash_every: Duration::from_secs(3),
+            restart_after: Duration::from_millis(2500),
+            partition_every: Duration::from_secs(20),
+            partition_for: Duration::from_secs(10),
+            partition_fraction: 0.2,
+            pause_for: (Duration::from_millis(200), Duration::from_millis(2500)),
+            pause_gap: (Duration::from_secs(1), Duration::from_secs(3)),
+            replay: format!(
+                "cargo run --release -p baton-testnet --bin testnet -- sim --nodes {nodes} \
+                 --seed {seed} --scenario {scenario}"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Act {
+    Update,
+    Crash,
+    Cut,
+    Heal,
+    Pause,
+}
+
+/// Runs a scenario to the end and reports what it measured.
+pub fn run(cfg: &ScenarioConfig) -> Report {
+    let wall = Instant::now();
+    let n = cfg.sim.nodes;
+    let mut sim = Sim::new(cfg.sim.clone());
+    let mut rng = SmallRng::seed_from_u64(mix(cfg.sim.seed ^ 0x7363_656e_6172_696f));
+
+    // Bootstrap and warm-up.
+    sim.watch(Watch::Warmup);
+    if cfg.warm_start {
+        sim.bootstrap_warm();
+    } else {
+        sim.bootstrap(cfg.bootstrap_over);
+    }
+    let drained = warm_up(&mut sim, cfg);
+    if sim.is_watching(Watch::Warmup)
+        && let Err(mut v) =
+            converges::check(sim.views(), Duration::ZERO, sim.now(), |i| format!("n{i}"))
+    {
+        v.details = format!("bootstrap did not converge: {}", v.details);
+        sim.violate(v);
+    }
+
+    // The measurement window.
+    let warmup_wall = wall.elapsed();
+    let start = sim.now();
+    let end = start + cfg.duration;
+    sim.start_measurement();
+    let mut agenda: BinaryHeap<Reverse<(Duration, u64, Act)>> = BinaryHeap::new();
+    let mut order = 0u64;
+    let mut plan = |agenda: &mut BinaryHeap<_>, at: Duration, act: Act| {
+        order += 1;
+        agenda.push(Reverse((at, order, act)));
+    };
+    plan(
+        &mut agenda,
+        start + jitter(&mut rng, cfg.update_every),
+        Act::Update,
+    );
+    let paused = if n > 1 { rng.random_range(1..n) } else { 0 };
+    let mut heal_unconverged = 0;
+    sim.set_loss(cfg.loss);
+    match cfg.scenario {
+        Scenario::Crash => plan(
+            &mut agenda,
+            start + jitter(&mut rng, cfg.crash_every),
+            Act::Crash,
+        ),
+        Scenario::Loss => {}
+        Scenario::Partition => plan(&mut agenda, start + Duration::from_secs(5), Act::Cut),
+        Scenario::Pause => plan(
+            &mut agenda,
+            start + between(&mut rng, cfg.pause_gap),
+            Act::Pause,
+        ),
+    }
+    while let Some(Reverse((at, _, act))) = agenda.pop() {
+        if at >= end {
+            break;
+        }
+        sim.run_until(at);
+        match act {
+            Act::Update => {
+                // Updates are timed in a whole group: not across a cut, nor
+                // while a healed partition is still merging.
+                if !sim.network().has_cuts()
+                    && !sim.is_watching(Watch::Heal)
+                    && let Some(i) = pick(&sim, &mut rng, |sim, i| sim.is_settled(i))
+                {
+                    sim.set_meta(i);
+                }
+                plan(
+                    &mut agenda,
+                    at + jitter(&mut rng, cfg.update_every),
+                    Act::Update,
+                );
+            }
+            Act::Crash => {
+                if let Some(i) = pick(&sim, &mut rng, |sim, i| sim.is_settled(i)) {
+                    sim.crash(i);
+                    sim.restart_at(i, at + cfg.restart_after);
+                }
+                plan(
+                    &mut agenda,
+                    at + jitter(&mut rng, cfg.crash_every),
+                    Act::Crash,
+                );
+            }
+            Act::Cut => {
+                sim.interrupt_dissemination();
+                if sim.cancel_watch(Watch::Heal) {
+                    heal_unconverged += 1;
+                }
+                let size = ((cfg.partition_fraction * n as f64).ceil() as usize).clamp(1, n / 2);
+                let (minority, majority) = split(&mut rng, n, size);
+                if cfg.asymmetric {
+                    sim.cut_one_way_between(&minority, &majority);
+                } else {
+                    sim.partition(&[majority, minority]);
+                }
+                plan(&mut agenda, at + cfg.partition_for, Act::Heal);
+                plan(&mut agenda, at + cfg.partition_every, Act::Cut);
+            }
+            Act::Heal => {
+                sim.heal();
+                sim.watch(Watch::Heal);
+            }
+            Act::Pause => {
+                sim.pause(paused);
+                let length = between(&mut rng, cfg.pause_for);
+                sim.resume_at(paused, at + length);
+                let next = at + length + between(&mut rng, cfg.pause_gap);
+                plan(&mut agenda, next, Act::Pause);
+            }
+        }
+    }
+    sim.run_until(end);
+    sim.stop_measurement();
+    let measure_wall = wall.elapsed() - warmup_wall;
+
+    // Faults stop; the membership must converge.
+    sim.heal();
+    sim.set_loss(0.0);
+    for i in 0..n {
+        match sim.status(i) {
+            Status::Paused => sim.resume(i),
+            Status::Crashed => {
+                let now = sim.now();
+                sim.restart_at(i, now);
+            }
+            _ => {}
+        }
+    }
+    sim.watch(Watch::Settle);
+    sim.run_until(end + cfg.settle);
+    if let Err(v) = converges::check(sim.views(), end, sim.now(), |i| format!("n{i}")) {
+        sim.violate(v);
+    }
+
+    let wall = Wall {
+        total: wall.elapsed(),
+        warmup: warmup_wall,
+        measure: measure_wall,
+    };
+    report(cfg, &sim, &wall, start, drained, heal_unconverged)
+}
+
+/// Runs until the measurement may start: not before `cfg.warmup`, with the
+/// views converged and the join wave drained, or until `cfg.max_warmup`.
+/// Returns whether the join wave drained.
+fn warm_up(sim: &mut Sim, cfg: &ScenarioConfig) -> bool {
+    const STEP: Duration = Duration::from_secs(1);
+    sim.run_until(cfg.warmup.max(cfg.bootstrap_over).saturating_sub(STEP));
+    loop {
+        let before = sim.counters();
+        sim.run_for(STEP);
+        let after = sim.counters();
+        let msgs = after.sent - before.sent;
+        let updates = after.updates_sent - before.updates_sent;
+        // Every join is news to every node and rides on its next probes and
+        // acks many times: measuring before that wave has passed would
+        // measure the bootstrap, not the scenario.
+        let drained = updates < msgs.max(1);
+        let converged = !sim.is_watching(Watch::Warmup);
+        if (converged && drained) || sim.now() >= cfg.max_warmup {
+            return drained;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Wall {
+    total: Duration,
+    warmup: Duration,
+    measure: Duration,
+}
+
+fn report(
+    cfg: &ScenarioConfig,
+    sim: &Sim,
+    wall: &Wall,
+    start: Duration,
+    drained: bool,
+    heal_unconverged: usize,
+) -> Report {
+    let wall_s = wall.total.as_secs_f64();
+    let measure_wall_s = wall.measure.as_secs_f64();
+    let traffic = sim.traffic();
+    let c = sim.counters();
+    let to_ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let summary = |ds: &[Duration]| Summary::of(&ds.iter().map(to_ms).collect::<Vec<_>>());
+    let first_ms = |ds: &[Duration]| ds.first().map(|d| round(to_ms(d)));
+    let virtual_s = sim.now().as_secs_f64();
+    let by_kind = |values: [f64; 6]| -> BTreeMap<&'static str, f64> {
+        KINDS
+            .iter()
+            .zip(values)
+            .map(|(k, v)| (*k, round(v)))
+            .collect()
+    };
+    Report {
+        scenario: cfg.scenario.name().to_owned(),
+        nodes: cfg.sim.nodes,
+        seed: cfg.sim.seed,
+        profile: cfg.profile.clone(),
+        latency: cfg.sim.latency.describe(),
+        warm_start: cfg.warm_start,
+        virtual_s: round(virtual_s),
+        warmup_s: round(start.as_secs_f64()),
+        warmup_drained: drained,
+        measured_s: round(traffic.window.as_secs_f64()),
+        wall_s: millis(wall_s),
+        speedup: round(virtual_s / wall_s.max(1e-9)),
+        wall_phases_s: WallPhases {
+            warmup: millis(wall.warmup.as_secs_f64()),
+            measure: millis(measure_wall_s),
+            settle: millis((wall.total - wall.warmup - wall.measure).as_secs_f64()),
+        },
+        measure_speedup: round(traffic.window.as_secs_f64() / measure_wall_s.max(1e-9)),
+        detection_ms: summary(sim.detection_samples()),
+        dissemination_ms: summary(sim.dissemination_samples()),
+        dissemination_incomplete: sim.dissemination_incomplete(),
+        false_positives: c.false_positives,
+        suspicions_of_healthy: c.suspicions_of_healthy,
+        bytes_per_node_per_s: round(traffic.bytes_per_node_per_s),
+        msgs_per_node_per_s: round(traffic.msgs_per_node_per_s),
+        max_bytes_per_node_per_s: round(traffic.max_bytes_per_node_per_s),
+        bytes_per_node_per_s_by_kind: by_kind(traffic.bytes_by_kind),
+        msgs_per_node_per_s_by_kind: by_kind(traffic.msgs_by_kind),
+        warmup_converged_ms: first_ms(sim.convergence_samples(Watch::Warmup)),
+        rejoin_ms: (cfg.scenario == Scenario::Crash).then(|| summary(sim.rejoin_samples())),
+        heal_converge_ms: (cfg.scenario == Scenario::Partition)
+            .then(|| summary(sim.convergence_samples(Watch::Heal))),
+        heal_unconverged: (cfg.scenario == Scenario::Partition).then_some(heal_unconverged),
+        settle_converged_ms: first_ms(sim.convergence_samples(Watch::Settle)),
+        crashes: c.crashes,
+        restarts: c.restarts,
+        pauses: c.pauses,
+        refutations: c.refutations,
+        messages: Messages {
+            sent: c.sent,
+            delivered: c.delivered,
+            lost: c.lost,
+            cut: c.cut,
+            to_crashed: c.to_stopped,
+            backlog_dropped: c.backlog_dropped,
+        },
+        violations_total: c.violations,
+        violations: sim.violations().to_vec(),
+        replay: cfg.replay.clone(),
+    }
+}
+
+fn millis(secs: f64) -> f64 {
+    (secs * 1000.0).round() / 1000.0
+}
+
+/// `mean` scaled by a random factor in 0.8..1.2: deterministic jitter.
+fn jitter(rng: &mut SmallRng, mean: Duration) -> Duration {
+    mean.mul_f64(rng.random_range(0.8..1.2))
+}
+
+fn between(rng: &mut SmallRng, (lo, hi): (Duration, Duration)) -> Duration {
+    if hi <= lo {
+        return lo;
+    }
+    lo + (hi - lo).mul_f64(rng.random::<f64>())
+}
+
+/// A random node that satisfies `ok`: random tries first, then a scan from a
+/// random place, so that a nearly exhausted group still yields one.
+fn pick(sim: &Sim, rng: &mut SmallRng, ok: impl Fn(&Sim, usize) -> bool) -> Option<usize> {
+    let n = sim.len();
+    if n == 0 {
+        return None;
+    }
+    for _ in 0..16 {
+        let i = rng.random_range(0..n);
+        if ok(sim, i) {
+            return Some(i);
+        }
+    }
+    let from = rng.random_range(0..n);
+    (0..n).map(|k| (from + k) % n).find(|&i| ok(sim, i))
+}
+
+/// A random `size`-node minority and the rest.
+fn split(rng: &mut SmallRng, n: usize, size: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut all: Vec<usize> = (0..n).collect();
+    for k in 0..size.min(n) {
+        let j = rng.random_range(k..n);
+        all.swap(k, j);
+    }
+    let majority = all.split_off(size.min(n));
+    (all, majority)
+}
