@@ -627,7 +627,7 @@ struct OpenRequest {
 
 impl OpenRequest {
     const EXAMPLE: &str =
-        r#"{"service": "rtp-audio", "client": "127.0.0.1:5004", "params": {"codec": "pcmu"}}"#;
+        r#"{"service": "rtp-audio", "client": "127.0.0.1:5004", "params": {"source": "tone"}}"#;
 
     /// Checks the fields and the limits of the session map, so that a bad
     /// request is answered with the field at fault.
@@ -651,7 +651,7 @@ impl OpenRequest {
             Some(Value::Object(params)) => Self::params(params)?,
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
-                    "field \"params\" must be an object of strings such as {{\"codec\": \"pcmu\"}}, \
+                    "field \"params\" must be an object of strings such as {{\"source\": \"tone\"}}, \
                      not {}",
                     json_kind(other)
                 )));
@@ -1186,6 +1186,7 @@ mod tests {
             state: state.to_owned(),
             previous: Some("alive".to_owned()),
             incarnation: 1,
+            reason: None,
         }
     }
 

@@ -90,7 +90,7 @@ the parameters and the changes of primary this node saw.";
 const OPEN_EXAMPLES: &str = "\
 Examples:
   baton open --service rtp-audio --client 127.0.0.1:5004
-  baton open --service rtp-audio --client 127.0.0.1:5004 --param codec=pcmu --param ptime=20
+  baton open --service rtp-audio --client 127.0.0.1:5004 --param source=tone --param ssrc=0x1234abcd
   id=$(baton open --service rtp-audio --client 127.0.0.1:5004 --json | jq -r .id)
 
 Prints the new session's id, its primary and its backups.";
@@ -204,7 +204,7 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
         Some(("", _)) => Err(format!("{text:?} has no name before '=': write KEY=VALUE")),
         Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
         None => Err(format!(
-            "{text:?} has no '=': write KEY=VALUE, such as codec=pcmu"
+            "{text:?} has no '=': write KEY=VALUE, such as source=tone"
         )),
     }
 }
@@ -1678,6 +1678,7 @@ listening     /ip4/127.0.0.1/tcp/4000
             state: "suspect".to_owned(),
             previous: Some("alive".to_owned()),
             incarnation: 4,
+            reason: None,
         };
         let data = serde_json::to_string(&event).unwrap();
         assert_eq!(
@@ -2498,6 +2499,7 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
             state: "dead".to_owned(),
             previous: Some("suspect".to_owned()),
             incarnation: 12,
+            reason: None,
         });
         timeout(LIMIT, async {
             while !out.text().contains('\n') {

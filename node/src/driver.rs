@@ -294,7 +294,8 @@ impl Driver {
                             .as_ref()
                             .is_none_or(|(at, last): &(Instant, Vec<u8>)| *last != payload || at.elapsed() >= PERF_REPEAT);
                         if due {
-                            self.swim.broadcast_app(b"perf".to_vec(), payload.clone());
+                            let key = [b"perf/".as_slice(), self.swim.local_id().as_bytes()].concat();
+                            self.swim.broadcast_app(key, payload.clone());
                             last_perf = Some((Instant::now(), payload));
                         }
                     }
@@ -327,7 +328,16 @@ impl Driver {
             Ok(envelope) => {
                 let (now, now_ms) = (Instant::now(), unix_ms());
                 for payload in &envelope.app {
-                    self.engine.handle_app(now, now_ms, payload);
+                    let news = self.engine.handle_app(now, now_ms, payload);
+                    // Deltas are spread on by the engine itself; summaries
+                    // that were news are forwarded here, under their node's key.
+                    if news
+                        && let Ok(sessions::AppMessage::Perf(p)) =
+                            sessions::AppMessage::decode(payload)
+                    {
+                        let key = [b"perf/".as_slice(), p.node.as_bytes()].concat();
+                        self.swim.broadcast_app(key, payload.to_vec());
+                    }
                 }
                 envelope.message
             }
@@ -359,7 +369,11 @@ impl Driver {
             challenge,
             response,
         } = outcome;
-        let members = self.swim.num_active();
+        // The peer itself does not count against the limit when it is
+        // already a member (it reconnected).
+        let id = NodeId::new(&peer.to_bytes()).expect("a peer id fits a node id");
+        let already = self.swim.member(&id).is_some_and(|m| m.state.is_active());
+        let members = self.swim.num_active() - usize::from(already);
         let verdict = response.map_err(peering::Refusal::Malformed).and_then(|r| {
             self.policy.admit(
                 &self.me.to_bytes(),
@@ -587,6 +601,17 @@ impl Driver {
         for peer in refused {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+        // A handshake that failed (timeout, stream error) is retried while
+        // the connection stays up.
+        let unproven: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| !self.admission.contains_key(p))
+            .copied()
+            .collect();
+        for peer in unproven {
+            self.start_hello(peer);
+        }
     }
 
     fn discover(&mut self) {
@@ -703,6 +728,7 @@ impl Driver {
                     state: state.as_str().to_string(),
                     previous: previous.map(|p| p.as_str().to_string()),
                     incarnation,
+                    reason: None,
                 });
             }
             Event::MemberMeta { id, meta } => {
@@ -728,6 +754,7 @@ impl Driver {
                 }
             }
             Event::ProbeRtt { id, .. } => {
+                self.feed_engine(&id);
                 let Some(peer) = peer_of(&id) else { return };
                 let Some(member) = self.swim.member(&id) else {
                     return;
@@ -754,6 +781,7 @@ impl Driver {
                     state: "alive".to_string(),
                     previous: None,
                     incarnation,
+                    reason: None,
                 });
             }
             Event::Removed { id } => {
@@ -796,10 +824,13 @@ impl Driver {
                 Action::Start(record) => {
                     changed.push(record.id.clone());
                     self.start_instance(&record);
+                    self.publish_session_event(&record.id, "started", record.epoch, &record.reason);
                 }
                 Action::Stop { id, reason } => {
                     changed.push(id.clone());
                     tracing::info!(session = %id, %reason, "stopping session");
+                    let epoch = self.engine.map().get(&id).map_or(0, |r| r.epoch);
+                    self.publish_session_event(&id, "stopped", epoch, &reason);
                     if let Some(instance) = self.instances.remove(&id) {
                         tokio::spawn(instance.stop());
                     }
@@ -817,6 +848,21 @@ impl Driver {
             self.meta.load = load;
             self.swim.set_meta(Instant::now(), self.meta.encode());
         }
+    }
+
+    fn publish_session_event(&self, id: &str, state: &str, epoch: u64, reason: &str) {
+        let (at, at_ms) = wall_clock();
+        self.shared.publish(ApiEvent {
+            kind: "session".to_string(),
+            at,
+            at_ms,
+            id: id.to_string(),
+            name: self.shared.local.name.clone(),
+            state: state.to_string(),
+            previous: None,
+            incarnation: u32::try_from(epoch).unwrap_or(u32::MAX),
+            reason: Some(reason.to_string()),
+        });
     }
 
     fn start_instance(&mut self, record: &Record) {

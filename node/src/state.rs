@@ -205,8 +205,9 @@ pub struct PeerView {
 /// An event of `GET /v1/events`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ApiEvent {
-    /// `member` (a member changed state) or `refuted` (this node refuted a
-    /// suspicion about itself).
+    /// `member` (a member changed state), `refuted` (this node refuted a
+    /// suspicion about itself) or `session` (this node started or stopped
+    /// hosting a session: `id` is the session, `state` `started`/`stopped`).
     pub kind: String,
     /// Wall-clock time, RFC 3339 with milliseconds.
     pub at: String,
@@ -220,8 +221,11 @@ pub struct ApiEvent {
     pub state: String,
     /// Its previous state, if it had one.
     pub previous: Option<String>,
-    /// The incarnation of the new state.
+    /// The incarnation of the new state (the epoch, for `session` events).
     pub incarnation: u32,
+    /// Why, for `session` events (`takeover: ...`, `transfer: ...`, ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 /// Monotonic counters.

@@ -4,7 +4,7 @@
 //! Admission runs a challenge-response over `/baton/hello/1` in each
 //! direction: the challenger sends its overlay name and a fresh nonce, the
 //! responder answers with its overlay name and, when the overlay has a network
-//! key, `HMAC-SHA256(key, "baton/hello/1" | nonce | responder id | challenger id)`.
+//! key, `HMAC-SHA256(key, "/baton/hello/1" | nonce | responder id | challenger id)`.
 //! Binding both peer ids (which libp2p's Noise handshake authenticates) makes
 //! a proof useless to anyone else and for any other pair.
 

@@ -516,7 +516,10 @@ impl<S: Signer> Engine<S> {
             .collect();
         for id in expired {
             self.handing_over.remove(&id);
-            self.stop(&id, "handed over (no confirmation in time)");
+            let still_mine = self.map.get(&id).is_some_and(|r| r.primary == self.me);
+            if !still_mine {
+                self.stop(&id, "handed over (no confirmation in time)");
+            }
         }
         self.map.gc(now_ms);
     }
@@ -677,6 +680,9 @@ impl<S: Signer> Engine<S> {
         self.note_move(&record);
         let mine = record.primary == self.me && record.state == SessionState::Active;
         if mine {
+            // Primary again (a transfer whose new primary died before it
+            // confirmed came back here): no handover is pending any more.
+            self.handing_over.remove(id);
             if !self.hosting.contains(id) {
                 self.hosting.insert(id.to_string());
                 self.last_move.entry(id.to_string()).or_insert(now);

@@ -78,7 +78,7 @@ impl Config {
             suspicion_max_mult: 3.0,
             suspicion_confirmations: 3,
             max_local_health: 8,
-            retransmit_mult: 4,
+            retransmit_mult: 3,
             gossip_fanout: 3,
             max_piggyback: 16,
             sync_interval: Duration::from_secs(5),
@@ -337,6 +337,8 @@ impl Ord for Scheduled {
 #[derive(Debug)]
 struct Probe {
     target: NodeId,
+    /// The incarnation probed: a failure blames that one only.
+    incarnation: u32,
     sent: Instant,
     timeout: Duration,
     relays: Vec<NodeId>,
@@ -1134,6 +1136,10 @@ impl<R: Rng> Swim<R> {
             })
             .map(|m| m.id.clone())
             .collect();
+        // HashMap order differs between processes: sort, so that a seed
+        // replays a simulation exactly.
+        let mut expired = expired;
+        expired.sort_unstable();
         for id in expired {
             self.members.remove(&id);
             self.vivaldi.forget(&id);
@@ -1183,11 +1189,13 @@ impl<R: Rng> Swim<R> {
         let timeout = self.probe_timeout_for(&target);
         self.stats.probes += 1;
         let updates = self.piggyback(&target);
+        let incarnation = self.members.get(&target).map_or(0, |m| m.incarnation);
         self.send(target.clone(), Message::Ping(Ping { seq, updates }));
         self.probes.insert(
             seq,
             Probe {
                 target,
+                incarnation,
                 sent: now,
                 timeout,
                 relays: Vec::new(),
@@ -1237,13 +1245,15 @@ impl<R: Rng> Swim<R> {
         let Some(member) = self.members.get(&probe.target) else {
             return;
         };
-        if !member.state.is_active() || self.leaving {
+        // Blame the incarnation that was probed: a member that announced a
+        // newer one since (it refuted, or restarted) is not concerned.
+        if !member.state.is_active() || self.leaving || member.incarnation != probe.incarnation {
             return;
         }
         self.stats.suspicions += 1;
         let suspect = Update::Suspect {
             id: probe.target,
-            incarnation: member.incarnation,
+            incarnation: probe.incarnation,
             from: self.id.clone(),
         };
         let mut fresh = Fresh::default();
@@ -1383,6 +1393,8 @@ impl<R: Rng> Swim<R> {
             .filter(|m| m.state != State::Left)
             .map(|m| m.id.clone())
             .collect();
+        let mut candidates = candidates;
+        candidates.sort_unstable();
         if candidates.is_empty() {
             return;
         }
@@ -1404,7 +1416,9 @@ impl<R: Rng> Swim<R> {
         let digest = self.digest();
         let mut chunks: Vec<Vec<Update>> = vec![vec![self.own_alive()]];
         let mut size = 64 + self.meta.len();
-        for member in self.members.values() {
+        let mut sorted: Vec<&Member> = self.members.values().collect();
+        sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        for member in sorted {
             let cost = 96 + member.meta.len();
             if size + cost > CHUNK_BYTES || chunks.last().is_some_and(|c| c.len() >= 256) {
                 chunks.push(Vec::new());

@@ -1,5 +1,6 @@
-//! `testnet`: runs many Baton nodes. `testnet sim` runs the deterministic
-//! simulator of the protocol core; later subcommands will launch real nodes.
+//! `testnet`: runs many Baton nodes. `testnet demo` shows real nodes keeping
+//! sessions alive on loopback, `testnet bench` measures them, `testnet sim`
+//! runs the deterministic simulator of the protocol core.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "testnet",
     version,
-    about = "Run many Baton nodes: a deterministic simulator of the protocol core (and, later, real nodes)."
+    about = "Run many Baton nodes: a deterministic simulator of the protocol core and a local demo and measurements of real nodes."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,7 +37,42 @@ enum Command {
         testnet sim --nodes 64 --scenario partition --asymmetric\n  \
         testnet sim --nodes 32 --scenario pause --loss 0.05 --duration 30min\n  \
         testnet sim --nodes 32 --scenario crash --wan ../shared/data/wan-rtt.csv")]
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
+    /// The local demo (no root needed): starts real `batond` processes on
+    /// 127.0.0.1, opens rtp-audio sessions towards local RTP receivers, kills
+    /// the primary of one and shows who detected it, which backup took over
+    /// and the gap each client heard; then `baton members` and `baton
+    /// sessions`. Everything it started is stopped at the end.
+    #[command(
+        after_help = "Build first: cargo build --release -p baton-node -p baton-testnet\n\nEXAMPLE:\n  testnet demo"
+    )]
+    Demo {
+        /// Nodes to start (at least 3).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Sessions to open.
+        #[arg(long, default_value_t = 3)]
+        sessions: usize,
+    },
+    /// Measures real `batond` processes on 127.0.0.1: idle memory and CPU per
+    /// node, monitoring traffic per node (loopback counters and SWIM
+    /// payload), and the time from `kill -9` until every survivor reports the
+    /// node dead (from /v1/events timestamps).
+    #[command(after_help = "EXAMPLE:\n  testnet bench --nodes 5 --idle 60s --kills 10 --json")]
+    Bench {
+        /// Nodes to start.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Length of the idle measurement.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+        /// Kills to time (each victim is restarted).
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -249,6 +285,40 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Demo { nodes, sessions } => {
+            match baton_testnet::demo::run(&baton_testnet::demo::DemoConfig { nodes, sessions }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench {
+            nodes,
+            idle,
+            kills,
+            json,
+        } => {
+            let config = baton_testnet::bench::BenchConfig { nodes, idle, kills };
+            match baton_testnet::bench::run(&config) {
+                Ok(report) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).unwrap_or_default()
+                        );
+                    } else {
+                        println!("{report:#?}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

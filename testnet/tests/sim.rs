@@ -47,8 +47,6 @@ fn same_seed_gives_the_same_report() {
 }
 
 #[test]
-#[ignore = "baton-protocol iterates std HashMaps (random per process) in Swim::start_sync, \
-            send_table and reclaim, so a seed does not fix a run of 3+ nodes yet"]
 fn same_seed_gives_the_same_report_in_a_larger_group() {
     let cfg = short(Scenario::Crash, 16, 7, 20 * S);
     assert_eq!(

@@ -329,3 +329,43 @@ fn closing_stops_the_primary_and_garbage_is_counted() {
     assert!(!c.engines[1].handle_app(now, now_ms, b"\xff\x00garbage"));
     assert_eq!(c.engines[1].rejected(), 1);
 }
+
+#[test]
+fn a_transfer_whose_new_primary_dies_returns_and_keeps_running() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let peer = (0..3).find(|i| *i != primary).unwrap();
+    let good = AppMessage::Perf(PerfSummary {
+        node: c.ids[peer].clone(),
+        locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
+    })
+    .encode();
+    c.engines[primary].handle_app(c.now, c.now_ms, &good);
+    c.tick(Config::default().policy.min_dwell);
+    // The peer dies right after the handover, before confirming.
+    c.down[peer] = true;
+    let poor = Report {
+        loss: 0.2,
+        jitter: Duration::from_millis(80),
+        rtt: Duration::from_millis(50),
+    };
+    for _ in 0..12 {
+        c.engines[primary].report(c.now, "s1", poor);
+        c.tick(Duration::from_secs(1));
+    }
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer]
+    );
+    c.crash(peer);
+    c.tick(Duration::from_millis(250));
+    // The old primary, first backup of the handover, claims it back...
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[primary]
+    );
+    // ...and the handover deadline does not stop it afterwards.
+    c.tick(Duration::from_secs(6));
+    assert_eq!(c.hosting(primary), vec!["s1".to_string()]);
+}

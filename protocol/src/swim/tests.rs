@@ -939,3 +939,23 @@ fn cached_digest_follows_every_change() {
     assert!(h.swim.set_meta(h.now, vec![9]));
     assert_eq!(h.swim.digest(), fresh(&h));
 }
+
+#[test]
+fn a_stale_probe_does_not_blame_a_newer_incarnation() {
+    let mut h = Harness::new(5);
+    let (target, _) = h.probe();
+    let n = (1..=5).find(|n| id(*n) == target).unwrap();
+    h.fire_next(); // direct timeout
+    h.drain();
+    // Meanwhile the member refuted something and moved to incarnation 1.
+    h.recv(
+        n,
+        Message::Gossip(Gossip {
+            updates: vec![alive(n, 1)],
+        }),
+    );
+    h.events();
+    h.fire_next(); // indirect timeout of the probe of incarnation 0
+    assert_eq!(h.state_of(&target), State::Alive);
+    assert!(h.events().is_empty());
+}
