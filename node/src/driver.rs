@@ -717,6 +717,9 @@ impl Driver {
                 );
                 if !state.is_active() {
                     self.senders.remove(&peer);
+                    // Whatever connection remains is stale: a restarted peer
+                    // must be reached over a new one.
+                    let _ = self.swarm.disconnect_peer_id(peer);
                 }
                 self.feed_engine(&id);
                 self.shared.publish(ApiEvent {

@@ -72,7 +72,15 @@ pub fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| init(&e))?
-        .with_quic()
+        // A member's connection carries probes several times a second, so a
+        // connection that hears nothing for 3 s is dead: close it, so that a
+        // restarted peer is reached over a fresh one (the default 10 s kept
+        // writing into the dead one).
+        .with_quic_config(|mut config| {
+            config.max_idle_timeout = 3_000;
+            config.keep_alive_interval = Duration::from_secs(1);
+            config
+        })
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let limits = connection_limits::ConnectionLimits::default()
