@@ -78,7 +78,7 @@ impl Config {
             suspicion_max_mult: 3.0,
             suspicion_confirmations: 3,
             max_local_health: 8,
-            retransmit_mult: 3,
+            retransmit_mult: 4,
             gossip_fanout: 3,
             max_piggyback: 16,
             sync_interval: Duration::from_secs(5),
@@ -503,6 +503,7 @@ pub struct Swim<R> {
 struct Fresh {
     updates: Vec<Update>,
     refuted: bool,
+    accusers: Vec<NodeId>,
 }
 
 impl<R: Rng> Swim<R> {
@@ -716,9 +717,25 @@ impl<R: Rng> Swim<R> {
             }
         }
         if fresh.refuted {
-            // Whoever carried the rumour hears the refutation first.
+            // Whoever carried the rumour hears the refutation first, then
+            // whoever started it.
             let own = self.own_alive();
-            self.send(from.clone(), Message::Gossip(Gossip { updates: vec![own] }));
+            self.send(
+                from.clone(),
+                Message::Gossip(Gossip {
+                    updates: vec![own.clone()],
+                }),
+            );
+            for accuser in std::mem::take(&mut fresh.accusers) {
+                if accuser != from {
+                    self.send(
+                        accuser,
+                        Message::Gossip(Gossip {
+                            updates: vec![own.clone()],
+                        }),
+                    );
+                }
+            }
         }
         self.push(fresh.updates, Some(&from));
     }
@@ -904,6 +921,14 @@ impl<R: Rng> Swim<R> {
             self.enqueue_broadcast(own.clone());
             fresh.updates.push(own);
             fresh.refuted = true;
+            // The accuser's own timer is the likeliest to run out first: it
+            // hears the refutation directly, not by chance of gossip.
+            if let Update::Suspect { from, .. } | Update::Dead { from, .. } = update
+                && *from != self.id
+                && !fresh.accusers.contains(from)
+            {
+                fresh.accusers.push(from.clone());
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod exec;
 pub mod g711;
+pub mod rtcp;
 pub mod rtp;
 pub mod wav;
 
@@ -160,6 +161,17 @@ pub trait Service: Send + Sync + fmt::Debug {
     /// called within a tokio runtime. It returns once the instance is
     /// running (its socket bound, its first process spawned).
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error>;
+
+    /// Like [`start`](Service::start), handing the client's reports to
+    /// `reports` if the service receives any (by default it does not).
+    fn start_reporting(
+        &self,
+        spec: SessionSpec,
+        reports: Option<Reports>,
+    ) -> Result<Box<dyn Instance>, Error> {
+        let _ = reports;
+        self.start(spec)
+    }
 }
 
 /// A running session instance. Dropping it stops it too, without waiting.
@@ -198,10 +210,17 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+/// Where instances hand the reports their clients send over the media
+/// path (RTCP receiver reports of `rtp-audio`): the session id and the
+/// report. Instances `try_send`: when the channel is full, reports are
+/// dropped, never waited for.
+pub type Reports = tokio::sync::mpsc::Sender<(String, crate::state::ReportBody)>;
+
 /// The services a node offers, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     services: BTreeMap<&'static str, Arc<dyn Service>>,
+    reports: Option<Reports>,
 }
 
 impl fmt::Debug for Registry {
@@ -218,6 +237,13 @@ impl Registry {
         registry.insert(Arc::new(rtp::RtpAudio::new(config.media_dir.clone())));
         registry.insert(Arc::new(exec::Exec::new(&config.exec)?));
         Ok(registry)
+    }
+
+    /// Hands the instances it starts from now on `reports`, for the
+    /// reports their clients send (see [`Reports`]).
+    pub fn with_reports(mut self, reports: Reports) -> Self {
+        self.reports = Some(reports);
+        self
     }
 
     /// Adds a service, replacing one of the same name.
@@ -247,7 +273,8 @@ impl Registry {
 
     /// Starts a session with the service it names.
     pub fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
-        self.get(&spec.service)?.start(spec)
+        self.get(&spec.service)?
+            .start_reporting(spec, self.reports.clone())
     }
 }
 

@@ -42,12 +42,19 @@
 //! directory ([`super::wav`] formats), looped. Every node must hold the same
 //! file under the same name.
 //!
-//! RTCP is not implemented: the stream sends no sender reports and does not
-//! read receiver reports; clients report their service quality through the
-//! node's API.
+//! RTCP (RFC 3550 §6, [`super::rtcp`]): the stream is sent from an even
+//! port P and an RTCP socket is bound on P + 1 (§11; if no such pair can be
+//! had the session goes on without RTCP). Receiver reports on the stream's
+//! SSRC, in RR or SR packets of a compound packet, that come to P + 1 from
+//! the client's IP address become [`crate::state::ReportBody`]s handed to
+//! the node (see [`super::Reports`]); anything else is ignored. Every
+//! [`SR_INTERVAL`] the instance sends a sender report (with an SDES CNAME
+//! derived from the session id) to the client's RTCP port (its even RTP
+//! port + 1), so that reports echoing it carry a round-trip time. Clients
+//! may also report their service quality through the node's API.
 
 use std::f64::consts::TAU;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,8 +63,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Error, Instance, Service, SessionSpec, SharedStatus, Status, TaskInstance, g711};
-use super::{lock, wav};
+use super::rtcp::{self, Reporter};
+use super::{Error, Instance, Reports, Service, SessionSpec, SharedStatus, Status, TaskInstance};
+use super::{g711, lock, wav};
 
 /// RTP clock rate of PCMU (Hz).
 pub const CLOCK_RATE: u32 = 8000;
@@ -77,6 +85,12 @@ pub const MAX_CATCH_UP: u64 = 10;
 pub const DEFAULT_TONE_HZ: u32 = 440;
 /// Peak of the `tone` source: about -10 dBFS.
 pub const TONE_AMPLITUDE: f64 = 10_000.0;
+
+/// Time between the sender reports of an instance.
+pub const SR_INTERVAL: Duration = Duration::from_secs(5);
+/// How many ephemeral ports are tried for an even RTP port with a free
+/// RTCP port above it.
+const PORT_PAIR_ATTEMPTS: usize = 16;
 
 const PACKET_US: u64 = PACKET_MS * 1000;
 const PARAMS: &str = "source, ssrc, seq0, ts0";
@@ -456,16 +470,33 @@ impl Service for RtpAudio {
     }
 
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
+        self.start_reporting(spec, None)
+    }
+
+    fn start_reporting(
+        &self,
+        spec: SessionSpec,
+        reports: Option<Reports>,
+    ) -> Result<Box<dyn Instance>, Error> {
         let plan = self.plan(&spec)?;
         let clock = Clock::now();
-        let local: SocketAddr = match plan.client {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        let local: IpAddr = match plan.client {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         };
-        let socket = UdpSocket::bind(local)
-            .and_then(|s| s.connect(plan.client).map(|()| s))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        let (socket, rtcp_socket) = bind_pair(local, &spec.id)
+            .and_then(|(s, rtcp)| s.connect(plan.client).map(|()| (s, rtcp)))
+            .and_then(|(s, rtcp)| s.set_nonblocking(true).map(|()| (s, rtcp)))
             .map_err(|e| Error::io(format!("open a UDP socket to {}", plan.client), e))?;
+        let rtcp = rtcp_socket.map(|socket| RtcpSide {
+            socket,
+            client_ip: plan.client.ip().to_canonical(),
+            // RFC 3550 §11: an odd RTP port stands for the even one below.
+            peer: SocketAddr::new(plan.client.ip(), (plan.client.port() & !1) + 1),
+            reporter: Reporter::new(plan.ids.ssrc),
+            reports,
+            id: spec.id.clone(),
+        });
         let status: SharedStatus = Arc::new(Mutex::new(Status {
             ssrc: Some(plan.ids.ssrc),
             ..Status::default()
@@ -479,6 +510,7 @@ impl Service for RtpAudio {
                 plan,
                 spec.started_ms,
                 socket,
+                rtcp,
                 clock,
                 pacer,
                 task_status,
@@ -488,10 +520,119 @@ impl Service for RtpAudio {
     }
 }
 
+/// Binds the RTP socket on an even ephemeral port P and the RTCP socket on
+/// P + 1. Without such a pair after a few tries: an RTP socket alone.
+fn bind_pair(local: IpAddr, id: &str) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
+    let mut why = String::from("only odd ports were offered");
+    for _ in 0..PORT_PAIR_ATTEMPTS {
+        let rtp = UdpSocket::bind((local, 0))?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 != 0 {
+            continue;
+        }
+        match UdpSocket::bind((local, port + 1)).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            Ok(rtcp) => return Ok((rtp, Some(rtcp))),
+            Err(e) => why = format!("port {} above RTP port {port}: {e}", port + 1),
+        }
+    }
+    tracing::warn!(session = %id, %why, "no RTCP port pair; the stream goes on without RTCP");
+    Ok((UdpSocket::bind((local, 0))?, None))
+}
+
+/// The RTCP side of an instance (std socket until the task registers it).
+#[derive(Debug)]
+struct RtcpSide<S = UdpSocket> {
+    socket: S,
+    /// Only the client's reports count.
+    client_ip: IpAddr,
+    /// Where sender reports go: the client's RTCP port.
+    peer: SocketAddr,
+    reporter: Reporter,
+    reports: Option<Reports>,
+    id: String,
+}
+
+impl RtcpSide {
+    fn register(self) -> std::io::Result<RtcpSide<tokio::net::UdpSocket>> {
+        Ok(RtcpSide {
+            socket: tokio::net::UdpSocket::from_std(self.socket)?,
+            client_ip: self.client_ip,
+            peer: self.peer,
+            reporter: self.reporter,
+            reports: self.reports,
+            id: self.id,
+        })
+    }
+}
+
+impl RtcpSide<tokio::net::UdpSocket> {
+    /// Hands the reports on the stream in `datagram` to the node.
+    fn received(&mut self, datagram: &[u8], from: SocketAddr, unix_us: u64) {
+        if from.ip().to_canonical() != self.client_ip {
+            return;
+        }
+        let bodies = self.reporter.reports(datagram, unix_us);
+        let Some(reports) = &self.reports else {
+            return;
+        };
+        for body in bodies {
+            if reports.try_send((self.id.clone(), body)).is_err() {
+                tracing::debug!(session = %self.id, "RTCP report dropped: the node is busy");
+            }
+        }
+    }
+
+    /// Sends a sender report on `stream` as of `unix_us`.
+    async fn send_report(&self, stream: &Stream, unix_us: u64, status: &SharedStatus) {
+        let sent = lock(status).packets_sent;
+        if sent == 0 {
+            return;
+        }
+        let elapsed_us = unix_us.saturating_sub(stream.due_us(0));
+        let rtp_ts = stream
+            .ids
+            .ts0
+            .wrapping_add((u128::from(elapsed_us) * u128::from(CLOCK_RATE) / 1_000_000) as u32);
+        let report = rtcp::sender_report(
+            stream.ids.ssrc,
+            unix_us,
+            rtp_ts,
+            sent as u32,
+            (sent * SAMPLES as u64) as u32,
+            &format!("rtp-audio@baton/{}", self.id),
+        );
+        // Best effort: a lost SR only means a report without RTT.
+        let _ = self.socket.send_to(&report, self.peer).await;
+    }
+}
+
+/// Receives a datagram on `rtcp`, if there is one; pending forever if not.
+async fn recv_rtcp(
+    rtcp: Option<&RtcpSide<tokio::net::UdpSocket>>,
+) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+    let Some(rtcp) = rtcp else {
+        return std::future::pending().await;
+    };
+    let mut buf = vec![0u8; 1500];
+    let (n, from) = rtcp.socket.recv_from(&mut buf).await?;
+    buf.truncate(n);
+    Ok((buf, from))
+}
+
+/// What woke the instance.
+enum Wake {
+    Stop,
+    Due,
+    SenderReport,
+    Rtcp(std::io::Result<(Vec<u8>, SocketAddr)>),
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     plan: Plan,
     started_ms: u64,
     socket: UdpSocket,
+    rtcp: Option<RtcpSide>,
     clock: Clock,
     mut pacer: Pacer,
     status: SharedStatus,
@@ -506,6 +647,15 @@ async fn run(
         Ok(socket) => socket,
         Err(e) => return fail(format!("cannot register the UDP socket: {e}")),
     };
+    let mut rtcp = rtcp.and_then(|side| {
+        let id = side.id.clone();
+        side.register()
+            .map_err(|e| {
+                tracing::warn!(session = %id, error = %e,
+                    "cannot register the RTCP socket; going on without RTCP");
+            })
+            .ok()
+    });
     let source = match plan.source {
         SourceSpec::Tone(hz) => Source::Tone { hz },
         SourceSpec::Wav(path) => {
@@ -529,12 +679,32 @@ async fn run(
         started_ms,
         source,
     };
+    let mut next_report = Instant::now() + SR_INTERVAL / 10;
     loop {
         let due = clock.instant(stream.due_us(pacer.next));
-        let stopping = tokio::select! {
+        let wake = tokio::select! {
             biased;
-            _ = &mut stop => true,
-            () = tokio::time::sleep_until(due) => false,
+            _ = &mut stop => Wake::Stop,
+            () = tokio::time::sleep_until(due) => Wake::Due,
+            () = tokio::time::sleep_until(next_report), if rtcp.is_some() => Wake::SenderReport,
+            got = recv_rtcp(rtcp.as_ref()) => Wake::Rtcp(got),
+        };
+        let stopping = match (wake, &mut rtcp) {
+            (Wake::Rtcp(Ok((datagram, from))), Some(rtcp)) => {
+                rtcp.received(&datagram, from, clock.unix_us());
+                continue;
+            }
+            // Errors of an unconnected UDP socket are transient (an ICMP
+            // error after a sender report): ignored.
+            (Wake::Rtcp(_), _) => continue,
+            (Wake::SenderReport, Some(rtcp)) => {
+                rtcp.send_report(&stream, clock.unix_us(), &status).await;
+                next_report = Instant::now() + SR_INTERVAL;
+                continue;
+            }
+            (Wake::SenderReport, None) => continue,
+            (Wake::Due, _) => false,
+            (Wake::Stop, _) => true,
         };
         let (packets, skipped) = pacer.take_due(&stream, clock.unix_us());
         lock(&status).packets_skipped += skipped;
@@ -561,6 +731,7 @@ mod tests {
 
     use super::*;
     use crate::rtp_receiver::RtpReceiver;
+    use crate::state::ReportBody;
 
     fn now_ms() -> u64 {
         SystemTime::now()
@@ -903,6 +1074,116 @@ mod tests {
         assert_eq!(report.ssrcs, [ids.ssrc]);
         assert_eq!(report.sources.len(), 2);
         assert_one_stream(&rx, ids);
+    }
+
+    #[tokio::test]
+    async fn receiver_reports_from_the_client_reach_the_node() {
+        use crate::service::rtcp::{ReportBlock, tests::report};
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let s = spec("rtcp", &client.local_addr().unwrap().to_string(), &[]);
+        let ssrc = StreamIds::derive(&s.id).ssrc;
+        let (tx, mut reports) = tokio::sync::mpsc::channel(8);
+        let registry = crate::service::Registry::builtin(&crate::service::Config::default())
+            .unwrap()
+            .with_reports(tx);
+        let instance = registry.start(s).unwrap();
+        async fn within<T>(f: impl Future<Output = T>) -> T {
+            tokio::time::timeout(Duration::from_secs(2), f)
+                .await
+                .expect("within 2 s")
+        }
+        let mut buf = [0u8; 2048];
+        let (_, sender) = within(client.recv_from(&mut buf)).await.unwrap();
+        assert_eq!(sender.port() % 2, 0, "RTP from an even port");
+        let rtcp_port: SocketAddr = (Ipv4Addr::LOCALHOST, sender.port() + 1).into();
+        let block = |ssrc, fraction_lost, jitter| ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: 0,
+            highest_seq: 100,
+            jitter,
+            lsr: 0,
+            dlsr: 0,
+        };
+        // Ignored: garbage, another stream, another host (where 127.0.0.2
+        // is loopback too).
+        let noise = [
+            b"garbage".to_vec(),
+            report(false, 9, &[block(ssrc ^ 1, 255, 8)]),
+        ];
+        for n in &noise {
+            client.send_to(n, rtcp_port).await.unwrap();
+        }
+        if let Ok(other) = tokio::net::UdpSocket::bind("127.0.0.2:0").await {
+            let rr = report(false, 9, &[block(ssrc, 255, 8)]);
+            other.send_to(&rr, rtcp_port).await.unwrap();
+        }
+        // A compound SR + RR: the RR's block on our stream counts.
+        let mut compound = report(true, 9, &[]);
+        compound.extend(report(false, 9, &[block(ssrc, 64, 160)]));
+        client.send_to(&compound, rtcp_port).await.unwrap();
+        let (id, body) = within(reports.recv()).await.unwrap();
+        assert_eq!(id, "rtcp");
+        assert_eq!(
+            body,
+            ReportBody {
+                loss: 0.25,
+                jitter_ms: 20.0,
+                rtt_ms: 0.0,
+                packets: 0
+            }
+        );
+        drop(instance);
+        assert!(reports.try_recv().is_err(), "only the one report");
+    }
+
+    #[tokio::test]
+    async fn sender_reports_let_the_client_report_a_round_trip_time() {
+        use crate::service::rtcp::{ReportBlock, tests::report};
+        // A client with an RTP port and its RTCP port above it.
+        let (rtp, rtcp) = loop {
+            let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = rtp.local_addr().unwrap().port();
+            if port % 2 == 0
+                && let Ok(rtcp) = tokio::net::UdpSocket::bind(("127.0.0.1", port + 1)).await
+            {
+                break (rtp, rtcp);
+            }
+        };
+        let s = spec("sr", &rtp.local_addr().unwrap().to_string(), &[]);
+        let ssrc = StreamIds::derive(&s.id).ssrc;
+        let (tx, mut reports) = tokio::sync::mpsc::channel(8);
+        let instance = RtpAudio::new(None).start_reporting(s, Some(tx)).unwrap();
+        let mut buf = [0u8; 2048];
+        let timeout = |f| tokio::time::timeout(Duration::from_secs(2), f);
+        let (n, from) = timeout(rtcp.recv_from(&mut buf)).await.unwrap().unwrap();
+        let sr = &buf[..n];
+        assert_eq!((sr[0], sr[1]), (0x80, 200), "{sr:?}");
+        assert_eq!(sr[4..8], ssrc.to_be_bytes());
+        assert_eq!(sr.get(29), Some(&202), "SDES follows");
+        // Echo it after 100 ms of "processing", as a receiver would.
+        let lsr = u32::from_be_bytes([sr[10], sr[11], sr[12], sr[13]]);
+        let rr = report(
+            false,
+            9,
+            &[ReportBlock {
+                ssrc,
+                fraction_lost: 0,
+                cumulative_lost: 0,
+                highest_seq: 1,
+                jitter: 0,
+                lsr,
+                dlsr: 65536 / 20, // says it held it 50 ms of the 100
+            }],
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rtcp.send_to(&rr, from).await.unwrap();
+        let (_, body) = tokio::time::timeout(Duration::from_secs(2), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(body.rtt_ms > 45.0 && body.rtt_ms < 500.0, "{body:?}");
+        drop(instance);
     }
 
     #[tokio::test]

@@ -407,7 +407,7 @@ fn suspect_that_refutes_stays_alive() {
 }
 
 #[test]
-fn node_refutes_a_suspicion_about_itself_and_tells_the_carrier_first() {
+fn node_refutes_a_suspicion_about_itself_and_tells_the_carrier_and_the_accuser_first() {
     let mut h = Harness::new(5);
     h.recv(
         2,
@@ -423,7 +423,12 @@ fn node_refutes_a_suspicion_about_itself_and_tells_the_carrier_first() {
     assert_eq!(h.events(), vec![Event::Refuted { incarnation: 1 }]);
     let out = gossip_to(&h.drain());
     assert_eq!(out[0], (id(2), vec![alive(0, 1)]));
-    assert_eq!(out.len(), 4, "the carrier, then the eager push: {out:?}");
+    assert_eq!(out[1], (id(3), vec![alive(0, 1)]), "then the accuser");
+    assert_eq!(
+        out.len(),
+        5,
+        "the carrier, the accuser, then the eager push: {out:?}"
+    );
     assert!(
         out[1..]
             .iter()
