@@ -120,6 +120,7 @@ pub struct Driver {
     registry: Registry,
     instances: HashMap<String, Box<dyn Instance>>,
     session_commands: mpsc::Receiver<SessionCommand>,
+    client_reports: mpsc::Receiver<(String, crate::state::ReportBody)>,
     map_sync_tx: mpsc::Sender<net::MapWork>,
     map_sync_rx: mpsc::Receiver<net::MapWork>,
     /// The load last announced in the node's metadata.
@@ -149,6 +150,7 @@ pub(crate) struct Parts {
     pub registry: Registry,
     pub capacity: u32,
     pub sessions: sessions::Config,
+    pub client_reports: mpsc::Receiver<(String, crate::state::ReportBody)>,
     pub session_commands: mpsc::Receiver<SessionCommand>,
 }
 
@@ -166,6 +168,7 @@ impl Driver {
             registry,
             capacity,
             sessions: sessions_config,
+            client_reports,
             session_commands,
         } = parts;
         let me = *swarm.local_peer_id();
@@ -217,6 +220,7 @@ impl Driver {
             registry,
             instances: HashMap::new(),
             session_commands,
+            client_reports,
             map_sync_tx,
             map_sync_rx,
             announced_load: 0,
@@ -284,6 +288,7 @@ impl Driver {
                     self.engine.handle_timeout(now, unix_ms());
                 }
                 Some(command) = self.session_commands.recv() => self.on_session_command(command),
+                Some((id, report)) = self.client_reports.recv() => self.on_client_report(&id, report),
                 Some(work) = self.map_sync_rx.recv() => self.on_map_work(work),
                 _ = perf_tick.tick() => {
                     if let sessions::AppMessage::Perf(p) = self.engine.perf_summary()
@@ -1032,21 +1037,26 @@ impl Driver {
                 let result = if self.engine.map().get(&id).is_none() {
                     Err(err(404, format!("no session {id:?} on this node")))
                 } else {
-                    let ms = |v: f64| Duration::from_secs_f64((v / 1e3).clamp(0.0, 3600.0));
-                    self.engine.report(
-                        Instant::now(),
-                        &id,
-                        Report {
-                            loss: report.loss.clamp(0.0, 1.0),
-                            jitter: ms(report.jitter_ms),
-                            rtt: ms(report.rtt_ms),
-                        },
-                    );
+                    self.on_client_report(&id, report);
                     Ok(())
                 };
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// A client's report, from the API or from RTCP.
+    fn on_client_report(&mut self, id: &str, report: crate::state::ReportBody) {
+        let ms = |v: f64| Duration::from_secs_f64((v / 1e3).clamp(0.0, 3600.0));
+        self.engine.report(
+            Instant::now(),
+            id,
+            Report {
+                loss: report.loss.clamp(0.0, 1.0),
+                jitter: ms(report.jitter_ms),
+                rtt: ms(report.rtt_ms),
+            },
+        );
     }
 
     fn on_map_work(&mut self, work: net::MapWork) {

@@ -67,7 +67,10 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let key = identity::load_or_create(&config.data_dir)?;
         let peer_id = key.public().to_peer_id();
-        let registry = crate::service::Registry::builtin(&config.services)?;
+        // Client reports that services receive (RTCP) reach the driver here.
+        let (client_reports, client_reports_rx) = mpsc::channel(256);
+        let registry =
+            crate::service::Registry::builtin(&config.services)?.with_reports(client_reports);
         let mut swarm = net::build_swarm(key.clone(), config.mdns, config.max_members)?;
         for addr in &config.listen {
             swarm
@@ -134,6 +137,7 @@ impl Node {
             capacity: config.capacity,
             sessions: config.sessions.clone(),
             session_commands: session_rx,
+            client_reports: client_reports_rx,
         });
         let driver = tokio::spawn(driver.run());
         let (api_stop, stopped) = oneshot::channel::<()>();
