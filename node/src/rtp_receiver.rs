@@ -54,7 +54,8 @@ impl Arrival {
     /// Parses a datagram; `None` unless it is RTP version 2 with consistent
     /// lengths.
     pub fn parse(datagram: &[u8], from: SocketAddr, at: Instant, unix_us: u64) -> Option<Self> {
-        if datagram.len() < 12 || datagram[0] >> 6 != 2 {
+        // RFC 5761 §4: a second byte of 192-223 is RTCP, not media.
+        if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
             return None;
         }
         let csrcs = usize::from(datagram[0] & 0x0F);

@@ -493,6 +493,7 @@ impl Service for RtpAudio {
             client_ip: plan.client.ip().to_canonical(),
             // RFC 3550 §11: an odd RTP port stands for the even one below.
             peer: SocketAddr::new(plan.client.ip(), (plan.client.port() & !1) + 1),
+            client_rtp_port: plan.client.port(),
             reporter: Reporter::new(plan.ids.ssrc),
             reports,
             id: spec.id.clone(),
@@ -547,6 +548,7 @@ struct RtcpSide<S = UdpSocket> {
     client_ip: IpAddr,
     /// Where sender reports go: the client's RTCP port.
     peer: SocketAddr,
+    client_rtp_port: u16,
     reporter: Reporter,
     reports: Option<Reports>,
     id: String,
@@ -558,6 +560,7 @@ impl RtcpSide {
             socket: tokio::net::UdpSocket::from_std(self.socket)?,
             client_ip: self.client_ip,
             peer: self.peer,
+            client_rtp_port: self.client_rtp_port,
             reporter: self.reporter,
             reports: self.reports,
             id: self.id,
@@ -601,6 +604,12 @@ impl RtcpSide<tokio::net::UdpSocket> {
             (sent * SAMPLES as u64) as u32,
             &format!("rtp-audio@baton/{}", self.id),
         );
+        // RFC 3550 §11 maps an odd RTP port to the pair below it, whose RTCP
+        // port is the client's RTP port itself: an SR there would land in the
+        // media stream. Such clients get no SR (their reports still count).
+        if self.peer.port() == self.client_rtp_port {
+            return;
+        }
         // Best effort: a lost SR only means a report without RTT.
         let _ = self.socket.send_to(&report, self.peer).await;
     }
