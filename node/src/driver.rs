@@ -125,6 +125,8 @@ pub struct Driver {
     map_sync_rx: mpsc::Receiver<net::MapWork>,
     /// The load last announced in the node's metadata.
     announced_load: u32,
+    /// Discovery ticks so far.
+    discover_rounds: u32,
     /// Remote addresses of the open connections, per peer.
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
 }
@@ -224,6 +226,7 @@ impl Driver {
             map_sync_tx,
             map_sync_rx,
             announced_load: 0,
+            discover_rounds: 0,
         }
     }
 
@@ -627,9 +630,14 @@ impl Driver {
         if !admitted {
             self.dial_bootstrap();
         }
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        if kad.bootstrap().is_ok() {
-            kad.get_providers(self.overlay_key.clone());
+        // DHT walks find providers that SWIM cannot know of yet (another
+        // partition, a new LAN); once in a group, once a minute is plenty.
+        self.discover_rounds = self.discover_rounds.wrapping_add(1);
+        if !admitted || self.discover_rounds % 6 == 1 {
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            if kad.bootstrap().is_ok() {
+                kad.get_providers(self.overlay_key.clone());
+            }
         }
         // Forget refusals after a while: the peer may have been reconfigured.
         self.admission.retain(
@@ -1083,6 +1091,11 @@ impl Driver {
                 let map = self.engine.map();
                 let buckets = map.diff(&remote);
                 let _ = reply.send((map.records_in(&buckets), buckets));
+            }
+            net::MapWork::Digest { peer, reply } => {
+                if admitted(self, &peer) {
+                    let _ = reply.send(self.engine.map().digest());
+                }
             }
             net::MapWork::Records { buckets, reply } => {
                 let _ = reply.send(self.engine.map().records_in(&buckets));

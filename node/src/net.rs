@@ -72,13 +72,14 @@ pub fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| init(&e))?
-        // A member's connection carries probes several times a second, so a
-        // connection that hears nothing for 3 s is dead: close it, so that a
-        // restarted peer is reached over a fresh one (the default 10 s kept
-        // writing into the dead one).
+        // Connections of dead members are closed by the driver (see
+        // `on_swim_event`), so that a restarted peer is reached over a fresh
+        // one; QUIC's own idle timeout only reaps what nothing uses. A long
+        // keep-alive keeps that cost off the wire: SWIM traffic already keeps
+        // member connections busy.
         .with_quic_config(|mut config| {
-            config.max_idle_timeout = 3_000;
-            config.keep_alive_interval = Duration::from_secs(1);
+            config.max_idle_timeout = 10_000;
+            config.keep_alive_interval = Duration::from_secs(4);
             config
         })
         .with_behaviour(|key| {
@@ -386,6 +387,13 @@ pub enum MapWork {
         /// The answer (nothing for a peer that is not admitted).
         reply: tokio::sync::oneshot::Sender<(Vec<baton_protocol::map::Delta>, Vec<u8>)>,
     },
+    /// Our digest (nothing for a peer that is not admitted).
+    Digest {
+        /// The peer asking.
+        peer: PeerId,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<baton_protocol::map::Digest>,
+    },
     /// Our records in these buckets.
     Records {
         /// The buckets.
@@ -434,8 +442,44 @@ pub fn spawn_map_sync_responder(
                     let work = work.clone();
                     sessions.spawn(async move {
                         let exchange = async {
-                            let Some(SyncMessage::Digest(remote)) = recv_sync(&mut stream).await? else {
-                                return Ok::<(), std::io::Error>(());
+                            let remote = match recv_sync(&mut stream).await? {
+                                Some(SyncMessage::Digest(remote)) => remote,
+                                Some(SyncMessage::Root(root)) => {
+                                    let (tx, rx) = tokio::sync::oneshot::channel();
+                                    if work.send(MapWork::Digest { peer, reply: tx }).await.is_err() {
+                                        return Ok(());
+                                    }
+                                    let Ok(ours) = rx.await else { return Ok(()) };
+                                    if ours.root() == root {
+                                        send_sync(&mut stream, &SyncMessage::Want(Vec::new())).await?;
+                                        return Ok(());
+                                    }
+                                    // Different: the peer diffs against our digest
+                                    // and sends what we lack, then asks for its wants.
+                                    send_sync(&mut stream, &SyncMessage::Digest(ours)).await?;
+                                    while let Some(message) = recv_sync(&mut stream).await? {
+                                        match message {
+                                            SyncMessage::Records(deltas) => {
+                                                let _ = work.send(MapWork::Apply { peer, deltas }).await;
+                                            }
+                                            SyncMessage::Want(buckets) => {
+                                                let (tx, rx) = tokio::sync::oneshot::channel();
+                                                if work.send(MapWork::Records { buckets, reply: tx }).await.is_err() {
+                                                    break;
+                                                }
+                                                let Ok(ours) = rx.await else { break };
+                                                for message in SyncMessage::records(ours) {
+                                                    send_sync(&mut stream, &message).await?;
+                                                }
+                                                break;
+                                            }
+                                            _ => break,
+                                        }
+                                    }
+                                    let _ = stream.close().await;
+                                    return Ok(());
+                                }
+                                _ => return Ok::<(), std::io::Error>(()),
                             };
                             let (tx, rx) = tokio::sync::oneshot::channel();
                             if work.send(MapWork::Diff { peer, remote, reply: tx }).await.is_err() {
@@ -464,7 +508,8 @@ pub fn spawn_map_sync_responder(
     });
 }
 
-/// Starts one map-sync exchange with `peer`, offering `digest`.
+/// Starts one map-sync exchange with `peer`: the root of `digest` first;
+/// only if the roots differ do digests and records follow.
 pub fn spawn_map_sync(
     tasks: &mut JoinSet<()>,
     mut control: libp2p_stream::Control,
@@ -479,9 +524,26 @@ pub fn spawn_map_sync(
                 .open_stream(peer, MAP_SYNC_PROTOCOL)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            send_sync(&mut stream, &SyncMessage::Digest(digest)).await?;
+            send_sync(&mut stream, &SyncMessage::Root(digest.root())).await?;
             while let Some(message) = recv_sync(&mut stream).await? {
                 match message {
+                    SyncMessage::Digest(remote) => {
+                        // Send what the peer lacks, then ask for what we lack.
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let query = MapWork::Diff {
+                            peer,
+                            remote,
+                            reply: tx,
+                        };
+                        if work.send(query).await.is_err() {
+                            break;
+                        }
+                        let Ok((ours, want)) = rx.await else { break };
+                        for message in SyncMessage::records(ours) {
+                            send_sync(&mut stream, &message).await?;
+                        }
+                        send_sync(&mut stream, &SyncMessage::Want(want)).await?;
+                    }
                     SyncMessage::Records(deltas) => {
                         let _ = work.send(MapWork::Apply { peer, deltas }).await;
                     }

@@ -1243,6 +1243,20 @@ impl Digest {
     pub fn bucket(&self, bucket: u8) -> u64 {
         self.sums[usize::from(bucket)]
     }
+
+    /// One number for the whole digest (FNV-1a over the bucket sums): two
+    /// maps with equal roots are equal (up to hash collisions), so a sync
+    /// between equal maps costs 8 bytes instead of the 2 KiB digest.
+    pub fn root(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for sum in self.sums.iter() {
+            for b in sum.to_be_bytes() {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        hash
+    }
 }
 
 impl fmt::Debug for Digest {
@@ -1302,6 +1316,11 @@ pub enum SyncMessage {
     /// The sender's digest.
     #[serde(rename = "d")]
     Digest(Digest),
+    /// The root of the sender's digest ([`Digest::root`]): a receiver whose
+    /// root is the same answers `Want([])` and the exchange ends; otherwise
+    /// it answers with its full `Digest`.
+    #[serde(rename = "o")]
+    Root(u64),
     /// The buckets the sender wants the receiver's records of.
     #[serde(rename = "w")]
     Want(#[serde(with = "serde_bytes")] Vec<u8>),

@@ -1006,3 +1006,26 @@ fn check_enforces_each_step_rule_on_its_own() {
         assert!(denied(check(&signed(r, &key(1)).into())));
     }
 }
+
+#[test]
+fn digest_roots_tell_equal_maps_from_different_ones() {
+    let key = LocalKey::from_seed([9; 32]);
+    let mut a = Map::new(Config::default());
+    let b = Map::new(Config::default());
+    assert_eq!(a.digest().root(), b.digest().root());
+    a.open(
+        &key,
+        NewSession {
+            id: "root-test".into(),
+            service: "rtp-audio".into(),
+            client: "127.0.0.1:5004".into(),
+            location: "127.0.0.0/24".into(),
+            ..NewSession::default()
+        },
+        1,
+    )
+    .unwrap();
+    assert_ne!(a.digest().root(), b.digest().root());
+    let message = SyncMessage::Root(a.digest().root());
+    assert_eq!(SyncMessage::decode(&message.encode()).unwrap(), message);
+}
