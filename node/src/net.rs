@@ -175,43 +175,63 @@ pub struct Inbound {
     pub bytes: usize,
 }
 
-/// Accepts SWIM streams and forwards their decoded frames to `tx`.
-pub fn spawn_swim_acceptor(
+/// Accepts the inbound streams of `protocol`, running `handle` on each in a
+/// task of its own (all of them dropped with the returned task).
+fn spawn_acceptor<F, Fut>(
     tasks: &mut JoinSet<()>,
     mut control: libp2p_stream::Control,
-    tx: mpsc::Sender<Inbound>,
-) {
-    let Ok(mut incoming) = control.accept(SWIM_PROTOCOL) else {
-        tracing::error!("SWIM protocol registered twice");
+    protocol: StreamProtocol,
+    handle: F,
+) where
+    F: Fn(PeerId, libp2p::Stream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(mut incoming) = control.accept(protocol.clone()) else {
+        tracing::error!(%protocol, "protocol registered twice");
         return;
     };
     tasks.spawn(async move {
-        let mut readers = JoinSet::new();
+        let mut handlers = JoinSet::new();
         loop {
             tokio::select! {
                 next = incoming.next() => {
-                    let Some((peer, mut stream)) = next else { break };
-                    let tx = tx.clone();
-                    readers.spawn(async move {
-                        loop {
-                            match read_frame(&mut stream, wire::MAX_MESSAGE_BYTES).await {
-                                Ok(Some(bytes)) => {
-                                    let envelope = wire::decode(&bytes);
-                                    let inbound = Inbound { peer, envelope, bytes: bytes.len() };
-                                    if tx.send(inbound).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Ok(None) => return,
-                                Err(e) => {
-                                    tracing::debug!(%peer, error = %e, "SWIM stream closed");
-                                    return;
-                                }
-                            }
-                        }
-                    });
+                    let Some((peer, stream)) = next else { break };
+                    handlers.spawn(handle(peer, stream));
                 }
-                Some(_) = readers.join_next(), if !readers.is_empty() => {}
+                Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
+            }
+        }
+    });
+}
+
+/// Accepts SWIM streams and forwards their decoded frames to `tx`.
+pub fn spawn_swim_acceptor(
+    tasks: &mut JoinSet<()>,
+    control: libp2p_stream::Control,
+    tx: mpsc::Sender<Inbound>,
+) {
+    spawn_acceptor(tasks, control, SWIM_PROTOCOL, move |peer, mut stream| {
+        let tx = tx.clone();
+        async move {
+            loop {
+                match read_frame(&mut stream, wire::MAX_MESSAGE_BYTES).await {
+                    Ok(Some(bytes)) => {
+                        let envelope = wire::decode(&bytes);
+                        let inbound = Inbound {
+                            peer,
+                            envelope,
+                            bytes: bytes.len(),
+                        };
+                        if tx.send(inbound).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "SWIM stream closed");
+                        return;
+                    }
+                }
             }
         }
     });
@@ -328,38 +348,27 @@ pub fn spawn_hello(
 /// Answers the challenges of peers that want to admit this node.
 pub fn spawn_hello_responder(
     tasks: &mut JoinSet<()>,
-    mut control: libp2p_stream::Control,
+    control: libp2p_stream::Control,
     policy: peering::Policy,
     me: PeerId,
 ) {
-    let Ok(mut incoming) = control.accept(HELLO_PROTOCOL) else {
-        tracing::error!("hello protocol registered twice");
-        return;
-    };
-    tasks.spawn(async move {
-        let mut answers = JoinSet::new();
-        loop {
-            tokio::select! {
-                next = incoming.next() => {
-                    let Some((peer, mut stream)) = next else { break };
-                    let policy = policy.clone();
-                    answers.spawn(async move {
-                        let answer = async {
-                            let bytes = read_frame(&mut stream, peering::MAX_HELLO_BYTES).await.ok()??;
-                            let peering::Hello::Challenge(challenge) = peering::decode(&bytes).ok()? else {
-                                return None;
-                            };
-                            let response = policy.respond(&challenge, &me.to_bytes(), &peer.to_bytes());
-                            let out = peering::encode(&peering::Hello::Response(response));
-                            write_frame(&mut stream, &out).await.ok()?;
-                            let _ = stream.close().await;
-                            Some(())
-                        };
-                        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, answer).await;
-                    });
-                }
-                Some(_) = answers.join_next(), if !answers.is_empty() => {}
-            }
+    spawn_acceptor(tasks, control, HELLO_PROTOCOL, move |peer, mut stream| {
+        let policy = policy.clone();
+        async move {
+            let answer = async {
+                let bytes = read_frame(&mut stream, peering::MAX_HELLO_BYTES)
+                    .await
+                    .ok()??;
+                let peering::Hello::Challenge(challenge) = peering::decode(&bytes).ok()? else {
+                    return None;
+                };
+                let response = policy.respond(&challenge, &me.to_bytes(), &peer.to_bytes());
+                let out = peering::encode(&peering::Hello::Response(response));
+                write_frame(&mut stream, &out).await.ok()?;
+                let _ = stream.close().await;
+                Some(())
+            };
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, answer).await;
         }
     });
 }
@@ -425,87 +434,97 @@ async fn recv_sync<R: futures::AsyncRead + Unpin>(
 /// records and the buckets we want out, their records in.
 pub fn spawn_map_sync_responder(
     tasks: &mut JoinSet<()>,
-    mut control: libp2p_stream::Control,
+    control: libp2p_stream::Control,
     work: mpsc::Sender<MapWork>,
 ) {
     use baton_protocol::map::SyncMessage;
-    let Ok(mut incoming) = control.accept(MAP_SYNC_PROTOCOL) else {
-        tracing::error!("sync protocol registered twice");
-        return;
-    };
-    tasks.spawn(async move {
-        let mut sessions = JoinSet::new();
-        loop {
-            tokio::select! {
-                next = incoming.next() => {
-                    let Some((peer, mut stream)) = next else { break };
-                    let work = work.clone();
-                    sessions.spawn(async move {
-                        let exchange = async {
-                            let remote = match recv_sync(&mut stream).await? {
-                                Some(SyncMessage::Digest(remote)) => remote,
-                                Some(SyncMessage::Root(root)) => {
-                                    let (tx, rx) = tokio::sync::oneshot::channel();
-                                    if work.send(MapWork::Digest { peer, reply: tx }).await.is_err() {
-                                        return Ok(());
-                                    }
-                                    let Ok(ours) = rx.await else { return Ok(()) };
-                                    if ours.root() == root {
-                                        send_sync(&mut stream, &SyncMessage::Want(Vec::new())).await?;
-                                        return Ok(());
-                                    }
-                                    // Different: the peer diffs against our digest
-                                    // and sends what we lack, then asks for its wants.
-                                    send_sync(&mut stream, &SyncMessage::Digest(ours)).await?;
-                                    while let Some(message) = recv_sync(&mut stream).await? {
-                                        match message {
-                                            SyncMessage::Records(deltas) => {
-                                                let _ = work.send(MapWork::Apply { peer, deltas }).await;
-                                            }
-                                            SyncMessage::Want(buckets) => {
-                                                let (tx, rx) = tokio::sync::oneshot::channel();
-                                                if work.send(MapWork::Records { buckets, reply: tx }).await.is_err() {
-                                                    break;
-                                                }
-                                                let Ok(ours) = rx.await else { break };
-                                                for message in SyncMessage::records(ours) {
-                                                    send_sync(&mut stream, &message).await?;
-                                                }
-                                                break;
-                                            }
-                                            _ => break,
-                                        }
-                                    }
-                                    let _ = stream.close().await;
-                                    return Ok(());
-                                }
-                                _ => return Ok::<(), std::io::Error>(()),
-                            };
+    spawn_acceptor(
+        tasks,
+        control,
+        MAP_SYNC_PROTOCOL,
+        move |peer, mut stream| {
+            let work = work.clone();
+            async move {
+                let exchange = async {
+                    let remote = match recv_sync(&mut stream).await? {
+                        Some(SyncMessage::Digest(remote)) => remote,
+                        Some(SyncMessage::Root(root)) => {
                             let (tx, rx) = tokio::sync::oneshot::channel();
-                            if work.send(MapWork::Diff { peer, remote, reply: tx }).await.is_err() {
+                            if work
+                                .send(MapWork::Digest { peer, reply: tx })
+                                .await
+                                .is_err()
+                            {
                                 return Ok(());
                             }
-                            let Ok((ours, want)) = rx.await else { return Ok(()) };
-                            for message in SyncMessage::records(ours) {
-                                send_sync(&mut stream, &message).await?;
+                            let Ok(ours) = rx.await else { return Ok(()) };
+                            if ours.root() == root {
+                                send_sync(&mut stream, &SyncMessage::Want(Vec::new())).await?;
+                                return Ok(());
                             }
-                            send_sync(&mut stream, &SyncMessage::Want(want)).await?;
+                            // Different: the peer diffs against our digest
+                            // and sends what we lack, then asks for its wants.
+                            send_sync(&mut stream, &SyncMessage::Digest(ours)).await?;
                             while let Some(message) = recv_sync(&mut stream).await? {
-                                if let SyncMessage::Records(deltas) = message {
-                                    let _ = work.send(MapWork::Apply { peer, deltas }).await;
+                                match message {
+                                    SyncMessage::Records(deltas) => {
+                                        let _ = work.send(MapWork::Apply { peer, deltas }).await;
+                                    }
+                                    SyncMessage::Want(buckets) => {
+                                        let (tx, rx) = tokio::sync::oneshot::channel();
+                                        if work
+                                            .send(MapWork::Records { buckets, reply: tx })
+                                            .await
+                                            .is_err()
+                                        {
+                                            break;
+                                        }
+                                        let Ok(ours) = rx.await else { break };
+                                        for message in SyncMessage::records(ours) {
+                                            send_sync(&mut stream, &message).await?;
+                                        }
+                                        break;
+                                    }
+                                    _ => break,
                                 }
                             }
-                            Ok(())
-                        };
-                        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), exchange).await {
-                            tracing::debug!(%peer, error = %e, "map sync failed");
+                            let _ = stream.close().await;
+                            return Ok(());
                         }
-                    });
+                        _ => return Ok::<(), std::io::Error>(()),
+                    };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if work
+                        .send(MapWork::Diff {
+                            peer,
+                            remote,
+                            reply: tx,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    let Ok((ours, want)) = rx.await else {
+                        return Ok(());
+                    };
+                    for message in SyncMessage::records(ours) {
+                        send_sync(&mut stream, &message).await?;
+                    }
+                    send_sync(&mut stream, &SyncMessage::Want(want)).await?;
+                    while let Some(message) = recv_sync(&mut stream).await? {
+                        if let SyncMessage::Records(deltas) = message {
+                            let _ = work.send(MapWork::Apply { peer, deltas }).await;
+                        }
+                    }
+                    Ok(())
+                };
+                if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), exchange).await {
+                    tracing::debug!(%peer, error = %e, "map sync failed");
                 }
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
-        }
-    });
+        },
+    );
 }
 
 /// Starts one map-sync exchange with `peer`: the root of `digest` first;
