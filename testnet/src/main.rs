@@ -177,6 +177,12 @@ struct SimArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = positive_duration)]
     settle: Duration,
 
+    /// Mean time between two metadata updates by random nodes (each one is a
+    /// dissemination sample). Raise it (e.g. 1h) to measure monitoring
+    /// traffic without application updates.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = positive_duration)]
+    update_every: Duration,
+
     /// Size of each node's metadata in bytes (it rides on every alive update).
     #[arg(long, value_name = "BYTES", default_value_t = 32, value_parser = clap::value_parser!(u16).range(12..=1024))]
     meta_bytes: u16,
@@ -359,6 +365,7 @@ fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
     };
     cfg.sim.jitter = args.jitter;
     cfg.sim.meta_bytes = usize::from(args.meta_bytes);
+    cfg.update_every = args.update_every;
     if let Some(d) = args.duration {
         cfg.duration = d;
     }
