@@ -356,6 +356,8 @@ struct Relay {
 /// starts at `max` and falls towards `min` as independent members confirm.
 #[derive(Debug)]
 struct Suspicion {
+    /// Whether a late timer already granted it a second minimum timeout.
+    extended: bool,
     start: Instant,
     confirmers: HashSet<NodeId>,
     confirmations: u32,
@@ -503,6 +505,7 @@ pub struct Swim<R> {
 struct Fresh {
     updates: Vec<Update>,
     refuted: bool,
+    stale_rumour: bool,
     accusers: Vec<NodeId>,
 }
 
@@ -716,6 +719,10 @@ impl<R: Rng> Swim<R> {
                 }
             }
         }
+        if fresh.stale_rumour && !fresh.refuted {
+            let own = self.own_alive();
+            self.send(from.clone(), Message::Gossip(Gossip { updates: vec![own] }));
+        }
         if fresh.refuted {
             // Whoever carried the rumour hears the refutation first, then
             // whoever started it.
@@ -746,10 +753,14 @@ impl<R: Rng> Swim<R> {
             if next.at > now {
                 break;
             }
-            let Some(Scheduled { timer, .. }) = self.timers.pop() else {
+            let Some(Scheduled { at, timer, .. }) = self.timers.pop() else {
                 break;
             };
-            self.fire(now, timer);
+            // A timer that fires more than a protocol period late means this
+            // node was not running (starved, paused, swapped out): what it
+            // would conclude from silence meanwhile is not evidence.
+            let late = now.saturating_duration_since(at) > self.config.probe_interval;
+            self.fire(now, timer, late);
         }
     }
 
@@ -791,7 +802,7 @@ impl<R: Rng> Swim<R> {
         digest
     }
 
-    fn fire(&mut self, now: Instant, timer: Timer) {
+    fn fire(&mut self, now: Instant, timer: Timer, late: bool) {
         match timer {
             Timer::ProbeRound => {
                 if !self.leaving
@@ -803,13 +814,21 @@ impl<R: Rng> Swim<R> {
                 self.schedule(now + next, Timer::ProbeRound);
             }
             Timer::DirectTimeout(seq) => self.direct_timeout(now, seq),
+            Timer::IndirectTimeout(seq) if late => {
+                // Inconclusive: the acks may be the messages we did not read.
+                if self.probes.remove(&seq).is_some() {
+                    self.health = (self.health + 1).min(self.config.max_local_health);
+                }
+            }
             Timer::IndirectTimeout(seq) => self.indirect_timeout(now, seq),
             Timer::RelayTimeout(seq) => {
                 if let Some(relay) = self.relays.remove(&seq) {
                     self.send(relay.requester, Message::Nack(Nack { seq: relay.seq }));
                 }
             }
-            Timer::Suspicion { id, incarnation } => self.suspicion_timeout(now, id, incarnation),
+            Timer::Suspicion { id, incarnation } => {
+                self.suspicion_timeout(now, id, incarnation, late)
+            }
             Timer::Sync => {
                 if !self.leaving {
                     self.start_sync();
@@ -909,6 +928,13 @@ impl<R: Rng> Swim<R> {
             | Update::Dead { incarnation, .. }
             | Update::Left { incarnation, .. } => *incarnation >= self.incarnation,
         };
+        let stale_rumour = matches!(update, Update::Suspect { .. } | Update::Dead { .. })
+            && update.incarnation() < self.incarnation;
+        if stale_rumour {
+            // A rumour this node already refuted: its carrier missed the
+            // refutation, so it gets it again (no new incarnation needed).
+            fresh.stale_rumour = true;
+        }
         if refute {
             self.incarnation = self.incarnation.max(update.incarnation()).saturating_add(1);
             self.digest_cache.set(None);
@@ -1054,6 +1080,7 @@ impl<R: Rng> Swim<R> {
             .suspicion_confirmations
             .min(n.saturating_sub(2) as u32);
         let suspicion = Suspicion {
+            extended: false,
             start: now,
             confirmers: HashSet::from([from.clone()]),
             confirmations: 0,
@@ -1127,8 +1154,8 @@ impl<R: Rng> Swim<R> {
         true
     }
 
-    fn suspicion_timeout(&mut self, now: Instant, id: NodeId, incarnation: u32) {
-        let Some(suspicion) = self.suspicions.get(&id) else {
+    fn suspicion_timeout(&mut self, now: Instant, id: NodeId, incarnation: u32, late: bool) {
+        let Some(suspicion) = self.suspicions.get_mut(&id) else {
             return;
         };
         let due = suspicion.deadline();
@@ -1137,6 +1164,27 @@ impl<R: Rng> Swim<R> {
             .get(&id)
             .is_some_and(|m| m.state == State::Suspect && m.incarnation == incarnation);
         if !current || now < due {
+            return;
+        }
+        if late && !suspicion.extended {
+            // Lifeguard's spirit: a node that was not running may have missed
+            // the refutation. Give it the minimum timeout again, once, and ask
+            // the suspect directly (a stale rumour is answered with its alive).
+            suspicion.extended = true;
+            suspicion.start = now;
+            suspicion.confirmations = suspicion.wanted;
+            let deadline = suspicion.deadline();
+            self.health = (self.health + 1).min(self.config.max_local_health);
+            self.schedule(
+                deadline,
+                Timer::Suspicion {
+                    id: id.clone(),
+                    incarnation,
+                },
+            );
+            if !self.probes.values().any(|p| p.target == id) {
+                self.start_probe(now, id);
+            }
             return;
         }
         self.stats.declared_dead += 1;

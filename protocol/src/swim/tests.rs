@@ -765,6 +765,7 @@ fn dead_members_are_forgotten_after_the_reclaim_time() {
 fn suspicion_timeout_follows_lifeguard_formula() {
     let start = Instant::now();
     let mut s = Suspicion {
+        extended: false,
         start,
         confirmers: HashSet::new(),
         confirmations: 0,
@@ -963,4 +964,62 @@ fn a_stale_probe_does_not_blame_a_newer_incarnation() {
     h.fire_next(); // indirect timeout of the probe of incarnation 0
     assert_eq!(h.state_of(&target), State::Alive);
     assert!(h.events().is_empty());
+}
+
+#[test]
+fn a_stale_rumour_about_itself_is_answered_with_the_current_alive() {
+    let mut h = Harness::new(3);
+    // This node refuted once already: it is at incarnation 1.
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(0),
+                incarnation: 0,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 1);
+    h.drain();
+    // A laggard still carries the old suspicion.
+    h.recv(
+        3,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(0),
+                incarnation: 0,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 1, "no new refutation");
+    assert_eq!(gossip_to(&h.drain()), vec![(id(3), vec![alive(0, 1)])]);
+}
+
+#[test]
+fn a_late_suspicion_timer_grants_one_more_minimum_timeout_and_asks_the_suspect() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    h.drain();
+    h.events();
+    // The node was not running for two seconds: the timer fires late.
+    h.now += Duration::from_secs(2);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(
+        h.state_of(&target),
+        State::Suspect,
+        "not declared on a late timer"
+    );
+    let out = h.drain();
+    assert!(
+        out.iter()
+            .any(|t| t.to == target && matches!(t.message, Message::Ping(_))),
+        "the suspect is asked directly: {out:?}"
+    );
+    // Still silent after the extra minimum timeout: now it is declared.
+    let (min, _) = h.swim.config().suspicion_bounds(6);
+    h.now += min;
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Dead);
 }
