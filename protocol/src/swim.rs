@@ -1059,7 +1059,9 @@ impl<R: Rng> Swim<R> {
                 return false;
             }
             suspicion.confirmations += 1;
-            let deadline = suspicion.deadline();
+            // A confirmation may bring the deadline into the past: the timer
+            // is then due now, which is not lateness of this node.
+            let deadline = suspicion.deadline().max(now);
             self.schedule(
                 deadline,
                 Timer::Suspicion {
