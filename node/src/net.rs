@@ -430,8 +430,60 @@ async fn recv_sync<R: futures::AsyncRead + Unpin>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
-/// Answers map-sync exchanges started by peers: digest in, our differing
-/// records and the buckets we want out, their records in.
+/// Asks the driver (which owns the map) and waits for its answer; `None`
+/// when the driver is gone or refused (peer not admitted).
+async fn ask<T>(
+    work: &mpsc::Sender<MapWork>,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> MapWork,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    work.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+/// Sends our records of `buckets` in chunks.
+async fn send_records<S: futures::AsyncWrite + Unpin>(
+    stream: &mut S,
+    work: &mpsc::Sender<MapWork>,
+    buckets: Vec<u8>,
+) -> std::io::Result<()> {
+    if buckets.is_empty() {
+        return Ok(());
+    }
+    let Some(ours) = ask(work, |reply| MapWork::Records { buckets, reply }).await else {
+        return Ok(());
+    };
+    for message in baton_protocol::map::SyncMessage::records(ours) {
+        send_sync(stream, &message).await?;
+    }
+    Ok(())
+}
+
+/// The tail both sides share: apply the records that arrive, and answer a
+/// `Want` with ours (which ends the exchange).
+async fn apply_records_until_want<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
+    stream: &mut S,
+    work: &mpsc::Sender<MapWork>,
+    peer: PeerId,
+) -> std::io::Result<()> {
+    use baton_protocol::map::SyncMessage;
+    while let Some(message) = recv_sync(stream).await? {
+        match message {
+            SyncMessage::Records(deltas) => {
+                let _ = work.send(MapWork::Apply { peer, deltas }).await;
+            }
+            SyncMessage::Want(buckets) => return send_records(stream, work, buckets).await,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Answers map-sync exchanges started by peers. The exchange (initiator I,
+/// responder R): I sends the root of its digest; R answers `Want([])` when
+/// its root is the same (done), else its full digest; I sends its records
+/// in the buckets that differ, then `Want(those buckets)`; R answers with its
+/// records there.
 pub fn spawn_map_sync_responder(
     tasks: &mut JoinSet<()>,
     control: libp2p_stream::Control,
@@ -446,78 +498,21 @@ pub fn spawn_map_sync_responder(
             let work = work.clone();
             async move {
                 let exchange = async {
-                    let remote = match recv_sync(&mut stream).await? {
-                        Some(SyncMessage::Digest(remote)) => remote,
-                        Some(SyncMessage::Root(root)) => {
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            if work
-                                .send(MapWork::Digest { peer, reply: tx })
-                                .await
-                                .is_err()
-                            {
-                                return Ok(());
-                            }
-                            let Ok(ours) = rx.await else { return Ok(()) };
-                            if ours.root() == root {
-                                send_sync(&mut stream, &SyncMessage::Want(Vec::new())).await?;
-                                return Ok(());
-                            }
-                            // Different: the peer diffs against our digest
-                            // and sends what we lack, then asks for its wants.
-                            send_sync(&mut stream, &SyncMessage::Digest(ours)).await?;
-                            while let Some(message) = recv_sync(&mut stream).await? {
-                                match message {
-                                    SyncMessage::Records(deltas) => {
-                                        let _ = work.send(MapWork::Apply { peer, deltas }).await;
-                                    }
-                                    SyncMessage::Want(buckets) => {
-                                        let (tx, rx) = tokio::sync::oneshot::channel();
-                                        if work
-                                            .send(MapWork::Records { buckets, reply: tx })
-                                            .await
-                                            .is_err()
-                                        {
-                                            break;
-                                        }
-                                        let Ok(ours) = rx.await else { break };
-                                        for message in SyncMessage::records(ours) {
-                                            send_sync(&mut stream, &message).await?;
-                                        }
-                                        break;
-                                    }
-                                    _ => break,
-                                }
-                            }
-                            let _ = stream.close().await;
-                            return Ok(());
-                        }
-                        _ => return Ok::<(), std::io::Error>(()),
-                    };
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    if work
-                        .send(MapWork::Diff {
-                            peer,
-                            remote,
-                            reply: tx,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                    let Ok((ours, want)) = rx.await else {
+                    let Some(SyncMessage::Root(root)) = recv_sync(&mut stream).await? else {
                         return Ok(());
                     };
-                    for message in SyncMessage::records(ours) {
-                        send_sync(&mut stream, &message).await?;
+                    let Some(ours) = ask(&work, |reply| MapWork::Digest { peer, reply }).await
+                    else {
+                        return Ok(());
+                    };
+                    if ours.root() == root {
+                        send_sync(&mut stream, &SyncMessage::Want(Vec::new())).await?;
+                    } else {
+                        send_sync(&mut stream, &SyncMessage::Digest(ours)).await?;
+                        apply_records_until_want(&mut stream, &work, peer).await?;
                     }
-                    send_sync(&mut stream, &SyncMessage::Want(want)).await?;
-                    while let Some(message) = recv_sync(&mut stream).await? {
-                        if let SyncMessage::Records(deltas) = message {
-                            let _ = work.send(MapWork::Apply { peer, deltas }).await;
-                        }
-                    }
-                    Ok(())
+                    let _ = stream.close().await;
+                    Ok::<(), std::io::Error>(())
                 };
                 if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), exchange).await {
                     tracing::debug!(%peer, error = %e, "map sync failed");
@@ -527,8 +522,8 @@ pub fn spawn_map_sync_responder(
     );
 }
 
-/// Starts one map-sync exchange with `peer`: the root of `digest` first;
-/// only if the roots differ do digests and records follow.
+/// Starts one map-sync exchange with `peer` (see
+/// [`spawn_map_sync_responder`]), offering the root of `digest` first.
 pub fn spawn_map_sync(
     tasks: &mut JoinSet<()>,
     mut control: libp2p_stream::Control,
@@ -544,44 +539,21 @@ pub fn spawn_map_sync(
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             send_sync(&mut stream, &SyncMessage::Root(digest.root())).await?;
-            while let Some(message) = recv_sync(&mut stream).await? {
-                match message {
-                    SyncMessage::Digest(remote) => {
-                        // Send what the peer lacks, then ask for what we lack.
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        let query = MapWork::Diff {
-                            peer,
-                            remote,
-                            reply: tx,
-                        };
-                        if work.send(query).await.is_err() {
-                            break;
-                        }
-                        let Ok((ours, want)) = rx.await else { break };
-                        for message in SyncMessage::records(ours) {
-                            send_sync(&mut stream, &message).await?;
-                        }
-                        send_sync(&mut stream, &SyncMessage::Want(want)).await?;
+            if let Some(SyncMessage::Digest(remote)) = recv_sync(&mut stream).await? {
+                // Send what the peer lacks, ask for what we lack, apply it.
+                let query = |reply| MapWork::Diff {
+                    peer,
+                    remote,
+                    reply,
+                };
+                if let Some((ours, want)) = ask(&work, query).await {
+                    for message in SyncMessage::records(ours) {
+                        send_sync(&mut stream, &message).await?;
                     }
-                    SyncMessage::Records(deltas) => {
+                    send_sync(&mut stream, &SyncMessage::Want(want)).await?;
+                    while let Some(SyncMessage::Records(deltas)) = recv_sync(&mut stream).await? {
                         let _ = work.send(MapWork::Apply { peer, deltas }).await;
                     }
-                    SyncMessage::Want(buckets) => {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        if work
-                            .send(MapWork::Records { buckets, reply: tx })
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        let Ok(ours) = rx.await else { break };
-                        for message in SyncMessage::records(ours) {
-                            send_sync(&mut stream, &message).await?;
-                        }
-                        break;
-                    }
-                    _ => break,
                 }
             }
             let _ = stream.close().await;
