@@ -37,11 +37,6 @@ const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a leaving node keeps running so that its farewell goes out.
 const LEAVE_GRACE: Duration = Duration::from_millis(300);
 
-/// How often this node checks whether its client-performance summary
-/// changed (and shares it if so).
-const PERF_INTERVAL: Duration = Duration::from_secs(2);
-/// A summary that did not change is still repeated this often.
-const PERF_REPEAT: Duration = Duration::from_secs(30);
 /// How often this node runs anti-entropy of the session map with a peer.
 const MAP_SYNC_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -245,9 +240,6 @@ impl Driver {
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut perf_tick = tokio::time::interval(PERF_INTERVAL);
-        perf_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_perf: Option<(Instant, Vec<u8>)> = None;
         let mut map_sync_tick = tokio::time::interval(MAP_SYNC_INTERVAL);
         map_sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leaving: Option<(tokio::time::Instant, oneshot::Sender<()>)> = None;
@@ -293,21 +285,6 @@ impl Driver {
                 Some(command) = self.session_commands.recv() => self.on_session_command(command),
                 Some((id, report)) = self.client_reports.recv() => self.on_client_report(&id, report),
                 Some(work) = self.map_sync_rx.recv() => self.on_map_work(work),
-                _ = perf_tick.tick() => {
-                    if let sessions::AppMessage::Perf(p) = self.engine.perf_summary()
-                        && !p.locations.is_empty()
-                    {
-                        let payload = sessions::AppMessage::Perf(p).encode();
-                        let due = last_perf
-                            .as_ref()
-                            .is_none_or(|(at, last): &(Instant, Vec<u8>)| *last != payload || at.elapsed() >= PERF_REPEAT);
-                        if due {
-                            let key = [b"perf/".as_slice(), self.swim.local_id().as_bytes()].concat();
-                            self.swim.broadcast_app(key, payload.clone());
-                            last_perf = Some((Instant::now(), payload));
-                        }
-                    }
-                }
                 _ = map_sync_tick.tick() => self.start_map_sync(),
                 _ = discovery.tick() => self.discover(),
                 _ = housekeeping.tick() => self.housekeeping(),
@@ -336,16 +313,8 @@ impl Driver {
             Ok(envelope) => {
                 let (now, now_ms) = (Instant::now(), unix_ms());
                 for payload in &envelope.app {
-                    let news = self.engine.handle_app(now, now_ms, payload);
-                    // Deltas are spread on by the engine itself; summaries
-                    // that were news are forwarded here, under their node's key.
-                    if news
-                        && let Ok(sessions::AppMessage::Perf(p)) =
-                            sessions::AppMessage::decode(payload)
-                    {
-                        let key = [b"perf/".as_slice(), p.node.as_bytes()].concat();
-                        self.swim.broadcast_app(key, payload.to_vec());
-                    }
+                    // The engine spreads on what was news (Action::Broadcast).
+                    self.engine.handle_app(now, now_ms, payload);
                 }
                 envelope.message
             }

@@ -38,6 +38,11 @@ pub struct Config {
     /// How long an old primary keeps a handed-over session running while it
     /// waits for the new primary to confirm that it started.
     pub handover_timeout: Duration,
+    /// How often this node's client-performance summary is shared when it
+    /// changed.
+    pub perf_interval: Duration,
+    /// An unchanged summary is still shared this often.
+    pub perf_repeat: Duration,
     /// The map's parameters.
     pub map: map::Config,
 }
@@ -49,6 +54,8 @@ impl Default for Config {
             claim_stagger: Duration::from_millis(500),
             check_interval: Duration::from_millis(200),
             handover_timeout: Duration::from_secs(5),
+            perf_interval: Duration::from_secs(2),
+            perf_repeat: Duration::from_secs(30),
             map: map::Config::default(),
         }
     }
@@ -123,6 +130,12 @@ impl AppMessage {
         }
         Ok(message)
     }
+}
+
+/// The broadcast key of a node's performance summary: a newer summary of
+/// the same node replaces the queued one, others' stay.
+fn perf_key(node: &NodeId) -> Vec<u8> {
+    [b"perf/".as_slice(), node.as_bytes()].concat()
 }
 
 /// A client's report about its session (from the API or RTCP).
@@ -246,6 +259,9 @@ pub struct Engine<S> {
     history: HashMap<String, Vec<Move>>,
     actions: VecDeque<Action>,
     next_check: Instant,
+    /// When the summary was last shared, and what it said.
+    last_perf: Option<(Instant, Vec<u8>)>,
+    next_perf: Instant,
     rejected: u64,
 }
 
@@ -269,6 +285,8 @@ impl<S: Signer> Engine<S> {
             history: HashMap::new(),
             actions: VecDeque::new(),
             next_check: now,
+            last_perf: None,
+            next_perf: now,
             rejected: 0,
         }
     }
@@ -333,7 +351,8 @@ impl<S: Signer> Engine<S> {
     }
 
     /// An application payload from a peer (a delta or a perf summary).
-    /// Returns whether it was news worth spreading further.
+    /// News is spread further (an [`Action::Broadcast`]); returns whether it
+    /// was news.
     pub fn handle_app(&mut self, now: Instant, now_ms: u64, payload: &[u8]) -> bool {
         match AppMessage::decode(payload) {
             Ok(AppMessage::Delta(delta)) => self.handle_delta(now, now_ms, *delta).unwrap_or(false),
@@ -353,6 +372,12 @@ impl<S: Signer> Engine<S> {
                         .peer_perf
                         .insert((location, summary.node.clone()), perf);
                     changed |= old != Some(perf);
+                }
+                if changed {
+                    self.actions.push_back(Action::Broadcast {
+                        key: perf_key(&summary.node),
+                        payload: payload.to_vec(),
+                    });
                 }
                 changed
             }
@@ -472,8 +497,7 @@ impl<S: Signer> Engine<S> {
         }
     }
 
-    /// This node's performance summary by location, to share with peers
-    /// (the node broadcasts it from time to time).
+    /// This node's performance summary by location, as shared with peers.
     pub fn perf_summary(&self) -> AppMessage {
         let ms = |d: f64| (d * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32;
         AppMessage::Perf(PerfSummary {
@@ -500,6 +524,10 @@ impl<S: Signer> Engine<S> {
     /// Re-examines every session: takeovers, repairs, transfers, handover
     /// deadlines, tombstone collection. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant, now_ms: u64) {
+        if now >= self.next_perf {
+            self.next_perf = now + self.config.perf_interval;
+            self.share_perf(now);
+        }
         if now < self.next_check {
             return;
         }
@@ -527,7 +555,26 @@ impl<S: Signer> Engine<S> {
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_check)
+        Some(self.next_check.min(self.next_perf))
+    }
+
+    /// Shares this node's summary when it changed, or when it was last
+    /// shared `perf_repeat` ago.
+    fn share_perf(&mut self, now: Instant) {
+        if self.own_locations.is_empty() {
+            return;
+        }
+        let payload = self.perf_summary().encode();
+        let due = self.last_perf.as_ref().is_none_or(|(at, last)| {
+            *last != payload || now.saturating_duration_since(*at) >= self.config.perf_repeat
+        });
+        if due {
+            self.actions.push_back(Action::Broadcast {
+                key: perf_key(&self.me),
+                payload: payload.clone(),
+            });
+            self.last_perf = Some((now, payload));
+        }
     }
 
     /// The next action. Call after every `handle_*` until `None`.

@@ -369,3 +369,45 @@ fn a_transfer_whose_new_primary_dies_returns_and_keeps_running() {
     c.tick(Duration::from_secs(6));
     assert_eq!(c.hosting(primary), vec!["s1".to_string()]);
 }
+
+#[test]
+fn performance_summaries_are_shared_when_they_change_and_forwarded_once() {
+    let mut c = Cluster::new(3);
+    c.open(0, "s1");
+    let primary = c.index(&c.engines[0].map().get("s1").unwrap().primary.clone());
+    let report = Report {
+        loss: 0.01,
+        jitter: Duration::from_millis(5),
+        rtt: Duration::from_millis(20),
+    };
+    c.engines[primary].report(c.now, "s1", report);
+    let perf_broadcasts = |e: &mut Engine<LocalKey>| {
+        std::iter::from_fn(|| e.poll_action())
+            .filter(|a| matches!(a, Action::Broadcast { key, .. } if key.starts_with(b"perf/")))
+            .count()
+    };
+    c.now += Duration::from_secs(3);
+    let (now, now_ms) = (c.now, c.now_ms);
+    c.engines[primary].handle_timeout(now, now_ms);
+    let shared: Vec<Action> = std::iter::from_fn(|| c.engines[primary].poll_action()).collect();
+    let payload = shared
+        .iter()
+        .find_map(|a| match a {
+            Action::Broadcast { key, payload } if key.starts_with(b"perf/") => {
+                Some(payload.clone())
+            }
+            _ => None,
+        })
+        .expect("the changed summary is shared");
+    // A peer stores it and forwards it once; the same summary again is no news.
+    let peer = (0..3).find(|i| *i != primary).unwrap();
+    assert!(c.engines[peer].handle_app(now, now_ms, &payload));
+    assert_eq!(perf_broadcasts(&mut c.engines[peer]), 1);
+    assert!(!c.engines[peer].handle_app(now, now_ms, &payload));
+    assert_eq!(perf_broadcasts(&mut c.engines[peer]), 0);
+    // Unchanged, it is not shared again before perf_repeat.
+    c.now += Duration::from_secs(3);
+    let (now, now_ms) = (c.now, c.now_ms);
+    c.engines[primary].handle_timeout(now, now_ms);
+    assert_eq!(perf_broadcasts(&mut c.engines[primary]), 0);
+}
