@@ -942,14 +942,11 @@ impl Map {
         backups: Vec<NodeId>,
         now_ms: u64,
     ) -> Result<Delta, WriteError> {
-        let prev = self.writable(id)?;
-        self.require_primary(signer, prev)?;
-        let mut record = prev.clone();
-        record.version = record.version.saturating_add(1);
-        record.backups = backups;
-        record.reason = "backups".to_owned();
-        let prev = prev.clone();
-        self.commit(signer, record, Some(prev), now_ms)
+        self.successor(signer, id, true, now_ms, |record| {
+            record.version = record.version.saturating_add(1);
+            record.backups = backups;
+            record.reason = "backups".to_owned();
+        })
     }
 
     /// The primary closes the session (version + 1): the tombstone wins
@@ -960,14 +957,11 @@ impl Map {
         id: &str,
         now_ms: u64,
     ) -> Result<Delta, WriteError> {
-        let prev = self.writable(id)?;
-        self.require_primary(signer, prev)?;
-        let mut record = prev.clone();
-        record.version = record.version.saturating_add(1);
-        record.state = SessionState::Closed;
-        record.reason = "close".to_owned();
-        let prev = prev.clone();
-        self.commit(signer, record, Some(prev), now_ms)
+        self.successor(signer, id, true, now_ms, |record| {
+            record.version = record.version.saturating_add(1);
+            record.state = SessionState::Closed;
+            record.reason = "close".to_owned();
+        })
     }
 
     /// A backup takes the session over (epoch + 1, itself primary). The
@@ -983,18 +977,17 @@ impl Map {
         new_backups: Vec<NodeId>,
         now_ms: u64,
     ) -> Result<Delta, WriteError> {
-        let prev = self.writable(id)?;
-        if !prev.backups.contains(signer.id()) {
+        if !self.writable(id)?.backups.contains(signer.id()) {
             return Err(WriteError::NotBackup { id: id.to_owned() });
         }
-        let mut record = prev.clone();
-        record.epoch = record.epoch.saturating_add(1);
-        record.version = 0;
-        record.primary = signer.id().clone();
-        record.backups = new_backups;
-        record.reason = reason.to_owned();
-        let prev = prev.clone();
-        self.commit(signer, record, Some(prev), now_ms)
+        let claimer = signer.id().clone();
+        self.successor(signer, id, false, now_ms, |record| {
+            record.epoch = record.epoch.saturating_add(1);
+            record.version = 0;
+            record.primary = claimer;
+            record.backups = new_backups;
+            record.reason = reason.to_owned();
+        })
     }
 
     /// The primary names another node primary (epoch + 1): a transfer.
@@ -1007,16 +1000,13 @@ impl Map {
         new_backups: Vec<NodeId>,
         now_ms: u64,
     ) -> Result<Delta, WriteError> {
-        let prev = self.writable(id)?;
-        self.require_primary(signer, prev)?;
-        let mut record = prev.clone();
-        record.epoch = record.epoch.saturating_add(1);
-        record.version = 0;
-        record.primary = to;
-        record.backups = new_backups;
-        record.reason = reason.to_owned();
-        let prev = prev.clone();
-        self.commit(signer, record, Some(prev), now_ms)
+        self.successor(signer, id, true, now_ms, |record| {
+            record.epoch = record.epoch.saturating_add(1);
+            record.version = 0;
+            record.primary = to;
+            record.backups = new_backups;
+            record.reason = reason.to_owned();
+        })
     }
 
     fn writable(&self, id: &str) -> Result<&Record, WriteError> {
@@ -1027,6 +1017,27 @@ impl Map {
             return Err(WriteError::Closed { id: id.to_owned() });
         }
         Ok(record)
+    }
+
+    /// Writes the next version of a live session: `edit` turns a copy of the
+    /// current version into it; `by_primary` requires the signer to be the
+    /// current primary.
+    fn successor(
+        &mut self,
+        signer: &dyn Signer,
+        id: &str,
+        by_primary: bool,
+        now_ms: u64,
+        edit: impl FnOnce(&mut Record),
+    ) -> Result<Delta, WriteError> {
+        let prev = self.writable(id)?;
+        if by_primary {
+            self.require_primary(signer, prev)?;
+        }
+        let prev = prev.clone();
+        let mut record = prev.clone();
+        edit(&mut record);
+        self.commit(signer, record, Some(prev), now_ms)
     }
 
     fn require_primary(&self, signer: &dyn Signer, record: &Record) -> Result<(), WriteError> {
