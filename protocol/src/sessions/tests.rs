@@ -104,6 +104,29 @@ impl Cluster {
         }
     }
 
+    /// `peer` tells `primary` that it serves the test location well.
+    fn peer_serves_the_location_well(&mut self, primary: usize, peer: usize) {
+        let good = AppMessage::Perf(PerfSummary {
+            node: self.ids[peer].clone(),
+            locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
+        })
+        .encode();
+        self.engines[primary].handle_app(self.now, self.now_ms, &good);
+    }
+
+    /// The client of "s1" reports poor service to `primary` once a second.
+    fn report_poor_service(&mut self, primary: usize, seconds: u32) {
+        let poor = Report {
+            loss: 0.2,
+            jitter: Duration::from_millis(80),
+            rtt: Duration::from_millis(50),
+        };
+        for _ in 0..seconds {
+            self.engines[primary].report(self.now, "s1", poor);
+            self.tick(Duration::from_secs(1));
+        }
+    }
+
     fn open(&mut self, at: usize, id: &str) -> Record {
         let r = self.engines[at]
             .open(
@@ -225,24 +248,11 @@ fn poor_service_moves_the_session_make_before_break() {
     let primary = c.index(&record.primary);
     let peer = (0..3).find(|i| *i != primary).unwrap();
     // The peer serves this location well and says so.
-    let good = AppMessage::Perf(PerfSummary {
-        node: c.ids[peer].clone(),
-        locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
-    })
-    .encode();
-    c.engines[primary].handle_app(c.now, c.now_ms, &good);
+    c.peer_serves_the_location_well(primary, peer);
     // Past the dwell time of a freshly placed session (hysteresis).
     c.tick(Config::default().policy.min_dwell);
     // The client reports poor service for longer than poor_for.
-    for _ in 0..15 {
-        let report = Report {
-            loss: 0.2,
-            jitter: Duration::from_millis(80),
-            rtt: Duration::from_millis(50),
-        };
-        c.engines[primary].report(c.now, "s1", report);
-        c.tick(Duration::from_secs(1));
-    }
+    c.report_poor_service(primary, 15);
     let last = c.engines[primary].map().get("s1").unwrap().clone();
     assert_eq!(last.primary, c.ids[peer], "moved to the better peer");
     assert!(last.epoch > record.epoch);
@@ -269,24 +279,11 @@ fn transfer_waits_for_the_new_primary_before_stopping() {
     let record = c.open(0, "s1");
     let primary = c.index(&record.primary);
     let peer = (0..3).find(|i| *i != primary).unwrap();
-    let good = AppMessage::Perf(PerfSummary {
-        node: c.ids[peer].clone(),
-        locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
-    })
-    .encode();
-    c.engines[primary].handle_app(c.now, c.now_ms, &good);
+    c.peer_serves_the_location_well(primary, peer);
     c.tick(Config::default().policy.min_dwell);
     // The peer hears nothing from now on: no confirmation can come.
     c.down[peer] = true;
-    let poor = Report {
-        loss: 0.2,
-        jitter: Duration::from_millis(80),
-        rtt: Duration::from_millis(50),
-    };
-    for _ in 0..12 {
-        c.engines[primary].report(c.now, "s1", poor);
-        c.tick(Duration::from_secs(1));
-    }
+    c.report_poor_service(primary, 12);
     let handed = c.engines[primary].map().get("s1").unwrap().primary == c.ids[peer];
     assert!(handed, "the handover was written");
     assert_eq!(
@@ -336,24 +333,11 @@ fn a_transfer_whose_new_primary_dies_returns_and_keeps_running() {
     let record = c.open(0, "s1");
     let primary = c.index(&record.primary);
     let peer = (0..3).find(|i| *i != primary).unwrap();
-    let good = AppMessage::Perf(PerfSummary {
-        node: c.ids[peer].clone(),
-        locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
-    })
-    .encode();
-    c.engines[primary].handle_app(c.now, c.now_ms, &good);
+    c.peer_serves_the_location_well(primary, peer);
     c.tick(Config::default().policy.min_dwell);
     // The peer dies right after the handover, before confirming.
     c.down[peer] = true;
-    let poor = Report {
-        loss: 0.2,
-        jitter: Duration::from_millis(80),
-        rtt: Duration::from_millis(50),
-    };
-    for _ in 0..12 {
-        c.engines[primary].report(c.now, "s1", poor);
-        c.tick(Duration::from_secs(1));
-    }
+    c.report_poor_service(primary, 12);
     assert_eq!(
         c.engines[primary].map().get("s1").unwrap().primary,
         c.ids[peer]
