@@ -703,7 +703,7 @@ impl Driver {
                     // must be reached over a new one.
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
-                self.feed_engine(&id);
+                self.feed_engine(&id, true);
                 self.shared.publish(ApiEvent {
                     kind: "member".to_string(),
                     at,
@@ -730,7 +730,7 @@ impl Driver {
                         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                     }
                 }
-                self.feed_engine(&id);
+                self.feed_engine(&id, true);
                 if let Some(mut view) = self.shared.members.get_mut(&peer.to_base58()) {
                     view.name = meta.name;
                     view.addrs = meta.addrs;
@@ -739,7 +739,7 @@ impl Driver {
                 }
             }
             Event::ProbeRtt { id, .. } => {
-                self.feed_engine(&id);
+                self.feed_engine(&id, false);
                 let Some(peer) = peer_of(&id) else { return };
                 let Some(member) = self.swim.member(&id) else {
                     return;
@@ -779,12 +779,16 @@ impl Driver {
     }
 
     /// Feeds SWIM's view of a member to the session engine.
-    fn feed_engine(&mut self, id: &NodeId) {
+    /// `with_meta` is false on the hot path (every probe RTT), where only the
+    /// distance changed.
+    fn feed_engine(&mut self, id: &NodeId, with_meta: bool) {
         let Some(member) = self.swim.member(id) else {
             return;
         };
         let state = member.state;
-        let meta = NodeMeta::decode(&member.meta).ok();
+        let meta = with_meta
+            .then(|| NodeMeta::decode(&member.meta).ok())
+            .flatten();
         let distance = member
             .coord
             .as_ref()
