@@ -65,14 +65,8 @@ fn unix_ms() -> f64 {
 }
 
 fn payload_bytes_out(cluster: &LocalCluster, i: usize) -> f64 {
-    let url = format!("http://{}/metrics", cluster.nodes[i].api);
-    let Ok(mut response) = ureq::get(&url).call() else {
-        return 0.0;
-    };
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("baton_bytes_total{direction=\"out\"} "))
-        .and_then(|v| v.trim().parse().ok())
+    crate::http::get_text(&cluster.nodes[i].api.to_string(), "/metrics")
+        .map(|text| crate::http::bytes_out(&text))
         .unwrap_or(0.0)
 }
 

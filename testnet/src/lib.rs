@@ -1,7 +1,17 @@
-//! Running many Baton nodes: today the deterministic simulator of the
-//! protocol core ([`sim`]); later, launchers of real node processes.
+//! Running many Baton nodes: the deterministic simulator of the protocol
+//! core ([`sim`]), real node processes on loopback ([`local`]: the demo and
+//! the bench), and the testnet of real nodes in network namespaces behind
+//! the userspace WAN emulator ([`emu`], [`testbed`], [`scenarios`]).
 
 pub mod bench;
+pub mod control;
 pub mod demo;
+pub mod emu;
+pub mod http;
 pub mod local;
+pub mod netns;
+pub mod plot;
+pub mod scenarios;
 pub mod sim;
+pub mod sys;
+pub mod testbed;

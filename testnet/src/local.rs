@@ -2,7 +2,6 @@
 //! queried through their HTTP API. The overlay benchmark and the demo run on
 //! this; nothing here needs root, and only 127.0.0.1 is ever addressed.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -208,23 +207,7 @@ impl LocalCluster {
 
     /// GETs `path` from node `i`'s API as JSON.
     pub fn get(&self, i: usize, path: &str) -> Result<serde_json::Value, LocalError> {
-        let node = &self.nodes[i];
-        let url = format!("http://{}{}", node.api, path);
-        let api = |why: String| LocalError::Api {
-            node: node.name.clone(),
-            why,
-        };
-        let mut response = ureq::get(&url)
-            .config()
-            .timeout_global(Some(Duration::from_secs(3)))
-            .build()
-            .call()
-            .map_err(|e| api(e.to_string()))?;
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| api(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| api(e.to_string()))
+        crate::http::get(&self.nodes[i].api.to_string(), path).map_err(|why| self.api_error(i, why))
     }
 
     /// POSTs `body` as JSON to node `i`'s API; answers the JSON reply.
@@ -234,47 +217,20 @@ impl LocalCluster {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, LocalError> {
-        let node = &self.nodes[i];
-        let url = format!("http://{}{}", node.api, path);
-        let api = |why: String| LocalError::Api {
-            node: node.name.clone(),
+        crate::http::post(&self.nodes[i].api.to_string(), path, body)
+            .map_err(|why| self.api_error(i, why))
+    }
+
+    fn api_error(&self, i: usize, why: String) -> LocalError {
+        LocalError::Api {
+            node: self.nodes[i].name.clone(),
             why,
-        };
-        let mut response = ureq::post(&url)
-            .config()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build()
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .map_err(|e| api(e.to_string()))?;
-        let status = response.status();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| api(e.to_string()))?;
-        if !status.is_success() {
-            return Err(api(format!("{path}: {status} {text}")));
         }
-        serde_json::from_str(&text).map_err(|e| api(e.to_string()))
     }
 
     /// Member states node `i` holds, by name.
     pub fn member_states(&self, i: usize) -> Result<Vec<(String, String)>, LocalError> {
-        let members = self.get(i, "/v1/members")?;
-        Ok(members
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .map(|m| {
-                        (
-                            m["name"].as_str().unwrap_or("").to_string(),
-                            m["state"].as_str().unwrap_or("").to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(crate::http::member_states(&self.get(i, "/v1/members")?))
     }
 
     /// Waits until every running node sees every other running node alive.
@@ -305,42 +261,14 @@ impl LocalCluster {
     /// the returned channel until the stream or the receiver ends.
     pub fn follow_events(&self, i: usize) -> std::sync::mpsc::Receiver<serde_json::Value> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
-        let url = format!("http://{}/v1/events", self.nodes[i].api);
-        std::thread::spawn(move || {
-            let Ok(response) = ureq::get(&url).call() else {
-                return;
-            };
-            let reader = BufReader::new(response.into_body().into_reader());
-            for line in reader.lines() {
-                let Ok(line) = line else { return };
-                if let Some(data) = line.strip_prefix("data:")
-                    && let Ok(event) = serde_json::from_str(data.trim())
-                    && tx.send(event).is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let api = self.nodes[i].api.to_string();
+        std::thread::spawn(move || crate::http::follow_events(&api, &tx));
         rx
     }
 
     /// Resident memory (kB) and CPU time (clock ticks) of node `i` from /proc.
     pub fn proc_usage(&self, i: usize) -> Option<(u64, u64)> {
-        let pid = self.nodes[i].pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th fields of the whole line.
-        let after = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some((rss_kb, utime + stime))
+        crate::http::proc_usage(self.nodes[i].pid()?)
     }
 }
 

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use baton_protocol::swim;
-use baton_testnet::sim::{self, Latency, RttMatrix, Scenario, ScenarioConfig};
+use baton_testnet::control::{self, Request};
+use baton_testnet::scenarios::{self, Options, Scenario};
+use baton_testnet::sim::{self, Latency, RttMatrix, ScenarioConfig};
+use baton_testnet::sys;
+use baton_testnet::testbed::TestbedConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -73,6 +77,252 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Brings up a testnet that stays up (root): one network namespace per
+    /// node (198.18.1.N/16, a TAP device as eth0) and a client namespace
+    /// (198.18.2.1), joined by the userspace WAN emulator, which delays each
+    /// frame by half its pair's RTT (plus jitter), drops the configured loss
+    /// and cuts links on demand. Nodes run `batond` with their API on
+    /// 127.0.0.1:7700 inside their namespace: `ip netns exec NS baton members`.
+    #[command(after_help = "EXAMPLES:\n  \
+        testnet up --nodes 8 --wan\n  \
+        testnet cut n2 n3        # partition n2, n3 from the rest\n  \
+        testnet heal\n  \
+        testnet kill n4; testnet restart n4\n  \
+        testnet status\n  \
+        testnet down")]
+    Up(NetArgs),
+    /// Removes the testnet: its nodes, namespaces, TAP devices and state
+    /// (also what a testnet that died left behind).
+    Down,
+    /// Shows the testnet's nodes, regions, processes, loss and cuts.
+    Status,
+    /// SIGKILLs nodes of the running testnet (`n3` or `3`).
+    Kill {
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// SIGSTOPs nodes: they keep their sockets but answer nothing.
+    Pause {
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// SIGCONTs paused nodes.
+    Resume {
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Restarts nodes (killed or running) with the same identity.
+    Restart {
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Cuts nodes away from every other node and the client namespace.
+    Cut {
+        /// Nodes forming one side of the partition.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Drop only what the group sends (an asymmetric partition: the group
+        /// still hears the rest).
+        #[arg(long)]
+        one_way: bool,
+    },
+    /// Restores the links of the nodes given, or every link.
+    Heal {
+        /// Nodes (all links when none).
+        nodes: Vec<String>,
+    },
+    /// Sets the random loss of every link of the running testnet.
+    Loss {
+        /// Probability 0 to 1 (0.05 = 5%).
+        #[arg(value_parser = probability)]
+        loss: f64,
+    },
+    #[command(hide = true)]
+    Serve(NetArgs),
+    /// Runs a fault scenario on a fresh testnet (root) and writes
+    /// report.json, report.md and SVG plots to --out. Everything the run
+    /// creates is removed when it ends, fails or is interrupted.
+    ///
+    /// Exit status: 0 when every target the scenario speaks to was met, 1
+    /// when one was not (the report says which), 2 when the run could not be
+    /// made.
+    #[command(after_help = "SCENARIOS:\n  \
+        kill       SIGKILL the primary of a session, restart it; detection, client gap\n  \
+        partition  cut a minority away for 10 s, heal; owners after the heal\n  \
+        loss       5% loss on every link for --duration; false positives\n  \
+        pause      one node SIGSTOPped 0.5-2.5 s every 3-6 s; only it may be suspected\n  \
+        churn      rolling restarts (SIGTERM + start) of every node; sessions lost\n  \
+        scale      idle overlays of 8, 16, 32, 64 nodes (up to --nodes); traffic, CPU, RSS\n\n\
+        EXAMPLES:\n  \
+        testnet run kill --nodes 8 --wan --out /tmp/kill-wan\n  \
+        testnet run partition --nodes 5 --out /tmp/partition\n  \
+        testnet run loss --nodes 8 --duration 30min --out /tmp/loss\n  \
+        testnet run scale --nodes 64 --wan --out /tmp/scale")]
+    Run(Box<RunArgs>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScenarioName {
+    Kill,
+    Partition,
+    Loss,
+    Pause,
+    Churn,
+    Scale,
+}
+
+/// How the testnet is built (`up` and `run`).
+#[derive(Debug, Clone, Args)]
+struct NetArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=250))]
+    nodes: u16,
+    /// Spread the nodes round-robin over the regions of an RTT matrix (CSV
+    /// `a,b,rtt_ms`); without FILE the built-in one: median RTTs between 16
+    /// Azure regions. Without --wan: a LAN, no added delay.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "builtin")]
+    wan: Option<String>,
+    /// Random loss on every link, 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    loss: f64,
+    /// Each frame waits up to this fraction of its pair's delay longer
+    /// (frames of one pair keep their order).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.05, value_parser = jitter)]
+    jitter: f64,
+    /// RTT between two nodes of one region.
+    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = duration)]
+    intra_rtt: Duration,
+    /// Discover by bootstrap from n1 only, not mDNS as well.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Seed of the emulator's loss and jitter and of the fault choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario.
+    #[arg(value_enum)]
+    scenario: ScenarioName,
+    /// Where report.json, report.md, the plots and the node logs go.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Sessions to open.
+    #[arg(long, default_value_t = 4)]
+    sessions: usize,
+    /// Faults to inject (kills, partitions; restarts for churn: 0 = every node once).
+    #[arg(long, default_value_t = 5)]
+    faults: usize,
+    /// Measured time of `loss` and `pause`, and of each step of `scale`.
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    duration: Duration,
+    /// Time for membership and coordinates to settle before the faults.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    settle: Duration,
+}
+
+impl NetArgs {
+    fn matrix(&self) -> Result<Option<(RttMatrix, String)>, String> {
+        match self.wan.as_deref() {
+            None => Ok(None),
+            Some("builtin") => Ok(Some((
+                baton_testnet::emu::builtin_matrix(),
+                "built-in (16 Azure regions, P50)".into(),
+            ))),
+            Some(path) => RttMatrix::load(std::path::Path::new(path))
+                .map(|m| Some((m, path.to_owned())))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn testbed(&self) -> Result<TestbedConfig, String> {
+        let mut config = TestbedConfig::new(usize::from(self.nodes), std::path::Path::new("."));
+        config.wan = self.matrix()?.map(|(m, _)| m);
+        config.loss = self.loss;
+        config.jitter = self.jitter;
+        config.intra_rtt = self.intra_rtt;
+        config.mdns = !self.no_mdns;
+        config.seed = self.seed;
+        Ok(config)
+    }
+}
+
+fn control(req: Request) -> ExitCode {
+    match control::request(&req) {
+        Ok(reply) => {
+            println!("{}", reply.message.trim_end());
+            if reply.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("testnet: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_scenario(args: &RunArgs) -> ExitCode {
+    sys::catch_interrupts();
+    let wan = match args.net.matrix() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("testnet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenario = match args.scenario {
+        ScenarioName::Kill => Scenario::Kill,
+        ScenarioName::Partition => Scenario::Partition,
+        ScenarioName::Loss => Scenario::Loss,
+        ScenarioName::Pause => Scenario::Pause,
+        ScenarioName::Churn => Scenario::Churn,
+        ScenarioName::Scale => Scenario::Scale,
+    };
+    if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
+        eprintln!(
+            "testnet: --nodes {}: scenarios need at least 3 nodes",
+            args.net.nodes
+        );
+        return ExitCode::from(2);
+    }
+    let opts = Options {
+        nodes: usize::from(args.net.nodes),
+        wan,
+        loss: args.net.loss,
+        sessions: args.sessions,
+        faults: args.faults,
+        duration: args.duration,
+        settle: args.settle,
+        mdns: !args.net.no_mdns,
+        seed: args.net.seed,
+        out: args.out.clone(),
+    };
+    match scenarios::run(scenario, &opts) {
+        Ok(report) => {
+            print!("{}", report.markdown());
+            eprintln!("\nwrote {}", args.out.join("report.md").display());
+            if report.all_met() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("testnet run {}: {e}", scenario.name());
+            eprintln!("node logs: {}", args.out.join("nodes").display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,13 +337,13 @@ enum ScenarioArg {
     Pause,
 }
 
-impl From<ScenarioArg> for Scenario {
+impl From<ScenarioArg> for sim::Scenario {
     fn from(s: ScenarioArg) -> Self {
         match s {
-            ScenarioArg::Crash => Scenario::Crash,
-            ScenarioArg::Loss => Scenario::Loss,
-            ScenarioArg::Partition => Scenario::Partition,
-            ScenarioArg::Pause => Scenario::Pause,
+            ScenarioArg::Crash => sim::Scenario::Crash,
+            ScenarioArg::Loss => sim::Scenario::Loss,
+            ScenarioArg::Partition => sim::Scenario::Partition,
+            ScenarioArg::Pause => sim::Scenario::Pause,
         }
     }
 }
@@ -325,12 +575,69 @@ fn main() -> ExitCode {
                 }
             }
         }
+        other => run_net(other),
+    }
+}
+
+fn run_net(command: Command) -> ExitCode {
+    match command {
+        Command::Up(args) => {
+            if let Err(e) = args.testbed() {
+                eprintln!("testnet: {e}");
+                return ExitCode::from(2);
+            }
+            let raw: Vec<String> = std::env::args().skip(2).collect();
+            match control::up(&raw) {
+                Ok(table) => {
+                    println!("{}", table.trim_end());
+                    println!(
+                        "\ninspect a node: ip netns exec <namespace> baton members\n\
+                         remove it all: testnet down"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("testnet: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve(args) => {
+            let config = match args.testbed() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("testnet: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match control::serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("testnet: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Down => {
+            println!("{}", control::down());
+            ExitCode::SUCCESS
+        }
+        Command::Status => control(Request::Status),
+        Command::Kill { nodes } => control(Request::Kill { nodes }),
+        Command::Pause { nodes } => control(Request::Pause { nodes }),
+        Command::Resume { nodes } => control(Request::Resume { nodes }),
+        Command::Restart { nodes } => control(Request::Restart { nodes }),
+        Command::Cut { nodes, one_way } => control(Request::Cut { nodes, one_way }),
+        Command::Heal { nodes } => control(Request::Heal { nodes }),
+        Command::Loss { loss } => control(Request::Loss { loss }),
+        Command::Run(args) => run_scenario(&args),
+        Command::Sim(_) | Command::Demo { .. } | Command::Bench { .. } => ExitCode::from(2),
     }
 }
 
 fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
     let seed = args.seed.unwrap_or_else(random_seed);
-    let scenario = Scenario::from(args.scenario);
+    let scenario = sim::Scenario::from(args.scenario);
     let mut cfg = ScenarioConfig::new(scenario, args.nodes as usize, seed);
     let profile = args.profile.unwrap_or(if args.wan.is_some() {
         Profile::Wan

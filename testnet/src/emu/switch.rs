@@ -1,0 +1,372 @@
+//! The switch's event loop: one thread polls every TAP, queues each frame
+//! for each port it goes to with that pair's delay, and writes frames out
+//! when their time comes.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::Delays;
+use crate::sys;
+
+/// Longest Ethernet frame a TAP hands us (MTU 1500 plus header, with room).
+const FRAME_MAX: usize = 65_536;
+/// Frames read from one port before the others get their turn.
+const BURST: usize = 64;
+/// Frames waiting in the delay line before new ones are dropped: bounds
+/// memory when a port floods.
+const QUEUE_MAX: usize = 200_000;
+
+/// Counters of one port, as seen from the switch: `rx` is what the host
+/// behind the port sent, `tx` what the switch delivered to it.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames the host sent.
+    pub rx_frames: AtomicU64,
+    /// Bytes the host sent (Ethernet frames).
+    pub rx_bytes: AtomicU64,
+    /// Frames delivered to the host.
+    pub tx_frames: AtomicU64,
+    /// Bytes delivered to the host.
+    pub tx_bytes: AtomicU64,
+    /// Frames towards this host dropped by random loss.
+    pub lost: AtomicU64,
+    /// Frames towards this host dropped by a cut link.
+    pub cut: AtomicU64,
+    /// Frames towards this host dropped because the delay line was full or
+    /// the TAP refused them.
+    pub overflow: AtomicU64,
+}
+
+/// What can change while the switch runs.
+#[derive(Debug)]
+struct Rules {
+    /// Probability of dropping a frame, per frame and port it goes to.
+    loss: f64,
+    /// Directed links that drop everything: (from port, to port).
+    blocked: HashSet<(usize, usize)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    rules: Mutex<Rules>,
+    counters: Vec<PortCounters>,
+    stop: AtomicBool,
+    delays: Delays,
+}
+
+/// Changes the running switch's rules and reads its counters; cheap to
+/// clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct SwitchHandle {
+    shared: Arc<Shared>,
+}
+
+impl SwitchHandle {
+    fn rules(&self) -> std::sync::MutexGuard<'_, Rules> {
+        self.shared
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ports of the switch.
+    pub fn ports(&self) -> usize {
+        self.shared.counters.len()
+    }
+
+    /// Drops everything from port `from` to port `to` (one direction).
+    pub fn block(&self, from: usize, to: usize) {
+        self.rules().blocked.insert((from, to));
+    }
+
+    /// Restores the link from `from` to `to`.
+    pub fn unblock(&self, from: usize, to: usize) {
+        self.rules().blocked.remove(&(from, to));
+    }
+
+    /// Restores every link of `port`, both directions.
+    pub fn heal_port(&self, port: usize) {
+        self.rules()
+            .blocked
+            .retain(|(a, b)| *a != port && *b != port);
+    }
+
+    /// Restores every link.
+    pub fn heal_all(&self) {
+        self.rules().blocked.clear();
+    }
+
+    /// Directed links cut now.
+    pub fn blocked(&self) -> Vec<(usize, usize)> {
+        let mut v: Vec<_> = self.rules().blocked.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Sets the random loss of every link (0 to 1).
+    pub fn set_loss(&self, loss: f64) {
+        self.rules().loss = loss.clamp(0.0, 1.0);
+    }
+
+    /// The random loss of every link.
+    pub fn loss(&self) -> f64 {
+        self.rules().loss
+    }
+
+    /// Counters of `port`.
+    pub fn counters(&self, port: usize) -> &PortCounters {
+        &self.shared.counters[port]
+    }
+
+    /// The delays the switch imposes.
+    pub fn delays(&self) -> &Delays {
+        &self.shared.delays
+    }
+}
+
+/// A running switch. Dropping it stops the thread and closes the TAPs,
+/// which removes them.
+#[derive(Debug)]
+pub struct Switch {
+    handle: SwitchHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Switch {
+    /// Starts forwarding between `taps` (port p = `taps[p]`) with `delays`
+    /// between them, `jitter` (a fraction: each frame waits up to that much
+    /// longer than its pair's delay, frames of one pair never overtake each
+    /// other) and random `loss`.
+    pub fn start(
+        taps: Vec<File>,
+        delays: Delays,
+        jitter: f64,
+        loss: f64,
+        seed: u64,
+    ) -> io::Result<Switch> {
+        assert_eq!(taps.len(), delays.len(), "one delay row per port");
+        let shared = Arc::new(Shared {
+            rules: Mutex::new(Rules {
+                loss: loss.clamp(0.0, 1.0),
+                blocked: HashSet::new(),
+            }),
+            counters: (0..taps.len()).map(|_| PortCounters::default()).collect(),
+            stop: AtomicBool::new(false),
+            delays,
+        });
+        let handle = SwitchHandle { shared };
+        let thread = std::thread::Builder::new()
+            .name("wan-switch".into())
+            .spawn({
+                let handle = handle.clone();
+                move || {
+                    let mut core = Core::new(taps, handle, jitter.max(0.0), seed);
+                    if let Err(e) = core.run() {
+                        eprintln!("wan switch stopped: {e}");
+                    }
+                }
+            })?;
+        Ok(Switch {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// The handle that changes rules and reads counters.
+    pub fn handle(&self) -> SwitchHandle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.handle.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A frame waiting for its time.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending {
+    at: Instant,
+    seq: u64,
+    port: usize,
+    frame: Vec<u8>,
+}
+
+struct Core {
+    taps: Vec<File>,
+    handle: SwitchHandle,
+    jitter: f64,
+    rng: SmallRng,
+    /// Where each MAC address was last seen sending.
+    macs: HashMap<[u8; 6], usize>,
+    queue: BinaryHeap<Reverse<Pending>>,
+    /// Latest delivery time per (from, to), so frames keep their order.
+    last: Vec<Instant>,
+    seq: u64,
+}
+
+impl Core {
+    fn new(taps: Vec<File>, handle: SwitchHandle, jitter: f64, seed: u64) -> Core {
+        let n = taps.len();
+        Core {
+            taps,
+            handle,
+            jitter,
+            rng: SmallRng::seed_from_u64(seed),
+            macs: HashMap::new(),
+            queue: BinaryHeap::new(),
+            last: vec![Instant::now(); n * n],
+            seq: 0,
+        }
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; FRAME_MAX];
+        while !self.handle.shared.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let wait = self
+                .queue
+                .peek()
+                .map(|Reverse(p)| p.at.saturating_duration_since(now))
+                .unwrap_or(Duration::from_millis(50))
+                .min(Duration::from_millis(50));
+            let ready = {
+                let fds: Vec<_> = self.taps.iter().map(|t| t.as_fd()).collect();
+                sys::poll_readable(&fds, wait)?
+            };
+            for (port, readable) in ready.into_iter().enumerate() {
+                if readable {
+                    self.read_port(port, &mut buf);
+                }
+            }
+            self.deliver_due();
+        }
+        Ok(())
+    }
+
+    fn read_port(&mut self, port: usize, buf: &mut [u8]) {
+        for _ in 0..BURST {
+            match (&self.taps[port]).read(buf) {
+                Ok(0) => return,
+                Ok(n) => self.route(port, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The device went away (its namespace was deleted): nothing
+                // more will come from it.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn route(&mut self, from: usize, frame: &[u8]) {
+        if frame.len() < 14 {
+            return;
+        }
+        let counters = &self.handle.shared.counters[from];
+        counters.rx_frames.fetch_add(1, Ordering::Relaxed);
+        counters
+            .rx_bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let mut dst = [0u8; 6];
+        let mut src = [0u8; 6];
+        dst.copy_from_slice(&frame[0..6]);
+        src.copy_from_slice(&frame[6..12]);
+        if src[0] & 1 == 0 {
+            self.macs.insert(src, from);
+        }
+        let targets: Vec<usize> = match (dst[0] & 1 == 0)
+            .then(|| self.macs.get(&dst).copied())
+            .flatten()
+        {
+            Some(to) if to != from => vec![to],
+            Some(_) => Vec::new(),
+            None => (0..self.taps.len()).filter(|p| *p != from).collect(),
+        };
+        let now = Instant::now();
+        let (loss, blocked): (f64, Vec<bool>) = {
+            let rules = self
+                .handle
+                .shared
+                .rules
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (
+                rules.loss,
+                targets
+                    .iter()
+                    .map(|to| rules.blocked.contains(&(from, *to)))
+                    .collect(),
+            )
+        };
+        let n = self.taps.len();
+        for (to, cut) in targets.into_iter().zip(blocked) {
+            let counters = &self.handle.shared.counters[to];
+            if cut {
+                counters.cut.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if loss > 0.0 && self.rng.random::<f64>() < loss {
+                counters.lost.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if self.queue.len() >= QUEUE_MAX {
+                counters.overflow.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let base = self.handle.shared.delays.one_way(from, to);
+            let extra = if self.jitter > 0.0 && !base.is_zero() {
+                base.mul_f64(self.jitter * self.rng.random::<f64>())
+            } else {
+                Duration::ZERO
+            };
+            let slot = &mut self.last[from * n + to];
+            let at = (now + base + extra).max(*slot);
+            *slot = at;
+            self.seq += 1;
+            self.queue.push(Reverse(Pending {
+                at,
+                seq: self.seq,
+                port: to,
+                frame: frame.to_vec(),
+            }));
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        let now = Instant::now();
+        while self.queue.peek().is_some_and(|Reverse(p)| p.at <= now) {
+            let Some(Reverse(p)) = self.queue.pop() else {
+                break;
+            };
+            let counters = &self.handle.shared.counters[p.port];
+            // A TAP takes a frame whole or not at all.
+            match (&self.taps[p.port]).write(&p.frame) {
+                Ok(n) if n == p.frame.len() => {
+                    counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .tx_bytes
+                        .fetch_add(p.frame.len() as u64, Ordering::Relaxed);
+                }
+                // The device is down or gone, or its queue is full: the
+                // frame is lost, as on a real link.
+                Ok(_) | Err(_) => {
+                    counters.overflow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! What every scenario does: bring a testnet up, follow every node's
+//! events, open sessions towards receivers in the client namespace, and
+//! measure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use baton_node::rtp_receiver::{GapReport, RtpReceiver};
+
+use crate::sim::RttMatrix;
+use crate::sys;
+use crate::testbed::{CLIENT_ADDR, Testbed, TestbedConfig, TestbedError, unix_ms};
+
+/// How a scenario runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes (the largest N for `scale`).
+    pub nodes: usize,
+    /// The WAN matrix and its label, or `None` for a LAN.
+    pub wan: Option<(RttMatrix, String)>,
+    /// Background loss on every link (the `loss` scenario uses 5% when 0).
+    pub loss: f64,
+    /// Sessions to open.
+    pub sessions: usize,
+    /// Faults to inject (kills, partitions, restarts).
+    pub faults: usize,
+    /// Length of the measured run for `loss`, `pause` and each `scale` step.
+    pub duration: Duration,
+    /// Time given to membership and Vivaldi coordinates before faults.
+    pub settle: Duration,
+    /// Whether nodes use mDNS too.
+    pub mdns: bool,
+    /// Seed of the emulator and the fault choices.
+    pub seed: u64,
+    /// Where reports go; node data and logs under `out/nodes`.
+    pub out: std::path::PathBuf,
+}
+
+/// One event as a node reported it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The node that reported it.
+    pub observer: usize,
+    /// `member`, `refuted`, `session`.
+    pub kind: String,
+    /// Member or session id.
+    pub id: String,
+    /// New state.
+    pub state: String,
+    /// When, Unix ms (the observer's clock: the machine's).
+    pub at_ms: f64,
+}
+
+/// One session and its client.
+#[derive(Debug)]
+pub struct Sess {
+    /// Session id.
+    pub id: String,
+    /// The receiver hearing it.
+    pub receiver: RtpReceiver,
+}
+
+/// A testnet with its measurement around it.
+#[derive(Debug)]
+pub struct Harness {
+    /// The testnet.
+    pub tb: Testbed,
+    /// Peer ids by node index.
+    pub ids: Vec<String>,
+    /// Every event every node reported.
+    pub events: Arc<Mutex<Vec<Seen>>>,
+    /// The sessions.
+    pub sessions: Vec<Sess>,
+    /// When the run began (Unix ms), for timelines.
+    pub t0_ms: f64,
+}
+
+impl Harness {
+    /// Brings up `n` nodes as `opts` says and waits for membership.
+    pub fn up(opts: &Options, n: usize) -> Result<Harness, TestbedError> {
+        let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
+        config.wan = opts.wan.as_ref().map(|(m, _)| m.clone());
+        config.loss = opts.loss;
+        config.mdns = opts.mdns;
+        config.seed = opts.seed;
+        eprintln!(
+            "bringing up {n} nodes in namespaces ({}) ...",
+            opts.wan
+                .as_ref()
+                .map(|(_, l)| format!("WAN matrix {l}"))
+                .unwrap_or_else(|| "LAN".into())
+        );
+        let tb = Testbed::up(config)?;
+        let took = tb.wait_converged(Duration::from_secs(60 + n as u64))?;
+        eprintln!("membership converged after {:.1} s", took.as_secs_f64());
+        let ids = (0..n).map(|i| tb.peer_id(i)).collect::<Result<_, _>>()?;
+        let harness = Harness {
+            tb,
+            ids,
+            events: Arc::new(Mutex::new(Vec::new())),
+            sessions: Vec::new(),
+            t0_ms: unix_ms(),
+        };
+        for i in 0..n {
+            harness.follow(i)?;
+        }
+        Ok(harness)
+    }
+
+    /// Follows node `i`'s events (again, after a restart).
+    pub fn follow(&self, i: usize) -> Result<(), TestbedError> {
+        let rx = self.tb.follow_events(i)?;
+        let events = self.events.clone();
+        std::thread::spawn(move || {
+            while let Ok(e) = rx.recv() {
+                let seen = Seen {
+                    observer: i,
+                    kind: e["kind"].as_str().unwrap_or("").to_owned(),
+                    id: e["id"].as_str().unwrap_or("").to_owned(),
+                    state: e["state"].as_str().unwrap_or("").to_owned(),
+                    at_ms: e["at_ms"].as_f64().unwrap_or(0.0),
+                };
+                events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(seen);
+            }
+        });
+        Ok(())
+    }
+
+    /// Events so far that match `f`.
+    pub fn events_where(&self, f: impl Fn(&Seen) -> bool) -> Vec<Seen> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|e| f(e))
+            .cloned()
+            .collect()
+    }
+
+    /// Opens `count` rtp-audio sessions, asking the nodes in turn; waits
+    /// until every receiver hears its stream.
+    pub fn open_sessions(&mut self, count: usize) -> Result<(), TestbedError> {
+        let n = self.tb.nodes.len();
+        for k in 0..count {
+            let receiver = self.tb.receiver()?;
+            let client = receiver.local_addr();
+            let body = serde_json::json!({"service": "rtp-audio", "client": client.to_string()});
+            let session = self.tb.post(k % n, "/v1/sessions", &body)?;
+            let id = session["id"].as_str().unwrap_or_default().to_owned();
+            self.sessions.push(Sess { id, receiver });
+        }
+        for s in &self.sessions {
+            if !s.receiver.wait_for_packets(10, Duration::from_secs(15)) {
+                return Err(TestbedError::Timeout(format!(
+                    "session {} does not stream to its client",
+                    s.id
+                )));
+            }
+        }
+        if count > 0 {
+            eprintln!("{count} rtp-audio sessions streaming to {CLIENT_ADDR}");
+        }
+        Ok(())
+    }
+
+    /// Which running nodes host each session now (from their APIs).
+    pub fn hosts(&self) -> HashMap<String, Vec<usize>> {
+        let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+        for i in 0..self.tb.nodes.len() {
+            if !self.tb.nodes[i].is_running() || self.tb.nodes[i].paused {
+                continue;
+            }
+            let Ok(list) = self.tb.get(i, "/v1/sessions") else {
+                continue;
+            };
+            for s in list.as_array().into_iter().flatten() {
+                if s["hosted_here"] == true && s["state"] == "active" {
+                    let id = s["id"].as_str().unwrap_or_default().to_owned();
+                    map.entry(id).or_default().push(i);
+                }
+            }
+        }
+        map
+    }
+
+    /// The primary of session `k` as node `observer` sees it.
+    pub fn primary_of(&self, k: usize, observer: usize) -> Option<usize> {
+        let list = self.tb.get(observer, "/v1/sessions").ok()?;
+        let primary = list
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == self.sessions[k].id.as_str())?["primary"]
+            .as_str()?
+            .to_owned();
+        self.ids.iter().position(|id| *id == primary)
+    }
+
+    /// Sessions lost (hosted by no node, or silent for the last 2 s) and
+    /// doubly owned (hosted by more than one node, or heard from two
+    /// sources in the last 2 s), with a note on each.
+    pub fn ownership(&self) -> (usize, usize, Vec<String>) {
+        let hosts = self.hosts();
+        let since = Instant::now() - Duration::from_secs(2);
+        let (mut lost, mut double) = (0, 0);
+        let mut notes = Vec::new();
+        for s in &self.sessions {
+            let owners = hosts.get(&s.id).map_or(0, Vec::len);
+            let recent = s.receiver.report(since..);
+            if owners == 0 || recent.packets == 0 {
+                lost += 1;
+                notes.push(format!(
+                    "{}: lost ({owners} hosts, {} packets in 2 s)",
+                    s.id, recent.packets
+                ));
+            } else if owners > 1 || recent.sources.len() > 1 {
+                double += 1;
+                notes.push(format!(
+                    "{}: doubly owned ({owners} hosts, {} sources)",
+                    s.id,
+                    recent.sources.len()
+                ));
+            }
+        }
+        (lost, double, notes)
+    }
+
+    /// The gap report of session `k` over a window.
+    pub fn gap(&self, k: usize, from: Instant, to: Instant) -> GapReport {
+        self.sessions[k].receiver.report(from..to)
+    }
+
+    /// Vivaldi's relative errors: for every ordered pair of running nodes,
+    /// how far the coordinate distance one reports is from the RTT the
+    /// emulator imposes, as a fraction of it.
+    pub fn vivaldi_errors(&self) -> Vec<f64> {
+        let mut errors = Vec::new();
+        let names: HashMap<String, usize> = self
+            .tb
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for i in 0..self.tb.nodes.len() {
+            let Ok(members) = self.tb.get(i, "/v1/members") else {
+                continue;
+            };
+            for m in members.as_array().into_iter().flatten() {
+                let (Some(j), Some(est)) = (
+                    m["name"].as_str().and_then(|n| names.get(n)),
+                    m["distance_ms"].as_f64(),
+                ) else {
+                    continue;
+                };
+                let truth = self.tb.true_rtt(i, *j).as_secs_f64() * 1e3;
+                if truth > 0.0 {
+                    errors.push((est - truth).abs() / truth);
+                }
+            }
+        }
+        errors
+    }
+
+    /// CPU (percent of a core) and RSS (MB) per running node, and bytes
+    /// sent per node per second (eth0 counters), over `d`.
+    pub fn usage_over(&self, d: Duration) -> Result<Usage, TestbedError> {
+        let n = self.tb.nodes.len();
+        let before: Vec<_> = (0..n).map(|i| self.tb.proc_usage(i)).collect();
+        let ifaces_before: Vec<_> = (0..n).map(|i| self.tb.iface_counters(i).ok()).collect();
+        let started = Instant::now();
+        sleep(d)?;
+        let secs = started.elapsed().as_secs_f64();
+        let after: Vec<_> = (0..n).map(|i| self.tb.proc_usage(i)).collect();
+        let ifaces_after: Vec<_> = (0..n).map(|i| self.tb.iface_counters(i).ok()).collect();
+        let mut usage = Usage::default();
+        for (b, a) in before.iter().zip(&after) {
+            if let (Some((_, t0)), Some((kb, t1))) = (b, a) {
+                // USER_HZ is 100 on Linux.
+                usage
+                    .cpu_pct
+                    .push(t1.saturating_sub(*t0) as f64 / 100.0 / secs * 100.0);
+                usage.rss_mb.push(*kb as f64 / 1024.0);
+            }
+        }
+        for (b, a) in ifaces_before.iter().zip(&ifaces_after) {
+            if let (Some(b), Some(a)) = (b, a) {
+                usage
+                    .bytes_per_s
+                    .push(a.tx_bytes.saturating_sub(b.tx_bytes) as f64 / secs);
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Seconds since the run began.
+    pub fn t(&self, at_ms: f64) -> f64 {
+        (at_ms - self.t0_ms) / 1e3
+    }
+}
+
+/// What nodes used over an interval.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// CPU per node, percent of one core.
+    pub cpu_pct: Vec<f64>,
+    /// Resident memory per node at the end, MB.
+    pub rss_mb: Vec<f64>,
+    /// Bytes each node sent per second on its eth0 (Ethernet frames).
+    pub bytes_per_s: Vec<f64>,
+}
+
+impl Usage {
+    /// Mean bytes per node per second.
+    pub fn mean_bytes(&self) -> f64 {
+        if self.bytes_per_s.is_empty() {
+            return f64::NAN;
+        }
+        self.bytes_per_s.iter().sum::<f64>() / self.bytes_per_s.len() as f64
+    }
+}
+
+/// Sleeps `d` in small steps, failing at Ctrl-C.
+pub fn sleep(d: Duration) -> Result<(), TestbedError> {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        if sys::interrupted() {
+            return Err(TestbedError::Interrupted);
+        }
+        std::thread::sleep(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! `testnet run SCENARIO`: a fault scenario on a fresh testnet, measured
+//! from the outside (RTP receivers in the client namespace, the nodes'
+//! `/v1/events`, interface counters, /proc), written up as report.json,
+//! report.md and SVG plots in `--out`.
+
+mod harness;
+mod report;
+mod run;
+
+pub use harness::{Harness, Options};
+pub use report::{Report, Target};
+pub use run::{Scenario, run};

@@ -1,0 +1,873 @@
+//! The scenarios.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::harness::{Harness, Options, sleep};
+use super::report::{Report, Target, fmt_num};
+use crate::plot::{Plot, Style, cdf};
+use crate::sim::stats::Summary;
+use crate::testbed::{TestbedError, unix_ms};
+
+/// The scenarios `testnet run` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Kill the primary of a session with SIGKILL, restart it, repeat.
+    Kill,
+    /// Cut a minority away, heal, repeat.
+    Partition,
+    /// 5% random loss on every link for a long run.
+    Loss,
+    /// One node SIGSTOPped in bursts.
+    Pause,
+    /// Rolling restarts of every node.
+    Churn,
+    /// Idle overlays of 8, 16, 32 and 64 nodes.
+    Scale,
+}
+
+impl Scenario {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Kill => "kill",
+            Scenario::Partition => "partition",
+            Scenario::Loss => "loss",
+            Scenario::Pause => "pause",
+            Scenario::Churn => "churn",
+            Scenario::Scale => "scale",
+        }
+    }
+}
+
+/// Runs `scenario` and writes its report into `opts.out`.
+pub fn run(scenario: Scenario, opts: &Options) -> Result<Report, TestbedError> {
+    let started = Instant::now();
+    let mut report = match scenario {
+        Scenario::Kill => kill(opts)?,
+        Scenario::Partition => partition(opts)?,
+        Scenario::Loss => loss(opts)?,
+        Scenario::Pause => pause(opts)?,
+        Scenario::Churn => churn(opts)?,
+        Scenario::Scale => scale(opts)?,
+    };
+    report.duration_s = started.elapsed().as_secs_f64().round();
+    report.write(&opts.out)?;
+    Ok(report)
+}
+
+fn new_report(scenario: Scenario, opts: &Options, loss: f64) -> Report {
+    let mut r = Report::new(
+        scenario.name(),
+        opts.nodes,
+        opts.wan.as_ref().map(|(_, l)| l.clone()),
+        loss,
+        opts.seed,
+    );
+    r.sessions = opts.sessions;
+    r
+}
+
+fn is_wan(opts: &Options) -> bool {
+    opts.wan.is_some()
+}
+
+/// Brings the testnet up, opens the sessions, lets coordinates settle and
+/// measures Vivaldi's error (on a WAN).
+fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError> {
+    let mut h = Harness::up(opts, opts.nodes)?;
+    h.open_sessions(opts.sessions)?;
+    eprintln!("settling for {:?} ...", opts.settle);
+    sleep(opts.settle)?;
+    if is_wan(opts) {
+        let errors = h.vivaldi_errors();
+        let median = Summary::of(&errors).p50;
+        report.vivaldi_median_rel_error = median.map(|m| (m * 1000.0).round() / 1000.0);
+        report.targets.push(Target::at_most(
+            "Vivaldi median relative RTT error",
+            median.map(|m| m * 100.0),
+            10.0,
+            "%",
+        ));
+        eprintln!(
+            "Vivaldi median relative error over {} pairs: {}",
+            errors.len(),
+            median
+                .map(|m| format!("{:.1}%", m * 100.0))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(h)
+}
+
+/// Waits until every node in `observers` reported `victim` dead after
+/// `since_ms`; answers each observer's delay (ms), or None for those that
+/// did not within `timeout`.
+fn wait_dead(
+    h: &Harness,
+    victim: usize,
+    observers: &[usize],
+    since_ms: f64,
+    timeout: Duration,
+) -> Result<Vec<Option<f64>>, TestbedError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let id = &h.ids[victim];
+        let seen = h.events_where(|e| {
+            e.kind == "member" && e.id == *id && e.state == "dead" && e.at_ms >= since_ms
+        });
+        let delays: Vec<Option<f64>> = observers
+            .iter()
+            .map(|o| {
+                seen.iter()
+                    .filter(|e| e.observer == *o)
+                    .map(|e| e.at_ms - since_ms)
+                    .reduce(f64::min)
+            })
+            .collect();
+        if delays.iter().all(Option::is_some) || Instant::now() > deadline {
+            return Ok(delays);
+        }
+        sleep(Duration::from_millis(50))?;
+    }
+}
+
+/// Primaries of every session as `observer` sees them.
+fn primaries(h: &Harness, observer: usize) -> Vec<Option<usize>> {
+    (0..h.sessions.len())
+        .map(|k| h.primary_of(k, observer))
+        .collect()
+}
+
+/// Waits until session `k` has `packets` more packets than `before` (the
+/// stream resumed), up to `timeout`.
+fn wait_resumed(h: &Harness, k: usize, before: usize, timeout: Duration) -> bool {
+    h.sessions[k]
+        .receiver
+        .wait_for_packets(before + 10, timeout)
+}
+
+fn detection_targets(report: &mut Report, opts: &Options) {
+    let (limit, label) = if is_wan(opts) {
+        (1500.0, "detection p99 (WAN)")
+    } else {
+        (1000.0, "detection p99 (LAN)")
+    };
+    report.targets.push(Target::at_most(
+        label,
+        report.detection_ms.and_then(|s| s.p99),
+        limit,
+        "ms",
+    ));
+}
+
+fn gap_target(report: &mut Report, opts: &Options) {
+    let (limit, label) = if is_wan(opts) {
+        (2000.0, "client gap p99 when the primary fails (WAN)")
+    } else {
+        (1500.0, "client gap p99 when the primary fails (LAN)")
+    };
+    report.targets.push(Target::at_most(
+        label,
+        report.gap_ms.and_then(|s| s.p99),
+        limit,
+        "ms",
+    ));
+}
+
+fn ownership_targets(report: &mut Report) {
+    report.targets.push(Target::at_most(
+        "sessions lost 10 s after a fault",
+        report.sessions_lost.map(|v| v as f64),
+        0.0,
+        "",
+    ));
+    report.targets.push(Target::at_most(
+        "sessions doubly owned 10 s after a fault",
+        report.double_owned.map(|v| v as f64),
+        0.0,
+        "",
+    ));
+}
+
+/// `kill`: SIGKILL the primary of a session, time detection and the gap,
+/// check ownership 10 s later, restart it, repeat.
+fn kill(opts: &Options) -> Result<Report, TestbedError> {
+    let mut report = new_report(Scenario::Kill, opts, opts.loss);
+    let mut h = prepare(opts, &mut report)?;
+    let n = h.tb.nodes.len();
+    let mut detections = Vec::new();
+    let mut per_observer = Vec::new();
+    let mut gaps = Vec::new();
+    let (mut lost, mut double) = (0, 0);
+    let mut rows = Vec::new();
+    for k in 0..opts.faults.max(1) {
+        let before = primaries(&h, 0);
+        // The primary of a session, not n1 (the others bootstrap from it).
+        let victim = (0..before.len())
+            .map(|s| (s + k) % before.len().max(1))
+            .find_map(|s| before.get(s).copied().flatten().filter(|p| *p != 0))
+            .unwrap_or(1 + k % (n - 1));
+        let affected: Vec<usize> = (0..before.len())
+            .filter(|s| before[*s] == Some(victim))
+            .collect();
+        let counts: Vec<usize> = h.sessions.iter().map(|s| s.receiver.len()).collect();
+        let survivors: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
+        let at = Instant::now();
+        let at_ms = unix_ms();
+        h.tb.kill(victim);
+        let delays = wait_dead(&h, victim, &survivors, at_ms, Duration::from_secs(20))?;
+        let all = delays.iter().all(Option::is_some);
+        let detection = delays.iter().flatten().copied().reduce(f64::max);
+        per_observer.extend(delays.iter().flatten().copied());
+        if all && let Some(d) = detection {
+            detections.push(d);
+        }
+        let mut fault_gaps = Vec::new();
+        for &s in &affected {
+            if wait_resumed(&h, s, counts[s], Duration::from_secs(10)) {
+                let g = h.gap(s, at - Duration::from_secs(1), Instant::now());
+                fault_gaps.push(g.longest_gap_ms);
+            }
+        }
+        gaps.extend(&fault_gaps);
+        sleep((at + Duration::from_secs(10)).saturating_duration_since(Instant::now()))?;
+        let (l, d, notes) = h.ownership();
+        lost += l;
+        double += d;
+        let line = format!(
+            "kill {}: {} (primary of {} session(s)) dead at every survivor after {}; client gaps {:?} ms; 10 s later {l} lost, {d} doubly owned {}",
+            k + 1,
+            h.tb.nodes[victim].name,
+            affected.len(),
+            if all {
+                detection.map(|d| format!("{d:.0} ms")).unwrap_or_default()
+            } else {
+                format!("-- not all of them within 20 s ({delays:?})")
+            },
+            fault_gaps.iter().map(|g| g.round()).collect::<Vec<_>>(),
+            notes.join("; ")
+        );
+        eprintln!("{line}");
+        report.timeline.push(line);
+        rows.push(
+            json!({"victim": h.tb.nodes[victim].name, "detection_ms": detection,
+            "all_survivors": all, "per_observer_ms": delays, "gaps_ms": fault_gaps,
+            "sessions_lost": l, "double_owned": d}),
+        );
+        h.tb.restart(victim)?;
+        h.tb.wait_api(victim, Duration::from_secs(15))?;
+        h.follow(victim)?;
+        h.tb.wait_converged(Duration::from_secs(60))?;
+        sleep(Duration::from_secs(2))?;
+    }
+    report.detection_ms = Some(Summary::of(&detections));
+    report.gap_ms = Some(Summary::of(&gaps));
+    report.sessions_lost = Some(lost);
+    report.double_owned = Some(double);
+    let undetected = opts.faults.max(1) - detections.len();
+    report.details = json!({"kills": rows, "undetected_kills": undetected,
+        "detection_per_observer_ms": Summary::of(&per_observer)});
+    detection_targets(&mut report, opts);
+    report.targets.push(Target::at_most(
+        "kills not detected by every survivor within 20 s",
+        Some(undetected as f64),
+        0.0,
+        "",
+    ));
+    gap_target(&mut report, opts);
+    ownership_targets(&mut report);
+    let target = if is_wan(opts) { 1500.0 } else { 1000.0 };
+    report.plots.push((
+        "detection.svg".into(),
+        Plot::new(
+            "Kill until every survivor marks the node dead",
+            "kill",
+            "ms",
+        )
+        .series(
+            "all survivors",
+            Style::Points,
+            detections
+                .iter()
+                .enumerate()
+                .map(|(i, d)| ((i + 1) as f64, *d))
+                .collect(),
+        )
+        .reference("target p99", target),
+    ));
+    report.plots.push((
+        "detection-cdf.svg".into(),
+        Plot::new("Detection at each survivor (CDF)", "ms", "fraction").series(
+            "per survivor",
+            Style::Step,
+            cdf(&per_observer),
+        ),
+    ));
+    report.plots.push((
+        "gap.svg".into(),
+        Plot::new(
+            "Client gap when the primary is killed (CDF)",
+            "ms",
+            "fraction",
+        )
+        .series("sessions of the killed node", Style::Step, cdf(&gaps)),
+    ));
+    Ok(report)
+}
+
+/// `partition`: cut a minority (with the primary of session 1) away from
+/// the rest and the clients, hold, heal; time detection, the time until
+/// every session has one owner again, and ownership 10 s after the heal.
+fn partition(opts: &Options) -> Result<Report, TestbedError> {
+    let mut report = new_report(Scenario::Partition, opts, opts.loss);
+    let h = prepare(opts, &mut report)?;
+    let n = h.tb.nodes.len();
+    let size = ((n - 1) / 2).max(1);
+    let mut detections = Vec::new();
+    let mut gaps = Vec::new();
+    let mut one_owner = Vec::new();
+    let (mut lost, mut double) = (0, 0);
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    for k in 0..opts.faults.max(1) {
+        let before = primaries(&h, 0);
+        let first = before
+            .get(k % before.len().max(1))
+            .copied()
+            .flatten()
+            .filter(|p| *p != 0)
+            .unwrap_or(1);
+        let mut group = vec![first];
+        let mut next = first;
+        while group.len() < size {
+            next = 1 + next % (n - 1);
+            if !group.contains(&next) {
+                group.push(next);
+            }
+        }
+        let majority: Vec<usize> = (0..n).filter(|i| !group.contains(i)).collect();
+        let affected: Vec<usize> = (0..before.len())
+            .filter(|s| before[*s].is_some_and(|p| group.contains(&p)))
+            .collect();
+        let counts: Vec<usize> = h.sessions.iter().map(|s| s.receiver.len()).collect();
+        let names: Vec<String> = group.iter().map(|i| h.tb.nodes[*i].name.clone()).collect();
+        let cut_at = Instant::now();
+        let cut_ms = unix_ms();
+        h.tb.cut(&group, false);
+        let mut worst: Option<f64> = Some(0.0);
+        for &g in &group {
+            let d = wait_dead(&h, g, &majority, cut_ms, Duration::from_secs(20))?;
+            let m = if d.iter().all(Option::is_some) {
+                d.iter().flatten().copied().reduce(f64::max)
+            } else {
+                None
+            };
+            worst = worst.zip(m).map(|(a, b)| a.max(b));
+        }
+        if let Some(w) = worst {
+            detections.push(w);
+        }
+        let mut fault_gaps = Vec::new();
+        for &s in &affected {
+            if wait_resumed(&h, s, counts[s], Duration::from_secs(10)) {
+                fault_gaps.push(
+                    h.gap(s, cut_at - Duration::from_secs(1), Instant::now())
+                        .longest_gap_ms,
+                );
+            }
+        }
+        gaps.extend(&fault_gaps);
+        sleep((cut_at + Duration::from_secs(10)).saturating_duration_since(Instant::now()))?;
+        let heal_at = Instant::now();
+        h.tb.heal_all();
+        // Until every session has exactly one host again.
+        let mut curve = Vec::new();
+        let mut settled = None;
+        while heal_at.elapsed() < Duration::from_secs(20) {
+            let hosts = h.hosts();
+            let single = h
+                .sessions
+                .iter()
+                .filter(|s| hosts.get(&s.id).map_or(0, Vec::len) == 1)
+                .count();
+            let t = heal_at.elapsed().as_secs_f64();
+            curve.push((t, single as f64));
+            if single == h.sessions.len() && settled.is_none() {
+                settled = Some(t * 1e3);
+            }
+            if settled.is_some() && t > 3.0 {
+                break;
+            }
+            sleep(Duration::from_millis(100))?;
+        }
+        if let Some(s) = settled {
+            one_owner.push(s);
+        }
+        sleep((heal_at + Duration::from_secs(10)).saturating_duration_since(Instant::now()))?;
+        let (l, d, notes) = h.ownership();
+        lost += l;
+        double += d;
+        let hosts = h.hosts();
+        let owners: HashMap<&str, Vec<&str>> = h
+            .sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.id.as_str(),
+                    hosts
+                        .get(&s.id)
+                        .map(|v| v.iter().map(|i| h.tb.nodes[*i].name.as_str()).collect())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let line = format!(
+            "partition {}: {} cut away; majority saw them all dead after {}; client gaps {:?} ms; healed after 10 s; one owner per session {} after the heal; 10 s later {l} lost, {d} doubly owned {}",
+            k + 1,
+            names.join(","),
+            worst
+                .map(|w| format!("{w:.0} ms"))
+                .unwrap_or_else(|| "-- not within 20 s".into()),
+            fault_gaps.iter().map(|g| g.round()).collect::<Vec<_>>(),
+            settled
+                .map(|s| format!("{s:.0} ms"))
+                .unwrap_or_else(|| "never (20 s)".into()),
+            notes.join("; ")
+        );
+        eprintln!("{line}");
+        report.timeline.push(line);
+        rows.push(
+            json!({"minority": names, "detection_ms": worst, "gaps_ms": fault_gaps,
+            "one_owner_after_heal_ms": settled, "owners_after_heal": owners,
+            "sessions_lost": l, "double_owned": d}),
+        );
+        curves.push(curve);
+        h.tb.wait_converged(Duration::from_secs(60))?;
+        sleep(Duration::from_secs(2))?;
+    }
+    report.detection_ms = Some(Summary::of(&detections));
+    report.gap_ms = Some(Summary::of(&gaps));
+    report.sessions_lost = Some(lost);
+    report.double_owned = Some(double);
+    report.details = json!({"partitions": rows,
+        "one_owner_after_heal_ms": Summary::of(&one_owner)});
+    detection_targets(&mut report, opts);
+    gap_target(&mut report, opts);
+    ownership_targets(&mut report);
+    let mut plot = Plot::new(
+        "Sessions with exactly one owner after the heal",
+        "s after heal",
+        "sessions",
+    )
+    .reference("all sessions", h.sessions.len() as f64);
+    for (i, c) in curves.into_iter().enumerate() {
+        plot = plot.series(&format!("partition {}", i + 1), Style::Step, c);
+    }
+    report.plots.push(("owners.svg".into(), plot));
+    Ok(report)
+}
+
+/// A plotted series.
+type Points = Vec<(f64, f64)>;
+
+/// Member events per 10 s bucket: (suspect, dead) series.
+fn buckets(
+    h: &Harness,
+    healthy: impl Fn(&str) -> bool,
+    secs: f64,
+) -> (Points, Points) {
+    let n = (secs / 10.0).ceil().max(1.0) as usize;
+    let (mut suspect, mut dead) = (vec![0.0; n], vec![0.0; n]);
+    for e in h.events_where(|e| e.kind == "member" && healthy(&e.id)) {
+        let b = (h.t(e.at_ms) / 10.0).floor();
+        if b < 0.0 || b as usize >= n {
+            continue;
+        }
+        match e.state.as_str() {
+            "suspect" => suspect[b as usize] += 1.0,
+            "dead" => dead[b as usize] += 1.0,
+            _ => {}
+        }
+    }
+    let series = |v: Vec<f64>| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, c)| (i as f64 * 10.0, c))
+            .collect()
+    };
+    (series(suspect), series(dead))
+}
+
+/// `loss`: every link drops 5% (or `--loss`) for `--duration`; every
+/// death is a false positive.
+fn loss(opts: &Options) -> Result<Report, TestbedError> {
+    let p = if opts.loss > 0.0 { opts.loss } else { 0.05 };
+    let mut report = new_report(Scenario::Loss, opts, p);
+    let mut quiet = opts.clone();
+    quiet.loss = 0.0;
+    let mut h = prepare(&quiet, &mut report)?;
+    h.tb.switch().set_loss(p);
+    h.t0_ms = unix_ms();
+    let start = Instant::now();
+    eprintln!(
+        "{}% loss on every link for {:?} ...",
+        fmt_num(p * 100.0),
+        opts.duration
+    );
+    let usage = h.usage_over(opts.duration)?;
+    let secs = start.elapsed().as_secs_f64();
+    let since = h.t0_ms;
+    let deaths = h.events_where(|e| e.kind == "member" && e.state == "dead" && e.at_ms >= since);
+    let suspicions =
+        h.events_where(|e| e.kind == "member" && e.state == "suspect" && e.at_ms >= since);
+    let refutations = h.events_where(|e| e.kind == "refuted" && e.at_ms >= since);
+    let gaps: Vec<f64> = (0..h.sessions.len())
+        .map(|k| h.gap(k, start, Instant::now()).longest_gap_ms)
+        .collect();
+    let (l, d, notes) = h.ownership();
+    report.false_positives = Some(deaths.len() as u64);
+    report.gap_ms = Some(Summary::of(&gaps));
+    report.sessions_lost = Some(l);
+    report.double_owned = Some(d);
+    report.bytes_per_node_per_s = Some(usage.mean_bytes().round());
+    report.cpu_pct = Some(Summary::of(&usage.cpu_pct));
+    report.rss_mb = Some(Summary::of(&usage.rss_mb));
+    report.timeline.push(format!(
+        "{:.0} s at {}% loss: {} suspicions raised, {} refuted, {} false deaths; {l} sessions lost, {d} doubly owned {}",
+        secs,
+        fmt_num(p * 100.0),
+        suspicions.len(),
+        refutations.len(),
+        deaths.len(),
+        notes.join("; ")
+    ));
+    report.details = json!({"seconds": secs, "suspicions": suspicions.len(),
+        "refutations": refutations.len(),
+        "false_deaths": deaths.iter().map(|e| json!({"observer": h.tb.nodes[e.observer].name, "t_s": h.t(e.at_ms)})).collect::<Vec<_>>()});
+    report.targets.push(Target::at_most(
+        "healthy nodes declared dead",
+        Some(deaths.len() as f64),
+        0.0,
+        "",
+    ));
+    ownership_targets(&mut report);
+    let (s, dd) = buckets(&h, |_| true, secs);
+    report.plots.push((
+        "false-positives.svg".into(),
+        Plot::new(
+            &format!("Member events per 10 s at {}% loss", fmt_num(p * 100.0)),
+            "s",
+            "events",
+        )
+        .series("suspicions", Style::Step, s)
+        .series("deaths (false)", Style::Step, dd),
+    ));
+    let _ = &mut h;
+    Ok(report)
+}
+
+/// `pause`: the last node is SIGSTOPped for 0.5-2.5 s every 3-6 s for
+/// `--duration`; only it may be suspected or declared dead.
+fn pause(opts: &Options) -> Result<Report, TestbedError> {
+    let mut report = new_report(Scenario::Pause, opts, opts.loss);
+    let mut h = prepare(opts, &mut report)?;
+    let n = h.tb.nodes.len();
+    let victim = n - 1;
+    let victim_id = h.ids[victim].clone();
+    let mut rng = SmallRng::seed_from_u64(opts.seed);
+    h.t0_ms = unix_ms();
+    let start = Instant::now();
+    let mut bursts = Vec::new();
+    eprintln!(
+        "pausing {} in bursts for {:?} ...",
+        h.tb.nodes[victim].name, opts.duration
+    );
+    while start.elapsed() < opts.duration {
+        let burst = Duration::from_millis(rng.random_range(500..=2500));
+        let at = start.elapsed().as_secs_f64();
+        h.tb.pause(victim)?;
+        let slept = sleep(burst);
+        h.tb.resume(victim)?;
+        slept?;
+        bursts.push((at, burst.as_secs_f64()));
+        sleep(Duration::from_millis(rng.random_range(3000..=6000)))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let since = h.t0_ms;
+    let about = |healthy: bool| {
+        let vid = victim_id.clone();
+        move |id: &str| (id != vid) == healthy
+    };
+    let healthy_dead = h.events_where(|e| {
+        e.kind == "member"
+            && e.state == "dead"
+            && e.at_ms >= since
+            && e.id != victim_id
+            && e.observer != victim
+    });
+    let healthy_suspect = h.events_where(|e| {
+        e.kind == "member"
+            && e.state == "suspect"
+            && e.at_ms >= since
+            && e.id != victim_id
+            && e.observer != victim
+    });
+    let victim_dead = h.events_where(|e| {
+        e.kind == "member" && e.state == "dead" && e.at_ms >= since && e.id == victim_id
+    });
+    let victim_suspect = h.events_where(|e| {
+        e.kind == "member" && e.state == "suspect" && e.at_ms >= since && e.id == victim_id
+    });
+    sleep(Duration::from_secs(5))?;
+    let (l, d, notes) = h.ownership();
+    report.false_positives = Some(healthy_dead.len() as u64);
+    report.sessions_lost = Some(l);
+    report.double_owned = Some(d);
+    report.timeline.push(format!(
+        "{} bursts over {secs:.0} s: the paused node was suspected {} times and declared dead {} times; healthy nodes suspected {} times, declared dead {} times (by nodes other than the paused one); {l} sessions lost, {d} doubly owned {}",
+        bursts.len(), victim_suspect.len(), victim_dead.len(), healthy_suspect.len(), healthy_dead.len(), notes.join("; ")
+    ));
+    report.details = json!({"victim": h.tb.nodes[victim].name,
+        "bursts": bursts.iter().map(|(t, d)| json!({"t_s": t, "seconds": d})).collect::<Vec<_>>(),
+        "victim_suspected": victim_suspect.len(), "victim_declared_dead": victim_dead.len(),
+        "healthy_suspected": healthy_suspect.len(), "healthy_declared_dead": healthy_dead.len()});
+    report.targets.push(Target::at_most(
+        "healthy nodes declared dead",
+        Some(healthy_dead.len() as f64),
+        0.0,
+        "",
+    ));
+    ownership_targets(&mut report);
+    let (vs, vd) = buckets(&h, about(false), secs);
+    let (hs, hd) = buckets(&h, about(true), secs);
+    let mut plot = Plot::new(
+        "Member events per 10 s while one node is paused in bursts",
+        "s",
+        "events",
+    )
+    .series("paused node suspected", Style::Step, vs)
+    .series("paused node declared dead", Style::Step, vd)
+    .series("healthy suspected", Style::Step, hs)
+    .series("healthy declared dead", Style::Step, hd);
+    for (t, _) in bursts.iter().take(40) {
+        plot = plot.marker("", *t);
+    }
+    report.plots.push(("suspicions.svg".into(), plot));
+    Ok(report)
+}
+
+/// `churn`: every node in turn is stopped (SIGTERM) and started again;
+/// sessions lost and doubly owned at the end, the gaps on the way.
+fn churn(opts: &Options) -> Result<Report, TestbedError> {
+    let mut report = new_report(Scenario::Churn, opts, opts.loss);
+    let mut h = prepare(opts, &mut report)?;
+    let n = h.tb.nodes.len();
+    let mut gaps = Vec::new();
+    let mut rows = Vec::new();
+    let restarts = if opts.faults == 0 { n } else { opts.faults };
+    for k in 0..restarts {
+        let node = k % n;
+        let before = primaries(&h, (node + 1) % n);
+        let affected: Vec<usize> = (0..before.len())
+            .filter(|s| before[*s] == Some(node))
+            .collect();
+        let counts: Vec<usize> = h.sessions.iter().map(|s| s.receiver.len()).collect();
+        let at = Instant::now();
+        h.tb.stop(node, Duration::from_secs(10));
+        sleep(Duration::from_secs(1))?;
+        h.tb.start(node)?;
+        h.tb.wait_api(node, Duration::from_secs(15))?;
+        h.follow(node)?;
+        let mut fault_gaps = Vec::new();
+        for &s in &affected {
+            if wait_resumed(&h, s, counts[s], Duration::from_secs(10)) {
+                fault_gaps.push(
+                    h.gap(s, at - Duration::from_secs(1), Instant::now())
+                        .longest_gap_ms,
+                );
+            }
+        }
+        h.tb.wait_converged(Duration::from_secs(60))?;
+        let line = format!(
+            "restart {}: {} stopped (SIGTERM) and started again; it was primary of {} session(s), client gaps {:?} ms",
+            k + 1,
+            h.tb.nodes[node].name,
+            affected.len(),
+            fault_gaps.iter().map(|g| g.round()).collect::<Vec<_>>()
+        );
+        eprintln!("{line}");
+        report.timeline.push(line);
+        rows.push(json!({"node": h.tb.nodes[node].name, "gaps_ms": fault_gaps}));
+        gaps.extend(fault_gaps);
+        sleep(Duration::from_secs(2))?;
+    }
+    sleep(Duration::from_secs(10))?;
+    let (l, d, notes) = h.ownership();
+    report.timeline.push(format!(
+        "10 s after the last restart: {l} sessions lost, {d} doubly owned {}",
+        notes.join("; ")
+    ));
+    report.gap_ms = Some(Summary::of(&gaps));
+    report.sessions_lost = Some(l);
+    report.double_owned = Some(d);
+    report.details = json!({"restarts": rows});
+    ownership_targets(&mut report);
+    report.plots.push((
+        "gap.svg".into(),
+        Plot::new("Client gap per restart of its primary", "restart", "ms").series(
+            "gap",
+            Style::Points,
+            rows.iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    r["gaps_ms"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(move |g| g.as_f64().map(|g| ((i + 1) as f64, g)))
+                })
+                .collect(),
+        ),
+    ));
+    let _ = &mut h;
+    Ok(report)
+}
+
+/// `scale`: idle overlays of 8, 16, 32 and 64 nodes (up to `--nodes`):
+/// traffic, CPU and RSS per node against N.
+fn scale(opts: &Options) -> Result<Report, TestbedError> {
+    let mut report = new_report(Scenario::Scale, opts, opts.loss);
+    report.sessions = 0;
+    let sizes: Vec<usize> = [8, 16, 32, 64]
+        .into_iter()
+        .filter(|s| *s <= opts.nodes)
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![opts.nodes]
+    } else {
+        sizes
+    };
+    let mut rows = Vec::new();
+    let (mut bytes, mut cpu, mut rss, mut viv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last_usage = None;
+    for &n in &sizes {
+        let h = Harness::up(opts, n)?;
+        sleep(opts.settle)?;
+        eprintln!("N={n}: measuring idle nodes for {:?} ...", opts.duration);
+        let usage = h.usage_over(opts.duration)?;
+        let errors = if is_wan(opts) {
+            h.vivaldi_errors()
+        } else {
+            Vec::new()
+        };
+        let b = usage.mean_bytes();
+        let c = Summary::of(&usage.cpu_pct);
+        let r = Summary::of(&usage.rss_mb);
+        let v = Summary::of(&errors).p50;
+        let line = format!(
+            "N={n}: {b:.0} B/s sent per node; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
+            c.p50.map(fmt_num).unwrap_or_default(),
+            c.max.map(fmt_num).unwrap_or_default(),
+            r.p50.map(fmt_num).unwrap_or_default(),
+            r.max.map(fmt_num).unwrap_or_default(),
+            v.map(|v| format!("; Vivaldi median error {:.1}%", v * 100.0))
+                .unwrap_or_default()
+        );
+        eprintln!("{line}");
+        report.timeline.push(line);
+        rows.push(
+            json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
+            "vivaldi_median_rel_error": v}),
+        );
+        bytes.push((n as f64, b));
+        cpu.push((n as f64, c.p50.unwrap_or(f64::NAN)));
+        rss.push((n as f64, r.p50.unwrap_or(f64::NAN)));
+        if let Some(v) = v {
+            viv.push((n as f64, v * 100.0));
+        }
+        last_usage = Some((usage, v));
+        drop(h);
+    }
+    let ratio = match (bytes.first(), bytes.last()) {
+        (Some((_, a)), Some((_, b))) if *a > 0.0 => Some(b / a),
+        _ => None,
+    };
+    if let Some((usage, v)) = last_usage {
+        report.bytes_per_node_per_s = bytes.last().map(|(_, b)| b.round());
+        report.cpu_pct = Some(Summary::of(&usage.cpu_pct));
+        report.rss_mb = Some(Summary::of(&usage.rss_mb));
+        report.vivaldi_median_rel_error = v.map(|m| (m * 1000.0).round() / 1000.0);
+    }
+    report.details = json!({"steps": rows, "traffic_ratio_largest_to_smallest": ratio});
+    report.targets.push(Target::at_most(
+        "monitoring traffic per node at the largest N",
+        report.bytes_per_node_per_s,
+        2000.0,
+        "B/s",
+    ));
+    if sizes.len() > 1 {
+        report.targets.push(Target::at_most(
+            &format!(
+                "traffic ratio N={} / N={}",
+                sizes[sizes.len() - 1],
+                sizes[0]
+            ),
+            ratio.map(|r| (r * 100.0).round() / 100.0),
+            1.2,
+            "",
+        ));
+    }
+    report.targets.push(Target::at_most(
+        "idle RSS per node (max, largest N)",
+        report.rss_mb.and_then(|s| s.max),
+        30.0,
+        "MB",
+    ));
+    report.targets.push(Target::at_most(
+        "idle CPU per node (p50, largest N)",
+        report.cpu_pct.and_then(|s| s.p50),
+        1.0,
+        "% of a core",
+    ));
+    if is_wan(opts) {
+        report.targets.push(Target::at_most(
+            "Vivaldi median relative RTT error (largest N)",
+            report.vivaldi_median_rel_error.map(|v| v * 100.0),
+            10.0,
+            "%",
+        ));
+    }
+    report.plots.push((
+        "traffic.svg".into(),
+        Plot::new("Bytes sent per node per second (eth0)", "nodes", "B/s")
+            .series("idle overlay", Style::Line, bytes)
+            .reference("target 2 KB/s", 2000.0),
+    ));
+    report.plots.push((
+        "cpu.svg".into(),
+        Plot::new("CPU per node (median)", "nodes", "% of a core")
+            .series("idle", Style::Line, cpu)
+            .reference("target 1%", 1.0),
+    ));
+    report.plots.push((
+        "rss.svg".into(),
+        Plot::new("RSS per node (median)", "nodes", "MB")
+            .series("idle", Style::Line, rss)
+            .reference("target 30 MB", 30.0),
+    ));
+    if !viv.is_empty() {
+        report.plots.push((
+            "vivaldi.svg".into(),
+            Plot::new("Vivaldi median relative error", "nodes", "%")
+                .series("median", Style::Line, viv)
+                .reference("target 10%", 10.0),
+        ));
+    }
+    Ok(report)
+}
