@@ -7,6 +7,7 @@ pub mod bench;
 pub mod control;
 pub mod demo;
 pub mod emu;
+pub mod evaluate;
 pub mod http;
 pub mod local;
 pub mod netns;

@@ -143,6 +143,27 @@ enum Command {
     },
     #[command(hide = true)]
     Serve(NetArgs),
+    /// Runs every measurement behind docs/evaluation.md (each scenario on a
+    /// LAN and on the emulated WAN, the simulator runs, the loopback bench),
+    /// keeps the reports under DOCS/eval/ and writes DOCS/evaluation.md.
+    /// About 45 minutes; root; run from the repository root.
+    #[command(after_help = "EXAMPLES:\n  \
+        cargo build --release --workspace --bins\n  \
+        sudo ./target/release/testnet evaluate --docs docs\n  \
+        sudo ./target/release/testnet evaluate --docs docs --only kill   # re-run kill-lan, kill-wan only")]
+    Evaluate {
+        /// The docs directory.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Small sizes and short runs (minutes, not the documented
+        /// configuration): to check the pipeline.
+        #[arg(long)]
+        quick: bool,
+        /// Re-run only the steps whose key starts with this (kill, scale-wan,
+        /// sim-, bench, ...); the other reports are kept.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Runs a fault scenario on a fresh testnet (root) and writes
     /// report.json, report.md and SVG plots to --out. Everything the run
     /// creates is removed when it ends, fails or is interrupted.
@@ -631,6 +652,19 @@ fn run_net(command: Command) -> ExitCode {
         Command::Heal { nodes } => control(Request::Heal { nodes }),
         Command::Loss { loss } => control(Request::Loss { loss }),
         Command::Run(args) => run_scenario(&args),
+        Command::Evaluate { docs, quick, only } => {
+            sys::catch_interrupts();
+            match baton_testnet::evaluate::evaluate(&docs, quick, only.as_deref()) {
+                Ok(path) => {
+                    println!("wrote {}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("testnet evaluate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Sim(_) | Command::Demo { .. } | Command::Bench { .. } => ExitCode::from(2),
     }
 }

@@ -325,9 +325,13 @@ impl Testbed {
         self.nodes.len()
     }
 
-    /// The RTT the emulator imposes between nodes `a` and `b`.
+    /// The mean RTT the emulator imposes between nodes `a` and `b`: the
+    /// matrix's RTT plus the mean jitter (each way waits up to `jitter`
+    /// of its delay longer, half of that on average).
     pub fn true_rtt(&self, a: usize, b: usize) -> Duration {
-        self.delays.rtt(a, b)
+        self.delays
+            .rtt(a, b)
+            .mul_f64(1.0 + self.config.jitter / 2.0)
     }
 
     /// Node index by name (`n3`) or 1-based number (`3`).

@@ -235,7 +235,7 @@ impl Harness {
 
     /// Vivaldi's relative errors: for every ordered pair of running nodes,
     /// how far the coordinate distance one reports is from the RTT the
-    /// emulator imposes, as a fraction of it.
+    /// emulator imposes, in percent of it.
     pub fn vivaldi_errors(&self) -> Vec<f64> {
         let mut errors = Vec::new();
         let names: HashMap<String, usize> = self
@@ -258,7 +258,7 @@ impl Harness {
                 };
                 let truth = self.tb.true_rtt(i, *j).as_secs_f64() * 1e3;
                 if truth > 0.0 {
-                    errors.push((est - truth).abs() / truth);
+                    errors.push((est - truth).abs() / truth * 100.0);
                 }
             }
         }

@@ -8,5 +8,5 @@ mod report;
 mod run;
 
 pub use harness::{Harness, Options};
-pub use report::{Report, Target};
+pub use report::{Report, Target, fmt_num};
 pub use run::{Scenario, run};

@@ -86,10 +86,10 @@ fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError>
     if is_wan(opts) {
         let errors = h.vivaldi_errors();
         let median = Summary::of(&errors).p50;
-        report.vivaldi_median_rel_error = median.map(|m| (m * 1000.0).round() / 1000.0);
+        report.vivaldi_median_rel_error = median.map(|m| m / 100.0);
         report.targets.push(Target::at_most(
             "Vivaldi median relative RTT error",
-            median.map(|m| m * 100.0),
+            median,
             10.0,
             "%",
         ));
@@ -97,7 +97,7 @@ fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError>
             "Vivaldi median relative error over {} pairs: {}",
             errors.len(),
             median
-                .map(|m| format!("{:.1}%", m * 100.0))
+                .map(|m| format!("{m:.1}%"))
                 .unwrap_or_else(|| "-".into())
         );
     }
@@ -476,11 +476,7 @@ fn partition(opts: &Options) -> Result<Report, TestbedError> {
 type Points = Vec<(f64, f64)>;
 
 /// Member events per 10 s bucket: (suspect, dead) series.
-fn buckets(
-    h: &Harness,
-    healthy: impl Fn(&str) -> bool,
-    secs: f64,
-) -> (Points, Points) {
+fn buckets(h: &Harness, healthy: impl Fn(&str) -> bool, secs: f64) -> (Points, Points) {
     let n = (secs / 10.0).ceil().max(1.0) as usize;
     let (mut suspect, mut dead) = (vec![0.0; n], vec![0.0; n]);
     for e in h.events_where(|e| e.kind == "member" && healthy(&e.id)) {
@@ -776,20 +772,20 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
             c.max.map(fmt_num).unwrap_or_default(),
             r.p50.map(fmt_num).unwrap_or_default(),
             r.max.map(fmt_num).unwrap_or_default(),
-            v.map(|v| format!("; Vivaldi median error {:.1}%", v * 100.0))
+            v.map(|v| format!("; Vivaldi median error {v:.1}%"))
                 .unwrap_or_default()
         );
         eprintln!("{line}");
         report.timeline.push(line);
         rows.push(
             json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
-            "vivaldi_median_rel_error": v}),
+            "vivaldi_median_rel_error": v.map(|v| v / 100.0)}),
         );
         bytes.push((n as f64, b));
         cpu.push((n as f64, c.p50.unwrap_or(f64::NAN)));
         rss.push((n as f64, r.p50.unwrap_or(f64::NAN)));
         if let Some(v) = v {
-            viv.push((n as f64, v * 100.0));
+            viv.push((n as f64, v));
         }
         last_usage = Some((usage, v));
         drop(h);
@@ -802,7 +798,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         report.bytes_per_node_per_s = bytes.last().map(|(_, b)| b.round());
         report.cpu_pct = Some(Summary::of(&usage.cpu_pct));
         report.rss_mb = Some(Summary::of(&usage.rss_mb));
-        report.vivaldi_median_rel_error = v.map(|m| (m * 1000.0).round() / 1000.0);
+        report.vivaldi_median_rel_error = v.map(|m| m / 100.0);
     }
     report.details = json!({"steps": rows, "traffic_ratio_largest_to_smallest": ratio});
     report.targets.push(Target::at_most(
