@@ -216,6 +216,8 @@ struct Core {
     queue: BinaryHeap<Reverse<Pending>>,
     /// Latest delivery time per (from, to), so frames keep their order.
     last: Vec<Instant>,
+    /// Ports whose device failed: no longer polled.
+    gone: Vec<bool>,
     seq: u64,
 }
 
@@ -230,6 +232,7 @@ impl Core {
             macs: HashMap::new(),
             queue: BinaryHeap::new(),
             last: vec![Instant::now(); n * n],
+            gone: vec![false; n],
             seq: 0,
         }
     }
@@ -244,11 +247,12 @@ impl Core {
                 .map(|Reverse(p)| p.at.saturating_duration_since(now))
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
+            let live: Vec<usize> = (0..self.taps.len()).filter(|p| !self.gone[*p]).collect();
             let ready = {
-                let fds: Vec<_> = self.taps.iter().map(|t| t.as_fd()).collect();
+                let fds: Vec<_> = live.iter().map(|p| self.taps[*p].as_fd()).collect();
                 sys::poll_readable(&fds, wait)?
             };
-            for (port, readable) in ready.into_iter().enumerate() {
+            for (port, readable) in live.into_iter().zip(ready) {
                 if readable {
                     self.read_port(port, &mut buf);
                 }
@@ -266,8 +270,12 @@ impl Core {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The device went away (its namespace was deleted): nothing
-                // more will come from it.
-                Err(_) => return,
+                // more will come from it, and polling it again would only
+                // report the error again.
+                Err(_) => {
+                    self.gone[port] = true;
+                    return;
+                }
             }
         }
     }
