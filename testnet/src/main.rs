@@ -220,6 +220,9 @@ struct NetArgs {
     /// Discover by bootstrap from n1 only, not mDNS as well.
     #[arg(long)]
     no_mdns: bool,
+    /// Discover by mDNS only: no node is given n1's address.
+    #[arg(long, conflicts_with = "no_mdns")]
+    no_bootstrap: bool,
     /// Seed of the emulator's loss and jitter and of the fault choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -270,6 +273,7 @@ impl NetArgs {
         config.jitter = self.jitter;
         config.intra_rtt = self.intra_rtt;
         config.mdns = !self.no_mdns;
+        config.bootstrap = !self.no_bootstrap;
         config.seed = self.seed;
         Ok(config)
     }
@@ -325,6 +329,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         duration: args.duration,
         settle: args.settle,
         mdns: !args.net.no_mdns,
+        bootstrap: !args.net.no_bootstrap,
         seed: args.net.seed,
         out: args.out.clone(),
     };

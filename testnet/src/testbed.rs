@@ -75,9 +75,10 @@ pub struct TestbedConfig {
     pub loss: f64,
     /// Region of the client namespace (index into the matrix).
     pub client_region: usize,
-    /// Whether nodes discover each other by mDNS too (always bootstrapped
-    /// from node 1 as well).
+    /// Whether nodes discover each other by mDNS.
     pub mdns: bool,
+    /// Whether nodes 2..N are given node 1's address to join through.
+    pub bootstrap: bool,
     /// More `batond` flags for every node.
     pub extra_flags: Vec<String>,
     /// Where data directories and logs go.
@@ -97,6 +98,7 @@ impl TestbedConfig {
             loss: 0.0,
             client_region: 0,
             mdns: true,
+            bootstrap: true,
             extra_flags: Vec::new(),
             work_dir: work_dir.to_owned(),
             seed: 1,
@@ -204,6 +206,12 @@ impl Testbed {
                 "--nodes {}: a testnet has 1 to {MAX_NODES} nodes",
                 config.nodes
             )));
+        }
+        if !config.mdns && !config.bootstrap {
+            return Err(TestbedError::Invalid(
+                "--no-mdns with --no-bootstrap: the nodes would have no way to find each other"
+                    .into(),
+            ));
         }
         if !(0.0..=1.0).contains(&config.loss) {
             return Err(TestbedError::Invalid(format!(
@@ -366,7 +374,7 @@ impl Testbed {
             .arg(&node.data_dir)
             .args(["--listen", &node.multiaddr()])
             .args(["--api", API_ADDR]);
-        if i != 0 {
+        if i != 0 && self.config.bootstrap {
             cmd.args(["--bootstrap", &bootstrap]);
         }
         if !self.config.mdns {

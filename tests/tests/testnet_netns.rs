@@ -1,7 +1,7 @@
 //! End-to-end: `testnet run kill` and `testnet run partition` on real
 //! `batond` processes in network namespaces behind the userspace WAN
 //! emulator with the built-in wide-area matrix, checked through the
-//! report.json they write. Root only (CI runs them; outside CI without root
+//! report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
 //! they skip).
 //!
 //! What must hold is asserted (every kill detected by every survivor, the
@@ -140,4 +140,32 @@ fn partition_on_the_wan_heals_to_one_owner_per_session() {
     assert_eq!(report["sessions_lost"], 0);
     assert_eq!(report["double_owned"], 0);
     assert!(out.join("owners.svg").exists());
+}
+
+#[test]
+fn nodes_find_each_other_by_mdns_alone_through_the_emulator() {
+    if !require_netns("nodes_find_each_other_by_mdns_alone_through_the_emulator") {
+        return;
+    }
+    // The testbed takes batond from the directory of the running binary.
+    workspace_bin("batond");
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = TempDir::new("e2e-mdns");
+    let mut config = baton_testnet::testbed::TestbedConfig::new(3, &dir.0);
+    config.bootstrap = false;
+    config.wan = Some(baton_testnet::emu::builtin_matrix());
+    let testbed = baton_testnet::testbed::Testbed::up(config).expect("testbed up");
+    let prefix = testbed.prefix().to_owned();
+    let took = testbed
+        .wait_converged(std::time::Duration::from_secs(30))
+        .expect("every node sees the others alive, found by mDNS alone");
+    eprintln!("3 nodes found each other by mDNS through the emulator in {took:?}");
+    drop(testbed);
+    let left: Vec<String> = baton_testnet::netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use baton_node::rtp_receiver::{GapReport, RtpReceiver};
+use baton_node::rtp_receiver::{Arrival, GapReport, RtpReceiver};
+
+use super::report::ClientStats;
 
 use crate::sim::RttMatrix;
 use crate::sys;
@@ -31,6 +33,8 @@ pub struct Options {
     pub settle: Duration,
     /// Whether nodes use mDNS too.
     pub mdns: bool,
+    /// Whether nodes are given n1's address to join (else mDNS alone).
+    pub bootstrap: bool,
     /// Seed of the emulator and the fault choices.
     pub seed: u64,
     /// Where reports go; node data and logs under `out/nodes`.
@@ -80,6 +84,7 @@ impl Harness {
     /// Brings up `n` nodes as `opts` says and waits for membership.
     pub fn up(opts: &Options, n: usize) -> Result<Harness, TestbedError> {
         let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
+        config.bootstrap = opts.bootstrap;
         config.wan = opts.wan.as_ref().map(|(m, _)| m.clone());
         config.loss = opts.loss;
         config.mdns = opts.mdns;
@@ -228,6 +233,29 @@ impl Harness {
         (lost, double, notes)
     }
 
+    /// Every session as its client heard it so far.
+    pub fn clients(&self) -> Vec<ClientStats> {
+        self.sessions
+            .iter()
+            .map(|s| {
+                let arrivals = s.receiver.arrivals();
+                let r = GapReport::from_arrivals(&arrivals);
+                ClientStats {
+                    id: s.id.clone(),
+                    packets: r.packets,
+                    lost: r.lost,
+                    duplicates: r.duplicates,
+                    mismatched_duplicates: r.mismatched_duplicates,
+                    out_of_order: r.out_of_order,
+                    longest_gap_ms: (r.longest_gap_ms * 10.0).round() / 10.0,
+                    ssrcs: r.ssrcs.len(),
+                    sources: r.sources.iter().map(node_of).collect(),
+                    two_source_bins: two_source_bins(&arrivals),
+                }
+            })
+            .collect()
+    }
+
     /// The gap report of session `k` over a window.
     pub fn gap(&self, k: usize, from: Instant, to: Instant) -> GapReport {
         self.sessions[k].receiver.report(from..to)
@@ -323,6 +351,33 @@ impl Usage {
     }
 }
 
+/// The node an RTP source address belongs to (`n3` for 198.18.1.3).
+fn node_of(addr: &std::net::SocketAddr) -> String {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.octets()[..3] == [198, 18, 1] => {
+            format!("n{}", ip.octets()[3])
+        }
+        _ => addr.to_string(),
+    }
+}
+
+/// 100 ms intervals (from the first arrival) with packets from two or more
+/// senders.
+pub fn two_source_bins(arrivals: &[Arrival]) -> u64 {
+    let Some(first) = arrivals.first() else {
+        return 0;
+    };
+    let mut bins: HashMap<u128, Vec<std::net::SocketAddr>> = HashMap::new();
+    for a in arrivals {
+        let bin = a.at.saturating_duration_since(first.at).as_millis() / 100;
+        let senders = bins.entry(bin).or_default();
+        if !senders.contains(&a.from) {
+            senders.push(a.from);
+        }
+    }
+    bins.values().filter(|s| s.len() > 1).count() as u64
+}
+
 /// Sleeps `d` in small steps, failing at Ctrl-C.
 pub fn sleep(d: Duration) -> Result<(), TestbedError> {
     let deadline = Instant::now() + d;
@@ -337,4 +392,48 @@ pub fn sleep(d: Duration) -> Result<(), TestbedError> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    fn arrival(at: Instant, from: SocketAddr) -> Arrival {
+        Arrival {
+            at,
+            unix_us: 0,
+            from,
+            seq: 0,
+            ts: 0,
+            ssrc: 1,
+            marker: false,
+            payload_type: 0,
+            len: 12,
+            hash: 0,
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn two_senders_in_one_interval_are_counted_once_per_interval() {
+        let t0 = Instant::now();
+        let a: SocketAddr = "198.18.1.2:9".parse().unwrap();
+        let b: SocketAddr = "198.18.1.3:9".parse().unwrap();
+        let ms = |m| t0 + Duration::from_millis(m);
+        // A clean handover: a until 120 ms, b from 140 ms: one shared bin.
+        let clean: Vec<Arrival> = [(0, a), (60, a), (120, a), (140, b), (200, b), (260, b)]
+            .into_iter()
+            .map(|(m, f)| arrival(ms(m), f))
+            .collect();
+        assert_eq!(two_source_bins(&clean), 1);
+        // Both streaming for 300 ms: three bins.
+        let double: Vec<Arrival> = (0..15)
+            .map(|k| arrival(ms(k * 20), if k % 2 == 0 { a } else { b }))
+            .collect();
+        assert_eq!(two_source_bins(&double), 3);
+        assert_eq!(two_source_bins(&[]), 0);
+        assert_eq!(node_of(&a), "n2");
+    }
 }

@@ -36,6 +36,33 @@ impl Target {
     }
 }
 
+/// One session as its client heard it over the whole run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientStats {
+    /// Session id.
+    pub id: String,
+    /// RTP packets received.
+    pub packets: u64,
+    /// Sequence numbers never received (between the first and the last).
+    pub lost: u64,
+    /// Packets received twice.
+    pub duplicates: u64,
+    /// Duplicates whose bytes differ (two senders disagreeing): must be 0.
+    pub mismatched_duplicates: u64,
+    /// Packets older than one received before them.
+    pub out_of_order: u64,
+    /// Longest silence, ms.
+    pub longest_gap_ms: f64,
+    /// Distinct SSRCs heard (one stream: 1).
+    pub ssrcs: usize,
+    /// The nodes it heard from, in order of first packet.
+    pub sources: Vec<String>,
+    /// 100 ms intervals in which packets came from two nodes at once: a
+    /// clean failover or transfer makes at most one per move, a doubly
+    /// owned session many.
+    pub two_source_bins: u64,
+}
+
 /// Everything a scenario run measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -78,6 +105,8 @@ pub struct Report {
     pub timeline: Vec<String>,
     /// Scenario-specific measurements.
     pub details: serde_json::Value,
+    /// Every session as its client heard it over the whole run.
+    pub clients: Vec<ClientStats>,
     /// Plots, written next to the report.
     #[serde(skip)]
     pub plots: Vec<(String, Plot)>,
@@ -106,6 +135,7 @@ impl Report {
             targets: Vec::new(),
             timeline: Vec::new(),
             details: serde_json::Value::Null,
+            clients: Vec::new(),
             plots: Vec::new(),
         }
     }
@@ -199,6 +229,28 @@ impl Report {
                     t.target,
                     t.measured,
                     if t.met { "yes" } else { "**no**" }
+                );
+            }
+        }
+        if !self.clients.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Clients (whole run)\n\n| session | packets | lost | duplicates (mismatched) | out of order | longest gap | SSRCs | heard from | 100 ms bins with two senders |\n|---|---|---|---|---|---|---|---|---|"
+            );
+            for c in &self.clients {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} ({}) | {} | {} ms | {} | {} | {} |",
+                    c.id,
+                    c.packets,
+                    c.lost,
+                    c.duplicates,
+                    c.mismatched_duplicates,
+                    c.out_of_order,
+                    fmt_num(c.longest_gap_ms),
+                    c.ssrcs,
+                    c.sources.join(" "),
+                    c.two_source_bins
                 );
             }
         }

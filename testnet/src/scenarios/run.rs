@@ -143,12 +143,29 @@ fn primaries(h: &Harness, observer: usize) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Waits until session `k` has `packets` more packets than `before` (the
-/// stream resumed), up to `timeout`.
-fn wait_resumed(h: &Harness, k: usize, before: usize, timeout: Duration) -> bool {
-    h.sessions[k]
-        .receiver
-        .wait_for_packets(before + 10, timeout)
+/// For each session in `affected` (with `counts[s]` packets before the
+/// fault at `at`): waits up to 10 s for its stream to resume, then answers
+/// the longest silence around the fault and the packets lost in it, for
+/// those that resumed.
+fn resumed_gaps(
+    h: &Harness,
+    affected: &[usize],
+    counts: &[usize],
+    at: Instant,
+) -> (Vec<f64>, Vec<u64>) {
+    let mut gaps = Vec::new();
+    let mut lost = Vec::new();
+    for &s in affected {
+        if h.sessions[s]
+            .receiver
+            .wait_for_packets(counts[s] + 10, Duration::from_secs(10))
+        {
+            let g = h.gap(s, at - Duration::from_secs(1), Instant::now());
+            gaps.push(g.longest_gap_ms);
+            lost.push(g.lost);
+        }
+    }
+    (gaps, lost)
 }
 
 fn detection_targets(report: &mut Report, opts: &Options) {
@@ -227,13 +244,7 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
         if all && let Some(d) = detection {
             detections.push(d);
         }
-        let mut fault_gaps = Vec::new();
-        for &s in &affected {
-            if wait_resumed(&h, s, counts[s], Duration::from_secs(10)) {
-                let g = h.gap(s, at - Duration::from_secs(1), Instant::now());
-                fault_gaps.push(g.longest_gap_ms);
-            }
-        }
+        let (fault_gaps, fault_lost) = resumed_gaps(&h, &affected, &counts, at);
         gaps.extend(&fault_gaps);
         sleep((at + Duration::from_secs(10)).saturating_duration_since(Instant::now()))?;
         let (l, d, notes) = h.ownership();
@@ -256,7 +267,7 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
         report.timeline.push(line);
         rows.push(
             json!({"victim": h.tb.nodes[victim].name, "detection_ms": detection,
-            "all_survivors": all, "per_observer_ms": delays, "gaps_ms": fault_gaps,
+            "all_survivors": all, "per_observer_ms": delays, "gaps_ms": fault_gaps, "lost_packets": fault_lost,
             "sessions_lost": l, "double_owned": d}),
         );
         h.tb.restart(victim)?;
@@ -317,6 +328,7 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
         )
         .series("sessions of the killed node", Style::Step, cdf(&gaps)),
     ));
+    report.clients = h.clients();
     Ok(report)
 }
 
@@ -372,15 +384,7 @@ fn partition(opts: &Options) -> Result<Report, TestbedError> {
         if let Some(w) = worst {
             detections.push(w);
         }
-        let mut fault_gaps = Vec::new();
-        for &s in &affected {
-            if wait_resumed(&h, s, counts[s], Duration::from_secs(10)) {
-                fault_gaps.push(
-                    h.gap(s, cut_at - Duration::from_secs(1), Instant::now())
-                        .longest_gap_ms,
-                );
-            }
-        }
+        let (fault_gaps, fault_lost) = resumed_gaps(&h, &affected, &counts, cut_at);
         gaps.extend(&fault_gaps);
         sleep((cut_at + Duration::from_secs(10)).saturating_duration_since(Instant::now()))?;
         let heal_at = Instant::now();
@@ -442,7 +446,7 @@ fn partition(opts: &Options) -> Result<Report, TestbedError> {
         eprintln!("{line}");
         report.timeline.push(line);
         rows.push(
-            json!({"minority": names, "detection_ms": worst, "gaps_ms": fault_gaps,
+            json!({"minority": names, "detection_ms": worst, "gaps_ms": fault_gaps, "lost_packets": fault_lost,
             "one_owner_after_heal_ms": settled, "owners_after_heal": owners,
             "sessions_lost": l, "double_owned": d}),
         );
@@ -469,6 +473,7 @@ fn partition(opts: &Options) -> Result<Report, TestbedError> {
         plot = plot.series(&format!("partition {}", i + 1), Style::Step, c);
     }
     report.plots.push(("owners.svg".into(), plot));
+    report.clients = h.clients();
     Ok(report)
 }
 
@@ -564,6 +569,7 @@ fn loss(opts: &Options) -> Result<Report, TestbedError> {
         .series("deaths (false)", Style::Step, dd),
     ));
     let _ = &mut h;
+    report.clients = h.clients();
     Ok(report)
 }
 
@@ -654,6 +660,7 @@ fn pause(opts: &Options) -> Result<Report, TestbedError> {
         plot = plot.marker("", *t);
     }
     report.plots.push(("suspicions.svg".into(), plot));
+    report.clients = h.clients();
     Ok(report)
 }
 
@@ -679,15 +686,7 @@ fn churn(opts: &Options) -> Result<Report, TestbedError> {
         h.tb.start(node)?;
         h.tb.wait_api(node, Duration::from_secs(15))?;
         h.follow(node)?;
-        let mut fault_gaps = Vec::new();
-        for &s in &affected {
-            if wait_resumed(&h, s, counts[s], Duration::from_secs(10)) {
-                fault_gaps.push(
-                    h.gap(s, at - Duration::from_secs(1), Instant::now())
-                        .longest_gap_ms,
-                );
-            }
-        }
+        let (fault_gaps, fault_lost) = resumed_gaps(&h, &affected, &counts, at);
         h.tb.wait_converged(Duration::from_secs(60))?;
         let line = format!(
             "restart {}: {} stopped (SIGTERM) and started again; it was primary of {} session(s), client gaps {:?} ms",
@@ -698,7 +697,7 @@ fn churn(opts: &Options) -> Result<Report, TestbedError> {
         );
         eprintln!("{line}");
         report.timeline.push(line);
-        rows.push(json!({"node": h.tb.nodes[node].name, "gaps_ms": fault_gaps}));
+        rows.push(json!({"node": h.tb.nodes[node].name, "gaps_ms": fault_gaps, "lost_packets": fault_lost}));
         gaps.extend(fault_gaps);
         sleep(Duration::from_secs(2))?;
     }
@@ -732,6 +731,7 @@ fn churn(opts: &Options) -> Result<Report, TestbedError> {
         ),
     ));
     let _ = &mut h;
+    report.clients = h.clients();
     Ok(report)
 }
 
