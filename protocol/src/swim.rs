@@ -749,6 +749,22 @@ impl<R: Rng> Swim<R> {
 
     /// Handles the passing of time. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Lifeguard's self-awareness, applied to stalls: the earliest due
+        // timer says how long this node was not running. Coming back, its
+        // links may be broken (peers that declared it dead closed them) and
+        // its probes fail for reasons of its own, so it waits longer before
+        // blaming anyone: one step of local health per period missed.
+        if let Some(first) = self.timers.peek() {
+            let missed = now.saturating_duration_since(first.at);
+            if missed > self.config.probe_interval {
+                let periods = missed.as_nanos() / self.config.probe_interval.as_nanos().max(1);
+                let periods = u32::try_from(periods).unwrap_or(u32::MAX);
+                self.health = self
+                    .health
+                    .saturating_add(periods)
+                    .min(self.config.max_local_health);
+            }
+        }
         while let Some(next) = self.timers.peek() {
             if next.at > now {
                 break;

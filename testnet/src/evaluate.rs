@@ -618,8 +618,32 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
         if name != "scale" {
             rows.push(("sessions", both(&|r| r["sessions"].to_string())));
         }
-        if matches!(name, "kill" | "partition") {
+        if name == "kill" {
             rows.push(("detection", both(&|r| summary(&r["detection_ms"], "ms"))));
+        }
+        if name == "partition" {
+            rows.push((
+                "whole minority dead at every majority node",
+                both(&|r| summary(&r["detection_ms"], "ms")),
+            ));
+        }
+        if name == "kill" {
+            rows.push((
+                "first suspicion after the kill",
+                both(&|r| {
+                    let v: Vec<f64> = r["details"]["kills"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| k["first_suspicion_ms"].as_f64())
+                        .collect();
+                    summary(
+                        &serde_json::to_value(crate::sim::stats::Summary::of(&v))
+                            .unwrap_or_default(),
+                        "ms",
+                    )
+                }),
+            ));
         }
         if matches!(name, "kill" | "partition" | "churn" | "loss") {
             rows.push(("client gap", both(&|r| summary(&r["gap_ms"], "ms"))));

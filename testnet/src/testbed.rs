@@ -224,6 +224,7 @@ impl Testbed {
             return Err(TestbedError::MissingBinary(batond));
         }
         netns::remove_stale();
+        ensure_neighbour_table(config.nodes + 1)?;
         let pid = std::process::id();
         let prefix = netns::prefix_of(pid);
         std::fs::create_dir_all(&config.work_dir)?;
@@ -702,6 +703,38 @@ impl Testbed {
         ));
         out
     }
+}
+
+/// The kernel's ARP table is one for all namespaces, and by default holds
+/// 1024 entries (`gc_thresh3`), garbage-collecting above 128: `hosts`
+/// namespaces that all talk to each other need hosts² entries, so 64 nodes
+/// overflow it ("neighbor table overflow!"), new neighbours cannot be
+/// resolved, and sends fail with ENOBUFS. Raises the thresholds (never
+/// lowers them) so that the testnet's entries are neither refused nor
+/// collected.
+fn ensure_neighbour_table(hosts: usize) -> Result<(), TestbedError> {
+    let needed = hosts * hosts + 1024;
+    let dir = Path::new("/proc/sys/net/ipv4/neigh/default");
+    for (file, want) in [
+        ("gc_thresh1", needed),
+        ("gc_thresh2", needed * 2),
+        ("gc_thresh3", needed * 4),
+    ] {
+        let path = dir.join(file);
+        let now: usize = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if now < want {
+            std::fs::write(&path, want.to_string()).map_err(|e| {
+                TestbedError::Unsupported(format!(
+                    "cannot raise {} to {want} for {hosts} hosts: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Address of node `i` (0-based).

@@ -169,3 +169,92 @@ fn nodes_find_each_other_by_mdns_alone_through_the_emulator() {
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
+
+/// Runs `testnet ARGS` with the state directory `state`; answers (success,
+/// stdout + stderr).
+fn testnet(state: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(workspace_bin("testnet"))
+        .args(args)
+        .env("BATON_TESTNET_DIR", state)
+        .output()
+        .expect("run testnet");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Takes a testnet down when dropped, so a failed assertion leaves nothing.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        testnet(self.0, &["down"]);
+    }
+}
+
+#[test]
+fn up_commands_and_down_leave_nothing_behind() {
+    if !require_netns("up_commands_and_down_leave_nothing_behind") {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = TempDir::new("e2e-up");
+    let state = dir.0.join("state");
+    let (ok, out) = testnet(&state, &["up", "--nodes", "3", "--wan"]);
+    let _down = Down(&state);
+    assert!(ok, "testnet up failed:\n{out}");
+    assert!(out.contains("n3") && out.contains("198.18.1.3"), "{out}");
+    let pid = std::fs::read_to_string(state.join("pid")).expect("the daemon wrote its pid");
+    let prefix = format!("bt{}-", pid.trim());
+    assert_eq!(
+        baton_testnet::netns::list()
+            .iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count(),
+        4,
+        "one namespace per node and one for the clients"
+    );
+    let (ok, out) = testnet(&state, &["up", "--nodes", "2"]);
+    assert!(!ok && out.contains("already up"), "{out}");
+
+    let (ok, out) = testnet(&state, &["cut", "n2", "--one-way"]);
+    assert!(ok, "{out}");
+    let (_, status) = testnet(&state, &["status"]);
+    assert!(
+        status.contains("n2->n1") && !status.contains("n1->n2"),
+        "{status}"
+    );
+    let (ok, out) = testnet(&state, &["heal"]);
+    assert!(ok, "{out}");
+    let (_, status) = testnet(&state, &["status"]);
+    assert!(status.contains("cut links: none"), "{status}");
+
+    let (ok, out) = testnet(&state, &["kill", "3"]);
+    assert!(ok, "{out}");
+    let (_, status) = testnet(&state, &["status"]);
+    assert!(status.contains("killed"), "{status}");
+    let (ok, out) = testnet(&state, &["restart", "n3"]);
+    assert!(ok, "{out}");
+    let (ok, out) = testnet(&state, &["pause", "n9"]);
+    assert!(!ok && out.contains("no node `n9`"), "{out}");
+    let (ok, out) = testnet(&state, &["loss", "0.05"]);
+    assert!(ok, "{out}");
+
+    let (ok, out) = testnet(&state, &["down"]);
+    assert!(ok, "{out}");
+    let left: Vec<String> = baton_testnet::netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!state.exists(), "state directory left behind");
+    let (_, out) = testnet(&state, &["status"]);
+    assert!(out.contains("no testnet is up"), "{out}");
+}

@@ -54,8 +54,18 @@ impl Harness {
         self.swim.handle_message(self.now, id(from), message);
     }
 
+    /// Lets `by` pass with the node running: every timer fires when due
+    /// (a node that was not running is simulated by moving `now` instead).
     fn advance(&mut self, by: Duration) {
-        self.now += by;
+        let end = self.now + by;
+        while let Some(next) = self.swim.poll_timeout() {
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            self.swim.handle_timeout(self.now);
+        }
+        self.now = end;
         self.swim.handle_timeout(self.now);
     }
 
@@ -1022,4 +1032,28 @@ fn a_late_suspicion_timer_grants_one_more_minimum_timeout_and_asks_the_suspect()
     h.now += min;
     h.swim.handle_timeout(h.now);
     assert_eq!(h.state_of(&target), State::Dead);
+}
+
+#[test]
+fn a_stall_raises_local_health_by_the_periods_missed() {
+    // No members: nothing but a stall can change the local health.
+    let mut h = Harness::new(0);
+    assert_eq!(h.swim.local_health(), 0);
+    // Timers that fire on time change nothing.
+    for _ in 0..5 {
+        let due = h.swim.poll_timeout().unwrap();
+        h.now = due;
+        h.swim.handle_timeout(h.now);
+    }
+    assert_eq!(h.swim.local_health(), 0);
+    // Three periods late (a SIGSTOP, a swap-out): three steps.
+    let due = h.swim.poll_timeout().unwrap();
+    h.now = due + Duration::from_millis(310);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.swim.local_health(), 3);
+    // A long stall saturates at the maximum.
+    let due = h.swim.poll_timeout().unwrap();
+    h.now = due + Duration::from_secs(3);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.swim.local_health(), h.swim.config().max_local_health);
 }

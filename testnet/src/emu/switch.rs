@@ -21,7 +21,7 @@ use crate::sys;
 /// Longest Ethernet frame a TAP hands us (MTU 1500 plus header, with room).
 const FRAME_MAX: usize = 65_536;
 /// Frames read from one port before the others get their turn.
-const BURST: usize = 64;
+const BURST: usize = 256;
 /// Frames waiting in the delay line before new ones are dropped: bounds
 /// memory when a port floods.
 const QUEUE_MAX: usize = 200_000;
@@ -170,6 +170,9 @@ impl Switch {
             .spawn({
                 let handle = handle.clone();
                 move || {
+                    // Not starved by the nodes it carries (best effort: needs
+                    // root, which the testnet has anyway).
+                    let _ = sys::raise_thread_priority();
                     let mut core = Core::new(taps, handle, jitter.max(0.0), seed);
                     if let Err(e) = core.run() {
                         eprintln!("wan switch stopped: {e}");
