@@ -8,17 +8,7 @@ use std::time::Duration;
 
 /// GETs `http://{api}{path}` and parses the JSON answer.
 pub fn get(api: &str, path: &str) -> Result<serde_json::Value, String> {
-    let url = format!("http://{api}{path}");
-    let mut response = ureq::get(&url)
-        .config()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .build()
-        .call()
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| format!("GET {path}: {e}"))?;
+    let text = get_text(api, path)?;
     serde_json::from_str(&text).map_err(|e| format!("GET {path}: {e}"))
 }
 

@@ -168,32 +168,43 @@ fn resumed_gaps(
     (gaps, lost)
 }
 
-fn detection_targets(report: &mut Report, opts: &Options) {
-    let (limit, label) = if is_wan(opts) {
-        (1500.0, "detection p99 (WAN)")
+/// A p99 latency target of DESIGN.md, whose limit depends on the network.
+fn p99_target(
+    report: &mut Report,
+    opts: &Options,
+    what: &str,
+    value: Option<f64>,
+    lan: f64,
+    wan: f64,
+) {
+    let (limit, net) = if is_wan(opts) {
+        (wan, "WAN")
     } else {
-        (1000.0, "detection p99 (LAN)")
+        (lan, "LAN")
     };
     report.targets.push(Target::at_most(
-        label,
-        report.detection_ms.and_then(|s| s.p99),
+        &format!("{what} ({net})"),
+        value,
         limit,
         "ms",
     ));
 }
 
+fn detection_targets(report: &mut Report, opts: &Options) {
+    let p99 = report.detection_ms.and_then(|s| s.p99);
+    p99_target(report, opts, "detection p99", p99, 1000.0, 1500.0);
+}
+
 fn gap_target(report: &mut Report, opts: &Options) {
-    let (limit, label) = if is_wan(opts) {
-        (2000.0, "client gap p99 when the primary fails (WAN)")
-    } else {
-        (1500.0, "client gap p99 when the primary fails (LAN)")
-    };
-    report.targets.push(Target::at_most(
-        label,
-        report.gap_ms.and_then(|s| s.p99),
-        limit,
-        "ms",
-    ));
+    let p99 = report.gap_ms.and_then(|s| s.p99);
+    p99_target(
+        report,
+        opts,
+        "client gap p99 when the primary fails",
+        p99,
+        1500.0,
+        2000.0,
+    );
 }
 
 fn ownership_targets(report: &mut Report) {
