@@ -2,7 +2,7 @@
 //! node keeps a point in a small Euclidean space plus a height and an adjustment,
 //! so that the distance between two coordinates estimates their round-trip time.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -214,7 +214,7 @@ pub struct Client {
     adjustment_index: usize,
     /// The last `latency_filter_size` RTT samples (seconds) of every peer,
     /// oldest first.
-    latency_samples: HashMap<NodeId, Vec<f64>>,
+    latency_samples: BTreeMap<NodeId, Vec<f64>>,
     /// How often the coordinate went invalid and was reset to the origin.
     resets: u64,
 }
@@ -227,7 +227,7 @@ impl Client {
             origin: Coordinate::new(&config),
             adjustment_samples: vec![0.0; config.adjustment_window_size],
             adjustment_index: 0,
-            latency_samples: HashMap::new(),
+            latency_samples: BTreeMap::new(),
             resets: 0,
             config,
         }

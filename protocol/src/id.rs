@@ -2,19 +2,55 @@
 //!
 //! A node is named by the bytes of its libp2p peer id (38 bytes for an ed25519
 //! key). The protocol core treats them as opaque, ordered byte strings, capped
-//! so that a hostile peer cannot make us store arbitrarily large names.
+//! so that a hostile peer cannot make us store arbitrarily large names. On the
+//! datagram plane a member is referred to by its 8-byte [`NodeId::short`] ref
+//! (the first bytes of the SHA-256 of its id), which the receiver resolves
+//! against its own member table.
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
 
 /// The longest node id accepted from the wire, in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The first byte of an [unresolved](NodeId::unresolved) id: no multihash
+/// (and so no libp2p peer id) starts with it.
+const UNRESOLVED_TAG: u8 = 0xfe;
+
 /// An opaque, cheaply clonable node identity (the bytes of a libp2p peer id).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(Arc<[u8]>);
+/// Equality, order and hash are those of the bytes.
+#[derive(Clone)]
+pub struct NodeId(Arc<Inner>);
+
+struct Inner {
+    short: u64,
+    bytes: Box<[u8]>,
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.bytes == other.0.bytes
+    }
+}
+impl Eq for NodeId {}
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.bytes.cmp(&other.0.bytes)
+    }
+}
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.bytes.hash(state);
+    }
+}
 
 /// Why bytes are not a valid [`NodeId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +83,41 @@ impl NodeId {
         if bytes.len() > MAX_ID_LEN {
             return Err(IdError::TooLong(bytes.len()));
         }
-        Ok(NodeId(Arc::from(bytes)))
+        Ok(Self::wrap(bytes))
+    }
+
+    fn wrap(bytes: &[u8]) -> Self {
+        let short = if bytes.len() == 9 && bytes[0] == UNRESOLVED_TAG {
+            u64::from_be_bytes(bytes[1..].try_into().expect("8 bytes"))
+        } else {
+            let hash = Sha256::digest(bytes);
+            u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
+        };
+        NodeId(Arc::new(Inner {
+            short,
+            bytes: bytes.into(),
+        }))
+    }
+
+    /// The 8-byte reference by which compact messages name this node: the
+    /// first 8 bytes of the SHA-256 of its id, big-endian.
+    pub fn short(&self) -> u64 {
+        self.0.short
+    }
+
+    /// A stand-in for a node known only by its short ref (a compact message
+    /// named a member the receiver does not know): distinct per ref, equal to
+    /// no real id, and its [`short`](Self::short) is `short`.
+    pub fn unresolved(short: u64) -> Self {
+        let mut bytes = [0u8; 9];
+        bytes[0] = UNRESOLVED_TAG;
+        bytes[1..].copy_from_slice(&short.to_be_bytes());
+        Self::wrap(&bytes)
+    }
+
+    /// Whether this is a stand-in made by [`unresolved`](Self::unresolved).
+    pub fn is_unresolved(&self) -> bool {
+        self.0.bytes.len() == 9 && self.0.bytes[0] == UNRESOLVED_TAG
     }
 
     /// A deterministic 38-byte id for simulations and tests, the size of a
@@ -57,12 +127,12 @@ impl NodeId {
         // The multihash prefix of an identity-hashed ed25519 key, the index last.
         bytes[..6].copy_from_slice(&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20]);
         bytes[34..].copy_from_slice(&index.to_be_bytes());
-        NodeId(Arc::from(&bytes[..]))
+        Self::wrap(&bytes)
     }
 
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.0.bytes
     }
 }
 
@@ -76,7 +146,8 @@ impl fmt::Debug for NodeId {
 /// peer ids share their multihash prefix.
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail = &self.0[self.0.len().saturating_sub(6)..];
+        let bytes = self.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(6)..];
         for b in tail {
             write!(f, "{b:02x}")?;
         }
@@ -86,7 +157,7 @@ impl fmt::Display for NodeId {
 
 impl Serialize for NodeId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        s.serialize_bytes(self.as_bytes())
     }
 }
 
@@ -118,6 +189,17 @@ mod tests {
         assert_eq!(NodeId::new(&[]), Err(IdError::Empty));
         assert_eq!(NodeId::new(&[7; 65]), Err(IdError::TooLong(65)));
         assert!(NodeId::new(&[7; 64]).is_ok());
+    }
+
+    #[test]
+    fn short_refs_are_stable_and_unresolved_ids_keep_theirs() {
+        let a = NodeId::synthetic(1);
+        assert_eq!(a.short(), NodeId::new(a.as_bytes()).unwrap().short());
+        assert_ne!(a.short(), NodeId::synthetic(2).short());
+        let u = NodeId::unresolved(a.short());
+        assert_eq!(u.short(), a.short());
+        assert!(u.is_unresolved() && !a.is_unresolved());
+        assert_ne!(u, a);
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! the very same code in virtual time.
 
 pub mod coords;
+pub mod datagram;
 pub mod id;
 pub mod map;
 pub mod meta;
+pub mod node;
 pub mod peering;
 pub mod policy;
 pub mod session;

@@ -24,6 +24,14 @@ pub struct NodeMeta {
     /// Sessions the node hosts now.
     #[serde(rename = "l", default)]
     pub load: u32,
+    /// Its datagram socket (`ip:port`; an unspecified ip means "the address
+    /// its libp2p connections come from").
+    #[serde(rename = "d", default, skip_serializing_if = "String::is_empty")]
+    pub datagram: String,
+    /// A random number its process drew at start: another one means the
+    /// process restarted, and the keys agreed with the old one are void.
+    #[serde(rename = "b", default)]
+    pub boot: u64,
 }
 
 /// Why metadata bytes could not be read.
@@ -82,6 +90,8 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
             capacity: 100,
             load: 3,
+            datagram: "0.0.0.0:7702".into(),
+            boot: 42,
         };
         assert_eq!(NodeMeta::decode(&meta.encode()).unwrap(), meta);
     }
@@ -96,6 +106,7 @@ mod tests {
                 .collect(),
             capacity: 1,
             load: 0,
+            ..NodeMeta::default()
         };
         let bytes = meta.encode();
         assert!(bytes.len() <= MAX_META_BYTES);

@@ -1,22 +1,37 @@
 //! The peering policy: discovery (mDNS, Kademlia, bootstrap addresses)
-//! proposes peers, this decides which are admitted to the overlay.
+//! proposes peers, this decides which are admitted to the overlay, and the
+//! admission handshake agrees the keys of the pair's datagram plane.
 //!
-//! Admission runs a challenge-response over `/baton/hello/1` in each
-//! direction: the challenger sends its overlay name and a fresh nonce, the
-//! responder answers with its overlay name and, when the overlay has a network
-//! key, `HMAC-SHA256(key, "/baton/hello/1" | nonce | responder id | challenger id)`.
-//! Binding both peer ids (which libp2p's Noise handshake authenticates) makes
-//! a proof useless to anyone else and for any other pair.
+//! The handshake runs once per pair of processes over `/baton/hello/2`,
+//! inside a libp2p connection (so both peer ids are authenticated by Noise
+//! and the bytes are private), four frames long:
+//!
+//! ```text
+//! I -> R  Challenge { overlay, nonce_i, index_i, boot_i, datagram }
+//! R -> I  Response  { overlay, proof_r, nonce_r, index_r, boot_r, datagram }   (or Refused)
+//! I -> R  Confirm   { proof_i }                                                (or Refused)
+//! R -> I  Done                                                                 (or Refused)
+//! ```
+//!
+//! `proof_r = HMAC-SHA256(network key, PROTOCOL | "r" | nonce_i | R | I)` and
+//! `proof_i` likewise over `nonce_r` with the roles swapped: each side proves
+//! it holds the overlay's key (when it has one) for this pair and this
+//! handshake only. Each side then applies the allowlist and the member
+//! limit; a refusal is sent with its reason, so that both sides can say why.
+//! Both nonces feed [`crate::datagram::derive`]: a fresh key pair per
+//! handshake, so per process lifetime.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::NodeId;
+
 /// The stream protocol of the admission handshake.
-pub const PROTOCOL: &str = "/baton/hello/1";
+pub const PROTOCOL: &str = "/baton/hello/2";
 
 /// The largest hello message accepted, in bytes.
 pub const MAX_HELLO_BYTES: usize = 1024;
@@ -24,26 +39,84 @@ pub const MAX_HELLO_BYTES: usize = 1024;
 /// The longest overlay name, in bytes.
 pub const MAX_OVERLAY_LEN: usize = 128;
 
-/// Sent by the side that wants to admit the other.
+/// The longest refusal reason sent or kept, in bytes.
+pub const MAX_REASON_LEN: usize = 200;
+
+/// Bytes of a hello nonce.
+pub const NONCE_LEN: usize = crate::datagram::NONCE_LEN;
+
+/// The first message: the initiator's offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Challenge {
-    /// The challenger's overlay name.
+    /// The initiator's overlay name.
     #[serde(rename = "o")]
     pub overlay: String,
-    /// A fresh random nonce.
+    /// Fresh random bytes, [`NONCE_LEN`] of them.
     #[serde(rename = "c", with = "serde_bytes")]
     pub nonce: Vec<u8>,
+    /// The key index under which the initiator receives datagrams.
+    #[serde(rename = "i")]
+    pub index: u32,
+    /// A random number the initiator's process drew at start: a peer that
+    /// sees another one knows the process restarted (or was copied).
+    #[serde(rename = "b")]
+    pub boot: u64,
+    /// The initiator's datagram socket (`ip:port`; an unspecified ip means
+    /// "the address this connection comes from").
+    #[serde(rename = "d", default)]
+    pub datagram: String,
 }
 
-/// The answer to a [`Challenge`].
+/// The second message: the responder's offer and proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     /// The responder's overlay name.
     #[serde(rename = "o")]
     pub overlay: String,
-    /// The proof of the network key, when the responder has one.
+    /// The proof of the network key over the initiator's nonce (empty when
+    /// the responder has no key).
     #[serde(rename = "p", with = "serde_bytes", default)]
     pub proof: Vec<u8>,
+    /// Fresh random bytes, [`NONCE_LEN`] of them.
+    #[serde(rename = "c", with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    /// The key index under which the responder receives datagrams.
+    #[serde(rename = "i")]
+    pub index: u32,
+    /// The responder's boot number.
+    #[serde(rename = "b")]
+    pub boot: u64,
+    /// The responder's datagram socket.
+    #[serde(rename = "d", default)]
+    pub datagram: String,
+}
+
+/// A hello message on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hello {
+    /// See [`Challenge`].
+    #[serde(rename = "c")]
+    Challenge(Challenge),
+    /// See [`Response`].
+    #[serde(rename = "r")]
+    Response(Response),
+    /// The initiator's proof over the responder's nonce.
+    #[serde(rename = "f")]
+    Confirm {
+        /// The proof (empty without a network key).
+        #[serde(rename = "p", with = "serde_bytes", default)]
+        proof: Vec<u8>,
+    },
+    /// The responder admitted the initiator: the keys are in use.
+    #[serde(rename = "d")]
+    Done,
+    /// The sender refuses the other side, and says why.
+    #[serde(rename = "x")]
+    Refused {
+        /// Why, for the other side's log.
+        #[serde(rename = "r")]
+        reason: String,
+    },
 }
 
 /// Why a peer was refused.
@@ -67,7 +140,7 @@ pub enum Refusal {
         /// The configured maximum.
         max: usize,
     },
-    /// The handshake message was unreadable.
+    /// The handshake message was unreadable or out of order.
     Malformed(String),
 }
 
@@ -77,15 +150,23 @@ impl fmt::Display for Refusal {
             Refusal::OverlayMismatch { ours, theirs } => {
                 write!(
                     f,
-                    "peer belongs to overlay {theirs:?}, this node to {ours:?}"
+                    "peer belongs to overlay {theirs:?}, this node to {ours:?}: \
+                     set the same --overlay on both"
                 )
             }
-            Refusal::MissingProof => {
-                write!(f, "peer has no network key, this overlay requires one")
+            Refusal::MissingProof => write!(
+                f,
+                "peer has no network key, this overlay requires one: \
+                 give it the overlay's --network-key-file"
+            ),
+            Refusal::BadProof => write!(
+                f,
+                "peer's network key differs from ours: both need the same --network-key-file"
+            ),
+            Refusal::NotAllowed => write!(f, "peer id is not on the allowlist (--allow)"),
+            Refusal::Full { max } => {
+                write!(f, "overlay is full ({max} members): raise --max-members")
             }
-            Refusal::BadProof => write!(f, "peer's network key differs from ours"),
-            Refusal::NotAllowed => write!(f, "peer id is not on the allowlist"),
-            Refusal::Full { max } => write!(f, "overlay is full ({max} members)"),
             Refusal::Malformed(why) => write!(f, "unreadable handshake: {why}"),
         }
     }
@@ -100,8 +181,8 @@ pub struct Policy {
     pub overlay: String,
     /// Pre-shared network key; when set, peers must prove they hold it.
     pub network_key: Option<Vec<u8>>,
-    /// Peer ids (bytes) admitted; `None` admits any.
-    pub allowlist: Option<HashSet<Vec<u8>>>,
+    /// Peers admitted; `None` admits any.
+    pub allowlist: Option<BTreeSet<NodeId>>,
     /// Most members (this node excluded) the node will admit.
     pub max_members: usize,
 }
@@ -112,58 +193,65 @@ impl fmt::Debug for Policy {
         f.debug_struct("Policy")
             .field("overlay", &self.overlay)
             .field("network_key", &self.network_key.as_ref().map(|_| "<set>"))
-            .field("allowlist", &self.allowlist.as_ref().map(HashSet::len))
+            .field("allowlist", &self.allowlist.as_ref().map(BTreeSet::len))
             .field("max_members", &self.max_members)
             .finish()
     }
 }
 
+/// Which side of the handshake made a proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The side that sent the challenge.
+    Initiator,
+    /// The side that answered it.
+    Responder,
+}
+
 impl Policy {
-    /// A challenge carrying `nonce` (at least 16 random bytes from the caller).
-    pub fn challenge(&self, nonce: Vec<u8>) -> Challenge {
-        Challenge {
-            overlay: self.overlay.clone(),
-            nonce,
-        }
-    }
-
-    /// Answers a challenge from `challenger`; `me` is this node's peer id.
-    pub fn respond(&self, challenge: &Challenge, me: &[u8], challenger: &[u8]) -> Response {
-        let proof = match &self.network_key {
-            Some(key) => proof(key, &challenge.nonce, me, challenger),
+    /// This node's proof, in `role`, over the other side's `nonce`: empty
+    /// without a network key.
+    pub fn prove(&self, role: Role, nonce: &[u8], me: &NodeId, peer: &NodeId) -> Vec<u8> {
+        match &self.network_key {
+            Some(key) => proof(key, role, nonce, me, peer),
             None => Vec::new(),
-        };
-        Response {
-            overlay: self.overlay.clone(),
-            proof,
         }
     }
 
-    /// Decides on `peer` from the challenge we sent and its response;
-    /// `members` is how many members this node has now.
-    pub fn admit(
-        &self,
-        me: &[u8],
-        peer: &[u8],
-        sent: &Challenge,
-        response: &Response,
-        members: usize,
-    ) -> Result<(), Refusal> {
-        if response.overlay != self.overlay {
+    /// Checks the other side's overlay name.
+    pub fn check_overlay(&self, theirs: &str) -> Result<(), Refusal> {
+        if theirs != self.overlay {
             return Err(Refusal::OverlayMismatch {
                 ours: self.overlay.clone(),
-                theirs: response.overlay.clone(),
+                theirs: theirs.chars().take(MAX_OVERLAY_LEN).collect(),
             });
         }
-        if let Some(key) = &self.network_key {
-            if response.proof.is_empty() {
-                return Err(Refusal::MissingProof);
-            }
-            let mut mac = keyed(key);
-            feed(&mut mac, &sent.nonce, peer, me);
-            mac.verify_slice(&response.proof)
-                .map_err(|_| Refusal::BadProof)?;
+        Ok(())
+    }
+
+    /// Checks the proof `peer` made in `role` over the nonce this node sent.
+    pub fn check_proof(
+        &self,
+        role: Role,
+        sent_nonce: &[u8],
+        me: &NodeId,
+        peer: &NodeId,
+        presented: &[u8],
+    ) -> Result<(), Refusal> {
+        let Some(key) = &self.network_key else {
+            return Ok(());
+        };
+        if presented.is_empty() {
+            return Err(Refusal::MissingProof);
         }
+        let mut mac = keyed(key);
+        feed(&mut mac, role, sent_nonce, peer, me);
+        mac.verify_slice(presented).map_err(|_| Refusal::BadProof)
+    }
+
+    /// The allowlist and the member limit; `members` is how many members
+    /// this node has now, the peer excluded.
+    pub fn check_admission(&self, peer: &NodeId, members: usize) -> Result<(), Refusal> {
         if let Some(allowed) = &self.allowlist
             && !allowed.contains(peer)
         {
@@ -176,17 +264,6 @@ impl Policy {
         }
         Ok(())
     }
-}
-
-/// A hello message on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Hello {
-    /// See [`Challenge`].
-    #[serde(rename = "c")]
-    Challenge(Challenge),
-    /// See [`Response`].
-    #[serde(rename = "r")]
-    Response(Response),
 }
 
 /// Encodes a hello message.
@@ -204,14 +281,28 @@ pub fn decode(bytes: &[u8]) -> Result<Hello, Refusal> {
             bytes.len()
         )));
     }
+    let mut reader = bytes;
     let hello: Hello =
-        ciborium::from_reader(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
-    let overlay = match &hello {
-        Hello::Challenge(c) => &c.overlay,
-        Hello::Response(r) => &r.overlay,
+        ciborium::from_reader(&mut reader).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(Refusal::Malformed("bytes after the message".into()));
+    }
+    let (overlay, nonce) = match &hello {
+        Hello::Challenge(c) => (c.overlay.as_str(), c.nonce.as_slice()),
+        Hello::Response(r) => (r.overlay.as_str(), r.nonce.as_slice()),
+        Hello::Refused { reason } if reason.len() > MAX_REASON_LEN => {
+            return Err(Refusal::Malformed("refusal reason too long".into()));
+        }
+        _ => return Ok(hello),
     };
     if overlay.len() > MAX_OVERLAY_LEN {
         return Err(Refusal::Malformed("overlay name too long".into()));
+    }
+    if nonce.len() != NONCE_LEN {
+        return Err(Refusal::Malformed(format!(
+            "nonce of {} bytes, {NONCE_LEN} expected",
+            nonce.len()
+        )));
     }
     Ok(hello)
 }
@@ -221,17 +312,21 @@ fn keyed(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-fn feed(mac: &mut Hmac<Sha256>, nonce: &[u8], responder: &[u8], challenger: &[u8]) {
+fn feed(mac: &mut Hmac<Sha256>, role: Role, nonce: &[u8], prover: &NodeId, verifier: &NodeId) {
     mac.update(PROTOCOL.as_bytes());
-    for part in [nonce, responder, challenger] {
+    mac.update(match role {
+        Role::Initiator => b"i",
+        Role::Responder => b"r",
+    });
+    for part in [nonce, prover.as_bytes(), verifier.as_bytes()] {
         mac.update(&(part.len() as u32).to_be_bytes());
         mac.update(part);
     }
 }
 
-fn proof(key: &[u8], nonce: &[u8], responder: &[u8], challenger: &[u8]) -> Vec<u8> {
+fn proof(key: &[u8], role: Role, nonce: &[u8], prover: &NodeId, verifier: &NodeId) -> Vec<u8> {
     let mut mac = keyed(key);
-    feed(&mut mac, nonce, responder, challenger);
+    feed(&mut mac, role, nonce, prover, verifier);
     mac.finalize().into_bytes().to_vec()
 }
 
@@ -248,50 +343,71 @@ mod tests {
         }
     }
 
-    fn handshake(a: &Policy, b: &Policy) -> Result<(), Refusal> {
-        let (ida, idb) = (b"peer-a".as_slice(), b"peer-b".as_slice());
-        let challenge = a.challenge(vec![7; 32]);
-        let response = b.respond(&challenge, idb, ida);
-        a.admit(ida, idb, &challenge, &response, 0)
+    fn id(n: u32) -> NodeId {
+        NodeId::synthetic(n)
+    }
+
+    /// A proves to B in `role` over B's nonce; B checks.
+    fn prove(a: &Policy, b: &Policy, role: Role) -> Result<(), Refusal> {
+        let nonce = [7u8; NONCE_LEN];
+        let proof = a.prove(role, &nonce, &id(1), &id(2));
+        b.check_proof(role, &nonce, &id(2), &id(1), &proof)
     }
 
     #[test]
-    fn same_overlay_and_key_is_admitted() {
-        assert_eq!(
-            handshake(&policy("x", Some(b"k")), &policy("x", Some(b"k"))),
-            Ok(())
-        );
-        assert_eq!(handshake(&policy("x", None), &policy("x", None)), Ok(()));
+    fn same_key_proves_in_both_roles() {
+        for role in [Role::Initiator, Role::Responder] {
+            assert_eq!(
+                prove(&policy("x", Some(b"k")), &policy("x", Some(b"k")), role),
+                Ok(())
+            );
+            assert_eq!(prove(&policy("x", None), &policy("x", None), role), Ok(()));
+        }
     }
 
     #[test]
-    fn other_overlay_is_refused() {
-        assert!(matches!(
-            handshake(&policy("x", None), &policy("y", None)),
-            Err(Refusal::OverlayMismatch { .. })
-        ));
+    fn other_overlay_is_refused_and_named() {
+        let err = policy("x", None).check_overlay("y").unwrap_err();
+        assert!(matches!(err, Refusal::OverlayMismatch { .. }));
+        assert!(err.to_string().contains("--overlay"));
     }
 
     #[test]
     fn wrong_or_missing_key_is_refused() {
         assert_eq!(
-            handshake(&policy("x", Some(b"k")), &policy("x", Some(b"other"))),
+            prove(
+                &policy("x", Some(b"other")),
+                &policy("x", Some(b"k")),
+                Role::Initiator
+            ),
             Err(Refusal::BadProof)
         );
         assert_eq!(
-            handshake(&policy("x", Some(b"k")), &policy("x", None)),
+            prove(
+                &policy("x", None),
+                &policy("x", Some(b"k")),
+                Role::Responder
+            ),
             Err(Refusal::MissingProof)
         );
     }
 
     #[test]
-    fn a_proof_is_bound_to_the_pair_of_peers() {
+    fn a_proof_is_bound_to_the_pair_and_the_role() {
         let a = policy("x", Some(b"k"));
-        let challenge = a.challenge(vec![1; 32]);
-        let response = a.respond(&challenge, b"peer-b", b"peer-a");
-        // Replayed by peer-c, the same proof fails.
+        let nonce = [1u8; NONCE_LEN];
+        let proof = a.prove(Role::Responder, &nonce, &id(2), &id(1));
         assert_eq!(
-            a.admit(b"peer-a", b"peer-c", &challenge, &response, 0),
+            a.check_proof(Role::Responder, &nonce, &id(1), &id(2), &proof),
+            Ok(())
+        );
+        // Replayed by node 3, or presented in the other role, it fails.
+        assert_eq!(
+            a.check_proof(Role::Responder, &nonce, &id(1), &id(3), &proof),
+            Err(Refusal::BadProof)
+        );
+        assert_eq!(
+            a.check_proof(Role::Initiator, &nonce, &id(1), &id(2), &proof),
             Err(Refusal::BadProof)
         );
     }
@@ -299,24 +415,46 @@ mod tests {
     #[test]
     fn allowlist_and_member_limit_apply() {
         let mut a = policy("x", None);
-        a.allowlist = Some(HashSet::from([b"peer-z".to_vec()]));
-        assert_eq!(handshake(&a, &policy("x", None)), Err(Refusal::NotAllowed));
+        a.allowlist = Some(BTreeSet::from([id(9)]));
+        assert_eq!(a.check_admission(&id(2), 0), Err(Refusal::NotAllowed));
+        assert_eq!(a.check_admission(&id(9), 0), Ok(()));
         let mut a = policy("x", None);
         a.max_members = 0;
-        assert_eq!(
-            handshake(&a, &policy("x", None)),
-            Err(Refusal::Full { max: 0 })
-        );
+        assert_eq!(a.check_admission(&id(2), 0), Err(Refusal::Full { max: 0 }));
     }
 
     #[test]
     fn hello_round_trips_and_garbage_is_refused() {
         let hello = Hello::Challenge(Challenge {
             overlay: "x".into(),
-            nonce: vec![1; 32],
+            nonce: vec![1; NONCE_LEN],
+            index: 7,
+            boot: 9,
+            datagram: "0.0.0.0:7702".into(),
         });
         assert_eq!(decode(&encode(&hello)).unwrap(), hello);
+        for h in [
+            Hello::Done,
+            Hello::Confirm { proof: vec![1; 32] },
+            Hello::Refused {
+                reason: "no".into(),
+            },
+        ] {
+            assert_eq!(decode(&encode(&h)).unwrap(), h);
+        }
         assert!(decode(&[0xff; 3]).is_err());
         assert!(decode(&vec![0; MAX_HELLO_BYTES + 1]).is_err());
+        let short_nonce = Hello::Challenge(Challenge {
+            overlay: "x".into(),
+            nonce: vec![1; 8],
+            index: 7,
+            boot: 9,
+            datagram: String::new(),
+        });
+        assert!(decode(&encode(&short_nonce)).is_err());
+        let long_reason = Hello::Refused {
+            reason: "x".repeat(MAX_REASON_LEN + 1),
+        };
+        assert!(decode(&encode(&long_reason)).is_err());
     }
 }

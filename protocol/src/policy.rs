@@ -7,7 +7,7 @@
 //! primary are spread over its backups so that, if the primary fails, no
 //! backup receives more sessions than its spare capacity.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::NodeId;
@@ -131,7 +131,7 @@ pub fn choose_primary(candidates: &[Candidate], config: &Config) -> Option<NodeI
 pub fn choose_backups(
     primary: &NodeId,
     candidates: &[Candidate],
-    first_backup_of: &HashMap<NodeId, u32>,
+    first_backup_of: &BTreeMap<NodeId, u32>,
     config: &Config,
 ) -> Vec<NodeId> {
     let ranked: Vec<&Candidate> = by_score(candidates, config)
@@ -254,7 +254,7 @@ mod tests {
             cand(2, 10, 10, 0),
             cand(3, 20, 10, 0),
         ];
-        let b = choose_backups(&id(0), &c, &HashMap::new(), &Config::default());
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &Config::default());
         assert_eq!(b, vec![id(2), id(3)]);
     }
 
@@ -263,7 +263,7 @@ mod tests {
         // Node 0 hosts 12 sessions; nodes 1-3 have 5 spare each. If node 0
         // fails, no node may receive more than its spare capacity.
         let c = [cand(1, 10, 10, 5), cand(2, 20, 10, 5), cand(3, 30, 10, 5)];
-        let mut first_of: HashMap<NodeId, u32> = HashMap::new();
+        let mut first_of: BTreeMap<NodeId, u32> = BTreeMap::new();
         for _ in 0..12 {
             let b = choose_backups(&id(0), &c, &first_of, &Config::default());
             *first_of.entry(b[0].clone()).or_default() += 1;

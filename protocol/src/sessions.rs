@@ -14,7 +14,7 @@
 //!   make-before-break: it keeps sending until the new primary confirms it
 //!   started (or a timeout passes).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,11 @@ pub enum AppMessage {
     /// A node's client-performance summary by location.
     #[serde(rename = "p")]
     Perf(PerfSummary),
+    /// The root of the sender's map digest ([`crate::map::Digest::root`]),
+    /// offered with membership anti-entropy: a receiver whose root differs
+    /// starts a map sync with the sender. The node handles it, not the engine.
+    #[serde(rename = "r")]
+    Root(u64),
 }
 
 /// A node's view of its clients' service, by location key.
@@ -115,7 +120,7 @@ impl AppMessage {
 
     /// Decodes bytes from a peer (at most one SWIM message's worth).
     pub fn decode(bytes: &[u8]) -> Result<AppMessage, String> {
-        if bytes.len() > crate::swim::APP_PIGGYBACK_BYTES {
+        if bytes.len() > crate::wire::MAX_MESSAGE_BYTES {
             return Err(format!("application payload of {} bytes", bytes.len()));
         }
         let mut reader = bytes;
@@ -245,18 +250,18 @@ pub struct Engine<S> {
     config: Config,
     map: Map,
     capacity: u32,
-    members: HashMap<NodeId, MemberInfo>,
-    hosting: HashSet<String>,
+    members: BTreeMap<NodeId, MemberInfo>,
+    hosting: BTreeSet<String>,
     /// Handovers this node wrote and still serves until confirmed:
     /// session -> (epoch of the handover, deadline).
-    handing_over: HashMap<String, (u64, Instant)>,
+    handing_over: BTreeMap<String, (u64, Instant)>,
     /// Reports per session (this node's clients), and per location.
-    session_perf: HashMap<String, Aggregate>,
-    poor_since: HashMap<String, Instant>,
-    last_move: HashMap<String, Instant>,
+    session_perf: BTreeMap<String, Aggregate>,
+    poor_since: BTreeMap<String, Instant>,
+    last_move: BTreeMap<String, Instant>,
     own_locations: BTreeMap<String, Aggregate>,
-    peer_perf: HashMap<(String, NodeId), Perf>,
-    history: HashMap<String, Vec<Move>>,
+    peer_perf: BTreeMap<(String, NodeId), Perf>,
+    history: BTreeMap<String, Vec<Move>>,
     actions: VecDeque<Action>,
     next_check: Instant,
     /// When the summary was last shared, and what it said.
@@ -274,15 +279,15 @@ impl<S: Signer> Engine<S> {
             signer,
             config,
             capacity,
-            members: HashMap::new(),
-            hosting: HashSet::new(),
-            handing_over: HashMap::new(),
-            session_perf: HashMap::new(),
-            poor_since: HashMap::new(),
-            last_move: HashMap::new(),
+            members: BTreeMap::new(),
+            hosting: BTreeSet::new(),
+            handing_over: BTreeMap::new(),
+            session_perf: BTreeMap::new(),
+            poor_since: BTreeMap::new(),
+            last_move: BTreeMap::new(),
             own_locations: BTreeMap::new(),
-            peer_perf: HashMap::new(),
-            history: HashMap::new(),
+            peer_perf: BTreeMap::new(),
+            history: BTreeMap::new(),
             actions: VecDeque::new(),
             next_check: now,
             last_perf: None,
@@ -355,8 +360,27 @@ impl<S: Signer> Engine<S> {
     /// was news.
     pub fn handle_app(&mut self, now: Instant, now_ms: u64, payload: &[u8]) -> bool {
         match AppMessage::decode(payload) {
-            Ok(AppMessage::Delta(delta)) => self.handle_delta(now, now_ms, *delta).unwrap_or(false),
-            Ok(AppMessage::Perf(summary)) => {
+            Ok(message) => self.handle_app_message(now, now_ms, message, payload),
+            Err(_) => {
+                self.rejected += 1;
+                false
+            }
+        }
+    }
+
+    /// A decoded application message; `payload` is its encoding, forwarded
+    /// as it is when it is news.
+    pub fn handle_app_message(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        message: AppMessage,
+        payload: &[u8],
+    ) -> bool {
+        match message {
+            AppMessage::Delta(delta) => self.handle_delta(now, now_ms, *delta).unwrap_or(false),
+            AppMessage::Root(_) => false,
+            AppMessage::Perf(summary) => {
                 if summary.node == self.me {
                     return false;
                 }
@@ -381,11 +405,20 @@ impl<S: Signer> Engine<S> {
                 }
                 changed
             }
-            Err(_) => {
-                self.rejected += 1;
-                false
-            }
         }
+    }
+
+    /// Counts an application payload that could not be decoded.
+    pub fn note_rejected(&mut self) {
+        self.rejected += 1;
+    }
+
+    /// Forgets a member SWIM forgot (dead or departed long enough), with
+    /// what it said of its clients: what is keyed by peers stays bounded by
+    /// the membership.
+    pub fn forget(&mut self, id: &NodeId) {
+        self.members.remove(id);
+        self.peer_perf.retain(|(_, node), _| node != id);
     }
 
     /// A session version from a peer (gossip or anti-entropy). Returns
@@ -834,8 +867,8 @@ impl<S: Signer> Engine<S> {
     }
 
     /// For each node, how many sessions of `primary` it is first backup of.
-    fn first_backup_counts(&self, primary: &NodeId) -> HashMap<NodeId, u32> {
-        let mut counts = HashMap::new();
+    fn first_backup_counts(&self, primary: &NodeId) -> BTreeMap<NodeId, u32> {
+        let mut counts = BTreeMap::new();
         for record in self.map.active().filter(|r| r.primary == *primary) {
             if let Some(first) = record.backups.first() {
                 *counts.entry(first.clone()).or_insert(0) += 1;

@@ -10,8 +10,8 @@
 //! members (fast independent confirmations), and eager push of fresh updates.
 
 use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -62,6 +62,16 @@ pub struct Config {
     pub dead_reclaim: Duration,
     /// Vivaldi parameters.
     pub coords: coords::Config,
+    /// A probe asks its target for its coordinate (44 bytes in the ack)
+    /// when it has none of the target, or when it asked nobody for this
+    /// long: coordinates change slowly, and asking on every probe would
+    /// cost more bytes than the probes themselves.
+    pub coord_interval: Duration,
+    /// The largest encoded message (updates and application payloads
+    /// included) this node builds for the datagram plane; piggybacking
+    /// stops there. Tables and other larger messages are sent as they are
+    /// and the caller routes them over a stream.
+    pub max_message_bytes: usize,
 }
 
 impl Config {
@@ -84,6 +94,8 @@ impl Config {
             sync_interval: Duration::from_secs(5),
             dead_reclaim: Duration::from_secs(120),
             coords: coords::Config::default(),
+            coord_interval: Duration::from_secs(1),
+            max_message_bytes: crate::datagram::MAX_PLAINTEXT,
         }
     }
 
@@ -161,8 +173,10 @@ pub struct Member {
     pub srtt: Option<Duration>,
     /// RTT variation of direct probes (RFC 6298).
     pub rttvar: Duration,
-    /// Its Vivaldi coordinate, from its latest ack.
+    /// Its Vivaldi coordinate, from the latest ack that carried one.
     pub coord: Option<Coordinate>,
+    /// When that coordinate arrived.
+    pub coord_at: Option<Instant>,
 }
 
 impl Member {
@@ -177,6 +191,7 @@ impl Member {
             srtt: None,
             rttvar: Duration::ZERO,
             coord: None,
+            coord_at: None,
         }
     }
 
@@ -229,7 +244,7 @@ pub struct Transmit {
     /// What to send.
     pub message: Message,
     /// Application payloads riding on it (see [`Swim::broadcast_app`]);
-    /// encode both with [`crate::wire::encode_with_app`].
+    /// encode both with [`crate::wire::encode`].
     pub app: Vec<Vec<u8>>,
 }
 
@@ -359,7 +374,7 @@ struct Suspicion {
     /// Whether a late timer already granted it a second minimum timeout.
     extended: bool,
     start: Instant,
-    confirmers: HashSet<NodeId>,
+    confirmers: BTreeSet<NodeId>,
     confirmations: u32,
     wanted: u32,
     min: Duration,
@@ -378,8 +393,9 @@ impl Suspicion {
     }
 }
 
-/// Application bytes piggybacked on one message at most.
-pub const APP_PIGGYBACK_BYTES: usize = 16 * 1024;
+/// Bytes of a message that piggybacking leaves for its own head and body
+/// and the list headers: the largest is an ack with a coordinate.
+const MESSAGE_RESERVE: usize = 64;
 
 #[derive(Debug)]
 struct AppBroadcast {
@@ -394,7 +410,7 @@ struct AppBroadcast {
 #[derive(Debug, Default)]
 struct Queue {
     entries: VecDeque<Queued>,
-    latest: HashMap<NodeId, (u64, Update)>,
+    latest: BTreeMap<NodeId, (u64, Update)>,
     next_gen: u64,
 }
 
@@ -435,12 +451,17 @@ impl Queue {
         self.latest.clear();
     }
 
-    /// Takes up to `max` updates (skipping the one about `skip`), counting a
-    /// transmission for each; an update sent `limit` times leaves the queue.
-    fn take(&mut self, max: usize, limit: u32, skip: &NodeId) -> Vec<Update> {
+    /// Takes up to `max` updates of at most `bytes` encoded bytes in all
+    /// (skipping the one about `skip`), counting a transmission for each; an
+    /// update sent `limit` times leaves the queue.
+    fn take(&mut self, max: usize, mut bytes: usize, limit: u32, skip: &NodeId) -> Vec<Update> {
         let mut out = Vec::new();
         let mut kept = Vec::new();
-        while out.len() < max {
+        // Every entry is looked at once at most: the loop ends when the
+        // queue has been gone through, full or not.
+        let mut budget = self.entries.len();
+        while out.len() < max && budget > 0 {
+            budget -= 1;
             let Some(mut q) = self.entries.pop_front() else {
                 break;
             };
@@ -450,10 +471,12 @@ impl Queue {
             if *generation != q.generation {
                 continue;
             }
-            if q.id == *skip {
+            let len = update.encoded_len();
+            if q.id == *skip || len > bytes {
                 kept.push(q);
                 continue;
             }
+            bytes -= len;
             out.push(update.clone());
             q.transmits += 1;
             if q.transmits < limit {
@@ -476,16 +499,16 @@ pub struct Swim<R> {
     meta: Vec<u8>,
     config: Config,
     rng: R,
-    members: HashMap<NodeId, Member>,
+    members: BTreeMap<NodeId, Member>,
     /// Alive and suspect members, for O(1) random choice.
     active: Vec<NodeId>,
-    active_index: HashMap<NodeId, usize>,
+    active_index: BTreeMap<NodeId, usize>,
     probe_order: Vec<NodeId>,
     probe_next: usize,
-    probes: HashMap<u32, Probe>,
-    relays: HashMap<u32, Relay>,
+    probes: BTreeMap<u32, Probe>,
+    relays: BTreeMap<u32, Relay>,
     next_seq: u32,
-    suspicions: HashMap<NodeId, Suspicion>,
+    suspicions: BTreeMap<NodeId, Suspicion>,
     broadcasts: Queue,
     /// [`Swim::digest`], until the table changes.
     digest_cache: std::cell::Cell<Option<u64>>,
@@ -497,6 +520,8 @@ pub struct Swim<R> {
     health: u32,
     leaving: bool,
     vivaldi: coords::Client,
+    /// When a probe last asked for a coordinate.
+    coord_asked: Option<Instant>,
     stats: Stats,
 }
 
@@ -529,15 +554,15 @@ impl<R: Rng> Swim<R> {
             meta,
             config,
             rng,
-            members: HashMap::new(),
+            members: BTreeMap::new(),
             active: Vec::new(),
-            active_index: HashMap::new(),
+            active_index: BTreeMap::new(),
             probe_order: Vec::new(),
             probe_next: 0,
-            probes: HashMap::new(),
-            relays: HashMap::new(),
+            probes: BTreeMap::new(),
+            relays: BTreeMap::new(),
             next_seq: 0,
-            suspicions: HashMap::new(),
+            suspicions: BTreeMap::new(),
             broadcasts: Queue::default(),
             digest_cache: std::cell::Cell::new(None),
             app_broadcasts: Vec::new(),
@@ -548,6 +573,7 @@ impl<R: Rng> Swim<R> {
             health: 0,
             leaving: false,
             vivaldi,
+            coord_asked: None,
             stats: Stats::default(),
         };
         // Random phases keep the nodes of a group from probing in lockstep.
@@ -690,7 +716,7 @@ impl<R: Rng> Swim<R> {
         }
         match message {
             Message::Ping(ping) => {
-                let coord = Some(self.vivaldi.coordinate().clone());
+                let coord = ping.want_coord.then(|| self.vivaldi.coordinate().clone());
                 let updates = self.piggyback(&from);
                 self.send(
                     from.clone(),
@@ -1100,7 +1126,7 @@ impl<R: Rng> Swim<R> {
         let suspicion = Suspicion {
             extended: false,
             start: now,
-            confirmers: HashSet::from([from.clone()]),
+            confirmers: BTreeSet::from([from.clone()]),
             confirmations: 0,
             wanted,
             min,
@@ -1227,7 +1253,7 @@ impl<R: Rng> Swim<R> {
             })
             .map(|m| m.id.clone())
             .collect();
-        // HashMap order differs between processes: sort, so that a seed
+        // BTreeMap order differs between processes: sort, so that a seed
         // replays a simulation exactly.
         let mut expired = expired;
         expired.sort_unstable();
@@ -1280,8 +1306,25 @@ impl<R: Rng> Swim<R> {
         let timeout = self.probe_timeout_for(&target);
         self.stats.probes += 1;
         let updates = self.piggyback(&target);
-        let incarnation = self.members.get(&target).map_or(0, |m| m.incarnation);
-        self.send(target.clone(), Message::Ping(Ping { seq, updates }));
+        let (incarnation, has_coord) = self
+            .members
+            .get(&target)
+            .map_or((0, false), |m| (m.incarnation, m.coord.is_some()));
+        let want_coord = !has_coord
+            || self
+                .coord_asked
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.config.coord_interval);
+        if want_coord {
+            self.coord_asked = Some(now);
+        }
+        self.send(
+            target.clone(),
+            Message::Ping(Ping {
+                seq,
+                want_coord,
+                updates,
+            }),
+        );
         self.probes.insert(
             seq,
             Probe {
@@ -1380,14 +1423,19 @@ impl<R: Rng> Swim<R> {
             self.health = self.health.saturating_sub(1);
             if let Some(member) = self.members.get_mut(from) {
                 member.record_rtt(rtt);
-                if let Some(coord) = ack.coord {
+                // Without a fresh coordinate, the last one the member sent
+                // still places it: coordinates drift slowly.
+                let fresh = ack.coord.is_some();
+                if let Some(coord) = ack.coord.or_else(|| member.coord.clone()) {
                     // A coordinate that Vivaldi rejects is not kept either.
                     if self
                         .vivaldi
                         .update(from, &coord, rtt, &mut self.rng)
                         .is_ok()
+                        && fresh
                     {
                         member.coord = Some(coord);
+                        member.coord_at = Some(now);
                     }
                 }
             }
@@ -1402,13 +1450,12 @@ impl<R: Rng> Swim<R> {
 
     fn start_relay(&mut self, now: Instant, from: &NodeId, req: PingReq) {
         if req.target == self.id {
-            let coord = Some(self.vivaldi.coordinate().clone());
             let updates = self.piggyback(from);
             self.send(
                 from.clone(),
                 Message::Ack(Ack {
                     seq: req.seq,
-                    coord,
+                    coord: None,
                     updates,
                 }),
             );
@@ -1418,7 +1465,14 @@ impl<R: Rng> Swim<R> {
         // Lifeguard: nack a little before the requester gives up on us.
         let timeout = self.probe_timeout_for(&req.target).mul_f64(0.8);
         let updates = self.piggyback(&req.target);
-        self.send(req.target.clone(), Message::Ping(Ping { seq, updates }));
+        self.send(
+            req.target.clone(),
+            Message::Ping(Ping {
+                seq,
+                want_coord: false,
+                updates,
+            }),
+        );
         self.relays.insert(
             seq,
             Relay {
@@ -1453,7 +1507,12 @@ impl<R: Rng> Swim<R> {
         }
         let limit = self.config.retransmit_limit(self.group_size());
         let room = self.config.max_piggyback.saturating_sub(out.len());
-        out.extend(self.broadcasts.take(room, limit, to));
+        let used: usize = out.iter().map(Update::encoded_len).sum();
+        let bytes = self
+            .config
+            .max_message_bytes
+            .saturating_sub(MESSAGE_RESERVE + used);
+        out.extend(self.broadcasts.take(room, bytes, limit, to));
         out
     }
 
@@ -1624,14 +1683,21 @@ impl<R: Rng> Swim<R> {
         let app = if matches!(message, Message::Sync(_) | Message::Nack(_)) {
             Vec::new()
         } else {
-            self.app_piggyback()
+            let used = crate::wire::base_len(&message)
+                + message
+                    .updates()
+                    .iter()
+                    .map(Update::encoded_len)
+                    .sum::<usize>()
+                + crate::wire::LIST_HEADERS_LEN;
+            self.app_piggyback(self.config.max_message_bytes.saturating_sub(used))
         };
         self.transmits.push_back(Transmit { to, message, app });
     }
 
     /// Application payloads to piggyback: the least transmitted first,
-    /// within [`APP_PIGGYBACK_BYTES`].
-    fn app_piggyback(&mut self) -> Vec<Vec<u8>> {
+    /// within `room` encoded bytes.
+    fn app_piggyback(&mut self, room: usize) -> Vec<Vec<u8>> {
         if self.app_broadcasts.is_empty() {
             return Vec::new();
         }
@@ -1640,12 +1706,11 @@ impl<R: Rng> Swim<R> {
         let mut out = Vec::new();
         let mut bytes = 0;
         for b in &mut self.app_broadcasts {
-            if out.len() >= crate::wire::MAX_APP_PAYLOADS / 2
-                || bytes + b.payload.len() > APP_PIGGYBACK_BYTES
-            {
+            let len = crate::wire::app_len(&b.payload);
+            if out.len() >= crate::wire::MAX_APP_PAYLOADS / 2 || bytes + len > room {
                 continue;
             }
-            bytes += b.payload.len();
+            bytes += len;
             b.transmits += 1;
             out.push(b.payload.clone());
         }
@@ -1653,15 +1718,25 @@ impl<R: Rng> Swim<R> {
         out
     }
 
+    /// The largest application payload [`broadcast_app`](Self::broadcast_app)
+    /// accepts: what fits one message beside its head.
+    pub fn max_app_payload(&self) -> usize {
+        self.config
+            .max_message_bytes
+            .saturating_sub(MESSAGE_RESERVE)
+    }
+
     /// Disseminates an application payload (a session-map delta) the way
     /// membership updates are: pushed at once to `gossip_fanout` members,
     /// then piggybacked on probes up to the retransmit limit. A payload with
-    /// the same `key` as a queued one replaces it. Receivers find payloads in
-    /// the envelope ([`crate::wire::Envelope::app`]); SWIM does not look at
-    /// them.
-    pub fn broadcast_app(&mut self, key: Vec<u8>, payload: Vec<u8>) {
-        if payload.len() > APP_PIGGYBACK_BYTES {
-            return;
+    /// the same `key` as a queued one replaces it. Receivers find payloads
+    /// beside the message ([`crate::wire::Decoded::app`]); SWIM does not
+    /// look at them. Returns `false`, and spreads nothing, when the payload
+    /// is larger than [`max_app_payload`](Self::max_app_payload): the caller
+    /// must carry it another way (anti-entropy).
+    pub fn broadcast_app(&mut self, key: Vec<u8>, payload: Vec<u8>) -> bool {
+        if payload.len() + 3 > self.max_app_payload() {
+            return false;
         }
         self.app_broadcasts.retain(|b| b.key != key);
         let targets = self.random_active(self.config.gossip_fanout, &[]);
@@ -1680,6 +1755,7 @@ impl<R: Rng> Swim<R> {
             payload,
             transmits: 1,
         });
+        true
     }
 }
 

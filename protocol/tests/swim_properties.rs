@@ -49,7 +49,11 @@ fn arb_update() -> impl Strategy<Value = Update> {
 fn arb_message() -> impl Strategy<Value = Message> {
     let updates = || proptest::collection::vec(arb_update(), 0..5);
     prop_oneof![
-        (0u32..8, updates()).prop_map(|(seq, updates)| Message::Ping(Ping { seq, updates })),
+        (0u32..8, updates()).prop_map(|(seq, updates)| Message::Ping(Ping {
+            seq,
+            want_coord: seq % 2 == 0,
+            updates
+        })),
         (0u32..8, any::<u8>(), updates()).prop_map(|(seq, t, updates)| Message::PingReq(PingReq {
             seq,
             target: id(t),

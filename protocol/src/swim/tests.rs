@@ -777,7 +777,7 @@ fn suspicion_timeout_follows_lifeguard_formula() {
     let mut s = Suspicion {
         extended: false,
         start,
-        confirmers: HashSet::new(),
+        confirmers: BTreeSet::new(),
         confirmations: 0,
         wanted: 3,
         min: Duration::from_millis(200),
@@ -899,6 +899,7 @@ fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
             1,
             Message::Ping(Ping {
                 seq,
+                want_coord: false,
                 updates: vec![],
             }),
         );

@@ -1,0 +1,1248 @@
+//! One Baton node as a sans-IO state machine: SWIM, the session engine and
+//! its map, admission and the datagram plane's keys, and the stream
+//! exchanges (admission handshake, large SWIM messages, map anti-entropy).
+//!
+//! Like quinn-proto's `Connection`, a [`Node`] holds no socket and reads no
+//! clock. The driver feeds it what arrives — datagrams
+//! ([`handle_datagram`](Node::handle_datagram)), stream frames
+//! ([`handle_frame`](Node::handle_frame)), connections and discoveries,
+//! API commands, client reports, service events, the passing of time — and
+//! executes what it asks: [`poll_transmit`](Node::poll_transmit) (datagrams
+//! to send, streams to open and write), [`poll_action`](Node::poll_action)
+//! (services to start or stop, peers to dial), [`poll_event`](Node::poll_event)
+//! (what changed, for views, logs and metrics), and it sleeps until
+//! [`poll_timeout`](Node::poll_timeout). Given the same inputs and the same
+//! RNG seed, the outputs are the same, byte for byte: the simulator runs
+//! thousands of these in virtual time.
+
+mod peers;
+mod streams;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use crate::NodeId;
+use crate::datagram;
+use crate::meta::NodeMeta;
+use crate::peering::Policy;
+use crate::policy::location_key;
+use crate::session::{Record, Signer};
+use crate::sessions::{self, AppMessage, Engine, OpenError, OpenRequest, Report};
+use crate::swim::{self, State, Swim};
+use crate::wire::{self, Message};
+
+pub use peers::PeerInfo;
+pub use streams::{Protocol, StreamId};
+
+use peers::Peer;
+use streams::Stream;
+
+/// Timing of the node's own work (SWIM's and the engine's are in their
+/// configs).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// An admission handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// Any other stream exchange must finish within this.
+    pub stream_timeout: Duration,
+    /// A refused peer is left alone this long.
+    pub refusal_memory: Duration,
+    /// A refused peer's connection is closed this long after the refusal,
+    /// so that it can finish the handshake and learn why.
+    pub refusal_linger: Duration,
+    /// First wait before a failed handshake is tried again (doubling).
+    pub handshake_backoff: Duration,
+    /// Longest wait between handshake attempts.
+    pub max_handshake_backoff: Duration,
+    /// Handshakes this node runs at once as initiator.
+    pub max_handshakes: usize,
+    /// A peer that connected to this node and did not start the handshake
+    /// within this is challenged by this node instead.
+    pub inbound_grace: Duration,
+    /// Discovery walks (bootstrap redials, DHT walks) while this node knows
+    /// no member.
+    pub alone_walk: Duration,
+    /// Discovery walks while in a group: they find providers SWIM cannot
+    /// know of (another partition, forgotten members), so rarely is enough.
+    pub group_walk: Duration,
+    /// Map sync exchanges this node runs at once as initiator.
+    pub max_syncs: usize,
+    /// Members that keep answering mDNS queries while in a group (the ones
+    /// with the smallest short refs): enough for a newcomer to find the
+    /// group, without every member answering every query.
+    pub mdns_responders: usize,
+    /// SWIM messages held per peer while its handshake runs.
+    pub pending_per_peer: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            handshake_timeout: Duration::from_secs(5),
+            stream_timeout: Duration::from_secs(30),
+            refusal_memory: Duration::from_secs(60),
+            refusal_linger: Duration::from_secs(1),
+            handshake_backoff: Duration::from_millis(500),
+            max_handshake_backoff: Duration::from_secs(30),
+            max_handshakes: 16,
+            inbound_grace: Duration::from_secs(2),
+            alone_walk: Duration::from_secs(10),
+            group_walk: Duration::from_secs(600),
+            max_syncs: 2,
+            mdns_responders: 3,
+            pending_per_peer: 8,
+        }
+    }
+}
+
+/// What a node is made of.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's (cluster's) name.
+    pub name: String,
+    /// Who may join, the overlay's name and key.
+    pub policy: Policy,
+    /// Sessions this node will host.
+    pub capacity: u32,
+    /// SWIM parameters.
+    pub swim: swim::Config,
+    /// Session engine parameters.
+    pub sessions: sessions::Config,
+    /// This node's datagram socket as announced to peers (an unspecified ip
+    /// means "the address my connections come from").
+    pub datagram: Option<SocketAddr>,
+    /// Bootstrap addresses (multiaddrs, opaque here), dialled while alone.
+    pub bootstrap: Vec<String>,
+    /// The node's own timing.
+    pub timing: Timing,
+}
+
+/// Something the driver must send or open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// A sealed datagram for a peer's datagram socket.
+    Datagram {
+        /// The peer's socket.
+        to: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// Open a stream of `protocol` to `peer` (dialling it at `addrs` if it
+    /// is not connected). Frames from it are read through `max_frame` and
+    /// handed to [`Node::handle_frame`]; its end or failure to
+    /// [`Node::handle_stream_closed`].
+    Open {
+        /// The stream, as the node names it.
+        stream: StreamId,
+        /// The peer.
+        peer: NodeId,
+        /// Its protocol.
+        protocol: Protocol,
+        /// Where the peer may be dialled, if it is not connected.
+        addrs: Vec<String>,
+        /// The largest frame to read from it.
+        max_frame: usize,
+    },
+    /// Write one length-prefixed frame on a stream.
+    Frame {
+        /// The stream.
+        stream: StreamId,
+        /// The frame's bytes.
+        bytes: Vec<u8>,
+    },
+    /// Close the writing half of a stream after its last frame.
+    Finish {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Abort a stream (reading and writing).
+    Reset {
+        /// The stream.
+        stream: StreamId,
+    },
+}
+
+/// Something the driver must do that is not a transmission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start hosting this session: this node is its primary now.
+    Start(Box<Record>),
+    /// Stop hosting the session `id`.
+    Stop {
+        /// The session.
+        id: String,
+        /// Why (moved, closed, lost a concurrent claim).
+        reason: String,
+    },
+    /// Make a libp2p connection to a discovered peer (`peer` is `None` for
+    /// a bootstrap address without a peer id).
+    Dial {
+        /// The peer, if known.
+        peer: Option<NodeId>,
+        /// Where.
+        addrs: Vec<String>,
+    },
+    /// Close every connection to `peer`.
+    Disconnect {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// Walk the DHT for providers of the overlay (and refresh the routing
+    /// table).
+    Walk,
+    /// Answer mDNS queries (and query), or stop.
+    Mdns(bool),
+}
+
+/// What changed, for views, logs and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A membership event from SWIM.
+    Member(swim::Event),
+    /// A peer was admitted (its datagram keys are in place).
+    Admitted {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// This node refused a peer.
+    Refused {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// A peer refused this node, and said why.
+    RefusedBy {
+        /// The peer.
+        peer: NodeId,
+        /// Its reason.
+        reason: String,
+    },
+    /// A handshake with a peer failed (timeout, broken stream, nonsense).
+    HandshakeFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        why: String,
+    },
+    /// A session's record changed in the map (new, newer version, closed).
+    SessionChanged {
+        /// The session.
+        id: String,
+    },
+    /// This node started hosting a session.
+    SessionStarted {
+        /// The session.
+        id: String,
+        /// Its epoch.
+        epoch: u64,
+        /// Why it is here (`open`, `takeover: ...`, `transfer: ...`).
+        reason: String,
+    },
+    /// This node stopped hosting a session.
+    SessionStopped {
+        /// The session.
+        id: String,
+        /// Its epoch.
+        epoch: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a command of the API failed; the driver maps it to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// The request is malformed (400).
+    Invalid(String),
+    /// No such session here (404).
+    NotFound(String),
+    /// The session is hosted elsewhere: ask its primary (409).
+    NotPrimary {
+        /// The session.
+        id: String,
+        /// Its primary.
+        primary: NodeId,
+    },
+    /// The request conflicts with the session's state (409).
+    Conflict(String),
+    /// No node can host it now (503).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Invalid(why)
+            | CommandError::NotFound(why)
+            | CommandError::Conflict(why)
+            | CommandError::Unavailable(why) => f.write_str(why),
+            CommandError::NotPrimary { id, primary } => write!(
+                f,
+                "this node is not the primary of session {id}: its primary is {primary}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Traffic of one class, in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Datagrams or frames.
+    pub packets: u64,
+    /// Their bytes (sealed datagrams; frame payloads).
+    pub bytes: u64,
+}
+
+impl Flow {
+    fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// The classes traffic is counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// SWIM probes and their answers (ping, ping-req, ack, nack).
+    Probe,
+    /// Membership gossip and anti-entropy offers on datagrams.
+    Gossip,
+    /// Session-map deltas and performance summaries on datagrams.
+    Deltas,
+    /// Admission handshakes (`/baton/hello/2`).
+    Admission,
+    /// SWIM messages too large for a datagram (`/baton/swim/2`).
+    SwimBulk,
+    /// Map anti-entropy (`/baton/sync/2`).
+    MapSync,
+}
+
+impl Class {
+    /// Every class, in order.
+    pub const ALL: [Class; 6] = [
+        Class::Probe,
+        Class::Gossip,
+        Class::Deltas,
+        Class::Admission,
+        Class::SwimBulk,
+        Class::MapSync,
+    ];
+
+    /// Its name in metrics and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Probe => "probe",
+            Class::Gossip => "gossip",
+            Class::Deltas => "deltas",
+            Class::Admission => "admission",
+            Class::SwimBulk => "swim_bulk",
+            Class::MapSync => "map_sync",
+        }
+    }
+}
+
+/// Why datagrams were dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Too short or too long to be a datagram.
+    pub bad_size: u64,
+    /// Addressed to a key index this node does not hold (a stranger, or a
+    /// key of a previous process).
+    pub unknown_key: u64,
+    /// Replayed, or too old for the window.
+    pub replayed: u64,
+    /// The tag did not verify.
+    pub bad_tag: u64,
+    /// Authentic, but not a message this version reads.
+    pub undecodable: u64,
+    /// Messages for a peer without keys that could not wait.
+    pub no_session: u64,
+}
+
+/// Counters of a node, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sent, by class.
+    pub sent: BTreeMap<Class, Flow>,
+    /// Received, by class.
+    pub received: BTreeMap<Class, Flow>,
+    /// Dropped datagrams.
+    pub drops: Drops,
+    /// Handshakes that ended with keys.
+    pub handshakes: u64,
+    /// Handshakes that failed (not refusals).
+    pub handshakes_failed: u64,
+    /// Peers this node refused.
+    pub refusals: u64,
+    /// Times a peer refused this node.
+    pub refused_by: u64,
+    /// Map sync exchanges completed.
+    pub syncs: u64,
+    /// Application payloads that could not be decoded.
+    pub bad_payloads: u64,
+}
+
+/// Timers are data: each names what it is about, and one whose reason is
+/// gone does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Timer {
+    /// A stream's exchange must have ended.
+    Stream(StreamId),
+    /// Time for a discovery walk.
+    Walk,
+    /// Close the connections of a refused peer.
+    Disconnect(NodeId),
+    /// A peer connected and did not start the handshake: start one.
+    InboundGrace(NodeId),
+    /// A handshake may be tried again.
+    Retry(NodeId),
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    order: u64,
+    timer: Timer,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed: the heap pops the earliest, first-scheduled timer.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Refused {
+    until: Instant,
+    reason: String,
+}
+
+/// At most this many refused peers are remembered (the oldest go first).
+const MAX_REFUSED: usize = 1024;
+/// At most this many peers that are not members are tracked (discovered,
+/// connected, handshaking).
+const MAX_STRANGERS: usize = 1024;
+
+/// One Baton node. `S` signs session records; `R` is the node's seeded RNG
+/// (SWIM's is derived from it).
+#[derive(Debug)]
+pub struct Node<S, R> {
+    me: NodeId,
+    config: Config,
+    boot: u64,
+    rng: R,
+    swim: Swim<R>,
+    engine: Engine<S>,
+    meta: NodeMeta,
+    /// When `now` was `base.0`, the wall clock said `base.1` (Unix ms):
+    /// record timestamps derive from `now` and this anchor.
+    base: (Instant, u64),
+    peers: BTreeMap<NodeId, Peer>,
+    /// This node's receive key indices, to the peer each belongs to.
+    indices: BTreeMap<u32, NodeId>,
+    refused: BTreeMap<NodeId, Refused>,
+    /// Short refs of every member known, for decoding compact messages.
+    shorts: BTreeMap<u64, NodeId>,
+    /// Short refs of the alive members: who answers mDNS.
+    alive_shorts: BTreeSet<u64>,
+    streams: BTreeMap<StreamId, Stream>,
+    next_stream: u64,
+    timers: BinaryHeap<Scheduled>,
+    timer_order: u64,
+    transmits: VecDeque<Transmit>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    leaving: bool,
+    /// Whether this node was last told to answer mDNS.
+    mdns: Option<bool>,
+    stats: Stats,
+}
+
+impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
+    /// A node alone in its overlay. `now` and `unix_ms` are the same
+    /// moment on the monotonic and the wall clock.
+    pub fn new(config: Config, signer: S, mut rng: R, now: Instant, unix_ms: u64) -> Self {
+        let me = signer.id().clone();
+        let boot = rng.random::<u64>();
+        let meta = NodeMeta {
+            name: config.name.clone(),
+            overlay: config.policy.overlay.clone(),
+            addrs: Vec::new(),
+            capacity: config.capacity,
+            load: 0,
+            datagram: config.datagram.map(|a| a.to_string()).unwrap_or_default(),
+            boot,
+        };
+        let swim_rng = R::from_rng(&mut rng);
+        let swim = Swim::new(
+            me.clone(),
+            meta.encode(),
+            config.swim.clone(),
+            swim_rng,
+            now,
+        );
+        let engine = Engine::new(signer, config.capacity, config.sessions.clone(), now);
+        let mut shorts = BTreeMap::new();
+        shorts.insert(me.short(), me.clone());
+        let mut node = Node {
+            me,
+            config,
+            boot,
+            rng,
+            swim,
+            engine,
+            meta,
+            base: (now, unix_ms),
+            peers: BTreeMap::new(),
+            indices: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            shorts,
+            alive_shorts: BTreeSet::new(),
+            streams: BTreeMap::new(),
+            next_stream: 0,
+            timers: BinaryHeap::new(),
+            timer_order: 0,
+            transmits: VecDeque::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            leaving: false,
+            mdns: None,
+            stats: Stats::default(),
+        };
+        node.schedule(now, Timer::Walk);
+        node.update_mdns();
+        node
+    }
+
+    // ---- queries ----
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The random number this process drew at start.
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
+    /// The membership state machine.
+    pub fn swim(&self) -> &Swim<R> {
+        &self.swim
+    }
+
+    /// The session engine (and its map).
+    pub fn engine(&self) -> &Engine<S> {
+        &self.engine
+    }
+
+    /// This node's metadata as announced.
+    pub fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What this node knows of a peer's admission and keys.
+    pub fn peer(&self, id: &NodeId) -> Option<PeerInfo> {
+        let refused = self.refused.get(id).map(|r| r.reason.clone());
+        match self.peers.get(id) {
+            Some(p) => Some(p.info(refused)),
+            None => refused.map(|reason| PeerInfo::refused(reason)),
+        }
+    }
+
+    /// Every peer this node tracks (members, strangers, refused), by id.
+    pub fn peers(&self) -> Vec<(NodeId, PeerInfo)> {
+        let mut ids: Vec<&NodeId> = self.peers.keys().chain(self.refused.keys()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| Some((id.clone(), self.peer(id)?)))
+            .collect()
+    }
+
+    /// Whether `leave` was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Wall-clock time (Unix ms) at `now`, from the anchor given at start.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let (base, base_ms) = self.base;
+        let since = now.saturating_duration_since(base).as_millis();
+        base_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    // ---- outputs ----
+
+    /// The next thing to send. Call after every `handle_*` until `None`.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next action. Call after every `handle_*` until `None`.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event. Call after every `handle_*` until `None`.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    /// Changes after every `handle_*` call.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.swim.poll_timeout(),
+            self.engine.poll_timeout(),
+            self.timers.peek().map(|s| s.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- inputs ----
+
+    /// Time has passed. Spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.swim.handle_timeout(now);
+        let now_ms = self.unix_ms(now);
+        self.engine.handle_timeout(now, now_ms);
+        while let Some(next) = self.timers.peek() {
+            if next.at > now {
+                break;
+            }
+            let Some(Scheduled { timer, .. }) = self.timers.pop() else {
+                break;
+            };
+            self.fire(now, timer);
+        }
+        self.pump(now);
+    }
+
+    /// The libp2p addresses this node listens on changed: they go into its
+    /// metadata (announced with a new incarnation).
+    pub fn set_listen_addrs(&mut self, now: Instant, addrs: Vec<String>) {
+        if addrs == self.meta.addrs {
+            return;
+        }
+        self.meta.addrs = addrs;
+        self.announce(now);
+        self.pump(now);
+    }
+
+    /// Leaves the overlay gracefully: SWIM tells a few members; keep driving
+    /// the node for a moment so that the news goes out.
+    pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
+        self.swim.leave(now);
+        self.pump(now);
+    }
+
+    /// A datagram arrived on this node's datagram socket from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let Some(plain) = self.open_datagram(now, from, bytes) else {
+            return;
+        };
+        let (peer, plain) = plain;
+        let shorts = &self.shorts;
+        let decoded = match wire::decode(&plain, &|s| shorts.get(&s).cloned()) {
+            Ok(d) => d,
+            Err(_) => {
+                self.stats.drops.undecodable += 1;
+                return;
+            }
+        };
+        let class = classify(&decoded.message, !decoded.app.is_empty());
+        self.stats
+            .received
+            .entry(class)
+            .or_default()
+            .add(bytes.len());
+        self.deliver(now, peer, decoded);
+        self.pump(now);
+    }
+
+    /// Discovery (mDNS, the DHT) proposes a peer at `addrs`: it is dialled
+    /// unless it is this node, refused, or already reachable by datagram.
+    pub fn handle_discovered(&mut self, now: Instant, peer: NodeId, addrs: Vec<String>) {
+        if peer == self.me || self.is_refused(now, &peer) || self.leaving {
+            return;
+        }
+        if self.peers.get(&peer).is_some_and(Peer::has_session) {
+            return;
+        }
+        if !self.peers.contains_key(&peer) && self.strangers() >= MAX_STRANGERS {
+            return;
+        }
+        let p = self.peers.entry(peer.clone()).or_default();
+        for a in &addrs {
+            if !p.addrs.contains(a) && p.addrs.len() < 8 {
+                p.addrs.push(a.clone());
+            }
+        }
+        if p.handshake.is_some() || p.connected {
+            return;
+        }
+        self.actions.push_back(Action::Dial {
+            peer: Some(peer),
+            addrs,
+        });
+    }
+
+    /// A libp2p connection to `peer` is up; `remote` is its IP address,
+    /// `outbound` whether this node dialled it. The dialler starts the
+    /// handshake; the other side waits a moment, then starts one itself.
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        remote: Option<IpAddr>,
+        outbound: bool,
+    ) {
+        if peer == self.me {
+            return;
+        }
+        if self.is_refused(now, &peer) {
+            self.actions.push_back(Action::Disconnect { peer });
+            return;
+        }
+        if !self.peers.contains_key(&peer) && self.strangers() >= MAX_STRANGERS {
+            self.actions.push_back(Action::Disconnect { peer });
+            return;
+        }
+        let p = self.peers.entry(peer.clone()).or_default();
+        p.connected = true;
+        if remote.is_some() {
+            p.remote_ip = remote;
+        }
+        if p.has_session() || p.handshake.is_some() {
+            return;
+        }
+        if outbound {
+            self.start_handshake(now, &peer);
+        } else {
+            let at = now + self.config.timing.inbound_grace;
+            self.schedule(at, Timer::InboundGrace(peer));
+        }
+        self.pump(now);
+    }
+
+    /// Every libp2p connection to `peer` is closed.
+    pub fn handle_disconnected(&mut self, now: Instant, peer: NodeId) {
+        let _ = now;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.connected = false;
+        }
+        self.prune_stranger(&peer);
+    }
+
+    /// A peer opened a stream of `protocol`. Returns the stream's id and the
+    /// largest first frame and later frames to read, or `None`: reset the
+    /// stream without reading (refused or unknown peers, too many streams).
+    pub fn handle_stream_accepted(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        protocol: Protocol,
+    ) -> Option<(StreamId, usize, usize)> {
+        self.accept_stream(now, peer, protocol)
+    }
+
+    /// A frame arrived on a stream.
+    pub fn handle_frame(&mut self, now: Instant, stream: StreamId, bytes: &[u8]) {
+        self.on_frame(now, stream, bytes);
+        self.pump(now);
+    }
+
+    /// A stream ended: the peer finished it, it broke, or it could not be
+    /// opened (`error` says why).
+    pub fn handle_stream_closed(&mut self, now: Instant, stream: StreamId, error: Option<String>) {
+        self.on_stream_closed(now, stream, error);
+        self.pump(now);
+    }
+
+    /// Opens a session for `client` (an `ip:port` UDP address); the policy
+    /// picks its primary among the live members and this node. Returns the
+    /// record as written.
+    pub fn open(
+        &mut self,
+        now: Instant,
+        service: String,
+        client: String,
+        params: BTreeMap<String, String>,
+    ) -> Result<Record, CommandError> {
+        let addr: SocketAddr = client.parse().map_err(|_| {
+            CommandError::Invalid(format!(
+                "client {client:?} is not an address such as 127.0.0.1:5004"
+            ))
+        })?;
+        if self.leaving {
+            return Err(CommandError::Unavailable(
+                "this node is leaving the overlay: open the session on another node".into(),
+            ));
+        }
+        let mut bytes = [0u8; 16];
+        self.rng.fill(&mut bytes);
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let request = OpenRequest {
+            id,
+            service,
+            params,
+            client,
+            location: location_key(&addr),
+        };
+        let now_ms = self.unix_ms(now);
+        let record = self
+            .engine
+            .open(now, now_ms, request)
+            .map_err(|e| match e {
+                OpenError::NoCapacity => CommandError::Unavailable(e.to_string()),
+                OpenError::Write(w) => CommandError::Invalid(w.to_string()),
+            })?;
+        self.pump(now);
+        Ok(record)
+    }
+
+    /// Closes a session this node is primary of.
+    pub fn close(&mut self, now: Instant, id: &str) -> Result<Record, CommandError> {
+        let record =
+            self.engine.map().get(id).ok_or_else(|| {
+                CommandError::NotFound(format!("no session {id:?} is known here"))
+            })?;
+        if record.primary != self.me {
+            return Err(CommandError::NotPrimary {
+                id: id.to_string(),
+                primary: record.primary.clone(),
+            });
+        }
+        let now_ms = self.unix_ms(now);
+        let record = self
+            .engine
+            .close(now, now_ms, id)
+            .map_err(|e| CommandError::Conflict(e.to_string()))?;
+        self.pump(now);
+        Ok(record)
+    }
+
+    /// A client's report on a session (from RTCP, or from the API).
+    pub fn report(&mut self, now: Instant, id: &str, report: Report) -> Result<(), CommandError> {
+        if self.engine.map().get(id).is_none() {
+            return Err(CommandError::NotFound(format!(
+                "no session {id:?} is known here"
+            )));
+        }
+        self.engine.report(now, id, report);
+        self.pump(now);
+        Ok(())
+    }
+
+    // ---- internals ----
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timer_order += 1;
+        self.timers.push(Scheduled {
+            at,
+            order: self.timer_order,
+            timer,
+        });
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Stream(stream) => self.stream_deadline(now, stream),
+            Timer::Walk => {
+                let alone = self.swim.num_active() == 0;
+                if !self.leaving {
+                    if alone {
+                        for addr in self.config.bootstrap.clone() {
+                            self.actions.push_back(Action::Dial {
+                                peer: None,
+                                addrs: vec![addr],
+                            });
+                        }
+                    }
+                    self.actions.push_back(Action::Walk);
+                }
+                let every = if alone {
+                    self.config.timing.alone_walk
+                } else {
+                    self.config.timing.group_walk
+                };
+                let at = now + every.mul_f64(self.rng.random_range(0.75..1.25));
+                self.schedule(at, Timer::Walk);
+            }
+            Timer::Disconnect(peer) => {
+                if self.refused.contains_key(&peer) {
+                    self.actions.push_back(Action::Disconnect { peer });
+                }
+            }
+            Timer::InboundGrace(peer) => {
+                let waiting = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.connected && !p.has_session() && p.handshake.is_none());
+                if waiting && !self.is_refused(now, &peer) {
+                    self.start_handshake(now, &peer);
+                }
+            }
+            Timer::Retry(peer) => {
+                let member = self.swim.member(&peer).is_some_and(|m| m.state.is_active());
+                let wants = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| (member || !p.pending.is_empty()) && !p.has_session());
+                if wants {
+                    self.ensure_session(now, &peer);
+                }
+            }
+        }
+    }
+
+    fn is_refused(&mut self, now: Instant, peer: &NodeId) -> bool {
+        match self.refused.get(peer) {
+            Some(r) if r.until > now => true,
+            Some(_) => {
+                self.refused.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn strangers(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|(id, p)| !p.has_session() && self.swim.member(id).is_none())
+            .count()
+    }
+
+    /// Forgets a peer that is neither a member nor doing anything.
+    fn prune_stranger(&mut self, peer: &NodeId) {
+        let idle = self.peers.get(peer).is_some_and(|p| {
+            !p.connected && !p.has_session() && p.handshake.is_none() && p.pending.is_empty()
+        });
+        if idle && self.swim.member(peer).is_none() {
+            self.peers.remove(peer);
+        }
+    }
+
+    /// Whether this node answers mDNS: while alone, or while it is one of
+    /// the `mdns_responders` alive nodes (itself included) with the
+    /// smallest short refs. Views agree once membership converges, so a few
+    /// nodes answer a newcomer's query instead of every member.
+    fn update_mdns(&mut self) {
+        let k = self.config.timing.mdns_responders;
+        let smaller = self.alive_shorts.range(..self.me.short()).take(k).count();
+        let on = smaller < k;
+        if self.mdns != Some(on) {
+            self.mdns = Some(on);
+            self.actions.push_back(Action::Mdns(on));
+        }
+    }
+
+    /// Announces this node's metadata with a new incarnation.
+    fn announce(&mut self, now: Instant) {
+        self.swim.set_meta(now, self.meta.encode());
+    }
+
+    /// Delivers a decoded message from an admitted peer: payloads to the
+    /// node and the engine, the message to SWIM.
+    fn deliver(&mut self, now: Instant, from: NodeId, decoded: wire::Decoded) {
+        let wire::Decoded { mut message, app } = decoded;
+        for payload in app {
+            match AppMessage::decode(&payload) {
+                Ok(AppMessage::Root(root)) => self.on_root(now, &from, root),
+                Ok(m) => {
+                    let now_ms = self.unix_ms(now);
+                    self.engine.handle_app_message(now, now_ms, m, &payload);
+                }
+                Err(_) => {
+                    self.stats.bad_payloads += 1;
+                    self.engine.note_rejected();
+                }
+            }
+        }
+        // News about refused peers is not taken from anyone.
+        if !self.refused.is_empty()
+            && let Some(updates) = message.updates_mut()
+        {
+            let refused = &self.refused;
+            updates.retain(|u| !refused.contains_key(u.id()));
+        }
+        self.swim.handle_message(now, from, message);
+    }
+
+    /// A peer's map root: a different one starts a sync with it.
+    fn on_root(&mut self, now: Instant, from: &NodeId, root: u64) {
+        if root != self.engine.map().digest().root() {
+            self.start_sync(now, from);
+        }
+    }
+
+    /// Runs every state machine's output through the others until nothing
+    /// moves: SWIM's events feed the engine, the engine's broadcasts become
+    /// SWIM transmits, transmits become datagrams or streams.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(event) = self.swim.poll_event() {
+                moved = true;
+                self.on_swim_event(now, event);
+            }
+            while let Some(action) = self.engine.poll_action() {
+                moved = true;
+                self.on_engine_action(now, action);
+            }
+            let load = self.engine.load();
+            if load != self.meta.load {
+                self.meta.load = load;
+                self.announce(now);
+                moved = true;
+            }
+            while let Some(t) = self.swim.poll_transmit() {
+                moved = true;
+                self.route(now, t);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn on_swim_event(&mut self, now: Instant, event: swim::Event) {
+        match &event {
+            swim::Event::MemberState { id, state, .. } => {
+                self.shorts.insert(id.short(), id.clone());
+                if *state == State::Alive {
+                    self.alive_shorts.insert(id.short());
+                } else {
+                    self.alive_shorts.remove(&id.short());
+                }
+                self.feed_engine(now, id, true);
+                if *state == State::Alive {
+                    self.ensure_session(now, id);
+                }
+                self.update_mdns();
+            }
+            swim::Event::MemberMeta { id, meta } => {
+                if let Ok(meta) = NodeMeta::decode(meta) {
+                    self.on_member_meta(now, id, &meta);
+                }
+                self.feed_engine(now, id, true);
+            }
+            swim::Event::ProbeRtt { id, .. } => self.feed_engine(now, id, false),
+            swim::Event::Refuted { .. } => {}
+            swim::Event::Removed { id } => {
+                self.shorts.remove(&id.short());
+                self.alive_shorts.remove(&id.short());
+                self.engine.forget(id);
+                if let Some(p) = self.peers.remove(id) {
+                    for index in p.indices() {
+                        self.indices.remove(&index);
+                    }
+                }
+                self.update_mdns();
+            }
+        }
+        self.events.push_back(Event::Member(event));
+    }
+
+    fn on_member_meta(&mut self, now: Instant, id: &NodeId, meta: &NodeMeta) {
+        let p = self.peers.entry(id.clone()).or_default();
+        p.addrs = meta.addrs.iter().take(8).cloned().collect();
+        if p.endpoint.is_none()
+            && let Some(addr) = resolve_datagram(&meta.datagram, p.remote_ip)
+        {
+            p.endpoint = Some(addr);
+        }
+        // Keys agreed with a previous process of this member are void: its
+        // new process does not hold them.
+        if p.boot.is_some_and(|b| b != meta.boot) && p.has_session() {
+            for index in p.drop_sessions() {
+                self.indices.remove(&index);
+            }
+            self.ensure_session(now, id);
+        }
+    }
+
+    /// Feeds SWIM's view of a member to the session engine; `with_meta` is
+    /// false on the hot path (every probe RTT), where only the distance
+    /// changed.
+    fn feed_engine(&mut self, now: Instant, id: &NodeId, with_meta: bool) {
+        let Some(member) = self.swim.member(id) else {
+            return;
+        };
+        let meta = with_meta
+            .then(|| NodeMeta::decode(&member.meta).ok())
+            .flatten();
+        let distance = member
+            .coord
+            .as_ref()
+            .map(|c| self.swim.coordinate().distance_to(c));
+        let state = member.state;
+        self.engine
+            .handle_member(now, id.clone(), state, meta.as_ref(), distance);
+    }
+
+    fn on_engine_action(&mut self, now: Instant, action: sessions::Action) {
+        match action {
+            sessions::Action::Broadcast { key, payload } => {
+                if let Ok(AppMessage::Delta(d)) = AppMessage::decode(&payload) {
+                    self.events.push_back(Event::SessionChanged {
+                        id: d.id().to_string(),
+                    });
+                }
+                if !self.swim.broadcast_app(key, payload) {
+                    // Too large for a datagram: anti-entropy carries it, now.
+                    self.push_sync(now);
+                }
+            }
+            sessions::Action::Start(record) => {
+                self.events.push_back(Event::SessionStarted {
+                    id: record.id.clone(),
+                    epoch: record.epoch,
+                    reason: record.reason.clone(),
+                });
+                self.events.push_back(Event::SessionChanged {
+                    id: record.id.clone(),
+                });
+                self.actions.push_back(Action::Start(record));
+            }
+            sessions::Action::Stop { id, reason } => {
+                let epoch = self.engine.map().get(&id).map_or(0, |r| r.epoch);
+                self.events.push_back(Event::SessionStopped {
+                    id: id.clone(),
+                    epoch,
+                    reason: reason.clone(),
+                });
+                self.events
+                    .push_back(Event::SessionChanged { id: id.clone() });
+                self.actions.push_back(Action::Stop { id, reason });
+            }
+        }
+    }
+
+    /// Sends a SWIM message: as one sealed datagram when it fits and the
+    /// peer's keys are in place, held for the keys otherwise, and over a
+    /// stream when it is too large for a datagram.
+    fn route(&mut self, now: Instant, t: swim::Transmit) {
+        let mut app = t.app;
+        if let Message::Sync(sync) = &t.message
+            && sync.updates.is_empty()
+            && sync.reply
+        {
+            // The map's root rides on membership anti-entropy: one periodic
+            // datagram checks both.
+            app.push(AppMessage::Root(self.engine.map().digest().root()).encode());
+        }
+        let class = classify(&t.message, !app.is_empty());
+        let plain = wire::encode(&t.message, &app);
+        if plain.len() > datagram::MAX_PLAINTEXT {
+            self.send_bulk(now, &t.to, plain);
+            return;
+        }
+        self.send_datagram(now, &t.to, plain, class);
+    }
+
+    fn send_datagram(&mut self, now: Instant, to: &NodeId, plain: Vec<u8>, class: Class) {
+        if self.is_refused(now, to) || to.is_unresolved() {
+            self.stats.drops.no_session += 1;
+            return;
+        }
+        let pending_cap = self.config.timing.pending_per_peer;
+        let p = self.peers.entry(to.clone()).or_default();
+        if let Some(bytes) = p.seal(&plain) {
+            let to_addr = p.endpoint.expect("seal needs an endpoint");
+            self.stats.sent.entry(class).or_default().add(bytes.len());
+            self.transmits
+                .push_back(Transmit::Datagram { to: to_addr, bytes });
+            return;
+        }
+        if p.pending.len() >= pending_cap {
+            p.pending.pop_front();
+            self.stats.drops.no_session += 1;
+        }
+        p.pending.push_back((plain, class));
+        self.ensure_session(now, to);
+    }
+
+    /// Starts a handshake with a member this node has no keys with, unless
+    /// one runs, failed recently, or too many run.
+    fn ensure_session(&mut self, now: Instant, peer: &NodeId) {
+        if *peer == self.me || self.leaving || self.is_refused(now, peer) {
+            return;
+        }
+        let Some(p) = self.peers.get(peer) else {
+            self.peers.insert(peer.clone(), Peer::default());
+            return self.ensure_session(now, peer);
+        };
+        if p.has_session() || p.handshake.is_some() {
+            return;
+        }
+        if let Some(at) = p.retry_at
+            && at > now
+        {
+            return;
+        }
+        self.start_handshake(now, peer);
+    }
+}
+
+/// The traffic class of a datagram message.
+fn classify(message: &Message, payloads: bool) -> Class {
+    match message {
+        Message::Ping(_) | Message::PingReq(_) | Message::Ack(_) | Message::Nack(_) => Class::Probe,
+        Message::Gossip(g) if payloads && g.updates.is_empty() => Class::Deltas,
+        Message::Gossip(_) | Message::Sync(_) => Class::Gossip,
+    }
+}
+
+/// A datagram address as announced (`ip:port`), with an unspecified ip
+/// replaced by the address the peer's connection comes from.
+fn resolve_datagram(announced: &str, remote: Option<IpAddr>) -> Option<SocketAddr> {
+    let addr: SocketAddr = announced.parse().ok()?;
+    if addr.port() == 0 {
+        return None;
+    }
+    if addr.ip().is_unspecified() {
+        return Some(SocketAddr::new(remote?, addr.port()));
+    }
+    Some(addr)
+}
