@@ -48,6 +48,11 @@ pub struct Flags {
     /// Default: /ip4/0.0.0.0/udp/7701/quic-v1 and /ip4/0.0.0.0/tcp/7701.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,
+    /// UDP address of the datagram socket that SWIM's probes use.
+    /// Default: the IP of the first --listen address, the port after its
+    /// port (7702 beside 7701; any free port when that one is 0).
+    #[arg(long, value_name = "IP:PORT")]
+    pub swim_listen: Option<String>,
     /// Address of a node to join through, with or without /p2p/<peer id> (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
@@ -120,6 +125,7 @@ struct File {
     listen: Vec<String>,
     #[serde(default)]
     bootstrap: Vec<String>,
+    swim_listen: Option<String>,
     mdns: Option<bool>,
     api: Option<String>,
     profile: Option<Profile>,
@@ -167,6 +173,8 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Bootstrap addresses.
     pub bootstrap: Vec<Multiaddr>,
+    /// The datagram socket's address.
+    pub swim_listen: SocketAddr,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
     /// HTTP API address.
@@ -296,6 +304,16 @@ impl Config {
             .iter()
             .map(|a| parse_multiaddr("bootstrap", a))
             .collect::<Result<_, _>>()?;
+        let swim_listen = match flags.swim_listen.or(file.swim_listen) {
+            Some(raw) => raw.parse().map_err(|_| {
+                invalid(
+                    "swim_listen",
+                    &raw,
+                    "an IP address and UDP port, such as 0.0.0.0:7702",
+                )
+            })?,
+            None => beside(&listen[0]),
+        };
         let mdns = !flags.no_mdns && file.mdns.unwrap_or(true);
         let api_raw = flags
             .api
@@ -372,6 +390,7 @@ impl Config {
             data_dir,
             listen,
             bootstrap,
+            swim_listen,
             mdns,
             api,
             profile,
@@ -455,6 +474,24 @@ fn parse_multiaddr(field: &'static str, raw: &str) -> Result<Multiaddr, ConfigEr
     })
 }
 
+/// The datagram socket's default address: the libp2p listen address's IP,
+/// the next port (any free one when libp2p's is chosen by the system).
+fn beside(listen: &Multiaddr) -> SocketAddr {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = std::net::IpAddr::from([0, 0, 0, 0]);
+    let mut port = 0u16;
+    for part in listen.iter() {
+        match part {
+            Protocol::Ip4(v4) => ip = v4.into(),
+            Protocol::Ip6(v6) => ip = v6.into(),
+            Protocol::Udp(p) | Protocol::Tcp(p) => port = p,
+            _ => {}
+        }
+    }
+    let port = if port == 0 { 0 } else { port.wrapping_add(1) };
+    SocketAddr::new(ip, port)
+}
+
 fn default_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -486,6 +523,37 @@ mod tests {
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.profile, Profile::Lan);
         assert_eq!(c.overlay, "baton");
+        assert_eq!(c.swim_listen, "0.0.0.0:7702".parse().unwrap());
+    }
+
+    #[test]
+    fn the_datagram_socket_sits_beside_the_first_listen_address() {
+        let c = Config::resolve(
+            flags(&["--name", "a", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(c.swim_listen, "127.0.0.1:0".parse().unwrap());
+        let c = Config::resolve(
+            flags(&[
+                "--name",
+                "a",
+                "--listen",
+                "/ip4/198.18.1.3/tcp/9000",
+                "--swim-listen",
+                "198.18.1.3:9100",
+            ]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(c.swim_listen, "198.18.1.3:9100".parse().unwrap());
+        let err = Config::resolve(
+            flags(&["--name", "a", "--swim-listen", "7702"]),
+            File::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("swim_listen"), "{err}");
     }
 
     #[test]

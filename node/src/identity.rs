@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use baton_protocol::NodeId;
+use baton_protocol::session::Signer;
 use libp2p::identity::Keypair;
 
 /// File name of the key inside the data directory.
@@ -81,6 +83,38 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::File::create(path)
+}
+
+/// Signs session records with the node's libp2p ed25519 key.
+pub struct KeySigner {
+    id: NodeId,
+    key: Keypair,
+}
+
+impl KeySigner {
+    /// A signer for `key`.
+    pub fn new(key: Keypair) -> Self {
+        let id =
+            NodeId::new(&key.public().to_peer_id().to_bytes()).expect("a peer id fits a node id");
+        KeySigner { id, key }
+    }
+}
+
+/// Shows the id only: the secret stays out of logs.
+impl std::fmt::Debug for KeySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySigner").field("id", &self.id).finish()
+    }
+}
+
+impl Signer for KeySigner {
+    fn id(&self) -> &NodeId {
+        &self.id
+    }
+    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
+        // ed25519 signing cannot fail; other key types are never built here.
+        self.key.sign(bytes).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod identity;
-pub mod net;
 pub mod node;
 pub mod rtp_receiver;
 pub mod service;

@@ -4,18 +4,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use baton_protocol::meta::NodeMeta;
+use baton_protocol::node as proto;
 use baton_protocol::peering::Policy;
 use libp2p::{Multiaddr, PeerId};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Profile};
+use crate::driver::services::Services;
+use crate::driver::swarm::{self, node_id};
 use crate::driver::{Command, Driver, Parts};
+use crate::identity::KeySigner;
 use crate::state::{LocalInfo, Shared};
-use crate::{api, identity, net};
+use crate::{api, identity};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +30,15 @@ pub enum StartError {
     Identity(#[from] identity::IdentityError),
     /// libp2p could not start.
     #[error(transparent)]
-    Net(#[from] net::NetError),
+    Net(#[from] swarm::NetError),
+    /// The datagram socket could not be bound.
+    #[error("cannot bind the datagram socket {addr}: {source} (choose another with --swim-listen)")]
+    Datagram {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A listen address could not be used.
     #[error("cannot listen on {addr}: {why}")]
     Listen {
@@ -71,7 +84,7 @@ impl Node {
         let (client_reports, client_reports_rx) = mpsc::channel(256);
         let registry =
             crate::service::Registry::builtin(&config.services)?.with_reports(client_reports);
-        let mut swarm = net::build_swarm(key.clone(), config.mdns, config.max_members)?;
+        let mut swarm = swarm::build(key.clone(), config.mdns, config.max_members)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -80,6 +93,14 @@ impl Node {
                     why: e.to_string(),
                 })?;
         }
+        let udp = bind_datagram(config.swim_listen).map_err(|source| StartError::Datagram {
+            addr: config.swim_listen,
+            source,
+        })?;
+        let datagram = udp.local_addr().map_err(|source| StartError::Datagram {
+            addr: config.swim_listen,
+            source,
+        })?;
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
             .map_err(|source| StartError::Api {
@@ -113,29 +134,34 @@ impl Node {
             allowlist: config
                 .allowlist
                 .as_ref()
-                .map(|set| set.iter().map(|p| p.to_bytes()).collect()),
+                .map(|set| set.iter().map(node_id).collect()),
             max_members: config.max_members,
         };
-        let meta = NodeMeta {
-            name: config.name.clone(),
-            overlay: config.overlay.clone(),
-            addrs: Vec::new(),
-            capacity: config.capacity,
-            load: 0,
-        };
+        let node = proto::Node::new(
+            proto::Config {
+                name: config.name.clone(),
+                policy,
+                capacity: config.capacity,
+                swim: config.swim.clone(),
+                sessions: config.sessions.clone(),
+                datagram: Some(datagram),
+                bootstrap: config.bootstrap.iter().map(ToString::to_string).collect(),
+                timing: proto::Timing::default(),
+            },
+            KeySigner::new(key),
+            StdRng::from_os_rng(),
+            Instant::now(),
+            crate::state::wall_clock().1,
+        );
         let (commands, command_rx) = mpsc::channel(8);
         let driver = Driver::new(Parts {
+            node,
             swarm,
-            swim_config: config.swim.clone(),
-            policy,
+            udp,
             shared: shared.clone(),
-            meta,
             bootstrap: config.bootstrap.clone(),
+            services: Services::new(registry),
             commands: command_rx,
-            key,
-            registry,
-            capacity: config.capacity,
-            sessions: config.sessions.clone(),
             session_commands: session_rx,
             client_reports: client_reports_rx,
         });
@@ -157,7 +183,7 @@ impl Node {
                 }
             }
         });
-        tracing::info!(%peer_id, %api_addr, name = %config.name, overlay = %config.overlay, "node started");
+        tracing::info!(%peer_id, %api_addr, %datagram, name = %config.name, overlay = %config.overlay, "node started");
         Ok(Node {
             peer_id,
             api_addr,
@@ -212,4 +238,11 @@ impl Node {
     pub async fn wait(&mut self) {
         let _ = (&mut self.driver).await;
     }
+}
+
+/// Binds the datagram socket, non-blocking for tokio.
+fn bind_datagram(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
 }

@@ -21,7 +21,7 @@ mod streams;
 mod tests;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -73,10 +73,6 @@ pub struct Timing {
     pub group_walk: Duration,
     /// Map sync exchanges this node runs at once as initiator.
     pub max_syncs: usize,
-    /// Members that keep answering mDNS queries while in a group (the ones
-    /// with the smallest short refs): enough for a newcomer to find the
-    /// group, without every member answering every query.
-    pub mdns_responders: usize,
     /// SWIM messages held per peer while its handshake runs.
     pub pending_per_peer: usize,
 }
@@ -95,7 +91,6 @@ impl Default for Timing {
             alone_walk: Duration::from_secs(10),
             group_walk: Duration::from_secs(600),
             max_syncs: 2,
-            mdns_responders: 3,
             pending_per_peer: 8,
         }
     }
@@ -196,8 +191,6 @@ pub enum Action {
     /// Walk the DHT for providers of the overlay (and refresh the routing
     /// table).
     Walk,
-    /// Answer mDNS queries (and query), or stop.
-    Mdns(bool),
 }
 
 /// What changed, for views, logs and metrics.
@@ -464,8 +457,6 @@ pub struct Node<S, R> {
     refused: BTreeMap<NodeId, Refused>,
     /// Short refs of every member known, for decoding compact messages.
     shorts: BTreeMap<u64, NodeId>,
-    /// Short refs of the alive members: who answers mDNS.
-    alive_shorts: BTreeSet<u64>,
     streams: BTreeMap<StreamId, Stream>,
     next_stream: u64,
     timers: BinaryHeap<Scheduled>,
@@ -474,8 +465,6 @@ pub struct Node<S, R> {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     leaving: bool,
-    /// Whether this node was last told to answer mDNS.
-    mdns: Option<bool>,
     stats: Stats,
 }
 
@@ -518,7 +507,6 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             indices: BTreeMap::new(),
             refused: BTreeMap::new(),
             shorts,
-            alive_shorts: BTreeSet::new(),
             streams: BTreeMap::new(),
             next_stream: 0,
             timers: BinaryHeap::new(),
@@ -527,11 +515,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             leaving: false,
-            mdns: None,
             stats: Stats::default(),
         };
         node.schedule(now, Timer::Walk);
-        node.update_mdns();
         node
     }
 
@@ -963,20 +949,6 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
     }
 
-    /// Whether this node answers mDNS: while alone, or while it is one of
-    /// the `mdns_responders` alive nodes (itself included) with the
-    /// smallest short refs. Views agree once membership converges, so a few
-    /// nodes answer a newcomer's query instead of every member.
-    fn update_mdns(&mut self) {
-        let k = self.config.timing.mdns_responders;
-        let smaller = self.alive_shorts.range(..self.me.short()).take(k).count();
-        let on = smaller < k;
-        if self.mdns != Some(on) {
-            self.mdns = Some(on);
-            self.actions.push_back(Action::Mdns(on));
-        }
-    }
-
     /// Announces this node's metadata with a new incarnation.
     fn announce(&mut self, now: Instant) {
         self.swim.set_meta(now, self.meta.encode());
@@ -1050,16 +1022,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         match &event {
             swim::Event::MemberState { id, state, .. } => {
                 self.shorts.insert(id.short(), id.clone());
-                if *state == State::Alive {
-                    self.alive_shorts.insert(id.short());
-                } else {
-                    self.alive_shorts.remove(&id.short());
-                }
                 self.feed_engine(now, id, true);
                 if *state == State::Alive {
                     self.ensure_session(now, id);
                 }
-                self.update_mdns();
             }
             swim::Event::MemberMeta { id, meta } => {
                 if let Ok(meta) = NodeMeta::decode(meta) {
@@ -1071,14 +1037,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             swim::Event::Refuted { .. } => {}
             swim::Event::Removed { id } => {
                 self.shorts.remove(&id.short());
-                self.alive_shorts.remove(&id.short());
                 self.engine.forget(id);
                 if let Some(p) = self.peers.remove(id) {
                     for index in p.indices() {
                         self.indices.remove(&index);
                     }
                 }
-                self.update_mdns();
             }
         }
         self.events.push_back(Event::Member(event));

@@ -505,6 +505,32 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         );
         self.finish(stream);
         self.end_handshake(stream, peer);
+        self.remember_refusal(now, peer, reason.clone());
+        self.stats.refusals += 1;
+        self.events.push_back(Event::Refused {
+            peer: peer.clone(),
+            reason,
+        });
+        let at = now + self.config.timing.refusal_linger;
+        self.schedule(at, Timer::Disconnect(peer.clone()));
+    }
+
+    /// `peer` refused this node: neither side can admit the other, so it is
+    /// refused here too (not tried again, its news not taken) for the
+    /// refusal memory, with its reason.
+    fn refused_by(&mut self, now: Instant, stream: StreamId, peer: &NodeId, reason: String) {
+        self.reset(stream);
+        self.end_handshake(stream, peer);
+        let reason = truncate(&reason);
+        self.remember_refusal(now, peer, format!("it refused this node: {reason}"));
+        self.stats.refused_by += 1;
+        self.events.push_back(Event::RefusedBy {
+            peer: peer.clone(),
+            reason,
+        });
+    }
+
+    fn remember_refusal(&mut self, now: Instant, peer: &NodeId, reason: String) {
         if self.refused.len() >= MAX_REFUSED
             && let Some(oldest) = self
                 .refused
@@ -518,7 +544,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             peer.clone(),
             Refused {
                 until: now + self.config.timing.refusal_memory,
-                reason: reason.clone(),
+                reason,
             },
         );
         if let Some(p) = self.peers.get_mut(peer) {
@@ -527,30 +553,6 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             }
             p.pending.clear();
         }
-        self.stats.refusals += 1;
-        self.events.push_back(Event::Refused {
-            peer: peer.clone(),
-            reason,
-        });
-        let at = now + self.config.timing.refusal_linger;
-        self.schedule(at, Timer::Disconnect(peer.clone()));
-    }
-
-    /// `peer` refused this node: it is not tried again before the refusal
-    /// memory has passed.
-    fn refused_by(&mut self, now: Instant, stream: StreamId, peer: &NodeId, reason: String) {
-        self.reset(stream);
-        self.end_handshake(stream, peer);
-        let memory = self.config.timing.refusal_memory;
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.retry_at = Some(now + memory);
-            p.pending.clear();
-        }
-        self.stats.refused_by += 1;
-        self.events.push_back(Event::RefusedBy {
-            peer: peer.clone(),
-            reason: truncate(&reason),
-        });
     }
 
     /// A handshake this node started failed: it is tried again after a

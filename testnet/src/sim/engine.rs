@@ -238,6 +238,7 @@ pub struct Sim {
     seq: u64,
     nodes: Vec<Node>,
     index: HashMap<NodeId, usize>,
+    shorts: HashMap<u64, usize>,
     net: Network,
     net_rng: SmallRng,
     rng: SmallRng,
@@ -284,7 +285,13 @@ impl Sim {
             .enumerate()
             .map(|(i, node)| (node.id.clone(), i))
             .collect();
+        let shorts = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (node.id.short(), i))
+            .collect();
         Sim {
+            shorts,
             net: Network::new(n, config.seed, config.latency.clone(), config.jitter),
             net_rng: SmallRng::seed_from_u64(mix(config.seed ^ 0x006e_6574_776f_726b)),
             rng: SmallRng::seed_from_u64(mix(config.seed ^ 0x7369_6d75_6c61_746f)),
@@ -929,12 +936,14 @@ impl Sim {
     }
 
     fn handle_bytes(&mut self, to: usize, from: usize, bytes: &[u8]) {
-        match wire::decode(bytes) {
-            Ok(envelope) => {
+        let (shorts, nodes) = (&self.shorts, &self.nodes);
+        let resolve = |short: u64| shorts.get(&short).map(|&i| nodes[i].id.clone());
+        match wire::decode(bytes, &resolve) {
+            Ok(decoded) => {
                 let now = self.instant();
                 let from_id = self.nodes[from].id.clone();
                 if let Some(swim) = self.nodes[to].swim.as_mut() {
-                    swim.handle_message(now, from_id, envelope.message);
+                    swim.handle_message(now, from_id, decoded.message);
                 }
             }
             Err(err) => {

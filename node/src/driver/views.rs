@@ -1,0 +1,298 @@
+//! What the API shows, kept current from the protocol `Node`'s events and
+//! state: members, peers, sessions, counters, the event stream, and the
+//! log lines an operator reads. Nothing here decides anything.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use baton_protocol::NodeId;
+use baton_protocol::meta::NodeMeta;
+use baton_protocol::node::{Class, Event};
+use baton_protocol::session::SessionState;
+use baton_protocol::swim;
+
+use super::Driver;
+use super::swarm::peer_id;
+use crate::state::{ApiEvent, MemberView, MoveView, PeerView, SessionView, wall_clock};
+
+/// A node id as the API shows it: its base58 peer id.
+pub fn show(id: &NodeId) -> String {
+    peer_id(id).map_or_else(|| id.to_string(), |p| p.to_base58())
+}
+
+impl Driver {
+    /// Mirrors one event of the node into the views, the event stream and
+    /// the log.
+    pub(super) fn on_node_event(&mut self, event: Event) {
+        match event {
+            Event::Member(e) => self.on_member_event(e),
+            Event::Admitted { peer } => {
+                tracing::info!(peer = %show(&peer), "peer admitted: datagram keys agreed");
+                self.peers_dirty = true;
+            }
+            Event::Refused { peer, reason } => {
+                tracing::warn!(peer = %show(&peer), %reason, "refused a peer");
+                self.shared.members.remove(&show(&peer));
+                crate::state::Metrics::add(&self.shared.metrics.refused, 1);
+                self.peers_dirty = true;
+            }
+            Event::RefusedBy { peer, reason } => {
+                tracing::warn!(peer = %show(&peer), %reason, "a peer refused this node");
+                self.peers_dirty = true;
+            }
+            Event::HandshakeFailed { peer, why } => {
+                tracing::debug!(peer = %show(&peer), %why, "handshake failed");
+                self.peers_dirty = true;
+            }
+            Event::SessionChanged { id } => self.publish_session(&id),
+            Event::SessionStarted { id, epoch, reason } => {
+                self.publish_session_event(&id, "started", epoch, &reason);
+            }
+            Event::SessionStopped { id, epoch, reason } => {
+                tracing::info!(session = %id, %reason, "stopping session");
+                self.publish_session_event(&id, "stopped", epoch, &reason);
+            }
+        }
+    }
+
+    fn on_member_event(&mut self, event: swim::Event) {
+        match event {
+            swim::Event::MemberState {
+                id,
+                state,
+                previous,
+                incarnation,
+            } => {
+                let key = show(&id);
+                let (at, at_ms) = wall_clock();
+                let name = {
+                    let mut view =
+                        self.shared
+                            .members
+                            .entry(key.clone())
+                            .or_insert_with(|| MemberView {
+                                id: key.clone(),
+                                name: String::new(),
+                                state: state.as_str().to_string(),
+                                incarnation,
+                                rtt_ms: None,
+                                distance_ms: None,
+                                addrs: Vec::new(),
+                                capacity: 0,
+                                load: 0,
+                                since: at.clone(),
+                            });
+                    if view.name.is_empty()
+                        && let Some(meta) = self
+                            .node
+                            .swim()
+                            .member(&id)
+                            .and_then(|m| NodeMeta::decode(&m.meta).ok())
+                    {
+                        view.name = meta.name;
+                    }
+                    view.state = state.as_str().to_string();
+                    view.incarnation = incarnation;
+                    view.since = at.clone();
+                    view.name.clone()
+                };
+                tracing::info!(
+                    peer = %key, name = %name, state = state.as_str(),
+                    previous = previous.map(|p| p.as_str()).unwrap_or("-"), incarnation,
+                    "member state"
+                );
+                self.shared.publish(ApiEvent {
+                    kind: "member".to_string(),
+                    at,
+                    at_ms,
+                    id: key,
+                    name,
+                    state: state.as_str().to_string(),
+                    previous: previous.map(|p| p.as_str().to_string()),
+                    incarnation,
+                    reason: None,
+                });
+                self.peers_dirty = true;
+            }
+            swim::Event::MemberMeta { id, meta } => {
+                let Ok(meta) = NodeMeta::decode(&meta) else {
+                    tracing::debug!(peer = %show(&id), "unreadable member metadata");
+                    return;
+                };
+                if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
+                    view.name = meta.name;
+                    view.addrs = meta.addrs;
+                    view.capacity = meta.capacity;
+                    view.load = meta.load;
+                }
+            }
+            swim::Event::ProbeRtt { id, .. } => {
+                let swim = self.node.swim();
+                let Some(member) = swim.member(&id) else {
+                    return;
+                };
+                let rtt_ms = member.srtt.map(|d| d.as_secs_f64() * 1e3);
+                let distance_ms = member
+                    .coord
+                    .as_ref()
+                    .map(|c| swim.coordinate().distance_to(c).as_secs_f64() * 1e3);
+                if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
+                    view.rtt_ms = rtt_ms;
+                    view.distance_ms = distance_ms;
+                }
+            }
+            swim::Event::Refuted { incarnation } => {
+                let (at, at_ms) = wall_clock();
+                tracing::warn!(incarnation, "refuted a suspicion about this node");
+                self.shared.publish(ApiEvent {
+                    kind: "refuted".to_string(),
+                    at,
+                    at_ms,
+                    id: self.me.to_base58(),
+                    name: self.shared.local.name.clone(),
+                    state: "alive".to_string(),
+                    previous: None,
+                    incarnation,
+                    reason: None,
+                });
+            }
+            swim::Event::Removed { id } => {
+                self.shared.members.remove(&show(&id));
+                self.peers_dirty = true;
+            }
+        }
+    }
+
+    fn publish_session_event(&self, id: &str, state: &str, epoch: u64, reason: &str) {
+        let (at, at_ms) = wall_clock();
+        self.shared.publish(ApiEvent {
+            kind: "session".to_string(),
+            at,
+            at_ms,
+            id: id.to_string(),
+            name: self.shared.local.name.clone(),
+            state: state.to_string(),
+            previous: None,
+            incarnation: u32::try_from(epoch).unwrap_or(u32::MAX),
+            reason: Some(reason.to_string()),
+        });
+    }
+
+    /// Mirrors one session of the map into the API's view.
+    pub(super) fn publish_session(&mut self, id: &str) {
+        let engine = self.node.engine();
+        let Some(record) = engine.map().get(id) else {
+            self.shared.sessions.remove(id);
+            return;
+        };
+        let primary = show(&record.primary);
+        let primary_name = if record.primary == *self.node.id() {
+            self.shared.local.name.clone()
+        } else {
+            self.shared
+                .members
+                .get(&primary)
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        };
+        let view = SessionView {
+            id: record.id.clone(),
+            service: record.service.clone(),
+            primary,
+            primary_name,
+            backups: record.backups.iter().map(show).collect(),
+            epoch: record.epoch,
+            version: record.version,
+            state: match record.state {
+                SessionState::Active => "active",
+                SessionState::Closed => "closed",
+            }
+            .to_string(),
+            client: record.client.clone(),
+            location: record.location.clone(),
+            params: record.params.clone(),
+            started_ms: record.started_ms,
+            updated_ms: record.updated_ms,
+            reason: record.reason.clone(),
+            history: engine
+                .history(id)
+                .iter()
+                .map(|m| MoveView {
+                    epoch: m.epoch,
+                    primary: show(&m.primary),
+                    reason: m.reason.clone(),
+                    at_ms: m.at_ms,
+                })
+                .collect(),
+            hosted_here: self.services.hosts(id),
+        };
+        self.shared.sessions.insert(id.to_string(), view);
+    }
+
+    /// Rebuilds the peer view: every peer the node tracks, with the
+    /// addresses of its open connections.
+    pub(super) fn publish_peers(&mut self) {
+        if !self.peers_dirty {
+            return;
+        }
+        self.peers_dirty = false;
+        let mut seen = Vec::new();
+        for (id, info) in self.node.peers() {
+            let Some(peer) = peer_id(&id) else { continue };
+            let key = peer.to_base58();
+            let conns = self.connections.get(&peer);
+            let mut addrs: Vec<String> = conns
+                .map(|l| l.iter().map(|(_, a)| a.to_string()).collect())
+                .unwrap_or_default();
+            addrs.sort();
+            addrs.dedup();
+            let admission = if info.refused.is_some() {
+                "refused"
+            } else if info.admitted {
+                "admitted"
+            } else if info.handshaking {
+                "pending"
+            } else {
+                "none"
+            };
+            self.shared.peers.insert(
+                key.clone(),
+                PeerView {
+                    id: key.clone(),
+                    addrs,
+                    connections: conns.map_or(0, |l| l.len() as u32),
+                    admission: admission.to_string(),
+                    reason: info.refused,
+                },
+            );
+            seen.push(key);
+        }
+        self.shared.peers.retain(|k, _| seen.contains(k));
+    }
+
+    /// Copies the node's counters into the metrics.
+    pub(super) fn publish_metrics(&self) {
+        let m = &self.shared.metrics;
+        let swim = self.node.swim();
+        let s = swim.stats();
+        m.probes.store(s.probes, Relaxed);
+        m.failed_probes.store(s.failed_probes, Relaxed);
+        m.suspicions.store(s.suspicions, Relaxed);
+        m.refutations.store(s.refutations, Relaxed);
+        m.declared_dead.store(s.declared_dead, Relaxed);
+        m.messages_in.store(s.messages_in, Relaxed);
+        m.messages_out.store(s.messages_out, Relaxed);
+        m.incarnation.store(swim.incarnation(), Relaxed);
+        m.local_health.store(swim.local_health(), Relaxed);
+        let stats = self.node.stats();
+        let total = |flows: &std::collections::BTreeMap<Class, baton_protocol::node::Flow>| {
+            flows.values().map(|f| f.bytes).sum::<u64>()
+        };
+        m.bytes_in.store(total(&stats.received), Relaxed);
+        m.bytes_out.store(total(&stats.sent), Relaxed);
+        let d = stats.drops;
+        m.dropped.store(
+            d.bad_size + d.unknown_key + d.replayed + d.bad_tag + d.undecodable + d.no_session,
+            Relaxed,
+        );
+    }
+}
