@@ -43,6 +43,8 @@ pub struct Config {
     pub perf_interval: Duration,
     /// An unchanged summary is still shared this often.
     pub perf_repeat: Duration,
+    /// How often collected tombstones are looked for.
+    pub gc_interval: Duration,
     /// The map's parameters.
     pub map: map::Config,
 }
@@ -56,6 +58,7 @@ impl Default for Config {
             handover_timeout: Duration::from_secs(5),
             perf_interval: Duration::from_secs(2),
             perf_repeat: Duration::from_secs(30),
+            gc_interval: Duration::from_secs(10),
             map: map::Config::default(),
         }
     }
@@ -262,8 +265,17 @@ pub struct Engine<S> {
     own_locations: BTreeMap<String, Aggregate>,
     peer_perf: BTreeMap<(String, NodeId), Perf>,
     history: BTreeMap<String, Vec<Move>>,
+    /// Active sessions by primary, so that a check looks only at this
+    /// node's own sessions and those of down primaries, not at the whole
+    /// map.
+    by_primary: BTreeMap<NodeId, BTreeSet<String>>,
+    /// The primary each active session is indexed under.
+    primary_of: BTreeMap<String, NodeId>,
+    /// Members dead or departed in this node's view.
+    down: BTreeSet<NodeId>,
     actions: VecDeque<Action>,
     next_check: Instant,
+    next_gc: Instant,
     /// When the summary was last shared, and what it said.
     last_perf: Option<(Instant, Vec<u8>)>,
     next_perf: Instant,
@@ -288,8 +300,12 @@ impl<S: Signer> Engine<S> {
             own_locations: BTreeMap::new(),
             peer_perf: BTreeMap::new(),
             history: BTreeMap::new(),
+            by_primary: BTreeMap::new(),
+            primary_of: BTreeMap::new(),
+            down: BTreeSet::new(),
             actions: VecDeque::new(),
             next_check: now,
+            next_gc: now,
             last_perf: None,
             next_perf: now,
             rejected: 0,
@@ -331,7 +347,7 @@ impl<S: Signer> Engine<S> {
         meta: Option<&NodeMeta>,
         distance: Option<Duration>,
     ) {
-        let info = self.members.entry(id).or_insert(MemberInfo {
+        let info = self.members.entry(id.clone()).or_insert(MemberInfo {
             state,
             capacity: 0,
             load: 0,
@@ -342,6 +358,11 @@ impl<S: Signer> Engine<S> {
             info.down_since = (!state.is_active()).then_some(now);
         }
         info.state = state;
+        if state.is_active() {
+            self.down.remove(&id);
+        } else {
+            self.down.insert(id.clone());
+        }
         if let Some(meta) = meta {
             info.capacity = meta.capacity;
             info.load = meta.load;
@@ -418,6 +439,7 @@ impl<S: Signer> Engine<S> {
     /// the membership.
     pub fn forget(&mut self, id: &NodeId) {
         self.members.remove(id);
+        self.down.remove(id);
         self.peer_perf.retain(|(_, node), _| node != id);
     }
 
@@ -565,7 +587,14 @@ impl<S: Signer> Engine<S> {
             return;
         }
         self.next_check = now + self.config.check_interval;
-        let ids: Vec<String> = self.map.active().map(|r| r.id.clone()).collect();
+        // Only this node's sessions (repairs, transfers) and those of down
+        // primaries (takeovers) can need anything from it.
+        let mut ids: Vec<String> = Vec::new();
+        for primary in std::iter::once(&self.me).chain(self.down.iter()) {
+            if let Some(set) = self.by_primary.get(primary) {
+                ids.extend(set.iter().cloned());
+            }
+        }
         for id in ids {
             self.examine(now, now_ms, &id);
         }
@@ -582,7 +611,17 @@ impl<S: Signer> Engine<S> {
                 self.stop(&id, "handed over (no confirmation in time)");
             }
         }
-        self.map.gc(now_ms);
+        if now >= self.next_gc {
+            self.next_gc = now + self.config.gc_interval;
+            if self.map.gc(now_ms) > 0 {
+                // What is kept per session goes with its tombstone.
+                let map = &self.map;
+                self.history.retain(|id, _| map.get(id).is_some());
+                self.last_move.retain(|id, _| map.get(id).is_some());
+                self.session_perf.retain(|id, _| map.get(id).is_some());
+                self.poor_since.retain(|id, _| map.get(id).is_some());
+            }
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
@@ -752,8 +791,55 @@ impl<S: Signer> Engine<S> {
         }
     }
 
+    /// Keeps the primary index in step with the map for session `id`.
+    fn reindex(&mut self, id: &str) {
+        let new = self
+            .map
+            .get(id)
+            .filter(|r| r.state == SessionState::Active)
+            .map(|r| r.primary.clone());
+        let old = self.primary_of.get(id).cloned();
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(set) = self.by_primary.get_mut(&old) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.by_primary.remove(&old);
+                }
+            }
+            self.primary_of.remove(id);
+        }
+        if let Some(new) = new {
+            self.by_primary
+                .entry(new.clone())
+                .or_default()
+                .insert(id.to_string());
+            self.primary_of.insert(id.to_string(), new);
+        }
+    }
+
+    /// A version learnt in bulk (a simulator's warm start, as if anti-entropy
+    /// had brought it): stored like one from a peer, but not spread further.
+    pub fn import(&mut self, now: Instant, now_ms: u64, delta: Delta) -> Result<bool, Rejection> {
+        let id = delta.id().to_string();
+        match self.map.apply(delta, now_ms) {
+            Ok(Applied::Stale) => Ok(false),
+            Ok(_) => {
+                self.after_change(now, now_ms, &id);
+                Ok(true)
+            }
+            Err(e) => {
+                self.rejected += 1;
+                Err(e)
+            }
+        }
+    }
+
     /// Reconciles what this node hosts with the map after `id` changed.
     fn after_change(&mut self, now: Instant, now_ms: u64, id: &str) {
+        self.reindex(id);
         let Some(record) = self.map.get(id).cloned() else {
             return;
         };
@@ -869,7 +955,8 @@ impl<S: Signer> Engine<S> {
     /// For each node, how many sessions of `primary` it is first backup of.
     fn first_backup_counts(&self, primary: &NodeId) -> BTreeMap<NodeId, u32> {
         let mut counts = BTreeMap::new();
-        for record in self.map.active().filter(|r| r.primary == *primary) {
+        let ids = self.by_primary.get(primary).into_iter().flatten();
+        for record in ids.filter_map(|id| self.map.get(id)) {
             if let Some(first) = record.backups.first() {
                 *counts.entry(first.clone()).or_insert(0) += 1;
             }

@@ -397,11 +397,74 @@ impl Suspicion {
 /// and the list headers: the largest is an ack with a coordinate.
 const MESSAGE_RESERVE: usize = 64;
 
+/// Application payloads waiting to be piggybacked, least transmitted
+/// first; a newer payload under the same key supersedes the queued one in
+/// O(log n), like [`Queue`].
+#[derive(Debug, Default)]
+struct AppQueue {
+    entries: VecDeque<AppQueued>,
+    latest: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    next_gen: u64,
+}
+
 #[derive(Debug)]
-struct AppBroadcast {
+struct AppQueued {
     key: Vec<u8>,
-    payload: Vec<u8>,
+    generation: u64,
     transmits: u32,
+}
+
+impl AppQueue {
+    /// Queues `payload` under `key`, counted as sent `transmits` times.
+    fn push(&mut self, key: Vec<u8>, payload: Vec<u8>, transmits: u32) {
+        self.next_gen += 1;
+        self.latest.insert(key.clone(), (self.next_gen, payload));
+        self.entries.push_front(AppQueued {
+            key,
+            generation: self.next_gen,
+            transmits,
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// Takes payloads of at most `room` encoded bytes in all and `max` in
+    /// number, counting a transmission for each; one sent `limit` times
+    /// leaves the queue.
+    fn take(&mut self, mut room: usize, max: usize, limit: u32) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut kept = Vec::new();
+        let mut budget = self.entries.len();
+        while out.len() < max && budget > 0 {
+            budget -= 1;
+            let Some(mut q) = self.entries.pop_front() else {
+                break;
+            };
+            let Some((generation, payload)) = self.latest.get(&q.key) else {
+                continue;
+            };
+            if *generation != q.generation {
+                continue;
+            }
+            let len = crate::wire::app_len(payload);
+            if len > room {
+                kept.push(q);
+                continue;
+            }
+            room -= len;
+            out.push(payload.clone());
+            q.transmits += 1;
+            if q.transmits < limit {
+                kept.push(q);
+            } else {
+                self.latest.remove(&q.key);
+            }
+        }
+        self.entries.extend(kept);
+        out
+    }
 }
 
 /// Updates waiting to be piggybacked, least transmitted first. A newer
@@ -512,7 +575,7 @@ pub struct Swim<R> {
     broadcasts: Queue,
     /// [`Swim::digest`], until the table changes.
     digest_cache: std::cell::Cell<Option<u64>>,
-    app_broadcasts: Vec<AppBroadcast>,
+    app_broadcasts: AppQueue,
     timers: BinaryHeap<Scheduled>,
     timer_order: u64,
     transmits: VecDeque<Transmit>,
@@ -565,7 +628,7 @@ impl<R: Rng> Swim<R> {
             suspicions: BTreeMap::new(),
             broadcasts: Queue::default(),
             digest_cache: std::cell::Cell::new(None),
-            app_broadcasts: Vec::new(),
+            app_broadcasts: AppQueue::default(),
             timers: BinaryHeap::new(),
             timer_order: 0,
             transmits: VecDeque::new(),
@@ -1702,20 +1765,8 @@ impl<R: Rng> Swim<R> {
             return Vec::new();
         }
         let limit = self.config.retransmit_limit(self.group_size());
-        self.app_broadcasts.sort_by_key(|b| b.transmits);
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for b in &mut self.app_broadcasts {
-            let len = crate::wire::app_len(&b.payload);
-            if out.len() >= crate::wire::MAX_APP_PAYLOADS / 2 || bytes + len > room {
-                continue;
-            }
-            bytes += len;
-            b.transmits += 1;
-            out.push(b.payload.clone());
-        }
-        self.app_broadcasts.retain(|b| b.transmits < limit);
-        out
+        self.app_broadcasts
+            .take(room, crate::wire::MAX_APP_PAYLOADS / 2, limit)
     }
 
     /// The largest application payload [`broadcast_app`](Self::broadcast_app)
@@ -1738,7 +1789,6 @@ impl<R: Rng> Swim<R> {
         if payload.len() + 3 > self.max_app_payload() {
             return false;
         }
-        self.app_broadcasts.retain(|b| b.key != key);
         let targets = self.random_active(self.config.gossip_fanout, &[]);
         for to in targets {
             self.stats.messages_out += 1;
@@ -1750,11 +1800,7 @@ impl<R: Rng> Swim<R> {
                 app: vec![payload.clone()],
             });
         }
-        self.app_broadcasts.push(AppBroadcast {
-            key,
-            payload,
-            transmits: 1,
-        });
+        self.app_broadcasts.push(key, payload, 1);
         true
     }
 }

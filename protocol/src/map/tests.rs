@@ -627,6 +627,7 @@ fn gc_collects_old_tombstones_only() {
     let ttl = 60_000;
     let mut map = Map::new(Config {
         tombstone_ttl_ms: ttl,
+        ..Config::default()
     });
     let k = key(1);
     let old = map.open(&k, new_session("old", vec![]), 0).unwrap();
@@ -660,6 +661,7 @@ fn gc_collects_old_tombstones_only() {
     // Once the rank is forgotten too, the digest no longer counts it.
     let mut fresh = Map::new(Config {
         tombstone_ttl_ms: ttl,
+        ..Config::default()
     });
     fresh
         .apply(map.delta("running").unwrap().clone(), 0)
@@ -926,6 +928,7 @@ fn reconcile_treats_a_collected_tombstone_as_held() {
     let k = key(1);
     let mut a = Map::new(Config {
         tombstone_ttl_ms: ttl,
+        ..Config::default()
     });
     a.open(&k, new_session("s1", vec![]), 0).unwrap();
     a.close(&k, "s1", 0).unwrap();

@@ -19,6 +19,7 @@ mod peers;
 mod streams;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -39,6 +40,7 @@ use crate::wire::{self, Message};
 
 pub use peers::PeerInfo;
 pub use streams::{Protocol, StreamId};
+pub use warm::warm_start;
 
 use peers::Peer;
 use streams::Stream;

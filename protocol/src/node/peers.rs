@@ -22,9 +22,9 @@ const SESSIONS_PER_PEER: usize = 2;
 /// One handshake's keys.
 #[derive(Debug)]
 pub(super) struct Session {
-    local_index: u32,
-    sealer: Sealer,
-    opener: Opener,
+    pub(super) local_index: u32,
+    pub(super) sealer: Sealer,
+    pub(super) opener: Opener,
 }
 
 /// A peer as this node knows it.
@@ -175,7 +175,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     /// A fresh receive index, unused by any key this node holds.
-    fn new_index(&mut self) -> u32 {
+    pub(super) fn new_index(&mut self) -> u32 {
         loop {
             let index = self.rng.random::<u32>();
             if !self.indices.contains_key(&index) {
@@ -184,13 +184,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
     }
 
-    fn nonce(&mut self) -> Vec<u8> {
+    pub(super) fn nonce(&mut self) -> Vec<u8> {
         let mut nonce = vec![0u8; peering::NONCE_LEN];
         self.rng.fill(&mut nonce[..]);
         nonce
     }
 
-    fn datagram_str(&self) -> String {
+    pub(super) fn datagram_str(&self) -> String {
         self.config
             .datagram
             .map(|a| a.to_string())
@@ -441,13 +441,27 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
 
     /// Admits `peer` with fresh keys: messages waiting for them go out, and a
     /// peer SWIM does not know yet is joined.
-    fn install(
+    pub(super) fn install(
         &mut self,
         now: Instant,
         peer: &NodeId,
         session: Session,
         boot: u64,
         datagram: &str,
+    ) {
+        self.install_keys(now, peer, session, boot, datagram, true);
+    }
+
+    /// [`install`](Self::install); `join` is false for a warm start, where
+    /// the tables come separately.
+    pub(super) fn install_keys(
+        &mut self,
+        now: Instant,
+        peer: &NodeId,
+        session: Session,
+        boot: u64,
+        datagram: &str,
+        join: bool,
     ) {
         let p = self.peers.entry(peer.clone()).or_default();
         let mut void = Vec::new();
@@ -489,7 +503,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.events
             .push_back(Event::Admitted { peer: peer.clone() });
         let known = self.swim.member(peer).is_some_and(|m| m.state.is_active());
-        if !known && !self.leaving {
+        if join && !known && !self.leaving {
             self.swim.join(now, [peer.clone()]);
         }
     }

@@ -124,6 +124,8 @@ pub struct Net {
     pub events: Vec<Vec<Event>>,
     /// Datagrams delivered (all nodes).
     pub datagrams: u64,
+    /// FNV-1a over every transmit, in order: equal runs hash equal.
+    pub trace_hash: u64,
 }
 
 impl Net {
@@ -151,6 +153,7 @@ impl Net {
             actions: vec![Vec::new(); n],
             events: vec![Vec::new(); n],
             datagrams: 0,
+            trace_hash: 0xcbf2_9ce4_8422_2325,
         };
         for i in 0..n {
             let node = Node::new(
@@ -281,6 +284,9 @@ impl Net {
     }
 
     fn transmit(&mut self, from: usize, t: Transmit) {
+        for b in format!("{from}{t:?}").bytes() {
+            self.trace_hash = (self.trace_hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
         let at = self.now + self.latency;
         match t {
             Transmit::Datagram { to, bytes } => {
@@ -485,6 +491,17 @@ impl Net {
                 n.handle_stream_closed(now, s, Some("frame too large".into()));
                 self.after(i);
             }
+        }
+    }
+
+    /// Makes every running node part of one warm group (see
+    /// [`crate::node::warm_start`]).
+    pub fn warm(&mut self) {
+        let now = self.now;
+        let mut nodes: Vec<&mut TestNode> = self.nodes.iter_mut().flatten().collect();
+        crate::node::warm_start(&mut nodes, now);
+        for i in 0..self.nodes.len() {
+            self.after(i);
         }
     }
 

@@ -402,3 +402,40 @@ fn a_map_sync_exchange_carries_only_what_differs() {
         b.engine().map().digest().root()
     );
 }
+
+#[test]
+fn a_warm_started_group_is_converged_keyed_and_shares_its_maps() {
+    let mut net = Net::new(12, 11);
+    let r = open(&mut net, 3);
+    net.warm();
+    assert!(net.converged());
+    for i in 0..12 {
+        assert!(net.node(i).engine().map().get(&r.id).is_some(), "node {i}");
+        for j in 0..12 {
+            if i != j {
+                assert!(net.node(i).peer(&net.ids[j].clone()).unwrap().admitted);
+            }
+        }
+    }
+    // No handshake runs: the keys are in place.
+    let before = net.node(0).stats().handshakes;
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.node(0).stats().handshakes, before);
+    assert!(net.converged());
+    assert_eq!(net.node(5).stats().drops, Drops::default());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_bytes() {
+    let run = |seed| {
+        let mut net = Net::new(5, seed);
+        net.join_all();
+        net.run_for(Duration::from_secs(3));
+        open(&mut net, 2);
+        net.crash(4);
+        net.run_for(Duration::from_secs(3));
+        net.trace_hash
+    };
+    assert_eq!(run(12), run(12));
+    assert_ne!(run(12), run(13));
+}
