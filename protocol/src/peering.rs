@@ -298,6 +298,14 @@ pub fn decode(bytes: &[u8]) -> Result<Hello, Refusal> {
     if overlay.len() > MAX_OVERLAY_LEN {
         return Err(Refusal::Malformed("overlay name too long".into()));
     }
+    let index = match &hello {
+        Hello::Challenge(c) => c.index,
+        Hello::Response(r) => r.index,
+        _ => 0,
+    };
+    if index >= crate::datagram::INDEX_LIMIT {
+        return Err(Refusal::Malformed(format!("key index {index} is not 24 bits")));
+    }
     if nonce.len() != NONCE_LEN {
         return Err(Refusal::Malformed(format!(
             "nonce of {} bytes, {NONCE_LEN} expected",

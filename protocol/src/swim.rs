@@ -94,7 +94,7 @@ impl Config {
             sync_interval: Duration::from_secs(5),
             dead_reclaim: Duration::from_secs(120),
             coords: coords::Config::default(),
-            coord_interval: Duration::from_secs(1),
+            coord_interval: Duration::from_secs(2),
             max_message_bytes: crate::datagram::MAX_PLAINTEXT,
         }
     }
@@ -316,9 +316,9 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Timer {
     ProbeRound,
-    DirectTimeout(u32),
-    IndirectTimeout(u32),
-    RelayTimeout(u32),
+    DirectTimeout(u16),
+    IndirectTimeout(u16),
+    RelayTimeout(u16),
     Suspicion { id: NodeId, incarnation: u32 },
     Sync,
     Reclaim,
@@ -363,7 +363,7 @@ struct Probe {
 #[derive(Debug)]
 struct Relay {
     requester: NodeId,
-    seq: u32,
+    seq: u16,
     target: NodeId,
 }
 
@@ -568,9 +568,9 @@ pub struct Swim<R> {
     active_index: BTreeMap<NodeId, usize>,
     probe_order: Vec<NodeId>,
     probe_next: usize,
-    probes: BTreeMap<u32, Probe>,
-    relays: BTreeMap<u32, Relay>,
-    next_seq: u32,
+    probes: BTreeMap<u16, Probe>,
+    relays: BTreeMap<u16, Relay>,
+    next_seq: u16,
     suspicions: BTreeMap<NodeId, Suspicion>,
     broadcasts: Queue,
     /// [`Swim::digest`], until the table changes.
@@ -1402,7 +1402,7 @@ impl<R: Rng> Swim<R> {
         self.schedule(now + timeout, Timer::DirectTimeout(seq));
     }
 
-    fn direct_timeout(&mut self, now: Instant, seq: u32) {
+    fn direct_timeout(&mut self, now: Instant, seq: u16) {
         let Some(probe) = self.probes.get(&seq) else {
             return;
         };
@@ -1427,7 +1427,7 @@ impl<R: Rng> Swim<R> {
         self.schedule(deadline.max(now), Timer::IndirectTimeout(seq));
     }
 
-    fn indirect_timeout(&mut self, now: Instant, seq: u32) {
+    fn indirect_timeout(&mut self, now: Instant, seq: u16) {
         let Some(probe) = self.probes.remove(&seq) else {
             return;
         };
@@ -1723,7 +1723,10 @@ impl<R: Rng> Swim<R> {
         out
     }
 
-    fn take_seq(&mut self) -> u32 {
+    /// Sequence numbers are 16 bits on the wire: far more than the probes
+    /// and relays outstanding at once, and two bytes less per datagram than
+    /// a counter that only grows.
+    fn take_seq(&mut self) -> u16 {
         self.next_seq = self.next_seq.wrapping_add(1);
         self.next_seq
     }

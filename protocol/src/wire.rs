@@ -92,7 +92,7 @@ impl Message {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ping {
     /// Sequence number chosen by the sender, echoed in the [`Ack`].
-    pub seq: u32,
+    pub seq: u16,
     /// Whether the prober wants the target's Vivaldi coordinate in the ack
     /// (it asks now and then, not on every probe: 44 bytes a time).
     pub want_coord: bool,
@@ -105,7 +105,7 @@ pub struct Ping {
 pub struct PingReq {
     /// Sequence number of the requester's probe, echoed in the relayed
     /// [`Ack`] or the [`Nack`].
-    pub seq: u32,
+    pub seq: u16,
     /// The member to probe.
     pub target: NodeId,
     /// Piggybacked membership updates.
@@ -116,7 +116,7 @@ pub struct PingReq {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
     /// The sequence number of the [`Ping`] or [`PingReq`] answered.
-    pub seq: u32,
+    pub seq: u16,
     /// The acking node's Vivaldi coordinate, when the ping asked for it;
     /// never on relayed acks, whose round trip says nothing about the
     /// distance between the two ends.
@@ -129,7 +129,7 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nack {
     /// The sequence number of the [`PingReq`].
-    pub seq: u32,
+    pub seq: u16,
 }
 
 /// Membership updates without a probe.
@@ -302,10 +302,10 @@ const TAG_LEFT: u8 = 3;
 /// what a piggybacking sender subtracts from its byte budget.
 pub fn base_len(message: &Message) -> usize {
     1 + match message {
-        Message::Ping(m) => varint_len(u64::from(m.seq)),
-        Message::PingReq(m) => varint_len(u64::from(m.seq)) + 8,
-        Message::Ack(m) => varint_len(u64::from(m.seq)) + m.coord.as_ref().map_or(0, coord_len),
-        Message::Nack(m) => varint_len(u64::from(m.seq)),
+        Message::Ping(_) => 2,
+        Message::PingReq(_) => 2 + 8,
+        Message::Ack(m) => 2 + m.coord.as_ref().map_or(0, coord_len),
+        Message::Nack(_) => 2,
         Message::Gossip(_) => 0,
         Message::Sync(_) => 8,
     }
@@ -344,18 +344,18 @@ pub fn encode(message: &Message, app: &[Vec<u8>]) -> Vec<u8> {
     }
     out.push(head);
     match message {
-        Message::Ping(m) => put_varint(&mut out, u64::from(m.seq)),
+        Message::Ping(m) => out.extend_from_slice(&m.seq.to_be_bytes()),
         Message::PingReq(m) => {
-            put_varint(&mut out, u64::from(m.seq));
+            out.extend_from_slice(&m.seq.to_be_bytes());
             out.extend_from_slice(&m.target.short().to_be_bytes());
         }
         Message::Ack(m) => {
-            put_varint(&mut out, u64::from(m.seq));
+            out.extend_from_slice(&m.seq.to_be_bytes());
             if let Some(c) = &m.coord {
                 put_coord(&mut out, c);
             }
         }
-        Message::Nack(m) => put_varint(&mut out, u64::from(m.seq)),
+        Message::Nack(m) => out.extend_from_slice(&m.seq.to_be_bytes()),
         Message::Gossip(_) => {}
         Message::Sync(m) => out.extend_from_slice(&m.digest.to_be_bytes()),
     }
@@ -615,8 +615,8 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::Malformed(format!("{what} does not fit 32 bits")))
     }
 
-    fn seq(&mut self) -> Result<u32, DecodeError> {
-        self.u32_varint("sequence number")
+    fn seq(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
 
     /// A list length between 1 and `max`, which must also fit in what is
@@ -741,12 +741,12 @@ mod tests {
     #[test]
     fn a_bare_ping_and_ack_are_a_few_bytes() {
         let ping = Message::Ping(Ping {
-            seq: 70_000,
+            seq: 60_000,
             want_coord: false,
             updates: vec![],
         });
         let bytes = encode_message(&ping);
-        assert_eq!(bytes.len(), 4, "{bytes:?}");
+        assert_eq!(bytes.len(), 3, "{bytes:?}");
         assert_eq!(bytes.len(), base_len(&ping));
         assert_eq!(round_trip(&ping, &[]).message, ping);
         let ack = Message::Ack(Ack {
@@ -754,7 +754,7 @@ mod tests {
             coord: None,
             updates: vec![],
         });
-        assert_eq!(encode_message(&ack), vec![KIND_ACK, 5]);
+        assert_eq!(encode_message(&ack), vec![KIND_ACK, 0, 5]);
     }
 
     #[test]
@@ -812,7 +812,7 @@ mod tests {
         });
         let bytes = encode_message(&ack);
         assert_eq!(bytes.len(), base_len(&ack));
-        assert_eq!(bytes.len(), 2 + 1 + 44);
+        assert_eq!(bytes.len(), 3 + 1 + 44);
         let Message::Ack(back) = round_trip(&ack, &[]).message else {
             panic!()
         };
@@ -951,26 +951,26 @@ mod tests {
     fn arb_message() -> impl Strategy<Value = Message> {
         let updates = || proptest::collection::vec(arb_update(), 0..8);
         prop_oneof![
-            (any::<u32>(), any::<bool>(), updates()).prop_map(|(seq, want_coord, updates)| {
+            (any::<u16>(), any::<bool>(), updates()).prop_map(|(seq, want_coord, updates)| {
                 Message::Ping(Ping {
                     seq,
                     want_coord,
                     updates,
                 })
             }),
-            (any::<u32>(), arb_id(), updates()).prop_map(|(seq, target, updates)| {
+            (any::<u16>(), arb_id(), updates()).prop_map(|(seq, target, updates)| {
                 Message::PingReq(PingReq {
                     seq,
                     target,
                     updates,
                 })
             }),
-            (any::<u32>(), updates()).prop_map(|(seq, updates)| Message::Ack(Ack {
+            (any::<u16>(), updates()).prop_map(|(seq, updates)| Message::Ack(Ack {
                 seq,
                 coord: None,
                 updates
             })),
-            any::<u32>().prop_map(|seq| Message::Nack(Nack { seq })),
+            any::<u16>().prop_map(|seq| Message::Nack(Nack { seq })),
             updates().prop_map(|updates| Message::Gossip(Gossip { updates })),
             (any::<u64>(), updates(), any::<bool>()).prop_map(|(digest, updates, reply)| {
                 Message::Sync(Sync {

@@ -49,22 +49,22 @@ fn arb_update() -> impl Strategy<Value = Update> {
 fn arb_message() -> impl Strategy<Value = Message> {
     let updates = || proptest::collection::vec(arb_update(), 0..5);
     prop_oneof![
-        (0u32..8, updates()).prop_map(|(seq, updates)| Message::Ping(Ping {
+        (0u16..8, updates()).prop_map(|(seq, updates)| Message::Ping(Ping {
             seq,
             want_coord: seq % 2 == 0,
             updates
         })),
-        (0u32..8, any::<u8>(), updates()).prop_map(|(seq, t, updates)| Message::PingReq(PingReq {
+        (0u16..8, any::<u8>(), updates()).prop_map(|(seq, t, updates)| Message::PingReq(PingReq {
             seq,
             target: id(t),
             updates
         })),
-        (0u32..8, updates()).prop_map(|(seq, updates)| Message::Ack(Ack {
+        (0u16..8, updates()).prop_map(|(seq, updates)| Message::Ack(Ack {
             seq,
             coord: None,
             updates
         })),
-        (0u32..8).prop_map(|seq| Message::Nack(Nack { seq })),
+        (0u16..8).prop_map(|seq| Message::Nack(Nack { seq })),
         updates().prop_map(|updates| Message::Gossip(Gossip { updates })),
         (any::<u64>(), updates(), any::<bool>()).prop_map(
             |(digest, updates, reply)| Message::Sync(Sync {

@@ -1154,11 +1154,25 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
         let pending_cap = self.config.timing.pending_per_peer;
         let p = self.peers.entry(to.clone()).or_default();
-        if let Some(bytes) = p.seal(&plain) {
-            let to_addr = p.endpoint.expect("seal needs an endpoint");
-            self.stats.sent.entry(class).or_default().add(bytes.len());
-            self.transmits
-                .push_back(Transmit::Datagram { to: to_addr, bytes });
+        if p.has_session() {
+            match p.seal(&plain) {
+                Some(bytes) => {
+                    let to_addr = p.endpoint.expect("seal needs an endpoint");
+                    self.stats.sent.entry(class).or_default().add(bytes.len());
+                    self.transmits
+                        .push_back(Transmit::Datagram { to: to_addr, bytes });
+                }
+                None => {
+                    self.stats.drops.no_session += 1;
+                    if p.endpoint.is_some() {
+                        // The counter ran out: the pair agrees new keys.
+                        for index in p.drop_sessions() {
+                            self.indices.remove(&index);
+                        }
+                        self.ensure_session(now, to);
+                    }
+                }
+            }
             return;
         }
         if p.pending.len() >= pending_cap {

@@ -177,7 +177,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// A fresh receive index, unused by any key this node holds.
     pub(super) fn new_index(&mut self) -> u32 {
         loop {
-            let index = self.rng.random::<u32>();
+            let index = self.rng.random::<u32>() % datagram::INDEX_LIMIT;
             if !self.indices.contains_key(&index) {
                 return index;
             }

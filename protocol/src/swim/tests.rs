@@ -86,7 +86,7 @@ impl Harness {
 
     /// Starts a probe round and returns the probe's target and sequence.
     /// Later rounds are cancelled, so that each test watches one probe.
-    fn probe(&mut self) -> (NodeId, u32) {
+    fn probe(&mut self) -> (NodeId, u16) {
         self.fire_next();
         self.swim.timers.retain(|s| s.timer != Timer::ProbeRound);
         let out = self.drain();
@@ -894,7 +894,7 @@ fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
     h.drain();
     let limit = h.swim.config().retransmit_limit(6);
     let mut carried = 0;
-    for seq in 0..limit + 3 {
+    for seq in 0..(limit + 3) as u16 {
         h.recv(
             1,
             Message::Ping(Ping {

@@ -10,5 +10,5 @@
 mod switch;
 mod topology;
 
-pub use switch::{PortCounters, Switch, SwitchHandle};
+pub use switch::{Class, PortCounters, Switch, SwitchHandle};
 pub use topology::{Delays, WAN_RTT_CSV, builtin_matrix, round_robin};

@@ -45,6 +45,92 @@ pub struct PortCounters {
     /// Frames towards this host dropped because the delay line was full or
     /// the TAP refused them.
     pub overflow: AtomicU64,
+    /// Bytes the host sent, by [`Class`] (index [`Class::index`]).
+    pub rx_class_bytes: [AtomicU64; Class::ALL.len()],
+    /// Frames the host sent, by [`Class`].
+    pub rx_class_frames: [AtomicU64; Class::ALL.len()],
+}
+
+/// What a frame carries, told from its headers alone (the testnet's
+/// well-known ports): so that a report names where every byte went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Baton's sealed SWIM datagrams (UDP port 7702).
+    Swim,
+    /// libp2p over QUIC or TCP (port 7701): admission, anti-entropy,
+    /// Kademlia, identify, and QUIC's own handshakes and acks.
+    Libp2p,
+    /// mDNS (UDP port 5353).
+    Mdns,
+    /// Serf's gossip and push-pull (port 7946), in the side-by-side run.
+    Serf,
+    /// ARP.
+    Arp,
+    /// Anything else (RTP to clients, IPv6 neighbour discovery, ...).
+    Other,
+}
+
+impl Class {
+    /// Every class, in index order.
+    pub const ALL: [Class; 6] = [
+        Class::Swim,
+        Class::Libp2p,
+        Class::Mdns,
+        Class::Serf,
+        Class::Arp,
+        Class::Other,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Swim => "swim_datagrams",
+            Class::Libp2p => "libp2p",
+            Class::Mdns => "mdns",
+            Class::Serf => "serf",
+            Class::Arp => "arp",
+            Class::Other => "other",
+        }
+    }
+
+    /// Its index in the counters.
+    pub fn index(self) -> usize {
+        Class::ALL.iter().position(|c| *c == self).unwrap_or(5)
+    }
+
+    /// The class of an Ethernet frame.
+    pub fn of(frame: &[u8]) -> Class {
+        let ethertype = frame.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]]));
+        match ethertype {
+            Some(0x0806) => return Class::Arp,
+            Some(0x0800) => {}
+            _ => return Class::Other,
+        }
+        let Some(ip) = frame.get(14..) else {
+            return Class::Other;
+        };
+        let (Some(&vihl), Some(&proto)) = (ip.first(), ip.get(9)) else {
+            return Class::Other;
+        };
+        let header = usize::from(vihl & 0x0f) * 4;
+        let ports = ip.get(header..header + 4).map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            )
+        });
+        let Some((src, dst)) = ports else {
+            return Class::Other;
+        };
+        let either = |port: u16| src == port || dst == port;
+        match proto {
+            17 if either(7702) => Class::Swim,
+            17 if either(5353) => Class::Mdns,
+            6 | 17 if either(7701) => Class::Libp2p,
+            6 | 17 if either(7946) => Class::Serf,
+            _ => Class::Other,
+        }
+    }
 }
 
 /// What can change while the switch runs.
@@ -292,6 +378,9 @@ impl Core {
         counters
             .rx_bytes
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let class = Class::of(frame).index();
+        counters.rx_class_bytes[class].fetch_add(frame.len() as u64, Ordering::Relaxed);
+        counters.rx_class_frames[class].fetch_add(1, Ordering::Relaxed);
         let mut dst = [0u8; 6];
         let mut src = [0u8; 6];
         dst.copy_from_slice(&frame[0..6]);
@@ -379,5 +468,36 @@ impl Core {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::Class;
+
+    /// An Ethernet + IPv4 frame of `proto` between the two ports.
+    fn frame(proto: u8, src: u16, dst: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[14 + 9] = proto;
+        f[34..36].copy_from_slice(&src.to_be_bytes());
+        f[36..38].copy_from_slice(&dst.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn frames_are_classed_by_their_well_known_ports() {
+        assert_eq!(Class::of(&frame(17, 40000, 7702)), Class::Swim);
+        assert_eq!(Class::of(&frame(17, 7702, 7702)), Class::Swim);
+        assert_eq!(Class::of(&frame(17, 7701, 7701)), Class::Libp2p);
+        assert_eq!(Class::of(&frame(6, 51000, 7701)), Class::Libp2p);
+        assert_eq!(Class::of(&frame(17, 5353, 5353)), Class::Mdns);
+        assert_eq!(Class::of(&frame(6, 7946, 40000)), Class::Serf);
+        assert_eq!(Class::of(&frame(17, 40000, 5004)), Class::Other);
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(Class::of(&arp), Class::Arp);
+        assert_eq!(Class::of(&[0u8; 10]), Class::Other);
     }
 }
