@@ -16,7 +16,7 @@ Examples:
   baton sessions                    the sessions, their primary and backups
   baton session ID                  one session and its history of moves
   baton close ID
-  baton watch                       follow state changes until Ctrl-C
+  baton watch                       follow member and session events until Ctrl-C
 
 An API that listens beyond loopback needs its token: --token TOKEN or,
 better (it stays out of the process list), the environment variable BATON_TOKEN.";
@@ -46,7 +46,9 @@ Examples:
   baton watch --json | jq -c 'select(.state == \"dead\")'
 
 Each line: local time, kind, member name, peer id, previous -> new state,
-incarnation. With --json, one event per line as the API sends it.";
+incarnation. A session event (this node started or stopped running a
+session) shows this node's name, the session id, the epoch and why.
+With --json, one event per line as the API sends it.";
 
 const SESSIONS_EXAMPLES: &str = "\
 Examples:
@@ -93,7 +95,7 @@ enough service makes the overlay move the session. Handy for demos and tests.";
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, after_help = MAIN_EXAMPLES)]
 pub(super) struct Cli {
-    /// Address of the node's API, HOST:PORT [env: BATON_API] [default: 127.0.0.1:7700]
+    /// Address of the node's API: HOST:PORT, or a port on 127.0.0.1 [env: BATON_API] [default: 127.0.0.1:7700]
     #[arg(long, global = true, value_name = "ADDR")]
     pub(super) api: Option<String>,
     /// Bearer token, needed when the API listens beyond loopback [env: BATON_TOKEN]
@@ -132,7 +134,7 @@ pub(super) enum Command {
     /// Report a client's loss, jitter and RTT on a session
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
-    /// Follow member state changes as they happen, until Ctrl-C
+    /// Follow member changes and this node's session events, until Ctrl-C
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(Wide),
 }
@@ -280,6 +282,24 @@ mod tests {
         assert_eq!(cli.api.as_deref(), Some("h:1"));
         let usage = Cli::try_parse_from(["baton", "frobnicate"]).unwrap_err();
         assert_eq!(usage.exit_code(), 2);
+    }
+
+    #[test]
+    fn watch_help_says_it_shows_session_events_too() {
+        let help = Cli::try_parse_from(["baton", "--help"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("watch "))
+            .unwrap_or_default();
+        assert!(line.contains("session events"), "{line:?} in\n{help}");
+        let help = Cli::try_parse_from(["baton", "watch", "--help"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        assert!(help.contains("A session event"), "{help}");
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 const API_PORT: u16 = 7700;
 /// The forms `--api` takes, for messages.
-const EXPECTED: &str = "expected HOST:PORT such as 127.0.0.1:7700";
+const EXPECTED: &str = "expected HOST:PORT such as 127.0.0.1:7700, a port such as 7700 (on 127.0.0.1), \
+     or http://HOST:PORT";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Caps on what a server can make this process buffer.
 const MAX_BODY: u64 = 64 << 20;
@@ -60,8 +61,9 @@ pub enum Verb {
 }
 
 impl ApiClient {
-    /// A client of the API at `api` (`HOST:PORT`, port 7700 if omitted, or
-    /// `http://HOST:PORT`), sending `token` as a bearer token if given.
+    /// A client of the API at `api` (`HOST:PORT`, `HOST` for port 7700, a
+    /// bare port on 127.0.0.1, or `http://HOST:PORT`), sending `token` as a
+    /// bearer token if given.
     pub fn new(api: &str, token: Option<String>) -> Result<Self, CliError> {
         let base = base_url(api).map_err(|why| CliError::BadAddress {
             api: api.to_owned(),
@@ -303,6 +305,13 @@ fn base_url(api: &str) -> Result<String, String> {
     if authority.is_empty() || authority.contains(|c: char| c.is_whitespace() || c == '@') {
         return Err(EXPECTED.to_owned());
     }
+    // Digits alone are a port: as a host name they would go to DNS (or read
+    // as a 32-bit IPv4 address), which is never what was meant.
+    let all_digits = |text: &str| text.bytes().all(|b| b.is_ascii_digit());
+    if all_digits(authority) {
+        let port = port_number(authority)?;
+        return Ok(format!("http://127.0.0.1:{port}{prefix}"));
+    }
     let port = if let Some(bracketed) = authority.strip_prefix('[') {
         let Some((_, after)) = bracketed.split_once(']') else {
             return Err(format!("unclosed '[': {EXPECTED}"));
@@ -318,16 +327,26 @@ fn base_url(api: &str) -> Result<String, String> {
                 return Err("write an IPv6 address in brackets, such as [::1]:7700".to_owned());
             }
             Some(("", _)) => return Err(format!("missing host: {EXPECTED}")),
+            Some((host, _)) if all_digits(host) => {
+                return Err(format!("{host:?} is not a host name: {EXPECTED}"));
+            }
             Some((_, port)) => Some(port),
             None => None,
         }
     };
     match port {
-        Some(port) if port.parse::<u16>().is_err() => {
-            Err(format!("{port:?} is not a port number: {EXPECTED}"))
-        }
-        Some(_) => Ok(format!("http://{authority}{prefix}")),
+        Some(port) => port_number(port).map(|_| format!("http://{authority}{prefix}")),
         None => Ok(format!("http://{authority}:{API_PORT}{prefix}")),
+    }
+}
+
+/// A TCP port to connect to: 1 to 65535.
+fn port_number(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!(
+            "{text:?} is not a port number (1 to 65535): {EXPECTED}"
+        )),
     }
 }
 
@@ -389,6 +408,29 @@ mod tests {
             Err(CliError::BadToken)
         ));
         assert!(ApiClient::new(DEFAULT_API, Some("s3cret-+/=".to_owned())).is_ok());
+    }
+
+    #[test]
+    fn a_bare_port_means_that_port_on_loopback() {
+        for (api, url) in [
+            ("7710", "http://127.0.0.1:7710"),
+            (" 7710 ", "http://127.0.0.1:7710"),
+            ("http://7710", "http://127.0.0.1:7710"),
+            ("localhost:7710", "http://localhost:7710"),
+        ] {
+            assert_eq!(base_url(api).as_deref(), Ok(url), "{api}");
+        }
+        // Digits are never sent to DNS as a host name.
+        for (bad, why) in [
+            ("0", "\"0\" is not a port number (1 to 65535)"),
+            ("77100", "\"77100\" is not a port number (1 to 65535)"),
+            ("7710:7700", "\"7710\" is not a host name"),
+            ("node-b:0", "\"0\" is not a port number"),
+        ] {
+            let err = base_url(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(err.contains("a port such as 7700 (on 127.0.0.1)"), "{err}");
+        }
     }
 
     #[test]

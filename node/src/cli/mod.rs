@@ -122,10 +122,12 @@ fn execute(
                 packets: r.packets,
             };
             let path = session_path(&r.id, "/report");
-            client.send(Verb::Post(encode(&path, &report)?), &path)?;
-            // The API answers 204 without a body: nothing to pass through.
+            let body = encode(&path, &report)?;
+            client.send(Verb::Post(body.clone()), &path)?;
             if json {
-                String::new()
+                // The API answers 204 without a body: what it took is the
+                // report as sent.
+                passthrough(&body)
             } else {
                 render::reported_text(&r.id, &report)
             }
@@ -375,7 +377,13 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
             ],
         )
         .await;
-        assert_eq!((code, out.as_str()), (0, ""));
+        assert_eq!(
+            (code, out.as_str()),
+            (
+                0,
+                "{\"loss\":0.0,\"jitter_ms\":1.0,\"rtt_ms\":2.0,\"packets\":0}\n"
+            )
+        );
         assert_eq!(
             *reports.lock().unwrap(),
             [
@@ -426,6 +434,49 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
             "{err}"
         );
 
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn report_with_json_prints_the_report_the_node_took() {
+        let (shared, reports) = shared();
+        shared.sessions.insert(
+            "s1".to_owned(),
+            fake::view("s1", "12D3KooWBravo", "bravo", &[]),
+        );
+        let (addr, stop, task) = serve(shared, None).await;
+        let args = [
+            "--json",
+            "report",
+            "s1",
+            "--loss",
+            "5%",
+            "--jitter-ms",
+            "20",
+            "--rtt-ms",
+            "40",
+        ];
+        let (code, out) = baton(&addr.to_string(), &args).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "{\"loss\":0.05,\"jitter_ms\":20.0,\"rtt_ms\":40.0,\"packets\":0}\n"
+        );
+        let sent: Report = serde_json::from_str(&out).unwrap();
+        assert_eq!(*reports.lock().unwrap(), [("s1".to_owned(), sent)]);
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bare_port_as_api_reaches_that_port_on_loopback() {
+        let (shared, _) = shared();
+        let (addr, stop, task) = serve(shared, None).await;
+        let (code, out) = baton(&addr.port().to_string(), &["--json", "status"]).await;
+        assert_eq!(code, 0, "{out}");
+        let status: Status = serde_json::from_str(&out).unwrap();
+        assert_eq!(status.name, "alpha");
         let _ = stop.send(());
         timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
     }

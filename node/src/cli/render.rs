@@ -107,11 +107,17 @@ fn millis(value: Option<f64>) -> String {
 }
 
 /// Addresses in a cell: the first and a count of the others, or all of
-/// them with `--wide`.
+/// them with `--wide`; each once, as a peer's come one per connection.
 fn addresses(addrs: &[String], wide: bool) -> String {
-    match addrs {
+    let mut unique: Vec<&str> = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        if !unique.contains(&addr.as_str()) {
+            unique.push(addr);
+        }
+    }
+    match unique.as_slice() {
         [] => "-".to_owned(),
-        _ if wide => sanitize(&addrs.join(",")),
+        _ if wide => sanitize(&unique.join(",")),
         [one] => sanitize(one),
         [first, rest @ ..] => format!("{} (+{})", sanitize(first), rest.len()),
     }
@@ -441,13 +447,25 @@ pub fn event_line(received: &Received, wide: bool, tz: &TimeZone) -> String {
         cell(event.previous.as_deref().unwrap_or("new")),
         cell(&event.state)
     );
-    format!(
-        "{time}  {:<8}  {:<16}  {:<8}  {transition:<17}  inc {}",
+    // A session event carries the session's epoch where a member event
+    // carries an incarnation.
+    let counter = if event.kind == "session" {
+        "epoch"
+    } else {
+        "inc"
+    };
+    let mut line = format!(
+        "{time}  {:<8}  {:<16}  {:<8}  {transition:<17}  {counter} {}",
         cell(&event.kind),
         cell(&event.name),
         short_id(&event.id, wide),
         event.incarnation,
-    )
+    );
+    if let Some(reason) = event.reason.as_deref().filter(|r| !r.is_empty()) {
+        line.push_str("  ");
+        line.push_str(&sanitize(reason));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -717,6 +735,52 @@ backups  bravo, dddddddd
         assert_eq!(
             closed_text(&session),
             "closed session s1 (rtp-audio for 127.0.0.1:5004, epoch 1)\n"
+        );
+    }
+
+    #[test]
+    fn wide_peers_table_lists_each_address_once() {
+        // Two connections from one address, as the node reports them.
+        let peer = Peer {
+            id: "12D3KooWBravo0000bbbbbbbb".to_owned(),
+            addrs: vec![
+                "/ip4/127.0.0.1/tcp/4001".to_owned(),
+                "/ip4/127.0.0.1/tcp/4001".to_owned(),
+                "/ip4/127.0.0.1/udp/4001/quic-v1".to_owned(),
+            ],
+            connections: 3,
+            admission: "admitted".to_owned(),
+            reason: None,
+        };
+        let wide = peers_table(std::slice::from_ref(&peer), true);
+        assert!(
+            wide.contains("  /ip4/127.0.0.1/tcp/4001,/ip4/127.0.0.1/udp/4001/quic-v1  "),
+            "{wide}"
+        );
+        let narrow = peers_table(&[peer], false);
+        assert!(
+            narrow.contains("  /ip4/127.0.0.1/tcp/4001 (+1)  "),
+            "{narrow}"
+        );
+    }
+
+    #[test]
+    fn session_event_line_shows_the_epoch_and_the_reason() {
+        let event = Event {
+            kind: "session".to_owned(),
+            at: "2026-03-01T12:34:56.789Z".to_owned(),
+            at_ms: 1_772_368_496_789,
+            id: "5f0c00000000000000000000aaaaaaaa".to_owned(),
+            name: "alpha".to_owned(),
+            state: "started".to_owned(),
+            previous: None,
+            incarnation: 3,
+            reason: Some("takeover: primary \u{1b}[2Jbravo is down".to_owned()),
+        };
+        assert_eq!(
+            event_line(&Received::Event(event), false, &TimeZone::UTC),
+            "12:34:56.789  session   alpha             aaaaaaaa  new -> started     epoch 3  \
+             takeover: primary ?[2Jbravo is down"
         );
     }
 }
