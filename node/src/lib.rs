@@ -11,6 +11,7 @@ pub mod node;
 pub mod rtp_receiver;
 pub mod service;
 pub mod state;
+pub mod views;
 
 pub use config::Config;
 pub use node::Node;

@@ -10,6 +10,13 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+// The JSON shapes live in `views`, shared with the CLI and the testnet; these
+// are the names the driver and the services know them by.
+pub use crate::views::{
+    Event as ApiEvent, Member as MemberView, Move as MoveView, Peer as PeerView,
+    Report as ReportBody, Session as SessionView,
+};
+
 /// Capacity of the event stream: a subscriber that falls further behind
 /// misses events (and is told so) rather than growing memory.
 pub const EVENT_BUFFER: usize = 1024;
@@ -34,71 +41,6 @@ pub struct Shared {
     pub sessions: DashMap<String, SessionView>,
     /// Requests the API makes of the driver (open, close, report).
     pub commands: mpsc::Sender<SessionCommand>,
-}
-
-/// One session as shown by `GET /v1/sessions` and `baton sessions`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SessionView {
-    /// Session id.
-    pub id: String,
-    /// Service name.
-    pub service: String,
-    /// Primary's peer id.
-    pub primary: String,
-    /// Primary's name, when known.
-    pub primary_name: String,
-    /// Backups' peer ids, in takeover order.
-    pub backups: Vec<String>,
-    /// Epoch: raised by every change of primary.
-    pub epoch: u64,
-    /// Version within the epoch.
-    pub version: u64,
-    /// `active` or `closed`.
-    pub state: String,
-    /// The client's locator.
-    pub client: String,
-    /// The client's location key.
-    pub location: String,
-    /// Service parameters.
-    pub params: std::collections::BTreeMap<String, String>,
-    /// Session start, Unix ms.
-    pub started_ms: u64,
-    /// Last write, Unix ms.
-    pub updated_ms: u64,
-    /// Why the last version was written.
-    pub reason: String,
-    /// Changes of primary this node saw, oldest first.
-    pub history: Vec<MoveView>,
-    /// Whether this node hosts it now.
-    pub hosted_here: bool,
-}
-
-/// One change of primary.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MoveView {
-    /// The epoch that began.
-    pub epoch: u64,
-    /// The new primary's peer id.
-    pub primary: String,
-    /// Why.
-    pub reason: String,
-    /// When, Unix ms (writer's clock).
-    pub at_ms: u64,
-}
-
-/// A client's performance report (`POST /v1/sessions/{id}/report`).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportBody {
-    /// Fraction of packets lost, 0 to 1.
-    pub loss: f64,
-    /// Interarrival jitter, ms.
-    pub jitter_ms: f64,
-    /// Round-trip time, ms.
-    pub rtt_ms: f64,
-    /// Packets received since the last report.
-    #[serde(default)]
-    pub packets: u64,
 }
 
 /// Why the driver refused a session request; maps to an HTTP status.
@@ -160,72 +102,6 @@ pub struct LocalInfo {
     /// When the node started.
     #[serde(skip)]
     pub started: SystemTime,
-}
-
-/// One member as shown by `GET /v1/members` and `baton members`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MemberView {
-    /// Peer id, base58.
-    pub id: String,
-    /// The name it announced.
-    pub name: String,
-    /// `alive`, `suspect`, `dead` or `left`.
-    pub state: String,
-    /// Incarnation of that state.
-    pub incarnation: u32,
-    /// Smoothed RTT of direct probes, in milliseconds.
-    pub rtt_ms: Option<f64>,
-    /// RTT estimated from Vivaldi coordinates, in milliseconds.
-    pub distance_ms: Option<f64>,
-    /// Addresses it announced.
-    pub addrs: Vec<String>,
-    /// Sessions it will host.
-    pub capacity: u32,
-    /// Sessions it hosts.
-    pub load: u32,
-    /// Wall-clock time of its last state change, RFC 3339.
-    pub since: String,
-}
-
-/// A libp2p peer as shown by `baton peers`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PeerView {
-    /// Peer id, base58.
-    pub id: String,
-    /// Remote addresses of its open connections.
-    pub addrs: Vec<String>,
-    /// Open connections.
-    pub connections: u32,
-    /// `pending` (handshake running), `admitted` or `refused`.
-    pub admission: String,
-    /// Why it was refused, when it was.
-    pub reason: Option<String>,
-}
-
-/// An event of `GET /v1/events`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ApiEvent {
-    /// `member` (a member changed state), `refuted` (this node refuted a
-    /// suspicion about itself) or `session` (this node started or stopped
-    /// hosting a session: `id` is the session, `state` `started`/`stopped`).
-    pub kind: String,
-    /// Wall-clock time, RFC 3339 with milliseconds.
-    pub at: String,
-    /// Wall-clock time, milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// The member concerned (this node for `refuted`).
-    pub id: String,
-    /// Its name, when known.
-    pub name: String,
-    /// Its new state.
-    pub state: String,
-    /// Its previous state, if it had one.
-    pub previous: Option<String>,
-    /// The incarnation of the new state (the epoch, for `session` events).
-    pub incarnation: u32,
-    /// Why, for `session` events (`takeover: ...`, `transfer: ...`, ...).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub reason: Option<String>,
 }
 
 /// Monotonic counters.

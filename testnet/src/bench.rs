@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use baton_node::rtp_receiver::RtpReceiver;
+use baton_node::views::{OpenRequest, Session, Status};
 
 use crate::local::{LocalCluster, LocalError, loopback_bytes};
 use crate::sim::stats::Summary;
@@ -118,16 +119,17 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
     let mut sessions_lost = 0;
     for k in 0..config.kills {
         let victim = 1 + k % (n - 1);
-        let victim_id = cluster.get(victim, "/v1/status")?["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let victim_id = cluster.get::<Status>(victim, "/v1/status")?.id;
         let survivors: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
         // A session hosted by the victim, streaming to a local receiver.
         let receiver = RtpReceiver::bind("127.0.0.1:0")?;
-        let body = serde_json::json!({"service": "rtp-audio", "client": receiver.local_addr().to_string()});
-        let session = cluster.post(victim, "/v1/sessions", &body)?;
-        let hosted_by_victim = session["primary"] == victim_id.as_str();
+        let body = OpenRequest {
+            service: "rtp-audio".to_owned(),
+            client: receiver.local_addr().to_string(),
+            params: Default::default(),
+        };
+        let session: Session = cluster.post(victim, "/v1/sessions", &body)?;
+        let hosted_by_victim = session.primary == victim_id;
         let flowing = Instant::now() + Duration::from_secs(5);
         while receiver.len() < 10 && Instant::now() < flowing {
             std::thread::sleep(Duration::from_millis(20));
@@ -149,8 +151,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(event) => {
-                        if event["id"] == victim_id.as_str() && event["state"] == "dead" {
-                            seen = event["at_ms"].as_f64();
+                        if event.id == victim_id && event.state == "dead" {
+                            seen = Some(event.at_ms as f64);
                         }
                     }
                     Err(_) => break,

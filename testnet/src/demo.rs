@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use baton_node::rtp_receiver::RtpReceiver;
+use baton_node::views::{OpenRequest, Session, Status};
 
 use crate::local::{LocalCluster, LocalError, bin_dir};
 
@@ -52,13 +53,13 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
     let mut sessions = Vec::new();
     for s in 0..config.sessions {
         let receiver = RtpReceiver::bind("127.0.0.1:0")?;
-        let body = serde_json::json!({
-            "service": "rtp-audio",
-            "client": receiver.local_addr().to_string(),
-        });
-        let view = cluster.post(s % n, "/v1/sessions", &body)?;
-        let id = view["id"].as_str().unwrap_or_default().to_string();
-        sessions.push(id);
+        let body = OpenRequest {
+            service: "rtp-audio".to_owned(),
+            client: receiver.local_addr().to_string(),
+            params: Default::default(),
+        };
+        let view: Session = cluster.post(s % n, "/v1/sessions", &body)?;
+        sessions.push(view.id);
         receivers.push(receiver);
     }
     // Let every node learn the sessions and the streams start.
@@ -68,19 +69,12 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
     }
     let names = node_names(&cluster);
     for (id, receiver) in sessions.iter().zip(&receivers) {
-        let view = cluster.get(0, &format!("/v1/sessions/{id}"))?;
-        let backups: Vec<String> = view["backups"]
-            .as_array()
-            .map(|b| {
-                b.iter()
-                    .map(|p| name_of(&names, p.as_str().unwrap_or("")))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let view: Session = cluster.get(0, &format!("/v1/sessions/{id}"))?;
+        let backups: Vec<String> = view.backups.iter().map(|p| name_of(&names, p)).collect();
         println!(
             "    session {}…  primary {}  backups [{}]  -> {} ({} packets so far)",
             &id[..8.min(id.len())],
-            name_of(&names, view["primary"].as_str().unwrap_or("")),
+            name_of(&names, &view.primary),
             backups.join(", "),
             receiver.local_addr(),
             receiver.len()
@@ -88,13 +82,13 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
     }
 
     let target = &sessions[0];
-    let view = cluster.get(0, &format!("/v1/sessions/{target}"))?;
-    let primary_id = view["primary"].as_str().unwrap_or_default().to_string();
+    let view: Session = cluster.get(0, &format!("/v1/sessions/{target}"))?;
+    let primary_id = view.primary;
     let victim = (0..n)
         .find(|i| {
             cluster
-                .get(*i, "/v1/status")
-                .is_ok_and(|s| s["id"] == primary_id.as_str())
+                .get::<Status>(*i, "/v1/status")
+                .is_ok_and(|s| s.id == primary_id)
         })
         .ok_or_else(|| LocalError::Timeout("cannot find the primary".into()))?;
     let survivors: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
@@ -119,8 +113,8 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
         let mut seen = None;
         while seen.is_none() && Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(e) if e["id"] == primary_id.as_str() && e["state"] == "dead" => {
-                    seen = e["at_ms"].as_f64();
+                Ok(e) if e.id == primary_id && e.state == "dead" => {
+                    seen = Some(e.at_ms as f64);
                 }
                 _ => {}
             }
@@ -143,8 +137,8 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut new_primary = None;
     while new_primary.is_none() && Instant::now() < deadline {
-        if let Ok(v) = cluster.get(survivors[0], &format!("/v1/sessions/{target}"))
-            && v["primary"] != primary_id.as_str()
+        if let Ok(v) = cluster.get::<Session>(survivors[0], &format!("/v1/sessions/{target}"))
+            && v.primary != primary_id
         {
             new_primary = Some(v);
         }
@@ -153,10 +147,10 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
     match &new_primary {
         Some(v) => println!(
             "    {} took session {}… over (epoch {}): {}",
-            name_of(&names, v["primary"].as_str().unwrap_or("")),
+            name_of(&names, &v.primary),
             &target[..8],
-            v["epoch"],
-            v["reason"].as_str().unwrap_or("")
+            v.epoch,
+            v.reason
         ),
         None => println!("    no backup took the session over within 10 s"),
     }
@@ -197,11 +191,8 @@ pub fn run(config: &DemoConfig) -> Result<(), LocalError> {
 fn node_names(cluster: &LocalCluster) -> Vec<(String, String)> {
     (0..cluster.nodes.len())
         .filter_map(|i| {
-            let status = cluster.get(i, "/v1/status").ok()?;
-            Some((
-                status["id"].as_str()?.to_string(),
-                cluster.nodes[i].name.clone(),
-            ))
+            let status: Status = cluster.get(i, "/v1/status").ok()?;
+            Some((status.id, cluster.nodes[i].name.clone()))
         })
         .collect()
 }

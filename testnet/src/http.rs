@@ -1,68 +1,67 @@
-//! JSON over a node's HTTP API, for the launchers. Each call runs on a
-//! use-once agent: its connection is made on the calling thread, so a
-//! thread inside a network namespace reaches that namespace's node.
+//! A node's HTTP API for the launchers, through `baton`'s own client
+//! ([`ApiClient`]) and event reader, decoded into [`baton_node::views`].
+//! Each call makes its client, and so its connection, on the calling
+//! thread: a thread inside a network namespace reaches that namespace's node.
 
-use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// GETs `http://{api}{path}` and parses the JSON answer.
-pub fn get(api: &str, path: &str) -> Result<serde_json::Value, String> {
-    let text = get_text(api, path)?;
-    serde_json::from_str(&text).map_err(|e| format!("GET {path}: {e}"))
+use baton_node::cli::ApiClient;
+use baton_node::cli::sse::Received;
+use baton_node::views::{Event, Member};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How long a GET may take: a stopped (paused) node must not hold up a
+/// scenario's polling for long.
+const GET_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a POST may take: opening a session asks the driver, which may
+/// wait on the overlay.
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client(api: &str, timeout: Duration) -> Result<ApiClient, String> {
+    ApiClient::new(api, None)
+        .map(|client| client.with_timeout(timeout))
+        .map_err(|e| e.to_string())
+}
+
+/// GETs `http://{api}{path}` and decodes the JSON answer.
+pub fn get<T: DeserializeOwned>(api: &str, path: &str) -> Result<T, String> {
+    client(api, GET_TIMEOUT)?
+        .get(path)
+        .map_err(|e| format!("GET {path}: {e}"))
 }
 
 /// GETs `http://{api}{path}` as text (`/metrics`).
 pub fn get_text(api: &str, path: &str) -> Result<String, String> {
-    let url = format!("http://{api}{path}");
-    let mut response = ureq::get(&url)
-        .config()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .build()
-        .call()
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    response
-        .body_mut()
-        .read_to_string()
+    client(api, GET_TIMEOUT)?
+        .get_text(path)
         .map_err(|e| format!("GET {path}: {e}"))
 }
 
-/// POSTs `body` as JSON to `http://{api}{path}`; answers the JSON reply, or
-/// the status and body of a refusal.
-pub fn post(api: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
-    let url = format!("http://{api}{path}");
-    let mut response = ureq::post(&url)
-        .config()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .map_err(|e| format!("POST {path}: {e}"))?;
-    let status = response.status();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| format!("POST {path}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("POST {path}: {status} {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("POST {path}: {e}"))
+/// POSTs `body` as JSON to `http://{api}{path}`; answers the decoded JSON
+/// reply, or the node's refusal.
+pub fn post<T: DeserializeOwned>(
+    api: &str,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<T, String> {
+    client(api, POST_TIMEOUT)?
+        .post(path, body)
+        .map_err(|e| format!("POST {path}: {e}"))
 }
 
-/// Reads the server-sent events of `http://{api}/v1/events` on the calling
-/// thread, sending each event's JSON to `tx`, until the stream or the
-/// receiver ends.
-pub fn follow_events(api: &str, tx: &mpsc::SyncSender<serde_json::Value>) {
-    let url = format!("http://{api}/v1/events");
-    let Ok(response) = ureq::get(&url).call() else {
+/// Reads the events of `http://{api}/v1/events` on the calling thread,
+/// sending each to `tx`, until the stream or the receiver ends. Notices
+/// that this reader fell behind are dropped: nothing waits for them.
+pub fn follow_events(api: &str, tx: &mpsc::SyncSender<Event>) {
+    let Ok(events) = client(api, GET_TIMEOUT).and_then(|c| c.events().map_err(|e| e.to_string()))
+    else {
         return;
     };
-    let reader = BufReader::new(response.into_body().into_reader());
-    for line in reader.lines() {
-        let Ok(line) = line else { return };
-        if let Some(data) = line.strip_prefix("data:")
-            && let Ok(event) = serde_json::from_str(data.trim())
+    for frame in events {
+        let Ok(frame) = frame else { return };
+        if let Ok(Received::Event(event)) = Received::decode(&frame)
             && tx.send(event).is_err()
         {
             return;
@@ -80,20 +79,8 @@ pub fn bytes_out(metrics: &str) -> f64 {
 }
 
 /// Member (name, state) pairs from a `/v1/members` answer.
-pub fn member_states(members: &serde_json::Value) -> Vec<(String, String)> {
-    members
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|m| {
-                    (
-                        m["name"].as_str().unwrap_or("").to_string(),
-                        m["state"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+pub fn member_states(members: Vec<Member>) -> Vec<(String, String)> {
+    members.into_iter().map(|m| (m.name, m.state)).collect()
 }
 
 /// Resident memory (kB) and CPU time (clock ticks) of process `pid`, from

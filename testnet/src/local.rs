@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use baton_node::views::{Event, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 /// Why a local cluster could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -194,7 +198,7 @@ impl LocalCluster {
     pub fn wait_api(&self, i: usize, timeout: Duration) -> Result<(), LocalError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.get(i, "/v1/status").is_ok() {
+            if self.get::<Status>(i, "/v1/status").is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -205,18 +209,18 @@ impl LocalCluster {
         )))
     }
 
-    /// GETs `path` from node `i`'s API as JSON.
-    pub fn get(&self, i: usize, path: &str) -> Result<serde_json::Value, LocalError> {
+    /// GETs `path` from node `i`'s API, decoded.
+    pub fn get<T: DeserializeOwned>(&self, i: usize, path: &str) -> Result<T, LocalError> {
         crate::http::get(&self.nodes[i].api.to_string(), path).map_err(|why| self.api_error(i, why))
     }
 
-    /// POSTs `body` as JSON to node `i`'s API; answers the JSON reply.
-    pub fn post(
+    /// POSTs `body` as JSON to node `i`'s API; answers the decoded reply.
+    pub fn post<T: DeserializeOwned>(
         &self,
         i: usize,
         path: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, LocalError> {
+        body: &impl Serialize,
+    ) -> Result<T, LocalError> {
         crate::http::post(&self.nodes[i].api.to_string(), path, body)
             .map_err(|why| self.api_error(i, why))
     }
@@ -230,7 +234,7 @@ impl LocalCluster {
 
     /// Member states node `i` holds, by name.
     pub fn member_states(&self, i: usize) -> Result<Vec<(String, String)>, LocalError> {
-        Ok(crate::http::member_states(&self.get(i, "/v1/members")?))
+        Ok(crate::http::member_states(self.get(i, "/v1/members")?))
     }
 
     /// Waits until every running node sees every other running node alive.
@@ -259,7 +263,7 @@ impl LocalCluster {
 
     /// Follows node `i`'s event stream on a thread; every event is sent on
     /// the returned channel until the stream or the receiver ends.
-    pub fn follow_events(&self, i: usize) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    pub fn follow_events(&self, i: usize) -> std::sync::mpsc::Receiver<Event> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
         let api = self.nodes[i].api.to_string();
         std::thread::spawn(move || crate::http::follow_events(&api, &tx));

@@ -11,6 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use baton_node::rtp_receiver::RtpReceiver;
+use baton_node::views::{Event, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::emu::{Delays, Switch, SwitchHandle, round_robin};
 use crate::local::bin_dir;
@@ -507,7 +510,7 @@ impl Testbed {
             if sys::interrupted() {
                 return Err(TestbedError::Interrupted);
             }
-            if self.get(i, "/v1/status").is_ok() {
+            if self.get::<Status>(i, "/v1/status").is_ok() {
                 return Ok(());
             }
             if let Some(child) = &self.nodes[i].child
@@ -524,8 +527,12 @@ impl Testbed {
         )))
     }
 
-    /// GETs `path` from node `i`'s API as JSON (from inside its namespace).
-    pub fn get(&self, i: usize, path: &str) -> Result<serde_json::Value, TestbedError> {
+    /// GETs `path` from node `i`'s API, decoded (from inside its namespace).
+    pub fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        i: usize,
+        path: &str,
+    ) -> Result<T, TestbedError> {
         let path_owned = path.to_owned();
         self.nodes[i]
             .ns
@@ -542,13 +549,13 @@ impl Testbed {
             .map_err(|why| self.api_error(i, why))
     }
 
-    /// POSTs `body` to node `i`'s API; answers the JSON reply.
-    pub fn post(
+    /// POSTs `body` to node `i`'s API; answers the decoded reply.
+    pub fn post<T: DeserializeOwned + Send + 'static>(
         &self,
         i: usize,
         path: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, TestbedError> {
+        body: &(impl Serialize + Clone + Send + 'static),
+    ) -> Result<T, TestbedError> {
         let (path_owned, body) = (path.to_owned(), body.clone());
         self.nodes[i]
             .ns
@@ -565,17 +572,11 @@ impl Testbed {
 
     /// Node `i`'s peer id.
     pub fn peer_id(&self, i: usize) -> Result<String, TestbedError> {
-        Ok(self.get(i, "/v1/status")?["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        Ok(self.get::<Status>(i, "/v1/status")?.id)
     }
 
     /// Follows node `i`'s event stream on a thread inside its namespace.
-    pub fn follow_events(
-        &self,
-        i: usize,
-    ) -> Result<mpsc::Receiver<serde_json::Value>, TestbedError> {
+    pub fn follow_events(&self, i: usize) -> Result<mpsc::Receiver<Event>, TestbedError> {
         let (tx, rx) = mpsc::sync_channel(4096);
         self.nodes[i]
             .ns
@@ -585,7 +586,7 @@ impl Testbed {
 
     /// Member (name, state) pairs node `i` holds.
     pub fn member_states(&self, i: usize) -> Result<Vec<(String, String)>, TestbedError> {
-        Ok(crate::http::member_states(&self.get(i, "/v1/members")?))
+        Ok(crate::http::member_states(self.get(i, "/v1/members")?))
     }
 
     /// Waits until every running, unpaused node sees every other one alive.

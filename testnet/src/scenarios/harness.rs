@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use baton_node::rtp_receiver::{Arrival, GapReport, RtpReceiver};
+use baton_node::views::{Member, OpenRequest, Session};
 
 use super::report::ClientStats;
 
@@ -121,10 +122,10 @@ impl Harness {
             while let Ok(e) = rx.recv() {
                 let seen = Seen {
                     observer: i,
-                    kind: e["kind"].as_str().unwrap_or("").to_owned(),
-                    id: e["id"].as_str().unwrap_or("").to_owned(),
-                    state: e["state"].as_str().unwrap_or("").to_owned(),
-                    at_ms: e["at_ms"].as_f64().unwrap_or(0.0),
+                    kind: e.kind,
+                    id: e.id,
+                    state: e.state,
+                    at_ms: e.at_ms as f64,
                 };
                 events
                     .lock()
@@ -153,10 +154,16 @@ impl Harness {
         for k in 0..count {
             let receiver = self.tb.receiver()?;
             let client = receiver.local_addr();
-            let body = serde_json::json!({"service": "rtp-audio", "client": client.to_string()});
-            let session = self.tb.post(k % n, "/v1/sessions", &body)?;
-            let id = session["id"].as_str().unwrap_or_default().to_owned();
-            self.sessions.push(Sess { id, receiver });
+            let body = OpenRequest {
+                service: "rtp-audio".to_owned(),
+                client: client.to_string(),
+                params: Default::default(),
+            };
+            let session: Session = self.tb.post(k % n, "/v1/sessions", &body)?;
+            self.sessions.push(Sess {
+                id: session.id,
+                receiver,
+            });
         }
         for s in &self.sessions {
             if !s.receiver.wait_for_packets(10, Duration::from_secs(15)) {
@@ -179,13 +186,12 @@ impl Harness {
             if !self.tb.nodes[i].is_running() || self.tb.nodes[i].paused {
                 continue;
             }
-            let Ok(list) = self.tb.get(i, "/v1/sessions") else {
+            let Ok(list) = self.tb.get::<Vec<Session>>(i, "/v1/sessions") else {
                 continue;
             };
-            for s in list.as_array().into_iter().flatten() {
-                if s["hosted_here"] == true && s["state"] == "active" {
-                    let id = s["id"].as_str().unwrap_or_default().to_owned();
-                    map.entry(id).or_default().push(i);
+            for s in list {
+                if s.hosted_here && s.state == "active" {
+                    map.entry(s.id).or_default().push(i);
                 }
             }
         }
@@ -194,14 +200,9 @@ impl Harness {
 
     /// The primary of session `k` as node `observer` sees it.
     pub fn primary_of(&self, k: usize, observer: usize) -> Option<usize> {
-        let list = self.tb.get(observer, "/v1/sessions").ok()?;
-        let primary = list
-            .as_array()?
-            .iter()
-            .find(|s| s["id"] == self.sessions[k].id.as_str())?["primary"]
-            .as_str()?
-            .to_owned();
-        self.ids.iter().position(|id| *id == primary)
+        let list: Vec<Session> = self.tb.get(observer, "/v1/sessions").ok()?;
+        let session = list.into_iter().find(|s| s.id == self.sessions[k].id)?;
+        self.ids.iter().position(|id| *id == session.primary)
     }
 
     /// Sessions lost (hosted by no node, or silent for the last 2 s) and
@@ -274,14 +275,11 @@ impl Harness {
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
         for i in 0..self.tb.nodes.len() {
-            let Ok(members) = self.tb.get(i, "/v1/members") else {
+            let Ok(members) = self.tb.get::<Vec<Member>>(i, "/v1/members") else {
                 continue;
             };
-            for m in members.as_array().into_iter().flatten() {
-                let (Some(j), Some(est)) = (
-                    m["name"].as_str().and_then(|n| names.get(n)),
-                    m["distance_ms"].as_f64(),
-                ) else {
+            for m in members {
+                let (Some(j), Some(est)) = (names.get(&m.name), m.distance_ms) else {
                     continue;
                 };
                 let truth = self.tb.true_rtt(i, *j).as_secs_f64() * 1e3;

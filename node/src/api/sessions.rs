@@ -1,0 +1,443 @@
+//! The session handlers: list and show sessions from [`Shared`], and hand
+//! open, close and report requests to the driver, waiting a bounded time
+//! for its answer.
+//!
+//! [`Shared`]: crate::state::Shared
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use baton_protocol::map::MAX_ID_CHARS;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout_at};
+
+use super::error::quoted;
+use super::{ApiError, AppState, request};
+use crate::state::{CommandError, SessionCommand};
+use crate::views::{OpenRequest, Session};
+
+pub(super) async fn list(State(st): State<AppState>) -> Json<Vec<Session>> {
+    Json(st.shared.sessions_sorted())
+}
+
+pub(super) async fn get(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Session>, ApiError> {
+    let id = session_id(id)?;
+    match st.shared.sessions.get(&id) {
+        Some(view) => Ok(Json(view.value().clone())),
+        None => Err(no_session(&id)),
+    }
+}
+
+pub(super) async fn open(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let OpenRequest {
+        service,
+        client,
+        params,
+    } = request::open(request::json_body(&headers, body)?)?;
+    let view = st
+        .ask(
+            "open the session",
+            "the session may still open: see GET /v1/sessions (baton sessions)",
+            |reply| SessionCommand::Open {
+                service,
+                client,
+                params,
+                reply,
+            },
+        )
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(&view)).into_response();
+    // Session ids are plain ASCII; were one not, the header is only a hint.
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{}", view.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub(super) async fn close(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Session>, ApiError> {
+    let id = session_id(id)?;
+    let view = st
+        .ask(
+            &format!("close session {}", quoted(&id)),
+            "the session may still close: see GET /v1/sessions/{id}",
+            |reply| SessionCommand::Close {
+                id: id.clone(),
+                reply,
+            },
+        )
+        .await?;
+    Ok(Json(view))
+}
+
+pub(super) async fn report(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = session_id(id)?;
+    let report = request::report(request::json_body(&headers, body)?)?;
+    st.ask(
+        &format!("take the report on session {}", quoted(&id)),
+        "the report may still count",
+        |reply| SessionCommand::Report {
+            id: id.clone(),
+            report,
+            reply,
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+impl AppState {
+    /// Sends the command that `make` builds around a reply channel to the
+    /// driver and waits for its answer, queueing included, at most
+    /// `command_timeout`. `action` says what was asked ("open the session"),
+    /// `aftermath` what may still happen if the answer comes too late.
+    async fn ask<T>(
+        &self,
+        action: &str,
+        aftermath: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, CommandError>>) -> SessionCommand,
+    ) -> Result<T, ApiError> {
+        let unavailable = |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
+        let not_running = || {
+            unavailable(format!(
+                "cannot {action}: this node's session driver is not running \
+                 (the node is shutting down or failed); retry on another node"
+            ))
+        };
+        let wait = humantime::format_duration(self.command_timeout);
+        let deadline = Instant::now() + self.command_timeout;
+        let (reply, answer) = oneshot::channel();
+        match timeout_at(deadline, self.shared.commands.send(make(reply))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(not_running()),
+            // Never queued, so nothing happened.
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "cannot {action}: this node is too busy, its queue of session \
+                     requests stayed full for {wait}; nothing was done, retry later"
+                )));
+            }
+        }
+        match timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer.map_err(ApiError::from),
+            Ok(Err(_)) => Err(not_running()),
+            Err(_) => Err(unavailable(format!(
+                "this node did not {action} within {wait}: it may be overloaded; {aftermath}"
+            ))),
+        }
+    }
+}
+
+/// The `{id}` of a session path. Ids that no session can have are answered
+/// with 404 here rather than bothering the driver.
+fn session_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = id.map_err(|e| {
+        ApiError::bad_request(format!("bad session id in the path: {}", e.body_text()))
+    })?;
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        let mut error = no_session(&id);
+        error.message.push_str(&format!(
+            ": session ids are 1 to {MAX_ID_CHARS} characters of A-Z, a-z, 0-9, '_' and '-'"
+        ));
+        return Err(error);
+    }
+    Ok(id)
+}
+
+fn no_session(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no session {} on this node", quoted(id)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use crate::api::testing::{
+        Server, fake, get, post_json, request, send, shared, shared_with, shared_with_driver,
+    };
+    use crate::views::Report;
+
+    #[tokio::test]
+    async fn sessions_are_listed_sorted_with_the_contract_fields() {
+        let shared = shared();
+        let server = Server::start(shared.clone(), None).await;
+        let reply = get(server.addr, "/v1/sessions").await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.content_type.starts_with("application/json"));
+        let sessions = reply.json();
+        let list = sessions.as_array().unwrap();
+        let ids: Vec<&str> = list.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["s-bravo", "s-old"]);
+        // DESIGN.md: scripts rely on these fields.
+        assert_eq!(list[0]["service"], "rtp-audio");
+        assert_eq!(list[0]["primary"], "12D3KooWBravo");
+        assert_eq!(
+            list[0]["backups"],
+            json!(["12D3KooWLocal", "12D3KooWCharlie"])
+        );
+        assert_eq!(list[0]["epoch"], 1);
+        assert_eq!(
+            sessions,
+            serde_json::to_value(shared.sessions_sorted()).unwrap()
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn one_session_by_id_or_a_404_naming_it() {
+        let shared = shared();
+        let server = Server::start(shared.clone(), None).await;
+        let reply = get(server.addr, "/v1/sessions/s-bravo").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.json(),
+            serde_json::to_value(fake::view(
+                "s-bravo",
+                "12D3KooWBravo",
+                "bravo",
+                &["12D3KooWLocal", "12D3KooWCharlie"]
+            ))
+            .unwrap()
+        );
+
+        let reply = get(server.addr, "/v1/sessions/nope").await;
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.error(), "no session \"nope\" on this node");
+        // An id no session can have: the message says what ids look like.
+        let reply = get(server.addr, "/v1/sessions/a%20%22b").await;
+        assert_eq!(reply.status, 404);
+        assert!(
+            reply
+                .error()
+                .starts_with("no session \"a \\\"b\" on this node: session ids are 1 to 64"),
+            "{}",
+            reply.error()
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn open_goes_to_the_driver_and_answers_201_with_the_session() {
+        let (shared, _) = shared_with_driver();
+        let server = Server::start(shared.clone(), None).await;
+        let reply = post_json(
+            server.addr,
+            "/v1/sessions",
+            r#"{"service": "rtp-audio", "client": "127.0.0.1:5004", "params": {"codec": "pcmu"}}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(reply.location, "/v1/sessions/s1");
+        let session = reply.json();
+        assert_eq!(session["id"], "s1");
+        assert_eq!(session["primary"], "12D3KooWLocal");
+        assert_eq!(session["client"], "127.0.0.1:5004");
+        assert_eq!(session["params"], json!({"codec": "pcmu"}));
+        assert_eq!(session["hosted_here"], true);
+        // Now listed, and counted as hosted.
+        assert_eq!(get(server.addr, "/v1/sessions/s1").await.json(), session);
+        let metrics = get(server.addr, "/metrics").await.body;
+        assert!(
+            metrics.lines().any(|l| l == "baton_sessions_hosted 1"),
+            "{metrics}"
+        );
+
+        // Without params, and with a charset on the content type.
+        let body = br#"{"service": "rtp-audio", "client": "127.0.0.1:5006", "params": null}"#;
+        let typed = Some(("application/json; charset=utf-8", body.to_vec()));
+        let reply = send(server.addr, "POST", "/v1/sessions", None, typed).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(reply.json()["params"], json!({}));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_drivers_refusal_keeps_its_status_and_message() {
+        let (shared, _) = shared_with_driver();
+        let server = Server::start(shared, None).await;
+        let reply = post_json(
+            server.addr,
+            "/v1/sessions",
+            r#"{"service": "fax", "client": "127.0.0.1:5004"}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.error(), "unknown service \"fax\"");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn close_answers_the_closed_session_or_the_drivers_refusal() {
+        let (shared, _) = shared_with_driver();
+        let server = Server::start(shared, None).await;
+        let open = r#"{"service": "rtp-audio", "client": "127.0.0.1:5004"}"#;
+        assert_eq!(
+            post_json(server.addr, "/v1/sessions", open).await.status,
+            201
+        );
+
+        let reply = request(server.addr, "DELETE", "/v1/sessions/s1", None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let closed = reply.json();
+        assert_eq!(closed["id"], "s1");
+        assert_eq!(closed["state"], "closed");
+
+        // Another node is the primary: 409, and the message says which.
+        let reply = request(server.addr, "DELETE", "/v1/sessions/s-bravo", None).await;
+        assert_eq!(reply.status, 409);
+        assert!(
+            reply.error().contains("bravo (12D3KooWBravo)"),
+            "{}",
+            reply.error()
+        );
+        let reply = request(server.addr, "DELETE", "/v1/sessions/nope", None).await;
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.error(), "no session \"nope\" on this node");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn report_goes_to_the_driver_and_answers_204() {
+        let (shared, reports) = shared_with_driver();
+        let server = Server::start(shared, None).await;
+        let reply = post_json(
+            server.addr,
+            "/v1/sessions/s-bravo/report",
+            r#"{"loss": 0.02, "jitter_ms": 4.0, "rtt_ms": 30, "packets": 500}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        assert!(reply.body.is_empty());
+        // `packets` may be left out.
+        let reply = post_json(
+            server.addr,
+            "/v1/sessions/s-bravo/report",
+            r#"{"loss": 1, "jitter_ms": 0, "rtt_ms": 0.5}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        assert_eq!(
+            *reports.lock().unwrap(),
+            [
+                (
+                    "s-bravo".to_owned(),
+                    Report {
+                        loss: 0.02,
+                        jitter_ms: 4.0,
+                        rtt_ms: 30.0,
+                        packets: 500
+                    }
+                ),
+                (
+                    "s-bravo".to_owned(),
+                    Report {
+                        loss: 1.0,
+                        jitter_ms: 0.0,
+                        rtt_ms: 0.5,
+                        packets: 0
+                    }
+                ),
+            ]
+        );
+        let reply = post_json(
+            server.addr,
+            "/v1/sessions/nope/report",
+            r#"{"loss": 0, "jitter_ms": 0, "rtt_ms": 0}"#,
+        )
+        .await;
+        assert_eq!(reply.status, 404);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_does_not_answer_is_a_503_after_the_timeout() {
+        // A queue of one that nobody reads.
+        let (commands, _receiver) = mpsc::channel(1);
+        let server =
+            Server::start_with(shared_with(commands), None, Duration::from_millis(100)).await;
+        let open = r#"{"service": "rtp-audio", "client": "127.0.0.1:5004"}"#;
+        // Queued, never answered: it may still happen.
+        let reply = post_json(server.addr, "/v1/sessions", open).await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(
+            reply.error(),
+            "this node did not open the session within 100ms: it may be overloaded; \
+             the session may still open: see GET /v1/sessions (baton sessions)"
+        );
+        // The queue is full now: nothing was done.
+        let reply = request(server.addr, "DELETE", "/v1/sessions/s1", None).await;
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply.error().starts_with(
+                "cannot close session \"s1\": this node is too busy, its queue of session \
+                 requests stayed full for 100ms; nothing was done"
+            ),
+            "{}",
+            reply.error()
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_is_gone_is_a_503() {
+        let (commands, receiver) = mpsc::channel(1);
+        let server = Server::start(shared_with(commands.clone()), None).await;
+        let report = r#"{"loss": 0, "jitter_ms": 0, "rtt_ms": 0}"#;
+        drop(receiver);
+        let reply = post_json(server.addr, "/v1/sessions/s-bravo/report", report).await;
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply
+                .error()
+                .contains("this node's session driver is not running"),
+            "{}",
+            reply.error()
+        );
+
+        // Taken, then dropped without an answer.
+        let (commands, mut receiver) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(command) = receiver.recv().await {
+                drop(command);
+            }
+        });
+        let server2 = Server::start(shared_with(commands), None).await;
+        let reply = request(server2.addr, "DELETE", "/v1/sessions/s-bravo", None).await;
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply.error().contains("driver is not running"),
+            "{}",
+            reply.error()
+        );
+        server.stop().await;
+        server2.stop().await;
+    }
+}

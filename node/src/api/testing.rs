@@ -1,0 +1,247 @@
+//! Test support for the API's tests: a node with fixtures (members, peers,
+//! sessions, counters), a server on a loopback port that must shut down
+//! gracefully, and a blocking HTTP client that shows status and headers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+pub(crate) use super::fake;
+use super::{COMMAND_TIMEOUT, serve_with};
+use crate::state::{LocalInfo, Metrics, SessionCommand, Shared};
+use crate::views::{Member, Peer, Session};
+
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
+
+fn member(id: &str, name: &str, state: &str, incarnation: u32) -> Member {
+    Member {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        state: state.to_owned(),
+        incarnation,
+        rtt_ms: Some(0.4),
+        distance_ms: None,
+        addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".to_owned()],
+        capacity: 10,
+        load: 0,
+        since: "2026-01-01T00:00:00.000Z".to_owned(),
+    }
+}
+
+/// A node whose session driver is gone (its receiver is dropped).
+pub(crate) fn shared() -> Arc<Shared> {
+    shared_with(mpsc::channel(1).0)
+}
+
+/// A node whose session driver is the fake one.
+pub(crate) fn shared_with_driver() -> (Arc<Shared>, fake::Reports) {
+    let (commands, receiver) = mpsc::channel(8);
+    let shared = shared_with(commands);
+    let reports = fake::spawn(shared.clone(), receiver);
+    (shared, reports)
+}
+
+pub(crate) fn shared_with(commands: mpsc::Sender<SessionCommand>) -> Arc<Shared> {
+    let shared = Shared::new(
+        LocalInfo {
+            id: "12D3KooWLocal".to_owned(),
+            name: "alpha".to_owned(),
+            overlay: "test".to_owned(),
+            profile: "lan".to_owned(),
+            capacity: 8,
+            version: "0.1.0".to_owned(),
+            started: SystemTime::now() - Duration::from_secs(90),
+        },
+        commands,
+    );
+    // Inserted out of order: the API must sort.
+    let old = Session {
+        state: "closed".to_owned(),
+        reason: "close".to_owned(),
+        ..fake::view("s-old", "12D3KooWLocal", "alpha", &[])
+    };
+    let bravo = fake::view(
+        "s-bravo",
+        "12D3KooWBravo",
+        "bravo",
+        &["12D3KooWLocal", "12D3KooWCharlie"],
+    );
+    for s in [old, bravo] {
+        shared.sessions.insert(s.id.clone(), s);
+    }
+    // Inserted out of order: the API must sort.
+    for m in [
+        member("12D3KooWCharlie", "charlie", "suspect", 2),
+        member("12D3KooWBravo", "bravo", "alive", 1),
+    ] {
+        shared.members.insert(m.id.clone(), m);
+    }
+    shared.peers.insert(
+        "12D3KooWBravo".to_owned(),
+        Peer {
+            id: "12D3KooWBravo".to_owned(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".to_owned()],
+            connections: 1,
+            admission: "admitted".to_owned(),
+            reason: None,
+        },
+    );
+    if let Ok(mut addrs) = shared.listen_addrs.write() {
+        addrs.push("/ip4/127.0.0.1/tcp/4000".to_owned());
+    }
+    let m = &shared.metrics;
+    Metrics::add(&m.probes, 7);
+    Metrics::add(&m.failed_probes, 2);
+    Metrics::add(&m.suspicions, 3);
+    Metrics::add(&m.refutations, 1);
+    Metrics::add(&m.declared_dead, 4);
+    Metrics::add(&m.messages_in, 100);
+    Metrics::add(&m.messages_out, 101);
+    Metrics::add(&m.bytes_in, 5000);
+    Metrics::add(&m.bytes_out, 6000);
+    Metrics::add(&m.dropped, 5);
+    Metrics::add(&m.refused, 6);
+    m.incarnation.store(9, Ordering::Relaxed);
+    m.local_health.store(2, Ordering::Relaxed);
+    Arc::new(shared)
+}
+
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub(crate) async fn start(shared: Arc<Shared>, token: Option<&str>) -> Server {
+        Self::start_with(shared, token, COMMAND_TIMEOUT).await
+    }
+
+    pub(crate) async fn start_with(
+        shared: Arc<Shared>,
+        token: Option<&str>,
+        command_timeout: Duration,
+    ) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_with(
+            listener,
+            shared,
+            token.map(str::to_owned),
+            async move {
+                let _ = stopped.await;
+            },
+            command_timeout,
+        ));
+        Server { addr, stop, task }
+    }
+
+    /// Shuts down and checks that graceful shutdown completes.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let served = timeout(LIMIT, self.task).await;
+        assert!(matches!(served, Ok(Ok(Ok(())))), "shutdown: {served:?}");
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) allow: String,
+    pub(crate) location: String,
+    pub(crate) body: String,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    pub(crate) fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap().to_owned()
+    }
+}
+
+pub(crate) async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> Reply {
+    send(addr, method, path, auth, None).await
+}
+
+/// A request with `body` as `(content type, bytes)`, if any.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> Reply {
+    let url = format!("http://{addr}{path}");
+    let method = method.to_owned();
+    let auth = auth.map(str::to_owned);
+    let body = body.map(|(content_type, bytes)| (content_type.to_owned(), bytes));
+    let blocking = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let builder = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
+        let builder = match &auth {
+            Some(auth) => builder.header("Authorization", auth),
+            None => builder,
+        };
+        let mut response = match body {
+            Some((content_type, bytes)) => agent.run(
+                builder
+                    .header("Content-Type", content_type)
+                    .body(bytes)
+                    .unwrap(),
+            ),
+            None => agent.run(builder.body(()).unwrap()),
+        }
+        .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (content_type, allow, location) =
+            (header("content-type"), header("allow"), header("location"));
+        Reply {
+            status: response.status().as_u16(),
+            content_type,
+            allow,
+            location,
+            body: response.body_mut().read_to_string().unwrap(),
+        }
+    });
+    timeout(LIMIT, blocking).await.unwrap().unwrap()
+}
+
+pub(crate) async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Reply {
+    let body = Some(("application/json", body.as_bytes().to_vec()));
+    send(addr, "POST", path, None, body).await
+}
+
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None).await
+}

@@ -1,0 +1,339 @@
+//! The arguments of `baton`, declared with clap: global options, one
+//! subcommand per API call, the help texts with their examples, and the
+//! checks of values that clap cannot express alone.
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::api::MAX_REPORT_MS;
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  baton status                      this node, on the default 127.0.0.1:7700
+  baton members                     the members it sees and their state
+  baton --api node-b:7700 peers     another node's libp2p peers
+  baton members --json | jq '.[] | select(.state != \"alive\")'
+  baton open --service rtp-audio --client 127.0.0.1:5004
+  baton sessions                    the sessions, their primary and backups
+  baton session ID                  one session and its history of moves
+  baton close ID
+  baton watch                       follow member and session events until Ctrl-C
+
+An API that listens beyond loopback needs its token: --token TOKEN or,
+better (it stays out of the process list), the environment variable BATON_TOKEN.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  baton status
+  baton status --json | jq .members.suspect";
+
+const MEMBERS_EXAMPLES: &str = "\
+Examples:
+  baton members
+  baton members --wide              full peer ids and every address
+  baton members --json | jq -r '.[] | \"\\(.name) \\(.state)\"'
+
+RTT is measured by probes; DIST is the Vivaldi estimate of the RTT.";
+
+const PEERS_EXAMPLES: &str = "\
+Examples:
+  baton peers
+  baton peers --wide
+  baton peers --json | jq '.[] | select(.admission == \"refused\")'";
+
+const WATCH_EXAMPLES: &str = "\
+Examples:
+  baton watch
+  baton watch --json | jq -c 'select(.state == \"dead\")'
+
+Each line: local time, kind, member name, peer id, previous -> new state,
+incarnation. A session event (this node started or stopped running a
+session) shows this node's name, the session id, the epoch and why.
+With --json, one event per line as the API sends it.";
+
+const SESSIONS_EXAMPLES: &str = "\
+Examples:
+  baton sessions
+  baton sessions --wide             full peer ids instead of node names
+  baton sessions --json | jq -r '.[] | select(.hosted_here) | .id'
+
+PRIMARY hosts the session; BACKUPS take over in the order shown. HERE marks
+the sessions this node hosts now.";
+
+const SESSION_EXAMPLES: &str = "\
+Examples:
+  baton session s1
+  baton session s1 --json | jq .history
+
+Shows the assignment (primary, backups in takeover order, epoch), the client,
+the parameters and the changes of primary this node saw.";
+
+const OPEN_EXAMPLES: &str = "\
+Examples:
+  baton open --service rtp-audio --client 127.0.0.1:5004
+  baton open --service rtp-audio --client 127.0.0.1:5004 --param source=tone --param ssrc=0x1234abcd
+  id=$(baton open --service rtp-audio --client 127.0.0.1:5004 --json | jq -r .id)
+
+Prints the new session's id, its primary and its backups.";
+
+const CLOSE_EXAMPLES: &str = "\
+Examples:
+  baton close s1
+  baton --api node-b:7700 close s1
+
+Only the session's primary can close it: another node answers with an error
+that names the primary; pass that node's API with --api.";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  baton report s1 --loss 0.05 --jitter-ms 20 --rtt-ms 40
+  baton report s1 --loss 2% --jitter-ms 4 --rtt-ms 30 --packets 500
+
+Sends what a client measured on a session, as its RTP receiver would: poor
+enough service makes the overlay move the session. Handy for demos and tests.";
+
+/// Inspect a Baton node through its HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, after_help = MAIN_EXAMPLES)]
+pub(super) struct Cli {
+    /// Address of the node's API: HOST:PORT, or a port on 127.0.0.1 [env: BATON_API] [default: 127.0.0.1:7700]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub(super) api: Option<String>,
+    /// Bearer token, needed when the API listens beyond loopback [env: BATON_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub(super) token: Option<String>,
+    /// Print the API's JSON instead of a table: one document (or event) per line
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum Command {
+    /// Show this node: identity, overlay, uptime and member counts
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status,
+    /// List the members this node knows, with state, RTT and distance
+    #[command(after_help = MEMBERS_EXAMPLES)]
+    Members(Wide),
+    /// List the libp2p peers and whether the peering policy admitted them
+    #[command(after_help = PEERS_EXAMPLES)]
+    Peers(Wide),
+    /// List the sessions this node knows, with primary, backups and client
+    #[command(after_help = SESSIONS_EXAMPLES)]
+    Sessions(Wide),
+    /// Show one session: assignment, client, parameters and history of moves
+    #[command(after_help = SESSION_EXAMPLES)]
+    Session(SessionId),
+    /// Open a session of a service for a client
+    #[command(after_help = OPEN_EXAMPLES)]
+    Open(OpenArgs),
+    /// Close a session (ask its primary)
+    #[command(after_help = CLOSE_EXAMPLES)]
+    Close(SessionId),
+    /// Report a client's loss, jitter and RTT on a session
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+    /// Follow member changes and this node's session events, until Ctrl-C
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(Wide),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct SessionId {
+    /// Session id, as `baton sessions` shows it
+    #[arg(value_name = "ID")]
+    pub(super) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct OpenArgs {
+    /// Service to run, such as rtp-audio
+    #[arg(long, value_name = "NAME")]
+    pub(super) service: String,
+    /// Where the client is: for rtp-audio, the UDP address it receives on
+    #[arg(long, value_name = "IP:PORT")]
+    pub(super) client: String,
+    /// A service parameter (repeatable)
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub(super) params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ReportArgs {
+    /// Session id
+    #[arg(value_name = "ID")]
+    pub(super) id: String,
+    /// Fraction of packets lost, 0 to 1, or a percentage such as 5%
+    #[arg(long, value_name = "FRACTION", value_parser = parse_loss, allow_negative_numbers = true)]
+    pub(super) loss: f64,
+    /// Interarrival jitter, in milliseconds
+    #[arg(long = "jitter-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true)]
+    pub(super) jitter_ms: f64,
+    /// Round-trip time, in milliseconds
+    #[arg(long = "rtt-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true)]
+    pub(super) rtt_ms: f64,
+    /// Packets received since the last report
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(super) packets: u64,
+}
+
+/// `--param KEY=VALUE`: the value may be empty or hold `=`, the key may not.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some(("", _)) => Err(format!("{text:?} has no name before '=': write KEY=VALUE")),
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err(format!(
+            "{text:?} has no '=': write KEY=VALUE, such as source=tone"
+        )),
+    }
+}
+
+/// `--loss`: a fraction from 0 to 1, or a percentage.
+fn parse_loss(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.trim().strip_suffix('%') {
+        Some(percent) => (percent, 100.0),
+        None => (text.trim(), 1.0),
+    };
+    match number.parse::<f64>().map(|n| n / scale) {
+        Ok(loss) if (0.0..=1.0).contains(&loss) => Ok(loss),
+        _ => Err(format!(
+            "{text:?} is not a loss: give a fraction from 0 to 1 (0.05) or a percentage (5%)"
+        )),
+    }
+}
+
+/// `--jitter-ms` and `--rtt-ms`: milliseconds, within what the API takes.
+fn parse_millis(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ms) if (0.0..=MAX_REPORT_MS).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "{text:?} is not a duration: give milliseconds from 0 to {MAX_REPORT_MS}"
+        )),
+    }
+}
+
+impl Command {
+    /// Checks what clap cannot: a `--param` given twice.
+    pub(super) fn check(&self) -> Result<(), clap::Error> {
+        if let Command::Open(open) = self {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some((key, _)) = open.params.iter().find(|(key, _)| !seen.insert(key)) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--param {key} is given twice: give each parameter once"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Wide {
+    /// Show full peer ids and every address
+    #[arg(long)]
+    pub(super) wide: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_is_consistent() {
+        Cli::command().debug_assert();
+        let help = Cli::try_parse_from(["baton", "--help"]).unwrap_err();
+        assert_eq!(help.exit_code(), 0);
+        let help = help.render().to_string();
+        for text in [
+            "status",
+            "members",
+            "peers",
+            "sessions",
+            "session",
+            "open",
+            "close",
+            "report",
+            "watch",
+            "Examples:",
+            "BATON_TOKEN",
+        ] {
+            assert!(help.contains(text), "{text} missing from\n{help}");
+        }
+        let help = Cli::try_parse_from(["baton", "members", "--help"]).unwrap_err();
+        assert!(help.render().to_string().contains("--wide"));
+        for (command, text) in [
+            ("sessions", "--wide"),
+            ("session", "baton session s1"),
+            ("open", "--param <KEY=VALUE>"),
+            ("close", "names the primary"),
+            ("report", "--jitter-ms <MS>"),
+        ] {
+            let help = Cli::try_parse_from(["baton", command, "--help"]).unwrap_err();
+            assert_eq!(help.exit_code(), 0);
+            let help = help.render().to_string();
+            assert!(help.contains("Examples:"), "{command}:\n{help}");
+            assert!(help.contains(text), "{text} missing from\n{help}");
+        }
+        // Global flags go anywhere, as in `baton members --json`.
+        let cli = Cli::try_parse_from(["baton", "members", "--json", "--api", "h:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.api.as_deref(), Some("h:1"));
+        let usage = Cli::try_parse_from(["baton", "frobnicate"]).unwrap_err();
+        assert_eq!(usage.exit_code(), 2);
+    }
+
+    #[test]
+    fn watch_help_says_it_shows_session_events_too() {
+        let help = Cli::try_parse_from(["baton", "--help"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("watch "))
+            .unwrap_or_default();
+        assert!(line.contains("session events"), "{line:?} in\n{help}");
+        let help = Cli::try_parse_from(["baton", "watch", "--help"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        assert!(help.contains("A session event"), "{help}");
+    }
+
+    #[test]
+    fn params_are_key_equals_value() {
+        assert_eq!(
+            parse_param("codec=pcmu"),
+            Ok(("codec".to_owned(), "pcmu".to_owned()))
+        );
+        assert_eq!(
+            parse_param("cmd=a=b c"),
+            Ok(("cmd".to_owned(), "a=b c".to_owned()))
+        );
+        assert_eq!(
+            parse_param("empty="),
+            Ok(("empty".to_owned(), String::new()))
+        );
+        let err = parse_param("codec").unwrap_err();
+        assert!(err.contains("has no '='"), "{err}");
+        let err = parse_param("=pcmu").unwrap_err();
+        assert!(err.contains("no name before '='"), "{err}");
+    }
+
+    #[test]
+    fn report_values_are_checked() {
+        assert_eq!(parse_loss("0.05"), Ok(0.05));
+        assert_eq!(parse_loss("5%"), Ok(0.05));
+        assert_eq!(parse_loss("1"), Ok(1.0));
+        for bad in ["1.5", "-0.1", "150%", "NaN", "inf", "x", ""] {
+            assert!(parse_loss(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_millis("20"), Ok(20.0));
+        assert_eq!(parse_millis("0.5"), Ok(0.5));
+        for bad in ["-1", "NaN", "inf", "1e300", "20ms"] {
+            assert!(parse_millis(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
