@@ -10,12 +10,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-// The JSON shapes live in `views`, shared with the CLI and the testnet; these
-// are the names the driver and the services know them by.
-pub use crate::views::{
-    Event as ApiEvent, Member as MemberView, Move as MoveView, Peer as PeerView,
-    Report as ReportBody, Session as SessionView,
-};
+use crate::views;
 
 /// Capacity of the event stream: a subscriber that falls further behind
 /// misses events (and is told so) rather than growing memory.
@@ -27,18 +22,18 @@ pub struct Shared {
     /// This node.
     pub local: LocalInfo,
     /// Members by peer id (base58), this node excluded.
-    pub members: DashMap<String, MemberView>,
+    pub members: DashMap<String, views::Member>,
     /// libp2p peers currently connected or recently refused, by peer id.
-    pub peers: DashMap<String, PeerView>,
+    pub peers: DashMap<String, views::Peer>,
     /// Counters for `/metrics` and `/v1/status`.
     pub metrics: Metrics,
     /// Member state changes and other events, for `/v1/events`.
-    pub events: broadcast::Sender<ApiEvent>,
+    pub events: broadcast::Sender<views::Event>,
     /// Addresses this node listens on, as reported by libp2p.
     pub listen_addrs: RwLock<Vec<String>>,
     /// Sessions of the replicated map, by id (closed ones while their
     /// tombstone lives).
-    pub sessions: DashMap<String, SessionView>,
+    pub sessions: DashMap<String, views::Session>,
     /// Requests the API makes of the driver (open, close, report).
     pub commands: mpsc::Sender<SessionCommand>,
 }
@@ -64,21 +59,21 @@ pub enum SessionCommand {
         /// Parameters.
         params: std::collections::BTreeMap<String, String>,
         /// The answer.
-        reply: oneshot::Sender<Result<SessionView, CommandError>>,
+        reply: oneshot::Sender<Result<views::Session, CommandError>>,
     },
     /// Close a session (this node must be its primary).
     Close {
         /// Session id.
         id: String,
         /// The answer.
-        reply: oneshot::Sender<Result<SessionView, CommandError>>,
+        reply: oneshot::Sender<Result<views::Session, CommandError>>,
     },
     /// A client's report on a session.
     Report {
         /// Session id.
         id: String,
         /// The report.
-        report: ReportBody,
+        report: views::Report,
         /// The answer.
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
@@ -163,22 +158,23 @@ impl Shared {
     }
 
     /// Members sorted by name then id, for stable output.
-    pub fn members_sorted(&self) -> Vec<MemberView> {
-        let mut out: Vec<MemberView> = self.members.iter().map(|m| m.value().clone()).collect();
+    pub fn members_sorted(&self) -> Vec<views::Member> {
+        let mut out: Vec<views::Member> = self.members.iter().map(|m| m.value().clone()).collect();
         out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         out
     }
 
     /// Sessions sorted by id.
-    pub fn sessions_sorted(&self) -> Vec<SessionView> {
-        let mut out: Vec<SessionView> = self.sessions.iter().map(|s| s.value().clone()).collect();
+    pub fn sessions_sorted(&self) -> Vec<views::Session> {
+        let mut out: Vec<views::Session> =
+            self.sessions.iter().map(|s| s.value().clone()).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
     /// Peers sorted by id.
-    pub fn peers_sorted(&self) -> Vec<PeerView> {
-        let mut out: Vec<PeerView> = self.peers.iter().map(|p| p.value().clone()).collect();
+    pub fn peers_sorted(&self) -> Vec<views::Peer> {
+        let mut out: Vec<views::Peer> = self.peers.iter().map(|p| p.value().clone()).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
@@ -195,7 +191,7 @@ impl Shared {
     }
 
     /// Publishes an event to every `/v1/events` subscriber (none is fine).
-    pub fn publish(&self, event: ApiEvent) {
+    pub fn publish(&self, event: views::Event) {
         let _ = self.events.send(event);
     }
 }

@@ -304,7 +304,9 @@ pub fn decode(bytes: &[u8]) -> Result<Hello, Refusal> {
         _ => 0,
     };
     if index >= crate::datagram::INDEX_LIMIT {
-        return Err(Refusal::Malformed(format!("key index {index} is not 24 bits")));
+        return Err(Refusal::Malformed(format!(
+            "key index {index} is not 24 bits"
+        )));
     }
     if nonce.len() != NONCE_LEN {
         return Err(Refusal::Malformed(format!(

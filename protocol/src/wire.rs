@@ -616,7 +616,9 @@ impl<'a> Reader<'a> {
     }
 
     fn seq(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     /// A list length between 1 and `max`, which must also fit in what is

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use baton_node::Node;
 use baton_node::rtp_receiver::RtpReceiver;
-use baton_node::state::{SessionCommand, SessionView};
+use baton_node::state::SessionCommand;
+use baton_node::views::Session;
 use baton_tests::{TempDir, dial_addr, eventually, loopback_config};
 use tokio::sync::oneshot;
 
@@ -17,7 +18,7 @@ async fn start(name: &str, dir: &TempDir, extra: &[&str]) -> Node {
         .expect("node starts")
 }
 
-async fn open(node: &Node, client: String) -> SessionView {
+async fn open(node: &Node, client: String) -> Session {
     let (reply, answer) = oneshot::channel();
     node.shared
         .commands
@@ -135,7 +136,7 @@ async fn report(node: &Node, id: &str, loss: f64, jitter_ms: f64) {
         .commands
         .send(SessionCommand::Report {
             id: id.to_string(),
-            report: baton_node::state::ReportBody {
+            report: baton_node::views::Report {
                 loss,
                 jitter_ms,
                 rtt_ms: 1.0,

@@ -57,11 +57,11 @@ mod tests {
 
     use super::*;
     use crate::api::testing::{LIMIT, Server, shared};
-    use crate::state::{ApiEvent, Shared, wall_clock};
+    use crate::state::{Shared, wall_clock};
 
-    fn event(id: &str, state: &str) -> ApiEvent {
+    fn event(id: &str, state: &str) -> crate::views::Event {
         let (at, at_ms) = wall_clock();
-        ApiEvent {
+        crate::views::Event {
             kind: "member".to_owned(),
             at,
             at_ms,

@@ -5,18 +5,18 @@
 //! reports. Everything that decides lives in `baton-protocol`; this is the
 //! shell around it (quinn's endpoint driver), split by IO concern:
 //! [`swarm`] (libp2p), [`streams`] (stream IO), [`services`] (instances),
-//! [`views`] (what the API shows).
+//! [`publish`] (what the API shows).
 //!
 //! One probe, end to end: `Node::handle_timeout` queues a sealed ping as a
 //! `Transmit::Datagram`, [`Driver::flush`] sends it on the UDP socket; the
 //! ack comes back through the `recv_from` branch of [`Driver::run`] into
 //! `Node::handle_datagram`, which opens and decodes it and hands it to SWIM;
-//! the RTT shows up as an `Event::Member(ProbeRtt)` in [`views`].
+//! the RTT shows up as an `Event::Member(ProbeRtt)` in [`publish`].
 
+mod publish;
 pub mod services;
 pub mod streams;
 pub mod swarm;
-mod views;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::KeySigner;
 use crate::service::SessionSpec;
-use crate::state::{CommandError, ReportBody, SessionCommand, Shared};
+use crate::state::{CommandError, SessionCommand, Shared};
+use crate::views;
 use services::Services;
 use streams::{StreamEvent, Streams};
 use swarm::{Behaviour, node_id, peer_id};
@@ -67,7 +68,7 @@ pub struct Driver {
     services: Services,
     commands: mpsc::Receiver<Command>,
     session_commands: mpsc::Receiver<SessionCommand>,
-    client_reports: mpsc::Receiver<(String, ReportBody)>,
+    client_reports: mpsc::Receiver<(String, views::Report)>,
     /// Remote addresses of the open connections, per peer.
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
@@ -92,7 +93,7 @@ pub(crate) struct Parts {
     pub services: Services,
     pub commands: mpsc::Receiver<Command>,
     pub session_commands: mpsc::Receiver<SessionCommand>,
-    pub client_reports: mpsc::Receiver<(String, ReportBody)>,
+    pub client_reports: mpsc::Receiver<(String, views::Report)>,
 }
 
 impl Driver {
@@ -375,7 +376,7 @@ impl Driver {
     }
 }
 
-fn report_of(report: &ReportBody) -> Report {
+fn report_of(report: &views::Report) -> Report {
     let ms = |v: f64| Duration::from_secs_f64((v / 1e3).clamp(0.0, 3600.0));
     Report {
         loss: report.loss.clamp(0.0, 1.0),
@@ -394,7 +395,7 @@ fn command_error(e: NodeError) -> CommandError {
     let message = match &e {
         NodeError::NotPrimary { id, primary } => format!(
             "this node is not the primary of {id}: ask its primary {}",
-            views::show(primary)
+            publish::show(primary)
         ),
         other => other.to_string(),
     };

@@ -214,7 +214,7 @@ pub struct Status {
 /// path (RTCP receiver reports of `rtp-audio`): the session id and the
 /// report. Instances `try_send`: when the channel is full, reports are
 /// dropped, never waited for.
-pub type Reports = tokio::sync::mpsc::Sender<(String, crate::state::ReportBody)>;
+pub type Reports = tokio::sync::mpsc::Sender<(String, crate::views::Report)>;
 
 /// The services a node offers, by name.
 #[derive(Clone, Default)]

@@ -1,14 +1,12 @@
 //! RTCP (RFC 3550 §6) for `rtp-audio`: parsing the receiver report blocks a
 //! client sends about the stream (in RR packets, PT 201, or in the SR, PT
 //! 200, that opens a compound packet), turning them into a
-//! [`ReportBody`], and building the sender report (SR + SDES CNAME) that
+//! [`crate::views::Report`], and building the sender report (SR + SDES CNAME) that
 //! lets a client's report carry a round-trip time.
 //!
 //! Parsing never panics: a datagram that is not a well-formed compound
 //! packet (version 2, every length in 32-bit words inside the datagram,
 //! report blocks inside their packet) yields no report at all.
-
-use crate::state::ReportBody;
 
 /// Packet type of a sender report.
 pub const PT_SR: u8 = 200;
@@ -116,7 +114,7 @@ fn ntp(unix_us: u64) -> (u32, u32) {
     (secs, frac)
 }
 
-/// Turns the reports on one stream into [`ReportBody`]s, at 8 kHz.
+/// Turns the reports on one stream into [`crate::views::Report`]s, at 8 kHz.
 #[derive(Debug, Clone)]
 pub struct Reporter {
     ssrc: u32,
@@ -136,7 +134,7 @@ impl Reporter {
     /// `rtt_ms` is now - LSR - DLSR when the client echoes one of our SRs
     /// (LSR not 0), else 0. `packets` is the packets received since the
     /// previous report (0 for the first one).
-    pub fn reports(&mut self, datagram: &[u8], unix_us: u64) -> Vec<ReportBody> {
+    pub fn reports(&mut self, datagram: &[u8], unix_us: u64) -> Vec<crate::views::Report> {
         let now = ntp_middle(unix_us);
         report_blocks(datagram)
             .into_iter()
@@ -162,7 +160,7 @@ impl Reporter {
                     None => 0,
                 };
                 self.last = Some((b.highest_seq, b.cumulative_lost));
-                ReportBody {
+                crate::views::Report {
                     loss: f64::from(b.fraction_lost) / 256.0,
                     jitter_ms: f64::from(b.jitter) * 1000.0 / 8000.0,
                     rtt_ms,
@@ -252,7 +250,7 @@ pub(crate) mod tests {
         let mut r = Reporter::new(0xAABB_CCDD);
         assert_eq!(
             r.reports(&rr, 0),
-            [ReportBody {
+            [crate::views::Report {
                 loss: 0.25,
                 jitter_ms: 20.0,
                 rtt_ms: 0.0,

@@ -46,7 +46,7 @@
 //! port P and an RTCP socket is bound on P + 1 (§11; if no such pair can be
 //! had the session goes on without RTCP). Receiver reports on the stream's
 //! SSRC, in RR or SR packets of a compound packet, that come to P + 1 from
-//! the client's IP address become [`crate::state::ReportBody`]s handed to
+//! the client's IP address become [`crate::views::Report`]s handed to
 //! the node (see [`super::Reports`]); anything else is ignored. Every
 //! [`SR_INTERVAL`] the instance sends a sender report (with an SDES CNAME
 //! derived from the session id) to the client's RTCP port (its even RTP
@@ -740,7 +740,6 @@ mod tests {
 
     use super::*;
     use crate::rtp_receiver::RtpReceiver;
-    use crate::state::ReportBody;
 
     fn now_ms() -> u64 {
         SystemTime::now()
@@ -1135,7 +1134,7 @@ mod tests {
         assert_eq!(id, "rtcp");
         assert_eq!(
             body,
-            ReportBody {
+            crate::views::Report {
                 loss: 0.25,
                 jitter_ms: 20.0,
                 rtt_ms: 0.0,

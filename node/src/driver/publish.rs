@@ -12,7 +12,8 @@ use baton_protocol::swim;
 
 use super::Driver;
 use super::swarm::peer_id;
-use crate::state::{ApiEvent, MemberView, MoveView, PeerView, SessionView, wall_clock};
+use crate::state::wall_clock;
+use crate::views;
 
 /// A node id as the API shows it: its base58 peer id.
 pub fn show(id: &NodeId) -> String {
@@ -69,7 +70,7 @@ impl Driver {
                         self.shared
                             .members
                             .entry(key.clone())
-                            .or_insert_with(|| MemberView {
+                            .or_insert_with(|| views::Member {
                                 id: key.clone(),
                                 name: String::new(),
                                 state: state.as_str().to_string(),
@@ -100,7 +101,7 @@ impl Driver {
                     previous = previous.map(|p| p.as_str()).unwrap_or("-"), incarnation,
                     "member state"
                 );
-                self.shared.publish(ApiEvent {
+                self.shared.publish(views::Event {
                     kind: "member".to_string(),
                     at,
                     at_ms,
@@ -143,7 +144,7 @@ impl Driver {
             swim::Event::Refuted { incarnation } => {
                 let (at, at_ms) = wall_clock();
                 tracing::warn!(incarnation, "refuted a suspicion about this node");
-                self.shared.publish(ApiEvent {
+                self.shared.publish(views::Event {
                     kind: "refuted".to_string(),
                     at,
                     at_ms,
@@ -164,7 +165,7 @@ impl Driver {
 
     fn publish_session_event(&self, id: &str, state: &str, epoch: u64, reason: &str) {
         let (at, at_ms) = wall_clock();
-        self.shared.publish(ApiEvent {
+        self.shared.publish(views::Event {
             kind: "session".to_string(),
             at,
             at_ms,
@@ -194,7 +195,7 @@ impl Driver {
                 .map(|m| m.name.clone())
                 .unwrap_or_default()
         };
-        let view = SessionView {
+        let view = views::Session {
             id: record.id.clone(),
             service: record.service.clone(),
             primary,
@@ -216,7 +217,7 @@ impl Driver {
             history: engine
                 .history(id)
                 .iter()
-                .map(|m| MoveView {
+                .map(|m| views::Move {
                     epoch: m.epoch,
                     primary: show(&m.primary),
                     reason: m.reason.clone(),
@@ -256,7 +257,7 @@ impl Driver {
             };
             self.shared.peers.insert(
                 key.clone(),
-                PeerView {
+                views::Peer {
                     id: key.clone(),
                     addrs,
                     connections: conns.map_or(0, |l| l.len() as u32),
