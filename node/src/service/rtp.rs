@@ -797,6 +797,65 @@ mod tests {
     }
 
     #[test]
+    fn the_derivation_gives_the_values_every_node_has_used() {
+        // Pinned from the code as it was before the derivation moved to
+        // baton-protocol: nodes of different builds must go on agreeing.
+        for (id, ssrc, seq0, ts0) in [
+            ("s1", 0x6CDF_5F1F, 0xB429, 0xFBCB_B2C6),
+            ("call-7", 0xB134_D6CB, 0x4A3E, 0xAC74_6319),
+            ("", 0x9752_874D, 0xB18A, 0x1A2A_CB21),
+            ("A-session_ID-0123456789", 0x3232_ED97, 0x820F, 0x2CEA_0134),
+        ] {
+            assert_eq!(
+                StreamIds::derive(id),
+                StreamIds { ssrc, seq0, ts0 },
+                "{id:?}"
+            );
+        }
+        let stream = Stream {
+            ids: StreamIds::derive("call-7"),
+            started_ms: 1_700_000_000_123,
+            source: Source::Tone { hz: 440 },
+        };
+        for (k, seq, ts, due) in [
+            (0, 0x4A3E, 0xAC74_6319, 1_700_000_000_123_000),
+            (1, 0x4A3F, 0xAC74_63B9, 1_700_000_000_143_000),
+            (65_535, 0x4A3D, 0xAD14_6279, 1_700_001_310_823_000),
+            (65_536, 0x4A3E, 0xAD14_6319, 1_700_001_310_843_000),
+            (26_843_545, 0xE3D7, 0xAC74_62B9, 1_700_536_871_023_000),
+            (
+                u64::from(u32::MAX) + 5,
+                0x4A42,
+                0xAC74_6599,
+                1_785_899_346_123_000,
+            ),
+        ] {
+            assert_eq!(
+                (stream.seq(k), stream.timestamp(k), stream.due_us(k)),
+                (seq, ts, due),
+                "packet {k}"
+            );
+        }
+        for (unix_us, first, last) in [
+            (0, 0, None),
+            (1_700_000_000_122_999, 0, None),
+            (1_700_000_000_123_000, 0, Some(0)),
+            (1_700_000_000_123_001, 1, Some(0)),
+            (1_700_000_000_143_000, 1, Some(1)),
+            (1_700_000_060_135_345, 3001, Some(3000)),
+        ] {
+            assert_eq!(
+                (
+                    stream.first_due_at_or_after(unix_us),
+                    stream.last_due_at_or_before(unix_us)
+                ),
+                (first, last),
+                "at {unix_us}"
+            );
+        }
+    }
+
+    #[test]
     fn params_override_the_derived_ids() {
         let s = spec(
             "s1",
