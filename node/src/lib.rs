@@ -9,7 +9,6 @@ pub mod driver;
 pub mod identity;
 pub mod net;
 pub mod node;
-pub mod rtp_receiver;
 pub mod service;
 pub mod state;
 

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use baton_node::rtp_receiver::RtpReceiver;
-
 use crate::local::{LocalCluster, LocalError, loopback_bytes};
+use crate::rtp_receiver::RtpReceiver;
 use crate::sim::stats::Summary;
 
 /// What to measure.

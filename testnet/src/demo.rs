@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use baton_node::rtp_receiver::RtpReceiver;
-
 use crate::local::{LocalCluster, LocalError, bin_dir};
+use crate::rtp_receiver::RtpReceiver;
 
 /// Demo parameters.
 #[derive(Debug, Clone)]

@@ -10,11 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use baton_node::rtp_receiver::RtpReceiver;
-
 use crate::emu::{Delays, Switch, SwitchHandle, round_robin};
 use crate::local::bin_dir;
 use crate::netns::{self, Netns};
+use crate::rtp_receiver::RtpReceiver;
 use crate::sim::RttMatrix;
 use crate::sys::{self, Signal};
 

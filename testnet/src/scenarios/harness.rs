@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use baton_node::rtp_receiver::{Arrival, GapReport, RtpReceiver};
-
 use super::report::ClientStats;
 
+use crate::rtp_receiver::{Arrival, GapReport, RtpReceiver};
 use crate::sim::RttMatrix;
 use crate::sys;
 use crate::testbed::{CLIENT_ADDR, Testbed, TestbedConfig, TestbedError, unix_ms};
