@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -366,10 +366,8 @@ impl Testbed {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", node.ns.name()])
-            .arg(&self.batond)
-            .args(["--name", &node.name])
+        let mut cmd = node.ns.command(&self.batond);
+        cmd.args(["--name", &node.name])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--listen", &node.multiaddr()])
