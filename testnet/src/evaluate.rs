@@ -11,6 +11,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::scenarios::fmt_num;
+use crate::targets::{self, seconds};
+
 /// The matrix file the simulator is given (the testnet has it built in).
 pub const WAN_CSV: &str = "testnet/data/wan-rtt.csv";
 
@@ -255,11 +258,7 @@ fn summary(v: &Value, unit: &str) -> String {
     if v.is_null() || v["samples"].as_u64() == Some(0) {
         return "-".into();
     }
-    let f = |x: &Value| {
-        x.as_f64()
-            .map(crate::scenarios::fmt_num)
-            .unwrap_or_else(|| "-".into())
-    };
+    let f = |x: &Value| x.as_f64().map(fmt_num).unwrap_or_else(|| "-".into());
     format!(
         "p50 {} / **p99 {}** / max {} {unit} (n={})",
         f(&v["p50"]),
@@ -381,38 +380,43 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
                 md,
                 "| {what}: {target} | {} | {} | [{key}](#{}) |",
                 value
-                    .map(|v| format!("{} {unit}", crate::scenarios::fmt_num(v)))
+                    .map(|v| format!("{} {unit}", fmt_num(v)))
                     .unwrap_or_else(|| "-".into()),
                 met(ok),
                 anchor(key)
             );
         };
     let le = |v: Option<f64>, limit: f64| v.map(|v| v <= limit);
+    let p99_within = |limit: f64| format!("p99 <= {}", seconds(limit));
+    let at_most = |limit: f64| format!("<= {}", fmt_num(limit));
+    let (lan, wan) = (false, true);
+    let limit = targets::DETECTION_P99_MS.on(lan);
     let v = p99("kill-lan", "detection_ms");
     row(
         "detection, kill -9, LAN",
-        "p99 <= 1.0 s",
+        &p99_within(limit),
         v,
         "ms",
-        le(v, 1000.0),
+        le(v, limit),
         "kill-lan",
     );
     let v = num(&report(o, "sim-crash-32")["detection_ms"]["p99"]);
     row(
         "detection, kill, N=32, simulator",
-        "p99 <= 1.0 s",
+        &p99_within(limit),
         v,
         "ms",
-        le(v, 1000.0),
+        le(v, limit),
         "sim-crash-32",
     );
+    let limit = targets::DETECTION_P99_MS.on(wan);
     let v = p99("kill-wan", "detection_ms");
     row(
         "detection, kill -9, emulated WAN",
-        "p99 <= 1.5 s",
+        &p99_within(limit),
         v,
         "ms",
-        le(v, 1500.0),
+        le(v, limit),
         "kill-wan",
     );
     for (key, what) in [
@@ -430,26 +434,28 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         ),
     ] {
         let v = num(&report(o, key)["false_positives"]);
-        row(what, "0", v, "", le(v, 0.0), key);
+        let limit = targets::FALSE_DEATHS;
+        row(what, &fmt_num(limit), v, "", le(v, limit), key);
     }
     for key in ["scale-lan", "scale-wan"] {
         let r = report(o, key);
         let v = num(&r["bytes_per_node_per_s"]);
+        let limit = targets::TRAFFIC_BYTES_PER_NODE_PER_S;
         row(
             &format!("monitoring traffic per node on the wire, N=64 ({key})"),
-            "<= 2 KB/s",
+            &format!("<= {}", targets::kb_per_s(limit)),
             v,
             "B/s",
-            le(v, 2000.0),
+            le(v, limit),
             key,
         );
         let ratio = num(&r["details"]["traffic_ratio_largest_to_smallest"]);
         row(
             &format!("traffic ratio N=64 / N=8 ({key})"),
-            "<= 1.2",
+            &at_most(targets::TRAFFIC_RATIO),
             ratio.map(|r| (r * 100.0).round() / 100.0),
             "",
-            le(ratio, 1.2),
+            le(ratio, targets::TRAFFIC_RATIO),
             key,
         );
     }
@@ -457,48 +463,52 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         num(&report(o, "sim-traffic-8")["bytes_per_node_per_s"]),
         num(&report(o, "sim-traffic-1000")["bytes_per_node_per_s"]),
     );
+    let limit = targets::TRAFFIC_BYTES_PER_NODE_PER_S;
     row(
         "SWIM payload per node, N=1000, simulator",
-        "<= 2 KB/s",
+        &format!("<= {}", targets::kb_per_s(limit)),
         b,
         "B/s",
-        le(b, 2000.0),
+        le(b, limit),
         "sim-traffic-1000",
     );
     let ratio = a.zip(b).map(|(a, b)| b / a);
     row(
         "payload ratio N=1000 / N=8, simulator",
-        "<= 1.2",
+        &at_most(targets::TRAFFIC_RATIO),
         ratio.map(|r| (r * 100.0).round() / 100.0),
         "",
-        le(ratio, 1.2),
+        le(ratio, targets::TRAFFIC_RATIO),
         "sim-traffic-1000",
     );
+    let limit = targets::GAP_P99_MS.on(lan);
     let v = p99("kill-lan", "gap_ms");
     row(
         "client gap, primary killed, LAN",
-        "p99 <= 1.5 s",
+        &p99_within(limit),
         v,
         "ms",
-        le(v, 1500.0),
+        le(v, limit),
         "kill-lan",
     );
+    let limit = targets::GAP_P99_MS.on(wan);
     let v = p99("kill-wan", "gap_ms");
     row(
         "client gap, primary killed, WAN",
-        "p99 <= 2.0 s",
+        &p99_within(limit),
         v,
         "ms",
-        le(v, 2000.0),
+        le(v, limit),
         "kill-wan",
     );
+    let limit = targets::DISSEMINATION_P99_MS;
     let v = num(&report(o, "sim-crash-1000")["dissemination_ms"]["p99"]);
     row(
         "update reaches 99.9% of 1000 nodes, simulator",
-        "<= 1.2 s",
+        &format!("<= {}", seconds(limit)),
         v,
         "ms",
-        le(v, 1200.0),
+        le(v, limit),
         "sim-crash-1000",
     );
     for key in [
@@ -513,44 +523,53 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         let v = num(&r["sessions_lost"])
             .zip(num(&r["double_owned"]))
             .map(|(a, b)| a + b);
+        let limit = targets::SESSIONS_LOST + targets::SESSIONS_DOUBLY_OWNED;
         row(
             &format!("sessions lost or doubly owned 10 s after each fault ({key})"),
-            "0",
+            &fmt_num(limit),
             v,
             "",
-            le(v, 0.0),
+            le(v, limit),
             key,
         );
     }
+    let limit = targets::VIVALDI_MEDIAN_ERROR_PCT;
     let v = num(&report(o, "kill-wan")["vivaldi_median_rel_error"]).map(|v| v * 100.0);
     row(
         "Vivaldi median relative RTT error, emulated WAN, N=32",
-        "<= 10%",
+        &format!("{}%", at_most(limit)),
         v,
         "%",
-        le(v, 10.0),
+        le(v, limit),
         "kill-wan",
     );
     let v = num(&report(o, "scale-wan")["vivaldi_median_rel_error"]).map(|v| v * 100.0);
-    row("same, N=64", "<= 10%", v, "%", le(v, 10.0), "scale-wan");
+    row(
+        "same, N=64",
+        &format!("{}%", at_most(limit)),
+        v,
+        "%",
+        le(v, limit),
+        "scale-wan",
+    );
     for key in ["scale-lan", "bench"] {
         let r = report(o, key);
         let rss = num(&r["rss_mb"]["max"]);
         let cpu = num(&r["cpu_pct"]["p50"]);
         row(
             &format!("idle node RSS, max ({key})"),
-            "<= 30 MB",
+            &format!("{} MB", at_most(targets::IDLE_RSS_MB)),
             rss,
             "MB",
-            le(rss, 30.0),
+            le(rss, targets::IDLE_RSS_MB),
             key,
         );
         row(
             &format!("idle node CPU, p50 ({key})"),
-            "<= 1% of a core",
+            &format!("{}% of a core", at_most(targets::IDLE_CPU_PCT)),
             cpu,
             "%",
-            le(cpu, 1.0),
+            le(cpu, targets::IDLE_CPU_PCT),
             key,
         );
     }

@@ -17,4 +17,5 @@ pub mod rtp_receiver;
 pub mod scenarios;
 pub mod sim;
 pub mod sys;
+pub mod targets;
 pub mod testbed;
