@@ -8,7 +8,6 @@ pub mod config;
 pub mod driver;
 pub mod identity;
 pub mod node;
-pub mod rtp_receiver;
 pub mod service;
 pub mod state;
 pub mod views;

@@ -512,7 +512,7 @@ impl TryFrom<WireCoordinate> for Coordinate {
     type Error = WireError;
 
     fn try_from(wire: WireCoordinate) -> Result<Self, WireError> {
-        if wire.vec.len() % 4 != 0 {
+        if !wire.vec.len().is_multiple_of(4) {
             return Err(WireError::Ragged(wire.vec.len()));
         }
         let dims = wire.vec.len() / 4;

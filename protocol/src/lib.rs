@@ -16,6 +16,7 @@ pub mod peering;
 pub mod policy;
 pub mod session;
 pub mod sessions;
+pub mod stream;
 pub mod swim;
 pub mod wire;
 

@@ -814,10 +814,10 @@ impl Map {
                 }
                 Ordering::Greater => {}
             }
-        } else if let Some(grave) = self.graves.get(&record.id) {
-            if grave.cmp_record(record) != Ordering::Less {
-                return Ok(Applied::Stale);
-            }
+        } else if let Some(grave) = self.graves.get(&record.id)
+            && grave.cmp_record(record) != Ordering::Less
+        {
+            return Ok(Applied::Stale);
         }
         check_with(&delta, &self.config.verifier)?;
         Ok(self.insert(delta, now_ms))

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use baton_node::rtp_receiver::RtpReceiver;
+use crate::rtp_receiver::RtpReceiver;
 use baton_node::views::{OpenRequest, Session, Status};
 
 use crate::local::{LocalCluster, LocalError, bin_dir};

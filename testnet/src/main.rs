@@ -40,7 +40,7 @@ enum Command {
         testnet sim --nodes 32 --scenario loss --duration 30min\n  \
         testnet sim --nodes 64 --scenario partition --asymmetric\n  \
         testnet sim --nodes 32 --scenario pause --loss 0.05 --duration 30min\n  \
-        testnet sim --nodes 32 --scenario crash --wan ../shared/data/wan-rtt.csv")]
+        testnet sim --nodes 32 --scenario crash --wan testnet/data/wan-rtt.csv")]
     Sim(Box<SimArgs>),
     /// The local demo (no root needed): starts real `batond` processes on
     /// 127.0.0.1, opens rtp-audio sessions towards local RTP receivers, kills
@@ -426,7 +426,7 @@ struct SimArgs {
     max_rtt: Option<Duration>,
 
     /// Take RTTs from a region matrix, a CSV file of `a,b,rtt_ms` lines after a
-    /// header (e.g. ../shared/data/wan-rtt.csv); nodes are placed in the
+    /// header (e.g. testnet/data/wan-rtt.csv); nodes are placed in the
     /// regions round-robin, links inside a region have LAN RTTs.
     #[arg(long, value_name = "FILE")]
     wan: Option<PathBuf>,

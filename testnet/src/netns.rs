@@ -3,6 +3,7 @@
 //! (`bt<pid>-...`), so leftovers of a process that died without cleaning up
 //! are recognised and removed by the next run.
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,6 +47,14 @@ pub fn list() -> Vec<String> {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
+        .collect()
+}
+
+/// Names of the namespaces that exist now and start with `prefix`.
+pub fn with_prefix(prefix: &str) -> Vec<String> {
+    list()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
         .collect()
 }
 
@@ -105,6 +114,14 @@ impl Netns {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         ip(&all)
+    }
+
+    /// A command that runs `program` inside this namespace (`ip netns
+    /// exec`), for processes that must live there, such as `batond`.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
     }
 
     /// Runs `f` on a thread inside this namespace and answers its result:

@@ -6,11 +6,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use baton_node::rtp_receiver::RtpReceiver;
+use crate::rtp_receiver::RtpReceiver;
 use baton_node::views::{Event, Status};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -370,10 +370,8 @@ impl Testbed {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", node.ns.name()])
-            .arg(&self.batond)
-            .args(["--name", &node.name])
+        let mut cmd = node.ns.command(&self.batond);
+        cmd.args(["--name", &node.name])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--listen", &node.multiaddr()])

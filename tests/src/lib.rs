@@ -165,4 +165,4 @@ pub fn require_netns(test: &str) -> bool {
     }
 }
 
-pub mod netns;
+pub mod lan;

@@ -118,10 +118,7 @@ impl Net {
 fn assert_cleaned_up(tag: &str) {
     let pid = std::process::id();
     let ns_prefix = format!("{}{tag}", netns::prefix_of(pid));
-    let left: Vec<String> = netns::list()
-        .into_iter()
-        .filter(|n| n.starts_with(&ns_prefix))
-        .collect();
+    let left = netns::with_prefix(&ns_prefix);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     let links = netns::ip_output(&["-o", "link", "show"]).expect("ip link show");
     let tap_prefix = format!("bt{pid}{tag}t");

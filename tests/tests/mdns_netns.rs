@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use baton_tests::netns::{Lan, namespaces_with_prefix};
+use baton_testnet::netns;
+use baton_tests::lan::Lan;
 use baton_tests::{TempDir, require_netns, workspace_bin};
 
 #[test]
@@ -75,7 +76,7 @@ fn nodes_in_namespaces_discover_each_other_by_mdns() {
         eprintln!("mDNS discovery converged in {:?}", started.elapsed());
     }
     assert!(
-        namespaces_with_prefix(&prefix).is_empty(),
+        netns::with_prefix(&prefix).is_empty(),
         "namespaces are removed after the test"
     );
 }

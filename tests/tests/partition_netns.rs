@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use baton_tests::netns::{Lan, namespaces_with_prefix};
+use baton_testnet::netns;
+use baton_tests::lan::Lan;
 use baton_tests::{TempDir, require_netns, workspace_bin};
 use serde_json::Value;
 
@@ -132,7 +133,7 @@ fn after_a_partition_heals_each_session_has_one_owner() {
         });
     }
     assert!(
-        namespaces_with_prefix(&prefix).is_empty(),
+        netns::with_prefix(&prefix).is_empty(),
         "namespaces are removed after the test"
     );
 }

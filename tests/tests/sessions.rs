@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use baton_node::Node;
-use baton_node::rtp_receiver::RtpReceiver;
 use baton_node::state::SessionCommand;
 use baton_node::views::Session;
+use baton_testnet::rtp_receiver::RtpReceiver;
 use baton_tests::{TempDir, dial_addr, eventually, loopback_config};
 use tokio::sync::oneshot;
 

@@ -100,16 +100,16 @@ mod tests {
     async fn next_event(stream: &mut TcpStream, buf: &mut String) -> (String, Value) {
         timeout(LIMIT, async {
             loop {
-                if let Some(start) = buf.find("\ndata: ") {
-                    if let Some(len) = buf[start + 7..].find('\n') {
-                        let data = buf[start + 7..start + 7 + len].to_owned();
-                        let name = buf[..start]
-                            .rsplit_once("event: ")
-                            .map(|(_, name)| name.to_owned())
-                            .unwrap_or_default();
-                        buf.drain(..start + 7 + len);
-                        return (name, serde_json::from_str(&data).unwrap());
-                    }
+                if let Some(start) = buf.find("\ndata: ")
+                    && let Some(len) = buf[start + 7..].find('\n')
+                {
+                    let data = buf[start + 7..start + 7 + len].to_owned();
+                    let name = buf[..start]
+                        .rsplit_once("event: ")
+                        .map(|(_, name)| name.to_owned())
+                        .unwrap_or_default();
+                    buf.drain(..start + 7 + len);
+                    return (name, serde_json::from_str(&data).unwrap());
                 }
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk).await.unwrap();

@@ -69,10 +69,10 @@ impl ApiClient {
             api: api.to_owned(),
             why,
         })?;
-        if let Some(token) = &token {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(CliError::BadToken);
-            }
+        if let Some(token) = &token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(CliError::BadToken);
         }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)

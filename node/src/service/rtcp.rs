@@ -300,7 +300,7 @@ pub(crate) mod tests {
         assert!(parse(&sr).is_some(), "well formed");
         let long = "n".repeat(300);
         let sr = sender_report(1, 0, 0, 0, 0, &long);
-        assert!(parse(&sr).is_some() && sr.len() % 4 == 0);
+        assert!(parse(&sr).is_some() && sr.len().is_multiple_of(4));
     }
 
     #[test]

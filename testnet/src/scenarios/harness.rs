@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use baton_node::rtp_receiver::{Arrival, GapReport, RtpReceiver};
+use crate::rtp_receiver::{Arrival, GapReport, RtpReceiver};
 use baton_node::views::{Member, OpenRequest, Session};
 
 use super::report::ClientStats;

@@ -1,5 +1,5 @@
-//! What a scenario measured: report.json (the keys of DESIGN.md plus the
-//! details), report.md (tables against the targets) and SVG plots.
+//! What a scenario measured: report.json (the keys docs/operations.md
+//! lists, plus the details), report.md (tables against the targets) and SVG plots.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::plot::Plot;
 use crate::sim::stats::Summary;
 
-/// A target of DESIGN.md and what this run measured against it.
+/// A design target ([`crate::targets`]) and what this run measured
+/// against it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     /// What is measured.

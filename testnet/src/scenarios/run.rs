@@ -11,6 +11,7 @@ use super::harness::{Harness, Options, sleep};
 use super::report::{Report, Target, fmt_num};
 use crate::plot::{Plot, Style, cdf};
 use crate::sim::stats::Summary;
+use crate::targets::{self, ByNet};
 use crate::testbed::{TestbedError, unix_ms};
 
 /// The scenarios `testnet run` knows.
@@ -90,7 +91,7 @@ fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError>
         report.targets.push(Target::at_most(
             "Vivaldi median relative RTT error",
             median,
-            10.0,
+            targets::VIVALDI_MEDIAN_ERROR_PCT,
             "%",
         ));
         eprintln!(
@@ -168,20 +169,10 @@ fn resumed_gaps(
     (gaps, lost)
 }
 
-/// A p99 latency target of DESIGN.md, whose limit depends on the network.
-fn p99_target(
-    report: &mut Report,
-    opts: &Options,
-    what: &str,
-    value: Option<f64>,
-    lan: f64,
-    wan: f64,
-) {
-    let (limit, net) = if is_wan(opts) {
-        (wan, "WAN")
-    } else {
-        (lan, "LAN")
-    };
+/// A p99 latency target, whose limit depends on the network.
+fn p99_target(report: &mut Report, opts: &Options, what: &str, value: Option<f64>, limit: ByNet) {
+    let net = if is_wan(opts) { "WAN" } else { "LAN" };
+    let limit = limit.on(is_wan(opts));
     report.targets.push(Target::at_most(
         &format!("{what} ({net})"),
         value,
@@ -192,7 +183,13 @@ fn p99_target(
 
 fn detection_targets(report: &mut Report, opts: &Options) {
     let p99 = report.detection_ms.and_then(|s| s.p99);
-    p99_target(report, opts, "detection p99", p99, 1000.0, 1500.0);
+    p99_target(
+        report,
+        opts,
+        "detection p99",
+        p99,
+        targets::DETECTION_P99_MS,
+    );
 }
 
 fn gap_target(report: &mut Report, opts: &Options) {
@@ -202,8 +199,7 @@ fn gap_target(report: &mut Report, opts: &Options) {
         opts,
         "client gap p99 when the primary fails",
         p99,
-        1500.0,
-        2000.0,
+        targets::GAP_P99_MS,
     );
 }
 
@@ -211,13 +207,13 @@ fn ownership_targets(report: &mut Report) {
     report.targets.push(Target::at_most(
         "sessions lost 10 s after a fault",
         report.sessions_lost.map(|v| v as f64),
-        0.0,
+        targets::SESSIONS_LOST,
         "",
     ));
     report.targets.push(Target::at_most(
         "sessions doubly owned 10 s after a fault",
         report.double_owned.map(|v| v as f64),
-        0.0,
+        targets::SESSIONS_DOUBLY_OWNED,
         "",
     ));
 }
@@ -312,7 +308,7 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
     ));
     gap_target(&mut report, opts);
     ownership_targets(&mut report);
-    let target = if is_wan(opts) { 1500.0 } else { 1000.0 };
+    let target = targets::DETECTION_P99_MS.on(is_wan(opts));
     report.plots.push((
         "detection.svg".into(),
         Plot::new(
@@ -581,7 +577,7 @@ fn loss(opts: &Options) -> Result<Report, TestbedError> {
     report.targets.push(Target::at_most(
         "healthy nodes declared dead",
         Some(deaths.len() as f64),
-        0.0,
+        targets::FALSE_DEATHS,
         "",
     ));
     ownership_targets(&mut report);
@@ -674,7 +670,7 @@ fn pause(opts: &Options) -> Result<Report, TestbedError> {
     report.targets.push(Target::at_most(
         "healthy nodes declared dead",
         Some(healthy_dead.len() as f64),
-        0.0,
+        targets::FALSE_DEATHS,
         "",
     ));
     ownership_targets(&mut report);
@@ -857,7 +853,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
     report.targets.push(Target::at_most(
         "monitoring traffic per node at the largest N",
         report.bytes_per_node_per_s,
-        2000.0,
+        targets::TRAFFIC_BYTES_PER_NODE_PER_S,
         "B/s",
     ));
     if sizes.len() > 1 {
@@ -868,27 +864,27 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
                 sizes[0]
             ),
             ratio.map(|r| (r * 100.0).round() / 100.0),
-            1.2,
+            targets::TRAFFIC_RATIO,
             "",
         ));
     }
     report.targets.push(Target::at_most(
         "idle RSS per node (max, largest N)",
         report.rss_mb.and_then(|s| s.max),
-        30.0,
+        targets::IDLE_RSS_MB,
         "MB",
     ));
     report.targets.push(Target::at_most(
         "idle CPU per node (p50, largest N)",
         report.cpu_pct.and_then(|s| s.p50),
-        1.0,
+        targets::IDLE_CPU_PCT,
         "% of a core",
     ));
     if is_wan(opts) {
         report.targets.push(Target::at_most(
             "Vivaldi median relative RTT error (largest N)",
             report.vivaldi_median_rel_error.map(|v| v * 100.0),
-            10.0,
+            targets::VIVALDI_MEDIAN_ERROR_PCT,
             "%",
         ));
     }
@@ -896,26 +892,41 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         "traffic.svg".into(),
         Plot::new("Bytes sent per node per second (eth0)", "nodes", "B/s")
             .series("idle overlay", Style::Line, bytes)
-            .reference("target 2 KB/s", 2000.0),
+            .reference(
+                &format!(
+                    "target {}",
+                    targets::kb_per_s(targets::TRAFFIC_BYTES_PER_NODE_PER_S)
+                ),
+                targets::TRAFFIC_BYTES_PER_NODE_PER_S,
+            ),
     ));
     report.plots.push((
         "cpu.svg".into(),
         Plot::new("CPU per node (median)", "nodes", "% of a core")
             .series("idle", Style::Line, cpu)
-            .reference("target 1%", 1.0),
+            .reference(
+                &format!("target {}%", fmt_num(targets::IDLE_CPU_PCT)),
+                targets::IDLE_CPU_PCT,
+            ),
     ));
     report.plots.push((
         "rss.svg".into(),
         Plot::new("RSS per node (median)", "nodes", "MB")
             .series("idle", Style::Line, rss)
-            .reference("target 30 MB", 30.0),
+            .reference(
+                &format!("target {} MB", fmt_num(targets::IDLE_RSS_MB)),
+                targets::IDLE_RSS_MB,
+            ),
     ));
     if !viv.is_empty() {
         report.plots.push((
             "vivaldi.svg".into(),
             Plot::new("Vivaldi median relative error", "nodes", "%")
                 .series("median", Style::Line, viv)
-                .reference("target 10%", 10.0),
+                .reference(
+                    &format!("target {}%", fmt_num(targets::VIVALDI_MEDIAN_ERROR_PCT)),
+                    targets::VIVALDI_MEDIAN_ERROR_PCT,
+                ),
         ));
     }
     Ok(report)

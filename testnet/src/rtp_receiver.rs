@@ -86,7 +86,7 @@ impl Arrival {
             marker: datagram[1] & 0x80 != 0,
             payload_type: datagram[1] & 0x7F,
             len: datagram.len(),
-            hash: crate::service::rtp::fnv1a64(datagram),
+            hash: baton_protocol::stream::fnv1a64(datagram),
             payload: datagram.get(start..end)?.to_vec(),
         })
     }

@@ -1,0 +1,74 @@
+//! The numeric targets of Baton's design, written once: `testnet run`
+//! checks each report against them and `testnet evaluate` tabulates every
+//! report against the same numbers in docs/evaluation.md.
+
+use crate::scenarios::fmt_num;
+
+/// A limit that differs between a LAN and the emulated wide area.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ByNet {
+    /// On a LAN.
+    pub lan: f64,
+    /// On the emulated WAN.
+    pub wan: f64,
+}
+
+impl ByNet {
+    /// The limit on the WAN if `wan`, else on the LAN.
+    pub fn on(self, wan: bool) -> f64 {
+        if wan { self.wan } else { self.lan }
+    }
+}
+
+/// From `kill -9` of a node until every survivor marks it dead, p99 (ms).
+pub const DETECTION_P99_MS: ByNet = ByNet {
+    lan: 1000.0,
+    wan: 1500.0,
+};
+/// Client-visible gap of an RTP session when its primary is killed, p99
+/// (ms).
+pub const GAP_P99_MS: ByNet = ByNet {
+    lan: 1500.0,
+    wan: 2000.0,
+};
+/// Healthy nodes declared dead, under loss or beside a CPU-starved node.
+pub const FALSE_DEATHS: f64 = 0.0;
+/// Monitoring traffic per node on the wire, idle (B/s).
+pub const TRAFFIC_BYTES_PER_NODE_PER_S: f64 = 2000.0;
+/// Traffic per node at the largest overlay over the smallest: flat.
+pub const TRAFFIC_RATIO: f64 = 1.2;
+/// An update reaches 99.9% of 1000 simulated nodes, p99 (ms).
+pub const DISSEMINATION_P99_MS: f64 = 1200.0;
+/// Sessions lost 10 s after any single fault or partition heal.
+pub const SESSIONS_LOST: f64 = 0.0;
+/// Sessions doubly owned 10 s after any single fault or partition heal.
+pub const SESSIONS_DOUBLY_OWNED: f64 = 0.0;
+/// Vivaldi median relative RTT error on the emulated WAN (%).
+pub const VIVALDI_MEDIAN_ERROR_PCT: f64 = 10.0;
+/// RSS of an idle node (MB).
+pub const IDLE_RSS_MB: f64 = 30.0;
+/// CPU of an idle node (% of a core).
+pub const IDLE_CPU_PCT: f64 = 1.0;
+
+/// Milliseconds as the targets write them: seconds, one decimal (`1.0 s`).
+pub fn seconds(ms: f64) -> String {
+    format!("{:.1} s", ms / 1000.0)
+}
+
+/// Bytes per second as the targets write them (`2 KB/s`).
+pub fn kb_per_s(bytes_per_s: f64) -> String {
+    format!("{} KB/s", fmt_num(bytes_per_s / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_written_as_the_design_writes_them() {
+        assert_eq!(seconds(DETECTION_P99_MS.on(false)), "1.0 s");
+        assert_eq!(seconds(DETECTION_P99_MS.on(true)), "1.5 s");
+        assert_eq!(seconds(DISSEMINATION_P99_MS), "1.2 s");
+        assert_eq!(kb_per_s(TRAFFIC_BYTES_PER_NODE_PER_S), "2 KB/s");
+    }
+}
