@@ -44,6 +44,17 @@ impl Driver {
                 tracing::debug!(peer = %show(&peer), %why, "handshake failed");
                 self.peers_dirty = true;
             }
+            Event::Fenced { fenced: true } => {
+                tracing::warn!(
+                    "this node hears nothing from the overlay (every probe fails): it stops \
+                     serving its sessions, which its peers take over, until it hears them again"
+                );
+            }
+            Event::Fenced { fenced: false } => {
+                tracing::info!(
+                    "this node hears the overlay again: it resumes once its map is current"
+                );
+            }
             Event::SessionChanged { id } => self.publish_session(&id),
             Event::SessionStarted { id, epoch, reason } => {
                 self.publish_session_event(&id, "started", epoch, &reason);

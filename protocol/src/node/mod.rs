@@ -240,6 +240,12 @@ pub enum Event {
         /// Why it is here (`open`, `takeover: ...`, `transfer: ...`).
         reason: String,
     },
+    /// This node hears nothing from the overlay (`fenced`: it stopped
+    /// serving and writes nothing), or hears it again.
+    Fenced {
+        /// Whether it is fenced now.
+        fenced: bool,
+    },
     /// This node stopped hosting a session.
     SessionStopped {
         /// The session.
@@ -806,6 +812,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 "this node is leaving the overlay: open the session on another node".into(),
             ));
         }
+        if self.engine.is_fenced() {
+            return Err(CommandError::Unavailable(
+                "this node hears nothing from the overlay (its links may be cut): \
+                 open the session on another node"
+                    .into(),
+            ));
+        }
         let mut bytes = [0u8; 16];
         self.rng.fill(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -994,6 +1007,17 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// moves: SWIM's events feed the engine, the engine's broadcasts become
     /// SWIM transmits, transmits become datagrams or streams.
     fn pump(&mut self, now: Instant) {
+        // Lifeguard's self-awareness, to its end: a node whose every probe
+        // fails fences itself before the others finish taking its sessions.
+        let isolated = self.swim.is_isolated(now);
+        if isolated != self.engine.is_fenced() {
+            self.engine.set_fenced(now, isolated);
+            self.events.push_back(Event::Fenced { fenced: isolated });
+            if !isolated {
+                // What it missed meanwhile comes by anti-entropy, now.
+                self.push_sync(now);
+            }
+        }
         loop {
             let mut moved = false;
             while let Some(event) = self.swim.poll_event() {
