@@ -44,6 +44,14 @@ impl Driver {
                 tracing::debug!(peer = %show(&peer), %why, "handshake failed");
                 self.peers_dirty = true;
             }
+            Event::DuplicateIdentity { peer, detail } => {
+                if peer == *self.node.id() {
+                    tracing::error!(%detail, "THIS NODE'S IDENTITY RUNS TWICE");
+                } else {
+                    tracing::error!(peer = %show(&peer), %detail, "a peer's identity runs twice");
+                }
+                crate::state::Metrics::add(&self.shared.metrics.duplicate_identity, 1);
+            }
             Event::Fenced { fenced: true } => {
                 tracing::warn!(
                     "this node hears nothing from the overlay (every probe fails): it stops \

@@ -117,7 +117,7 @@ fn admission_is_four_frames_and_both_sides_get_keys() {
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(t.len(), 1);
     let confirm = frames_of(&t).remove(0).1;
-    assert!(matches!(hello(&confirm), Hello::Confirm { ref proof } if proof.len() == 32));
+    assert!(matches!(hello(&confirm), Hello::Confirm { ref proof, .. } if proof.len() == 32));
     assert!(!a.peer(&b_id).unwrap().admitted, "not before Done");
 
     // B admits A: Done, finish, keys, and a join (A is new to B's SWIM).
@@ -125,7 +125,7 @@ fn admission_is_four_frames_and_both_sides_get_keys() {
     let (t, _, e) = drain(&mut b);
     assert_eq!(hello(&frames_of(&t)[0].1), Hello::Done);
     assert!(matches!(t[1], Transmit::Finish { stream } if stream == sb));
-    let Transmit::Datagram { to, bytes } = &t[2] else {
+    let Transmit::Datagram { to, bytes, .. } = &t[2] else {
         panic!("{t:?}")
     };
     assert_eq!(*to, addr(0), "the announced datagram socket");
@@ -562,4 +562,38 @@ fn a_node_that_cannot_send_fences_itself_within_the_bound() {
         );
     }
     assert!(net.converged());
+}
+
+#[test]
+fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
+    // Node 3 runs with node 2's key: a copied data directory.
+    let mut net = Net::with_keys(4, 23, harness::config, |i| if i == 3 { 2 } else { i });
+    net.join_all();
+    net.run_for(Duration::from_secs(20));
+    let twin = net.ids[2].clone();
+    let said = |i: usize| {
+        net.events[i]
+            .iter()
+            .any(|e| matches!(e, Event::DuplicateIdentity { peer, .. } if *peer == twin))
+    };
+    assert!(said(2) && said(3), "both processes say so");
+    assert!(said(0) || said(1), "and a peer does");
+    // A plain restart is not mistaken for a twin.
+    let mut net = Net::new(4, 24);
+    net.join_all();
+    net.run_for(Duration::from_secs(3));
+    net.crash(2);
+    net.run_for(Duration::from_secs(1));
+    net.restart(2);
+    net.discover(2, 0);
+    net.run_for(Duration::from_secs(8));
+    for i in 0..4 {
+        assert!(
+            !net.events[i]
+                .iter()
+                .any(|e| matches!(e, Event::DuplicateIdentity { .. })),
+            "node {i}: {:?}",
+            net.events[i]
+        );
+    }
 }
