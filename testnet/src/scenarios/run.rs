@@ -1150,10 +1150,13 @@ fn compare(opts: &Options) -> Result<Report, TestbedError> {
     Ok(report)
 }
 
+/// (observer, member name, state, Unix ms) of one member event.
+type MemberEvent = (usize, String, String, f64);
+
 /// Every node's events, followed on threads: the first time each observer
 /// reported a member dead.
 struct Followed {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, String, String, f64)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<MemberEvent>>>,
 }
 
 fn follow_all(tb: &Testbed) -> Result<Followed, TestbedError> {
