@@ -298,6 +298,8 @@ impl Driver {
                 self.services.stop(&id);
                 self.publish_session(&id);
             }
+            proto::Action::Pause { id } => self.services.pause(&id, true),
+            proto::Action::Resume { id } => self.services.pause(&id, false),
             other => self.on_discovery_action(other),
         }
     }
@@ -352,7 +354,10 @@ impl Driver {
                     .node
                     .close(now, &id)
                     .map_err(command_error)
-                    .and_then(|_| {
+                    .and_then(|closed| {
+                        if let proto::Closed::Forwarded { primary } = &closed {
+                            tracing::info!(session = %id, primary = %publish::show(primary), "close forwarded to the primary");
+                        }
                         self.flush();
                         self.publish_session(&id);
                         self.shared
@@ -370,6 +375,7 @@ impl Driver {
                 let answer = self
                     .node
                     .report(now, &id, report_of(&report))
+                    .map(|_| ())
                     .map_err(command_error);
                 let _ = reply.send(answer);
             }

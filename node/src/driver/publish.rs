@@ -67,6 +67,18 @@ impl Driver {
             Event::SessionStarted { id, epoch, reason } => {
                 self.publish_session_event(&id, "started", epoch, &reason);
             }
+            Event::SessionPaused { id, reason } => {
+                tracing::warn!(session = %id, %reason, "stream paused");
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                self.publish_session_event(&id, "paused", epoch, &reason);
+                self.publish_session(&id);
+            }
+            Event::SessionResumed { id } => {
+                tracing::info!(session = %id, "stream resumed: the client consents");
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                self.publish_session_event(&id, "resumed", epoch, "the client consents again");
+                self.publish_session(&id);
+            }
             Event::SessionStopped { id, epoch, reason } => {
                 tracing::info!(session = %id, %reason, "stopping session");
                 self.publish_session_event(&id, "stopped", epoch, &reason);

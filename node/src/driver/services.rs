@@ -61,6 +61,13 @@ impl Services {
         }
     }
 
+    /// Pauses or resumes the session's stream.
+    pub fn pause(&self, id: &str, paused: bool) {
+        if let Some(instance) = self.instances.get(id) {
+            instance.pause(paused);
+        }
+    }
+
     /// Whether an instance of the session runs here.
     pub fn hosts(&self, id: &str) -> bool {
         self.instances.contains_key(id)

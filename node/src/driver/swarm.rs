@@ -292,7 +292,10 @@ impl Driver {
                     kad.get_providers(self.overlay_key.clone());
                 }
             }
-            Action::Start(_) | Action::Stop { .. } => {}
+            Action::Start(_)
+            | Action::Stop { .. }
+            | Action::Pause { .. }
+            | Action::Resume { .. } => {}
         }
     }
 

@@ -184,6 +184,14 @@ pub trait Instance: Send + fmt::Debug {
 
     /// What the instance is doing.
     fn status(&self) -> Status;
+
+    /// Stops sending to the client for now (`true`: its client gave no
+    /// consent) or goes on (`false`); the instance keeps running. Services
+    /// that cannot pause ignore it (the session is closed if consent does
+    /// not come back).
+    fn pause(&self, paused: bool) {
+        let _ = paused;
+    }
 }
 
 /// What an instance reports about itself.
@@ -191,6 +199,8 @@ pub trait Instance: Send + fmt::Debug {
 pub struct Status {
     /// Still running (an `exec` instance between restarts counts as running).
     pub running: bool,
+    /// Sending nothing for now: the client gave no consent.
+    pub paused: bool,
     /// `exec`: how many times the command was started again.
     pub restarts: u32,
     /// `exec`: process id of the current child.
@@ -317,6 +327,10 @@ impl TaskInstance {
 }
 
 impl Instance for TaskInstance {
+    fn pause(&self, paused: bool) {
+        lock(&self.status).paused = paused;
+    }
+
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, Status> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

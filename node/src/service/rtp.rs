@@ -643,7 +643,9 @@ async fn run(
             // error after a sender report): ignored.
             (Wake::Rtcp(_), _) => continue,
             (Wake::SenderReport, Some(rtcp)) => {
-                rtcp.send_report(&stream, clock.unix_us(), &status).await;
+                if !lock(&status).paused {
+                    rtcp.send_report(&stream, clock.unix_us(), &status).await;
+                }
                 next_report = Instant::now() + SR_INTERVAL;
                 continue;
             }
@@ -652,8 +654,14 @@ async fn run(
             (Wake::Stop, _) => true,
         };
         let (packets, skipped) = pacer.take_due(&stream, clock.unix_us());
-        lock(&status).packets_skipped += skipped;
-        for k in packets {
+        let paused = {
+            let mut s = lock(&status);
+            s.packets_skipped += skipped;
+            s.paused
+        };
+        // Paused, the stream keeps its place: what is due is not sent, and
+        // resuming sends what is due then, as a takeover would.
+        for k in packets.into_iter().filter(|_| !paused) {
             let result = socket.send(&stream.packet(k)).await;
             let mut s = lock(&status);
             match result {
