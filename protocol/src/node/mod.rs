@@ -299,7 +299,7 @@ pub enum Event {
 pub enum Closed {
     /// This node is the primary and closed it (or it was closed already):
     /// the tombstone.
-    Here(Record),
+    Here(Box<Record>),
     /// Another node is the primary: the request went to it.
     Forwarded {
         /// The primary.
@@ -920,7 +920,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 CommandError::NotFound(format!("no session {id:?} is known here"))
             })?;
         if record.state == crate::session::SessionState::Closed {
-            return Ok(Closed::Here(record.clone()));
+            return Ok(Closed::Here(Box::new(record.clone())));
         }
         if record.primary != self.me {
             // Any node takes the request; the primary carries it out.
@@ -935,7 +935,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .close(now, now_ms, id)
             .map_err(|e| CommandError::Conflict(e.to_string()))?;
         self.pump(now);
-        Ok(Closed::Here(record))
+        Ok(Closed::Here(Box::new(record)))
     }
 
     /// A client's report on a session (from RTCP, or from the API).
