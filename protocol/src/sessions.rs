@@ -53,6 +53,42 @@ pub struct Config {
     pub map: map::Config,
     /// Whether clients must show they want their stream.
     pub consent: ConsentConfig,
+    /// How a session's first backup stands by, unless the session's
+    /// `standby` parameter says otherwise.
+    pub standby: Standby,
+}
+
+/// How a session's first backup stands by (the session parameter
+/// `standby=cold|warm`, or [`Config::standby`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Standby {
+    /// Nothing runs on the backup: a takeover starts the service (today's
+    /// re-instantiation: detection, claim, then the service's start-up).
+    #[default]
+    Cold,
+    /// The service runs on the first backup too, sending nothing (its gate
+    /// closed): a takeover only opens it. Costs an instance per session
+    /// (counted against the backup's capacity) to save the start-up.
+    Warm,
+}
+
+impl Standby {
+    /// The parameter's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standby::Cold => "cold",
+            Standby::Warm => "warm",
+        }
+    }
+
+    /// Parses the parameter.
+    pub fn parse(s: &str) -> Option<Standby> {
+        match s {
+            "cold" => Some(Standby::Cold),
+            "warm" => Some(Standby::Warm),
+            _ => None,
+        }
+    }
 }
 
 /// Consent before streaming (RFC 7675 in spirit, as SIP and WebRTC media
@@ -152,6 +188,7 @@ impl Default for Config {
             gc_interval: Duration::from_secs(10),
             resume_grace: Duration::from_secs(2),
             consent: ConsentConfig::default(),
+            standby: Standby::Cold,
             map: map::Config::default(),
         }
     }
@@ -182,6 +219,10 @@ pub enum Action {
         /// The session.
         id: String,
     },
+    /// Start the session's service in warm standby: running, sending
+    /// nothing. A later [`Action::Start`] of the same session promotes it;
+    /// an [`Action::Stop`] ends it.
+    Warm(Box<Record>),
     /// Spread this payload to every member (piggybacked on SWIM); `key`
     /// identifies what a newer payload replaces.
     Broadcast {
@@ -424,6 +465,8 @@ pub struct Engine<S> {
     resume_at: Option<Instant>,
     /// Consent of the hosted sessions that need it.
     consent: BTreeMap<String, Consent>,
+    /// Sessions this node stands by for, warm (it is their first backup).
+    warm: BTreeSet<String>,
     /// When the summary was last shared, and what it said.
     last_perf: Option<(Instant, Vec<u8>)>,
     next_perf: Instant,
@@ -457,6 +500,7 @@ impl<S: Signer> Engine<S> {
             fenced: false,
             resume_at: None,
             consent: BTreeMap::new(),
+            warm: BTreeSet::new(),
             last_perf: None,
             next_perf: now,
             rejected: 0,
@@ -473,9 +517,24 @@ impl<S: Signer> Engine<S> {
         self.hosting.iter()
     }
 
-    /// Sessions this node hosts, counted.
+    /// Sessions this node hosts or stands by for warm, counted: a warm
+    /// instance holds the resources of a hosted one.
     pub fn load(&self) -> u32 {
-        self.hosting.len() as u32
+        (self.hosting.len() + self.warm.len()) as u32
+    }
+
+    /// Whether this node stands by for session `id` warm.
+    pub fn is_warm(&self, id: &str) -> bool {
+        self.warm.contains(id)
+    }
+
+    /// How `record`'s first backup stands by.
+    pub fn standby_of(&self, record: &Record) -> Standby {
+        record
+            .params
+            .get("standby")
+            .and_then(|s| Standby::parse(s))
+            .unwrap_or(self.config.standby)
     }
 
     /// Records rejected (bad signature, no authority, invalid, undecodable).
@@ -503,6 +562,12 @@ impl<S: Signer> Engine<S> {
             let hosted: Vec<String> = self.hosting.iter().cloned().collect();
             for id in hosted {
                 self.stop(&id, "fenced: this node hears nothing from the overlay");
+            }
+            for id in std::mem::take(&mut self.warm) {
+                self.actions.push_back(Action::Stop {
+                    id,
+                    reason: "fenced: warm standby stopped".into(),
+                });
             }
         } else {
             self.resume_at = Some(now + self.config.resume_grace);
@@ -1130,6 +1195,7 @@ impl<S: Signer> Engine<S> {
         };
         self.note_move(&record);
         let mine = record.primary == self.me && record.state == SessionState::Active;
+        self.keep_standby(&record, mine);
         if mine && (self.fenced || self.resume_at.is_some()) {
             // Served again when the fence lifts and the grace has passed.
             return;
@@ -1193,6 +1259,32 @@ impl<S: Signer> Engine<S> {
             format!("moved to {} ({})", record.primary, record.reason)
         };
         self.stop(id, &reason);
+    }
+
+    /// Starts or stops this node's warm instance of `record` as it is or
+    /// stops being its first backup. A warm instance that becomes primary
+    /// is promoted by the `Start` that follows, not stopped.
+    fn keep_standby(&mut self, record: &Record, mine: bool) {
+        let id = &record.id;
+        let should = !self.fenced
+            && record.state == SessionState::Active
+            && !mine
+            && record.backups.first() == Some(&self.me)
+            && self.standby_of(record) == Standby::Warm;
+        if should && !self.warm.contains(id) && !self.hosting.contains(id) {
+            self.warm.insert(id.clone());
+            self.actions
+                .push_back(Action::Warm(Box::new(record.clone())));
+        } else if !should && self.warm.remove(id) && !mine {
+            self.actions.push_back(Action::Stop {
+                id: id.clone(),
+                reason: if record.state == SessionState::Closed {
+                    "closed: warm standby stopped".into()
+                } else {
+                    "no longer its first backup: warm standby stopped".into()
+                },
+            });
+        }
     }
 
     fn stop(&mut self, id: &str, reason: &str) {

@@ -298,6 +298,12 @@ impl Driver {
                 self.services.stop(&id);
                 self.publish_session(&id);
             }
+            proto::Action::Warm(record) => {
+                if let Err(e) = self.services.warm(&record) {
+                    tracing::warn!(session = %record.id, error = %e, "cannot stand by warm");
+                }
+                self.publish_session(&record.id);
+            }
             proto::Action::Pause { id } => self.services.pause(&id, true),
             proto::Action::Resume { id } => self.services.pause(&id, false),
             other => self.on_discovery_action(other),

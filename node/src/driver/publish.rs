@@ -256,6 +256,8 @@ impl Driver {
                 })
                 .collect(),
             hosted_here: self.services.hosts(id),
+            standby_here: self.services.is_warm(id),
+            paused: engine.is_paused(id),
         };
         self.shared.sessions.insert(id.to_string(), view);
     }

@@ -293,6 +293,7 @@ impl Driver {
                 }
             }
             Action::Start(_)
+            | Action::Warm(_)
             | Action::Stop { .. }
             | Action::Pause { .. }
             | Action::Resume { .. } => {}

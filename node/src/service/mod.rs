@@ -162,6 +162,14 @@ pub trait Service: Send + Sync + fmt::Debug {
     /// running (its socket bound, its first process spawned).
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error>;
 
+    /// Whether an instance of this session can stand by warm: run without
+    /// sending to the client until told to (see [`Instance::pause`]).
+    /// Services that cannot are started cold at a takeover instead.
+    fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        let _ = spec;
+        false
+    }
+
     /// Like [`start`](Service::start), handing the client's reports to
     /// `reports` if the service receives any (by default it does not).
     fn start_reporting(
@@ -279,6 +287,12 @@ impl Registry {
     /// Validates a session with the service it names.
     pub fn validate(&self, spec: &SessionSpec) -> Result<(), Error> {
         self.get(&spec.service)?.validate(spec)
+    }
+
+    /// Whether the session's service can run it in warm standby.
+    pub fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        self.get(&spec.service)
+            .is_ok_and(|service| service.can_stand_by(spec))
     }
 
     /// Starts a session with the service it names.

@@ -401,6 +401,12 @@ fn resolve_wav(media_dir: Option<&Path>, source: &str) -> Result<PathBuf, Error>
 }
 
 impl Service for RtpAudio {
+    /// The stream is a function of time: a paused instance keeps its place
+    /// and, unpaused, sends what is due, as a fresh one would.
+    fn can_stand_by(&self, _spec: &SessionSpec) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "rtp-audio"
     }

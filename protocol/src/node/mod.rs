@@ -173,8 +173,12 @@ pub enum Transmit {
 /// Something the driver must do that is not a transmission.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Start hosting this session: this node is its primary now.
+    /// Start hosting this session: this node is its primary now (promoting
+    /// its warm instance if it has one).
     Start(Box<Record>),
+    /// Start the session's service in warm standby: running, sending
+    /// nothing, until a `Start` promotes it or a `Stop` ends it.
+    Warm(Box<Record>),
     /// Stop hosting the session `id`.
     Stop {
         /// The session.
@@ -1311,6 +1315,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     id: record.id.clone(),
                 });
                 self.actions.push_back(Action::Start(record));
+            }
+            sessions::Action::Warm(record) => {
+                self.events.push_back(Event::SessionChanged {
+                    id: record.id.clone(),
+                });
+                self.actions.push_back(Action::Warm(record));
             }
             sessions::Action::Pause { id, reason } => {
                 self.events.push_back(Event::SessionPaused {

@@ -502,3 +502,91 @@ fn clients_in_exempt_networks_and_nodes_that_do_not_ask_need_no_consent() {
         0
     ));
 }
+
+impl Cluster {
+    /// Opens a session with `standby=warm`.
+    fn open_warm(&mut self, at: usize, id: &str) -> Record {
+        let r = self.engines[at]
+            .open(
+                self.now,
+                self.now_ms,
+                OpenRequest {
+                    id: id.into(),
+                    service: "rtp-audio".into(),
+                    params: BTreeMap::from([("standby".to_string(), "warm".to_string())]),
+                    client: "198.18.9.9:5004".into(),
+                    location: "198.18.9.0/24".into(),
+                },
+            )
+            .expect("open");
+        self.settle();
+        r
+    }
+}
+
+fn warmed(c: &Cluster, i: usize, id: &str) -> bool {
+    c.log[i]
+        .iter()
+        .any(|a| matches!(a, Action::Warm(r) if r.id == id))
+}
+
+#[test]
+fn a_warm_session_runs_on_its_first_backup_and_a_takeover_promotes_it() {
+    let mut c = Cluster::new(4);
+    c.open_warm(0, "s1");
+    let p = primary_of(&c, "s1");
+    let record = c.engines[p].map().get("s1").unwrap().clone();
+    let first = c.index(&record.backups[0]);
+    let second = c.index(&record.backups[1]);
+    assert!(warmed(&c, first, "s1"), "the first backup stands by warm");
+    assert!(!warmed(&c, second, "s1"), "the second does not");
+    assert!(c.engines[first].is_warm("s1"));
+    assert_eq!(c.engines[first].load(), 1, "a warm instance counts as load");
+    c.log[first].clear();
+    c.crash(p);
+    for _ in 0..5 {
+        c.tick(Duration::from_millis(200));
+    }
+    assert_eq!(primary_of(&c, "s1"), first);
+    // Promoted: a Start and no Stop in between.
+    assert!(
+        matches!(c.log[first].first(), Some(Action::Start(r)) if r.id == "s1"),
+        "{:?}",
+        c.log[first]
+    );
+    assert!(!c.engines[first].is_warm("s1"));
+    assert_eq!(c.hosting(first), vec!["s1".to_string()]);
+    // The new first backup stands by warm in turn.
+    let now_first = c.index(&c.engines[first].map().get("s1").unwrap().backups[0]);
+    assert!(c.engines[now_first].is_warm("s1"));
+}
+
+#[test]
+fn a_warm_instance_follows_the_first_backup_and_ends_with_the_session() {
+    let mut c = Cluster::new(5);
+    c.open_warm(0, "s1");
+    let p = primary_of(&c, "s1");
+    let first = c.index(&c.engines[p].map().get("s1").unwrap().backups[0]);
+    c.crash(first);
+    for _ in 0..5 {
+        c.tick(Duration::from_millis(200));
+    }
+    let now_first = c.index(&c.engines[p].map().get("s1").unwrap().backups[0]);
+    assert_ne!(now_first, first);
+    assert!(
+        c.engines[now_first].is_warm("s1"),
+        "repair moved the standby"
+    );
+    let now = c.now;
+    let now_ms = c.now_ms;
+    c.engines[p].close(now, now_ms, "s1").unwrap();
+    c.settle();
+    assert!(!c.engines[now_first].is_warm("s1"));
+    assert!(c.log[now_first].iter().any(
+        |a| matches!(a, Action::Stop { id, reason } if id == "s1" && reason.contains("closed"))
+    ));
+    // Cold by default: nothing stands by.
+    let mut c = Cluster::new(3);
+    c.open(0, "s2");
+    assert!((0..3).all(|i| !warmed(&c, i, "s2")));
+}
