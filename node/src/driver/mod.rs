@@ -74,6 +74,9 @@ pub struct Driver {
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
     peers_dirty: bool,
+    /// The session an open request is creating, and why its service failed
+    /// to start, if it did.
+    opening: Option<(String, Option<String>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -138,6 +141,7 @@ impl Driver {
             client_reports,
             connections: HashMap::new(),
             peers_dirty: true,
+            opening: None,
         }
     }
 
@@ -291,6 +295,16 @@ impl Driver {
             proto::Action::Start(record) => {
                 if let Err(e) = self.services.start(&record) {
                     tracing::error!(session = %record.id, error = %e, "cannot start session");
+                    match &mut self.opening {
+                        // Opened by this very request: the caller hears why.
+                        Some((id, failed)) if *id == record.id => *failed = Some(e.to_string()),
+                        // The next cluster tries: the node hands it over.
+                        _ => self.node.handle_service_failed(
+                            Instant::now(),
+                            &record.id,
+                            &e.to_string(),
+                        ),
+                    }
                 }
                 self.publish_session(&record.id);
             }
@@ -342,7 +356,18 @@ impl Driver {
                         .map_err(command_error)
                 });
                 let answer = result.and_then(|record| {
+                    self.opening = Some((record.id.clone(), None));
                     self.flush();
+                    // A service that failed to start here answers 5xx and
+                    // leaves no active record behind.
+                    if let Some((id, Some(why))) = self.opening.take() {
+                        let _ = self.node.close(Instant::now(), &id);
+                        self.flush();
+                        return Err(CommandError {
+                            status: 500,
+                            message: format!("the session's service did not start: {why}"),
+                        });
+                    }
                     self.publish_session(&record.id);
                     self.shared
                         .sessions
