@@ -312,6 +312,9 @@ pub struct Stats {
     pub declared_dead: u64,
     /// Refutations of suspicions or death notices about this node.
     pub refutations: u64,
+    /// Rumours ignored because their incarnation was further ahead of what
+    /// this node knows than an honest member could put it (a lying member).
+    pub implausible: u64,
     /// Messages handled.
     pub messages_in: u64,
     /// Messages queued for sending.
@@ -754,7 +757,7 @@ impl<R: Rng> Swim<R> {
             return false;
         }
         self.meta = meta;
-        self.incarnation = self.incarnation.saturating_add(1);
+        self.incarnation = self.incarnation.wrapping_add(1);
         self.digest_cache.set(None);
         let own = self.own_alive();
         self.enqueue_broadcast(own.clone());
@@ -989,6 +992,29 @@ impl<R: Rng> Swim<R> {
             self.apply_about_self(update, fresh);
             return;
         }
+        // Only a member issues its own incarnations, and an honest carrier
+        // only relays numbers the member announced: news from a third party
+        // far ahead of what this node holds is a lie (a hostile member's, or
+        // corruption). Believing it would make the member's true refutations
+        // look stale here; the member itself is always believed first-hand.
+        // A relayed alive this far ahead may be true (this node missed many
+        // announcements), so the member is asked to say so itself.
+        if carrier.is_some_and(|c| c != update.id())
+            && let Some(member) = self.members.get(update.id())
+            && implausible(update.incarnation(), member.incarnation)
+        {
+            self.stats.implausible += 1;
+            if matches!(update, Update::Alive { .. }) {
+                let notice = member.to_update();
+                self.send(
+                    update.id().clone(),
+                    Message::Gossip(Gossip {
+                        updates: vec![notice],
+                    }),
+                );
+            }
+            return;
+        }
         // A death notice found in a peer's anti-entropy table is only a
         // suspicion here (as memberlist's mergeState does): after a partition
         // each side's table declares the other dead, and the members concerned
@@ -1044,28 +1070,46 @@ impl<R: Rng> Swim<R> {
         if self.leaving {
             return;
         }
+        // No honest history puts a rumour about this node 2^30 incarnations
+        // ahead of it (that many announcements, forgotten in a restart): a
+        // larger lead is a lie, and jumping to it would leave the members
+        // that never believed it holding this node's true announcements as
+        // "older" (serial arithmetic looks only 2^31 ahead).
+        if ahead(update.incarnation(), self.incarnation) >= MAX_REFUTATION_JUMP {
+            self.stats.implausible += 1;
+            fresh.stale_rumour = true;
+            return;
+        }
         let refute = match update {
             // Someone holds a newer announcement of ours than we do, which
             // happens when we restarted and forgot our incarnation.
             Update::Alive {
                 incarnation, meta, ..
             } => {
-                *incarnation > self.incarnation
+                newer(*incarnation, self.incarnation)
                     || (*incarnation == self.incarnation && *meta != self.meta)
             }
             Update::Suspect { incarnation, .. }
             | Update::Dead { incarnation, .. }
-            | Update::Left { incarnation, .. } => *incarnation >= self.incarnation,
+            | Update::Left { incarnation, .. } => !newer(self.incarnation, *incarnation),
         };
         let stale_rumour = matches!(update, Update::Suspect { .. } | Update::Dead { .. })
-            && update.incarnation() < self.incarnation;
+            && newer(self.incarnation, update.incarnation());
         if stale_rumour {
             // A rumour this node already refuted: its carrier missed the
             // refutation, so it gets it again (no new incarnation needed).
             fresh.stale_rumour = true;
         }
         if refute {
-            self.incarnation = self.incarnation.max(update.incarnation()).saturating_add(1);
+            // Past whatever the rumour claims, modulo 2^32: a liar who
+            // announces u32::MAX only makes this node wrap to 0, which is
+            // newer than u32::MAX under serial-number comparison.
+            let held = if newer(update.incarnation(), self.incarnation) {
+                update.incarnation()
+            } else {
+                self.incarnation
+            };
+            self.incarnation = held.wrapping_add(1);
             self.digest_cache.set(None);
             self.health = (self.health + 1).min(self.config.max_local_health);
             self.stats.refutations += 1;
@@ -1114,7 +1158,7 @@ impl<R: Rng> Swim<R> {
             });
             return true;
         };
-        if incarnation <= member.incarnation {
+        if !newer(incarnation, member.incarnation) {
             // A peer's table says alive where we hold a death notice of the
             // same incarnation: the member may be alive on the other side of
             // a healed partition. Tell it, so that it refutes if it can.
@@ -1172,7 +1216,7 @@ impl<R: Rng> Swim<R> {
         let Some(member) = self.members.get_mut(id) else {
             return false;
         };
-        if incarnation < member.incarnation || !member.state.is_active() {
+        if newer(member.incarnation, incarnation) || !member.state.is_active() {
             return false;
         }
         if member.state == State::Suspect && incarnation == member.incarnation {
@@ -1263,8 +1307,8 @@ impl<R: Rng> Swim<R> {
             (State::Left, _) => true,
             // A death notice of a newer incarnation still updates the record,
             // so that a stale alive cannot revive what was declared later.
-            (State::Dead, State::Dead) => incarnation <= member.incarnation,
-            _ => incarnation < member.incarnation,
+            (State::Dead, State::Dead) => !newer(incarnation, member.incarnation),
+            _ => newer(member.incarnation, incarnation),
         };
         if stale {
             return false;
@@ -1851,6 +1895,38 @@ impl<R: Rng> Swim<R> {
 
 /// FNV-1a over one member entry: stable across builds and platforms, unlike
 /// std's hasher, because digests are compared between nodes.
+/// How far ahead of the incarnation a member announced a rumour about it
+/// may be. Honest suspicions carry an incarnation the accuser heard from
+/// the member, so they lead what this node holds only by announcements it
+/// missed; a handful is plenty.
+pub(crate) const PLAUSIBLE_LEAD: u32 = 64;
+
+/// The largest lead of a rumour about this node that it refutes by jumping
+/// past it; see `apply_about_self`.
+const MAX_REFUTATION_JUMP: u32 = 1 << 30;
+
+/// Whether incarnation `a` is newer than `b`. Incarnations compare as serial
+/// numbers (RFC 1982) modulo 2^32: `a` is newer when it is less than 2^31
+/// ahead of `b`. A member can therefore never be stuck at `u32::MAX`: its
+/// next announcement wraps to 0, which is newer.
+pub fn newer(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+/// Whether a rumour's incarnation `a` is further ahead of the `known` one
+/// than any honest accuser could be (see [`PLAUSIBLE_LEAD`]).
+fn implausible(a: u32, known: u32) -> bool {
+    ahead(a, known) > PLAUSIBLE_LEAD
+}
+
+/// How far incarnation `a` is ahead of `b`, 0 when it is not ahead. Exactly
+/// 2^31 ahead counts as ahead: it is neither newer nor older under serial
+/// arithmetic, and only a liar produces it.
+fn ahead(a: u32, b: u32) -> u32 {
+    let lead = a.wrapping_sub(b);
+    if lead <= 1 << 31 { lead } else { 0 }
+}
+
 fn entry_hash(id: &NodeId, incarnation: u32, state: State, meta: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

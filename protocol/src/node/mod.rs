@@ -1286,7 +1286,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 continue;
             }
             match self.impostor {
-                Some((boot, seen)) if boot == meta.boot && *incarnation > seen => {
+                Some((boot, seen))
+                    if boot == meta.boot && crate::swim::newer(*incarnation, seen) =>
+                {
                     self.impostor = Some((boot, *incarnation));
                     self.events.push_back(Event::DuplicateIdentity {
                         peer: self.me.clone(),

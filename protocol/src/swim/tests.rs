@@ -1136,3 +1136,131 @@ fn acks_and_nacks_to_own_probes_count_as_hearing_the_overlay() {
     h.recv_ack(&target, seq);
     assert_eq!(h.swim.heard, h.now);
 }
+
+#[test]
+fn incarnations_compare_as_serial_numbers() {
+    assert!(newer(1, 0));
+    assert!(!newer(0, 0));
+    assert!(newer(0, u32::MAX), "0 follows u32::MAX");
+    assert!(!newer(u32::MAX, 0));
+    assert!(newer((1 << 31) - 1, 0));
+    assert!(
+        !newer(1 << 31, 0) && !newer(0, 1 << 31),
+        "the antipode is neither"
+    );
+    assert_eq!(
+        ahead(1 << 31, 0),
+        1 << 31,
+        "and a liar's antipode counts as ahead"
+    );
+    assert_eq!(ahead(0, 1), 0);
+}
+
+#[test]
+fn a_member_at_the_last_incarnation_wraps_and_is_still_believed() {
+    let mut h = Harness::new(2);
+    // Member 1 has announced u32::MAX (by ones: each step was newer).
+    h.swim.members.get_mut(&id(1)).unwrap().incarnation = u32::MAX;
+    h.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Alive {
+                id: id(1),
+                incarnation: 0,
+                meta: vec![7],
+            }],
+        }),
+    );
+    let m = h.swim.member(&id(1)).unwrap();
+    assert_eq!((m.incarnation, m.meta.clone()), (0, vec![7]));
+}
+
+#[test]
+fn a_death_notice_at_the_last_incarnation_is_refuted_by_wrapping() {
+    let mut h = Harness::new(3);
+    // This node is at u32::MAX - 1 (it announced that often, or restarted
+    // below a number it had used): the rumour is one ahead, plausible.
+    h.swim.incarnation = u32::MAX - 1;
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(0),
+                incarnation: u32::MAX,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 0, "refuted past u32::MAX, to 0");
+    assert_eq!(h.events(), vec![Event::Refuted { incarnation: 0 }]);
+}
+
+#[test]
+fn a_rumour_far_ahead_of_this_node_is_a_lie_and_is_not_jumped_to() {
+    let mut h = Harness::new(3);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(0),
+                incarnation: 1 << 30,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 0);
+    assert_eq!(h.events(), vec![]);
+    assert_eq!(h.swim.stats().implausible, 1);
+    let out = gossip_to(&h.drain());
+    assert_eq!(
+        out.first(),
+        Some(&(id(2), vec![alive(0, 0)])),
+        "the carrier hears the truth"
+    );
+}
+
+#[test]
+fn a_relayed_notice_far_ahead_of_the_member_is_ignored_and_the_member_asked() {
+    let mut h = Harness::new(3);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(1),
+                incarnation: PLAUSIBLE_LEAD + 1,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.state_of(&id(1)), State::Alive);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 1000)],
+        }),
+    );
+    assert_eq!(h.swim.member(&id(1)).unwrap().incarnation, 0);
+    let out = gossip_to(&h.drain());
+    assert_eq!(out, vec![(id(1), vec![alive(1, 0)])], "the member is asked");
+    // A lead an honest relay could carry is believed.
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(1),
+                incarnation: PLAUSIBLE_LEAD,
+                from: id(2),
+            }],
+        }),
+    );
+    assert_eq!(h.state_of(&id(1)), State::Dead);
+    // And the member itself is believed first-hand at any lead.
+    h.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![alive(1, 5000)],
+        }),
+    );
+    assert_eq!(h.state_of(&id(1)), State::Alive);
+    assert_eq!(h.swim.stats().implausible, 2);
+}

@@ -1,6 +1,7 @@
 //! Tests of the whole node: exact outputs for single inputs (admission, a
 //! takeover, a map sync), and small overlays run in the harness.
 
+mod byzantine;
 mod harness;
 
 use std::collections::BTreeMap;
