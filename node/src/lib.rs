@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod fuzz;
 pub mod identity;
 pub mod node;
 pub mod service;

@@ -8,6 +8,7 @@
 
 pub mod coords;
 pub mod datagram;
+pub mod fuzz;
 pub mod id;
 pub mod map;
 pub mod meta;

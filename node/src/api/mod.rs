@@ -33,7 +33,7 @@ pub(crate) mod testing;
 
 pub use error::ApiError;
 pub use events::KEEP_ALIVE;
-pub use request::MAX_REPORT_MS;
+pub use request::{MAX_REPORT_MS, check_bodies};
 
 /// How long a session request (open, close, report) waits for the driver,
 /// queueing included, before the API answers 503.

@@ -243,6 +243,26 @@ pub(super) fn report(body: Value) -> Result<Report, ApiError> {
     })
 }
 
+/// Fuzzing entry point: `bytes` as the body of each request that has one,
+/// through the same checks as the handlers (JSON, then the fields). Every
+/// refusal is a 4xx naming what is wrong.
+pub fn check_bodies(bytes: &[u8]) {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = Ok(Bytes::copy_from_slice(bytes));
+    let Ok(value) = json_body(&headers, body) else {
+        return;
+    };
+    for result in [open(value.clone()).map(|_| ()), report(value).map(|_| ())] {
+        if let Err(e) = result {
+            assert!(e.status.is_client_error(), "{}: {}", e.status, e.message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Map, Value, json};

@@ -64,7 +64,7 @@ impl Template {
     /// Parses a template (see the module docs for the syntax).
     pub fn parse(text: &str) -> Result<Self, String> {
         let words = split(text)?;
-        if words.is_empty() {
+        if words.first().is_none_or(|w| w.is_empty()) {
             return Err("empty: give at least the program".into());
         }
         let argv = words
@@ -666,6 +666,7 @@ mod tests {
         for (text, expected) in [
             ("", "empty"),
             ("   ", "empty"),
+            ("\"\" -x", "empty"),
             ("{prog} -x", "takes no placeholder"),
             ("a {unclosed", "unclosed placeholder"),
             ("a {bad-name}", "names are letters"),
