@@ -59,7 +59,8 @@ pub struct Flags {
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
-    /// Address of the HTTP API. Beyond loopback, requests need the api_token.
+    /// Address of the HTTP API: IP:PORT, a port (on 127.0.0.1), or
+    /// localhost:PORT. Beyond loopback, requests need the api_token.
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
     /// Timing profile: lan (RTTs below ~5 ms) or wan (RTTs up to ~300 ms).
@@ -222,6 +223,14 @@ pub enum ConfigError {
         /// The parser's message, with line and field.
         message: String,
     },
+    /// The API address is not one to listen on.
+    #[error("invalid api {value:?}: {why}")]
+    Api {
+        /// The address as given.
+        value: String,
+        /// What is wrong, and the forms that work.
+        why: String,
+    },
     /// A value is not what the field expects.
     #[error("invalid {field} {value:?}: expected {expected}")]
     Invalid {
@@ -319,13 +328,7 @@ impl Config {
             .api
             .or(file.api)
             .unwrap_or_else(|| DEFAULT_API.to_string());
-        let api: SocketAddr = api_raw.parse().map_err(|_| {
-            invalid(
-                "api",
-                &api_raw,
-                "an IP address and port, such as 127.0.0.1:7700",
-            )
-        })?;
+        let api = parse_api(&api_raw)?;
         let profile = flags.profile.or(file.profile).unwrap_or_default();
         let capacity = flags.capacity.or(file.capacity).unwrap_or(100);
         let overlay = flags
@@ -474,6 +477,26 @@ fn parse_multiaddr(field: &'static str, raw: &str) -> Result<Multiaddr, ConfigEr
     })
 }
 
+/// Parses `--api`: the forms of [`crate::api_addr`], without host names
+/// (nothing is looked up where the API listens) or a path.
+fn parse_api(raw: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |why: &str| ConfigError::Api {
+        value: raw.to_string(),
+        why: why.to_string(),
+    };
+    let addr = crate::api_addr::ApiAddr::to_listen(raw).map_err(|why| bad(&why))?;
+    match addr.socket_addr() {
+        Some(socket) if addr.path.is_empty() => Ok(socket),
+        Some(_) => Err(bad(
+            "the API serves no path prefix: give IP:PORT such as 127.0.0.1:7700",
+        )),
+        None => Err(bad(
+            "host names are not looked up where the API listens: give IP:PORT such as \
+             127.0.0.1:7700, a port such as 7700 (on 127.0.0.1), or localhost:7700",
+        )),
+    }
+}
+
 /// The datagram socket's default address: the libp2p listen address's IP,
 /// the next port (any free one when libp2p's is chosen by the system).
 fn beside(listen: &Multiaddr) -> SocketAddr {
@@ -613,5 +636,44 @@ mod tests {
             File::default(),
         );
         assert!(ok.is_ok());
+    }
+
+    fn error(args: &[&str]) -> String {
+        let mut all = vec!["--name", "a"];
+        all.extend_from_slice(args);
+        Config::resolve(flags(&all), File::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_api_takes_the_forms_the_cli_takes() {
+        for (raw, addr) in [
+            ("localhost:7750", "127.0.0.1:7750"),
+            ("7750", "127.0.0.1:7750"),
+            ("localhost", "127.0.0.1:7700"),
+            ("127.0.0.1:7750", "127.0.0.1:7750"),
+            ("[::1]:7750", "[::1]:7750"),
+        ] {
+            let c =
+                Config::resolve(flags(&["--name", "a", "--api", raw]), File::default()).unwrap();
+            assert_eq!(c.api, addr.parse().unwrap(), "{raw}");
+        }
+        let err = error(&["--api", "node-b:7750"]);
+        assert!(
+            err.contains("invalid api \"node-b:7750\"")
+                && err.contains("host names are not looked up"),
+            "{err}"
+        );
+        let err = error(&["--api", "127.0.0.1:77000"]);
+        assert!(
+            err.contains("\"77000\" is not a port number (0 to 65535)"),
+            "{err}"
+        );
+        let c = Config::resolve(
+            flags(&["--name", "a", "--api", "127.0.0.1:0"]),
+            File::default(),
+        );
+        assert_eq!(c.unwrap().api, "127.0.0.1:0".parse().unwrap());
     }
 }

@@ -3,6 +3,7 @@
 //! to that API.
 
 pub mod api;
+pub mod api_addr;
 pub mod cli;
 pub mod config;
 pub mod driver;
