@@ -188,6 +188,8 @@ pub struct Config {
     pub overlay: String,
     /// Pre-shared network key.
     pub network_key: Option<Vec<u8>>,
+    /// The file it was read from.
+    pub network_key_file: Option<PathBuf>,
     /// Peers allowed, when restricted.
     pub allowlist: Option<HashSet<PeerId>>,
     /// Most members admitted.
@@ -222,6 +224,17 @@ pub enum ConfigError {
         path: PathBuf,
         /// The parser's message, with line and field.
         message: String,
+    },
+    /// The network key file could not be read.
+    #[error(
+        "cannot read network key file {path}: {source} (create one with \
+         `head -c 32 /dev/urandom > {path}` and give every node of the overlay a copy)"
+    )]
+    NetworkKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The API address is not one to listen on.
     #[error("invalid api {value:?}: {why}")]
@@ -338,8 +351,9 @@ impl Config {
         if overlay.is_empty() || overlay.len() > baton_protocol::peering::MAX_OVERLAY_LEN {
             return Err(invalid("overlay", overlay, "1 to 128 bytes"));
         }
-        let network_key = match flags.network_key_file.or(file.network_key_file) {
-            Some(path) => Some(read_key(&path)?),
+        let network_key_file = flags.network_key_file.or(file.network_key_file);
+        let network_key = match &network_key_file {
+            Some(path) => Some(read_key(path)?),
             None => None,
         };
         let allow_raw = if flags.allow.is_empty() {
@@ -354,7 +368,7 @@ impl Config {
                 allow_raw
                     .iter()
                     .map(|p| {
-                        p.parse::<PeerId>().map_err(|_| {
+                        parse_peer_id(p).ok_or_else(|| {
                             invalid("allow", p, "a base58 peer id such as 12D3KooW...")
                         })
                     })
@@ -400,6 +414,7 @@ impl Config {
             capacity,
             overlay,
             network_key,
+            network_key_file,
             allowlist,
             max_members,
             api_token,
@@ -450,21 +465,42 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut key = std::fs::read(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
+    let short = || {
+        invalid(
+            "network_key_file",
+            path.display().to_string(),
+            format!(
+                "a file holding a key of 16 to {} bytes, such as one made with \
+                 `head -c 32 /dev/urandom > {}`",
+                crate::data_dir::MAX_KEY_FILE,
+                path.display()
+            ),
+        )
+    };
+    let mut key = crate::data_dir::read_key_file(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidData => short(),
+        _ => ConfigError::NetworkKey {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         key.pop();
     }
     if key.len() < 16 {
-        return Err(invalid(
-            "network_key_file",
-            path.display().to_string(),
-            "a file holding a key of at least 16 bytes",
-        ));
+        return Err(short());
     }
     Ok(key)
+}
+
+/// A peer id as a Baton node has one: base58 of the identity multihash of
+/// an ed25519 public key. (`PeerId`'s own parser also takes shorter
+/// strings that decode to no key, so that a mistyped id would pass.)
+pub fn parse_peer_id(text: &str) -> Option<PeerId> {
+    let id = text.parse::<PeerId>().ok()?;
+    let hash: &libp2p::multihash::Multihash<64> = id.as_ref();
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()?;
+    (hash.code() == 0 && key.to_peer_id() == id).then_some(id)
 }
 
 fn parse_multiaddr(field: &'static str, raw: &str) -> Result<Multiaddr, ConfigError> {
@@ -675,5 +711,53 @@ mod tests {
             File::default(),
         );
         assert_eq!(c.unwrap().api, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn network_key_files_say_what_is_wrong_with_them() {
+        let dir = std::env::temp_dir().join(format!("baton-config-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("network.key");
+        let m = missing.display().to_string();
+        let err = error(&["--network-key-file", &m]);
+        assert!(
+            err.starts_with(&format!("cannot read network key file {m}: "))
+                && err.contains(&format!("head -c 32 /dev/urandom > {m}")),
+            "{err}"
+        );
+        assert!(!err.contains("config file"), "{err}");
+        let err = error(&["--network-key-file", "/dev/zero"]);
+        assert!(err.contains("a key of 16 to 4096 bytes"), "{err}");
+        std::fs::write(&missing, "short\n").unwrap();
+        let err = error(&["--network-key-file", &m]);
+        assert!(err.contains("a key of 16 to 4096 bytes"), "{err}");
+        std::fs::write(&missing, "0123456789abcdef0123\n").unwrap();
+        let c = Config::resolve(
+            flags(&["--name", "a", "--network-key-file", &m]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(c.network_key.as_deref(), Some(&b"0123456789abcdef0123"[..]));
+        assert_eq!(c.network_key_file, Some(missing));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn allow_entries_must_be_peer_ids_and_the_bad_one_is_named() {
+        let good = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+            .to_base58();
+        for typo in ["12D3KooWtypo", "hello", &good[..good.len() - 1]] {
+            let err = error(&["--allow", &good, "--allow", typo]);
+            assert_eq!(
+                err,
+                format!("invalid allow {typo:?}: expected a base58 peer id such as 12D3KooW...")
+            );
+        }
+        let c =
+            Config::resolve(flags(&["--name", "a", "--allow", &good]), File::default()).unwrap();
+        assert_eq!(c.allowlist.unwrap().len(), 1);
     }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod api_addr;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod driver;
 pub mod identity;
 pub mod logging;

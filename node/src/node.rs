@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Profile};
+use crate::data_dir::{DataDir, DataDirError};
 use crate::driver::services::Services;
 use crate::driver::swarm::{self, node_id};
 use crate::driver::{Command, Driver, Parts};
@@ -25,6 +26,9 @@ use crate::{api, identity};
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data directory cannot be used (another node holds it).
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The identity key could not be loaded or created.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
@@ -73,12 +77,19 @@ pub struct Node {
     driver: JoinHandle<()>,
     api: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// Held while the node runs: no other node starts on its data directory.
+    _data_dir: DataDir,
 }
 
 impl Node {
     /// Starts a node. Must be called within a tokio runtime.
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        let key = identity::load_or_create(&config.data_dir)?;
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let key = identity::load_or_create(data_dir.path())?;
+        crate::data_dir::warn_if_exposed(&data_dir.path().join(identity::KEY_FILE), "identity key");
+        if let Some(path) = &config.network_key_file {
+            crate::data_dir::warn_if_exposed(path, "network key file");
+        }
         let peer_id = key.public().to_peer_id();
         // Client reports that services receive (RTCP) reach the driver here.
         let (client_reports, client_reports_rx) = mpsc::channel(256);
@@ -192,6 +203,7 @@ impl Node {
             driver,
             api,
             api_stop: Some(api_stop),
+            _data_dir: data_dir,
         })
     }
 
