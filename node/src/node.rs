@@ -20,6 +20,8 @@ use crate::driver::services::Services;
 use crate::driver::swarm::{self, node_id};
 use crate::driver::{Command, Driver, Parts};
 use crate::identity::KeySigner;
+use crate::service::exec;
+use crate::service::groups::Groups;
 use crate::state::{LocalInfo, Shared};
 use crate::{api, identity};
 
@@ -32,6 +34,17 @@ pub enum StartError {
     /// The identity key could not be loaded or created.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// The record of `exec` process groups could not be started.
+    #[error(
+        "cannot record exec process groups in {path}: {source} (the data directory must be \
+         writable)"
+    )]
+    Groups {
+        /// The record file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// libp2p could not start.
     #[error(transparent)]
     Net(#[from] swarm::NetError),
@@ -91,10 +104,16 @@ impl Node {
             crate::data_dir::warn_if_exposed(path, "network key file");
         }
         let peer_id = key.public().to_peer_id();
+        let (groups, _) = Groups::reap_and_open(data_dir.path(), exec::STOP_GRACE)
+            .await
+            .map_err(|source| StartError::Groups {
+                path: data_dir.path().join(crate::service::groups::FILE),
+                source,
+            })?;
         // Client reports that services receive (RTCP) reach the driver here.
         let (client_reports, client_reports_rx) = mpsc::channel(256);
-        let registry =
-            crate::service::Registry::builtin(&config.services)?.with_reports(client_reports);
+        let registry = crate::service::Registry::builtin(&config.services, Some(Arc::new(groups)))?
+            .with_reports(client_reports);
         let mut swarm = swarm::build(key.clone(), config.mdns, config.max_members)?;
         for addr in &config.listen {
             swarm
