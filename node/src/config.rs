@@ -53,7 +53,8 @@ pub struct Flags {
     /// port (7702 beside 7701; any free port when that one is 0).
     #[arg(long, value_name = "IP:PORT")]
     pub swim_listen: Option<String>,
-    /// Address of a node to join through, with or without /p2p/<peer id> (repeatable).
+    /// Address of a node to join through, /ip4/IP/udp/PORT/quic-v1 or
+    /// /ip4/IP/tcp/PORT, with or without /p2p/<peer id> (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
     /// Do not discover peers on the LAN with mDNS.
@@ -236,6 +237,21 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A listen or bootstrap address is not one this node can use.
+    #[error(
+        "invalid {field} address {value:?}: {why}; write it as /ip4/198.18.0.1/udp/7701/quic-v1 \
+         (QUIC) or /ip4/198.18.0.1/tcp/7701 (TCP){p2p}"
+    )]
+    Address {
+        /// `listen` or `bootstrap`.
+        field: &'static str,
+        /// The address as given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+        /// For bootstrap addresses, that a peer id may follow.
+        p2p: &'static str,
+    },
     /// The API address is not one to listen on.
     #[error("invalid api {value:?}: {why}")]
     Api {
@@ -314,7 +330,7 @@ impl Config {
         } else {
             listen_raw
                 .iter()
-                .map(|a| parse_multiaddr("listen", a))
+                .map(|a| parse_address(Use::Listen, a))
                 .collect::<Result<_, _>>()?
         };
         let bootstrap_raw = if flags.bootstrap.is_empty() {
@@ -324,7 +340,7 @@ impl Config {
         };
         let bootstrap = bootstrap_raw
             .iter()
-            .map(|a| parse_multiaddr("bootstrap", a))
+            .map(|a| parse_address(Use::Bootstrap, a))
             .collect::<Result<_, _>>()?;
         let swim_listen = match flags.swim_listen.or(file.swim_listen) {
             Some(raw) => raw.parse().map_err(|_| {
@@ -503,14 +519,123 @@ pub fn parse_peer_id(text: &str) -> Option<PeerId> {
     (hash.code() == 0 && key.to_peer_id() == id).then_some(id)
 }
 
-fn parse_multiaddr(field: &'static str, raw: &str) -> Result<Multiaddr, ConfigError> {
-    raw.parse().map_err(|_| {
-        invalid(
-            field,
-            raw,
-            "a multiaddr such as /ip4/198.18.0.1/udp/7701/quic-v1 or /ip4/198.18.0.1/tcp/7701",
-        )
-    })
+/// What an address is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// `--listen`: port 0 picks one; no peer id.
+    Listen,
+    /// `--bootstrap`: a port to dial, perhaps a peer id.
+    Bootstrap,
+}
+
+/// Parses a listen or bootstrap address, and checks that it names a
+/// transport this node speaks: `/ip4|ip6/IP` then `/udp/PORT/quic-v1` or
+/// `/tcp/PORT`, then for bootstrap addresses an optional `/p2p/ID`.
+fn parse_address(what: Use, raw: &str) -> Result<Multiaddr, ConfigError> {
+    use libp2p::multiaddr::Protocol;
+    let (field, p2p) = match what {
+        Use::Listen => ("listen", ""),
+        Use::Bootstrap => ("bootstrap", ", optionally followed by /p2p/<peer id>"),
+    };
+    let bad = |why: String| ConfigError::Address {
+        field,
+        value: raw.to_string(),
+        why,
+        p2p,
+    };
+    let addr: Multiaddr = match raw.trim().parse() {
+        Ok(addr) => addr,
+        Err(_) => {
+            // The parser's own message does not say which part failed; a
+            // peer id is the part most often mistyped.
+            let mut parts = raw.split('/').skip_while(|p| *p != "p2p").skip(1);
+            return Err(bad(match parts.next() {
+                Some(id) if parse_peer_id(id).is_none() => malformed_peer_id(id),
+                _ => "not a multiaddr".to_string(),
+            }));
+        }
+    };
+    if let Some(Protocol::P2p(id)) = addr.iter().last()
+        && parse_peer_id(&id.to_base58()).is_none()
+    {
+        return Err(bad(malformed_peer_id(&id.to_base58())));
+    }
+    let mut parts = addr.iter();
+    match parts.next() {
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_)) => {}
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_)) => {
+            return Err(bad(
+                "host names are not looked up: give the node's IP address".to_string(),
+            ));
+        }
+        _ => return Err(bad("it must begin with /ip4/IP or /ip6/IP".to_string())),
+    }
+    let port = match (parts.next(), parts.next()) {
+        (Some(Protocol::Tcp(port)), next) => {
+            let mut rest = next.into_iter().chain(parts);
+            check_tail(what, rest.next(), rest.next()).map_err(bad)?;
+            port
+        }
+        (Some(Protocol::Udp(port)), Some(Protocol::QuicV1)) => {
+            check_tail(what, parts.next(), parts.next()).map_err(bad)?;
+            port
+        }
+        (Some(Protocol::Udp(port)), None) => {
+            return Err(bad(format!(
+                "it ends at /udp/{port}: QUIC needs /quic-v1 after the port"
+            )));
+        }
+        (Some(Protocol::Udp(_)), Some(Protocol::Quic)) => {
+            return Err(bad(
+                "/quic is the old QUIC draft, which this node does not speak: write /quic-v1"
+                    .to_string(),
+            ));
+        }
+        (Some(Protocol::Udp(port)), Some(other)) => {
+            return Err(bad(format!(
+                "/udp/{port} is followed by /{}, not /quic-v1",
+                other.tag()
+            )));
+        }
+        (None, _) => return Err(bad("it has no port".to_string())),
+        (Some(other), _) => {
+            return Err(bad(format!(
+                "/{} is not a transport this node speaks",
+                other.tag()
+            )));
+        }
+    };
+    if port == 0 && what == Use::Bootstrap {
+        return Err(bad("port 0 cannot be dialled".to_string()));
+    }
+    Ok(addr)
+}
+
+fn malformed_peer_id(id: &str) -> String {
+    format!(
+        "malformed peer id {id:?} after /p2p/ (peer ids are base58, such as 12D3KooW...: \
+         `baton status` on that node shows its own)"
+    )
+}
+
+/// Checks what follows the transport: nothing, or for bootstrap a peer id.
+fn check_tail(
+    what: Use,
+    next: Option<libp2p::multiaddr::Protocol<'_>>,
+    after: Option<libp2p::multiaddr::Protocol<'_>>,
+) -> Result<(), String> {
+    use libp2p::multiaddr::Protocol;
+    match (next, what) {
+        (None, _) => Ok(()),
+        (Some(Protocol::P2p(_)), Use::Bootstrap) => match after {
+            None => Ok(()),
+            Some(p) => Err(format!("/{} after the peer id is not understood", p.tag())),
+        },
+        (Some(Protocol::P2p(_)), Use::Listen) => {
+            Err("a listen address has no /p2p/ part: this node's peer id is its own".to_string())
+        }
+        (Some(p), _) => Err(format!("/{} after the port is not understood", p.tag())),
+    }
 }
 
 /// Parses `--api`: the forms of [`crate::api_addr`], without host names
@@ -531,6 +656,48 @@ fn parse_api(raw: &str) -> Result<SocketAddr, ConfigError> {
              127.0.0.1:7700, a port such as 7700 (on 127.0.0.1), or localhost:7700",
         )),
     }
+}
+
+/// The bootstrap addresses that are not this node (`me`) itself: one
+/// list can then serve every node, the seeds included. An address is this
+/// node when its `/p2p/` is `me`, or when it is one of `listen` (or the
+/// loopback address of one listening on every address).
+pub fn others(bootstrap: &[Multiaddr], listen: &[Multiaddr], me: &PeerId) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let transport = |addr: &Multiaddr| -> Vec<Protocol<'static>> {
+        addr.iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .map(|p| p.acquire())
+            .collect()
+    };
+    let is_me = |addr: &Multiaddr| {
+        if addr.iter().any(|p| p == Protocol::P2p(*me)) {
+            return true;
+        }
+        let dial = transport(addr);
+        listen.iter().any(|l| {
+            let mut own = transport(l);
+            if own.len() != dial.len() {
+                return false;
+            }
+            // A wildcard listener answers on loopback too.
+            match (own.first(), dial.first()) {
+                (Some(Protocol::Ip4(a)), Some(Protocol::Ip4(b)))
+                    if a.is_unspecified() && b.is_loopback() =>
+                {
+                    own[0] = Protocol::Ip4(*b);
+                }
+                (Some(Protocol::Ip6(a)), Some(Protocol::Ip6(b)))
+                    if a.is_unspecified() && b.is_loopback() =>
+                {
+                    own[0] = Protocol::Ip6(*b);
+                }
+                _ => {}
+            }
+            own == dial
+        })
+    };
+    bootstrap.iter().filter(|a| !is_me(a)).cloned().collect()
 }
 
 /// The datagram socket's default address: the libp2p listen address's IP,
@@ -680,6 +847,104 @@ mod tests {
         Config::resolve(flags(&all), File::default())
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn broken_bootstrap_addresses_are_refused_with_what_to_write() {
+        let id = "12D3KooWRvdjFHrAEJcXqfvz7HP2tqjkZhrSMhrAgP9RhyGZZbYL";
+        for (raw, why) in [
+            (
+                "/ip4/198.18.0.1/udp/7701",
+                "it ends at /udp/7701: QUIC needs /quic-v1",
+            ),
+            (
+                "/ip4/198.18.0.1/udp/7701/quic",
+                "/quic is the old QUIC draft",
+            ),
+            ("/ip4/198.18.0.1", "it has no port"),
+            ("/ip4/198.18.0.1/udp/0/quic-v1", "port 0 cannot be dialled"),
+            (
+                "/ip4/198.18.0.1/tcp/7701/p2p/12D3KooWnotanid",
+                "malformed peer id \"12D3KooWnotanid\"",
+            ),
+            (
+                "/ip4/198.18.0.1/udp/7701/quic-v1/p2p/xyz",
+                "malformed peer id \"xyz\"",
+            ),
+            (
+                "/dns4/seed.example/udp/7701/quic-v1",
+                "host names are not looked up",
+            ),
+            (
+                "/ip4/198.18.0.1/udp/7701/webrtc-direct",
+                "followed by /webrtc-direct, not /quic-v1",
+            ),
+            ("/ip4/198.18.0.1/tcp/7701/ws", "/ws after the port"),
+            ("198.18.0.1:7701", "not a multiaddr"),
+        ] {
+            let err = error(&["--bootstrap", raw]);
+            assert!(err.contains(why), "{raw}: {err}");
+            assert!(
+                err.contains(&format!("invalid bootstrap address {raw:?}"))
+                    && err.contains(
+                        "write it as /ip4/198.18.0.1/udp/7701/quic-v1 (QUIC) or \
+                         /ip4/198.18.0.1/tcp/7701 (TCP), optionally followed by /p2p/<peer id>"
+                    ),
+                "{raw}: {err}"
+            );
+        }
+        for good in [
+            "/ip4/198.18.0.1/udp/7701/quic-v1".to_string(),
+            format!("/ip4/198.18.0.1/udp/7701/quic-v1/p2p/{id}"),
+            "/ip6/::1/tcp/7701".to_string(),
+            format!("/ip4/198.18.0.1/tcp/7701/p2p/{id}"),
+        ] {
+            let c = Config::resolve(
+                flags(&["--name", "a", "--bootstrap", &good]),
+                File::default(),
+            );
+            assert!(c.is_ok(), "{good}: {:?}", c.err());
+        }
+    }
+
+    #[test]
+    fn listen_addresses_are_checked_the_same_way() {
+        let err = error(&["--listen", "/ip4/127.0.0.1/udp/7701"]);
+        assert!(
+            err.contains("invalid listen address") && err.contains("/quic-v1"),
+            "{err}"
+        );
+        assert!(!err.contains("/p2p/<peer id>"), "{err}");
+        let err = error(&[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/7701/p2p/12D3KooWRvdjFHrAEJcXqfvz7HP2tqjkZhrSMhrAgP9RhyGZZbYL",
+        ]);
+        assert!(err.contains("a listen address has no /p2p/ part"), "{err}");
+        let c = Config::resolve(
+            flags(&["--name", "a", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]),
+            File::default(),
+        );
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn bootstrap_entries_of_the_node_itself_are_left_out() {
+        let me = PeerId::random();
+        let other = PeerId::random();
+        let addr = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        let listen = [
+            addr("/ip4/127.0.0.1/udp/7701/quic-v1"),
+            addr("/ip4/0.0.0.0/tcp/7701"),
+        ];
+        let bootstrap = [
+            addr(&format!("/ip4/198.18.0.1/udp/7701/quic-v1/p2p/{me}")),
+            addr("/ip4/127.0.0.1/udp/7701/quic-v1"),
+            addr("/ip4/127.0.0.1/tcp/7701"),
+            addr("/ip4/127.0.0.1/udp/7711/quic-v1"),
+            addr(&format!("/ip4/198.18.0.2/udp/7701/quic-v1/p2p/{other}")),
+            addr("/ip4/198.18.0.3/tcp/7701"),
+        ];
+        assert_eq!(others(&bootstrap, &listen, &me), bootstrap[3..].to_vec());
     }
 
     #[test]

@@ -57,11 +57,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A listen address could not be used.
-    #[error("cannot listen on {addr}: {why}")]
+    #[error("cannot listen on {addr}: {why} (choose another with --listen)")]
     Listen {
         /// The address.
         addr: Multiaddr,
-        /// Why.
+        /// Why, with the operating system's reason.
         why: String,
     },
     /// The service configuration is invalid.
@@ -104,6 +104,25 @@ impl Node {
             crate::data_dir::warn_if_exposed(path, "network key file");
         }
         let peer_id = key.public().to_peer_id();
+        let bootstrap = crate::config::others(&config.bootstrap, &config.listen, &peer_id);
+        if bootstrap.len() < config.bootstrap.len() {
+            tracing::info!(
+                skipped = config.bootstrap.len() - bootstrap.len(),
+                "bootstrap addresses of this node itself are skipped{}",
+                if bootstrap.is_empty() {
+                    ": it waits for other nodes to join through it"
+                } else {
+                    ""
+                }
+            );
+        }
+        // Before anything binds: a held port should be the only complaint.
+        for addr in &config.listen {
+            probe_listen(addr).map_err(|e| StartError::Listen {
+                addr: addr.clone(),
+                why: e.to_string(),
+            })?;
+        }
         let (groups, _) = Groups::reap_and_open(data_dir.path(), exec::STOP_GRACE)
             .await
             .map_err(|source| StartError::Groups {
@@ -120,7 +139,7 @@ impl Node {
                 .listen_on(addr.clone())
                 .map_err(|e| StartError::Listen {
                     addr: addr.clone(),
-                    why: e.to_string(),
+                    why: with_sources(&e),
                 })?;
         }
         let udp = bind_datagram(config.swim_listen).map_err(|source| StartError::Datagram {
@@ -175,7 +194,7 @@ impl Node {
                 swim: config.swim.clone(),
                 sessions: config.sessions.clone(),
                 datagram: Some(datagram),
-                bootstrap: config.bootstrap.iter().map(ToString::to_string).collect(),
+                bootstrap: bootstrap.iter().map(ToString::to_string).collect(),
                 timing: proto::Timing::default(),
             },
             KeySigner::new(key),
@@ -189,7 +208,7 @@ impl Node {
             swarm,
             udp,
             shared: shared.clone(),
-            bootstrap: config.bootstrap.clone(),
+            bootstrap,
             services: Services::new(registry),
             commands: command_rx,
             session_commands: session_rx,
@@ -276,4 +295,81 @@ fn bind_datagram(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(socket)
+}
+
+/// An error and its sources, `: `-separated: libp2p's transport errors
+/// keep the operating system's reason in their source, not their message.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Binds a listen address's port the way libp2p will, and lets it go:
+/// libp2p reports a port it cannot bind only later, as a log line, and the
+/// node would run without it. TCP sockets get SO_REUSEADDR as libp2p-tcp
+/// sets it (so a port in TIME_WAIT after a restart is no clash), IPv6
+/// sockets are IPv6-only as in libp2p-tcp and libp2p-quic. Port 0 needs
+/// no check.
+fn probe_listen(addr: &Multiaddr) -> std::io::Result<()> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => probe(SocketAddr::new(ip, port), true),
+        Some(Protocol::Udp(port)) if port != 0 => probe(SocketAddr::new(ip, port), false),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(unix)]
+fn probe(addr: SocketAddr, tcp: bool) -> std::io::Result<()> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let kind = if tcp {
+        SockType::Stream
+    } else {
+        SockType::Datagram
+    };
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if tcp {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    if tcp {
+        listen(&fd, Backlog::new(1).map_err(std::io::Error::from)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn probe(addr: SocketAddr, tcp: bool) -> std::io::Result<()> {
+    if tcp {
+        std::net::TcpListener::bind(addr).map(drop)
+    } else {
+        std::net::UdpSocket::bind(addr).map(drop)
+    }
 }
