@@ -582,14 +582,15 @@ fn parse_address(what: Use, raw: &str) -> Result<Multiaddr, ConfigError> {
         }
         (Some(Protocol::Udp(port)), None) => {
             return Err(bad(format!(
-                "it ends at /udp/{port}: QUIC needs /quic-v1 after the port"
+                "it ends at /udp/{port}: QUIC needs /quic-v1 after the port ({})",
+                with_quic_v1(&addr)
             )));
         }
         (Some(Protocol::Udp(_)), Some(Protocol::Quic)) => {
-            return Err(bad(
-                "/quic is the old QUIC draft, which this node does not speak: write /quic-v1"
-                    .to_string(),
-            ));
+            return Err(bad(format!(
+                "/quic is the old QUIC draft, which this node does not speak ({})",
+                with_quic_v1(&addr)
+            )));
         }
         (Some(Protocol::Udp(port)), Some(other)) => {
             return Err(bad(format!(
@@ -609,6 +610,23 @@ fn parse_address(what: Use, raw: &str) -> Result<Multiaddr, ConfigError> {
         return Err(bad("port 0 cannot be dialled".to_string()));
     }
     Ok(addr)
+}
+
+/// `addr` with `/quic-v1` after its UDP port, in place of `/quic` if any.
+fn with_quic_v1(addr: &Multiaddr) -> Multiaddr {
+    use libp2p::multiaddr::Protocol;
+    let mut out = Multiaddr::empty();
+    for part in addr.iter() {
+        match part {
+            Protocol::Quic | Protocol::QuicV1 => {}
+            Protocol::Udp(port) => {
+                out.push(Protocol::Udp(port));
+                out.push(Protocol::QuicV1);
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn malformed_peer_id(id: &str) -> String {

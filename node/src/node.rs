@@ -104,24 +104,25 @@ impl Node {
             crate::data_dir::warn_if_exposed(path, "network key file");
         }
         let peer_id = key.public().to_peer_id();
-        let bootstrap = crate::config::others(&config.bootstrap, &config.listen, &peer_id);
-        if bootstrap.len() < config.bootstrap.len() {
-            tracing::info!(
-                skipped = config.bootstrap.len() - bootstrap.len(),
-                "bootstrap addresses of this node itself are skipped{}",
-                if bootstrap.is_empty() {
-                    ": it waits for other nodes to join through it"
-                } else {
-                    ""
-                }
-            );
-        }
         // Before anything binds: a held port should be the only complaint.
         for addr in &config.listen {
             probe_listen(addr).map_err(|e| StartError::Listen {
                 addr: addr.clone(),
                 why: e.to_string(),
             })?;
+        }
+        let bootstrap = crate::config::others(&config.bootstrap, &config.listen, &peer_id);
+        if bootstrap.is_empty() && !config.bootstrap.is_empty() {
+            tracing::warn!(
+                "every bootstrap address is this node itself: it waits for others to dial it, \
+                 and after a restart it rejoins only when one does; list other nodes in \
+                 bootstrap too (one list can serve every node: each skips itself)"
+            );
+        } else if bootstrap.len() < config.bootstrap.len() {
+            tracing::info!(
+                skipped = config.bootstrap.len() - bootstrap.len(),
+                "bootstrap addresses of this node itself are skipped"
+            );
         }
         let (groups, _) = Groups::reap_and_open(data_dir.path(), exec::STOP_GRACE)
             .await
@@ -311,11 +312,13 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Binds a listen address's port the way libp2p will, and lets it go:
-/// libp2p reports a port it cannot bind only later, as a log line, and the
-/// node would run without it. TCP sockets get SO_REUSEADDR as libp2p-tcp
-/// sets it (so a port in TIME_WAIT after a restart is no clash), IPv6
-/// sockets are IPv6-only as in libp2p-tcp and libp2p-quic. Port 0 needs
+/// Binds a listen address's port and lets it go, so that a port in use
+/// stops the node with the OS's reason. libp2p alone does not: its TCP
+/// listeners set SO_REUSEPORT (so that dials can leave from the listening
+/// port), and two nodes then share one port. The probe sets SO_REUSEADDR as
+/// libp2p-tcp does (a port in TIME_WAIT after a restart is no clash) but
+/// not SO_REUSEPORT, so any listener of the port makes it fail; IPv6
+/// sockets are IPv6-only, as in libp2p-tcp and libp2p-quic. Port 0 needs
 /// no check.
 fn probe_listen(addr: &Multiaddr) -> std::io::Result<()> {
     use libp2p::multiaddr::Protocol;

@@ -313,19 +313,60 @@ fn a_held_udp_or_tcp_port_stops_batond_with_the_os_reason() {
             "127.0.0.1:0",
         ];
         args.extend(flags);
-        let mut node = Batond::start(&args);
-        let status = node.exit_within(Duration::from_secs(10));
-        let log = node.log();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(1),
-            "batond {args:?} did not stop:\n{log}"
-        );
-        assert!(
-            log.contains(&expected),
-            "{args:?}: no {expected:?} in\n{log}"
-        );
+        assert_refused(&args, &expected);
     }
+    // libp2p-tcp listens with SO_REUSEPORT, so that before the check two
+    // batond processes shared one TCP port.
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let stream = format!("/ip4/127.0.0.1/tcp/{port}");
+    let second = dir.0.join("second").display().to_string();
+    let tcp_args = |data: &str| -> Vec<String> {
+        [
+            "--name",
+            "tcp",
+            "--data-dir",
+            data,
+            "--no-mdns",
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            &stream,
+            "--swim-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let holder_args = tcp_args(&data);
+    let holder = Batond::start(&holder_args.iter().map(String::as_str).collect::<Vec<_>>());
+    holder.api();
+    let second_args = tcp_args(&second);
+    assert_refused(
+        &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &format!("cannot listen on {stream}: Address already in use"),
+    );
+}
+
+/// Starts batond with `args` and checks that it exits with status 1,
+/// having said `expected`.
+fn assert_refused(args: &[&str], expected: &str) {
+    let mut node = Batond::start(args);
+    let status = node.exit_within(Duration::from_secs(10));
+    let log = node.log();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "batond {args:?} did not stop:\n{log}"
+    );
+    assert!(
+        log.contains(expected),
+        "{args:?}: no {expected:?} in\n{log}"
+    );
 }
 
 #[test]
