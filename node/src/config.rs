@@ -481,20 +481,12 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let short = || {
-        invalid(
-            "network_key_file",
-            path.display().to_string(),
-            format!(
-                "a file holding a key of 16 to {} bytes, such as one made with \
-                 `head -c 32 /dev/urandom > {}`",
-                crate::data_dir::MAX_KEY_FILE,
-                path.display()
-            ),
-        )
-    };
+    let max = crate::data_dir::MAX_KEY_FILE;
+    let wrong = |what: String| invalid("network_key_file", path.display().to_string(), what);
     let mut key = crate::data_dir::read_key_file(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::InvalidData => short(),
+        std::io::ErrorKind::InvalidData => wrong(format!(
+            "a file holding a key of 16 to {max} bytes, not more: is it the right file?"
+        )),
         _ => ConfigError::NetworkKey {
             path: path.to_path_buf(),
             source,
@@ -504,7 +496,11 @@ fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
         key.pop();
     }
     if key.len() < 16 {
-        return Err(short());
+        return Err(wrong(format!(
+            "a file holding a key of 16 to {max} bytes, such as one made with \
+             `head -c 32 /dev/urandom > {}`",
+            path.display()
+        )));
     }
     Ok(key)
 }
@@ -1011,10 +1007,17 @@ mod tests {
         );
         assert!(!err.contains("config file"), "{err}");
         let err = error(&["--network-key-file", "/dev/zero"]);
-        assert!(err.contains("a key of 16 to 4096 bytes"), "{err}");
+        assert_eq!(
+            err,
+            "invalid network_key_file \"/dev/zero\": expected a file holding a key of 16 to \
+             4096 bytes, not more: is it the right file?"
+        );
         std::fs::write(&missing, "short\n").unwrap();
         let err = error(&["--network-key-file", &m]);
-        assert!(err.contains("a key of 16 to 4096 bytes"), "{err}");
+        assert!(
+            err.contains("a key of 16 to 4096 bytes, such as one made with `head -c 32"),
+            "{err}"
+        );
         std::fs::write(&missing, "0123456789abcdef0123\n").unwrap();
         let c = Config::resolve(
             flags(&["--name", "a", "--network-key-file", &m]),
