@@ -143,9 +143,11 @@ impl Node {
                     why: with_sources(&e),
                 })?;
         }
-        let udp = bind_datagram(config.swim_listen).map_err(|source| StartError::Datagram {
-            addr: config.swim_listen,
-            source,
+        let udp = crate::driver::datagram::bind(config.swim_listen).map_err(|source| {
+            StartError::Datagram {
+                addr: config.swim_listen,
+                source,
+            }
         })?;
         let datagram = udp.local_addr().map_err(|source| StartError::Datagram {
             addr: config.swim_listen,
@@ -197,6 +199,7 @@ impl Node {
                 datagram: Some(datagram),
                 bootstrap: bootstrap.iter().map(ToString::to_string).collect(),
                 timing: proto::Timing::default(),
+                clients: config.clients.clone(),
             },
             KeySigner::new(key),
             StdRng::from_os_rng(),
@@ -289,13 +292,6 @@ impl Node {
     pub async fn wait(&mut self) {
         let _ = (&mut self.driver).await;
     }
-}
-
-/// Binds the datagram socket, non-blocking for tokio.
-fn bind_datagram(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(socket)
 }
 
 /// An error and its sources, `: `-separated: libp2p's transport errors

@@ -124,6 +124,8 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Peers refused by the peering policy.
     pub refused: AtomicU64,
+    /// Times two live processes were seen holding one peer id.
+    pub duplicate_identity: AtomicU64,
     /// This node's incarnation.
     pub incarnation: AtomicU32,
     /// Lifeguard's local health multiplier.

@@ -111,6 +111,13 @@ pub struct Session {
     /// Whether this node hosts it now.
     #[serde(default)]
     pub hosted_here: bool,
+    /// Whether this node stands by for it warm (its first backup, with
+    /// `standby=warm`).
+    #[serde(default)]
+    pub standby_here: bool,
+    /// Whether its stream is paused here for want of the client's consent.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// One change of primary, in [`Session::history`].
@@ -336,6 +343,8 @@ mod tests {
                 at_ms: 2_000,
             }],
             hosted_here: false,
+            standby_here: false,
+            paused: false,
         }
     }
 

@@ -194,6 +194,11 @@ enum ScenarioName {
     Pause,
     Churn,
     Scale,
+    /// Serf (Debian package `serf`) and Baton side by side: idle traffic
+    /// and kill detection on the same testnet.
+    Compare,
+    /// A stranger floods the nodes' datagram sockets with garbage.
+    Spray,
 }
 
 /// How the testnet is built (`up` and `run`).
@@ -312,6 +317,8 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Pause => Scenario::Pause,
         ScenarioName::Churn => Scenario::Churn,
         ScenarioName::Scale => Scenario::Scale,
+        ScenarioName::Compare => Scenario::Compare,
+        ScenarioName::Spray => Scenario::Spray,
     };
     if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
         eprintln!(

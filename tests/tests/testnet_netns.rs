@@ -258,3 +258,24 @@ fn up_commands_and_down_leave_nothing_behind() {
     let (_, out) = testnet(&state, &["status"]);
     assert!(out.contains("no testnet is up"), "{out}");
 }
+
+#[test]
+fn a_stranger_spraying_datagrams_disturbs_nobody_and_is_counted() {
+    if !require_netns("a_stranger_spraying_datagrams_disturbs_nobody_and_is_counted") {
+        return;
+    }
+    let dir = TempDir::new("e2e-spray");
+    let out = dir.0.join("spray");
+    let report = run(
+        &["spray", "--nodes", "3", "--duration", "8s", "--settle", "3s"],
+        &out,
+    );
+    let details = &report["details"];
+    assert!(details["sprayed"].as_u64().unwrap_or(0) > 10_000, "{details}");
+    assert_eq!(details["suspicions"], 0, "nobody suspected: {details}");
+    assert_eq!(details["deaths"], 0, "nobody declared dead: {details}");
+    let sprayed = details["sprayed"].as_f64().unwrap_or(0.0);
+    let counted = details["dropped_counted"].as_f64().unwrap_or(0.0);
+    assert!(counted >= 0.95 * sprayed, "every datagram dropped and counted: {details}");
+    assert_no_leftovers();
+}

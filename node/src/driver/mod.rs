@@ -13,6 +13,7 @@
 //! `Node::handle_datagram`, which opens and decodes it and hands it to SWIM;
 //! the RTT shows up as an `Event::Member(ProbeRtt)` in [`publish`].
 
+pub mod datagram;
 mod publish;
 pub mod services;
 pub mod streams;
@@ -73,6 +74,9 @@ pub struct Driver {
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
     peers_dirty: bool,
+    /// The session an open request is creating, and why its service failed
+    /// to start, if it did.
+    opening: Option<(String, Option<String>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -137,6 +141,7 @@ impl Driver {
             client_reports,
             connections: HashMap::new(),
             peers_dirty: true,
+            opening: None,
         }
     }
 
@@ -252,8 +257,8 @@ impl Driver {
 
     fn transmit(&mut self, t: Transmit) {
         match t {
-            Transmit::Datagram { to, bytes } => {
-                if let Err(e) = self.udp.try_send_to(&bytes, to) {
+            Transmit::Datagram { to, bytes, confirm } => {
+                if let Err(e) = datagram::send(&self.udp, &bytes, to, confirm) {
                     // SWIM tolerates loss: a full socket buffer is loss.
                     tracing::trace!(%to, error = %e, "datagram not sent");
                     crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
@@ -290,6 +295,16 @@ impl Driver {
             proto::Action::Start(record) => {
                 if let Err(e) = self.services.start(&record) {
                     tracing::error!(session = %record.id, error = %e, "cannot start session");
+                    match &mut self.opening {
+                        // Opened by this very request: the caller hears why.
+                        Some((id, failed)) if *id == record.id => *failed = Some(e.to_string()),
+                        // The next cluster tries: the node hands it over.
+                        _ => self.node.handle_service_failed(
+                            Instant::now(),
+                            &record.id,
+                            &e.to_string(),
+                        ),
+                    }
                 }
                 self.publish_session(&record.id);
             }
@@ -297,6 +312,14 @@ impl Driver {
                 self.services.stop(&id);
                 self.publish_session(&id);
             }
+            proto::Action::Warm(record) => {
+                if let Err(e) = self.services.warm(&record) {
+                    tracing::warn!(session = %record.id, error = %e, "cannot stand by warm");
+                }
+                self.publish_session(&record.id);
+            }
+            proto::Action::Pause { id } => self.services.pause(&id, true),
+            proto::Action::Resume { id } => self.services.pause(&id, false),
             other => self.on_discovery_action(other),
         }
     }
@@ -333,7 +356,18 @@ impl Driver {
                         .map_err(command_error)
                 });
                 let answer = result.and_then(|record| {
+                    self.opening = Some((record.id.clone(), None));
                     self.flush();
+                    // A service that failed to start here answers 5xx and
+                    // leaves no active record behind.
+                    if let Some((id, Some(why))) = self.opening.take() {
+                        let _ = self.node.close(Instant::now(), &id);
+                        self.flush();
+                        return Err(CommandError {
+                            status: 500,
+                            message: format!("the session's service did not start: {why}"),
+                        });
+                    }
                     self.publish_session(&record.id);
                     self.shared
                         .sessions
@@ -351,7 +385,10 @@ impl Driver {
                     .node
                     .close(now, &id)
                     .map_err(command_error)
-                    .and_then(|_| {
+                    .and_then(|closed| {
+                        if let proto::Closed::Forwarded { primary } = &closed {
+                            tracing::info!(session = %id, primary = %publish::show(primary), "close forwarded to the primary");
+                        }
                         self.flush();
                         self.publish_session(&id);
                         self.shared
@@ -369,6 +406,7 @@ impl Driver {
                 let answer = self
                     .node
                     .report(now, &id, report_of(&report))
+                    .map(|_| ())
                     .map_err(command_error);
                 let _ = reply.send(answer);
             }

@@ -44,9 +44,50 @@ impl Driver {
                 tracing::debug!(peer = %show(&peer), %why, "handshake failed");
                 self.peers_dirty = true;
             }
+            Event::DuplicateIdentity { peer, detail } => {
+                if peer == *self.node.id() {
+                    tracing::error!(%detail, "THIS NODE'S IDENTITY RUNS TWICE");
+                } else {
+                    tracing::error!(peer = %show(&peer), %detail, "a peer's identity runs twice");
+                }
+                crate::state::Metrics::add(&self.shared.metrics.duplicate_identity, 1);
+            }
+            Event::Fenced { fenced: true } => {
+                tracing::warn!(
+                    "this node hears nothing from the overlay (every probe fails): it stops \
+                     serving its sessions, which its peers take over, until it hears them again"
+                );
+            }
+            Event::Fenced { fenced: false } => {
+                tracing::info!(
+                    "this node hears the overlay again: it resumes once its map is current"
+                );
+            }
             Event::SessionChanged { id } => self.publish_session(&id),
             Event::SessionStarted { id, epoch, reason } => {
                 self.publish_session_event(&id, "started", epoch, &reason);
+            }
+            Event::SessionFailed { id, why, moved_to } => {
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                let reason = match &moved_to {
+                    Some(to) => format!("failed here ({why}): handed to {}", show(to)),
+                    None => format!("failed here ({why})"),
+                };
+                tracing::error!(session = %id, %reason, "session failed");
+                self.publish_session_event(&id, "failed", epoch, &reason);
+                self.publish_session(&id);
+            }
+            Event::SessionPaused { id, reason } => {
+                tracing::warn!(session = %id, %reason, "stream paused");
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                self.publish_session_event(&id, "paused", epoch, &reason);
+                self.publish_session(&id);
+            }
+            Event::SessionResumed { id } => {
+                tracing::info!(session = %id, "stream resumed: the client consents");
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                self.publish_session_event(&id, "resumed", epoch, "the client consents again");
+                self.publish_session(&id);
             }
             Event::SessionStopped { id, epoch, reason } => {
                 tracing::info!(session = %id, %reason, "stopping session");
@@ -225,6 +266,8 @@ impl Driver {
                 })
                 .collect(),
             hosted_here: self.services.hosts(id),
+            standby_here: self.services.is_warm(id),
+            paused: engine.is_paused(id),
         };
         self.shared.sessions.insert(id.to_string(), view);
     }

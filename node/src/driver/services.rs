@@ -16,6 +16,8 @@ use crate::service::{Instance, Registry, SessionSpec};
 pub struct Services {
     registry: Registry,
     instances: HashMap<String, Box<dyn Instance>>,
+    /// Instances standing by warm (running, sending nothing).
+    warm: std::collections::HashSet<String>,
 }
 
 /// What a service needs to know of a session's record.
@@ -35,6 +37,7 @@ impl Services {
         Services {
             registry,
             instances: HashMap::new(),
+            warm: std::collections::HashSet::new(),
         }
     }
 
@@ -43,8 +46,16 @@ impl Services {
         &self.registry
     }
 
-    /// Starts an instance of the session (replacing one that runs).
+    /// Starts an instance of the session (replacing one that runs), or
+    /// promotes its warm instance: a takeover that only opens a gate.
     pub fn start(&mut self, record: &Record) -> Result<(), crate::service::Error> {
+        if self.warm.remove(&record.id)
+            && let Some(instance) = self.instances.get(&record.id)
+        {
+            instance.pause(false);
+            tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session: warm standby promoted");
+            return Ok(());
+        }
         let instance = self.registry.start(spec_of(record))?;
         tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session");
         if let Some(old) = self.instances.insert(record.id.clone(), instance) {
@@ -53,16 +64,47 @@ impl Services {
         Ok(())
     }
 
+    /// Starts the session's instance in warm standby, if its service can
+    /// (else the takeover will start it cold).
+    pub fn warm(&mut self, record: &Record) -> Result<(), crate::service::Error> {
+        let spec = spec_of(record);
+        if !self.registry.can_stand_by(&spec) {
+            tracing::debug!(session = %record.id, "the service cannot stand by warm: cold");
+            return Ok(());
+        }
+        let instance = self.registry.start(spec)?;
+        instance.pause(true);
+        tracing::info!(session = %record.id, "standing by warm");
+        if let Some(old) = self.instances.insert(record.id.clone(), instance) {
+            tokio::spawn(old.stop());
+        }
+        self.warm.insert(record.id.clone());
+        Ok(())
+    }
+
+    /// Whether the session's instance stands by warm here.
+    pub fn is_warm(&self, id: &str) -> bool {
+        self.warm.contains(id)
+    }
+
     /// Stops the session's instance, if one runs (asynchronously: an exec
     /// child gets its grace period).
     pub fn stop(&mut self, id: &str) {
+        self.warm.remove(id);
         if let Some(instance) = self.instances.remove(id) {
             tokio::spawn(instance.stop());
         }
     }
 
-    /// Whether an instance of the session runs here.
+    /// Pauses or resumes the session's stream.
+    pub fn pause(&self, id: &str, paused: bool) {
+        if let Some(instance) = self.instances.get(id) {
+            instance.pause(paused);
+        }
+    }
+
+    /// Whether an instance of the session serves its client here.
     pub fn hosts(&self, id: &str) -> bool {
-        self.instances.contains_key(id)
+        self.instances.contains_key(id) && !self.warm.contains(id)
     }
 }

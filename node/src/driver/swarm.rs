@@ -165,6 +165,7 @@ impl Driver {
                 ..
             } => {
                 let remote = endpoint.get_remote_address().clone();
+                self.peers_dirty = true;
                 self.connections
                     .entry(peer_id)
                     .or_default()
@@ -182,6 +183,7 @@ impl Driver {
                 num_established,
                 ..
             } => {
+                self.peers_dirty = true;
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|(id, _)| *id != connection_id);
                     if list.is_empty() {
@@ -290,7 +292,11 @@ impl Driver {
                     kad.get_providers(self.overlay_key.clone());
                 }
             }
-            Action::Start(_) | Action::Stop { .. } => {}
+            Action::Start(_)
+            | Action::Warm(_)
+            | Action::Stop { .. }
+            | Action::Pause { .. }
+            | Action::Resume { .. } => {}
         }
     }
 

@@ -62,6 +62,11 @@ pub struct Config {
     /// it, WAV sources are refused, so that clients cannot make the node
     /// read arbitrary files.
     pub media_dir: Option<PathBuf>,
+    /// Networks (CIDR) clients must be in; empty: any unicast address that
+    /// can be a client (never multicast, broadcast, link-local, reserved).
+    pub allowed_clients: Vec<String>,
+    /// Active sessions one client IP address may have (default 16).
+    pub max_sessions_per_client: Option<usize>,
 }
 
 /// Why a session cannot be validated or started.
@@ -163,6 +168,14 @@ pub trait Service: Send + Sync + fmt::Debug {
     /// running (its socket bound, its first process spawned).
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error>;
 
+    /// Whether an instance of this session can stand by warm: run without
+    /// sending to the client until told to (see [`Instance::pause`]).
+    /// Services that cannot are started cold at a takeover instead.
+    fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        let _ = spec;
+        false
+    }
+
     /// Like [`start`](Service::start), handing the client's reports to
     /// `reports` if the service receives any (by default it does not).
     fn start_reporting(
@@ -185,6 +198,14 @@ pub trait Instance: Send + fmt::Debug {
 
     /// What the instance is doing.
     fn status(&self) -> Status;
+
+    /// Stops sending to the client for now (`true`: its client gave no
+    /// consent) or goes on (`false`); the instance keeps running. Services
+    /// that cannot pause ignore it (the session is closed if consent does
+    /// not come back).
+    fn pause(&self, paused: bool) {
+        let _ = paused;
+    }
 }
 
 /// What an instance reports about itself.
@@ -192,6 +213,8 @@ pub trait Instance: Send + fmt::Debug {
 pub struct Status {
     /// Still running (an `exec` instance between restarts counts as running).
     pub running: bool,
+    /// Sending nothing for now: the client gave no consent.
+    pub paused: bool,
     /// `exec`: how many times the command was started again.
     pub restarts: u32,
     /// `exec`: process id of the current child.
@@ -273,6 +296,12 @@ impl Registry {
         self.get(&spec.service)?.validate(spec)
     }
 
+    /// Whether the session's service can run it in warm standby.
+    pub fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        self.get(&spec.service)
+            .is_ok_and(|service| service.can_stand_by(spec))
+    }
+
     /// Starts a session with the service it names.
     pub fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
         self.get(&spec.service)?
@@ -319,6 +348,10 @@ impl TaskInstance {
 }
 
 impl Instance for TaskInstance {
+    fn pause(&self, paused: bool) {
+        lock(&self.status).paused = paused;
+    }
+
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, Status> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -394,7 +427,7 @@ mod tests {
     fn a_malformed_template_fails_the_registry() {
         let config = Config {
             exec: BTreeMap::from([("bad".to_string(), "ffmpeg '{x}".to_string())]),
-            media_dir: None,
+            ..Config::default()
         };
         let err = Registry::builtin(&config, None).unwrap_err();
         assert!(matches!(err, Error::Template { .. }), "{err}");

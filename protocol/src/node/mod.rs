@@ -118,6 +118,95 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// The node's own timing.
     pub timing: Timing,
+    /// Which clients sessions may stream to.
+    pub clients: ClientPolicy,
+}
+
+/// Which client addresses a session may stream to: a stream is sent where a
+/// caller says, so the node refuses addresses where it would hurt others
+/// (reflection, amplification) or cannot be a client at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientPolicy {
+    /// When not empty, clients must be in one of these networks (address,
+    /// prefix length).
+    pub allowed: Vec<(IpAddr, u8)>,
+    /// Active sessions one client IP address may have.
+    pub max_per_ip: usize,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        ClientPolicy {
+            allowed: Vec::new(),
+            max_per_ip: 16,
+        }
+    }
+}
+
+impl ClientPolicy {
+    /// Checks a client address; the error says why it is refused.
+    pub fn check(&self, addr: &SocketAddr) -> Result<(), String> {
+        let ip = addr.ip();
+        if addr.port() == 0 {
+            return Err(format!("client {addr}: port 0 is no client's port"));
+        }
+        if let Some(kind) = unfit(ip) {
+            return Err(format!(
+                "client {addr} is {kind}: a session streams to one client's unicast address"
+            ));
+        }
+        if !self.allowed.is_empty()
+            && !self
+                .allowed
+                .iter()
+                .any(|(net, prefix)| sessions::in_network(ip, *net, *prefix))
+        {
+            return Err(format!(
+                "client {addr} is outside the networks this node serves ([services] allowed_clients)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why an IP address cannot be a session's client, if it cannot.
+fn unfit(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_unspecified() {
+                Some("unspecified")
+            } else if v4.is_multicast() {
+                Some("a multicast address")
+            } else if v4.is_broadcast() || o[3] == 255 {
+                Some("a broadcast address")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else if o[0] == 0 || o[0] >= 240 {
+                Some("a reserved address")
+            } else if v4.is_documentation() {
+                Some("a documentation address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("a multicast address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
+                Some("a documentation address")
+            } else if let Some(v4) = v6.to_ipv4_mapped() {
+                unfit(IpAddr::V4(v4))
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// Something the driver must send or open.
@@ -129,6 +218,11 @@ pub enum Transmit {
         to: SocketAddr,
         /// The datagram.
         bytes: Vec<u8>,
+        /// The peer answered within [`CONFIRM_WINDOW`]: the driver may tell
+        /// the link layer that it is reachable (Linux `MSG_CONFIRM`), which
+        /// spares an ARP or neighbour probe per peer every half minute on a
+        /// flat LAN, where every member is a neighbour.
+        confirm: bool,
     },
     /// Open a stream of `protocol` to `peer` (dialling it at `addrs` if it
     /// is not connected). Frames from it are read through `max_frame` and
@@ -168,14 +262,29 @@ pub enum Transmit {
 /// Something the driver must do that is not a transmission.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Start hosting this session: this node is its primary now.
+    /// Start hosting this session: this node is its primary now (promoting
+    /// its warm instance if it has one).
     Start(Box<Record>),
+    /// Start the session's service in warm standby: running, sending
+    /// nothing, until a `Start` promotes it or a `Stop` ends it.
+    Warm(Box<Record>),
     /// Stop hosting the session `id`.
     Stop {
         /// The session.
         id: String,
         /// Why (moved, closed, lost a concurrent claim).
         reason: String,
+    },
+    /// Stop sending the session's stream for now (its client gave no
+    /// consent), keeping the instance.
+    Pause {
+        /// The session.
+        id: String,
+    },
+    /// Send the session's stream again.
+    Resume {
+        /// The session.
+        id: String,
     },
     /// Make a libp2p connection to a discovered peer (`peer` is `None` for
     /// a bootstrap address without a peer id).
@@ -240,6 +349,43 @@ pub enum Event {
         /// Why it is here (`open`, `takeover: ...`, `transfer: ...`).
         reason: String,
     },
+    /// Two live processes claim one peer id (a copied identity): `peer` is
+    /// this node itself or another. Both processes take sessions and answer
+    /// probes, so clients may get two senders: an operator must stop one.
+    DuplicateIdentity {
+        /// The peer id claimed twice.
+        peer: NodeId,
+        /// What gave it away.
+        detail: String,
+    },
+    /// This node hears nothing from the overlay (`fenced`: it stopped
+    /// serving and writes nothing), or hears it again.
+    Fenced {
+        /// Whether it is fenced now.
+        fenced: bool,
+    },
+    /// A session's service failed on this node.
+    SessionFailed {
+        /// The session.
+        id: String,
+        /// Why.
+        why: String,
+        /// The node it was handed to, if any (else it was closed, or it was
+        /// only a warm standby).
+        moved_to: Option<NodeId>,
+    },
+    /// A hosted session's stream paused for want of the client's consent.
+    SessionPaused {
+        /// The session.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A paused stream goes on: the client consented again.
+    SessionResumed {
+        /// The session.
+        id: String,
+    },
     /// This node stopped hosting a session.
     SessionStopped {
         /// The session.
@@ -248,6 +394,19 @@ pub enum Event {
         epoch: u64,
         /// Why.
         reason: String,
+    },
+}
+
+/// What a close did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    /// This node is the primary and closed it (or it was closed already):
+    /// the tombstone.
+    Here(Box<Record>),
+    /// Another node is the primary: the request went to it.
+    Forwarded {
+        /// The primary.
+        primary: NodeId,
     },
 }
 
@@ -400,6 +559,8 @@ enum Timer {
     InboundGrace(NodeId),
     /// A handshake may be tried again.
     Retry(NodeId),
+    /// Look for members whose keys may be void (see [`REKEY_AFTER`]).
+    Rekey,
 }
 
 #[derive(Debug)]
@@ -432,6 +593,21 @@ struct Refused {
     until: Instant,
     reason: String,
 }
+
+/// A live member this node has keys with, that answered none of its last
+/// [`REKEY_UNANSWERED`] probes and nothing else for this long, gets a new
+/// handshake: its process may hold other keys (it restarted and the news
+/// has not come, or another process took its identity). A dead one does
+/// not; one that merely was not probed lately (members are probed once per
+/// round of N) does not either.
+pub const REKEY_AFTER: Duration = Duration::from_secs(5);
+
+/// Probes unanswered in a row before keys are suspected void.
+pub const REKEY_UNANSWERED: u32 = 3;
+
+/// A peer heard from this recently is known reachable (see
+/// [`Transmit::Datagram::confirm`]).
+pub const CONFIRM_WINDOW: Duration = Duration::from_secs(5);
 
 /// At most this many refused peers are remembered (the oldest go first).
 const MAX_REFUSED: usize = 1024;
@@ -467,6 +643,9 @@ pub struct Node<S, R> {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     leaving: bool,
+    /// A foreign process announcing this node's id: its boot number and the
+    /// highest incarnation it announced.
+    impostor: Option<(u64, u32)>,
     stats: Stats,
 }
 
@@ -517,9 +696,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             leaving: false,
+            impostor: None,
             stats: Stats::default(),
         };
         node.schedule(now, Timer::Walk);
+        node.schedule(now + REKEY_AFTER, Timer::Rekey);
         node
     }
 
@@ -801,9 +982,37 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 "client {client:?} is not an address such as 127.0.0.1:5004"
             ))
         })?;
+        self.config
+            .clients
+            .check(&addr)
+            .map_err(CommandError::Invalid)?;
+        let same_ip = self
+            .engine
+            .map()
+            .active()
+            .filter(|r| {
+                r.client
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| a.ip() == addr.ip())
+            })
+            .count();
+        if same_ip >= self.config.clients.max_per_ip {
+            return Err(CommandError::Unavailable(format!(
+                "client {} has {same_ip} sessions already, the most one address may have \
+                 ([services] max_sessions_per_client)",
+                addr.ip()
+            )));
+        }
         if self.leaving {
             return Err(CommandError::Unavailable(
                 "this node is leaving the overlay: open the session on another node".into(),
+            ));
+        }
+        if self.engine.is_fenced() {
+            return Err(CommandError::Unavailable(
+                "this node hears nothing from the overlay (its links may be cut): \
+                 open the session on another node"
+                    .into(),
             ));
         }
         let mut bytes = [0u8; 16];
@@ -829,16 +1038,20 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     /// Closes a session this node is primary of.
-    pub fn close(&mut self, now: Instant, id: &str) -> Result<Record, CommandError> {
+    pub fn close(&mut self, now: Instant, id: &str) -> Result<Closed, CommandError> {
         let record =
             self.engine.map().get(id).ok_or_else(|| {
                 CommandError::NotFound(format!("no session {id:?} is known here"))
             })?;
+        if record.state == crate::session::SessionState::Closed {
+            return Ok(Closed::Here(Box::new(record.clone())));
+        }
         if record.primary != self.me {
-            return Err(CommandError::NotPrimary {
-                id: id.to_string(),
-                primary: record.primary.clone(),
-            });
+            // Any node takes the request; the primary carries it out.
+            let primary = record.primary.clone();
+            self.unicast(now, &primary, AppMessage::Close { id: id.to_string() });
+            self.pump(now);
+            return Ok(Closed::Forwarded { primary });
         }
         let now_ms = self.unix_ms(now);
         let record = self
@@ -846,19 +1059,61 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .close(now, now_ms, id)
             .map_err(|e| CommandError::Conflict(e.to_string()))?;
         self.pump(now);
-        Ok(record)
+        Ok(Closed::Here(Box::new(record)))
     }
 
     /// A client's report on a session (from RTCP, or from the API).
-    pub fn report(&mut self, now: Instant, id: &str, report: Report) -> Result<(), CommandError> {
-        if self.engine.map().get(id).is_none() {
+    /// Answers where the report went: `None` when this node hosts the
+    /// session, else the primary it was forwarded to.
+    pub fn report(
+        &mut self,
+        now: Instant,
+        id: &str,
+        report: Report,
+    ) -> Result<Option<NodeId>, CommandError> {
+        let Some(record) = self.engine.map().get(id) else {
             return Err(CommandError::NotFound(format!(
                 "no session {id:?} is known here"
             )));
+        };
+        if record.state == crate::session::SessionState::Closed {
+            return Err(CommandError::Conflict(format!("session {id} is closed")));
         }
-        self.engine.report(now, id, report);
+        let primary = record.primary.clone();
+        if primary == self.me {
+            self.engine.report(now, id, report);
+            self.pump(now);
+            return Ok(None);
+        }
+        self.unicast(now, &primary, AppMessage::report(id, &report));
         self.pump(now);
-        Ok(())
+        Ok(Some(primary))
+    }
+
+    /// Sends one application message to one member, on a datagram.
+    fn unicast(&mut self, now: Instant, to: &NodeId, message: AppMessage) {
+        let gossip = Message::Gossip(wire::Gossip {
+            updates: Vec::new(),
+        });
+        let plain = wire::encode(&gossip, &[message.encode()]);
+        if plain.len() > datagram::MAX_PLAINTEXT {
+            return;
+        }
+        self.send_datagram(now, to, plain, Class::Deltas);
+    }
+
+    /// The service instance of session `id` failed here (it would not
+    /// start, or gave up after quick restarts): the session moves to its
+    /// next live backup, or is closed when none is left.
+    pub fn handle_service_failed(&mut self, now: Instant, id: &str, why: &str) {
+        let now_ms = self.unix_ms(now);
+        let moved = self.engine.service_failed(now, now_ms, id, why);
+        self.events.push_back(Event::SessionFailed {
+            id: id.to_string(),
+            why: why.to_string(),
+            moved_to: moved,
+        });
+        self.pump(now);
     }
 
     // ---- internals ----
@@ -908,6 +1163,28 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     .is_some_and(|p| p.connected && !p.has_session() && p.handshake.is_none());
                 if waiting && !self.is_refused(now, &peer) {
                     self.start_handshake(now, &peer);
+                }
+            }
+            Timer::Rekey => {
+                self.schedule(now + Duration::from_secs(1), Timer::Rekey);
+                let stale: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.has_session()
+                            && p.handshake.is_none()
+                            && p.unanswered >= REKEY_UNANSWERED
+                            && p.heard
+                                .is_some_and(|h| now.saturating_duration_since(h) >= REKEY_AFTER)
+                            && p.retry_at.is_none_or(|at| at <= now)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .filter(|id| self.swim.member(id).is_some_and(|m| m.state.is_active()))
+                    .collect();
+                for peer in stale {
+                    if !self.leaving && !self.is_refused(now, &peer) {
+                        self.start_handshake(now, &peer);
+                    }
                 }
             }
             Timer::Retry(peer) => {
@@ -973,6 +1250,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 }
             }
         }
+        self.watch_for_impostor(&message);
         // News about refused peers is not taken from anyone.
         if !self.refused.is_empty()
             && let Some(updates) = message.updates_mut()
@@ -981,6 +1259,49 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             updates.retain(|u| !refused.contains_key(u.id()));
         }
         self.swim.handle_message(now, from, message);
+    }
+
+    /// An announcement of this node's id from another process (another boot
+    /// number) is normal once after a restart: the old process's last word,
+    /// which SWIM refutes. The same foreign process announcing a higher
+    /// incarnation again means it is alive and refuting back: two processes
+    /// hold this identity.
+    fn watch_for_impostor(&mut self, message: &Message) {
+        for update in message.updates() {
+            let wire::Update::Alive {
+                id,
+                incarnation,
+                meta,
+            } = update
+            else {
+                continue;
+            };
+            if *id != self.me {
+                continue;
+            }
+            let Ok(meta) = NodeMeta::decode(meta) else {
+                continue;
+            };
+            if meta.boot == self.boot {
+                continue;
+            }
+            match self.impostor {
+                Some((boot, seen)) if boot == meta.boot && *incarnation > seen => {
+                    self.impostor = Some((boot, *incarnation));
+                    self.events.push_back(Event::DuplicateIdentity {
+                        peer: self.me.clone(),
+                        detail: format!(
+                            "another live process announces this node's peer id (its boot {:016x}, \
+                             incarnation {incarnation}, addresses {:?}): two nodes run with one \
+                             identity; stop one, or give it a data directory of its own",
+                            meta.boot, meta.addrs
+                        ),
+                    });
+                }
+                Some((boot, _)) if boot == meta.boot => {}
+                _ => self.impostor = Some((meta.boot, *incarnation)),
+            }
+        }
     }
 
     /// A peer's map root: a different one starts a sync with it.
@@ -994,6 +1315,17 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// moves: SWIM's events feed the engine, the engine's broadcasts become
     /// SWIM transmits, transmits become datagrams or streams.
     fn pump(&mut self, now: Instant) {
+        // Lifeguard's self-awareness, to its end: a node whose every probe
+        // fails fences itself before the others finish taking its sessions.
+        let isolated = self.swim.is_isolated(now);
+        if isolated != self.engine.is_fenced() {
+            self.engine.set_fenced(now, isolated);
+            self.events.push_back(Event::Fenced { fenced: isolated });
+            if !isolated {
+                // What it missed meanwhile comes by anti-entropy, now.
+                self.push_sync(now);
+            }
+        }
         loop {
             let mut moved = false;
             while let Some(event) = self.swim.poll_event() {
@@ -1058,6 +1390,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         {
             p.endpoint = Some(addr);
         }
+        if let Some(detail) = p.note_boot(meta.boot) {
+            self.events.push_back(Event::DuplicateIdentity {
+                peer: id.clone(),
+                detail,
+            });
+        }
+        let p = self.peers.get_mut(id).expect("inserted above");
         // Keys agreed with a previous process of this member are void: its
         // new process does not hold them.
         if p.boot.is_some_and(|b| b != meta.boot) && p.has_session() {
@@ -1111,6 +1450,24 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 });
                 self.actions.push_back(Action::Start(record));
             }
+            sessions::Action::Warm(record) => {
+                self.events.push_back(Event::SessionChanged {
+                    id: record.id.clone(),
+                });
+                self.actions.push_back(Action::Warm(record));
+            }
+            sessions::Action::Pause { id, reason } => {
+                self.events.push_back(Event::SessionPaused {
+                    id: id.clone(),
+                    reason,
+                });
+                self.actions.push_back(Action::Pause { id });
+            }
+            sessions::Action::Resume { id } => {
+                self.events
+                    .push_back(Event::SessionResumed { id: id.clone() });
+                self.actions.push_back(Action::Resume { id });
+            }
             sessions::Action::Stop { id, reason } => {
                 let epoch = self.engine.map().get(&id).map_or(0, |r| r.epoch);
                 self.events.push_back(Event::SessionStopped {
@@ -1148,6 +1505,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     fn send_datagram(&mut self, now: Instant, to: &NodeId, plain: Vec<u8>, class: Class) {
+        // A ping or a ping-req is answered (by an ack or a nack).
+        let expects_answer = matches!(
+            plain.first().map(|h| h & 0x0f),
+            Some(wire::KIND_PING | wire::KIND_PING_REQ)
+        );
         if self.is_refused(now, to) || to.is_unresolved() {
             self.stats.drops.no_session += 1;
             return;
@@ -1158,9 +1520,18 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             match p.seal(&plain) {
                 Some(bytes) => {
                     let to_addr = p.endpoint.expect("seal needs an endpoint");
+                    let confirm = p
+                        .heard
+                        .is_some_and(|h| now.saturating_duration_since(h) < CONFIRM_WINDOW);
+                    if expects_answer {
+                        p.unanswered = p.unanswered.saturating_add(1);
+                    }
                     self.stats.sent.entry(class).or_default().add(bytes.len());
-                    self.transmits
-                        .push_back(Transmit::Datagram { to: to_addr, bytes });
+                    self.transmits.push_back(Transmit::Datagram {
+                        to: to_addr,
+                        bytes,
+                        confirm,
+                    });
                 }
                 None => {
                     self.stats.drops.no_session += 1;

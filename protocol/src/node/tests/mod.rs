@@ -117,7 +117,7 @@ fn admission_is_four_frames_and_both_sides_get_keys() {
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(t.len(), 1);
     let confirm = frames_of(&t).remove(0).1;
-    assert!(matches!(hello(&confirm), Hello::Confirm { ref proof } if proof.len() == 32));
+    assert!(matches!(hello(&confirm), Hello::Confirm { ref proof, .. } if proof.len() == 32));
     assert!(!a.peer(&b_id).unwrap().admitted, "not before Done");
 
     // B admits A: Done, finish, keys, and a join (A is new to B's SWIM).
@@ -125,7 +125,7 @@ fn admission_is_four_frames_and_both_sides_get_keys() {
     let (t, _, e) = drain(&mut b);
     assert_eq!(hello(&frames_of(&t)[0].1), Hello::Done);
     assert!(matches!(t[1], Transmit::Finish { stream } if stream == sb));
-    let Transmit::Datagram { to, bytes } = &t[2] else {
+    let Transmit::Datagram { to, bytes, .. } = &t[2] else {
         panic!("{t:?}")
     };
     assert_eq!(*to, addr(0), "the announced datagram socket");
@@ -438,4 +438,307 @@ fn the_same_seed_gives_the_same_bytes() {
     };
     assert_eq!(run(12), run(12));
     assert_ne!(run(12), run(13));
+}
+
+/// Runs `net` for `d` in 10 ms steps; answers, per session, the longest
+/// stretch during which two nodes or more hosted it.
+fn longest_double_serving(net: &mut Net, d: Duration) -> BTreeMap<String, Duration> {
+    let mut since: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
+    let end = net.now + d;
+    while net.now < end {
+        net.run_for(Duration::from_millis(10));
+        let mut hosts: BTreeMap<String, usize> = BTreeMap::new();
+        for set in &net.hosting {
+            for id in set {
+                *hosts.entry(id.clone()).or_default() += 1;
+            }
+        }
+        for (id, n) in &hosts {
+            if *n > 1 {
+                let start = *since.entry(id.clone()).or_insert(net.now);
+                let l = longest.entry(id.clone()).or_default();
+                *l = (*l).max(net.now - start);
+            } else {
+                since.remove(id);
+            }
+        }
+        since.retain(|id, _| hosts.get(id).is_some_and(|n| *n > 1));
+    }
+    longest
+}
+
+/// A warm group of 6 with sessions; answers the node that is primary of
+/// the most of them, and their ids.
+fn group_with_sessions(seed: u64) -> (Net, usize, Vec<String>) {
+    let mut net = Net::new(6, seed);
+    net.warm();
+    net.run_for(Duration::from_secs(2));
+    for k in 0..12 {
+        open(&mut net, k % 6);
+    }
+    net.run_for(Duration::from_secs(2));
+    let victim = (0..6)
+        .max_by_key(|&i| net.hosting[i].len())
+        .expect("six nodes");
+    let ids: Vec<String> = net.hosting[victim].iter().cloned().collect();
+    assert!(!ids.is_empty());
+    (net, victim, ids)
+}
+
+fn hosts_of(net: &Net, id: &str) -> Vec<usize> {
+    (0..net.nodes.len())
+        .filter(|&i| net.hosting[i].contains(id))
+        .collect()
+}
+
+#[test]
+fn a_node_that_cannot_hear_fences_itself_and_declares_nobody_dead() {
+    let (mut net, victim, ids) = group_with_sessions(21);
+    for j in 0..6 {
+        if j != victim {
+            net.cuts.insert((j, victim));
+        }
+    }
+    let double = longest_double_serving(&mut net, Duration::from_secs(5));
+    assert!(net.hosting[victim].is_empty(), "it stopped serving");
+    assert!(
+        net.events[victim].contains(&Event::Fenced { fenced: true }),
+        "{:?}",
+        net.events[victim].iter().rev().take(5).collect::<Vec<_>>()
+    );
+    for j in (0..6).filter(|&j| j != victim) {
+        assert_ne!(
+            net.state(victim, j),
+            Some(State::Dead),
+            "it declared {j} dead"
+        );
+    }
+    for id in &ids {
+        assert_eq!(hosts_of(&net, id).len(), 1, "session {id} has one host");
+        let d = double.get(id).copied().unwrap_or_default();
+        assert!(
+            d <= Duration::from_millis(1500),
+            "{id} served twice for {d:?}"
+        );
+    }
+    net.cuts.clear();
+    net.run_for(Duration::from_secs(6));
+    assert!(net.events[victim].contains(&Event::Fenced { fenced: false }));
+    for id in &ids {
+        assert_eq!(
+            hosts_of(&net, id).len(),
+            1,
+            "after the heal, {id} has one host"
+        );
+    }
+}
+
+#[test]
+fn a_node_that_cannot_send_fences_itself_within_the_bound() {
+    let (mut net, victim, ids) = group_with_sessions(22);
+    for j in 0..6 {
+        if j != victim {
+            net.cuts.insert((victim, j));
+        }
+    }
+    let double = longest_double_serving(&mut net, Duration::from_secs(5));
+    assert!(net.hosting[victim].is_empty(), "it stopped serving");
+    for id in &ids {
+        assert_eq!(hosts_of(&net, id).len(), 1, "session {id} has one host");
+        let d = double.get(id).copied().unwrap_or_default();
+        assert!(
+            d <= Duration::from_millis(1500),
+            "{id} served twice for {d:?}"
+        );
+    }
+    net.cuts.clear();
+    net.run_for(Duration::from_secs(8));
+    for id in &ids {
+        assert_eq!(
+            hosts_of(&net, id).len(),
+            1,
+            "after the heal, {id} has one host"
+        );
+    }
+    assert!(net.converged());
+}
+
+#[test]
+fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
+    // Node 3 runs with node 2's key: a copied data directory.
+    let mut net = Net::with_keys(4, 23, harness::config, |i| if i == 3 { 2 } else { i });
+    net.join_all();
+    net.run_for(Duration::from_secs(20));
+    let twin = net.ids[2].clone();
+    let said = |i: usize| {
+        net.events[i]
+            .iter()
+            .any(|e| matches!(e, Event::DuplicateIdentity { peer, .. } if *peer == twin))
+    };
+    assert!(said(2) && said(3), "both processes say so");
+    assert!(said(0) || said(1), "and a peer does");
+    // A plain restart is not mistaken for a twin.
+    let mut net = Net::new(4, 24);
+    net.join_all();
+    net.run_for(Duration::from_secs(3));
+    net.crash(2);
+    net.run_for(Duration::from_secs(1));
+    net.restart(2);
+    net.discover(2, 0);
+    net.run_for(Duration::from_secs(8));
+    for i in 0..4 {
+        assert!(
+            !net.events[i]
+                .iter()
+                .any(|e| matches!(e, Event::DuplicateIdentity { .. })),
+            "node {i}: {:?}",
+            net.events[i]
+        );
+    }
+}
+
+#[test]
+fn any_node_takes_a_report_or_a_close_and_the_primary_carries_it_out() {
+    let mut net = Net::new(4, 25);
+    net.warm();
+    net.run_for(Duration::from_secs(1));
+    let r = open(&mut net, 0);
+    net.run_for(Duration::from_secs(1));
+    let primary = net.ids.iter().position(|x| *x == r.primary).unwrap();
+    let other = (0..4).find(|&i| i != primary).unwrap();
+    // Reports through another node keep the stream going past the first
+    // consent window.
+    for _ in 0..4 {
+        net.run_for(Duration::from_secs(5));
+        let now = net.now;
+        let report = crate::sessions::Report {
+            loss: 0.0,
+            jitter: Duration::from_millis(1),
+            rtt: Duration::from_millis(1),
+        };
+        let went = net.node_mut(other).report(now, &r.id, report).unwrap();
+        assert_eq!(went, Some(r.primary.clone()));
+        net.after(other);
+    }
+    net.run_for(Duration::from_millis(100));
+    assert!(
+        !net.actions[primary]
+            .iter()
+            .any(|a| matches!(a, Action::Pause { id } if *id == r.id)),
+        "consent came through the other node"
+    );
+    let now = net.now;
+    let closed = net.node_mut(other).close(now, &r.id).unwrap();
+    assert_eq!(
+        closed,
+        Closed::Forwarded {
+            primary: r.primary.clone()
+        }
+    );
+    net.after(other);
+    net.run_for(Duration::from_secs(1));
+    for i in 0..4 {
+        let seen = net.node(i).engine().map().get(&r.id).unwrap();
+        assert_eq!(seen.state, crate::session::SessionState::Closed, "node {i}");
+    }
+    assert!(net.hosting[primary].is_empty());
+}
+
+#[test]
+fn a_quiet_group_of_sixty_never_handshakes_again() {
+    // Each member is probed once per round of N: pairs hear from each
+    // other every few seconds only, which must not look like void keys.
+    let mut net = Net::new(60, 26);
+    net.warm();
+    let before: u64 = (0..60).map(|i| net.node(i).stats().handshakes).sum();
+    net.run_for(Duration::from_secs(20));
+    let after: u64 = (0..60).map(|i| net.node(i).stats().handshakes).sum();
+    assert_eq!(after, before, "no re-handshake in a healthy group");
+    assert!(net.converged());
+}
+
+#[test]
+fn streams_go_only_to_one_clients_unicast_address() {
+    let policy = ClientPolicy::default();
+    for bad in [
+        "0.0.0.0:5004",
+        "224.0.0.251:5353",
+        "239.1.2.3:5004",
+        "255.255.255.255:5004",
+        "198.18.5.255:5004",
+        "169.254.1.1:5004",
+        "240.0.0.1:5004",
+        "192.0.2.1:5004",
+        "[::]:5004",
+        "[ff02::1]:5004",
+        "[fe80::1]:5004",
+        "[::ffff:224.0.0.1]:5004",
+        "198.18.5.7:0",
+    ] {
+        let addr: SocketAddr = bad.parse().unwrap();
+        assert!(policy.check(&addr).is_err(), "{bad} accepted");
+    }
+    for good in ["198.18.5.7:5004", "127.0.0.1:5004", "[2001:db9::1]:5004"] {
+        assert_eq!(policy.check(&good.parse().unwrap()), Ok(()), "{good}");
+    }
+    let only = ClientPolicy {
+        allowed: vec![("198.18.2.0".parse().unwrap(), 24)],
+        ..ClientPolicy::default()
+    };
+    assert!(only.check(&"198.18.2.9:5004".parse().unwrap()).is_ok());
+    let err = only.check(&"198.18.3.9:5004".parse().unwrap()).unwrap_err();
+    assert!(err.contains("allowed_clients"), "{err}");
+}
+
+#[test]
+fn one_client_address_gets_a_bounded_number_of_sessions() {
+    let mut net = Net::with_config(2, 27, |i| {
+        let mut c = harness::config(i);
+        c.clients.max_per_ip = 3;
+        c
+    });
+    net.join_all();
+    net.converge(Duration::from_secs(5));
+    let now = net.now;
+    let node = net.node_mut(0);
+    for port in 0..3 {
+        node.open(
+            now,
+            "rtp-audio".into(),
+            format!("198.18.5.7:{}", 6000 + port),
+            BTreeMap::new(),
+        )
+        .unwrap();
+    }
+    let err = node
+        .open(
+            now,
+            "rtp-audio".into(),
+            "198.18.5.7:7000".into(),
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::Unavailable(ref m) if m.contains("198.18.5.7")),
+        "{err:?}"
+    );
+    assert!(
+        node.open(
+            now,
+            "rtp-audio".into(),
+            "198.18.5.8:7000".into(),
+            BTreeMap::new()
+        )
+        .is_ok()
+    );
+    let err = node
+        .open(
+            now,
+            "rtp-audio".into(),
+            "224.0.0.1:7000".into(),
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Invalid(ref m) if m.contains("multicast")));
 }
