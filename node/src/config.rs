@@ -53,13 +53,15 @@ pub struct Flags {
     /// port (7702 beside 7701; any free port when that one is 0).
     #[arg(long, value_name = "IP:PORT")]
     pub swim_listen: Option<String>,
-    /// Address of a node to join through, with or without /p2p/<peer id> (repeatable).
+    /// Address of a node to join through, /ip4/IP/udp/PORT/quic-v1 or
+    /// /ip4/IP/tcp/PORT, with or without /p2p/<peer id> (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
-    /// Address of the HTTP API. Beyond loopback, requests need the api_token.
+    /// Address of the HTTP API: IP:PORT, a port (on 127.0.0.1), or
+    /// localhost:PORT. Beyond loopback, requests need the api_token.
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
     /// Timing profile: lan (RTTs below ~5 ms) or wan (RTTs up to ~300 ms).
@@ -203,6 +205,8 @@ pub struct Config {
     pub overlay: String,
     /// Pre-shared network key.
     pub network_key: Option<Vec<u8>>,
+    /// The file it was read from.
+    pub network_key_file: Option<PathBuf>,
     /// Peers allowed, when restricted.
     pub allowlist: Option<HashSet<PeerId>>,
     /// Most members admitted.
@@ -240,6 +244,40 @@ pub enum ConfigError {
         path: PathBuf,
         /// The parser's message, with line and field.
         message: String,
+    },
+    /// The network key file could not be read.
+    #[error(
+        "cannot read network key file {path}: {source} (create one with \
+         `head -c 32 /dev/urandom > {path}` and give every node of the overlay a copy)"
+    )]
+    NetworkKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listen or bootstrap address is not one this node can use.
+    #[error(
+        "invalid {field} address {value:?}: {why}; write it as /ip4/198.18.0.1/udp/7701/quic-v1 \
+         (QUIC) or /ip4/198.18.0.1/tcp/7701 (TCP){p2p}"
+    )]
+    Address {
+        /// `listen` or `bootstrap`.
+        field: &'static str,
+        /// The address as given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+        /// For bootstrap addresses, that a peer id may follow.
+        p2p: &'static str,
+    },
+    /// The API address is not one to listen on.
+    #[error("invalid api {value:?}: {why}")]
+    Api {
+        /// The address as given.
+        value: String,
+        /// What is wrong, and the forms that work.
+        why: String,
     },
     /// A value is not what the field expects.
     #[error("invalid {field} {value:?}: expected {expected}")]
@@ -311,7 +349,7 @@ impl Config {
         } else {
             listen_raw
                 .iter()
-                .map(|a| parse_multiaddr("listen", a))
+                .map(|a| parse_address(Use::Listen, a))
                 .collect::<Result<_, _>>()?
         };
         let bootstrap_raw = if flags.bootstrap.is_empty() {
@@ -321,7 +359,7 @@ impl Config {
         };
         let bootstrap = bootstrap_raw
             .iter()
-            .map(|a| parse_multiaddr("bootstrap", a))
+            .map(|a| parse_address(Use::Bootstrap, a))
             .collect::<Result<_, _>>()?;
         let swim_listen = match flags.swim_listen.or(file.swim_listen) {
             Some(raw) => raw.parse().map_err(|_| {
@@ -338,13 +376,7 @@ impl Config {
             .api
             .or(file.api)
             .unwrap_or_else(|| DEFAULT_API.to_string());
-        let api: SocketAddr = api_raw.parse().map_err(|_| {
-            invalid(
-                "api",
-                &api_raw,
-                "an IP address and port, such as 127.0.0.1:7700",
-            )
-        })?;
+        let api = parse_api(&api_raw)?;
         let profile = flags.profile.or(file.profile).unwrap_or_default();
         let capacity = flags.capacity.or(file.capacity).unwrap_or(100);
         let overlay = flags
@@ -354,8 +386,9 @@ impl Config {
         if overlay.is_empty() || overlay.len() > baton_protocol::peering::MAX_OVERLAY_LEN {
             return Err(invalid("overlay", overlay, "1 to 128 bytes"));
         }
-        let network_key = match flags.network_key_file.or(file.network_key_file) {
-            Some(path) => Some(read_key(&path)?),
+        let network_key_file = flags.network_key_file.or(file.network_key_file);
+        let network_key = match &network_key_file {
+            Some(path) => Some(read_key(path)?),
             None => None,
         };
         let allow_raw = if flags.allow.is_empty() {
@@ -370,7 +403,7 @@ impl Config {
                 allow_raw
                     .iter()
                     .map(|p| {
-                        p.parse::<PeerId>().map_err(|_| {
+                        parse_peer_id(p).ok_or_else(|| {
                             invalid("allow", p, "a base58 peer id such as 12D3KooW...")
                         })
                     })
@@ -416,6 +449,7 @@ impl Config {
             capacity,
             overlay,
             network_key,
+            network_key_file,
             allowlist,
             max_members,
             api_token,
@@ -551,31 +585,237 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut key = std::fs::read(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
+    let max = crate::data_dir::MAX_KEY_FILE;
+    let wrong = |what: String| invalid("network_key_file", path.display().to_string(), what);
+    let mut key = crate::data_dir::read_key_file(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidData => wrong(format!(
+            "a file holding a key of 16 to {max} bytes, not more: is it the right file?"
+        )),
+        _ => ConfigError::NetworkKey {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         key.pop();
     }
     if key.len() < 16 {
-        return Err(invalid(
-            "network_key_file",
-            path.display().to_string(),
-            "a file holding a key of at least 16 bytes",
-        ));
+        return Err(wrong(format!(
+            "a file holding a key of 16 to {max} bytes, such as one made with \
+             `head -c 32 /dev/urandom > {}`",
+            path.display()
+        )));
     }
     Ok(key)
 }
 
-fn parse_multiaddr(field: &'static str, raw: &str) -> Result<Multiaddr, ConfigError> {
-    raw.parse().map_err(|_| {
-        invalid(
-            field,
-            raw,
-            "a multiaddr such as /ip4/198.18.0.1/udp/7701/quic-v1 or /ip4/198.18.0.1/tcp/7701",
-        )
-    })
+/// A peer id as a Baton node has one: base58 of the identity multihash of
+/// an ed25519 public key. (`PeerId`'s own parser also takes shorter
+/// strings that decode to no key, so that a mistyped id would pass.)
+pub fn parse_peer_id(text: &str) -> Option<PeerId> {
+    let id = text.parse::<PeerId>().ok()?;
+    let hash: &libp2p::multihash::Multihash<64> = id.as_ref();
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()?;
+    (hash.code() == 0 && key.to_peer_id() == id).then_some(id)
+}
+
+/// What an address is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// `--listen`: port 0 picks one; no peer id.
+    Listen,
+    /// `--bootstrap`: a port to dial, perhaps a peer id.
+    Bootstrap,
+}
+
+/// Parses a listen or bootstrap address, and checks that it names a
+/// transport this node speaks: `/ip4|ip6/IP` then `/udp/PORT/quic-v1` or
+/// `/tcp/PORT`, then for bootstrap addresses an optional `/p2p/ID`.
+fn parse_address(what: Use, raw: &str) -> Result<Multiaddr, ConfigError> {
+    use libp2p::multiaddr::Protocol;
+    let (field, p2p) = match what {
+        Use::Listen => ("listen", ""),
+        Use::Bootstrap => ("bootstrap", ", optionally followed by /p2p/<peer id>"),
+    };
+    let bad = |why: String| ConfigError::Address {
+        field,
+        value: raw.to_string(),
+        why,
+        p2p,
+    };
+    let addr: Multiaddr = match raw.trim().parse() {
+        Ok(addr) => addr,
+        Err(_) => {
+            // The parser's own message does not say which part failed; a
+            // peer id is the part most often mistyped.
+            let mut parts = raw.split('/').skip_while(|p| *p != "p2p").skip(1);
+            return Err(bad(match parts.next() {
+                Some(id) if parse_peer_id(id).is_none() => malformed_peer_id(id),
+                _ => "not a multiaddr".to_string(),
+            }));
+        }
+    };
+    if let Some(Protocol::P2p(id)) = addr.iter().last()
+        && parse_peer_id(&id.to_base58()).is_none()
+    {
+        return Err(bad(malformed_peer_id(&id.to_base58())));
+    }
+    let mut parts = addr.iter();
+    match parts.next() {
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_)) => {}
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_)) => {
+            return Err(bad(
+                "host names are not looked up: give the node's IP address".to_string(),
+            ));
+        }
+        _ => return Err(bad("it must begin with /ip4/IP or /ip6/IP".to_string())),
+    }
+    let port = match (parts.next(), parts.next()) {
+        (Some(Protocol::Tcp(port)), next) => {
+            let mut rest = next.into_iter().chain(parts);
+            check_tail(what, rest.next(), rest.next()).map_err(bad)?;
+            port
+        }
+        (Some(Protocol::Udp(port)), Some(Protocol::QuicV1)) => {
+            check_tail(what, parts.next(), parts.next()).map_err(bad)?;
+            port
+        }
+        (Some(Protocol::Udp(port)), None) => {
+            return Err(bad(format!(
+                "it ends at /udp/{port}: QUIC needs /quic-v1 after the port ({})",
+                with_quic_v1(&addr)
+            )));
+        }
+        (Some(Protocol::Udp(_)), Some(Protocol::Quic)) => {
+            return Err(bad(format!(
+                "/quic is the old QUIC draft, which this node does not speak ({})",
+                with_quic_v1(&addr)
+            )));
+        }
+        (Some(Protocol::Udp(port)), Some(other)) => {
+            return Err(bad(format!(
+                "/udp/{port} is followed by /{}, not /quic-v1",
+                other.tag()
+            )));
+        }
+        (None, _) => return Err(bad("it has no port".to_string())),
+        (Some(other), _) => {
+            return Err(bad(format!(
+                "/{} is not a transport this node speaks",
+                other.tag()
+            )));
+        }
+    };
+    if port == 0 && what == Use::Bootstrap {
+        return Err(bad("port 0 cannot be dialled".to_string()));
+    }
+    Ok(addr)
+}
+
+/// `addr` with `/quic-v1` after its UDP port, in place of `/quic` if any.
+fn with_quic_v1(addr: &Multiaddr) -> Multiaddr {
+    use libp2p::multiaddr::Protocol;
+    let mut out = Multiaddr::empty();
+    for part in addr.iter() {
+        match part {
+            Protocol::Quic | Protocol::QuicV1 => {}
+            Protocol::Udp(port) => {
+                out.push(Protocol::Udp(port));
+                out.push(Protocol::QuicV1);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn malformed_peer_id(id: &str) -> String {
+    format!(
+        "malformed peer id {id:?} after /p2p/ (peer ids are base58, such as 12D3KooW...: \
+         `baton status` on that node shows its own)"
+    )
+}
+
+/// Checks what follows the transport: nothing, or for bootstrap a peer id.
+fn check_tail(
+    what: Use,
+    next: Option<libp2p::multiaddr::Protocol<'_>>,
+    after: Option<libp2p::multiaddr::Protocol<'_>>,
+) -> Result<(), String> {
+    use libp2p::multiaddr::Protocol;
+    match (next, what) {
+        (None, _) => Ok(()),
+        (Some(Protocol::P2p(_)), Use::Bootstrap) => match after {
+            None => Ok(()),
+            Some(p) => Err(format!("/{} after the peer id is not understood", p.tag())),
+        },
+        (Some(Protocol::P2p(_)), Use::Listen) => {
+            Err("a listen address has no /p2p/ part: this node's peer id is its own".to_string())
+        }
+        (Some(p), _) => Err(format!("/{} after the port is not understood", p.tag())),
+    }
+}
+
+/// Parses `--api`: the forms of [`crate::api_addr`], without host names
+/// (nothing is looked up where the API listens) or a path.
+fn parse_api(raw: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |why: &str| ConfigError::Api {
+        value: raw.to_string(),
+        why: why.to_string(),
+    };
+    let addr = crate::api_addr::ApiAddr::to_listen(raw).map_err(|why| bad(&why))?;
+    match addr.socket_addr() {
+        Some(socket) if addr.path.is_empty() => Ok(socket),
+        Some(_) => Err(bad(
+            "the API serves no path prefix: give IP:PORT such as 127.0.0.1:7700",
+        )),
+        None => Err(bad(
+            "host names are not looked up where the API listens: give IP:PORT such as \
+             127.0.0.1:7700, a port such as 7700 (on 127.0.0.1), or localhost:7700",
+        )),
+    }
+}
+
+/// The bootstrap addresses that are not this node (`me`) itself: one
+/// list can then serve every node, the seeds included. An address is this
+/// node when its `/p2p/` is `me`, or when it is one of `listen` (or the
+/// loopback address of one listening on every address).
+pub fn others(bootstrap: &[Multiaddr], listen: &[Multiaddr], me: &PeerId) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let transport = |addr: &Multiaddr| -> Vec<Protocol<'static>> {
+        addr.iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .map(|p| p.acquire())
+            .collect()
+    };
+    let is_me = |addr: &Multiaddr| {
+        if addr.iter().any(|p| p == Protocol::P2p(*me)) {
+            return true;
+        }
+        let dial = transport(addr);
+        listen.iter().any(|l| {
+            let mut own = transport(l);
+            if own.len() != dial.len() {
+                return false;
+            }
+            // A wildcard listener answers on loopback too.
+            match (own.first(), dial.first()) {
+                (Some(Protocol::Ip4(a)), Some(Protocol::Ip4(b)))
+                    if a.is_unspecified() && b.is_loopback() =>
+                {
+                    own[0] = Protocol::Ip4(*b);
+                }
+                (Some(Protocol::Ip6(a)), Some(Protocol::Ip6(b)))
+                    if a.is_unspecified() && b.is_loopback() =>
+                {
+                    own[0] = Protocol::Ip6(*b);
+                }
+                _ => {}
+            }
+            own == dial
+        })
+    };
+    bootstrap.iter().filter(|a| !is_me(a)).cloned().collect()
 }
 
 /// The datagram socket's default address: the libp2p listen address's IP,
@@ -741,5 +981,197 @@ mod tests {
             File::default(),
         );
         assert!(ok.is_ok());
+    }
+
+    fn error(args: &[&str]) -> String {
+        let mut all = vec!["--name", "a"];
+        all.extend_from_slice(args);
+        Config::resolve(flags(&all), File::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn broken_bootstrap_addresses_are_refused_with_what_to_write() {
+        let id = "12D3KooWRvdjFHrAEJcXqfvz7HP2tqjkZhrSMhrAgP9RhyGZZbYL";
+        for (raw, why) in [
+            (
+                "/ip4/198.18.0.1/udp/7701",
+                "it ends at /udp/7701: QUIC needs /quic-v1",
+            ),
+            (
+                "/ip4/198.18.0.1/udp/7701/quic",
+                "/quic is the old QUIC draft",
+            ),
+            ("/ip4/198.18.0.1", "it has no port"),
+            ("/ip4/198.18.0.1/udp/0/quic-v1", "port 0 cannot be dialled"),
+            (
+                "/ip4/198.18.0.1/tcp/7701/p2p/12D3KooWnotanid",
+                "malformed peer id \"12D3KooWnotanid\"",
+            ),
+            (
+                "/ip4/198.18.0.1/udp/7701/quic-v1/p2p/xyz",
+                "malformed peer id \"xyz\"",
+            ),
+            (
+                "/dns4/seed.example/udp/7701/quic-v1",
+                "host names are not looked up",
+            ),
+            (
+                "/ip4/198.18.0.1/udp/7701/webrtc-direct",
+                "followed by /webrtc-direct, not /quic-v1",
+            ),
+            ("/ip4/198.18.0.1/tcp/7701/ws", "/ws after the port"),
+            ("198.18.0.1:7701", "not a multiaddr"),
+        ] {
+            let err = error(&["--bootstrap", raw]);
+            assert!(err.contains(why), "{raw}: {err}");
+            assert!(
+                err.contains(&format!("invalid bootstrap address {raw:?}"))
+                    && err.contains(
+                        "write it as /ip4/198.18.0.1/udp/7701/quic-v1 (QUIC) or \
+                         /ip4/198.18.0.1/tcp/7701 (TCP), optionally followed by /p2p/<peer id>"
+                    ),
+                "{raw}: {err}"
+            );
+        }
+        for good in [
+            "/ip4/198.18.0.1/udp/7701/quic-v1".to_string(),
+            format!("/ip4/198.18.0.1/udp/7701/quic-v1/p2p/{id}"),
+            "/ip6/::1/tcp/7701".to_string(),
+            format!("/ip4/198.18.0.1/tcp/7701/p2p/{id}"),
+        ] {
+            let c = Config::resolve(
+                flags(&["--name", "a", "--bootstrap", &good]),
+                File::default(),
+            );
+            assert!(c.is_ok(), "{good}: {:?}", c.err());
+        }
+    }
+
+    #[test]
+    fn listen_addresses_are_checked_the_same_way() {
+        let err = error(&["--listen", "/ip4/127.0.0.1/udp/7701"]);
+        assert!(
+            err.contains("invalid listen address") && err.contains("/quic-v1"),
+            "{err}"
+        );
+        assert!(!err.contains("/p2p/<peer id>"), "{err}");
+        let err = error(&[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/7701/p2p/12D3KooWRvdjFHrAEJcXqfvz7HP2tqjkZhrSMhrAgP9RhyGZZbYL",
+        ]);
+        assert!(err.contains("a listen address has no /p2p/ part"), "{err}");
+        let c = Config::resolve(
+            flags(&["--name", "a", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]),
+            File::default(),
+        );
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn bootstrap_entries_of_the_node_itself_are_left_out() {
+        let me = PeerId::random();
+        let other = PeerId::random();
+        let addr = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        let listen = [
+            addr("/ip4/127.0.0.1/udp/7701/quic-v1"),
+            addr("/ip4/0.0.0.0/tcp/7701"),
+        ];
+        let bootstrap = [
+            addr(&format!("/ip4/198.18.0.1/udp/7701/quic-v1/p2p/{me}")),
+            addr("/ip4/127.0.0.1/udp/7701/quic-v1"),
+            addr("/ip4/127.0.0.1/tcp/7701"),
+            addr("/ip4/127.0.0.1/udp/7711/quic-v1"),
+            addr(&format!("/ip4/198.18.0.2/udp/7701/quic-v1/p2p/{other}")),
+            addr("/ip4/198.18.0.3/tcp/7701"),
+        ];
+        assert_eq!(others(&bootstrap, &listen, &me), bootstrap[3..].to_vec());
+    }
+
+    #[test]
+    fn the_api_takes_the_forms_the_cli_takes() {
+        for (raw, addr) in [
+            ("localhost:7750", "127.0.0.1:7750"),
+            ("7750", "127.0.0.1:7750"),
+            ("localhost", "127.0.0.1:7700"),
+            ("127.0.0.1:7750", "127.0.0.1:7750"),
+            ("[::1]:7750", "[::1]:7750"),
+        ] {
+            let c =
+                Config::resolve(flags(&["--name", "a", "--api", raw]), File::default()).unwrap();
+            assert_eq!(c.api, addr.parse().unwrap(), "{raw}");
+        }
+        let err = error(&["--api", "node-b:7750"]);
+        assert!(
+            err.contains("invalid api \"node-b:7750\"")
+                && err.contains("host names are not looked up"),
+            "{err}"
+        );
+        let err = error(&["--api", "127.0.0.1:77000"]);
+        assert!(
+            err.contains("\"77000\" is not a port number (0 to 65535)"),
+            "{err}"
+        );
+        let c = Config::resolve(
+            flags(&["--name", "a", "--api", "127.0.0.1:0"]),
+            File::default(),
+        );
+        assert_eq!(c.unwrap().api, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn network_key_files_say_what_is_wrong_with_them() {
+        let dir = std::env::temp_dir().join(format!("baton-config-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("network.key");
+        let m = missing.display().to_string();
+        let err = error(&["--network-key-file", &m]);
+        assert!(
+            err.starts_with(&format!("cannot read network key file {m}: "))
+                && err.contains(&format!("head -c 32 /dev/urandom > {m}")),
+            "{err}"
+        );
+        assert!(!err.contains("config file"), "{err}");
+        let err = error(&["--network-key-file", "/dev/zero"]);
+        assert_eq!(
+            err,
+            "invalid network_key_file \"/dev/zero\": expected a file holding a key of 16 to \
+             4096 bytes, not more: is it the right file?"
+        );
+        std::fs::write(&missing, "short\n").unwrap();
+        let err = error(&["--network-key-file", &m]);
+        assert!(
+            err.contains("a key of 16 to 4096 bytes, such as one made with `head -c 32"),
+            "{err}"
+        );
+        std::fs::write(&missing, "0123456789abcdef0123\n").unwrap();
+        let c = Config::resolve(
+            flags(&["--name", "a", "--network-key-file", &m]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(c.network_key.as_deref(), Some(&b"0123456789abcdef0123"[..]));
+        assert_eq!(c.network_key_file, Some(missing));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn allow_entries_must_be_peer_ids_and_the_bad_one_is_named() {
+        let good = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+            .to_base58();
+        for typo in ["12D3KooWtypo", "hello", &good[..good.len() - 1]] {
+            let err = error(&["--allow", &good, "--allow", typo]);
+            assert_eq!(
+                err,
+                format!("invalid allow {typo:?}: expected a base58 peer id such as 12D3KooW...")
+            );
+        }
+        let c =
+            Config::resolve(flags(&["--name", "a", "--allow", &good]), File::default()).unwrap();
+        assert_eq!(c.allowlist.unwrap().len(), 1);
     }
 }

@@ -8,6 +8,8 @@ use baton_protocol::NodeId;
 use baton_protocol::session::Signer;
 use libp2p::identity::Keypair;
 
+use crate::data_dir::{open_private, read_key_file};
+
 /// File name of the key inside the data directory.
 pub const KEY_FILE: &str = "identity.key";
 
@@ -35,54 +37,68 @@ pub enum IdentityError {
     },
 }
 
-/// Loads the key from `data_dir`, creating the directory and a new key on
-/// first start.
+/// Loads the key from `data_dir`, creating a new key on first start (and
+/// the directory, when no [`DataDir`](crate::data_dir::DataDir) did).
+///
+/// A new key is written to a temporary file of a unique name, then linked
+/// to its final name, which fails if that exists: of two processes racing
+/// on a fresh directory, both end up with the key of the first.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     let path = data_dir.join(KEY_FILE);
-    let io = |source| IdentityError::Io {
-        path: path.clone(),
+    match load(&path) {
+        Err(IdentityError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        loaded => return loaded,
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| IdentityError::Io {
+        path: data_dir.to_path_buf(),
         source,
-    };
-    match std::fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
-            path: path.clone(),
-            why: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(|source| IdentityError::Io {
-                path: data_dir.to_path_buf(),
-                source,
-            })?;
-            let key = Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .expect("ed25519 keys always encode");
-            // Written to a temporary file first so a crash never leaves half a key.
-            let tmp = path.with_extension("tmp");
-            let mut file = open_private(&tmp).map_err(io)?;
-            file.write_all(&bytes).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+    })?;
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .expect("ed25519 keys always encode");
+    let tmp = data_dir.join(format!(
+        ".{KEY_FILE}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let written = open_private(&tmp, true)
+        .and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            // The new name must survive a crash too.
+            if let Ok(dir) = std::fs::File::open(data_dir) {
+                let _ = dir.sync_all();
+            }
             Ok(key)
         }
-        Err(e) => Err(io(e)),
+        // Another process created it first: its key is the node's.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load(&path),
+        Err(source) => Err(IdentityError::Io { path, source }),
     }
 }
 
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
+/// Reads and decodes the key at `path`.
+fn load(path: &Path) -> Result<Keypair, IdentityError> {
+    let bytes = read_key_file(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidData => IdentityError::Corrupt {
+            path: path.to_path_buf(),
+            why: source.to_string(),
+        },
+        _ => IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 /// Signs session records with the node's libp2p ed25519 key.
@@ -131,6 +147,47 @@ mod tests {
         std::fs::write(dir.join(KEY_FILE), b"garbage").unwrap();
         let err = load_or_create(&dir).unwrap_err().to_string();
         assert!(err.contains("not a valid"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn racing_first_starts_agree_on_one_key() {
+        let dir = std::env::temp_dir().join(format!("baton-id-race-{}", std::process::id()));
+        for _ in 0..20 {
+            let _ = std::fs::remove_dir_all(&dir);
+            let ids: Vec<_> = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| load_or_create(&dir).map(|k| k.public().to_peer_id())))
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let first = ids[0].as_ref().unwrap();
+            for id in &ids {
+                assert_eq!(id.as_ref().unwrap(), first, "{ids:?}");
+            }
+            let on_disk = load_or_create(&dir).unwrap().public().to_peer_id();
+            assert_eq!(&on_disk, first);
+            // No temporary file is left behind.
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, [KEY_FILE], "{names:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_oversized_key_file_is_refused_without_reading_it_all() {
+        let dir = std::env::temp_dir().join(format!("baton-id-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(KEY_FILE), vec![0u8; 1 << 20]).unwrap();
+        let err = load_or_create(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("longer than 4096 bytes") && err.contains("move it away"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,11 +3,14 @@
 //! to that API.
 
 pub mod api;
+pub mod api_addr;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod driver;
 pub mod fuzz;
 pub mod identity;
+pub mod logging;
 pub mod node;
 pub mod service;
 pub mod state;

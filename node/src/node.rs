@@ -15,19 +15,36 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Profile};
+use crate::data_dir::{DataDir, DataDirError};
 use crate::driver::services::Services;
 use crate::driver::swarm::{self, node_id};
 use crate::driver::{Command, Driver, Parts};
 use crate::identity::KeySigner;
+use crate::service::exec;
+use crate::service::groups::Groups;
 use crate::state::{LocalInfo, Shared};
 use crate::{api, identity};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data directory cannot be used (another node holds it).
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The identity key could not be loaded or created.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// The record of `exec` process groups could not be started.
+    #[error(
+        "cannot record exec process groups in {path}: {source} (the data directory must be \
+         writable)"
+    )]
+    Groups {
+        /// The record file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// libp2p could not start.
     #[error(transparent)]
     Net(#[from] swarm::NetError),
@@ -40,11 +57,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A listen address could not be used.
-    #[error("cannot listen on {addr}: {why}")]
+    #[error("cannot listen on {addr}: {why} (choose another with --listen)")]
     Listen {
         /// The address.
         addr: Multiaddr,
-        /// Why.
+        /// Why, with the operating system's reason.
         why: String,
     },
     /// The service configuration is invalid.
@@ -73,24 +90,57 @@ pub struct Node {
     driver: JoinHandle<()>,
     api: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// Held while the node runs: no other node starts on its data directory.
+    _data_dir: DataDir,
 }
 
 impl Node {
     /// Starts a node. Must be called within a tokio runtime.
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        let key = identity::load_or_create(&config.data_dir)?;
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let key = identity::load_or_create(data_dir.path())?;
+        crate::data_dir::warn_if_exposed(&data_dir.path().join(identity::KEY_FILE), "identity key");
+        if let Some(path) = &config.network_key_file {
+            crate::data_dir::warn_if_exposed(path, "network key file");
+        }
         let peer_id = key.public().to_peer_id();
+        // Before anything binds: a held port should be the only complaint.
+        for addr in &config.listen {
+            probe_listen(addr).map_err(|e| StartError::Listen {
+                addr: addr.clone(),
+                why: e.to_string(),
+            })?;
+        }
+        let bootstrap = crate::config::others(&config.bootstrap, &config.listen, &peer_id);
+        if bootstrap.is_empty() && !config.bootstrap.is_empty() {
+            tracing::warn!(
+                "every bootstrap address is this node itself: it waits for others to dial it, \
+                 and after a restart it rejoins only when one does; list other nodes in \
+                 bootstrap too (one list can serve every node: each skips itself)"
+            );
+        } else if bootstrap.len() < config.bootstrap.len() {
+            tracing::info!(
+                skipped = config.bootstrap.len() - bootstrap.len(),
+                "bootstrap addresses of this node itself are skipped"
+            );
+        }
+        let (groups, _) = Groups::reap_and_open(data_dir.path(), exec::STOP_GRACE)
+            .await
+            .map_err(|source| StartError::Groups {
+                path: data_dir.path().join(crate::service::groups::FILE),
+                source,
+            })?;
         // Client reports that services receive (RTCP) reach the driver here.
         let (client_reports, client_reports_rx) = mpsc::channel(256);
-        let registry =
-            crate::service::Registry::builtin(&config.services)?.with_reports(client_reports);
+        let registry = crate::service::Registry::builtin(&config.services, Some(Arc::new(groups)))?
+            .with_reports(client_reports);
         let mut swarm = swarm::build(key.clone(), config.mdns, config.max_members)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| StartError::Listen {
                     addr: addr.clone(),
-                    why: e.to_string(),
+                    why: with_sources(&e),
                 })?;
         }
         let udp = crate::driver::datagram::bind(config.swim_listen).map_err(|source| {
@@ -147,7 +197,7 @@ impl Node {
                 swim: config.swim.clone(),
                 sessions: config.sessions.clone(),
                 datagram: Some(datagram),
-                bootstrap: config.bootstrap.iter().map(ToString::to_string).collect(),
+                bootstrap: bootstrap.iter().map(ToString::to_string).collect(),
                 timing: proto::Timing::default(),
                 clients: config.clients.clone(),
             },
@@ -162,7 +212,7 @@ impl Node {
             swarm,
             udp,
             shared: shared.clone(),
-            bootstrap: config.bootstrap.clone(),
+            bootstrap,
             services: Services::new(registry),
             commands: command_rx,
             session_commands: session_rx,
@@ -195,6 +245,7 @@ impl Node {
             driver,
             api,
             api_stop: Some(api_stop),
+            _data_dir: data_dir,
         })
     }
 
@@ -240,5 +291,84 @@ impl Node {
     /// shutdown from another task); used by `batond` to run forever.
     pub async fn wait(&mut self) {
         let _ = (&mut self.driver).await;
+    }
+}
+
+/// An error and its sources, `: `-separated: libp2p's transport errors
+/// keep the operating system's reason in their source, not their message.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Binds a listen address's port and lets it go, so that a port in use
+/// stops the node with the OS's reason. libp2p alone does not: its TCP
+/// listeners set SO_REUSEPORT (so that dials can leave from the listening
+/// port), and two nodes then share one port. The probe sets SO_REUSEADDR as
+/// libp2p-tcp does (a port in TIME_WAIT after a restart is no clash) but
+/// not SO_REUSEPORT, so any listener of the port makes it fail; IPv6
+/// sockets are IPv6-only, as in libp2p-tcp and libp2p-quic. Port 0 needs
+/// no check.
+fn probe_listen(addr: &Multiaddr) -> std::io::Result<()> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => probe(SocketAddr::new(ip, port), true),
+        Some(Protocol::Udp(port)) if port != 0 => probe(SocketAddr::new(ip, port), false),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(unix)]
+fn probe(addr: SocketAddr, tcp: bool) -> std::io::Result<()> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let kind = if tcp {
+        SockType::Stream
+    } else {
+        SockType::Datagram
+    };
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if tcp {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    if tcp {
+        listen(&fd, Backlog::new(1).map_err(std::io::Error::from)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn probe(addr: SocketAddr, tcp: bool) -> std::io::Result<()> {
+    if tcp {
+        std::net::TcpListener::bind(addr).map(drop)
+    } else {
+        std::net::UdpSocket::bind(addr).map(drop)
     }
 }

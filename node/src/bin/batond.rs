@@ -1,7 +1,7 @@
 //! `batond`: the Baton node of one service cluster. See `batond --help`.
 
 use baton_node::Node;
-use baton_node::config::{Config, Flags, LogFormat};
+use baton_node::config::{Config, Flags};
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    baton_node::logging::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,18 +45,6 @@ fn main() -> std::process::ExitCode {
         }
         std::process::ExitCode::SUCCESS
     })
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,baton_node=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn shutdown_signal() {

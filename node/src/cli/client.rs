@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use super::error::CliError;
 use super::render::sanitize;
 use super::sse;
+use crate::api_addr::ApiAddr;
 use crate::views::ErrorBody;
 
 /// Where the node's API listens unless told otherwise (`batond --api`).
@@ -24,10 +25,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Three missed keep-alives (the API sends one every 15 s): the stream is dead.
 pub const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
-const API_PORT: u16 = 7700;
-/// The forms `--api` takes, for messages.
-const EXPECTED: &str = "expected HOST:PORT such as 127.0.0.1:7700, a port such as 7700 (on 127.0.0.1), \
-     or http://HOST:PORT";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Caps on what a server can make this process buffer.
 const MAX_BODY: u64 = 64 << 20;
@@ -288,66 +285,10 @@ pub fn session_path(id: &str, rest: &str) -> String {
     path
 }
 
-/// `http://host:port[/prefix]` from what the user passed as `--api`.
+/// `http://host:port[/prefix]` from what the user passed as `--api`
+/// (the forms of [`crate::api_addr`], shared with `batond --api`).
 fn base_url(api: &str) -> Result<String, String> {
-    let api = api.trim();
-    let rest = match api.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "{scheme}:// is not supported, the API speaks plain HTTP: give HOST:PORT"
-            ));
-        }
-        None => api,
-    };
-    let rest = rest.trim_end_matches('/');
-    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if authority.is_empty() || authority.contains(|c: char| c.is_whitespace() || c == '@') {
-        return Err(EXPECTED.to_owned());
-    }
-    // Digits alone are a port: as a host name they would go to DNS (or read
-    // as a 32-bit IPv4 address), which is never what was meant.
-    let all_digits = |text: &str| text.bytes().all(|b| b.is_ascii_digit());
-    if all_digits(authority) {
-        let port = port_number(authority)?;
-        return Ok(format!("http://127.0.0.1:{port}{prefix}"));
-    }
-    let port = if let Some(bracketed) = authority.strip_prefix('[') {
-        let Some((_, after)) = bracketed.split_once(']') else {
-            return Err(format!("unclosed '[': {EXPECTED}"));
-        };
-        match after.strip_prefix(':') {
-            Some(port) => Some(port),
-            None if after.is_empty() => None,
-            None => return Err(EXPECTED.to_owned()),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((_, port)) if port.contains(':') => {
-                return Err("write an IPv6 address in brackets, such as [::1]:7700".to_owned());
-            }
-            Some(("", _)) => return Err(format!("missing host: {EXPECTED}")),
-            Some((host, _)) if all_digits(host) => {
-                return Err(format!("{host:?} is not a host name: {EXPECTED}"));
-            }
-            Some((_, port)) => Some(port),
-            None => None,
-        }
-    };
-    match port {
-        Some(port) => port_number(port).map(|_| format!("http://{authority}{prefix}")),
-        None => Ok(format!("http://{authority}:{API_PORT}{prefix}")),
-    }
-}
-
-/// A TCP port to connect to: 1 to 65535.
-fn port_number(text: &str) -> Result<u16, String> {
-    match text.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(format!(
-            "{text:?} is not a port number (1 to 65535): {EXPECTED}"
-        )),
-    }
+    ApiAddr::to_connect(api).map(|addr| addr.url())
 }
 
 fn io_reason(error: &io::Error) -> String {
@@ -378,7 +319,7 @@ mod tests {
     fn api_addresses_become_http_urls() {
         for (api, url) in [
             ("127.0.0.1:7700", "http://127.0.0.1:7700"),
-            ("localhost", "http://localhost:7700"),
+            ("localhost", "http://127.0.0.1:7700"),
             ("http://node-b:8080/", "http://node-b:8080"),
             ("HTTP://node-b", "http://node-b:7700"),
             ("[::1]:7701", "http://[::1]:7701"),
@@ -416,7 +357,7 @@ mod tests {
             ("7710", "http://127.0.0.1:7710"),
             (" 7710 ", "http://127.0.0.1:7710"),
             ("http://7710", "http://127.0.0.1:7710"),
-            ("localhost:7710", "http://localhost:7710"),
+            ("localhost:7710", "http://127.0.0.1:7710"),
         ] {
             assert_eq!(base_url(api).as_deref(), Ok(url), "{api}");
         }

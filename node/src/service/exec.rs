@@ -31,6 +31,7 @@ use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::groups::Groups;
 use super::{Error, Instance, Service, SessionSpec, SharedStatus, Status, TaskInstance, lock};
 
 /// Wait before the first restart; it doubles with each quick exit.
@@ -257,6 +258,7 @@ impl Backoff {
 pub struct Exec {
     templates: BTreeMap<String, Template>,
     stop_grace: Duration,
+    groups: Option<Arc<Groups>>,
 }
 
 impl Exec {
@@ -283,7 +285,15 @@ impl Exec {
         Ok(Exec {
             templates,
             stop_grace: STOP_GRACE,
+            groups: None,
         })
+    }
+
+    /// The same service, recording the process groups of its commands in
+    /// `groups`.
+    #[must_use]
+    pub fn recording(self, groups: Option<Arc<Groups>>) -> Self {
+        Exec { groups, ..self }
     }
 
     /// The argv a session runs: its template with its values filled in.
@@ -362,17 +372,21 @@ impl Service for Exec {
         let argv = self.command(&spec)?;
         // Child processes are reaped by the runtime: it must exist first.
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let child = spawn(&argv).map_err(|e| Error::io(format!("start {:?}", argv[0]), e))?;
+        let groups = self.groups.clone();
+        let child = spawn(&argv, groups.as_deref())
+            .map_err(|e| Error::io(format!("start {:?}", argv[0]), e))?;
         let status: SharedStatus = Arc::new(Mutex::new(Status::default()));
         let task_status = status.clone();
         let grace = self.stop_grace;
         TaskInstance::spawn(status, move |stop| {
-            supervise(spec.id, argv, child, task_status, stop, grace)
+            supervise(spec.id, argv, child, task_status, stop, grace, groups)
         })
     }
 }
 
-fn spawn(argv: &[String]) -> std::io::Result<Child> {
+/// Starts a command in a process group of its own (so that stopping
+/// reaches whatever it started), recorded in `groups`.
+fn spawn(argv: &[String], groups: Option<&Groups>) -> std::io::Result<Child> {
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -380,10 +394,46 @@ fn spawn(argv: &[String]) -> std::io::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // Its own process group, so that stopping reaches whatever it started.
     #[cfg(unix)]
     command.process_group(0);
-    command.spawn()
+    #[cfg(target_os = "linux")]
+    die_with_this_process(&mut command);
+    if let Some(groups) = groups {
+        let (key, value) = groups.marker();
+        command.env(key, value);
+    }
+    let child = command.spawn()?;
+    if let (Some(groups), Some(pid)) = (groups, child.id()) {
+        groups.add(pid);
+    }
+    Ok(child)
+}
+
+/// Makes the kernel SIGKILL the command when the thread that forks it
+/// exits: the node's runtime threads live as long as the node, so in effect
+/// when the node dies, `kill -9` included. (Spawning from a thread that
+/// ends sooner, such as a blocking-pool thread, would kill the command
+/// then: spawn from runtime tasks only.)
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_this_process(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    let in_child = move || {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        // The node may have died between fork and prctl: then the signal
+        // will never come, and the command must not start at all.
+        if nix::unistd::getppid() != parent {
+            return Err(nix::errno::Errno::ESRCH.into());
+        }
+        Ok(())
+    };
+    // SAFETY: `pre_exec` runs the closure in the forked child, where only
+    // async-signal-safe work is sound. It makes two system calls (prctl,
+    // getppid) and builds its error from an errno, without allocating or
+    // taking a lock.
+    unsafe {
+        command.pre_exec(in_child);
+    }
 }
 
 async fn supervise(
@@ -393,7 +443,13 @@ async fn supervise(
     status: SharedStatus,
     mut stop: oneshot::Receiver<()>,
     grace: Duration,
+    groups: Option<Arc<Groups>>,
 ) {
+    let forget = |pid: Option<u32>| {
+        if let (Some(groups), Some(pid)) = (&groups, pid) {
+            groups.remove(pid);
+        }
+    };
     let mut child = Some(first);
     let mut backoff = Backoff::default();
     loop {
@@ -409,6 +465,7 @@ async fn supervise(
                 biased;
                 _ = &mut stop => {
                     let exit = terminate(&mut running, grace).await;
+                    forget(pid);
                     let mut s = lock(&status);
                     s.last_exit = exit.map(|e| e.to_string());
                     s.pid = None;
@@ -418,6 +475,7 @@ async fn supervise(
             };
             // Whatever it left behind in its group goes with it.
             signal_group(pid, Signal::Kill);
+            forget(pid);
             ran = started.elapsed();
             let mut s = lock(&status);
             s.pid = None;
@@ -436,7 +494,7 @@ async fn supervise(
         }
         let mut s = lock(&status);
         s.restarts += 1;
-        match spawn(&argv) {
+        match spawn(&argv, groups.as_deref()) {
             Ok(c) => child = Some(c),
             Err(e) => s.last_error = Some(format!("cannot start {:?}: {e}", argv[0])),
         }
@@ -459,14 +517,18 @@ async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     exit
 }
 
+/// The signals sent to a command's group.
 #[derive(Debug, Clone, Copy)]
-enum Signal {
+pub(super) enum Signal {
+    /// Asks to stop.
     Term,
+    /// Stops.
     Kill,
 }
 
+/// Sends `signal` to process group `pgid`, if any.
 #[cfg(unix)]
-fn signal_group(pgid: Option<u32>, signal: Signal) {
+pub(super) fn signal_group(pgid: Option<u32>, signal: Signal) {
     use nix::sys::signal::{Signal as Sig, killpg};
     use nix::unistd::Pid;
     let signal = match signal {
@@ -480,7 +542,7 @@ fn signal_group(pgid: Option<u32>, signal: Signal) {
 }
 
 #[cfg(not(unix))]
-fn signal_group(_pgid: Option<u32>, _signal: Signal) {}
+pub(super) fn signal_group(_pgid: Option<u32>, _signal: Signal) {}
 
 /// Keeps the last line the child writes to stderr (ffmpeg ends progress
 /// lines with `\r`), bounded however much it writes.
@@ -784,6 +846,48 @@ mod tests {
         .await;
         assert_eq!(status.restarts, 0);
         instance.stop().await;
+    }
+
+    /// `/proc/PID/stat`'s state letter, `None` once the process is gone.
+    #[cfg(target_os = "linux")]
+    fn state_of(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_command_dies_with_the_thread_that_started_it() {
+        // As batond's runtime threads end when batond dies, kill -9 included.
+        let pid = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let child = spawn(&["sleep".to_string(), "1000".to_string()], None).unwrap();
+                let pid = child.id().unwrap();
+                // Without kill_on_drop, only the parent-death signal ends it.
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state_of(pid).is_some_and(|s| s != 'Z') && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let state = state_of(pid);
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        if state.is_some_and(|s| s != 'Z') {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = nix::sys::wait::waitpid(pid, None);
+        assert!(
+            matches!(state, None | Some('Z')),
+            "the command outlived the thread that started it: state {state:?}"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 
 pub mod exec;
 pub mod g711;
+pub mod groups;
 pub mod rtcp;
 pub mod rtp;
 pub mod wav;
@@ -254,11 +255,12 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// The built-in services, `rtp-audio` and `exec`, configured by
-    /// `config`. Fails if an `exec` template does not parse.
-    pub fn builtin(config: &Config) -> Result<Self, Error> {
+    /// `config`; `exec` records its process groups in `groups` if given.
+    /// Fails if an `exec` template does not parse.
+    pub fn builtin(config: &Config, groups: Option<Arc<groups::Groups>>) -> Result<Self, Error> {
         let mut registry = Registry::default();
         registry.insert(Arc::new(rtp::RtpAudio::new(config.media_dir.clone())));
-        registry.insert(Arc::new(exec::Exec::new(&config.exec)?));
+        registry.insert(Arc::new(exec::Exec::new(&config.exec)?.recording(groups)));
         Ok(registry)
     }
 
@@ -388,14 +390,14 @@ mod tests {
 
     #[test]
     fn builtin_registry_offers_rtp_audio_and_exec() {
-        let registry = Registry::builtin(&Config::default()).unwrap();
+        let registry = Registry::builtin(&Config::default(), None).unwrap();
         assert_eq!(registry.names().collect::<Vec<_>>(), ["exec", "rtp-audio"]);
         assert!(registry.validate(&spec("rtp-audio")).is_ok());
     }
 
     #[test]
     fn unknown_service_names_the_offered_ones() {
-        let registry = Registry::builtin(&Config::default()).unwrap();
+        let registry = Registry::builtin(&Config::default(), None).unwrap();
         let err = registry.validate(&spec("video")).unwrap_err();
         assert!(err.is_request_error());
         assert_eq!(
@@ -406,7 +408,7 @@ mod tests {
 
     #[test]
     fn start_outside_a_runtime_is_an_error_not_a_panic() {
-        let registry = Registry::builtin(&Config::default()).unwrap();
+        let registry = Registry::builtin(&Config::default(), None).unwrap();
         let err = registry.start(spec("rtp-audio")).unwrap_err();
         assert!(matches!(err, Error::NoRuntime), "{err}");
     }
@@ -427,7 +429,7 @@ mod tests {
             exec: BTreeMap::from([("bad".to_string(), "ffmpeg '{x}".to_string())]),
             ..Config::default()
         };
-        let err = Registry::builtin(&config).unwrap_err();
+        let err = Registry::builtin(&config, None).unwrap_err();
         assert!(matches!(err, Error::Template { .. }), "{err}");
     }
 }

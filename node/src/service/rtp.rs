@@ -901,7 +901,7 @@ mod tests {
         let s = spec("rtcp", &client.local_addr().unwrap().to_string(), &[]);
         let ssrc = stream::Ids::derive(&s.id).ssrc;
         let (tx, mut reports) = tokio::sync::mpsc::channel(8);
-        let registry = crate::service::Registry::builtin(&crate::service::Config::default())
+        let registry = crate::service::Registry::builtin(&crate::service::Config::default(), None)
             .unwrap()
             .with_reports(tx);
         let instance = registry.start(s).unwrap();
