@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod identity;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod state;

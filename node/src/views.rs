@@ -276,6 +276,14 @@ pub struct Report {
     pub packets: u64,
 }
 
+/// Body of `GET /v1/health` when the node's driver answers: `{"status": "ok"}`
+/// (when it does not, the answer is a 503 with an [`ErrorBody`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
 /// Body of every 4xx/5xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {

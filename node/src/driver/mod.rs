@@ -30,6 +30,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::KeySigner;
+use crate::metrics::SuspicionClock;
 use crate::service::SessionSpec;
 use crate::state::{CommandError, SessionCommand, Shared};
 use crate::views;
@@ -73,6 +74,9 @@ pub struct Driver {
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
     peers_dirty: bool,
+    /// When each member now suspect was first suspected, for the
+    /// suspicion-to-death histogram.
+    suspected: SuspicionClock,
 }
 
 impl std::fmt::Debug for Driver {
@@ -137,6 +141,7 @@ impl Driver {
             client_reports,
             connections: HashMap::new(),
             peers_dirty: true,
+            suspected: SuspicionClock::default(),
         }
     }
 
@@ -256,7 +261,7 @@ impl Driver {
                 if let Err(e) = self.udp.try_send_to(&bytes, to) {
                     // SWIM tolerates loss: a full socket buffer is loss.
                     tracing::trace!(%to, error = %e, "datagram not sent");
-                    crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
+                    self.shared.metrics.send_failed();
                 }
             }
             Transmit::Open {
@@ -288,8 +293,25 @@ impl Driver {
     fn act(&mut self, action: proto::Action) {
         match action {
             proto::Action::Start(record) => {
-                if let Err(e) = self.services.start(&record) {
-                    tracing::error!(session = %record.id, error = %e, "cannot start session");
+                // The claim: the protocol node has just made this node the
+                // session's primary (open, takeover, or the end of a transfer).
+                let claimed = Instant::now();
+                match self.services.start(&record) {
+                    Ok(Some(first)) => {
+                        let histogram = self.shared.metrics.first_packet(&record.reason).clone();
+                        // Ends with the instance at the latest: a stopped
+                        // instance drops its end, and nothing is observed.
+                        tokio::spawn(async move {
+                            if let Ok(sent) = first.await {
+                                let took = sent.saturating_duration_since(claimed);
+                                histogram.observe(took.as_secs_f64());
+                            }
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(session = %record.id, error = %e, "cannot start session");
+                    }
                 }
                 self.publish_session(&record.id);
             }
@@ -371,6 +393,9 @@ impl Driver {
                     .report(now, &id, report_of(&report))
                     .map_err(command_error);
                 let _ = reply.send(answer);
+            }
+            SessionCommand::Ping { reply } => {
+                let _ = reply.send(Ok(()));
             }
         }
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use baton_protocol::session::Record;
 
-use crate::service::{Instance, Registry, SessionSpec};
+use crate::service::{FirstPacket, Instance, Registry, SessionSpec};
 
 /// The running instances, by session id.
 #[derive(Debug)]
@@ -43,14 +43,16 @@ impl Services {
         &self.registry
     }
 
-    /// Starts an instance of the session (replacing one that runs).
-    pub fn start(&mut self, record: &Record) -> Result<(), crate::service::Error> {
-        let instance = self.registry.start(spec_of(record))?;
+    /// Starts an instance of the session (replacing one that runs); answers
+    /// when it sends its first packet, if its service can tell.
+    pub fn start(&mut self, record: &Record) -> Result<Option<FirstPacket>, crate::service::Error> {
+        let mut instance = self.registry.start(spec_of(record))?;
+        let first = instance.first_packet();
         tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session");
         if let Some(old) = self.instances.insert(record.id.clone(), instance) {
             tokio::spawn(old.stop());
         }
-        Ok(())
+        Ok(first)
     }
 
     /// Stops the session's instance, if one runs (asynchronously: an exec
