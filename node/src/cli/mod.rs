@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 mod args;
 pub mod client;
 mod error;
+mod generate;
 pub mod render;
 pub mod sse;
 #[cfg(test)]
@@ -59,7 +60,16 @@ where
         .or_else(|| env_var("BATON_API"))
         .unwrap_or_else(|| DEFAULT_API.to_owned());
     let token = cli.token.or_else(|| env_var("BATON_TOKEN"));
-    match execute(cli.command, &api, token, cli.json, out) {
+    // Commands about the programs themselves need no node.
+    let result = match cli.command {
+        Command::Completions(c) => generate::completions(c.shell, c.program, out),
+        Command::Man(m) => match &m.out_dir {
+            Some(dir) => generate::man_pages(m.program, dir, out),
+            None => generate::man(m.program, out),
+        },
+        command => execute(command, &api, token, cli.json, out),
+    };
+    match result {
         Ok(()) => 0,
         // The reader went away (`baton watch | head`): nothing left to do.
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
@@ -133,6 +143,9 @@ fn execute(
             }
         }
         Command::Watch(w) => return watch::watch(client, json, w.wide),
+        Command::Completions(_) | Command::Man(_) => {
+            unreachable!("run_to answers these without a node")
+        }
     };
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
