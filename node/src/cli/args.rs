@@ -91,6 +91,15 @@ Examples:
 Sends what a client measured on a session, as its RTP receiver would: poor
 enough service makes the overlay move the session. Handy for demos and tests.";
 
+const HEALTH_EXAMPLES: &str = "\
+Examples:
+  baton health                      prints ok, exits 0
+  baton --api 127.0.0.1:7700 health || systemctl restart baton
+
+Exits 0 when the node's driver answers, 1 when it does not (stuck, shutting
+down) or the API cannot be reached. Needs no token, even beyond loopback:
+made for container healthchecks.";
+
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
   source <(baton completions bash)          in this shell
@@ -156,6 +165,9 @@ pub(super) enum Command {
     /// Follow member changes and this node's session events, until Ctrl-C
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(Wide),
+    /// Check that the node answers: exit 0 when its driver does
+    #[command(after_help = HEALTH_EXAMPLES)]
+    Health,
     /// Print the shell completion script of baton or batond
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
