@@ -210,8 +210,11 @@ async fn real_metrics_pass_promtool_time_probes_deaths_and_takeovers_and_cover_d
     eprintln!(
         "takeover claim to first packet: {:.1} ms; suspicion to death: {deaths} timed; \
          connections open: {:?}",
-        sample(&text, "baton_session_first_packet_seconds_sum{reason=\"takeover\"}")
-            .unwrap_or(f64::NAN)
+        sample(
+            &text,
+            "baton_session_first_packet_seconds_sum{reason=\"takeover\"}"
+        )
+        .unwrap_or(f64::NAN)
             * 1e3,
         sample(&text, "baton_connections"),
     );
