@@ -94,6 +94,7 @@ struct Copied {
     handshake_failures: Counter,
     syncs: Counter,
     bad_payloads: Counter,
+    rejected_records: Counter,
 }
 
 /// The node's metrics and the registry that exposes them.
@@ -112,6 +113,8 @@ pub struct Metrics {
     drops: [Counter; 7],
     incarnation: Gauge,
     local_health: Gauge,
+    fenced: Gauge,
+    duplicate_identity: Counter,
     connections: Gauge,
     members: [Gauge; 4],
     sessions: [Gauge; 2],
@@ -179,7 +182,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -245,6 +248,11 @@ impl Metrics {
                 "bad_payloads",
                 "Authentic application payloads that could not be decoded",
                 &copied.bad_payloads,
+            ),
+            (
+                "rejected_records",
+                "Session-map records rejected: bad signature, no authority, invalid, undecodable",
+                &copied.rejected_records,
             ),
         ];
         for (name, help, counter) in counters {
@@ -314,6 +322,19 @@ impl Metrics {
             "Lifeguard local health multiplier: 0 is healthy; higher means this node \
              misses acks it should get (it is slow, or its network is)",
         );
+        let fenced = gauge(
+            r,
+            "fenced",
+            "1 while this node hears nothing from the overlay (every probe fails): it serves \
+             no session and claims none until it hears its peers again",
+        );
+        let duplicate_identity = Counter::default();
+        r.register(
+            "duplicate_identity",
+            "Times two live processes were seen holding one peer id (this node's or a \
+             peer's): an operator must stop one",
+            duplicate_identity.clone(),
+        );
         let connections = gauge(
             r,
             "connections",
@@ -379,6 +400,8 @@ impl Metrics {
             drops,
             incarnation,
             local_health,
+            fenced,
+            duplicate_identity,
             connections,
             members,
             sessions,
@@ -449,6 +472,18 @@ impl Metrics {
         set(&c.handshake_failures, stats.handshakes_failed);
         set(&c.syncs, stats.syncs);
         set(&c.bad_payloads, stats.bad_payloads);
+    }
+
+    /// What the session engine says of itself: whether this node is fenced,
+    /// how many records it rejected.
+    pub fn copy_engine(&self, fenced: bool, rejected_records: u64) {
+        self.fenced.set(i64::from(fenced));
+        set(&self.copied.rejected_records, rejected_records);
+    }
+
+    /// Counts a peer id seen held by two live processes.
+    pub fn duplicate_identity(&self) {
+        self.duplicate_identity.inc();
     }
 
     /// Counts a datagram the socket would not take.

@@ -100,9 +100,11 @@ impl Node {
                     why: e.to_string(),
                 })?;
         }
-        let udp = bind_datagram(config.swim_listen).map_err(|source| StartError::Datagram {
-            addr: config.swim_listen,
-            source,
+        let udp = crate::driver::datagram::bind(config.swim_listen).map_err(|source| {
+            StartError::Datagram {
+                addr: config.swim_listen,
+                source,
+            }
         })?;
         let datagram = udp.local_addr().map_err(|source| StartError::Datagram {
             addr: config.swim_listen,
@@ -247,11 +249,4 @@ impl Node {
     pub async fn wait(&mut self) {
         let _ = (&mut self.driver).await;
     }
-}
-
-/// Binds the datagram socket, non-blocking for tokio.
-fn bind_datagram(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(socket)
 }

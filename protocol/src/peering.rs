@@ -42,6 +42,9 @@ pub const MAX_OVERLAY_LEN: usize = 128;
 /// The longest refusal reason sent or kept, in bytes.
 pub const MAX_REASON_LEN: usize = 200;
 
+/// Most twin boot numbers a hello carries.
+pub const MAX_TWINS: usize = 4;
+
 /// Bytes of a hello nonce.
 pub const NONCE_LEN: usize = crate::datagram::NONCE_LEN;
 
@@ -89,6 +92,10 @@ pub struct Response {
     /// The responder's datagram socket.
     #[serde(rename = "d", default)]
     pub datagram: String,
+    /// Boot numbers of other live processes the responder saw announce the
+    /// initiator's peer id (a copied identity; see `Peer::note_boot`).
+    #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
+    pub twins: Vec<u64>,
 }
 
 /// A hello message on the wire.
@@ -106,6 +113,10 @@ pub enum Hello {
         /// The proof (empty without a network key).
         #[serde(rename = "p", with = "serde_bytes", default)]
         proof: Vec<u8>,
+        /// Boot numbers of other live processes the initiator saw announce
+        /// the responder's peer id.
+        #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
+        twins: Vec<u64>,
     },
     /// The responder admitted the initiator: the keys are in use.
     #[serde(rename = "d")]
@@ -287,6 +298,14 @@ pub fn decode(bytes: &[u8]) -> Result<Hello, Refusal> {
     if !reader.is_empty() {
         return Err(Refusal::Malformed("bytes after the message".into()));
     }
+    let twins = match &hello {
+        Hello::Response(r) => r.twins.len(),
+        Hello::Confirm { twins, .. } => twins.len(),
+        _ => 0,
+    };
+    if twins > MAX_TWINS {
+        return Err(Refusal::Malformed(format!("{twins} twin boot numbers")));
+    }
     let (overlay, nonce) = match &hello {
         Hello::Challenge(c) => (c.overlay.as_str(), c.nonce.as_slice()),
         Hello::Response(r) => (r.overlay.as_str(), r.nonce.as_slice()),
@@ -445,7 +464,10 @@ mod tests {
         assert_eq!(decode(&encode(&hello)).unwrap(), hello);
         for h in [
             Hello::Done,
-            Hello::Confirm { proof: vec![1; 32] },
+            Hello::Confirm {
+                proof: vec![1; 32],
+                twins: vec![7],
+            },
             Hello::Refused {
                 reason: "no".into(),
             },

@@ -45,6 +45,10 @@ pub struct Config {
     pub perf_repeat: Duration,
     /// How often collected tombstones are looked for.
     pub gc_interval: Duration,
+    /// After a fence lifts, how long this node waits (while anti-entropy
+    /// brings it what it missed) before it serves again the sessions its
+    /// map says it is primary of.
+    pub resume_grace: Duration,
     /// The map's parameters.
     pub map: map::Config,
 }
@@ -59,6 +63,7 @@ impl Default for Config {
             perf_interval: Duration::from_secs(2),
             perf_repeat: Duration::from_secs(30),
             gc_interval: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(2),
             map: map::Config::default(),
         }
     }
@@ -276,6 +281,10 @@ pub struct Engine<S> {
     actions: VecDeque<Action>,
     next_check: Instant,
     next_gc: Instant,
+    /// While fenced this node serves nothing and writes nothing.
+    fenced: bool,
+    /// When a lifted fence lets this node serve again.
+    resume_at: Option<Instant>,
     /// When the summary was last shared, and what it said.
     last_perf: Option<(Instant, Vec<u8>)>,
     next_perf: Instant,
@@ -306,6 +315,8 @@ impl<S: Signer> Engine<S> {
             actions: VecDeque::new(),
             next_check: now,
             next_gc: now,
+            fenced: false,
+            resume_at: None,
             last_perf: None,
             next_perf: now,
             rejected: 0,
@@ -330,6 +341,33 @@ impl<S: Signer> Engine<S> {
     /// Records rejected (bad signature, no authority, invalid, undecodable).
     pub fn rejected(&self) -> u64 {
         self.rejected
+    }
+
+    /// Whether this node is fenced (see [`set_fenced`](Self::set_fenced)).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// Fences this node (it hears nothing from the overlay, so the others
+    /// are taking its sessions over): it stops every session it hosts and
+    /// claims, repairs, transfers and starts nothing. Unfenced, it serves
+    /// again what its map still names it primary of, after
+    /// [`Config::resume_grace`].
+    pub fn set_fenced(&mut self, now: Instant, fenced: bool) {
+        if fenced == self.fenced {
+            return;
+        }
+        self.fenced = fenced;
+        if fenced {
+            self.handing_over.clear();
+            let hosted: Vec<String> = self.hosting.iter().cloned().collect();
+            for id in hosted {
+                self.stop(&id, "fenced: this node hears nothing from the overlay");
+            }
+        } else {
+            self.resume_at = Some(now + self.config.resume_grace);
+            self.next_check = self.next_check.min(now + self.config.resume_grace);
+        }
     }
 
     /// The moves of a session this node saw.
@@ -587,16 +625,32 @@ impl<S: Signer> Engine<S> {
             return;
         }
         self.next_check = now + self.config.check_interval;
-        // Only this node's sessions (repairs, transfers) and those of down
-        // primaries (takeovers) can need anything from it.
-        let mut ids: Vec<String> = Vec::new();
-        for primary in std::iter::once(&self.me).chain(self.down.iter()) {
-            if let Some(set) = self.by_primary.get(primary) {
-                ids.extend(set.iter().cloned());
+        if self.resume_at.is_some_and(|at| now >= at) {
+            self.resume_at = None;
+            let mine: Vec<String> = self
+                .by_primary
+                .get(&self.me)
+                .into_iter()
+                .flatten()
+                .filter(|id| !self.hosting.contains(*id))
+                .cloned()
+                .collect();
+            for id in mine {
+                self.after_change(now, now_ms, &id);
             }
         }
-        for id in ids {
-            self.examine(now, now_ms, &id);
+        if !self.fenced && self.resume_at.is_none() {
+            // Only this node's sessions (repairs, transfers) and those of
+            // down primaries (takeovers) can need anything from it.
+            let mut ids: Vec<String> = Vec::new();
+            for primary in std::iter::once(&self.me).chain(self.down.iter()) {
+                if let Some(set) = self.by_primary.get(primary) {
+                    ids.extend(set.iter().cloned());
+                }
+            }
+            for id in ids {
+                self.examine(now, now_ms, &id);
+            }
         }
         let expired: Vec<String> = self
             .handing_over
@@ -845,6 +899,10 @@ impl<S: Signer> Engine<S> {
         };
         self.note_move(&record);
         let mine = record.primary == self.me && record.state == SessionState::Active;
+        if mine && (self.fenced || self.resume_at.is_some()) {
+            // Served again when the fence lifts and the grace has passed.
+            return;
+        }
         if mine {
             // Primary again (a transfer whose new primary died before it
             // confirmed came back here): no handover is pending any more.

@@ -72,6 +72,12 @@ pub struct Config {
     /// stops there. Tables and other larger messages are sent as they are
     /// and the caller routes them over a stream.
     pub max_message_bytes: usize,
+    /// A node with two members or more that got no answer to any of its
+    /// probes (ack or nack, direct or relayed) for this long, its local
+    /// health at the maximum, is isolated: it is the one at fault (its
+    /// links are cut, one way or both), so it declares nobody dead on its
+    /// own evidence and its caller stops serving (`Swim::is_isolated`).
+    pub isolation_after: Duration,
 }
 
 impl Config {
@@ -96,6 +102,7 @@ impl Config {
             coords: coords::Config::default(),
             coord_interval: Duration::from_secs(2),
             max_message_bytes: crate::datagram::MAX_PLAINTEXT,
+            isolation_after: Duration::from_secs(1),
         }
     }
 
@@ -585,6 +592,9 @@ pub struct Swim<R> {
     vivaldi: coords::Client,
     /// When a probe last asked for a coordinate.
     coord_asked: Option<Instant>,
+    /// When an answer to one of this node's probes last came (or when it
+    /// started).
+    heard: Instant,
     stats: Stats,
 }
 
@@ -637,6 +647,7 @@ impl<R: Rng> Swim<R> {
             leaving: false,
             vivaldi,
             coord_asked: None,
+            heard: now,
             stats: Stats::default(),
         };
         // Random phases keep the nodes of a group from probing in lockstep.
@@ -663,6 +674,18 @@ impl<R: Rng> Swim<R> {
     /// Lifeguard's local health multiplier: 0 when healthy.
     pub fn local_health(&self) -> u32 {
         self.health
+    }
+
+    /// Whether this node hears nothing from the overlay: it has two
+    /// members or more, its local health is at the maximum, and none of its
+    /// probes was answered for [`Config::isolation_after`]. Lifeguard's
+    /// premise taken to its end: a node whose every probe fails suspects
+    /// itself first. (With one member, hearing nothing and that member's
+    /// death look alike: no isolation is concluded.)
+    pub fn is_isolated(&self, now: Instant) -> bool {
+        self.active.len() >= 2
+            && self.health >= self.config.max_local_health
+            && now.saturating_duration_since(self.heard) >= self.config.isolation_after
     }
 
     /// This node's Vivaldi coordinate.
@@ -798,6 +821,7 @@ impl<R: Rng> Swim<R> {
                     && !probe.nackers.contains(&from)
                 {
                     probe.nackers.push(from.clone());
+                    self.heard = self.heard.max(now);
                 }
             }
             Message::Gossip(_) => {}
@@ -1294,6 +1318,16 @@ impl<R: Rng> Swim<R> {
             }
             return;
         }
+        // On this node's evidence alone, and it heard nothing from anyone
+        // since: its own links may be what failed. It declares once it hears
+        // the overlay again, or once others confirm.
+        let own_evidence_only =
+            suspicion.confirmations == 0 && suspicion.confirmers.iter().all(|c| *c == self.id);
+        if own_evidence_only && self.heard < suspicion.start && self.active.len() >= 2 {
+            let again = now + suspicion.min;
+            self.schedule(again, Timer::Suspicion { id, incarnation });
+            return;
+        }
         self.stats.declared_dead += 1;
         let dead = Update::Dead {
             id,
@@ -1439,6 +1473,10 @@ impl<R: Rng> Swim<R> {
             (probe.relays.len() - probe.nackers.len().min(probe.relays.len())) as u32
         };
         self.health = (self.health + penalty).min(self.config.max_local_health);
+        if self.is_isolated(now) {
+            // Every probe fails: the fault is likelier ours than theirs.
+            return;
+        }
         let Some(member) = self.members.get(&probe.target) else {
             return;
         };
@@ -1480,6 +1518,9 @@ impl<R: Rng> Swim<R> {
             return;
         };
         let probe = entry.get();
+        if probe.target == *from || probe.relays.contains(from) {
+            self.heard = self.heard.max(now);
+        }
         if probe.target == *from {
             let probe = entry.remove();
             let rtt = now.saturating_duration_since(probe.sent);

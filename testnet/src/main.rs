@@ -194,6 +194,9 @@ enum ScenarioName {
     Pause,
     Churn,
     Scale,
+    /// Serf (Debian package `serf`) and Baton side by side: idle traffic
+    /// and kill detection on the same testnet.
+    Compare,
 }
 
 /// How the testnet is built (`up` and `run`).
@@ -312,6 +315,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Pause => Scenario::Pause,
         ScenarioName::Churn => Scenario::Churn,
         ScenarioName::Scale => Scenario::Scale,
+        ScenarioName::Compare => Scenario::Compare,
     };
     if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
         eprintln!(

@@ -62,9 +62,27 @@ pub enum TestbedError {
     Io(#[from] std::io::Error),
 }
 
+/// What runs in each node's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Program {
+    /// `batond`.
+    #[default]
+    Batond,
+    /// HashiCorp Serf's agent (Debian package `serf`, LAN profile): the
+    /// anchor Baton's detection and traffic are compared with.
+    Serf,
+}
+
+/// Serf's gossip port (TCP and UDP) on every node.
+pub const SERF_PORT: u16 = 7946;
+/// Serf's RPC address inside each namespace.
+pub const SERF_RPC: &str = "127.0.0.1:7373";
+
 /// How to build a testnet.
 #[derive(Debug, Clone)]
 pub struct TestbedConfig {
+    /// What runs on the nodes.
+    pub program: Program,
     /// Nodes (1 to [`MAX_NODES`]).
     pub nodes: usize,
     /// The RTT matrix whose regions the nodes are spread over, round-robin;
@@ -94,6 +112,7 @@ impl TestbedConfig {
     /// `nodes` on a LAN, data under `work_dir`.
     pub fn new(nodes: usize, work_dir: &Path) -> TestbedConfig {
         TestbedConfig {
+            program: Program::Batond,
             nodes,
             wan: None,
             intra_rtt: Duration::from_millis(2),
@@ -222,7 +241,10 @@ impl Testbed {
                 config.loss
             )));
         }
-        let batond = bin_dir().join("batond");
+        let batond = match config.program {
+            Program::Batond => bin_dir().join("batond"),
+            Program::Serf => serf_binary()?,
+        };
         if !batond.exists() {
             return Err(TestbedError::MissingBinary(batond));
         }
@@ -311,6 +333,76 @@ impl Testbed {
         Ok(testbed)
     }
 
+    /// Starts Serf's agent as node `i`: LAN profile, joining node 1, and an
+    /// event handler that appends the Unix time (ns) of every member-failed
+    /// event it sees to `failed` in its data directory.
+    fn spawn_serf(&mut self, i: usize) -> Result<(), TestbedError> {
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let failed = node.data_dir.join("failed");
+        let mut cmd = node.ns.command(&self.batond);
+        cmd.args(["agent", "-node", &node.name, "-profile", "lan"])
+            .args(["-bind", &format!("{}:{SERF_PORT}", node.addr)])
+            .args(["-rpc-addr", SERF_RPC, "-log-level", "warn"])
+            .arg("-event-handler")
+            .arg(format!("member-failed=date +%s%N >> {}", failed.display()));
+        if i != 0 {
+            cmd.args(["-join", &format!("{}:{SERF_PORT}", self.nodes[0].addr)]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        sys::die_with_parent(&mut cmd);
+        let child = cmd.spawn().map_err(|e| {
+            TestbedError::Unsupported(format!("cannot start serf {}: {e}", self.nodes[i].name))
+        })?;
+        self.nodes[i].child = Some(child);
+        self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    /// Serf's view of the members from node `i`: (name, status) pairs.
+    pub fn serf_members(&self, i: usize) -> Result<Vec<(String, String)>, TestbedError> {
+        let out = self.nodes[i]
+            .ns
+            .command(&self.batond)
+            .args(["members", "-rpc-addr", SERF_RPC, "-format", "json"])
+            .output()?;
+        if !out.status.success() {
+            return Err(TestbedError::Invalid(format!(
+                "serf members on {}: {}",
+                self.nodes[i].name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| TestbedError::Invalid(format!("serf members -format json: {e}")))?;
+        Ok(value["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or_default().to_string(),
+                    m["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// The Unix times (ms) at which Serf on node `i` saw members fail.
+    pub fn serf_failures(&self, i: usize) -> Vec<f64> {
+        std::fs::read_to_string(self.nodes[i].data_dir.join("failed"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<f64>().ok())
+            .map(|ns| ns / 1e6)
+            .collect()
+    }
+
     /// The prefix of its namespace names.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -364,6 +456,9 @@ impl Testbed {
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), TestbedError> {
+        if self.config.program == Program::Serf {
+            return self.spawn_serf(i);
+        }
         let bootstrap = self.nodes[0].multiaddr();
         let node = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
@@ -501,14 +596,18 @@ impl Testbed {
         self.switch.handle().heal_all();
     }
 
-    /// Waits until node `i` answers `/v1/status`.
+    /// Waits until node `i` answers `/v1/status` (Serf: its RPC).
     pub fn wait_api(&self, i: usize, timeout: Duration) -> Result<(), TestbedError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if sys::interrupted() {
                 return Err(TestbedError::Interrupted);
             }
-            if self.get::<Status>(i, "/v1/status").is_ok() {
+            let up = match self.config.program {
+                Program::Batond => self.get::<Status>(i, "/v1/status").is_ok(),
+                Program::Serf => self.serf_members(i).is_ok(),
+            };
+            if up {
                 return Ok(());
             }
             if let Some(child) = &self.nodes[i].child
@@ -584,6 +683,9 @@ impl Testbed {
 
     /// Member (name, state) pairs node `i` holds.
     pub fn member_states(&self, i: usize) -> Result<Vec<(String, String)>, TestbedError> {
+        if self.config.program == Program::Serf {
+            return self.serf_members(i);
+        }
         Ok(crate::http::member_states(self.get(i, "/v1/members")?))
     }
 
@@ -734,6 +836,21 @@ fn ensure_neighbour_table(hosts: usize) -> Result<(), TestbedError> {
         }
     }
     Ok(())
+}
+
+/// Serf's agent: `serf` on the PATH (Debian package `serf`).
+fn serf_binary() -> Result<PathBuf, TestbedError> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("serf"))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            TestbedError::Unsupported(
+                "serf is not installed: apt-get install serf (the comparison runs Serf beside Baton)"
+                    .into(),
+            )
+        })
 }
 
 /// Address of node `i` (0-based).

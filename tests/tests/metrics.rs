@@ -184,6 +184,11 @@ async fn real_metrics_pass_promtool_time_probes_deaths_and_takeovers_and_cover_d
             "probes are counted by class:\n{text}"
         );
         assert!(sample(&text, "baton_connections").is_some(), "{text}");
+        assert_eq!(
+            sample(&text, "baton_fenced"),
+            Some(0.0),
+            "survivors hear each other"
+        );
         texts.push(text);
     }
     let deaths: f64 = texts

@@ -13,6 +13,7 @@
 //! `Node::handle_datagram`, which opens and decodes it and hands it to SWIM;
 //! the RTT shows up as an `Event::Member(ProbeRtt)` in [`publish`].
 
+pub mod datagram;
 mod publish;
 pub mod services;
 pub mod streams;
@@ -257,8 +258,8 @@ impl Driver {
 
     fn transmit(&mut self, t: Transmit) {
         match t {
-            Transmit::Datagram { to, bytes } => {
-                if let Err(e) = self.udp.try_send_to(&bytes, to) {
+            Transmit::Datagram { to, bytes, confirm } => {
+                if let Err(e) = datagram::send(&self.udp, &bytes, to, confirm) {
                     // SWIM tolerates loss: a full socket buffer is loss.
                     tracing::trace!(%to, error = %e, "datagram not sent");
                     self.shared.metrics.send_failed();

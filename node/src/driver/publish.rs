@@ -43,6 +43,25 @@ impl Driver {
                 tracing::debug!(peer = %show(&peer), %why, "handshake failed");
                 self.peers_dirty = true;
             }
+            Event::DuplicateIdentity { peer, detail } => {
+                if peer == *self.node.id() {
+                    tracing::error!(%detail, "THIS NODE'S IDENTITY RUNS TWICE");
+                } else {
+                    tracing::error!(peer = %show(&peer), %detail, "a peer's identity runs twice");
+                }
+                self.shared.metrics.duplicate_identity();
+            }
+            Event::Fenced { fenced: true } => {
+                tracing::warn!(
+                    "this node hears nothing from the overlay (every probe fails): it stops \
+                     serving its sessions, which its peers take over, until it hears them again"
+                );
+            }
+            Event::Fenced { fenced: false } => {
+                tracing::info!(
+                    "this node hears the overlay again: it resumes once its map is current"
+                );
+            }
             Event::SessionChanged { id } => self.publish_session(&id),
             Event::SessionStarted { id, epoch, reason } => {
                 self.publish_session_event(&id, "started", epoch, &reason);
@@ -282,5 +301,7 @@ impl Driver {
         let swim = self.node.swim();
         m.copy_stats(self.node.stats(), &swim.stats());
         m.set_swim_self(swim.incarnation(), swim.local_health());
+        let engine = self.node.engine();
+        m.copy_engine(engine.is_fenced(), engine.rejected());
     }
 }

@@ -181,6 +181,7 @@ impl Driver {
             } => {
                 let remote = endpoint.get_remote_address().clone();
                 self.shared.metrics.connections().inc();
+                self.peers_dirty = true;
                 self.connections
                     .entry(peer_id)
                     .or_default()
@@ -199,6 +200,7 @@ impl Driver {
                 ..
             } => {
                 self.shared.metrics.connections().dec();
+                self.peers_dirty = true;
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|(id, _)| *id != connection_id);
                     if list.is_empty() {

@@ -129,6 +129,11 @@ pub enum Transmit {
         to: SocketAddr,
         /// The datagram.
         bytes: Vec<u8>,
+        /// The peer answered within [`CONFIRM_WINDOW`]: the driver may tell
+        /// the link layer that it is reachable (Linux `MSG_CONFIRM`), which
+        /// spares an ARP or neighbour probe per peer every half minute on a
+        /// flat LAN, where every member is a neighbour.
+        confirm: bool,
     },
     /// Open a stream of `protocol` to `peer` (dialling it at `addrs` if it
     /// is not connected). Frames from it are read through `max_frame` and
@@ -239,6 +244,21 @@ pub enum Event {
         epoch: u64,
         /// Why it is here (`open`, `takeover: ...`, `transfer: ...`).
         reason: String,
+    },
+    /// Two live processes claim one peer id (a copied identity): `peer` is
+    /// this node itself or another. Both processes take sessions and answer
+    /// probes, so clients may get two senders: an operator must stop one.
+    DuplicateIdentity {
+        /// The peer id claimed twice.
+        peer: NodeId,
+        /// What gave it away.
+        detail: String,
+    },
+    /// This node hears nothing from the overlay (`fenced`: it stopped
+    /// serving and writes nothing), or hears it again.
+    Fenced {
+        /// Whether it is fenced now.
+        fenced: bool,
     },
     /// This node stopped hosting a session.
     SessionStopped {
@@ -400,6 +420,8 @@ enum Timer {
     InboundGrace(NodeId),
     /// A handshake may be tried again.
     Retry(NodeId),
+    /// Look for members whose keys may be void (see [`REKEY_AFTER`]).
+    Rekey,
 }
 
 #[derive(Debug)]
@@ -432,6 +454,16 @@ struct Refused {
     until: Instant,
     reason: String,
 }
+
+/// A live member this node has keys with but has not heard from for this
+/// long gets a new handshake: its process may hold other keys (it
+/// restarted and the news has not come, or another process took its
+/// identity). A dead one does not.
+pub const REKEY_AFTER: Duration = Duration::from_secs(5);
+
+/// A peer heard from this recently is known reachable (see
+/// [`Transmit::Datagram::confirm`]).
+pub const CONFIRM_WINDOW: Duration = Duration::from_secs(5);
 
 /// At most this many refused peers are remembered (the oldest go first).
 const MAX_REFUSED: usize = 1024;
@@ -467,6 +499,9 @@ pub struct Node<S, R> {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     leaving: bool,
+    /// A foreign process announcing this node's id: its boot number and the
+    /// highest incarnation it announced.
+    impostor: Option<(u64, u32)>,
     stats: Stats,
 }
 
@@ -517,9 +552,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             leaving: false,
+            impostor: None,
             stats: Stats::default(),
         };
         node.schedule(now, Timer::Walk);
+        node.schedule(now + REKEY_AFTER, Timer::Rekey);
         node
     }
 
@@ -806,6 +843,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 "this node is leaving the overlay: open the session on another node".into(),
             ));
         }
+        if self.engine.is_fenced() {
+            return Err(CommandError::Unavailable(
+                "this node hears nothing from the overlay (its links may be cut): \
+                 open the session on another node"
+                    .into(),
+            ));
+        }
         let mut bytes = [0u8; 16];
         self.rng.fill(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -910,6 +954,27 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     self.start_handshake(now, &peer);
                 }
             }
+            Timer::Rekey => {
+                self.schedule(now + Duration::from_secs(1), Timer::Rekey);
+                let stale: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.has_session()
+                            && p.handshake.is_none()
+                            && p.heard
+                                .is_some_and(|h| now.saturating_duration_since(h) >= REKEY_AFTER)
+                            && p.retry_at.is_none_or(|at| at <= now)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .filter(|id| self.swim.member(id).is_some_and(|m| m.state.is_active()))
+                    .collect();
+                for peer in stale {
+                    if !self.leaving && !self.is_refused(now, &peer) {
+                        self.start_handshake(now, &peer);
+                    }
+                }
+            }
             Timer::Retry(peer) => {
                 let member = self.swim.member(&peer).is_some_and(|m| m.state.is_active());
                 let wants = self
@@ -973,6 +1038,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 }
             }
         }
+        self.watch_for_impostor(&message);
         // News about refused peers is not taken from anyone.
         if !self.refused.is_empty()
             && let Some(updates) = message.updates_mut()
@@ -981,6 +1047,49 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             updates.retain(|u| !refused.contains_key(u.id()));
         }
         self.swim.handle_message(now, from, message);
+    }
+
+    /// An announcement of this node's id from another process (another boot
+    /// number) is normal once after a restart: the old process's last word,
+    /// which SWIM refutes. The same foreign process announcing a higher
+    /// incarnation again means it is alive and refuting back: two processes
+    /// hold this identity.
+    fn watch_for_impostor(&mut self, message: &Message) {
+        for update in message.updates() {
+            let wire::Update::Alive {
+                id,
+                incarnation,
+                meta,
+            } = update
+            else {
+                continue;
+            };
+            if *id != self.me {
+                continue;
+            }
+            let Ok(meta) = NodeMeta::decode(meta) else {
+                continue;
+            };
+            if meta.boot == self.boot {
+                continue;
+            }
+            match self.impostor {
+                Some((boot, seen)) if boot == meta.boot && *incarnation > seen => {
+                    self.impostor = Some((boot, *incarnation));
+                    self.events.push_back(Event::DuplicateIdentity {
+                        peer: self.me.clone(),
+                        detail: format!(
+                            "another live process announces this node's peer id (its boot {:016x}, \
+                             incarnation {incarnation}, addresses {:?}): two nodes run with one \
+                             identity; stop one, or give it a data directory of its own",
+                            meta.boot, meta.addrs
+                        ),
+                    });
+                }
+                Some((boot, _)) if boot == meta.boot => {}
+                _ => self.impostor = Some((meta.boot, *incarnation)),
+            }
+        }
     }
 
     /// A peer's map root: a different one starts a sync with it.
@@ -994,6 +1103,17 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// moves: SWIM's events feed the engine, the engine's broadcasts become
     /// SWIM transmits, transmits become datagrams or streams.
     fn pump(&mut self, now: Instant) {
+        // Lifeguard's self-awareness, to its end: a node whose every probe
+        // fails fences itself before the others finish taking its sessions.
+        let isolated = self.swim.is_isolated(now);
+        if isolated != self.engine.is_fenced() {
+            self.engine.set_fenced(now, isolated);
+            self.events.push_back(Event::Fenced { fenced: isolated });
+            if !isolated {
+                // What it missed meanwhile comes by anti-entropy, now.
+                self.push_sync(now);
+            }
+        }
         loop {
             let mut moved = false;
             while let Some(event) = self.swim.poll_event() {
@@ -1058,6 +1178,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         {
             p.endpoint = Some(addr);
         }
+        if let Some(detail) = p.note_boot(meta.boot) {
+            self.events.push_back(Event::DuplicateIdentity {
+                peer: id.clone(),
+                detail,
+            });
+        }
+        let p = self.peers.get_mut(id).expect("inserted above");
         // Keys agreed with a previous process of this member are void: its
         // new process does not hold them.
         if p.boot.is_some_and(|b| b != meta.boot) && p.has_session() {
@@ -1158,9 +1285,15 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             match p.seal(&plain) {
                 Some(bytes) => {
                     let to_addr = p.endpoint.expect("seal needs an endpoint");
+                    let confirm = p
+                        .heard
+                        .is_some_and(|h| now.saturating_duration_since(h) < CONFIRM_WINDOW);
                     self.stats.sent.entry(class).or_default().add(bytes.len());
-                    self.transmits
-                        .push_back(Transmit::Datagram { to: to_addr, bytes });
+                    self.transmits.push_back(Transmit::Datagram {
+                        to: to_addr,
+                        bytes,
+                        confirm,
+                    });
                 }
                 None => {
                     self.stats.drops.no_session += 1;

@@ -49,6 +49,12 @@ pub(super) struct Peer {
     pub(super) remote_ip: Option<IpAddr>,
     /// Where it may be dialled (libp2p multiaddrs).
     pub(super) addrs: Vec<String>,
+    /// When its last authentic datagram arrived.
+    pub(super) heard: Option<Instant>,
+    /// The boot numbers its processes announced, the latest last.
+    boots: Vec<u64>,
+    /// Whether they alternated: two processes hold its identity.
+    pub(super) twinned: bool,
 }
 
 /// A peer's admission and keys, for views.
@@ -82,6 +88,44 @@ impl PeerInfo {
 }
 
 impl Peer {
+    /// Records a boot number the peer announced (in a handshake or its
+    /// metadata). A process never returns to an older boot number: one that
+    /// comes back means two processes run with this peer's identity, and the
+    /// answer says so.
+    pub(super) fn note_boot(&mut self, boot: u64) -> Option<String> {
+        if self.boots.last() == Some(&boot) {
+            return None;
+        }
+        let back = self.boots.contains(&boot);
+        self.boots.retain(|b| *b != boot);
+        self.boots.push(boot);
+        if self.boots.len() > 4 {
+            self.boots.remove(0);
+        }
+        self.twinned |= back;
+        back.then(|| {
+            format!(
+                "two live processes announce this peer id (boot numbers {:x?} alternate, \
+                 latest from {:?}): one identity runs twice; its operator must stop one",
+                self.boots, self.endpoint
+            )
+        })
+    }
+
+    /// The other processes' boot numbers, when two hold its identity and
+    /// one of them announced `boot`: what a handshake tells it.
+    pub(super) fn twins_of(&self, boot: u64) -> Vec<u64> {
+        if !self.twinned {
+            return Vec::new();
+        }
+        self.boots
+            .iter()
+            .copied()
+            .filter(|b| *b != boot)
+            .take(peering::MAX_TWINS)
+            .collect()
+    }
+
     /// Whether keys are agreed with it.
     pub(super) fn has_session(&self) -> bool {
         !self.sessions.is_empty()
@@ -127,7 +171,6 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Option<(NodeId, Vec<u8>)> {
-        let _ = now;
         let drops = &mut self.stats.drops;
         if bytes.len() > datagram::MAX_DATAGRAM {
             drops.bad_size += 1;
@@ -156,6 +199,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 // come from: a new address (NAT rebinding) just works.
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.endpoint = Some(from);
+                    p.heard = Some(now);
                 }
                 Some((peer, plain))
             }
@@ -329,7 +373,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .config
             .policy
             .prove(Role::Initiator, &r.nonce, &self.me, peer);
-        self.send_frame(stream, peering::encode(&Hello::Confirm { proof }));
+        self.told_of_twins(peer, &r.twins);
+        let twins = self
+            .peers
+            .get(peer)
+            .map(|p| p.twins_of(r.boot))
+            .unwrap_or_default();
+        self.send_frame(stream, peering::encode(&Hello::Confirm { proof, twins }));
         if let Some(Stream {
             kind: Kind::HelloOut { keys, .. },
             ..
@@ -353,7 +403,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         let answered = offer.is_some();
         match (peering::decode(bytes), answered) {
             (Ok(Hello::Challenge(c)), false) => self.hello_challenge(now, stream, &peer, c),
-            (Ok(Hello::Confirm { proof }), true) => self.hello_confirm(now, stream, &peer, &proof),
+            (Ok(Hello::Confirm { proof, twins }), true) => {
+                self.told_of_twins(&peer, &twins);
+                self.hello_confirm(now, stream, &peer, &proof);
+            }
             (Ok(Hello::Refused { reason }), _) => self.refused_by(now, stream, &peer, reason),
             (Ok(other), _) => {
                 let why = format!("unexpected {} in the handshake", hello_name(&other));
@@ -383,6 +436,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .config
             .policy
             .prove(Role::Responder, &c.nonce, &self.me, peer);
+        let twins = self
+            .peers
+            .get(peer)
+            .map(|p| p.twins_of(c.boot))
+            .unwrap_or_default();
         let response = Hello::Response(Response {
             overlay: self.config.policy.overlay.clone(),
             proof,
@@ -390,6 +448,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             index,
             boot: self.boot,
             datagram: self.datagram_str(),
+            twins,
         });
         self.send_frame(stream, peering::encode(&response));
         if let Some(Stream {
@@ -439,6 +498,23 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.install(now, peer, session, challenge.boot, &challenge.datagram);
     }
 
+    /// A peer saw other live processes announce this node's peer id.
+    fn told_of_twins(&mut self, peer: &NodeId, twins: &[u64]) {
+        let others: Vec<u64> = twins.iter().copied().filter(|b| *b != self.boot).collect();
+        if others.is_empty() {
+            return;
+        }
+        self.events.push_back(Event::DuplicateIdentity {
+            peer: self.me.clone(),
+            detail: format!(
+                "peer {peer} sees other live processes with this node's peer id (boot numbers \
+                 {others:x?}, this one's {:x}): two nodes run with one identity; stop one, or \
+                 give it a data directory of its own",
+                self.boot
+            ),
+        });
+    }
+
     /// Admits `peer` with fresh keys: messages waiting for them go out, and a
     /// peer SWIM does not know yet is joined.
     pub(super) fn install(
@@ -464,11 +540,18 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         join: bool,
     ) {
         let p = self.peers.entry(peer.clone()).or_default();
+        if let Some(detail) = p.note_boot(boot) {
+            self.events.push_back(Event::DuplicateIdentity {
+                peer: peer.clone(),
+                detail,
+            });
+        }
         let mut void = Vec::new();
         if p.boot.is_some_and(|b| b != boot) {
             void = p.drop_sessions();
         }
         p.boot = Some(boot);
+        p.heard = Some(now);
         self.indices.insert(session.local_index, peer.clone());
         p.sessions.insert(0, session);
         while p.sessions.len() > SESSIONS_PER_PEER {
@@ -494,7 +577,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 Some(bytes) => {
                     let to = p.endpoint.expect("seal needs an endpoint");
                     self.stats.sent.entry(class).or_default().add(bytes.len());
-                    self.transmits.push_back(Transmit::Datagram { to, bytes });
+                    self.transmits.push_back(Transmit::Datagram {
+                        to,
+                        bytes,
+                        confirm: false,
+                    });
                 }
                 None => self.stats.drops.no_session += 1,
             }

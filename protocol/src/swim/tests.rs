@@ -54,6 +54,19 @@ impl Harness {
         self.swim.handle_message(self.now, id(from), message);
     }
 
+    /// `from` answers the probe `seq`.
+    fn recv_ack(&mut self, from: &NodeId, seq: u16) {
+        self.swim.handle_message(
+            self.now,
+            from.clone(),
+            Message::Ack(Ack {
+                seq,
+                coord: None,
+                updates: vec![],
+            }),
+        );
+    }
+
     /// Lets `by` pass with the node running: every timer fires when due
     /// (a node that was not running is simulated by moving `now` instead).
     fn advance(&mut self, by: Duration) {
@@ -316,6 +329,8 @@ fn suspect_without_confirmations_dies_after_the_maximum_timeout() {
     let mut h = Harness::new(5);
     let target = h.failed_probe();
     let suspected_at = h.now;
+    // Other probes are answered meanwhile: the node hears the overlay.
+    h.swim.heard = suspected_at + Duration::from_millis(1);
     h.drain();
     h.events();
     // n = 6, so the bounds are 2 * 1 * 100 ms = 200 ms and 600 ms.
@@ -1057,4 +1072,67 @@ fn a_stall_raises_local_health_by_the_periods_missed() {
     h.now = due + Duration::from_secs(3);
     h.swim.handle_timeout(h.now);
     assert_eq!(h.swim.local_health(), h.swim.config().max_local_health);
+}
+
+#[test]
+fn a_node_that_hears_nothing_declares_nobody_dead_on_its_own_evidence() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    let suspected_at = h.now;
+    h.drain();
+    h.events();
+    let (_, max) = h.swim.config().suspicion_bounds(6);
+    h.now = suspected_at + max * 3;
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Suspect, "not on its own word");
+    // Another member confirms: the evidence is no longer its own alone.
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: target.clone(),
+                incarnation: 0,
+                from: id(2),
+            }],
+        }),
+    );
+    h.now += max;
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Dead);
+}
+
+#[test]
+fn isolation_needs_two_members_maximal_health_and_silence() {
+    let mut h = Harness::new(5);
+    let start = h.now;
+    assert!(
+        !h.swim.is_isolated(start + Duration::from_secs(10)),
+        "healthy"
+    );
+    h.swim.health = h.swim.config().max_local_health;
+    let after = h.swim.config().isolation_after;
+    assert!(
+        !h.swim
+            .is_isolated(h.swim.heard + after - Duration::from_millis(1))
+    );
+    assert!(h.swim.is_isolated(h.swim.heard + after));
+    // An answer to a probe ends it.
+    h.swim.heard = start + Duration::from_secs(9);
+    assert!(
+        !h.swim
+            .is_isolated(start + Duration::from_secs(9) + after / 2)
+    );
+    // With a single member, silence and that member's death look alike.
+    let mut one = Harness::new(1);
+    one.swim.health = one.swim.config().max_local_health;
+    assert!(!one.swim.is_isolated(one.now + Duration::from_secs(60)));
+}
+
+#[test]
+fn acks_and_nacks_to_own_probes_count_as_hearing_the_overlay() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    h.now += Duration::from_millis(7);
+    h.recv_ack(&target, seq);
+    assert_eq!(h.swim.heard, h.now);
 }

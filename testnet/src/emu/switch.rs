@@ -55,9 +55,9 @@ pub struct PortCounters {
 /// well-known ports): so that a report names where every byte went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Baton's sealed SWIM datagrams (UDP port 7702).
+    /// Baton's sealed SWIM datagrams (UDP, the port after libp2p's).
     Swim,
-    /// libp2p over QUIC or TCP (port 7701): admission, anti-entropy,
+    /// libp2p over QUIC or TCP (the testnet's libp2p port): admission, anti-entropy,
     /// Kademlia, identify, and QUIC's own handshakes and acks.
     Libp2p,
     /// mDNS (UDP port 5353).
@@ -123,11 +123,12 @@ impl Class {
             return Class::Other;
         };
         let either = |port: u16| src == port || dst == port;
+        let libp2p = crate::testbed::QUIC_PORT;
         match proto {
-            17 if either(7702) => Class::Swim,
+            17 if either(libp2p + 1) => Class::Swim,
             17 if either(5353) => Class::Mdns,
-            6 | 17 if either(7701) => Class::Libp2p,
-            6 | 17 if either(7946) => Class::Serf,
+            6 | 17 if either(libp2p) => Class::Libp2p,
+            6 | 17 if either(crate::testbed::SERF_PORT) => Class::Serf,
             _ => Class::Other,
         }
     }
@@ -488,10 +489,11 @@ mod class_tests {
 
     #[test]
     fn frames_are_classed_by_their_well_known_ports() {
-        assert_eq!(Class::of(&frame(17, 40000, 7702)), Class::Swim);
-        assert_eq!(Class::of(&frame(17, 7702, 7702)), Class::Swim);
-        assert_eq!(Class::of(&frame(17, 7701, 7701)), Class::Libp2p);
-        assert_eq!(Class::of(&frame(6, 51000, 7701)), Class::Libp2p);
+        let libp2p = crate::testbed::QUIC_PORT;
+        assert_eq!(Class::of(&frame(17, 40000, libp2p + 1)), Class::Swim);
+        assert_eq!(Class::of(&frame(17, libp2p + 1, libp2p + 1)), Class::Swim);
+        assert_eq!(Class::of(&frame(17, libp2p, libp2p)), Class::Libp2p);
+        assert_eq!(Class::of(&frame(6, 51000, libp2p)), Class::Libp2p);
         assert_eq!(Class::of(&frame(17, 5353, 5353)), Class::Mdns);
         assert_eq!(Class::of(&frame(6, 7946, 40000)), Class::Serf);
         assert_eq!(Class::of(&frame(17, 40000, 5004)), Class::Other);

@@ -322,6 +322,17 @@ impl Harness {
         Ok(usage)
     }
 
+    /// Open libp2p connections of each node (from `/v1/peers`): with SWIM
+    /// on datagrams, a small number whatever N.
+    pub fn connections(&self) -> Vec<f64> {
+        (0..self.tb.nodes.len())
+            .filter_map(|i| {
+                let peers: Vec<baton_node::views::Peer> = self.tb.get(i, "/v1/peers").ok()?;
+                Some(peers.iter().map(|p| f64::from(p.connections)).sum())
+            })
+            .collect()
+    }
+
     /// Seconds since the run began.
     pub fn t(&self, at_ms: f64) -> f64 {
         (at_ms - self.t0_ms) / 1e3
@@ -434,4 +445,78 @@ mod tests {
         assert_eq!(two_source_bins(&[]), 0);
         assert_eq!(node_of(&a), "n2");
     }
+}
+
+/// What the nodes of a testnet sent over an interval, from the switch's
+/// per-port counters (every Ethernet frame a node sent, classed by its
+/// well-known ports) sampled every `step`.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    /// Mean bytes per node per second over the whole interval.
+    pub mean: f64,
+    /// (seconds since the start, mean bytes per node per second) per step:
+    /// the time series, so that periodic work shows.
+    pub series: Vec<(f64, f64)>,
+    /// Mean bytes per node per second by class ([`crate::emu::Class`]).
+    pub by_class: Vec<(&'static str, f64)>,
+    /// Mean frames per node per second by class.
+    pub frames_by_class: Vec<(&'static str, f64)>,
+}
+
+/// Watches the first `nodes` ports of `tb`'s switch for `d`, sampling every
+/// `step`.
+pub fn traffic_over(
+    tb: &Testbed,
+    nodes: usize,
+    d: Duration,
+    step: Duration,
+) -> Result<Traffic, TestbedError> {
+    use crate::emu::Class;
+    use std::sync::atomic::Ordering::Relaxed;
+    let switch = tb.switch();
+    let total = |c: &crate::emu::PortCounters| c.rx_bytes.load(Relaxed);
+    let sample = || -> (u64, Vec<u64>, Vec<u64>) {
+        let mut bytes = 0;
+        let mut classes = vec![0u64; Class::ALL.len()];
+        let mut frames = vec![0u64; Class::ALL.len()];
+        for port in 0..nodes {
+            let c = switch.counters(port);
+            bytes += total(c);
+            for k in 0..Class::ALL.len() {
+                classes[k] += c.rx_class_bytes[k].load(Relaxed);
+                frames[k] += c.rx_class_frames[k].load(Relaxed);
+            }
+        }
+        (bytes, classes, frames)
+    };
+    let started = Instant::now();
+    let first = sample();
+    let mut last = (started, first.0);
+    let mut series = Vec::new();
+    while started.elapsed() < d {
+        sleep(step.min(d.saturating_sub(started.elapsed())))?;
+        let now = Instant::now();
+        let (bytes, _, _) = sample();
+        let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
+        series.push((
+            now.duration_since(started).as_secs_f64(),
+            bytes.saturating_sub(last.1) as f64 / secs / nodes as f64,
+        ));
+        last = (now, bytes);
+    }
+    let end = sample();
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs / nodes as f64;
+    Ok(Traffic {
+        mean: per(first.0, end.0),
+        series,
+        by_class: Class::ALL
+            .iter()
+            .map(|c| (c.name(), per(first.1[c.index()], end.1[c.index()])))
+            .collect(),
+        frames_by_class: Class::ALL
+            .iter()
+            .map(|c| (c.name(), per(first.2[c.index()], end.2[c.index()])))
+            .collect(),
+    })
 }

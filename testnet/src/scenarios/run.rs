@@ -7,12 +7,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::harness::{Harness, Options, sleep};
+use super::harness::{Harness, Options, Traffic, sleep, traffic_over};
 use super::report::{Report, Target, fmt_num};
 use crate::plot::{Plot, Style, cdf};
 use crate::sim::stats::Summary;
 use crate::targets::{self, ByNet};
-use crate::testbed::{TestbedError, unix_ms};
+use crate::testbed::{Program, Testbed, TestbedConfig, TestbedError, unix_ms};
 
 /// The scenarios `testnet run` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub enum Scenario {
     Churn,
     /// Idle overlays of 8, 16, 32 and 64 nodes.
     Scale,
+    /// Serf and Baton side by side on the same testnet: idle traffic and
+    /// kill detection.
+    Compare,
 }
 
 impl Scenario {
@@ -41,6 +44,7 @@ impl Scenario {
             Scenario::Pause => "pause",
             Scenario::Churn => "churn",
             Scenario::Scale => "scale",
+            Scenario::Compare => "compare",
         }
     }
 }
@@ -55,6 +59,7 @@ pub fn run(scenario: Scenario, opts: &Options) -> Result<Report, TestbedError> {
         Scenario::Pause => pause(opts)?,
         Scenario::Churn => churn(opts)?,
         Scenario::Scale => scale(opts)?,
+        Scenario::Compare => compare(opts)?,
     };
     report.duration_s = started.elapsed().as_secs_f64().round();
     report.write(&opts.out)?;
@@ -782,6 +787,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
     let (mut bytes, mut cpu, mut rss, mut viv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last_usage = None;
     let mut failed = Vec::new();
+    let mut series: Vec<(usize, Vec<(f64, f64)>)> = Vec::new();
     for &n in &sizes {
         // A size that does not come up is a finding, not the end of the
         // report: the smaller sizes stand.
@@ -798,7 +804,14 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         };
         sleep(opts.settle)?;
         eprintln!("N={n}: measuring idle nodes for {:?} ...", opts.duration);
-        let usage = h.usage_over(opts.duration)?;
+        let (usage, traffic) = std::thread::scope(|scope| {
+            let watched = scope.spawn(|| traffic_over(&h.tb, n, opts.duration, SAMPLE_STEP));
+            let usage = h.usage_over(opts.duration);
+            let traffic = watched.join().unwrap_or_else(|_| Ok(Traffic::default()));
+            (usage, traffic)
+        });
+        let (usage, traffic) = (usage?, traffic?);
+        let connections = h.connections();
         let errors = if is_wan(opts) {
             h.vivaldi_errors()
         } else {
@@ -809,7 +822,16 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         let r = Summary::of(&usage.rss_mb);
         let v = Summary::of(&errors).p50;
         let line = format!(
-            "N={n}: {b:.0} B/s sent per node; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
+            "N={n}: {b:.0} B/s sent per node ({}); open connections per node p50 {} max {}; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
+            classes_line(&traffic),
+            Summary::of(&connections)
+                .p50
+                .map(fmt_num)
+                .unwrap_or_default(),
+            Summary::of(&connections)
+                .max
+                .map(fmt_num)
+                .unwrap_or_default(),
             c.p50.map(fmt_num).unwrap_or_default(),
             c.max.map(fmt_num).unwrap_or_default(),
             r.p50.map(fmt_num).unwrap_or_default(),
@@ -821,8 +843,13 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         report.timeline.push(line);
         rows.push(
             json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
-            "vivaldi_median_rel_error": v.map(|v| v / 100.0)}),
+            "vivaldi_median_rel_error": v.map(|v| v / 100.0),
+            "bytes_by_class": classes_json(&traffic.by_class),
+            "frames_by_class": classes_json(&traffic.frames_by_class),
+            "series_bytes_per_node_per_s": traffic.series,
+            "connections_per_node": Summary::of(&connections)}),
         );
+        series.push((n, traffic.series.clone()));
         bytes.push((n as f64, b));
         cpu.push((n as f64, c.p50.unwrap_or(f64::NAN)));
         rss.push((n as f64, r.p50.unwrap_or(f64::NAN)));
@@ -900,6 +927,18 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
                 targets::TRAFFIC_BYTES_PER_NODE_PER_S,
             ),
     ));
+    let mut over_time = Plot::new(
+        "Bytes sent per node per second, over the measurement",
+        "s",
+        "B/s",
+    )
+    .reference("target", targets::TRAFFIC_BYTES_PER_NODE_PER_S);
+    for (n, points) in series {
+        over_time = over_time.series(&format!("N={n}"), Style::Line, points);
+    }
+    report
+        .plots
+        .push(("traffic-over-time.svg".into(), over_time));
     report.plots.push((
         "cpu.svg".into(),
         Plot::new("CPU per node (median)", "nodes", "% of a core")
@@ -930,4 +969,231 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         ));
     }
     Ok(report)
+}
+
+/// How often traffic is sampled for its time series.
+const SAMPLE_STEP: Duration = Duration::from_secs(5);
+
+fn classes_json(classes: &[(&'static str, f64)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        classes
+            .iter()
+            .map(|(name, v)| ((*name).to_string(), json!((v * 10.0).round() / 10.0)))
+            .collect(),
+    )
+}
+
+fn classes_line(traffic: &Traffic) -> String {
+    traffic
+        .by_class
+        .iter()
+        .filter(|(_, v)| *v >= 0.5)
+        .map(|(name, v)| format!("{name} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `compare`: Serf's agents, then Baton's nodes, on the same testnet (LAN
+/// by default, N nodes): idle traffic per node for `--duration`, then
+/// `--faults` kills, each timed until every survivor reports the node
+/// failed (Serf: its member-failed event handler; Baton: the dead event).
+fn compare(opts: &Options) -> Result<Report, TestbedError> {
+    let mut report = new_report(Scenario::Compare, opts, opts.loss);
+    report.sessions = 0;
+    let n = opts.nodes.max(3);
+    let mut rows = Vec::new();
+    let mut summary: Vec<(&str, f64, Summary)> = Vec::new();
+    for program in [Program::Serf, Program::Batond] {
+        let name = match program {
+            Program::Serf => "serf",
+            Program::Batond => "baton",
+        };
+        let mut config = TestbedConfig::new(n, &opts.out.join(format!("nodes-{name}")));
+        config.program = program;
+        config.wan = opts.wan.as_ref().map(|(m, _)| m.clone());
+        config.loss = opts.loss;
+        config.mdns = opts.mdns && program == Program::Batond;
+        config.bootstrap = true;
+        config.seed = opts.seed;
+        eprintln!("{name}: bringing up {n} nodes ...");
+        let mut tb = Testbed::up(config)?;
+        let took = tb.wait_converged(Duration::from_secs(60 + n as u64))?;
+        eprintln!(
+            "{name}: membership converged after {:.1} s; settling for {:?}",
+            took.as_secs_f64(),
+            opts.settle
+        );
+        // Baton's detection is read from its event streams, Serf's from the
+        // files its event handler appends to.
+        let events = (program == Program::Batond)
+            .then(|| follow_all(&tb))
+            .transpose()?;
+        sleep(opts.settle)?;
+        eprintln!("{name}: measuring idle traffic for {:?} ...", opts.duration);
+        let traffic = traffic_over(&tb, n, opts.duration, SAMPLE_STEP)?;
+        let mut detections = Vec::new();
+        let mut kills = Vec::new();
+        for k in 0..opts.faults.max(1) {
+            let victim = 1 + k % (n - 1);
+            let survivors: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
+            let at_ms = unix_ms();
+            tb.kill(victim);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let delays = loop {
+                let delays: Vec<Option<f64>> = survivors
+                    .iter()
+                    .map(|&o| match &events {
+                        Some(seen) => seen.first_dead(o, &tb.nodes[victim].name, at_ms),
+                        None => tb
+                            .serf_failures(o)
+                            .into_iter()
+                            .filter(|t| *t >= at_ms)
+                            .reduce(f64::min)
+                            .map(|t| t - at_ms),
+                    })
+                    .collect();
+                if delays.iter().all(Option::is_some) || Instant::now() > deadline {
+                    break delays;
+                }
+                sleep(Duration::from_millis(50))?;
+            };
+            let all = delays.iter().all(Option::is_some);
+            let worst = delays.iter().flatten().copied().reduce(f64::max);
+            if all && let Some(w) = worst {
+                detections.push(w);
+            }
+            let line = format!(
+                "{name} kill {}: {} failed at every survivor after {}",
+                k + 1,
+                tb.nodes[victim].name,
+                match (all, worst) {
+                    (true, Some(w)) => format!("{w:.0} ms"),
+                    _ => format!("-- not all within 30 s ({delays:?})"),
+                }
+            );
+            eprintln!("{line}");
+            report.timeline.push(line);
+            kills.push(
+                json!({"victim": tb.nodes[victim].name, "detection_ms": worst,
+                "all_survivors": all, "per_observer_ms": delays}),
+            );
+            tb.restart(victim)?;
+            tb.wait_api(victim, Duration::from_secs(15))?;
+            if let Some(seen) = &events {
+                seen.follow(&tb, victim)?;
+            }
+            tb.wait_converged(Duration::from_secs(60))?;
+            sleep(Duration::from_secs(3))?;
+        }
+        let d = Summary::of(&detections);
+        let line = format!(
+            "{name}: {:.0} B/s sent per node idle ({}); detection p50 {} ms, max {} ms over {} kills",
+            traffic.mean,
+            classes_line(&traffic),
+            d.p50.map(fmt_num).unwrap_or_default(),
+            d.max.map(fmt_num).unwrap_or_default(),
+            detections.len()
+        );
+        eprintln!("{line}");
+        report.timeline.push(line);
+        rows.push(
+            json!({"program": name, "bytes_per_node_per_s": traffic.mean.round(),
+            "bytes_by_class": classes_json(&traffic.by_class),
+            "series_bytes_per_node_per_s": traffic.series, "detection_ms": d, "kills": kills}),
+        );
+        summary.push((name, traffic.mean, d));
+        drop(tb);
+    }
+    let get = |name: &str| summary.iter().find(|(n, _, _)| *n == name);
+    let product = |(_, bytes, d): &(&str, f64, Summary)| d.p50.map(|ms| bytes * ms / 1000.0);
+    let serf = get("serf").and_then(product);
+    let baton = get("baton").and_then(product);
+    if let Some((_, bytes, d)) = get("baton") {
+        report.bytes_per_node_per_s = Some(bytes.round());
+        report.detection_ms = Some(*d);
+        report.targets.push(Target::at_most(
+            "Baton: bytes sent per node per second, idle",
+            Some(bytes.round()),
+            targets::TRAFFIC_BYTES_PER_NODE_PER_S,
+            "B/s",
+        ));
+        report.targets.push(Target::at_most(
+            "Baton: kill until every survivor declares it, p50",
+            d.p50,
+            targets::COMPARE_DETECTION_MS,
+            "ms",
+        ));
+    }
+    report.targets.push(Target::at_most(
+        "bytes x detection time, Baton over Serf",
+        match (baton, serf) {
+            (Some(b), Some(s)) if s > 0.0 => Some((b / s * 100.0).round() / 100.0),
+            _ => None,
+        },
+        targets::COMPARE_PRODUCT_RATIO,
+        "",
+    ));
+    report.details = json!({"programs": rows,
+        "bytes_times_detection_p50": {"serf": serf, "baton": baton}});
+    let mut plot = Plot::new("Idle bytes sent per node per second", "s", "B/s");
+    for row in &rows {
+        let name = row["program"].as_str().unwrap_or_default().to_string();
+        let points: Vec<(f64, f64)> = row["series_bytes_per_node_per_s"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+            .collect();
+        plot = plot.series(&name, Style::Line, points);
+    }
+    report.plots.push(("traffic.svg".into(), plot));
+    Ok(report)
+}
+
+/// (observer, member name, state, Unix ms) of one member event.
+type MemberEvent = (usize, String, String, f64);
+
+/// Every node's events, followed on threads: the first time each observer
+/// reported a member dead.
+struct Followed {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<MemberEvent>>>,
+}
+
+fn follow_all(tb: &Testbed) -> Result<Followed, TestbedError> {
+    let followed = Followed {
+        seen: Default::default(),
+    };
+    for i in 0..tb.nodes.len() {
+        followed.follow(tb, i)?;
+    }
+    Ok(followed)
+}
+
+impl Followed {
+    fn follow(&self, tb: &Testbed, i: usize) -> Result<(), TestbedError> {
+        let rx = tb.follow_events(i)?;
+        let seen = self.seen.clone();
+        std::thread::spawn(move || {
+            while let Ok(e) = rx.recv() {
+                if e.kind == "member" {
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((i, e.name, e.state, e.at_ms as f64));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// When `observer` first reported the member named `name` dead after
+    /// `since_ms`, as a delay (ms).
+    fn first_dead(&self, observer: usize, name: &str, since_ms: f64) -> Option<f64> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(o, n, s, at)| *o == observer && n == name && s == "dead" && *at >= since_ms)
+            .map(|(_, _, _, at)| at - since_ms)
+            .reduce(f64::min)
+    }
 }

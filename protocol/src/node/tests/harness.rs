@@ -126,6 +126,7 @@ pub struct Net {
     pub datagrams: u64,
     /// FNV-1a over every transmit, in order: equal runs hash equal.
     pub trace_hash: u64,
+    restarts: u64,
 }
 
 impl Net {
@@ -135,11 +136,22 @@ impl Net {
     }
 
     pub fn with_config(n: usize, seed: u64, make: impl Fn(usize) -> Config) -> Self {
+        Self::with_keys(n, seed, make, |i| i)
+    }
+
+    /// Node `i` holds the key of index `key_of(i)`: two nodes with the same
+    /// index are one identity run twice.
+    pub fn with_keys(
+        n: usize,
+        seed: u64,
+        make: impl Fn(usize) -> Config,
+        key_of: impl Fn(usize) -> usize,
+    ) -> Self {
         let now = Instant::now();
         let mut net = Net {
             now,
             nodes: Vec::new(),
-            ids: (0..n).map(|i| key(i).id().clone()).collect(),
+            ids: (0..n).map(|i| key(key_of(i)).id().clone()).collect(),
             latency: Duration::from_micros(500),
             loss: 0.0,
             rng: SmallRng::seed_from_u64(seed),
@@ -154,11 +166,12 @@ impl Net {
             events: vec![Vec::new(); n],
             datagrams: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,
+            restarts: 0,
         };
         for i in 0..n {
             let node = Node::new(
                 make(i),
-                key(i),
+                key(key_of(i)),
                 SmallRng::seed_from_u64(seed ^ ((i as u64 + 1) * 0x9e37)),
                 now,
                 1_700_000_000_000,
@@ -289,7 +302,7 @@ impl Net {
         }
         let at = self.now + self.latency;
         match t {
-            Transmit::Datagram { to, bytes } => {
+            Transmit::Datagram { to, bytes, .. } => {
                 let Some(to) = (0..self.nodes.len()).find(|&j| addr(j) == to) else {
                     return;
                 };
@@ -510,6 +523,23 @@ impl Net {
         self.nodes[i] = None;
         self.hosting[i].clear();
         self.connected.retain(|&(a, b)| a != i && b != i);
+    }
+
+    /// Starts node `i` again after a crash: same key, a new process (new
+    /// RNG, so a new boot number).
+    pub fn restart(&mut self, i: usize) {
+        let now = self.now;
+        let life = self.restarts;
+        self.restarts += 1;
+        let node = Node::new(
+            config(i),
+            key(i),
+            SmallRng::seed_from_u64(0xdead ^ ((i as u64) << 8) ^ life),
+            now,
+            1_700_000_000_000,
+        );
+        self.nodes[i] = Some(node);
+        self.after(i);
     }
 
     /// Whether every live node sees every other live node alive.

@@ -117,7 +117,7 @@ fn admission_is_four_frames_and_both_sides_get_keys() {
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(t.len(), 1);
     let confirm = frames_of(&t).remove(0).1;
-    assert!(matches!(hello(&confirm), Hello::Confirm { ref proof } if proof.len() == 32));
+    assert!(matches!(hello(&confirm), Hello::Confirm { ref proof, .. } if proof.len() == 32));
     assert!(!a.peer(&b_id).unwrap().admitted, "not before Done");
 
     // B admits A: Done, finish, keys, and a join (A is new to B's SWIM).
@@ -125,7 +125,7 @@ fn admission_is_four_frames_and_both_sides_get_keys() {
     let (t, _, e) = drain(&mut b);
     assert_eq!(hello(&frames_of(&t)[0].1), Hello::Done);
     assert!(matches!(t[1], Transmit::Finish { stream } if stream == sb));
-    let Transmit::Datagram { to, bytes } = &t[2] else {
+    let Transmit::Datagram { to, bytes, .. } = &t[2] else {
         panic!("{t:?}")
     };
     assert_eq!(*to, addr(0), "the announced datagram socket");
@@ -438,4 +438,162 @@ fn the_same_seed_gives_the_same_bytes() {
     };
     assert_eq!(run(12), run(12));
     assert_ne!(run(12), run(13));
+}
+
+/// Runs `net` for `d` in 10 ms steps; answers, per session, the longest
+/// stretch during which two nodes or more hosted it.
+fn longest_double_serving(net: &mut Net, d: Duration) -> BTreeMap<String, Duration> {
+    let mut since: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
+    let end = net.now + d;
+    while net.now < end {
+        net.run_for(Duration::from_millis(10));
+        let mut hosts: BTreeMap<String, usize> = BTreeMap::new();
+        for set in &net.hosting {
+            for id in set {
+                *hosts.entry(id.clone()).or_default() += 1;
+            }
+        }
+        for (id, n) in &hosts {
+            if *n > 1 {
+                let start = *since.entry(id.clone()).or_insert(net.now);
+                let l = longest.entry(id.clone()).or_default();
+                *l = (*l).max(net.now - start);
+            } else {
+                since.remove(id);
+            }
+        }
+        since.retain(|id, _| hosts.get(id).is_some_and(|n| *n > 1));
+    }
+    longest
+}
+
+/// A warm group of 6 with sessions; answers the node that is primary of
+/// the most of them, and their ids.
+fn group_with_sessions(seed: u64) -> (Net, usize, Vec<String>) {
+    let mut net = Net::new(6, seed);
+    net.warm();
+    net.run_for(Duration::from_secs(2));
+    for k in 0..12 {
+        open(&mut net, k % 6);
+    }
+    net.run_for(Duration::from_secs(2));
+    let victim = (0..6)
+        .max_by_key(|&i| net.hosting[i].len())
+        .expect("six nodes");
+    let ids: Vec<String> = net.hosting[victim].iter().cloned().collect();
+    assert!(!ids.is_empty());
+    (net, victim, ids)
+}
+
+fn hosts_of(net: &Net, id: &str) -> Vec<usize> {
+    (0..net.nodes.len())
+        .filter(|&i| net.hosting[i].contains(id))
+        .collect()
+}
+
+#[test]
+fn a_node_that_cannot_hear_fences_itself_and_declares_nobody_dead() {
+    let (mut net, victim, ids) = group_with_sessions(21);
+    for j in 0..6 {
+        if j != victim {
+            net.cuts.insert((j, victim));
+        }
+    }
+    let double = longest_double_serving(&mut net, Duration::from_secs(5));
+    assert!(net.hosting[victim].is_empty(), "it stopped serving");
+    assert!(
+        net.events[victim].contains(&Event::Fenced { fenced: true }),
+        "{:?}",
+        net.events[victim].iter().rev().take(5).collect::<Vec<_>>()
+    );
+    for j in (0..6).filter(|&j| j != victim) {
+        assert_ne!(
+            net.state(victim, j),
+            Some(State::Dead),
+            "it declared {j} dead"
+        );
+    }
+    for id in &ids {
+        assert_eq!(hosts_of(&net, id).len(), 1, "session {id} has one host");
+        let d = double.get(id).copied().unwrap_or_default();
+        assert!(
+            d <= Duration::from_millis(1500),
+            "{id} served twice for {d:?}"
+        );
+    }
+    net.cuts.clear();
+    net.run_for(Duration::from_secs(6));
+    assert!(net.events[victim].contains(&Event::Fenced { fenced: false }));
+    for id in &ids {
+        assert_eq!(
+            hosts_of(&net, id).len(),
+            1,
+            "after the heal, {id} has one host"
+        );
+    }
+}
+
+#[test]
+fn a_node_that_cannot_send_fences_itself_within_the_bound() {
+    let (mut net, victim, ids) = group_with_sessions(22);
+    for j in 0..6 {
+        if j != victim {
+            net.cuts.insert((victim, j));
+        }
+    }
+    let double = longest_double_serving(&mut net, Duration::from_secs(5));
+    assert!(net.hosting[victim].is_empty(), "it stopped serving");
+    for id in &ids {
+        assert_eq!(hosts_of(&net, id).len(), 1, "session {id} has one host");
+        let d = double.get(id).copied().unwrap_or_default();
+        assert!(
+            d <= Duration::from_millis(1500),
+            "{id} served twice for {d:?}"
+        );
+    }
+    net.cuts.clear();
+    net.run_for(Duration::from_secs(8));
+    for id in &ids {
+        assert_eq!(
+            hosts_of(&net, id).len(),
+            1,
+            "after the heal, {id} has one host"
+        );
+    }
+    assert!(net.converged());
+}
+
+#[test]
+fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
+    // Node 3 runs with node 2's key: a copied data directory.
+    let mut net = Net::with_keys(4, 23, harness::config, |i| if i == 3 { 2 } else { i });
+    net.join_all();
+    net.run_for(Duration::from_secs(20));
+    let twin = net.ids[2].clone();
+    let said = |i: usize| {
+        net.events[i]
+            .iter()
+            .any(|e| matches!(e, Event::DuplicateIdentity { peer, .. } if *peer == twin))
+    };
+    assert!(said(2) && said(3), "both processes say so");
+    assert!(said(0) || said(1), "and a peer does");
+    // A plain restart is not mistaken for a twin.
+    let mut net = Net::new(4, 24);
+    net.join_all();
+    net.run_for(Duration::from_secs(3));
+    net.crash(2);
+    net.run_for(Duration::from_secs(1));
+    net.restart(2);
+    net.discover(2, 0);
+    net.run_for(Duration::from_secs(8));
+    for i in 0..4 {
+        assert!(
+            !net.events[i]
+                .iter()
+                .any(|e| matches!(e, Event::DuplicateIdentity { .. })),
+            "node {i}: {:?}",
+            net.events[i]
+        );
+    }
 }
