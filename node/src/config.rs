@@ -160,6 +160,19 @@ struct SessionsFile {
     #[serde(default, with = "humantime_serde")]
     min_dwell: Option<Duration>,
     min_samples: Option<u32>,
+    /// `cold` or `warm`: how sessions' first backups stand by.
+    standby: Option<String>,
+    /// Whether clients must show they want their stream (RTCP or reports).
+    consent: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    consent_first: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    consent_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    consent_grace: Option<Duration>,
+    /// Client networks (CIDR) that need no consent.
+    #[serde(default)]
+    consent_exempt: Vec<String>,
 }
 
 /// The resolved configuration of a node.
@@ -432,7 +445,57 @@ fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Confi
     policy.poor_for = file.poor_for.unwrap_or(policy.poor_for);
     policy.min_dwell = file.min_dwell.unwrap_or(policy.min_dwell);
     policy.min_samples = file.min_samples.unwrap_or(policy.min_samples);
+    if let Some(standby) = &file.standby {
+        config.standby = baton_protocol::sessions::Standby::parse(standby)
+            .ok_or_else(|| invalid("sessions.standby", standby, "cold or warm"))?;
+    }
+    let consent = &mut config.consent;
+    consent.required = file.consent.unwrap_or(consent.required);
+    consent.first = file.consent_first.unwrap_or(consent.first);
+    consent.interval = file.consent_interval.unwrap_or(consent.interval);
+    consent.grace = file.consent_grace.unwrap_or(consent.grace);
+    for (field, d) in [
+        ("sessions.consent_first", consent.first),
+        ("sessions.consent_interval", consent.interval),
+        ("sessions.consent_grace", consent.grace),
+    ] {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                field,
+                humantime::format_duration(d).to_string(),
+                "between 1s and 24h",
+            ));
+        }
+    }
+    consent.exempt = file
+        .consent_exempt
+        .iter()
+        .map(|c| {
+            parse_cidr(c).ok_or_else(|| {
+                invalid(
+                    "sessions.consent_exempt",
+                    c,
+                    "CIDR networks such as 198.18.2.0/24 or 2001:db8::/32",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(config)
+}
+
+/// A CIDR network `ip/prefix` (a bare ip is a /32 or /128).
+pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (text, None),
+    };
+    let ip: std::net::IpAddr = ip.trim().parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+        None => max,
+    };
+    Some((ip, prefix))
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
@@ -590,6 +653,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn sessions_standby_and_consent_are_read_and_checked() {
+        let file: File = toml::from_str(
+            "[sessions]\nstandby = \"warm\"\nconsent_interval = \"20s\"\nconsent_exempt = [\"198.18.2.0/24\", \"::1\"]\n",
+        )
+        .unwrap();
+        let c = Config::resolve(flags(&["--name", "a"]), file).unwrap();
+        assert_eq!(c.sessions.standby, baton_protocol::sessions::Standby::Warm);
+        assert_eq!(c.sessions.consent.interval, Duration::from_secs(20));
+        assert_eq!(c.sessions.consent.exempt.len(), 2);
+        assert!(!c.sessions.consent.applies_to("198.18.2.7:5004"));
+        for bad in [
+            "[sessions]\nstandby = \"tepid\"\n",
+            "[sessions]\nconsent_exempt = [\"198.18.2.0/33\"]\n",
+            "[sessions]\nconsent_grace = \"10ms\"\n",
+        ] {
+            let file: File = toml::from_str(bad).unwrap();
+            let err = Config::resolve(flags(&["--name", "a"]), file)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("sessions."), "{err}");
+        }
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Metrics {
     members: [Gauge; 4],
     sessions: [Gauge; 2],
     sessions_hosted: Gauge,
+    sessions_standby: Gauge,
+    sessions_paused: Gauge,
     peers: Gauge,
     /// Direct probes answered, by round-trip time.
     pub probe_rtt: Histogram,
@@ -342,6 +344,16 @@ impl Metrics {
              in steady state, whatever the number of members",
         );
         let sessions_hosted = gauge(r, "sessions_hosted", "Sessions this node hosts now");
+        let sessions_standby = gauge(
+            r,
+            "sessions_standby",
+            "Sessions this node stands by for warm (an instance running, sending nothing)",
+        );
+        let sessions_paused = gauge(
+            r,
+            "sessions_paused",
+            "Sessions whose stream this node has paused for want of the client's consent",
+        );
         let peers = gauge(
             r,
             "peers",
@@ -406,6 +418,8 @@ impl Metrics {
             members,
             sessions,
             sessions_hosted,
+            sessions_standby,
+            sessions_paused,
             peers,
             probe_rtt,
             suspicion_to_dead,
@@ -523,26 +537,37 @@ impl Metrics {
         &self.first_packet[i]
     }
 
-    /// Sets the gauges read from the API's views just before an encoding:
-    /// members by state (in [`MEMBER_STATES`] order), sessions by state
-    /// (in [`SESSION_STATES`] order), sessions hosted, peers tracked.
-    pub fn set_views(
-        &self,
-        members: [usize; 4],
-        sessions: [usize; 2],
-        hosted: usize,
-        peers: usize,
-    ) {
+    /// Sets the gauges read from the API's views, just before an encoding.
+    pub fn set_views(&self, views: &Counts) {
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        for (gauge, v) in self.members.iter().zip(members) {
+        for (gauge, v) in self.members.iter().zip(views.members) {
             gauge.set(n(v));
         }
-        for (gauge, v) in self.sessions.iter().zip(sessions) {
+        for (gauge, v) in self.sessions.iter().zip(views.sessions) {
             gauge.set(n(v));
         }
-        self.sessions_hosted.set(n(hosted));
-        self.peers.set(n(peers));
+        self.sessions_hosted.set(n(views.hosted));
+        self.sessions_standby.set(n(views.standby));
+        self.sessions_paused.set(n(views.paused));
+        self.peers.set(n(views.peers));
     }
+}
+
+/// What the API's views count, for [`Metrics::set_views`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    /// Members by state, in [`MEMBER_STATES`] order.
+    pub members: [usize; 4],
+    /// Sessions by state, in [`SESSION_STATES`] order.
+    pub sessions: [usize; 2],
+    /// Sessions hosted here.
+    pub hosted: usize,
+    /// Sessions this node stands by for warm.
+    pub standby: usize,
+    /// Sessions hosted here whose stream is paused.
+    pub paused: usize,
+    /// libp2p peers tracked.
+    pub peers: usize,
 }
 
 /// When each member now suspect was first suspected, to time its way to

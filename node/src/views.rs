@@ -111,6 +111,13 @@ pub struct Session {
     /// Whether this node hosts it now.
     #[serde(default)]
     pub hosted_here: bool,
+    /// Whether this node stands by for it warm (its first backup, with
+    /// `standby=warm`).
+    #[serde(default)]
+    pub standby_here: bool,
+    /// Whether its stream is paused here for want of the client's consent.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// One change of primary, in [`Session::history`].
@@ -344,6 +351,8 @@ mod tests {
                 at_ms: 2_000,
             }],
             hosted_here: false,
+            standby_here: false,
+            paused: false,
         }
     }
 
@@ -388,7 +397,7 @@ mod tests {
     fn session_round_trips_with_its_history() {
         round_trip(
             &session(),
-            r#"{"id":"s1","service":"rtp-audio","primary":"12D3KooWBravo","primary_name":"bravo","backups":["12D3KooWLocal"],"epoch":2,"version":1,"state":"active","client":"127.0.0.1:5004","location":"127.0.0.0/24","params":{"codec":"pcmu"},"started_ms":1000,"updated_ms":2000,"reason":"takeover: alpha is dead","history":[{"epoch":2,"primary":"12D3KooWBravo","reason":"takeover: alpha is dead","at_ms":2000}],"hosted_here":false}"#,
+            r#"{"id":"s1","service":"rtp-audio","primary":"12D3KooWBravo","primary_name":"bravo","backups":["12D3KooWLocal"],"epoch":2,"version":1,"state":"active","client":"127.0.0.1:5004","location":"127.0.0.0/24","params":{"codec":"pcmu"},"started_ms":1000,"updated_ms":2000,"reason":"takeover: alpha is dead","history":[{"epoch":2,"primary":"12D3KooWBravo","reason":"takeover: alpha is dead","at_ms":2000}],"hosted_here":false,"standby_here":false,"paused":false}"#,
         );
     }
 

@@ -456,7 +456,7 @@ impl From<Coordinate> for WireCoordinate {
 
 /// Why a coordinate from the wire was refused.
 #[derive(Debug)]
-enum WireError {
+pub(crate) enum WireError {
     /// The vector's byte length is not a whole number of `f32`s.
     Ragged(usize),
     /// Zero or more than [`MAX_DIMENSIONALITY`] dimensions.
@@ -489,7 +489,7 @@ impl fmt::Display for WireError {
 }
 
 /// Checks one wire value and widens it.
-fn checked(value: f32, field: &'static str) -> Result<f64, WireError> {
+pub(crate) fn checked(value: f32, field: &'static str) -> Result<f64, WireError> {
     if !value.is_finite() {
         return Err(WireError::NotFinite(field));
     }
@@ -500,7 +500,7 @@ fn checked(value: f32, field: &'static str) -> Result<f64, WireError> {
     Ok(value)
 }
 
-fn checked_non_negative(value: f32, field: &'static str) -> Result<f64, WireError> {
+pub(crate) fn checked_non_negative(value: f32, field: &'static str) -> Result<f64, WireError> {
     let value = checked(value, field)?;
     if value < 0.0 {
         return Err(WireError::Negative(field));

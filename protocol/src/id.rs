@@ -59,6 +59,8 @@ pub enum IdError {
     Empty,
     /// The id was longer than [`MAX_ID_LEN`].
     TooLong(usize),
+    /// The id starts with the byte reserved for stand-ins.
+    Reserved,
 }
 
 impl fmt::Display for IdError {
@@ -68,6 +70,7 @@ impl fmt::Display for IdError {
             IdError::TooLong(n) => {
                 write!(f, "node id is {n} bytes long, the limit is {MAX_ID_LEN}")
             }
+            IdError::Reserved => write!(f, "node id starts with the reserved byte 0xfe"),
         }
     }
 }
@@ -75,10 +78,15 @@ impl fmt::Display for IdError {
 impl std::error::Error for IdError {}
 
 impl NodeId {
-    /// Wraps the given bytes, checking the length limits.
+    /// Wraps the given bytes, checking the length limits. Bytes that
+    /// start like an [unresolved](NodeId::unresolved) stand-in are refused:
+    /// a peer must not pick the short ref its id is known by.
     pub fn new(bytes: &[u8]) -> Result<Self, IdError> {
         if bytes.is_empty() {
             return Err(IdError::Empty);
+        }
+        if bytes[0] == UNRESOLVED_TAG {
+            return Err(IdError::Reserved);
         }
         if bytes.len() > MAX_ID_LEN {
             return Err(IdError::TooLong(bytes.len()));
@@ -189,6 +197,7 @@ mod tests {
         assert_eq!(NodeId::new(&[]), Err(IdError::Empty));
         assert_eq!(NodeId::new(&[7; 65]), Err(IdError::TooLong(65)));
         assert!(NodeId::new(&[7; 64]).is_ok());
+        assert_eq!(NodeId::new(&[0xfe; 9]), Err(IdError::Reserved));
     }
 
     #[test]

@@ -997,10 +997,21 @@ impl Map {
         id: &str,
         now_ms: u64,
     ) -> Result<Delta, WriteError> {
+        self.close_because(signer, id, "close", now_ms)
+    }
+
+    /// [`close`](Self::close), saying why in the tombstone.
+    pub fn close_because(
+        &mut self,
+        signer: &dyn Signer,
+        id: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Delta, WriteError> {
         self.successor(signer, id, true, now_ms, |record| {
             record.version = record.version.saturating_add(1);
             record.state = SessionState::Closed;
-            record.reason = "close".to_owned();
+            record.reason = reason.chars().take(MAX_REASON_BYTES / 4).collect();
         })
     }
 

@@ -51,6 +51,129 @@ pub struct Config {
     pub resume_grace: Duration,
     /// The map's parameters.
     pub map: map::Config,
+    /// Whether clients must show they want their stream.
+    pub consent: ConsentConfig,
+    /// How a session's first backup stands by, unless the session's
+    /// `standby` parameter says otherwise.
+    pub standby: Standby,
+}
+
+/// How a session's first backup stands by (the session parameter
+/// `standby=cold|warm`, or [`Config::standby`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Standby {
+    /// Nothing runs on the backup: a takeover starts the service (today's
+    /// re-instantiation: detection, claim, then the service's start-up).
+    #[default]
+    Cold,
+    /// The service runs on the first backup too, sending nothing (its gate
+    /// closed): a takeover only opens it. Costs an instance per session
+    /// (counted against the backup's capacity) to save the start-up.
+    Warm,
+}
+
+impl Standby {
+    /// The parameter's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standby::Cold => "cold",
+            Standby::Warm => "warm",
+        }
+    }
+
+    /// Parses the parameter.
+    pub fn parse(s: &str) -> Option<Standby> {
+        match s {
+            "cold" => Some(Standby::Cold),
+            "warm" => Some(Standby::Warm),
+            _ => None,
+        }
+    }
+}
+
+/// Consent before streaming (RFC 7675 in spirit, as SIP and WebRTC media
+/// servers do): a session's stream goes on only while its client shows it
+/// wants it, so that nobody can aim a stream at an address that did not
+/// ask for it. Consent is an RTCP receiver report on the stream from the
+/// client's address, or a report on the session through any node's API (a
+/// provider's front end vouching for a client that sends no RTCP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentConfig {
+    /// Whether streams need consent at all.
+    pub required: bool,
+    /// A new session's client must consent within this.
+    pub first: Duration,
+    /// ...then at least this often. A node that takes a session over (or
+    /// receives it by transfer) grants a full interval from then: consent
+    /// survives moves.
+    pub interval: Duration,
+    /// A stream without consent pauses; its session is closed after this.
+    pub grace: Duration,
+    /// Clients in these networks (address, prefix length) need no consent.
+    pub exempt: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            required: true,
+            first: Duration::from_secs(10),
+            interval: Duration::from_secs(30),
+            grace: Duration::from_secs(30),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+impl ConsentConfig {
+    /// Whether a session whose client is at `client` (`ip:port`) needs
+    /// consent.
+    pub fn applies_to(&self, client: &str) -> bool {
+        if !self.required {
+            return false;
+        }
+        let Ok(addr) = client.parse::<std::net::SocketAddr>() else {
+            return true;
+        };
+        !self
+            .exempt
+            .iter()
+            .any(|(net, prefix)| in_network(addr.ip(), *net, *prefix))
+    }
+}
+
+/// Whether `ip` is in `net/prefix`.
+pub fn in_network(ip: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+            let bits = u32::from(prefix.min(32));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+            let bits = u32::from(prefix.min(128));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Where a hosted session's consent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Consent {
+    /// The stream may go on until then.
+    until: Instant,
+    /// Since when it is paused for want of consent.
+    paused_since: Option<Instant>,
 }
 
 impl Default for Config {
@@ -64,6 +187,8 @@ impl Default for Config {
             perf_repeat: Duration::from_secs(30),
             gc_interval: Duration::from_secs(10),
             resume_grace: Duration::from_secs(2),
+            consent: ConsentConfig::default(),
+            standby: Standby::Cold,
             map: map::Config::default(),
         }
     }
@@ -81,6 +206,23 @@ pub enum Action {
         /// Why (moved, closed, lost a concurrent claim).
         reason: String,
     },
+    /// Stop sending the session's stream for now (its client gave no
+    /// consent), keeping the instance.
+    Pause {
+        /// The session.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Send the session's stream again (consent came back).
+    Resume {
+        /// The session.
+        id: String,
+    },
+    /// Start the session's service in warm standby: running, sending
+    /// nothing. A later [`Action::Start`] of the same session promotes it;
+    /// an [`Action::Stop`] ends it.
+    Warm(Box<Record>),
     /// Spread this payload to every member (piggybacked on SWIM); `key`
     /// identifies what a newer payload replaces.
     Broadcast {
@@ -105,6 +247,31 @@ pub enum AppMessage {
     /// starts a map sync with the sender. The node handles it, not the engine.
     #[serde(rename = "r")]
     Root(u64),
+    /// A client's report on a session, sent by the node whose API took it
+    /// to the session's primary (unicast; a report is also consent).
+    #[serde(rename = "q")]
+    Report {
+        /// The session.
+        #[serde(rename = "i")]
+        id: String,
+        /// Loss, per mille.
+        #[serde(rename = "l")]
+        loss_permille: u16,
+        /// Jitter, ms.
+        #[serde(rename = "j")]
+        jitter_ms: u32,
+        /// Round-trip time, ms.
+        #[serde(rename = "t")]
+        rtt_ms: u32,
+    },
+    /// A request to close a session, sent by the node whose API took it to
+    /// the session's primary (unicast).
+    #[serde(rename = "c")]
+    Close {
+        /// The session.
+        #[serde(rename = "i")]
+        id: String,
+    },
 }
 
 /// A node's view of its clients' service, by location key.
@@ -127,6 +294,17 @@ impl AppMessage {
     }
 
     /// Decodes bytes from a peer (at most one SWIM message's worth).
+    /// A report to send to a session's primary.
+    pub fn report(id: &str, report: &Report) -> AppMessage {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        AppMessage::Report {
+            id: id.to_string(),
+            loss_permille: (report.loss.clamp(0.0, 1.0) * 1000.0).round() as u16,
+            jitter_ms: ms(report.jitter),
+            rtt_ms: ms(report.rtt),
+        }
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<AppMessage, String> {
         if bytes.len() > crate::wire::MAX_MESSAGE_BYTES {
             return Err(format!("application payload of {} bytes", bytes.len()));
@@ -285,6 +463,10 @@ pub struct Engine<S> {
     fenced: bool,
     /// When a lifted fence lets this node serve again.
     resume_at: Option<Instant>,
+    /// Consent of the hosted sessions that need it.
+    consent: BTreeMap<String, Consent>,
+    /// Sessions this node stands by for, warm (it is their first backup).
+    warm: BTreeSet<String>,
     /// When the summary was last shared, and what it said.
     last_perf: Option<(Instant, Vec<u8>)>,
     next_perf: Instant,
@@ -317,6 +499,8 @@ impl<S: Signer> Engine<S> {
             next_gc: now,
             fenced: false,
             resume_at: None,
+            consent: BTreeMap::new(),
+            warm: BTreeSet::new(),
             last_perf: None,
             next_perf: now,
             rejected: 0,
@@ -333,9 +517,24 @@ impl<S: Signer> Engine<S> {
         self.hosting.iter()
     }
 
-    /// Sessions this node hosts, counted.
+    /// Sessions this node hosts or stands by for warm, counted: a warm
+    /// instance holds the resources of a hosted one.
     pub fn load(&self) -> u32 {
-        self.hosting.len() as u32
+        (self.hosting.len() + self.warm.len()) as u32
+    }
+
+    /// Whether this node stands by for session `id` warm.
+    pub fn is_warm(&self, id: &str) -> bool {
+        self.warm.contains(id)
+    }
+
+    /// How `record`'s first backup stands by.
+    pub fn standby_of(&self, record: &Record) -> Standby {
+        record
+            .params
+            .get("standby")
+            .and_then(|s| Standby::parse(s))
+            .unwrap_or(self.config.standby)
     }
 
     /// Records rejected (bad signature, no authority, invalid, undecodable).
@@ -363,6 +562,12 @@ impl<S: Signer> Engine<S> {
             let hosted: Vec<String> = self.hosting.iter().cloned().collect();
             for id in hosted {
                 self.stop(&id, "fenced: this node hears nothing from the overlay");
+            }
+            for id in std::mem::take(&mut self.warm) {
+                self.actions.push_back(Action::Stop {
+                    id,
+                    reason: "fenced: warm standby stopped".into(),
+                });
             }
         } else {
             self.resume_at = Some(now + self.config.resume_grace);
@@ -439,6 +644,30 @@ impl<S: Signer> Engine<S> {
         match message {
             AppMessage::Delta(delta) => self.handle_delta(now, now_ms, *delta).unwrap_or(false),
             AppMessage::Root(_) => false,
+            AppMessage::Report {
+                id,
+                loss_permille,
+                jitter_ms,
+                rtt_ms,
+            } => {
+                // Only the host acts on it: a stale sender's is dropped, not
+                // passed on, so nothing loops.
+                if self.hosting.contains(&id) {
+                    let report = Report {
+                        loss: f64::from(loss_permille.min(1000)) / 1000.0,
+                        jitter: Duration::from_millis(u64::from(jitter_ms)),
+                        rtt: Duration::from_millis(u64::from(rtt_ms)),
+                    };
+                    self.report(now, &id, report);
+                }
+                false
+            }
+            AppMessage::Close { id } => {
+                if self.map.get(&id).is_some_and(|r| r.primary == self.me) {
+                    let _ = self.close(now, now_ms, &id);
+                }
+                false
+            }
             AppMessage::Perf(summary) => {
                 if summary.node == self.me {
                     return false;
@@ -565,6 +794,70 @@ impl<S: Signer> Engine<S> {
         Ok(self.map.get(&id).cloned().expect("just written"))
     }
 
+    /// The client of `id` consents to its stream (a report from it or
+    /// vouching for it).
+    pub fn consent_given(&mut self, now: Instant, id: &str) {
+        let interval = self.config.consent.interval;
+        let Some(c) = self.consent.get_mut(id) else {
+            return;
+        };
+        c.until = c.until.max(now + interval);
+        if c.paused_since.take().is_some() {
+            self.actions
+                .push_back(Action::Resume { id: id.to_string() });
+        }
+    }
+
+    /// Whether the stream of hosted session `id` is paused for want of
+    /// consent.
+    pub fn is_paused(&self, id: &str) -> bool {
+        self.consent
+            .get(id)
+            .is_some_and(|c| c.paused_since.is_some())
+    }
+
+    /// Pauses streams whose consent ran out, closes sessions paused for
+    /// longer than the grace.
+    fn check_consent(&mut self, now: Instant, now_ms: u64) {
+        let grace = self.config.consent.grace;
+        let mut pause = Vec::new();
+        let mut close = Vec::new();
+        for (id, c) in &self.consent {
+            match c.paused_since {
+                None if now >= c.until => pause.push(id.clone()),
+                Some(since) if now >= since + grace => close.push(id.clone()),
+                _ => {}
+            }
+        }
+        for id in pause {
+            if let Some(c) = self.consent.get_mut(&id) {
+                c.paused_since = Some(now);
+            }
+            self.actions.push_back(Action::Pause {
+                id,
+                reason: "paused: the client shows no consent (no RTCP receiver report, no \
+                         report through the API)"
+                    .into(),
+            });
+        }
+        for id in close {
+            let reason = format!(
+                "closed: no consent from the client for {} s",
+                (self.config.consent.grace + self.config.consent.interval).as_secs()
+            );
+            match self.map.close_because(&self.signer, &id, &reason, now_ms) {
+                Ok(delta) => {
+                    self.broadcast_delta(&delta);
+                    self.after_change(now, now_ms, &id);
+                }
+                Err(_) => {
+                    // Not ours to close any more: it moved meanwhile.
+                    self.consent.remove(&id);
+                }
+            }
+        }
+    }
+
     /// Closes a session this node is primary of.
     pub fn close(&mut self, now: Instant, now_ms: u64, id: &str) -> Result<Record, WriteError> {
         let delta = self.map.close(&self.signer, id, now_ms)?;
@@ -573,8 +866,10 @@ impl<S: Signer> Engine<S> {
         Ok(delta.record)
     }
 
-    /// A client's report about session `id` (served by this node).
+    /// A client's report about session `id` (served by this node). It is
+    /// also the client's consent to the stream.
     pub fn report(&mut self, now: Instant, id: &str, report: Report) {
+        self.consent_given(now, id);
         let Some(record) = self.map.get(id) else {
             return;
         };
@@ -640,6 +935,7 @@ impl<S: Signer> Engine<S> {
             }
         }
         if !self.fenced && self.resume_at.is_none() {
+            self.check_consent(now, now_ms);
             // Only this node's sessions (repairs, transfers) and those of
             // down primaries (takeovers) can need anything from it.
             let mut ids: Vec<String> = Vec::new();
@@ -899,6 +1195,7 @@ impl<S: Signer> Engine<S> {
         };
         self.note_move(&record);
         let mine = record.primary == self.me && record.state == SessionState::Active;
+        self.keep_standby(&record, mine);
         if mine && (self.fenced || self.resume_at.is_some()) {
             // Served again when the fence lifts and the grace has passed.
             return;
@@ -910,6 +1207,22 @@ impl<S: Signer> Engine<S> {
             if !self.hosting.contains(id) {
                 self.hosting.insert(id.to_string());
                 self.last_move.entry(id.to_string()).or_insert(now);
+                if self.config.consent.applies_to(&record.client) {
+                    // A new session's client consents within `first`; one
+                    // that moved here keeps the consent it had.
+                    let window = if record.reason.starts_with("open") {
+                        self.config.consent.first
+                    } else {
+                        self.config.consent.interval
+                    };
+                    self.consent.insert(
+                        id.to_string(),
+                        Consent {
+                            until: now + window,
+                            paused_since: None,
+                        },
+                    );
+                }
                 self.actions
                     .push_back(Action::Start(Box::new(record.clone())));
                 // Confirm a handover to this node with a version of its own,
@@ -948,7 +1261,34 @@ impl<S: Signer> Engine<S> {
         self.stop(id, &reason);
     }
 
+    /// Starts or stops this node's warm instance of `record` as it is or
+    /// stops being its first backup. A warm instance that becomes primary
+    /// is promoted by the `Start` that follows, not stopped.
+    fn keep_standby(&mut self, record: &Record, mine: bool) {
+        let id = &record.id;
+        let should = !self.fenced
+            && record.state == SessionState::Active
+            && !mine
+            && record.backups.first() == Some(&self.me)
+            && self.standby_of(record) == Standby::Warm;
+        if should && !self.warm.contains(id) && !self.hosting.contains(id) {
+            self.warm.insert(id.clone());
+            self.actions
+                .push_back(Action::Warm(Box::new(record.clone())));
+        } else if !should && self.warm.remove(id) && !mine {
+            self.actions.push_back(Action::Stop {
+                id: id.clone(),
+                reason: if record.state == SessionState::Closed {
+                    "closed: warm standby stopped".into()
+                } else {
+                    "no longer its first backup: warm standby stopped".into()
+                },
+            });
+        }
+    }
+
     fn stop(&mut self, id: &str, reason: &str) {
+        self.consent.remove(id);
         if self.hosting.remove(id) {
             self.actions.push_back(Action::Stop {
                 id: id.to_string(),

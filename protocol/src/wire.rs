@@ -275,8 +275,10 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-const KIND_PING: u8 = 1;
-const KIND_PING_REQ: u8 = 2;
+/// The kind of a ping, in the low 4 bits of a message's first byte.
+pub const KIND_PING: u8 = 1;
+/// The kind of a ping-req.
+pub const KIND_PING_REQ: u8 = 2;
 const KIND_ACK: u8 = 3;
 const KIND_NACK: u8 = 4;
 const KIND_GOSSIP: u8 = 5;
@@ -498,7 +500,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn coord_len(c: &Coordinate) -> usize {
-    1 + 4 * (c.vec.len() + 3)
+    1 + 4 * (c.vec.len().min(MAX_DIMENSIONALITY) + 3)
 }
 
 fn put_coord(out: &mut Vec<u8>, c: &Coordinate) {
@@ -588,10 +590,10 @@ impl<'a> Reader<'a> {
         ))
     }
 
-    fn f32(&mut self) -> Result<f64, DecodeError> {
-        Ok(f64::from(f32::from_be_bytes(
+    fn f32(&mut self) -> Result<f32, DecodeError> {
+        Ok(f32::from_be_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
-        )))
+        ))
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
@@ -662,15 +664,18 @@ impl<'a> Reader<'a> {
                 "coordinate of {dims} dimensions, 1 to {MAX_DIMENSIONALITY} allowed"
             )));
         }
+        // Finite, within 10 000 s, error and height not negative: what
+        // Vivaldi can digest, so a hostile coordinate cannot poison it.
+        let bad = |e: crate::coords::WireError| DecodeError::Malformed(e.to_string());
         let mut vec = Vec::with_capacity(dims);
         for _ in 0..dims {
-            vec.push(self.f32()?);
+            vec.push(crate::coords::checked(self.f32()?, "vector").map_err(bad)?);
         }
         Ok(Coordinate {
             vec,
-            error: self.f32()?,
-            adjustment: self.f32()?,
-            height: self.f32()?,
+            error: crate::coords::checked_non_negative(self.f32()?, "error").map_err(bad)?,
+            adjustment: crate::coords::checked(self.f32()?, "adjustment").map_err(bad)?,
+            height: crate::coords::checked_non_negative(self.f32()?, "height").map_err(bad)?,
         })
     }
 
@@ -825,6 +830,37 @@ mod tests {
     }
 
     #[test]
+    fn coordinates_vivaldi_cannot_digest_are_refused() {
+        let ack = |error: f64, x: f64| {
+            encode_message(&Message::Ack(Ack {
+                seq: 1,
+                coord: Some(Coordinate {
+                    vec: vec![x; 8],
+                    error,
+                    adjustment: 0.0,
+                    height: 0.0,
+                }),
+                updates: vec![],
+            }))
+        };
+        assert!(decode(&ack(1.0, 0.5), &known).is_ok());
+        for (error, x) in [
+            (-1.0, 0.5),
+            (1.0, 1e9),
+            (1.0, f64::NAN),
+            (f64::INFINITY, 0.5),
+        ] {
+            assert!(
+                matches!(
+                    decode(&ack(error, x), &known),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "error {error} component {x}"
+            );
+        }
+    }
+
+    #[test]
     fn application_payloads_ride_along() {
         let m = Message::Nack(Nack { seq: 1 });
         let d = round_trip(&m, &[vec![1, 2, 3], vec![]]);
@@ -925,7 +961,8 @@ mod tests {
     fn arb_update() -> impl Strategy<Value = Update> {
         prop_oneof![
             (
-                proptest::collection::vec(any::<u8>(), 1..=64),
+                proptest::collection::vec(any::<u8>(), 1..=64)
+                    .prop_filter("not a stand-in", |b| b[0] != 0xfe),
                 any::<u32>(),
                 proptest::collection::vec(any::<u8>(), 0..64)
             )

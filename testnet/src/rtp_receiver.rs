@@ -2,6 +2,15 @@
 //! datagram that reaches a UDP socket, and [`GapReport`] says what a
 //! listener got: loss, duplicates, reordering, the longest silence, the
 //! streams (SSRCs) and senders seen.
+//!
+//! Like a real client (RFC 3550 §6), it sends RTCP receiver reports to
+//! each source it hears, every [`RR_INTERVAL`], from its RTCP port (its RTP
+//! port + 1) to the source's RTCP port (the source's port + 1): fraction
+//! and cumulative loss, extended highest sequence number, interarrival
+//! jitter (§A.8), and LSR/DLSR from the sender reports that reach its RTCP
+//! port. To a Baton node those reports are the client's consent to the
+//! stream and its view of the service. [`RtpReceiver::bind_silent`] makes
+//! one that never reports: a victim of reflection, not a client.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -21,6 +30,12 @@ pub const CAPACITY: usize = 200_000;
 
 /// How often the receiving thread checks whether it should stop.
 const POLL: Duration = Duration::from_millis(20);
+
+/// How often a receiver reports to each source it hears.
+pub const RR_INTERVAL: Duration = Duration::from_secs(2);
+
+/// RTP clock rate of the streams measured (PCMU).
+const CLOCK_HZ: u64 = 8000;
 
 /// One RTP packet as it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,29 +227,73 @@ pub struct RtpReceiver {
     recorded: Arc<Mutex<Recorded>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    rtcp_thread: Option<JoinHandle<()>>,
 }
 
 impl RtpReceiver {
-    /// Binds a UDP socket (`127.0.0.1:0` for any free port) and starts
-    /// recording.
+    /// Binds a UDP socket (`127.0.0.1:0` for a free even port, with the
+    /// next one for RTCP) and starts recording and reporting.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        let socket = UdpSocket::bind(addr)?;
+        Self::start(addr, true)
+    }
+
+    /// Like [`bind`](Self::bind), but sends no RTCP: an address that
+    /// receives a stream it never asked for.
+    pub fn bind_silent(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::start(addr, false)
+    }
+
+    fn start(addr: impl ToSocketAddrs, report: bool) -> io::Result<Self> {
+        let want: SocketAddr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        let (socket, rtcp) = if report {
+            let (s, r) = bind_pair(want)?;
+            (s, Some(r))
+        } else {
+            (UdpSocket::bind(want)?, None)
+        };
         socket.set_read_timeout(Some(POLL))?;
         let addr = socket.local_addr()?;
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let last_srs: Arc<Mutex<HashMap<u32, (u32, Instant)>>> = Arc::default();
+        let rtcp_thread = match &rtcp {
+            Some(r) => {
+                let r = r.try_clone()?;
+                r.set_read_timeout(Some(POLL))?;
+                let stop = stop.clone();
+                let last_srs = last_srs.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name(format!("rtcp-receiver {addr}"))
+                        .spawn(move || receive_sender_reports(&r, &last_srs, &stop))?,
+                )
+            }
+            None => None,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("rtp-receiver {addr}"))
             .spawn({
                 let recorded = recorded.clone();
                 let stop = stop.clone();
-                move || receive(&socket, &recorded, &stop)
+                move || {
+                    let mut reports = rtcp.map(|socket| Reports {
+                        socket,
+                        own_ssrc: 0x4241_544e ^ u32::from(addr.port()),
+                        sources: HashMap::new(),
+                        last_srs,
+                    });
+                    receive(&socket, &recorded, &stop, reports.as_mut())
+                }
             })?;
         Ok(RtpReceiver {
             addr,
             recorded,
             stop,
             thread: Some(thread),
+            rtcp_thread,
         })
     }
 
@@ -298,15 +357,189 @@ impl RtpReceiver {
 impl Drop for RtpReceiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in [self.thread.take(), self.rtcp_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
     }
 }
 
-fn receive(socket: &UdpSocket, recorded: &Mutex<Recorded>, stop: &AtomicBool) {
+/// Binds an even port and the odd one after it (RFC 3550 §11), on `want`'s
+/// IP; `want`'s port if it is not 0.
+fn bind_pair(want: SocketAddr) -> io::Result<(UdpSocket, UdpSocket)> {
+    if want.port() != 0 {
+        let rtcp = SocketAddr::new(want.ip(), want.port().wrapping_add(1));
+        return Ok((UdpSocket::bind(want)?, UdpSocket::bind(rtcp)?));
+    }
+    for _ in 0..100 {
+        let rtp = UdpSocket::bind(SocketAddr::new(want.ip(), 0))?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(want.ip(), port + 1)) {
+            return Ok((rtp, rtcp));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free even/odd port pair for RTP and RTCP",
+    ))
+}
+
+/// What a receiver knows of one source (RFC 3550 §A.1, §A.3, §A.8).
+#[derive(Debug)]
+struct Source {
+    /// Where its RTCP goes: its address, port + 1.
+    rtcp: SocketAddr,
+    base_seq: u32,
+    /// Extended highest sequence number.
+    max_seq: u32,
+    received: u64,
+    expected_prior: u64,
+    received_prior: u64,
+    /// Interarrival jitter, in timestamp units.
+    jitter: f64,
+    transit: Option<i64>,
+    next_report: Instant,
+    /// When its last packet came: a source silent for five intervals is
+    /// dropped (RFC 3550 §6.3.5), so reports do not outlive a stream.
+    last_packet: Instant,
+}
+
+/// The reporting side of a receiver.
+struct Reports {
+    socket: UdpSocket,
+    own_ssrc: u32,
+    sources: HashMap<u32, Source>,
+    /// Per source SSRC: LSR (middle 32 bits of its last SR's NTP time) and
+    /// when that SR arrived.
+    last_srs: Arc<Mutex<HashMap<u32, (u32, Instant)>>>,
+}
+
+impl Reports {
+    fn arrived(&mut self, a: &Arrival) {
+        let now = Instant::now();
+        let arrival_ts = (a.unix_us * CLOCK_HZ / 1_000_000) as i64;
+        let s = self.sources.entry(a.ssrc).or_insert_with(|| Source {
+            rtcp: SocketAddr::new(a.from.ip(), a.from.port().wrapping_add(1)),
+            base_seq: u32::from(a.seq),
+            max_seq: u32::from(a.seq),
+            received: 0,
+            expected_prior: 0,
+            received_prior: 0,
+            jitter: 0.0,
+            transit: None,
+            next_report: now + RR_INTERVAL,
+            last_packet: now,
+        });
+        s.last_packet = now;
+        // The source's address may change (a takeover): reports follow it.
+        s.rtcp = SocketAddr::new(a.from.ip(), a.from.port().wrapping_add(1));
+        s.received += 1;
+        let cycles = s.max_seq & 0xffff_0000;
+        let low = s.max_seq as u16;
+        let delta = a.seq.wrapping_sub(low);
+        if delta < 0x8000 {
+            let wrapped = if a.seq < low {
+                cycles + 0x1_0000
+            } else {
+                cycles
+            };
+            s.max_seq = wrapped | u32::from(a.seq);
+        }
+        let transit = arrival_ts - i64::from(a.ts);
+        if let Some(prev) = s.transit {
+            let d = (transit - prev).abs() as f64;
+            s.jitter += (d - s.jitter) / 16.0;
+        }
+        s.transit = Some(transit);
+    }
+
+    /// Sends the reports that are due.
+    fn send_due(&mut self) {
+        let now = Instant::now();
+        self.sources
+            .retain(|_, s| now.duration_since(s.last_packet) < RR_INTERVAL * 5);
+        let srs = self
+            .last_srs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (ssrc, s) in &mut self.sources {
+            if now < s.next_report {
+                continue;
+            }
+            s.next_report = now + RR_INTERVAL;
+            let expected = u64::from(s.max_seq.wrapping_sub(s.base_seq)) + 1;
+            let lost = expected as i64 - s.received as i64;
+            let expected_interval = expected.saturating_sub(s.expected_prior);
+            let received_interval = s.received.saturating_sub(s.received_prior);
+            s.expected_prior = expected;
+            s.received_prior = s.received;
+            let lost_interval = expected_interval as i64 - received_interval as i64;
+            let fraction = if expected_interval == 0 || lost_interval <= 0 {
+                0
+            } else {
+                ((lost_interval << 8) / expected_interval as i64).min(255) as u8
+            };
+            let (lsr, dlsr) = match srs.get(ssrc) {
+                Some((lsr, at)) => (
+                    *lsr,
+                    (now.duration_since(*at).as_secs_f64() * 65536.0) as u32,
+                ),
+                None => (0, 0),
+            };
+            let mut rr = Vec::with_capacity(32);
+            rr.extend_from_slice(&[0x81, 201, 0, 7]);
+            rr.extend_from_slice(&self.own_ssrc.to_be_bytes());
+            rr.extend_from_slice(&ssrc.to_be_bytes());
+            let cumulative = (lost.clamp(-0x80_0000, 0x7f_ffff) as i32 as u32) & 0x00ff_ffff;
+            rr.extend_from_slice(&((u32::from(fraction) << 24) | cumulative).to_be_bytes());
+            rr.extend_from_slice(&s.max_seq.to_be_bytes());
+            rr.extend_from_slice(&(s.jitter as u32).to_be_bytes());
+            rr.extend_from_slice(&lsr.to_be_bytes());
+            rr.extend_from_slice(&dlsr.to_be_bytes());
+            let _ = self.socket.send_to(&rr, s.rtcp);
+        }
+    }
+}
+
+/// Notes the sender reports (PT 200) that reach the RTCP port: LSR/DLSR.
+fn receive_sender_reports(
+    socket: &UdpSocket,
+    last: &Mutex<HashMap<u32, (u32, Instant)>>,
+    stop: &AtomicBool,
+) {
+    let mut buf = vec![0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let d = &buf[..n];
+        if n >= 28 && d[0] >> 6 == 2 && d[1] == 200 {
+            let ssrc = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+            let lsr = u32::from_be_bytes([d[10], d[11], d[12], d[13]]);
+            last.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(ssrc, (lsr, Instant::now()));
+        }
+    }
+}
+
+fn receive(
+    socket: &UdpSocket,
+    recorded: &Mutex<Recorded>,
+    stop: &AtomicBool,
+    mut reports: Option<&mut Reports>,
+) {
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
+        if let Some(r) = reports.as_deref_mut() {
+            r.send_due();
+        }
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(received) => received,
             Err(e)
@@ -327,6 +560,9 @@ fn receive(socket: &UdpSocket, recorded: &Mutex<Recorded>, stop: &AtomicBool) {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let arrival = Arrival::parse(&buf[..n], from, Instant::now(), unix_us);
+        if let (Some(r), Some(a)) = (reports.as_deref_mut(), &arrival) {
+            r.arrived(a);
+        }
         let mut recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
         match arrival {
             None => recorded.malformed += 1,
@@ -449,5 +685,66 @@ mod tests {
         assert_eq!(rx.report(Instant::now()..).packets, 0);
         rx.clear();
         assert!(rx.is_empty());
+    }
+
+    /// An RTP packet of the stream `ssrc`, sequence `seq`.
+    fn rtp(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    #[test]
+    fn a_receiver_reports_loss_and_echoes_sender_reports_like_a_client() {
+        let rx = RtpReceiver::bind("127.0.0.1:0").unwrap();
+        assert_eq!(rx.local_addr().port() % 2, 0, "RTP on an even port");
+        let (sender, sender_rtcp) = bind_pair("127.0.0.1:0".parse().unwrap()).unwrap();
+        sender_rtcp.set_read_timeout(Some(RR_INTERVAL * 3)).unwrap();
+        let to = rx.local_addr();
+        // A sender report to the receiver's RTCP port: echoed as LSR.
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&7u32.to_be_bytes());
+        sr.extend_from_slice(&[0, 0, 0x12, 0x34, 0x56, 0x78, 0, 0]);
+        sr.extend_from_slice(&[0; 12]);
+        sender_rtcp
+            .send_to(&sr, SocketAddr::new(to.ip(), to.port() + 1))
+            .unwrap();
+        // 20 packets with sequence numbers 100..120, 5 of them lost.
+        for seq in 100u16..120 {
+            if (105..110).contains(&seq) {
+                continue;
+            }
+            sender
+                .send_to(&rtp(7, seq, u32::from(seq) * 160), to)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut buf = [0u8; 256];
+        let (n, from) = sender_rtcp.recv_from(&mut buf).expect("a receiver report");
+        assert_eq!(from.port(), to.port() + 1, "from the receiver's RTCP port");
+        let rr = &buf[..n];
+        assert_eq!((rr[0], rr[1], n), (0x81, 201, 32));
+        let word = |at: usize| u32::from_be_bytes([rr[at], rr[at + 1], rr[at + 2], rr[at + 3]]);
+        assert_eq!(word(8), 7, "on the stream");
+        assert_eq!(word(12) & 0xff_ffff, 5, "cumulative loss");
+        assert_eq!(u32::from(rr[12]), 5 * 256 / 20, "fraction lost");
+        assert_eq!(word(16), 119, "extended highest sequence number");
+        assert_eq!(word(24), 0x3456_7800 >> 8 | 0x1200_0000, "LSR from the SR");
+        drop(rx);
+        // Silent receivers never report.
+        let silent = RtpReceiver::bind_silent("127.0.0.1:0").unwrap();
+        sender
+            .send_to(&rtp(8, 1, 160), silent.local_addr())
+            .unwrap();
+        sender_rtcp
+            .set_read_timeout(Some(RR_INTERVAL + RR_INTERVAL / 2))
+            .unwrap();
+        // Drain reports of the first receiver; none from the silent one.
+        while let Ok((_, from)) = sender_rtcp.recv_from(&mut buf) {
+            assert_ne!(from.port(), silent.local_addr().port() + 1);
+        }
     }
 }

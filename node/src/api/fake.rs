@@ -37,6 +37,8 @@ pub(crate) fn view(id: &str, primary: &str, primary_name: &str, backups: &[&str]
             at_ms: 1_772_368_496_789,
         }],
         hosted_here: false,
+        standby_here: false,
+        paused: false,
     }
 }
 
@@ -72,6 +74,8 @@ pub(crate) fn spawn(shared: Arc<Shared>, mut commands: mpsc::Receiver<SessionCom
                             client,
                             params,
                             hosted_here: true,
+                            standby_here: false,
+                            paused: false,
                             ..view(&format!("s{opened}"), &local.id, &local.name, &[])
                         };
                         // Backups: the alive members, by name.

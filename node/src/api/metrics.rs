@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
+use crate::metrics::Counts;
 use crate::state::Shared;
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
@@ -35,18 +36,23 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
 
 /// The metrics of `shared` in the Prometheus text format 0.0.4.
 fn render_metrics(shared: &Shared) -> Result<String, std::fmt::Error> {
-    let by_state = shared.members_by_state().map(|(_, n)| n);
-    let (mut active, mut closed, mut hosted) = (0usize, 0usize, 0usize);
+    let mut counts = Counts {
+        members: shared.members_by_state().map(|(_, n)| n),
+        peers: shared.peers.len(),
+        ..Counts::default()
+    };
     for session in shared.sessions.iter() {
         match session.state.as_str() {
-            "active" => active += 1,
-            "closed" => closed += 1,
+            "active" => counts.sessions[0] += 1,
+            "closed" => counts.sessions[1] += 1,
             _ => {}
         }
-        hosted += usize::from(session.hosted_here);
+        counts.hosted += usize::from(session.hosted_here);
+        counts.standby += usize::from(session.standby_here);
+        counts.paused += usize::from(session.hosted_here && session.paused);
     }
     let m = &shared.metrics;
-    m.set_views(by_state, [active, closed], hosted, shared.peers.len());
+    m.set_views(&counts);
     let mut openmetrics = String::with_capacity(16 * 1024);
     prometheus_client::encoding::text::encode(&mut openmetrics, m.registry())?;
     Ok(classic_text(&openmetrics))
@@ -170,6 +176,8 @@ d 4
             "baton_sessions{state=\"closed\"} 1",
             "# TYPE baton_sessions_hosted gauge",
             "baton_sessions_hosted 0",
+            "baton_sessions_standby 0",
+            "baton_sessions_paused 0",
             "# TYPE baton_probes_total counter",
             "baton_probes_total 7",
             "baton_failed_probes_total 2",

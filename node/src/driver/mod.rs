@@ -302,9 +302,12 @@ impl Driver {
                         let histogram = self.shared.metrics.first_packet(&record.reason).clone();
                         // Ends with the instance at the latest: a stopped
                         // instance drops its end, and nothing is observed.
+                        // A warm instance that slipped a packet out before
+                        // its pause took hold has no first packet to time.
                         tokio::spawn(async move {
-                            if let Ok(sent) = first.await {
-                                let took = sent.saturating_duration_since(claimed);
+                            if let Ok(sent) = first.await
+                                && let Some(took) = sent.checked_duration_since(claimed)
+                            {
                                 histogram.observe(took.as_secs_f64());
                             }
                         });
@@ -320,6 +323,14 @@ impl Driver {
                 self.services.stop(&id);
                 self.publish_session(&id);
             }
+            proto::Action::Warm(record) => {
+                if let Err(e) = self.services.warm(&record) {
+                    tracing::warn!(session = %record.id, error = %e, "cannot stand by warm");
+                }
+                self.publish_session(&record.id);
+            }
+            proto::Action::Pause { id } => self.services.pause(&id, true),
+            proto::Action::Resume { id } => self.services.pause(&id, false),
             other => self.on_discovery_action(other),
         }
     }
@@ -374,7 +385,10 @@ impl Driver {
                     .node
                     .close(now, &id)
                     .map_err(command_error)
-                    .and_then(|_| {
+                    .and_then(|closed| {
+                        if let proto::Closed::Forwarded { primary } = &closed {
+                            tracing::info!(session = %id, primary = %publish::show(primary), "close forwarded to the primary");
+                        }
                         self.flush();
                         self.publish_session(&id);
                         self.shared
@@ -392,6 +406,7 @@ impl Driver {
                 let answer = self
                     .node
                     .report(now, &id, report_of(&report))
+                    .map(|_| ())
                     .map_err(command_error);
                 let _ = reply.send(answer);
             }

@@ -66,6 +66,18 @@ impl Driver {
             Event::SessionStarted { id, epoch, reason } => {
                 self.publish_session_event(&id, "started", epoch, &reason);
             }
+            Event::SessionPaused { id, reason } => {
+                tracing::warn!(session = %id, %reason, "stream paused");
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                self.publish_session_event(&id, "paused", epoch, &reason);
+                self.publish_session(&id);
+            }
+            Event::SessionResumed { id } => {
+                tracing::info!(session = %id, "stream resumed: the client consents");
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                self.publish_session_event(&id, "resumed", epoch, "the client consents again");
+                self.publish_session(&id);
+            }
             Event::SessionStopped { id, epoch, reason } => {
                 tracing::info!(session = %id, %reason, "stopping session");
                 self.publish_session_event(&id, "stopped", epoch, &reason);
@@ -249,6 +261,8 @@ impl Driver {
                 })
                 .collect(),
             hosted_here: self.services.hosts(id),
+            standby_here: self.services.is_warm(id),
+            paused: engine.is_paused(id),
         };
         self.shared.sessions.insert(id.to_string(), view);
     }

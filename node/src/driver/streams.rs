@@ -264,12 +264,13 @@ pub async fn read_frame<R: futures::AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> std::io::Result<Option<Vec<u8>>> {
+    // The end of the stream is clean only between frames: a length prefix
+    // cut short is a broken stream, not an end.
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    if r.read(&mut len[..1]).await? == 0 {
+        return Ok(None);
     }
+    r.read_exact(&mut len[1..]).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(std::io::Error::new(
@@ -280,4 +281,29 @@ pub async fn read_frame<R: futures::AsyncRead + Unpin>(
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
     Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_only_a_clean_end_is_an_end() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").await.unwrap();
+        let mut r = &buf[..];
+        assert_eq!(
+            read_frame(&mut r, 16).await.unwrap(),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(read_frame(&mut r, 16).await.unwrap(), None);
+        // Cut inside the length prefix, or inside the frame: an error.
+        for cut in [2, 6] {
+            let mut r = &buf[..cut];
+            assert!(read_frame(&mut r, 16).await.is_err(), "cut at {cut}");
+        }
+        // Longer than the cap: refused before anything is allocated.
+        let mut r = &buf[..];
+        assert!(read_frame(&mut r, 4).await.is_err());
+    }
 }

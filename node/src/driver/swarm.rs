@@ -309,7 +309,11 @@ impl Driver {
                     kad.get_providers(self.overlay_key.clone());
                 }
             }
-            Action::Start(_) | Action::Stop { .. } => {}
+            Action::Start(_)
+            | Action::Warm(_)
+            | Action::Stop { .. }
+            | Action::Pause { .. }
+            | Action::Resume { .. } => {}
         }
     }
 

@@ -162,6 +162,14 @@ pub trait Service: Send + Sync + fmt::Debug {
     /// running (its socket bound, its first process spawned).
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error>;
 
+    /// Whether an instance of this session can stand by warm: run without
+    /// sending to the client until told to (see [`Instance::pause`]).
+    /// Services that cannot are started cold at a takeover instead.
+    fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        let _ = spec;
+        false
+    }
+
     /// Like [`start`](Service::start), handing the client's reports to
     /// `reports` if the service receives any (by default it does not).
     fn start_reporting(
@@ -192,6 +200,14 @@ pub trait Instance: Send + fmt::Debug {
     fn first_packet(&mut self) -> Option<FirstPacket> {
         None
     }
+
+    /// Stops sending to the client for now (`true`: its client gave no
+    /// consent) or goes on (`false`); the instance keeps running. Services
+    /// that cannot pause ignore it (the session is closed if consent does
+    /// not come back).
+    fn pause(&self, paused: bool) {
+        let _ = paused;
+    }
 }
 
 /// When an instance sent its first packet; see [`Instance::first_packet`].
@@ -203,6 +219,8 @@ pub type FirstPacket = oneshot::Receiver<std::time::Instant>;
 pub struct Status {
     /// Still running (an `exec` instance between restarts counts as running).
     pub running: bool,
+    /// Sending nothing for now: the client gave no consent.
+    pub paused: bool,
     /// `exec`: how many times the command was started again.
     pub restarts: u32,
     /// `exec`: process id of the current child.
@@ -283,6 +301,12 @@ impl Registry {
         self.get(&spec.service)?.validate(spec)
     }
 
+    /// Whether the session's service can run it in warm standby.
+    pub fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        self.get(&spec.service)
+            .is_ok_and(|service| service.can_stand_by(spec))
+    }
+
     /// Starts a session with the service it names.
     pub fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
         self.get(&spec.service)?
@@ -343,6 +367,10 @@ impl TaskInstance {
 }
 
 impl Instance for TaskInstance {
+    fn pause(&self, paused: bool) {
+        lock(&self.status).paused = paused;
+    }
+
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, Status> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

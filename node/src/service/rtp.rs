@@ -401,6 +401,12 @@ fn resolve_wav(media_dir: Option<&Path>, source: &str) -> Result<PathBuf, Error>
 }
 
 impl Service for RtpAudio {
+    /// The stream is a function of time: a paused instance keeps its place
+    /// and, unpaused, sends what is due, as a fresh one would.
+    fn can_stand_by(&self, _spec: &SessionSpec) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "rtp-audio"
     }
@@ -645,7 +651,9 @@ async fn run(
             // error after a sender report): ignored.
             (Wake::Rtcp(_), _) => continue,
             (Wake::SenderReport, Some(rtcp)) => {
-                rtcp.send_report(&stream, clock.unix_us(), &status).await;
+                if !lock(&status).paused {
+                    rtcp.send_report(&stream, clock.unix_us(), &status).await;
+                }
                 next_report = Instant::now() + SR_INTERVAL;
                 continue;
             }
@@ -654,8 +662,14 @@ async fn run(
             (Wake::Stop, _) => true,
         };
         let (packets, skipped) = pacer.take_due(&stream, clock.unix_us());
-        lock(&status).packets_skipped += skipped;
-        for k in packets {
+        let paused = {
+            let mut s = lock(&status);
+            s.packets_skipped += skipped;
+            s.paused
+        };
+        // Paused, the stream keeps its place: what is due is not sent, and
+        // resuming sends what is due then, as a takeover would.
+        for k in packets.into_iter().filter(|_| !paused) {
             let result = socket.send(&stream.packet(k)).await;
             let mut s = lock(&status);
             match result {

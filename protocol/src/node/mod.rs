@@ -173,14 +173,29 @@ pub enum Transmit {
 /// Something the driver must do that is not a transmission.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Start hosting this session: this node is its primary now.
+    /// Start hosting this session: this node is its primary now (promoting
+    /// its warm instance if it has one).
     Start(Box<Record>),
+    /// Start the session's service in warm standby: running, sending
+    /// nothing, until a `Start` promotes it or a `Stop` ends it.
+    Warm(Box<Record>),
     /// Stop hosting the session `id`.
     Stop {
         /// The session.
         id: String,
         /// Why (moved, closed, lost a concurrent claim).
         reason: String,
+    },
+    /// Stop sending the session's stream for now (its client gave no
+    /// consent), keeping the instance.
+    Pause {
+        /// The session.
+        id: String,
+    },
+    /// Send the session's stream again.
+    Resume {
+        /// The session.
+        id: String,
     },
     /// Make a libp2p connection to a discovered peer (`peer` is `None` for
     /// a bootstrap address without a peer id).
@@ -260,6 +275,18 @@ pub enum Event {
         /// Whether it is fenced now.
         fenced: bool,
     },
+    /// A hosted session's stream paused for want of the client's consent.
+    SessionPaused {
+        /// The session.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A paused stream goes on: the client consented again.
+    SessionResumed {
+        /// The session.
+        id: String,
+    },
     /// This node stopped hosting a session.
     SessionStopped {
         /// The session.
@@ -268,6 +295,19 @@ pub enum Event {
         epoch: u64,
         /// Why.
         reason: String,
+    },
+}
+
+/// What a close did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    /// This node is the primary and closed it (or it was closed already):
+    /// the tombstone.
+    Here(Box<Record>),
+    /// Another node is the primary: the request went to it.
+    Forwarded {
+        /// The primary.
+        primary: NodeId,
     },
 }
 
@@ -455,11 +495,16 @@ struct Refused {
     reason: String,
 }
 
-/// A live member this node has keys with but has not heard from for this
-/// long gets a new handshake: its process may hold other keys (it
-/// restarted and the news has not come, or another process took its
-/// identity). A dead one does not.
+/// A live member this node has keys with, that answered none of its last
+/// [`REKEY_UNANSWERED`] probes and nothing else for this long, gets a new
+/// handshake: its process may hold other keys (it restarted and the news
+/// has not come, or another process took its identity). A dead one does
+/// not; one that merely was not probed lately (members are probed once per
+/// round of N) does not either.
 pub const REKEY_AFTER: Duration = Duration::from_secs(5);
+
+/// Probes unanswered in a row before keys are suspected void.
+pub const REKEY_UNANSWERED: u32 = 3;
 
 /// A peer heard from this recently is known reachable (see
 /// [`Transmit::Datagram::confirm`]).
@@ -873,16 +918,20 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     /// Closes a session this node is primary of.
-    pub fn close(&mut self, now: Instant, id: &str) -> Result<Record, CommandError> {
+    pub fn close(&mut self, now: Instant, id: &str) -> Result<Closed, CommandError> {
         let record =
             self.engine.map().get(id).ok_or_else(|| {
                 CommandError::NotFound(format!("no session {id:?} is known here"))
             })?;
+        if record.state == crate::session::SessionState::Closed {
+            return Ok(Closed::Here(Box::new(record.clone())));
+        }
         if record.primary != self.me {
-            return Err(CommandError::NotPrimary {
-                id: id.to_string(),
-                primary: record.primary.clone(),
-            });
+            // Any node takes the request; the primary carries it out.
+            let primary = record.primary.clone();
+            self.unicast(now, &primary, AppMessage::Close { id: id.to_string() });
+            self.pump(now);
+            return Ok(Closed::Forwarded { primary });
         }
         let now_ms = self.unix_ms(now);
         let record = self
@@ -890,19 +939,47 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .close(now, now_ms, id)
             .map_err(|e| CommandError::Conflict(e.to_string()))?;
         self.pump(now);
-        Ok(record)
+        Ok(Closed::Here(Box::new(record)))
     }
 
     /// A client's report on a session (from RTCP, or from the API).
-    pub fn report(&mut self, now: Instant, id: &str, report: Report) -> Result<(), CommandError> {
-        if self.engine.map().get(id).is_none() {
+    /// Answers where the report went: `None` when this node hosts the
+    /// session, else the primary it was forwarded to.
+    pub fn report(
+        &mut self,
+        now: Instant,
+        id: &str,
+        report: Report,
+    ) -> Result<Option<NodeId>, CommandError> {
+        let Some(record) = self.engine.map().get(id) else {
             return Err(CommandError::NotFound(format!(
                 "no session {id:?} is known here"
             )));
+        };
+        if record.state == crate::session::SessionState::Closed {
+            return Err(CommandError::Conflict(format!("session {id} is closed")));
         }
-        self.engine.report(now, id, report);
+        let primary = record.primary.clone();
+        if primary == self.me {
+            self.engine.report(now, id, report);
+            self.pump(now);
+            return Ok(None);
+        }
+        self.unicast(now, &primary, AppMessage::report(id, &report));
         self.pump(now);
-        Ok(())
+        Ok(Some(primary))
+    }
+
+    /// Sends one application message to one member, on a datagram.
+    fn unicast(&mut self, now: Instant, to: &NodeId, message: AppMessage) {
+        let gossip = Message::Gossip(wire::Gossip {
+            updates: Vec::new(),
+        });
+        let plain = wire::encode(&gossip, &[message.encode()]);
+        if plain.len() > datagram::MAX_PLAINTEXT {
+            return;
+        }
+        self.send_datagram(now, to, plain, Class::Deltas);
     }
 
     // ---- internals ----
@@ -962,6 +1039,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     .filter(|(_, p)| {
                         p.has_session()
                             && p.handshake.is_none()
+                            && p.unanswered >= REKEY_UNANSWERED
                             && p.heard
                                 .is_some_and(|h| now.saturating_duration_since(h) >= REKEY_AFTER)
                             && p.retry_at.is_none_or(|at| at <= now)
@@ -1238,6 +1316,24 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 });
                 self.actions.push_back(Action::Start(record));
             }
+            sessions::Action::Warm(record) => {
+                self.events.push_back(Event::SessionChanged {
+                    id: record.id.clone(),
+                });
+                self.actions.push_back(Action::Warm(record));
+            }
+            sessions::Action::Pause { id, reason } => {
+                self.events.push_back(Event::SessionPaused {
+                    id: id.clone(),
+                    reason,
+                });
+                self.actions.push_back(Action::Pause { id });
+            }
+            sessions::Action::Resume { id } => {
+                self.events
+                    .push_back(Event::SessionResumed { id: id.clone() });
+                self.actions.push_back(Action::Resume { id });
+            }
             sessions::Action::Stop { id, reason } => {
                 let epoch = self.engine.map().get(&id).map_or(0, |r| r.epoch);
                 self.events.push_back(Event::SessionStopped {
@@ -1275,6 +1371,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     fn send_datagram(&mut self, now: Instant, to: &NodeId, plain: Vec<u8>, class: Class) {
+        // A ping or a ping-req is answered (by an ack or a nack).
+        let expects_answer = matches!(
+            plain.first().map(|h| h & 0x0f),
+            Some(wire::KIND_PING | wire::KIND_PING_REQ)
+        );
         if self.is_refused(now, to) || to.is_unresolved() {
             self.stats.drops.no_session += 1;
             return;
@@ -1288,6 +1389,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     let confirm = p
                         .heard
                         .is_some_and(|h| now.saturating_duration_since(h) < CONFIRM_WINDOW);
+                    if expects_answer {
+                        p.unanswered = p.unanswered.saturating_add(1);
+                    }
                     self.stats.sent.entry(class).or_default().add(bytes.len());
                     self.transmits.push_back(Transmit::Datagram {
                         to: to_addr,

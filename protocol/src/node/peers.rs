@@ -51,6 +51,8 @@ pub(super) struct Peer {
     pub(super) addrs: Vec<String>,
     /// When its last authentic datagram arrived.
     pub(super) heard: Option<Instant>,
+    /// Pings and ping-reqs sent to it since then.
+    pub(super) unanswered: u32,
     /// The boot numbers its processes announced, the latest last.
     boots: Vec<u64>,
     /// Whether they alternated: two processes hold its identity.
@@ -200,6 +202,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.endpoint = Some(from);
                     p.heard = Some(now);
+                    p.unanswered = 0;
                 }
                 Some((peer, plain))
             }

@@ -395,3 +395,198 @@ fn performance_summaries_are_shared_when_they_change_and_forwarded_once() {
     c.engines[primary].handle_timeout(now, now_ms);
     assert_eq!(perf_broadcasts(&mut c.engines[primary]), 0);
 }
+
+fn pauses(c: &Cluster, i: usize, id: &str) -> usize {
+    c.log[i]
+        .iter()
+        .filter(|a| matches!(a, Action::Pause { id: s, .. } if s == id))
+        .count()
+}
+
+/// The primary of `id` as the first live node sees it.
+fn primary_of(c: &Cluster, id: &str) -> usize {
+    let observer = c.down.iter().position(|d| !d).expect("a live node");
+    let r = c.engines[observer].map().get(id).unwrap();
+    c.index(&r.primary)
+}
+
+#[test]
+fn a_stream_without_consent_pauses_then_its_session_closes() {
+    let mut c = Cluster::new(3);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    let first = Config::default().consent.first;
+    c.tick(first - Duration::from_millis(200));
+    assert_eq!(pauses(&c, p, "s1"), 0, "not before the first window");
+    c.tick(Duration::from_millis(400));
+    assert_eq!(pauses(&c, p, "s1"), 1);
+    assert!(c.engines[p].is_paused("s1"));
+    assert_eq!(c.hosting(p), vec!["s1".to_string()], "paused, still hosted");
+    let grace = Config::default().consent.grace;
+    c.tick(grace);
+    let r = c.engines[1].map().get("s1").unwrap();
+    assert_eq!(r.state, SessionState::Closed);
+    assert!(r.reason.contains("no consent"), "{}", r.reason);
+    assert!(c.hosting(p).is_empty());
+}
+
+#[test]
+fn a_report_renews_consent_and_resumes_a_paused_stream() {
+    let mut c = Cluster::new(3);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    let ok = Report {
+        loss: 0.0,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    for _ in 0..5 {
+        c.tick(Duration::from_secs(8));
+        c.engines[p].report(c.now, "s1", ok);
+    }
+    assert_eq!(pauses(&c, p, "s1"), 0, "40 s with a report every 8 s");
+    c.tick(Config::default().consent.interval + Duration::from_secs(1));
+    assert_eq!(pauses(&c, p, "s1"), 1);
+    c.engines[p].report(c.now, "s1", ok);
+    c.settle();
+    assert!(
+        c.log[p]
+            .iter()
+            .any(|a| matches!(a, Action::Resume { id } if id == "s1"))
+    );
+    assert!(!c.engines[p].is_paused("s1"));
+}
+
+#[test]
+fn consent_survives_a_takeover_for_a_full_interval() {
+    let mut c = Cluster::new(4);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    let first_backup = c.index(&c.engines[p].map().get("s1").unwrap().backups[0]);
+    c.tick(Duration::from_secs(8));
+    c.crash(p);
+    for _ in 0..10 {
+        c.tick(Duration::from_millis(200));
+    }
+    assert_eq!(primary_of(&c, "s1"), first_backup);
+    // Past the first window of the open, within the takeover's interval.
+    c.tick(Duration::from_secs(20));
+    assert_eq!(pauses(&c, first_backup, "s1"), 0);
+    c.tick(Duration::from_secs(12));
+    assert_eq!(pauses(&c, first_backup, "s1"), 1);
+}
+
+#[test]
+fn clients_in_exempt_networks_and_nodes_that_do_not_ask_need_no_consent() {
+    let exempt = ConsentConfig {
+        exempt: vec![("198.18.9.0".parse().unwrap(), 24)],
+        ..ConsentConfig::default()
+    };
+    assert!(!exempt.applies_to("198.18.9.9:5004"));
+    assert!(exempt.applies_to("198.18.10.9:5004"));
+    assert!(exempt.applies_to("not an address"));
+    let off = ConsentConfig {
+        required: false,
+        ..ConsentConfig::default()
+    };
+    assert!(!off.applies_to("198.18.10.9:5004"));
+    let v6 = ConsentConfig {
+        exempt: vec![("2001:db8::".parse().unwrap(), 32)],
+        ..ConsentConfig::default()
+    };
+    assert!(!v6.applies_to("[2001:db8:1::5]:5004"));
+    assert!(v6.applies_to("[2001:db9::5]:5004"));
+    assert!(in_network(
+        "10.1.2.3".parse().unwrap(),
+        "0.0.0.0".parse().unwrap(),
+        0
+    ));
+}
+
+impl Cluster {
+    /// Opens a session with `standby=warm`.
+    fn open_warm(&mut self, at: usize, id: &str) -> Record {
+        let r = self.engines[at]
+            .open(
+                self.now,
+                self.now_ms,
+                OpenRequest {
+                    id: id.into(),
+                    service: "rtp-audio".into(),
+                    params: BTreeMap::from([("standby".to_string(), "warm".to_string())]),
+                    client: "198.18.9.9:5004".into(),
+                    location: "198.18.9.0/24".into(),
+                },
+            )
+            .expect("open");
+        self.settle();
+        r
+    }
+}
+
+fn warmed(c: &Cluster, i: usize, id: &str) -> bool {
+    c.log[i]
+        .iter()
+        .any(|a| matches!(a, Action::Warm(r) if r.id == id))
+}
+
+#[test]
+fn a_warm_session_runs_on_its_first_backup_and_a_takeover_promotes_it() {
+    let mut c = Cluster::new(4);
+    c.open_warm(0, "s1");
+    let p = primary_of(&c, "s1");
+    let record = c.engines[p].map().get("s1").unwrap().clone();
+    let first = c.index(&record.backups[0]);
+    let second = c.index(&record.backups[1]);
+    assert!(warmed(&c, first, "s1"), "the first backup stands by warm");
+    assert!(!warmed(&c, second, "s1"), "the second does not");
+    assert!(c.engines[first].is_warm("s1"));
+    assert_eq!(c.engines[first].load(), 1, "a warm instance counts as load");
+    c.log[first].clear();
+    c.crash(p);
+    for _ in 0..5 {
+        c.tick(Duration::from_millis(200));
+    }
+    assert_eq!(primary_of(&c, "s1"), first);
+    // Promoted: a Start and no Stop in between.
+    assert!(
+        matches!(c.log[first].first(), Some(Action::Start(r)) if r.id == "s1"),
+        "{:?}",
+        c.log[first]
+    );
+    assert!(!c.engines[first].is_warm("s1"));
+    assert_eq!(c.hosting(first), vec!["s1".to_string()]);
+    // The new first backup stands by warm in turn.
+    let now_first = c.index(&c.engines[first].map().get("s1").unwrap().backups[0]);
+    assert!(c.engines[now_first].is_warm("s1"));
+}
+
+#[test]
+fn a_warm_instance_follows_the_first_backup_and_ends_with_the_session() {
+    let mut c = Cluster::new(5);
+    c.open_warm(0, "s1");
+    let p = primary_of(&c, "s1");
+    let first = c.index(&c.engines[p].map().get("s1").unwrap().backups[0]);
+    c.crash(first);
+    for _ in 0..5 {
+        c.tick(Duration::from_millis(200));
+    }
+    let now_first = c.index(&c.engines[p].map().get("s1").unwrap().backups[0]);
+    assert_ne!(now_first, first);
+    assert!(
+        c.engines[now_first].is_warm("s1"),
+        "repair moved the standby"
+    );
+    let now = c.now;
+    let now_ms = c.now_ms;
+    c.engines[p].close(now, now_ms, "s1").unwrap();
+    c.settle();
+    assert!(!c.engines[now_first].is_warm("s1"));
+    assert!(c.log[now_first].iter().any(
+        |a| matches!(a, Action::Stop { id, reason } if id == "s1" && reason.contains("closed"))
+    ));
+    // Cold by default: nothing stands by.
+    let mut c = Cluster::new(3);
+    c.open(0, "s2");
+    assert!((0..3).all(|i| !warmed(&c, i, "s2")));
+}

@@ -597,3 +597,63 @@ fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
         );
     }
 }
+
+#[test]
+fn any_node_takes_a_report_or_a_close_and_the_primary_carries_it_out() {
+    let mut net = Net::new(4, 25);
+    net.warm();
+    net.run_for(Duration::from_secs(1));
+    let r = open(&mut net, 0);
+    net.run_for(Duration::from_secs(1));
+    let primary = net.ids.iter().position(|x| *x == r.primary).unwrap();
+    let other = (0..4).find(|&i| i != primary).unwrap();
+    // Reports through another node keep the stream going past the first
+    // consent window.
+    for _ in 0..4 {
+        net.run_for(Duration::from_secs(5));
+        let now = net.now;
+        let report = crate::sessions::Report {
+            loss: 0.0,
+            jitter: Duration::from_millis(1),
+            rtt: Duration::from_millis(1),
+        };
+        let went = net.node_mut(other).report(now, &r.id, report).unwrap();
+        assert_eq!(went, Some(r.primary.clone()));
+        net.after(other);
+    }
+    net.run_for(Duration::from_millis(100));
+    assert!(
+        !net.actions[primary]
+            .iter()
+            .any(|a| matches!(a, Action::Pause { id } if *id == r.id)),
+        "consent came through the other node"
+    );
+    let now = net.now;
+    let closed = net.node_mut(other).close(now, &r.id).unwrap();
+    assert_eq!(
+        closed,
+        Closed::Forwarded {
+            primary: r.primary.clone()
+        }
+    );
+    net.after(other);
+    net.run_for(Duration::from_secs(1));
+    for i in 0..4 {
+        let seen = net.node(i).engine().map().get(&r.id).unwrap();
+        assert_eq!(seen.state, crate::session::SessionState::Closed, "node {i}");
+    }
+    assert!(net.hosting[primary].is_empty());
+}
+
+#[test]
+fn a_quiet_group_of_sixty_never_handshakes_again() {
+    // Each member is probed once per round of N: pairs hear from each
+    // other every few seconds only, which must not look like void keys.
+    let mut net = Net::new(60, 26);
+    net.warm();
+    let before: u64 = (0..60).map(|i| net.node(i).stats().handshakes).sum();
+    net.run_for(Duration::from_secs(20));
+    let after: u64 = (0..60).map(|i| net.node(i).stats().handshakes).sum();
+    assert_eq!(after, before, "no re-handshake in a healthy group");
+    assert!(net.converged());
+}
