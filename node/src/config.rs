@@ -173,6 +173,9 @@ struct SessionsFile {
     /// Client networks (CIDR) that need no consent.
     #[serde(default)]
     consent_exempt: Vec<String>,
+    /// Sessions older than this are closed.
+    #[serde(default, with = "humantime_serde")]
+    max_lifetime: Option<Duration>,
 }
 
 /// The resolved configuration of a node.
@@ -214,6 +217,9 @@ pub struct Config {
     pub services: crate::service::Config,
     /// Session engine parameters (`[sessions]` in the file).
     pub sessions: baton_protocol::sessions::Config,
+    /// Which clients sessions may stream to (`[services]
+    /// allowed_clients`, `max_sessions_per_client`).
+    pub clients: baton_protocol::node::ClientPolicy,
 }
 
 /// A configuration error, naming the field at fault.
@@ -415,6 +421,7 @@ impl Config {
             api_token,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             swim,
+            clients: clients_config(&file.services)?,
             services: file.services,
             sessions: sessions_config(file.sessions)?,
         })
@@ -467,6 +474,7 @@ fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Confi
             ));
         }
     }
+    config.max_lifetime = file.max_lifetime;
     consent.exempt = file
         .consent_exempt
         .iter()
@@ -481,6 +489,39 @@ fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Confi
         })
         .collect::<Result<_, _>>()?;
     Ok(config)
+}
+
+fn clients_config(
+    services: &crate::service::Config,
+) -> Result<baton_protocol::node::ClientPolicy, ConfigError> {
+    let allowed = services
+        .allowed_clients
+        .iter()
+        .map(|c| {
+            parse_cidr(c).ok_or_else(|| {
+                invalid(
+                    "services.allowed_clients",
+                    c,
+                    "CIDR networks such as 198.18.0.0/15 or 2001:db8::/32",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut policy = baton_protocol::node::ClientPolicy {
+        allowed,
+        ..Default::default()
+    };
+    if let Some(max) = services.max_sessions_per_client {
+        if max == 0 {
+            return Err(invalid(
+                "services.max_sessions_per_client",
+                "0",
+                "at least 1",
+            ));
+        }
+        policy.max_per_ip = max;
+    }
+    Ok(policy)
 }
 
 /// A CIDR network `ip/prefix` (a bare ip is a /32 or /128).

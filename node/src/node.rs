@@ -158,6 +158,7 @@ impl Node {
                 datagram: Some(datagram),
                 bootstrap: config.bootstrap.iter().map(ToString::to_string).collect(),
                 timing: proto::Timing::default(),
+                clients: config.clients.clone(),
             },
             KeySigner::new(key),
             StdRng::from_os_rng(),

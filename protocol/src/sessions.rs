@@ -56,6 +56,9 @@ pub struct Config {
     /// How a session's first backup stands by, unless the session's
     /// `standby` parameter says otherwise.
     pub standby: Standby,
+    /// Sessions older than this are closed by their primary (none when
+    /// `None`): a forgotten session does not stream for ever.
+    pub max_lifetime: Option<Duration>,
 }
 
 /// How a session's first backup stands by (the session parameter
@@ -189,6 +192,7 @@ impl Default for Config {
             resume_grace: Duration::from_secs(2),
             consent: ConsentConfig::default(),
             standby: Standby::Cold,
+            max_lifetime: None,
             map: map::Config::default(),
         }
     }
@@ -1023,6 +1027,19 @@ impl<S: Signer> Engine<S> {
             return;
         };
         if record.primary == self.me {
+            if let Some(limit) = self.config.max_lifetime
+                && now_ms.saturating_sub(record.started_ms) >= limit.as_millis() as u64
+            {
+                let reason = format!(
+                    "closed: the session reached its maximum lifetime of {} s",
+                    limit.as_secs()
+                );
+                if let Ok(delta) = self.map.close_because(&self.signer, id, &reason, now_ms) {
+                    self.broadcast_delta(&delta);
+                    self.after_change(now, now_ms, id);
+                }
+                return;
+            }
             self.repair_backups(now, now_ms, &record);
             self.consider_transfer(now, now_ms, &record);
             return;
@@ -1088,6 +1105,55 @@ impl<S: Signer> Engine<S> {
             self.broadcast_delta(&delta);
             self.after_change(now, now_ms, &record.id);
         }
+    }
+
+    /// The service of session `id` failed to run here (it would not start,
+    /// or its command kept dying): the session goes to the next cluster,
+    /// its first live backup, at once (nothing runs here to keep running);
+    /// this node leaves its backups. With no live backup left, the session
+    /// is closed, saying why. Returns where it went, if anywhere.
+    pub fn service_failed(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        id: &str,
+        why: &str,
+    ) -> Option<NodeId> {
+        let record = self.map.get(id).cloned()?;
+        if record.primary != self.me || record.state != SessionState::Active {
+            // A warm instance that failed: the takeover will start it cold.
+            if self.warm.remove(id) {
+                self.actions.push_back(Action::Stop {
+                    id: id.to_string(),
+                    reason: format!("warm standby failed: {why}"),
+                });
+            }
+            return None;
+        }
+        let why: String = why.chars().take(120).collect();
+        let next = record.backups.iter().find(|b| self.is_alive(b)).cloned();
+        let Some(to) = next else {
+            let reason = format!("failed: the service would not run on {}: {why}", self.me);
+            if let Ok(delta) = self.map.close_because(&self.signer, id, &reason, now_ms) {
+                self.broadcast_delta(&delta);
+                self.after_change(now, now_ms, id);
+            }
+            return None;
+        };
+        let peers = self.candidates(&record.location, Some(&self.me.clone()));
+        let first_of = self.first_backup_counts(&to);
+        let mut backups = policy::choose_backups(&to, &peers, &first_of, &self.config.policy);
+        backups.retain(|b| *b != self.me);
+        let reason = format!("start failed on {}: {why}", self.me);
+        let delta = self
+            .map
+            .handover(&self.signer, id, to.clone(), &reason, backups, now_ms)
+            .ok()?;
+        self.last_move.insert(id.to_string(), now);
+        self.broadcast_delta(&delta);
+        self.stop(id, &reason);
+        self.after_change(now, now_ms, id);
+        Some(to)
     }
 
     fn consider_transfer(&mut self, now: Instant, now_ms: u64, record: &Record) {

@@ -197,6 +197,8 @@ enum ScenarioName {
     /// Serf (Debian package `serf`) and Baton side by side: idle traffic
     /// and kill detection on the same testnet.
     Compare,
+    /// A stranger floods the nodes' datagram sockets with garbage.
+    Spray,
 }
 
 /// How the testnet is built (`up` and `run`).
@@ -316,6 +318,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Churn => Scenario::Churn,
         ScenarioName::Scale => Scenario::Scale,
         ScenarioName::Compare => Scenario::Compare,
+        ScenarioName::Spray => Scenario::Spray,
     };
     if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
         eprintln!(

@@ -35,6 +35,9 @@ pub const GAP_P99_MS: ByNet = ByNet {
 pub const FALSE_DEATHS: f64 = 0.0;
 /// Monitoring traffic per node on the wire, idle (B/s).
 pub const TRAFFIC_BYTES_PER_NODE_PER_S: f64 = 1500.0;
+/// CPU of a node while a stranger sprays it with 4 000 datagrams a second
+/// (% of a core): dropping them must stay cheap.
+pub const SPRAY_CPU_PCT: f64 = 25.0;
 /// In the side-by-side run with Serf (10 nodes, LAN): Baton declares a
 /// kill within this (ms, p50)...
 pub const COMPARE_DETECTION_MS: f64 = 600.0;

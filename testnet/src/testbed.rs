@@ -424,6 +424,15 @@ impl Testbed {
         self.client.name()
     }
 
+    /// Runs `f` on a thread inside the client namespace (a host that is no
+    /// member of the overlay).
+    pub fn in_client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, TestbedError> {
+        Ok(self.client.run(f)?)
+    }
+
     /// The switch port of the client namespace.
     pub fn client_port(&self) -> usize {
         self.nodes.len()

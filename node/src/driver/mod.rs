@@ -78,6 +78,9 @@ pub struct Driver {
     /// When each member now suspect was first suspected, for the
     /// suspicion-to-death histogram.
     suspected: SuspicionClock,
+    /// The session an open request is creating, and why its service failed
+    /// to start, if it did.
+    opening: Option<(String, Option<String>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -143,6 +146,7 @@ impl Driver {
             connections: HashMap::new(),
             peers_dirty: true,
             suspected: SuspicionClock::default(),
+            opening: None,
         }
     }
 
@@ -315,6 +319,18 @@ impl Driver {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!(session = %record.id, error = %e, "cannot start session");
+                        match &mut self.opening {
+                            // Opened by this very request: the caller hears why.
+                            Some((id, failed)) if *id == record.id => {
+                                *failed = Some(e.to_string());
+                            }
+                            // The next cluster tries: the node hands it over.
+                            _ => self.node.handle_service_failed(
+                                Instant::now(),
+                                &record.id,
+                                &e.to_string(),
+                            ),
+                        }
                     }
                 }
                 self.publish_session(&record.id);
@@ -367,7 +383,18 @@ impl Driver {
                         .map_err(command_error)
                 });
                 let answer = result.and_then(|record| {
+                    self.opening = Some((record.id.clone(), None));
                     self.flush();
+                    // A service that failed to start here answers 5xx and
+                    // leaves no active record behind.
+                    if let Some((id, Some(why))) = self.opening.take() {
+                        let _ = self.node.close(Instant::now(), &id);
+                        self.flush();
+                        return Err(CommandError {
+                            status: 500,
+                            message: format!("the session's service did not start: {why}"),
+                        });
+                    }
                     self.publish_session(&record.id);
                     self.shared
                         .sessions

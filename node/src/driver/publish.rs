@@ -66,6 +66,16 @@ impl Driver {
             Event::SessionStarted { id, epoch, reason } => {
                 self.publish_session_event(&id, "started", epoch, &reason);
             }
+            Event::SessionFailed { id, why, moved_to } => {
+                let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                let reason = match &moved_to {
+                    Some(to) => format!("failed here ({why}): handed to {}", show(to)),
+                    None => format!("failed here ({why})"),
+                };
+                tracing::error!(session = %id, %reason, "session failed");
+                self.publish_session_event(&id, "failed", epoch, &reason);
+                self.publish_session(&id);
+            }
             Event::SessionPaused { id, reason } => {
                 tracing::warn!(session = %id, %reason, "stream paused");
                 let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);

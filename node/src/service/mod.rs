@@ -61,6 +61,11 @@ pub struct Config {
     /// it, WAV sources are refused, so that clients cannot make the node
     /// read arbitrary files.
     pub media_dir: Option<PathBuf>,
+    /// Networks (CIDR) clients must be in; empty: any unicast address that
+    /// can be a client (never multicast, broadcast, link-local, reserved).
+    pub allowed_clients: Vec<String>,
+    /// Active sessions one client IP address may have (default 16).
+    pub max_sessions_per_client: Option<usize>,
 }
 
 /// Why a session cannot be validated or started.
@@ -450,7 +455,7 @@ mod tests {
     fn a_malformed_template_fails_the_registry() {
         let config = Config {
             exec: BTreeMap::from([("bad".to_string(), "ffmpeg '{x}".to_string())]),
-            media_dir: None,
+            ..Config::default()
         };
         let err = Registry::builtin(&config).unwrap_err();
         assert!(matches!(err, Error::Template { .. }), "{err}");

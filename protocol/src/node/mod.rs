@@ -118,6 +118,95 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// The node's own timing.
     pub timing: Timing,
+    /// Which clients sessions may stream to.
+    pub clients: ClientPolicy,
+}
+
+/// Which client addresses a session may stream to: a stream is sent where a
+/// caller says, so the node refuses addresses where it would hurt others
+/// (reflection, amplification) or cannot be a client at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientPolicy {
+    /// When not empty, clients must be in one of these networks (address,
+    /// prefix length).
+    pub allowed: Vec<(IpAddr, u8)>,
+    /// Active sessions one client IP address may have.
+    pub max_per_ip: usize,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        ClientPolicy {
+            allowed: Vec::new(),
+            max_per_ip: 16,
+        }
+    }
+}
+
+impl ClientPolicy {
+    /// Checks a client address; the error says why it is refused.
+    pub fn check(&self, addr: &SocketAddr) -> Result<(), String> {
+        let ip = addr.ip();
+        if addr.port() == 0 {
+            return Err(format!("client {addr}: port 0 is no client's port"));
+        }
+        if let Some(kind) = unfit(ip) {
+            return Err(format!(
+                "client {addr} is {kind}: a session streams to one client's unicast address"
+            ));
+        }
+        if !self.allowed.is_empty()
+            && !self
+                .allowed
+                .iter()
+                .any(|(net, prefix)| sessions::in_network(ip, *net, *prefix))
+        {
+            return Err(format!(
+                "client {addr} is outside the networks this node serves ([services] allowed_clients)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why an IP address cannot be a session's client, if it cannot.
+fn unfit(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_unspecified() {
+                Some("unspecified")
+            } else if v4.is_multicast() {
+                Some("a multicast address")
+            } else if v4.is_broadcast() || o[3] == 255 {
+                Some("a broadcast address")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else if o[0] == 0 || o[0] >= 240 {
+                Some("a reserved address")
+            } else if v4.is_documentation() {
+                Some("a documentation address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("a multicast address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
+                Some("a documentation address")
+            } else if let Some(v4) = v6.to_ipv4_mapped() {
+                unfit(IpAddr::V4(v4))
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// Something the driver must send or open.
@@ -274,6 +363,16 @@ pub enum Event {
     Fenced {
         /// Whether it is fenced now.
         fenced: bool,
+    },
+    /// A session's service failed on this node.
+    SessionFailed {
+        /// The session.
+        id: String,
+        /// Why.
+        why: String,
+        /// The node it was handed to, if any (else it was closed, or it was
+        /// only a warm standby).
+        moved_to: Option<NodeId>,
     },
     /// A hosted session's stream paused for want of the client's consent.
     SessionPaused {
@@ -883,6 +982,27 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 "client {client:?} is not an address such as 127.0.0.1:5004"
             ))
         })?;
+        self.config
+            .clients
+            .check(&addr)
+            .map_err(CommandError::Invalid)?;
+        let same_ip = self
+            .engine
+            .map()
+            .active()
+            .filter(|r| {
+                r.client
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| a.ip() == addr.ip())
+            })
+            .count();
+        if same_ip >= self.config.clients.max_per_ip {
+            return Err(CommandError::Unavailable(format!(
+                "client {} has {same_ip} sessions already, the most one address may have \
+                 ([services] max_sessions_per_client)",
+                addr.ip()
+            )));
+        }
         if self.leaving {
             return Err(CommandError::Unavailable(
                 "this node is leaving the overlay: open the session on another node".into(),
@@ -980,6 +1100,20 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             return;
         }
         self.send_datagram(now, to, plain, Class::Deltas);
+    }
+
+    /// The service instance of session `id` failed here (it would not
+    /// start, or gave up after quick restarts): the session moves to its
+    /// next live backup, or is closed when none is left.
+    pub fn handle_service_failed(&mut self, now: Instant, id: &str, why: &str) {
+        let now_ms = self.unix_ms(now);
+        let moved = self.engine.service_failed(now, now_ms, id, why);
+        self.events.push_back(Event::SessionFailed {
+            id: id.to_string(),
+            why: why.to_string(),
+            moved_to: moved,
+        });
+        self.pump(now);
     }
 
     // ---- internals ----

@@ -590,3 +590,68 @@ fn a_warm_instance_follows_the_first_backup_and_ends_with_the_session() {
     c.open(0, "s2");
     assert!((0..3).all(|i| !warmed(&c, i, "s2")));
 }
+
+#[test]
+fn a_service_that_fails_sends_its_session_to_the_next_cluster() {
+    let mut c = Cluster::new(4);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    let first = c.index(&c.engines[p].map().get("s1").unwrap().backups[0]);
+    let (now, now_ms) = (c.now, c.now_ms);
+    let to = c.engines[p].service_failed(now, now_ms, "s1", "no such program: ffmpeg");
+    assert_eq!(to, Some(c.ids[first].clone()));
+    c.settle();
+    assert!(c.hosting(p).is_empty(), "nothing runs on the failed node");
+    assert_eq!(c.hosting(first), vec!["s1".to_string()]);
+    let moved = c.engines[first].history("s1").last().unwrap();
+    assert!(
+        moved.reason.contains("start failed") && moved.reason.contains("ffmpeg"),
+        "{}",
+        moved.reason
+    );
+    let r = c.engines[first].map().get("s1").unwrap();
+    assert!(
+        !r.backups.contains(&c.ids[p]),
+        "the failed node is no backup"
+    );
+}
+
+#[test]
+fn a_service_that_fails_everywhere_closes_its_session_saying_why() {
+    let mut c = Cluster::new(2);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    let other = 1 - p;
+    c.crash(other);
+    c.tick(Duration::from_millis(200));
+    let (now, now_ms) = (c.now, c.now_ms);
+    assert_eq!(
+        c.engines[p].service_failed(now, now_ms, "s1", "exit status 1"),
+        None
+    );
+    c.settle();
+    let r = c.engines[p].map().get("s1").unwrap();
+    assert_eq!(r.state, SessionState::Closed);
+    assert!(r.reason.contains("failed") && r.reason.contains("exit status 1"));
+    assert!(c.hosting(p).is_empty());
+}
+
+#[test]
+fn a_session_past_its_maximum_lifetime_is_closed_by_its_primary() {
+    let mut c = Cluster::new(3);
+    for e in &mut c.engines {
+        e.config.max_lifetime = Some(Duration::from_secs(60));
+        e.config.consent.required = false;
+    }
+    c.open(0, "s1");
+    c.tick(Duration::from_secs(59));
+    let p = primary_of(&c, "s1");
+    assert_eq!(
+        c.engines[p].map().get("s1").unwrap().state,
+        SessionState::Active
+    );
+    c.tick(Duration::from_secs(2));
+    let r = c.engines[(p + 1) % 3].map().get("s1").unwrap();
+    assert_eq!(r.state, SessionState::Closed);
+    assert!(r.reason.contains("maximum lifetime"), "{}", r.reason);
+}

@@ -35,6 +35,18 @@ impl Target {
             met: measured.is_some_and(|m| m <= limit),
         }
     }
+
+    /// `measured >= limit`, shown with `unit`; a missing value is not met.
+    pub fn at_least(what: &str, measured: Option<f64>, limit: f64, unit: &str) -> Target {
+        Target {
+            what: what.to_owned(),
+            target: format!(">= {} {unit}", fmt_num(limit)),
+            measured: measured
+                .map(|m| format!("{} {unit}", fmt_num(m)))
+                .unwrap_or_else(|| "not measured".into()),
+            met: measured.is_some_and(|m| m >= limit),
+        }
+    }
 }
 
 /// One session as its client heard it over the whole run.

@@ -32,6 +32,9 @@ pub enum Scenario {
     /// Serf and Baton side by side on the same testnet: idle traffic and
     /// kill detection.
     Compare,
+    /// A host that is no member floods every node's datagram socket with
+    /// garbage, forged and oversized datagrams.
+    Spray,
 }
 
 impl Scenario {
@@ -45,6 +48,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Scale => "scale",
             Scenario::Compare => "compare",
+            Scenario::Spray => "spray",
         }
     }
 }
@@ -60,6 +64,7 @@ pub fn run(scenario: Scenario, opts: &Options) -> Result<Report, TestbedError> {
         Scenario::Churn => churn(opts)?,
         Scenario::Scale => scale(opts)?,
         Scenario::Compare => compare(opts)?,
+        Scenario::Spray => spray(opts)?,
     };
     report.duration_s = started.elapsed().as_secs_f64().round();
     report.write(&opts.out)?;
@@ -1196,4 +1201,149 @@ impl Followed {
             .map(|(_, _, _, at)| at - since_ms)
             .reduce(f64::min)
     }
+}
+
+/// Datagrams per second the `spray` scenario sends to each node.
+pub const SPRAY_PER_NODE: u64 = 4000;
+
+/// `spray`: from the client namespace (no member of the overlay), every
+/// node's datagram socket gets [`SPRAY_PER_NODE`] datagrams a second for
+/// `--duration`: random bytes of every length up to 1 500, datagrams with a
+/// well-formed header (a random key index and counter) and a random body,
+/// and datagrams over the size limit. Measured: CPU per node before and
+/// during, what the nodes dropped, and whether anyone was suspected or
+/// declared dead.
+fn spray(opts: &Options) -> Result<Report, TestbedError> {
+    use rand::RngCore;
+    let mut report = new_report(Scenario::Spray, opts, opts.loss);
+    report.sessions = 0;
+    let mut quiet = opts.clone();
+    quiet.sessions = 0;
+    let h = prepare(&quiet, &mut report)?;
+    let n = h.tb.nodes.len();
+    let targets: Vec<std::net::SocketAddr> = (0..n)
+        .map(|i| {
+            std::net::SocketAddr::from((
+                crate::testbed::node_addr(i),
+                crate::testbed::QUIC_PORT + 1,
+            ))
+        })
+        .collect();
+    eprintln!("baseline for 5 s ...");
+    let before = h.usage_over(Duration::from_secs(5))?;
+    let dropped_before = dropped(&h);
+    let since = unix_ms();
+    eprintln!(
+        "spraying {} datagrams/s at each of {n} nodes for {:?} ...",
+        SPRAY_PER_NODE, opts.duration
+    );
+    let duration = opts.duration;
+    let seed = opts.seed;
+    let sender = h.tb.in_client(move || {
+        std::thread::spawn(move || -> std::io::Result<u64> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_nonblocking(true)?;
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut buf = vec![0u8; 1500];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let per_tick = (SPRAY_PER_NODE * targets.len() as u64 / 100).max(1);
+            while start.elapsed() < duration {
+                let tick = Instant::now();
+                for k in 0..per_tick {
+                    let to = targets[(k as usize) % targets.len()];
+                    let len = match k % 3 {
+                        // Random bytes of any length.
+                        0 => rng.random_range(1..1500),
+                        // A well-formed header, a random key index.
+                        1 => rng.random_range(22..200),
+                        // Over the size limit.
+                        _ => rng.random_range(1201..1500),
+                    };
+                    rng.fill_bytes(&mut buf[..len]);
+                    if socket.send_to(&buf[..len], to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
+            }
+            Ok(sent)
+        })
+    })?;
+    let during = h.usage_over(opts.duration)?;
+    let sent = sender
+        .join()
+        .map_err(|_| TestbedError::Invalid("the sprayer panicked".into()))??;
+    sleep(Duration::from_secs(2))?;
+    let dropped_after = dropped(&h);
+    let suspicions =
+        h.events_where(|e| e.kind == "member" && e.state == "suspect" && e.at_ms >= since);
+    let deaths = h.events_where(|e| e.kind == "member" && e.state == "dead" && e.at_ms >= since);
+    let cpu_before = Summary::of(&before.cpu_pct);
+    let cpu_during = Summary::of(&during.cpu_pct);
+    let counted = dropped_after.saturating_sub(dropped_before);
+    report.false_positives = Some(deaths.len() as u64);
+    report.cpu_pct = Some(cpu_during);
+    report.rss_mb = Some(Summary::of(&during.rss_mb));
+    let line = format!(
+        "{sent} datagrams sprayed ({:.0}/s per node); {counted} counted as dropped by the nodes; \
+         CPU per node p50 {} -> {} % (max {} %); {} suspicions, {} deaths",
+        sent as f64 / opts.duration.as_secs_f64() / n as f64,
+        cpu_before.p50.map(fmt_num).unwrap_or_default(),
+        cpu_during.p50.map(fmt_num).unwrap_or_default(),
+        cpu_during.max.map(fmt_num).unwrap_or_default(),
+        suspicions.len(),
+        deaths.len()
+    );
+    eprintln!("{line}");
+    report.timeline.push(line);
+    report.details = json!({"sprayed": sent, "dropped_counted": counted,
+        "per_node_per_s": sent as f64 / opts.duration.as_secs_f64() / n as f64,
+        "cpu_before": cpu_before, "cpu_during": cpu_during,
+        "suspicions": suspicions.len(), "deaths": deaths.len()});
+    report.targets.push(Target::at_most(
+        "healthy nodes declared dead during the spray",
+        Some(deaths.len() as f64),
+        0.0,
+        "",
+    ));
+    report.targets.push(Target::at_most(
+        "healthy nodes suspected during the spray",
+        Some(suspicions.len() as f64),
+        0.0,
+        "",
+    ));
+    report.targets.push(Target::at_least(
+        "sprayed datagrams the nodes counted as dropped (fraction)",
+        Some(if sent == 0 {
+            0.0
+        } else {
+            (counted as f64 / sent as f64 * 100.0).round() / 100.0
+        }),
+        0.95,
+        "",
+    ));
+    report.targets.push(Target::at_most(
+        "CPU per node under the spray (max)",
+        cpu_during.max,
+        targets::SPRAY_CPU_PCT,
+        "% of a core",
+    ));
+    Ok(report)
+}
+
+/// Datagrams every node counted as dropped so far (from `/v1/status`'s
+/// counters through `/metrics`).
+fn dropped(h: &Harness) -> u64 {
+    (0..h.tb.nodes.len())
+        .filter_map(|i| h.tb.get_text(i, "/metrics").ok())
+        .map(|text| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("baton_dropped") || l.starts_with("baton_datagrams_dropped")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .sum()
 }

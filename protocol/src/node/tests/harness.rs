@@ -45,6 +45,7 @@ pub fn config(i: usize) -> Config {
         datagram: Some(addr(i)),
         bootstrap: Vec::new(),
         timing: Timing::default(),
+        clients: crate::node::ClientPolicy::default(),
     }
 }
 

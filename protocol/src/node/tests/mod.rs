@@ -657,3 +657,88 @@ fn a_quiet_group_of_sixty_never_handshakes_again() {
     assert_eq!(after, before, "no re-handshake in a healthy group");
     assert!(net.converged());
 }
+
+#[test]
+fn streams_go_only_to_one_clients_unicast_address() {
+    let policy = ClientPolicy::default();
+    for bad in [
+        "0.0.0.0:5004",
+        "224.0.0.251:5353",
+        "239.1.2.3:5004",
+        "255.255.255.255:5004",
+        "198.18.5.255:5004",
+        "169.254.1.1:5004",
+        "240.0.0.1:5004",
+        "192.0.2.1:5004",
+        "[::]:5004",
+        "[ff02::1]:5004",
+        "[fe80::1]:5004",
+        "[::ffff:224.0.0.1]:5004",
+        "198.18.5.7:0",
+    ] {
+        let addr: SocketAddr = bad.parse().unwrap();
+        assert!(policy.check(&addr).is_err(), "{bad} accepted");
+    }
+    for good in ["198.18.5.7:5004", "127.0.0.1:5004", "[2001:db9::1]:5004"] {
+        assert_eq!(policy.check(&good.parse().unwrap()), Ok(()), "{good}");
+    }
+    let only = ClientPolicy {
+        allowed: vec![("198.18.2.0".parse().unwrap(), 24)],
+        ..ClientPolicy::default()
+    };
+    assert!(only.check(&"198.18.2.9:5004".parse().unwrap()).is_ok());
+    let err = only.check(&"198.18.3.9:5004".parse().unwrap()).unwrap_err();
+    assert!(err.contains("allowed_clients"), "{err}");
+}
+
+#[test]
+fn one_client_address_gets_a_bounded_number_of_sessions() {
+    let mut net = Net::with_config(2, 27, |i| {
+        let mut c = harness::config(i);
+        c.clients.max_per_ip = 3;
+        c
+    });
+    net.join_all();
+    net.converge(Duration::from_secs(5));
+    let now = net.now;
+    let node = net.node_mut(0);
+    for port in 0..3 {
+        node.open(
+            now,
+            "rtp-audio".into(),
+            format!("198.18.5.7:{}", 6000 + port),
+            BTreeMap::new(),
+        )
+        .unwrap();
+    }
+    let err = node
+        .open(
+            now,
+            "rtp-audio".into(),
+            "198.18.5.7:7000".into(),
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::Unavailable(ref m) if m.contains("198.18.5.7")),
+        "{err:?}"
+    );
+    assert!(
+        node.open(
+            now,
+            "rtp-audio".into(),
+            "198.18.5.8:7000".into(),
+            BTreeMap::new()
+        )
+        .is_ok()
+    );
+    let err = node
+        .open(
+            now,
+            "rtp-audio".into(),
+            "224.0.0.1:7000".into(),
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Invalid(ref m) if m.contains("multicast")));
+}
