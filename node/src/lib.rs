@@ -11,6 +11,7 @@ pub mod driver;
 pub mod fuzz;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod state;

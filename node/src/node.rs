@@ -20,6 +20,7 @@ use crate::driver::services::Services;
 use crate::driver::swarm::{self, node_id};
 use crate::driver::{Command, Driver, Parts};
 use crate::identity::KeySigner;
+use crate::metrics::Metrics;
 use crate::service::exec;
 use crate::service::groups::Groups;
 use crate::state::{LocalInfo, Shared};
@@ -134,7 +135,13 @@ impl Node {
         let (client_reports, client_reports_rx) = mpsc::channel(256);
         let registry = crate::service::Registry::builtin(&config.services, Some(Arc::new(groups)))?
             .with_reports(client_reports);
-        let mut swarm = swarm::build(key.clone(), config.mdns, config.max_members)?;
+        let mut metrics_registry = prometheus_client::registry::Registry::default();
+        let mut swarm = swarm::build(
+            key.clone(),
+            config.mdns,
+            config.max_members,
+            &mut metrics_registry,
+        )?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -164,7 +171,8 @@ impl Node {
             source,
         })?;
         let (session_commands, session_rx) = mpsc::channel(64);
-        let shared = Arc::new(Shared::new(
+        let started = SystemTime::now();
+        let shared = Arc::new(Shared::with_metrics(
             LocalInfo {
                 id: peer_id.to_base58(),
                 name: config.name.clone(),
@@ -176,9 +184,10 @@ impl Node {
                 .to_string(),
                 capacity: config.capacity,
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                started: SystemTime::now(),
+                started,
             },
             session_commands,
+            Metrics::new(metrics_registry, started),
         ));
         let policy = Policy {
             overlay: config.overlay.clone(),

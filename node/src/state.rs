@@ -3,13 +3,13 @@
 //! handlers only read it, so they never touch the protocol state machine.
 
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::views;
 
 /// Capacity of the event stream: a subscriber that falls further behind
@@ -25,7 +25,7 @@ pub struct Shared {
     pub members: DashMap<String, views::Member>,
     /// libp2p peers currently connected or recently refused, by peer id.
     pub peers: DashMap<String, views::Peer>,
-    /// Counters for `/metrics` and `/v1/status`.
+    /// The Prometheus metrics (`/metrics`), also read by `/v1/status`.
     pub metrics: Metrics,
     /// Member state changes and other events, for `/v1/events`.
     pub events: broadcast::Sender<views::Event>,
@@ -77,6 +77,12 @@ pub enum SessionCommand {
         /// The answer.
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
+    /// Whether the driver answers at all (`GET /v1/health`): it replies
+    /// `Ok` at once.
+    Ping {
+        /// The answer.
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
 }
 
 /// Facts about this node that do not change while it runs.
@@ -99,61 +105,27 @@ pub struct LocalInfo {
     pub started: SystemTime,
 }
 
-/// Monotonic counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Probes started.
-    pub probes: AtomicU64,
-    /// Probes that failed (direct and indirect).
-    pub failed_probes: AtomicU64,
-    /// Suspicions this node raised.
-    pub suspicions: AtomicU64,
-    /// Refutations of suspicions about this node.
-    pub refutations: AtomicU64,
-    /// Members this node declared dead.
-    pub declared_dead: AtomicU64,
-    /// SWIM messages received.
-    pub messages_in: AtomicU64,
-    /// SWIM messages sent.
-    pub messages_out: AtomicU64,
-    /// SWIM bytes received (payload, without libp2p framing).
-    pub bytes_in: AtomicU64,
-    /// SWIM bytes sent (payload, without libp2p framing).
-    pub bytes_out: AtomicU64,
-    /// Messages dropped: undecodable, from refused peers, or queues full.
-    pub dropped: AtomicU64,
-    /// Peers refused by the peering policy.
-    pub refused: AtomicU64,
-    /// Times two live processes were seen holding one peer id.
-    pub duplicate_identity: AtomicU64,
-    /// This node's incarnation.
-    pub incarnation: AtomicU32,
-    /// Lifeguard's local health multiplier.
-    pub local_health: AtomicU32,
-}
-
-impl Metrics {
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
-
 impl Shared {
-    /// Empty state for a node; the driver reads `commands`' receiver.
+    /// Empty state for a node, with metrics of its own; the driver reads
+    /// `commands`' receiver.
     pub fn new(local: LocalInfo, commands: mpsc::Sender<SessionCommand>) -> Self {
+        let metrics = Metrics::new(Default::default(), local.started);
+        Shared::with_metrics(local, commands, metrics)
+    }
+
+    /// Empty state for a node whose metrics were set up with its swarm.
+    pub fn with_metrics(
+        local: LocalInfo,
+        commands: mpsc::Sender<SessionCommand>,
+        metrics: Metrics,
+    ) -> Self {
         Shared {
             sessions: DashMap::new(),
             commands,
             local,
             members: DashMap::new(),
             peers: DashMap::new(),
-            metrics: Metrics::default(),
+            metrics,
             events: broadcast::channel(EVENT_BUFFER).0,
             listen_addrs: RwLock::new(Vec::new()),
         }

@@ -283,6 +283,14 @@ pub struct Report {
     pub packets: u64,
 }
 
+/// Body of `GET /v1/health` when the node's driver answers: `{"status": "ok"}`
+/// (when it does not, the answer is a 503 with an [`ErrorBody`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
 /// Body of every 4xx/5xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -389,7 +397,7 @@ mod tests {
     fn session_round_trips_with_its_history() {
         round_trip(
             &session(),
-            r#"{"id":"s1","service":"rtp-audio","primary":"12D3KooWBravo","primary_name":"bravo","backups":["12D3KooWLocal"],"epoch":2,"version":1,"state":"active","client":"127.0.0.1:5004","location":"127.0.0.0/24","params":{"codec":"pcmu"},"started_ms":1000,"updated_ms":2000,"reason":"takeover: alpha is dead","history":[{"epoch":2,"primary":"12D3KooWBravo","reason":"takeover: alpha is dead","at_ms":2000}],"hosted_here":false}"#,
+            r#"{"id":"s1","service":"rtp-audio","primary":"12D3KooWBravo","primary_name":"bravo","backups":["12D3KooWLocal"],"epoch":2,"version":1,"state":"active","client":"127.0.0.1:5004","location":"127.0.0.0/24","params":{"codec":"pcmu"},"started_ms":1000,"updated_ms":2000,"reason":"takeover: alpha is dead","history":[{"epoch":2,"primary":"12D3KooWBravo","reason":"takeover: alpha is dead","at_ms":2000}],"hosted_here":false,"standby_here":false,"paused":false}"#,
         );
     }
 

@@ -150,6 +150,59 @@ pub fn can_use_netns() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the program `tool` runs here. Outside CI a missing tool skips
+/// the test (false, with a message); in CI (`CI=true`), where `.ci/run`
+/// installs the Debian package `package`, it fails it.
+pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs {tool}, and CI must run it: .ci/run installs the package {package}");
+    }
+    eprintln!("skipping {test}: {tool} is not installed (apt-get install {package})");
+    false
+}
+
+/// The repository's root (where `deploy/` and `docs/` are).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// Runs `program args` with `input` on its standard input; answers whether
+/// it succeeded and what it printed (stdout, then stderr).
+pub fn run_with_input(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_owned();
+    // Written from a thread: a program that answers before reading all of
+    // its input must not deadlock the test.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().expect("wait for the program");
+    let _ = writer.join();
+    let mut printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    printed.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), printed)
+}
+
 /// Skips (returns false) outside CI when namespaces are unavailable, and
 /// panics in CI, where end-to-end tests must run.
 pub fn require_netns(test: &str) -> bool {

@@ -48,7 +48,8 @@ pub(crate) fn view(id: &str, primary: &str, primary_name: &str, backups: &[&str]
 ///   service is refused with 400;
 /// - close: 404 for an unknown session, 409 naming the primary when it
 ///   is another node, else the closed session;
-/// - report: 404 for an unknown session, else recorded in the result.
+/// - report: 404 for an unknown session, else recorded in the result;
+/// - ping: answered at once.
 pub(crate) fn spawn(shared: Arc<Shared>, mut commands: mpsc::Receiver<SessionCommand>) -> Reports {
     let reports = Reports::default();
     let seen = reports.clone();
@@ -125,6 +126,9 @@ pub(crate) fn spawn(shared: Arc<Shared>, mut commands: mpsc::Receiver<SessionCom
                         Err(unknown(&id))
                     };
                     let _ = reply.send(answer);
+                }
+                SessionCommand::Ping { reply } => {
+                    let _ = reply.send(Ok(()));
                 }
             }
         }

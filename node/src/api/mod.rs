@@ -24,6 +24,7 @@ mod error;
 mod events;
 #[cfg(test)]
 pub(crate) mod fake;
+mod health;
 mod metrics;
 mod overlay;
 mod request;
@@ -45,10 +46,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Every path this API serves, for the 404 message.
 const PATHS: &str = "GET /v1/status, GET /v1/members, GET /v1/peers, \
                      GET|POST /v1/sessions, GET|DELETE /v1/sessions/{id}, \
-                     POST /v1/sessions/{id}/report, GET /v1/events, GET /metrics";
+                     POST /v1/sessions/{id}/report, GET /v1/events, GET /metrics, \
+                     GET /v1/health";
 
-/// The router of the API. With `token`, every request must carry
-/// `Authorization: Bearer <token>`.
+/// The router of the API. With `token`, every request but `GET /v1/health`
+/// must carry `Authorization: Bearer <token>`.
 ///
 /// Event streams opened on this router end only when the client leaves; use
 /// [`serve`] to have them end at shutdown.
@@ -121,11 +123,13 @@ fn build(
     if let Some(token) = token {
         app = auth::require(app, &token);
     }
-    app.with_state(AppState {
-        shared,
-        closing,
-        command_timeout,
-    })
+    // After the token layer, which wraps only the routes added before it.
+    app.route("/v1/health", get(health::health))
+        .with_state(AppState {
+            shared,
+            closing,
+            command_timeout,
+        })
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -183,6 +187,7 @@ mod tests {
             "POST /v1/sessions/{id}/report",
             "/v1/events",
             "/metrics",
+            "/v1/health",
         ] {
             assert!(message.contains(path), "{message}");
         }

@@ -1,7 +1,6 @@
 //! This node and the overlay as it sees it: `GET /v1/status`, `/v1/members`
 //! and `/v1/peers`, straight from [`Shared`].
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -28,8 +27,8 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Status> {
         version: local.version.clone(),
         capacity: local.capacity,
         uptime_s: uptime(shared).as_secs(),
-        incarnation: shared.metrics.incarnation.load(Ordering::Relaxed),
-        local_health: shared.metrics.local_health.load(Ordering::Relaxed),
+        incarnation: shared.metrics.incarnation(),
+        local_health: shared.metrics.local_health(),
         listen_addrs,
         members: MemberCounts {
             alive,

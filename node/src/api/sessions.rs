@@ -108,7 +108,7 @@ impl AppState {
     /// driver and waits for its answer, queueing included, at most
     /// `command_timeout`. `action` says what was asked ("open the session"),
     /// `aftermath` what may still happen if the answer comes too late.
-    async fn ask<T>(
+    pub(super) async fn ask<T>(
         &self,
         action: &str,
         aftermath: &str,

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -15,7 +14,11 @@ use tokio::time::timeout;
 
 pub(crate) use super::fake;
 use super::{COMMAND_TIMEOUT, serve_with};
-use crate::state::{LocalInfo, Metrics, SessionCommand, Shared};
+use baton_protocol::node::{Class, Drops, Flow, Stats};
+use baton_protocol::swim;
+
+use crate::metrics::Metrics;
+use crate::state::{LocalInfo, SessionCommand, Shared};
 use crate::views::{Member, Peer, Session};
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
@@ -96,21 +99,48 @@ pub(crate) fn shared_with(commands: mpsc::Sender<SessionCommand>) -> Arc<Shared>
     if let Ok(mut addrs) = shared.listen_addrs.write() {
         addrs.push("/ip4/127.0.0.1/tcp/4000".to_owned());
     }
-    let m = &shared.metrics;
-    Metrics::add(&m.probes, 7);
-    Metrics::add(&m.failed_probes, 2);
-    Metrics::add(&m.suspicions, 3);
-    Metrics::add(&m.refutations, 1);
-    Metrics::add(&m.declared_dead, 4);
-    Metrics::add(&m.messages_in, 100);
-    Metrics::add(&m.messages_out, 101);
-    Metrics::add(&m.bytes_in, 5000);
-    Metrics::add(&m.bytes_out, 6000);
-    Metrics::add(&m.dropped, 5);
-    Metrics::add(&m.refused, 6);
-    m.incarnation.store(9, Ordering::Relaxed);
-    m.local_health.store(2, Ordering::Relaxed);
+    counters(&shared.metrics);
     Arc::new(shared)
+}
+
+/// Counters as a node that has run a while would have them.
+fn counters(m: &Metrics) {
+    let flow = |packets, bytes| Flow { packets, bytes };
+    let stats = Stats {
+        received: [
+            (Class::Probe, flow(40, 4000)),
+            (Class::MapSync, flow(2, 1000)),
+        ]
+        .into(),
+        sent: [(Class::Probe, flow(60, 6000))].into(),
+        drops: Drops {
+            bad_tag: 3,
+            replayed: 1,
+            ..Drops::default()
+        },
+        handshakes: 8,
+        handshakes_failed: 2,
+        refusals: 6,
+        refused_by: 1,
+        ..Stats::default()
+    };
+    let swim = swim::Stats {
+        probes: 7,
+        failed_probes: 2,
+        suspicions: 3,
+        refutations: 1,
+        declared_dead: 4,
+        messages_in: 100,
+        messages_out: 101,
+        ..swim::Stats::default()
+    };
+    m.send_failed();
+    m.copy_stats(&stats, &swim);
+    m.set_swim_self(9, 2);
+    m.connections().set(3);
+    m.probe_rtt.observe(0.003);
+    m.first_packet("takeover: primary 12D3KooWBravo is down")
+        .observe(0.04);
 }
 
 pub(crate) struct Server {

@@ -47,17 +47,28 @@ fn main() -> std::process::ExitCode {
     })
 }
 
+/// Resolves on SIGINT or SIGTERM. SIGHUP (`systemctl reload`) must not kill
+/// the node without a leave, as its default action would: until batond can
+/// reload its configuration, it says so and runs on.
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hangup.recv() => tracing::warn!(
+                    "SIGHUP: this batond reloads nothing yet; restart it to apply a new configuration"
+                ),
+            }
         }
     }
     #[cfg(not(unix))]

@@ -91,6 +91,34 @@ Examples:
 Sends what a client measured on a session, as its RTP receiver would: poor
 enough service makes the overlay move the session. Handy for demos and tests.";
 
+const HEALTH_EXAMPLES: &str = "\
+Examples:
+  baton health                      prints ok, exits 0
+  baton --api 127.0.0.1:7700 health || systemctl restart baton
+
+Exits 0 when the node's driver answers, 1 when it does not (stuck, shutting
+down) or the API cannot be reached. Needs no token, even beyond loopback:
+made for container healthchecks.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  source <(baton completions bash)          in this shell
+  baton completions bash > /usr/share/bash-completion/completions/baton
+  baton completions bash batond > /usr/share/bash-completion/completions/batond
+  baton completions zsh > \"${fpath[1]}/_baton\"
+  baton completions fish > ~/.config/fish/completions/baton.fish
+
+Works without a node: nothing is asked of the API.";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  baton man | man -l -                      read baton(1) now
+  baton man batond | man -l -
+  baton man --out-dir /usr/share/man/man1   baton(1) and baton-<command>(1)
+  baton man batond --out-dir /usr/share/man/man1
+
+Works without a node: nothing is asked of the API.";
+
 /// Inspect a Baton node through its HTTP API.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, after_help = MAIN_EXAMPLES)]
@@ -137,6 +165,45 @@ pub(super) enum Command {
     /// Follow member changes and this node's session events, until Ctrl-C
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(Wide),
+    /// Check that the node answers: exit 0 when its driver does
+    #[command(after_help = HEALTH_EXAMPLES)]
+    Health,
+    /// Print the shell completion script of baton or batond
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the man page of baton or batond, or write every page to a directory
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
+}
+
+/// A program of this package, for `completions` and `man`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Program {
+    /// The CLI
+    Baton,
+    /// The daemon
+    Batond,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum, value_name = "SHELL")]
+    pub(super) shell: clap_complete::Shell,
+    /// The program to complete
+    #[arg(value_enum, default_value = "baton", value_name = "PROGRAM")]
+    pub(super) program: Program,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ManArgs {
+    /// The program whose page to render
+    #[arg(value_enum, default_value = "baton", value_name = "PROGRAM")]
+    pub(super) program: Program,
+    /// Write the pages (the program's and one per baton command) into DIR
+    /// instead of printing the program's page
+    #[arg(long, value_name = "DIR")]
+    pub(super) out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -117,6 +117,14 @@ pub enum CliError {
         /// The serializer's complaint.
         detail: String,
     },
+    /// A file could not be written (`baton man --out-dir`).
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Writing to stdout failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] io::Error),

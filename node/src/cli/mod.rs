@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 mod args;
 pub mod client;
 mod error;
+mod generate;
 pub mod render;
 pub mod sse;
 #[cfg(test)]
@@ -27,7 +28,7 @@ use args::{Cli, Command};
 use client::{Verb, encode, session_path};
 use render::Names;
 
-use crate::views::{Member, OpenRequest, Peer, Report, Session, Status};
+use crate::views::{Health, Member, OpenRequest, Peer, Report, Session, Status};
 
 /// Runs `baton` with these arguments (the first is the program name) and
 /// returns the process exit code: 0 on success, 1 on error, 2 on bad usage.
@@ -59,7 +60,16 @@ where
         .or_else(|| env_var("BATON_API"))
         .unwrap_or_else(|| DEFAULT_API.to_owned());
     let token = cli.token.or_else(|| env_var("BATON_TOKEN"));
-    match execute(cli.command, &api, token, cli.json, out) {
+    // Commands about the programs themselves need no node.
+    let result = match cli.command {
+        Command::Completions(c) => generate::completions(c.shell, c.program, out),
+        Command::Man(m) => match &m.out_dir {
+            Some(dir) => generate::man_pages(m.program, dir, out),
+            None => generate::man(m.program, out),
+        },
+        command => execute(command, &api, token, cli.json, out),
+    };
+    match result {
         Ok(()) => 0,
         // The reader went away (`baton watch | head`): nothing left to do.
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
@@ -86,6 +96,9 @@ fn execute(
     let text = match command {
         Command::Status => show(&client, get, "/v1/status", json, |s: Status| {
             render::status_text(&s)
+        })?,
+        Command::Health => show(&client, get, "/v1/health", json, |h: Health| {
+            format!("{}\n", h.status)
         })?,
         Command::Members(w) => show(&client, get, "/v1/members", json, |m: Vec<Member>| {
             render::members_table(&m, w.wide)
@@ -133,6 +146,9 @@ fn execute(
             }
         }
         Command::Watch(w) => return watch::watch(client, json, w.wide),
+        Command::Completions(_) | Command::Man(_) => {
+            unreachable!("run_to answers these without a node")
+        }
     };
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -183,7 +199,9 @@ mod tests {
 
     use super::*;
     use crate::api::fake;
-    use crate::cli::testing::{LIMIT, baton, blocking, closed_port, serve, shared};
+    use crate::cli::testing::{LIMIT, baton, blocking, closed_port, serve, shared, shared_local};
+    use crate::state::Shared;
+    use std::sync::Arc;
 
     #[test]
     fn bad_session_flags_are_usage_errors() {
@@ -467,6 +485,28 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
         assert_eq!(*reports.lock().unwrap(), [("s1".to_owned(), sent)]);
         let _ = stop.send(());
         timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn health_exits_0_when_the_driver_answers_and_1_when_not() {
+        let (shared, _) = shared();
+        let (addr, stop, task) = serve(shared, Some("s3cret")).await;
+        // No token needed, although the API asks one for everything else.
+        let (code, out) = baton(&addr.to_string(), &["health"]).await;
+        assert_eq!((code, out.as_str()), (0, "ok\n"));
+        let (code, _) = baton(&addr.to_string(), &["status"]).await;
+        assert_eq!(code, 1);
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+
+        let gone = Arc::new(Shared::new(shared_local(), tokio::sync::mpsc::channel(1).0));
+        let (addr, stop, task) = serve(gone, None).await;
+        let (code, out) = baton(&addr.to_string(), &["health"]).await;
+        assert_eq!((code, out.as_str()), (1, ""));
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+        let (code, _) = baton(&closed_port(), &["health"]).await;
+        assert_eq!(code, 1, "no node at all");
     }
 
     #[tokio::test]

@@ -88,21 +88,23 @@ pub(super) fn closed_port() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// This node, as the fixtures have it.
+pub(super) fn shared_local() -> LocalInfo {
+    LocalInfo {
+        id: "12D3KooWLocal0000aaaaaaaa".to_owned(),
+        name: "alpha".to_owned(),
+        overlay: "test".to_owned(),
+        profile: "lan".to_owned(),
+        capacity: 8,
+        version: "0.1.0".to_owned(),
+        started: std::time::SystemTime::now(),
+    }
+}
+
 /// A node with two members, whose session driver is the fake one.
 pub(super) fn shared() -> (Arc<Shared>, fake::Reports) {
     let (commands, receiver) = tokio::sync::mpsc::channel(8);
-    let shared = Shared::new(
-        LocalInfo {
-            id: "12D3KooWLocal0000aaaaaaaa".to_owned(),
-            name: "alpha".to_owned(),
-            overlay: "test".to_owned(),
-            profile: "lan".to_owned(),
-            capacity: 8,
-            version: "0.1.0".to_owned(),
-            started: std::time::SystemTime::now(),
-        },
-        commands,
-    );
+    let shared = Shared::new(shared_local(), commands);
     for m in two_members() {
         shared.members.insert(m.id.clone(), m);
     }

@@ -31,6 +31,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::KeySigner;
+use crate::metrics::SuspicionClock;
 use crate::service::SessionSpec;
 use crate::state::{CommandError, SessionCommand, Shared};
 use crate::views;
@@ -74,6 +75,9 @@ pub struct Driver {
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
     peers_dirty: bool,
+    /// When each member now suspect was first suspected, for the
+    /// suspicion-to-death histogram.
+    suspected: SuspicionClock,
     /// The session an open request is creating, and why its service failed
     /// to start, if it did.
     opening: Option<(String, Option<String>)>,
@@ -141,6 +145,7 @@ impl Driver {
             client_reports,
             connections: HashMap::new(),
             peers_dirty: true,
+            suspected: SuspicionClock::default(),
             opening: None,
         }
     }
@@ -261,7 +266,7 @@ impl Driver {
                 if let Err(e) = datagram::send(&self.udp, &bytes, to, confirm) {
                     // SWIM tolerates loss: a full socket buffer is loss.
                     tracing::trace!(%to, error = %e, "datagram not sent");
-                    crate::state::Metrics::add(&self.shared.metrics.dropped, 1);
+                    self.shared.metrics.send_failed();
                 }
             }
             Transmit::Open {
@@ -293,17 +298,39 @@ impl Driver {
     fn act(&mut self, action: proto::Action) {
         match action {
             proto::Action::Start(record) => {
-                if let Err(e) = self.services.start(&record) {
-                    tracing::error!(session = %record.id, error = %e, "cannot start session");
-                    match &mut self.opening {
-                        // Opened by this very request: the caller hears why.
-                        Some((id, failed)) if *id == record.id => *failed = Some(e.to_string()),
-                        // The next cluster tries: the node hands it over.
-                        _ => self.node.handle_service_failed(
-                            Instant::now(),
-                            &record.id,
-                            &e.to_string(),
-                        ),
+                // The claim: the protocol node has just made this node the
+                // session's primary (open, takeover, or the end of a transfer).
+                let claimed = Instant::now();
+                match self.services.start(&record) {
+                    Ok(Some(first)) => {
+                        let histogram = self.shared.metrics.first_packet(&record.reason).clone();
+                        // Ends with the instance at the latest: a stopped
+                        // instance drops its end, and nothing is observed.
+                        // A warm instance that slipped a packet out before
+                        // its pause took hold has no first packet to time.
+                        tokio::spawn(async move {
+                            if let Ok(sent) = first.await
+                                && let Some(took) = sent.checked_duration_since(claimed)
+                            {
+                                histogram.observe(took.as_secs_f64());
+                            }
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(session = %record.id, error = %e, "cannot start session");
+                        match &mut self.opening {
+                            // Opened by this very request: the caller hears why.
+                            Some((id, failed)) if *id == record.id => {
+                                *failed = Some(e.to_string());
+                            }
+                            // The next cluster tries: the node hands it over.
+                            _ => self.node.handle_service_failed(
+                                Instant::now(),
+                                &record.id,
+                                &e.to_string(),
+                            ),
+                        }
                     }
                 }
                 self.publish_session(&record.id);
@@ -409,6 +436,9 @@ impl Driver {
                     .map(|_| ())
                     .map_err(command_error);
                 let _ = reply.send(answer);
+            }
+            SessionCommand::Ping { reply } => {
+                let _ = reply.send(Ok(()));
             }
         }
     }

@@ -2,11 +2,11 @@
 //! state: members, peers, sessions, counters, the event stream, and the
 //! log lines an operator reads. Nothing here decides anything.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use baton_protocol::NodeId;
 use baton_protocol::meta::NodeMeta;
-use baton_protocol::node::{Class, Event};
+use baton_protocol::node::Event;
 use baton_protocol::session::SessionState;
 use baton_protocol::swim;
 
@@ -33,7 +33,6 @@ impl Driver {
             Event::Refused { peer, reason } => {
                 tracing::warn!(peer = %show(&peer), %reason, "refused a peer");
                 self.shared.members.remove(&show(&peer));
-                crate::state::Metrics::add(&self.shared.metrics.refused, 1);
                 self.peers_dirty = true;
             }
             Event::RefusedBy { peer, reason } => {
@@ -50,7 +49,7 @@ impl Driver {
                 } else {
                     tracing::error!(peer = %show(&peer), %detail, "a peer's identity runs twice");
                 }
-                crate::state::Metrics::add(&self.shared.metrics.duplicate_identity, 1);
+                self.shared.metrics.duplicate_identity();
             }
             Event::Fenced { fenced: true } => {
                 tracing::warn!(
@@ -104,6 +103,10 @@ impl Driver {
                 previous,
                 incarnation,
             } => {
+                if let Some(took) = self.suspected.on_state(&id, state, Instant::now()) {
+                    let took = took.as_secs_f64();
+                    self.shared.metrics.suspicion_to_dead.observe(took);
+                }
                 let key = show(&id);
                 let (at, at_ms) = wall_clock();
                 let name = {
@@ -167,7 +170,8 @@ impl Driver {
                     view.load = meta.load;
                 }
             }
-            swim::Event::ProbeRtt { id, .. } => {
+            swim::Event::ProbeRtt { id, rtt } => {
+                self.shared.metrics.probe_rtt.observe(rtt.as_secs_f64());
                 let swim = self.node.swim();
                 let Some(member) = swim.member(&id) else {
                     return;
@@ -198,6 +202,7 @@ impl Driver {
                 });
             }
             swim::Event::Removed { id } => {
+                self.suspected.forget(&id);
                 self.shared.members.remove(&show(&id));
                 self.peers_dirty = true;
             }
@@ -313,30 +318,14 @@ impl Driver {
         self.shared.peers.retain(|k, _| seen.contains(k));
     }
 
-    /// Copies the node's counters into the metrics.
+    /// Copies the node's counters into the metrics: atomic stores, no
+    /// allocation, as this runs after every flush.
     pub(super) fn publish_metrics(&self) {
         let m = &self.shared.metrics;
         let swim = self.node.swim();
-        let s = swim.stats();
-        m.probes.store(s.probes, Relaxed);
-        m.failed_probes.store(s.failed_probes, Relaxed);
-        m.suspicions.store(s.suspicions, Relaxed);
-        m.refutations.store(s.refutations, Relaxed);
-        m.declared_dead.store(s.declared_dead, Relaxed);
-        m.messages_in.store(s.messages_in, Relaxed);
-        m.messages_out.store(s.messages_out, Relaxed);
-        m.incarnation.store(swim.incarnation(), Relaxed);
-        m.local_health.store(swim.local_health(), Relaxed);
-        let stats = self.node.stats();
-        let total = |flows: &std::collections::BTreeMap<Class, baton_protocol::node::Flow>| {
-            flows.values().map(|f| f.bytes).sum::<u64>()
-        };
-        m.bytes_in.store(total(&stats.received), Relaxed);
-        m.bytes_out.store(total(&stats.sent), Relaxed);
-        let d = stats.drops;
-        m.dropped.store(
-            d.bad_size + d.unknown_key + d.replayed + d.bad_tag + d.undecodable + d.no_session,
-            Relaxed,
-        );
+        m.copy_stats(self.node.stats(), &swim.stats());
+        m.set_swim_self(swim.incarnation(), swim.local_health());
+        let engine = self.node.engine();
+        m.copy_engine(engine.is_fenced(), engine.rejected());
     }
 }

@@ -9,15 +9,16 @@ use std::collections::HashMap;
 
 use baton_protocol::session::Record;
 
-use crate::service::{Instance, Registry, SessionSpec};
+use crate::service::{FirstPacket, Instance, Registry, SessionSpec};
 
 /// The running instances, by session id.
 #[derive(Debug)]
 pub struct Services {
     registry: Registry,
     instances: HashMap<String, Box<dyn Instance>>,
-    /// Instances standing by warm (running, sending nothing).
-    warm: std::collections::HashSet<String>,
+    /// Instances standing by warm (running, sending nothing), with when
+    /// they will first send, for the takeover that promotes them.
+    warm: HashMap<String, Option<FirstPacket>>,
 }
 
 /// What a service needs to know of a session's record.
@@ -37,7 +38,7 @@ impl Services {
         Services {
             registry,
             instances: HashMap::new(),
-            warm: std::collections::HashSet::new(),
+            warm: HashMap::new(),
         }
     }
 
@@ -48,20 +49,24 @@ impl Services {
 
     /// Starts an instance of the session (replacing one that runs), or
     /// promotes its warm instance: a takeover that only opens a gate.
-    pub fn start(&mut self, record: &Record) -> Result<(), crate::service::Error> {
-        if self.warm.remove(&record.id)
+    /// Answers when the instance sends its first packet, if its service can
+    /// tell (a warm instance has sent nothing yet: it was paused from the
+    /// start).
+    pub fn start(&mut self, record: &Record) -> Result<Option<FirstPacket>, crate::service::Error> {
+        if let Some(first) = self.warm.remove(&record.id)
             && let Some(instance) = self.instances.get(&record.id)
         {
             instance.pause(false);
             tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session: warm standby promoted");
-            return Ok(());
+            return Ok(first);
         }
-        let instance = self.registry.start(spec_of(record))?;
+        let mut instance = self.registry.start(spec_of(record))?;
+        let first = instance.first_packet();
         tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session");
         if let Some(old) = self.instances.insert(record.id.clone(), instance) {
             tokio::spawn(old.stop());
         }
-        Ok(())
+        Ok(first)
     }
 
     /// Starts the session's instance in warm standby, if its service can
@@ -72,19 +77,20 @@ impl Services {
             tracing::debug!(session = %record.id, "the service cannot stand by warm: cold");
             return Ok(());
         }
-        let instance = self.registry.start(spec)?;
+        let mut instance = self.registry.start(spec)?;
         instance.pause(true);
+        let first = instance.first_packet();
         tracing::info!(session = %record.id, "standing by warm");
         if let Some(old) = self.instances.insert(record.id.clone(), instance) {
             tokio::spawn(old.stop());
         }
-        self.warm.insert(record.id.clone());
+        self.warm.insert(record.id.clone(), first);
         Ok(())
     }
 
     /// Whether the session's instance stands by warm here.
     pub fn is_warm(&self, id: &str) -> bool {
-        self.warm.contains(id)
+        self.warm.contains_key(id)
     }
 
     /// Stops the session's instance, if one runs (asynchronously: an exec
@@ -105,6 +111,6 @@ impl Services {
 
     /// Whether an instance of the session serves its client here.
     pub fn hosts(&self, id: &str) -> bool {
-        self.instances.contains_key(id) && !self.warm.contains(id)
+        self.instances.contains_key(id) && !self.warm.contains_key(id)
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_protocol::NodeId;
 use baton_protocol::node::Action;
+use libp2p::metrics::{Recorder, Registry};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -53,8 +54,14 @@ pub enum NetError {
     Init(String),
 }
 
-/// Builds the swarm. `max_members` bounds connections.
-pub fn build(key: Keypair, mdns: bool, max_members: usize) -> Result<Swarm<Behaviour>, NetError> {
+/// Builds the swarm. `max_members` bounds connections. The transport counts
+/// its bytes into `registry` (`libp2p_bandwidth_bytes_total`).
+pub fn build(
+    key: Keypair,
+    mdns: bool,
+    max_members: usize,
+    registry: &mut Registry,
+) -> Result<Swarm<Behaviour>, NetError> {
     let init = |e: &dyn std::fmt::Display| NetError::Init(e.to_string());
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -72,6 +79,7 @@ pub fn build(key: Keypair, mdns: bool, max_members: usize) -> Result<Swarm<Behav
             config.keep_alive_interval = Duration::from_secs(60);
             config
         })
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let limits = connection_limits::ConnectionLimits::default()
@@ -147,6 +155,13 @@ pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
 impl Driver {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let now = Instant::now();
+        let libp2p = &self.shared.metrics.libp2p;
+        libp2p.record(&event);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => libp2p.record(e),
+            _ => {}
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
@@ -165,6 +180,7 @@ impl Driver {
                 ..
             } => {
                 let remote = endpoint.get_remote_address().clone();
+                self.shared.metrics.connections().inc();
                 self.peers_dirty = true;
                 self.connections
                     .entry(peer_id)
@@ -183,6 +199,7 @@ impl Driver {
                 num_established,
                 ..
             } => {
+                self.shared.metrics.connections().dec();
                 self.peers_dirty = true;
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|(id, _)| *id != connection_id);

@@ -199,6 +199,14 @@ pub trait Instance: Send + fmt::Debug {
     /// What the instance is doing.
     fn status(&self) -> Status;
 
+    /// Resolves to the moment the instance first sent its client a packet
+    /// (the takeover-time histogram). Taken once; `None` when the service
+    /// cannot tell cheaply (an `exec` child's packets never pass through
+    /// the node).
+    fn first_packet(&mut self) -> Option<FirstPacket> {
+        None
+    }
+
     /// Stops sending to the client for now (`true`: its client gave no
     /// consent) or goes on (`false`); the instance keeps running. Services
     /// that cannot pause ignore it (the session is closed if consent does
@@ -207,6 +215,10 @@ pub trait Instance: Send + fmt::Debug {
         let _ = paused;
     }
 }
+
+/// When an instance sent its first packet; see [`Instance::first_packet`].
+/// Dropped unsent if the instance stops before sending anything.
+pub type FirstPacket = oneshot::Receiver<std::time::Instant>;
 
 /// What an instance reports about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -324,12 +336,25 @@ struct TaskInstance {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     status: SharedStatus,
+    first_packet: Option<FirstPacket>,
 }
 
 impl TaskInstance {
     /// Spawns `run(stop)` on the current runtime.
     fn spawn<F>(
         status: SharedStatus,
+        run: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> Result<Box<dyn Instance>, Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Self::spawn_with(status, None, run)
+    }
+
+    /// [`spawn`](Self::spawn), for a task that tells `first_packet`.
+    fn spawn_with<F>(
+        status: SharedStatus,
+        first_packet: Option<FirstPacket>,
         run: impl FnOnce(oneshot::Receiver<()>) -> F,
     ) -> Result<Box<dyn Instance>, Error>
     where
@@ -343,6 +368,7 @@ impl TaskInstance {
             stop: Some(stop),
             task: Some(task),
             status,
+            first_packet,
         }))
     }
 }
@@ -371,6 +397,10 @@ impl Instance for TaskInstance {
 
     fn status(&self) -> Status {
         lock(&self.status).clone()
+    }
+
+    fn first_packet(&mut self) -> Option<FirstPacket> {
+        self.first_packet.take()
     }
 }
 

@@ -452,7 +452,8 @@ impl Service for RtpAudio {
             next: stream::first_due_at_or_after(spec.started_ms, clock.unix_us()),
         };
         let task_status = status.clone();
-        TaskInstance::spawn(status, move |stop| {
+        let (first_sent, first_packet) = oneshot::channel();
+        TaskInstance::spawn_with(status, Some(first_packet), move |stop| {
             run(
                 plan,
                 spec.started_ms,
@@ -461,7 +462,7 @@ impl Service for RtpAudio {
                 clock,
                 pacer,
                 task_status,
-                stop,
+                (stop, first_sent),
             )
         })
     }
@@ -587,8 +588,9 @@ async fn run(
     clock: Clock,
     mut pacer: Pacer,
     status: SharedStatus,
-    mut stop: oneshot::Receiver<()>,
+    (mut stop, first_sent): (oneshot::Receiver<()>, oneshot::Sender<std::time::Instant>),
 ) {
+    let mut first_sent = Some(first_sent);
     let fail = |error: String| {
         let mut s = lock(&status);
         s.last_error = Some(error);
@@ -671,7 +673,12 @@ async fn run(
             let result = socket.send(&stream.packet(k)).await;
             let mut s = lock(&status);
             match result {
-                Ok(_) => s.packets_sent += 1,
+                Ok(_) => {
+                    s.packets_sent += 1;
+                    if let Some(first) = first_sent.take() {
+                        let _ = first.send(std::time::Instant::now());
+                    }
+                }
                 // Kept going: an ICMP unreachable from a receiver that is
                 // not up yet must not end the session.
                 Err(e) => s.last_error = Some(format!("send to {}: {e}", plan.client)),
@@ -892,6 +899,33 @@ mod tests {
             assert!(err.to_string().contains(expected), "{source}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn first_packet_resolves_when_the_first_packet_is_sent() {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let registry =
+            crate::service::Registry::builtin(&crate::service::Config::default(), None).unwrap();
+        let before = std::time::Instant::now();
+        let mut instance = registry
+            .start(spec(
+                "first",
+                &client.local_addr().unwrap().to_string(),
+                &[],
+            ))
+            .unwrap();
+        let first = instance.first_packet().expect("rtp-audio tells");
+        assert!(instance.first_packet().is_none(), "taken once");
+        let sent = tokio::time::timeout(Duration::from_secs(2), first)
+            .await
+            .expect("within 2 s")
+            .expect("sent, not dropped");
+        let mut buf = [0u8; 2048];
+        let n = client.recv(&mut buf).await.unwrap();
+        assert_eq!(n, PACKET_LEN);
+        assert!(sent >= before);
+        assert!(instance.status().packets_sent >= 1);
+        instance.stop().await;
     }
 
     #[tokio::test]
