@@ -439,3 +439,24 @@ fn the_same_seed_gives_the_same_bytes() {
     assert_eq!(run(12), run(12));
     assert_ne!(run(12), run(13));
 }
+
+#[test]
+fn warm_maps_spreads_sessions_opened_in_a_running_group_without_new_hosts() {
+    let mut net = Net::new(6, 14);
+    net.warm();
+    let a = open(&mut net, 2);
+    let b = open(&mut net, 4);
+    let now = net.now;
+    let mut nodes: Vec<&mut harness::TestNode> = net.nodes.iter_mut().flatten().collect();
+    warm_maps(&mut nodes, now);
+    for i in 0..6 {
+        net.after(i);
+    }
+    for i in 0..6 {
+        let map = net.node(i).engine().map();
+        assert_eq!(map.get(&a.id), Some(&a), "node {i}");
+        assert_eq!(map.get(&b.id), Some(&b), "node {i}");
+    }
+    let hosts = |id: &str| (0..6).filter(|&i| net.hosting[i].contains(id)).count();
+    assert_eq!((hosts(&a.id), hosts(&b.id)), (1, 1));
+}
