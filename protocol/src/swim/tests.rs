@@ -1058,3 +1058,25 @@ fn a_stall_raises_local_health_by_the_periods_missed() {
     h.swim.handle_timeout(h.now);
     assert_eq!(h.swim.local_health(), h.swim.config().max_local_health);
 }
+
+#[test]
+fn queued_updates_counts_news_once_per_member_until_sent_out() {
+    let mut h = Harness::new(3);
+    assert_eq!(h.swim.queued_updates(), 0);
+    let news = |n: u32, incarnation: u32| {
+        Message::Gossip(Gossip {
+            updates: vec![alive(n, incarnation)],
+        })
+    };
+    h.recv(1, news(4, 0));
+    assert_eq!(h.swim.queued_updates(), 1);
+    h.recv(1, news(4, 1));
+    assert_eq!(h.swim.queued_updates(), 1, "a newer update replaces it");
+    h.recv(1, news(5, 0));
+    assert_eq!(h.swim.queued_updates(), 2);
+    let limit = h.swim.config.retransmit_limit(h.swim.group_size());
+    for _ in 0..limit {
+        let _ = h.swim.broadcasts.take(16, 1024, limit, &id(0));
+    }
+    assert_eq!(h.swim.queued_updates(), 0, "sent out {limit} times each");
+}
