@@ -441,14 +441,34 @@ fn the_same_seed_gives_the_same_bytes() {
 }
 
 #[test]
-fn warm_maps_spreads_sessions_opened_in_a_running_group_without_new_hosts() {
+fn warm_tables_and_maps_spread_sessions_opened_in_a_running_group_quietly() {
     let mut net = Net::new(6, 14);
     net.warm();
     let a = open(&mut net, 2);
     let b = open(&mut net, 4);
     let now = net.now;
+    let announced = net.node(2).swim().incarnation();
+    assert!(announced > 0, "hosting a session announces a new load");
     let mut nodes: Vec<&mut harness::TestNode> = net.nodes.iter_mut().flatten().collect();
+    warm_tables(&mut nodes, now);
     warm_maps(&mut nodes, now);
+    for i in (0..6).filter(|&i| i != 2) {
+        let seen = net.node(i).swim().member(&net.ids[2].clone()).unwrap();
+        assert_eq!(seen.incarnation, announced, "node {i}");
+    }
+    let queued = |net: &Net| -> Vec<usize> {
+        (0..6)
+            .map(|i| net.node(i).swim().queued_updates())
+            .collect()
+    };
+    let before = queued(&net);
+    // The announcements pushed when the sessions started arrive now: old
+    // news, spread no further.
+    net.run_for(Duration::from_millis(2));
+    let after = queued(&net);
+    for i in [0, 1, 3, 5] {
+        assert!(after[i] <= before[i], "node {i}: {before:?} -> {after:?}");
+    }
     for i in 0..6 {
         net.after(i);
     }
