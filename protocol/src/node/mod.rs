@@ -565,7 +565,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         let refused = self.refused.get(id).map(|r| r.reason.clone());
         match self.peers.get(id) {
             Some(p) => Some(p.info(refused)),
-            None => refused.map(|reason| PeerInfo::refused(reason)),
+            None => refused.map(PeerInfo::refused),
         }
     }
 

@@ -159,7 +159,7 @@ impl Net {
             let node = Node::new(
                 make(i),
                 key(i),
-                SmallRng::seed_from_u64(seed ^ (i as u64 + 1) * 0x9e37),
+                SmallRng::seed_from_u64(seed ^ ((i as u64 + 1) * 0x9e37)),
                 now,
                 1_700_000_000_000,
             );
