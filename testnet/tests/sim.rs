@@ -389,3 +389,70 @@ fn a_takeover_slower_than_the_bound_loses_the_session() {
     assert!(names.contains(&"takeover_by_one_backup"), "{names:?}");
     assert_eq!(sim.sessions_lost(), 1);
 }
+
+/// Runs a transfer: client reports of poor service at node 2, the primary,
+/// good ones at node 5 for the same /24, over wide-area RTTs (`rtt_ms`)
+/// with `handover_timeout`. Returns the simulation once node 5 alone hosts
+/// the session (or after 20 s), and whether two nodes hosted it at once.
+fn transfer(rtt_ms: (u64, u64), handover_timeout: Duration) -> (Sim, String, bool) {
+    let mut cfg = SimConfig::new(8, 28);
+    cfg.latency = Latency::Uniform {
+        min_rtt: Duration::from_millis(rtt_ms.0),
+        max_rtt: Duration::from_millis(rtt_ms.1),
+    };
+    cfg.protocol = baton_protocol::swim::Config::wan();
+    cfg.sessions.policy.min_dwell = Duration::ZERO;
+    cfg.sessions.policy.poor_for = S;
+    cfg.sessions.handover_timeout = handover_timeout;
+    let mut sim = Sim::new(cfg);
+    sim.watch(Watch::Warmup);
+    sim.bootstrap(S);
+    sim.run_until(6 * S);
+    let record = sim.open_session(2, "198.19.1.7:5004").expect("opened");
+    sim.run_for(4 * S);
+    assert_eq!(sim.hosts(&record.id), [2]);
+    let report = |loss: f64| baton_protocol::sessions::Report {
+        loss,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    let mut both = false;
+    for step in 0..2_000 {
+        if step % 50 == 0 {
+            assert!(sim.report(2, &record.id, report(0.2)));
+            assert!(sim.report(5, &record.id, report(0.0)));
+        }
+        sim.run_for(Duration::from_millis(10));
+        both |= sim.hosts(&record.id).len() == 2;
+        if sim.hosts(&record.id) == [5] {
+            break;
+        }
+    }
+    (sim, record.id, both)
+}
+
+#[test]
+fn a_graceful_transfer_is_make_before_break_and_never_ownerless() {
+    // The primary hands the session over and keeps it until the new
+    // primary confirms: two hosts for a round trip, by design, neither a
+    // double ownership nor an ownerless session.
+    let (mut sim, id, both) = transfer((200, 300), Duration::from_secs(5));
+    assert_eq!(sim.hosts(&id), [5], "{:?}", sim.violations());
+    assert!(both, "the old primary served until the new one confirmed");
+    sim.run_for(12 * S);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    assert_eq!(sim.double_owned(), 0);
+}
+
+#[test]
+fn a_handover_that_stops_before_the_new_primary_started_is_caught() {
+    // No wait for the confirmation, and a second-long RTT: the old primary
+    // stops before the handover has reached the new one.
+    let (sim, _, _) = transfer((1000, 1200), Duration::ZERO);
+    let v = sim
+        .violations()
+        .iter()
+        .find(|v| v.invariant == "transfer_keeps_owner")
+        .expect("an ownerless handover");
+    assert!(v.details.contains("n2 stopped session"), "{}", v.details);
+}

@@ -740,6 +740,21 @@ impl Sim {
         }
     }
 
+    /// A client's report on session `id`, given to node `i` (as RTCP or the
+    /// API would); returns whether the node knew the session.
+    pub fn report(&mut self, i: usize, id: &str, report: sessions::Report) -> bool {
+        if self.nodes[i].status != Status::Running {
+            return false;
+        }
+        let now = self.instant();
+        let known = self.nodes[i]
+            .node
+            .as_mut()
+            .is_some_and(|n| n.report(now, id, report).is_ok());
+        self.after(i);
+        known
+    }
+
     /// Makes every running node's map hold every session any of them holds,
     /// and its table every node's latest announcement (the openers' new
     /// load), as if anti-entropy had run ([`node::warm_tables`],
