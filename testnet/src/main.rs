@@ -34,10 +34,11 @@ enum Command {
     /// detection latency, false positives, dissemination time, takeovers,
     /// lost and doubly owned sessions and traffic by class.
     ///
-    /// Groups of up to 256 nodes start cold (discovery, handshakes, joins;
-    /// sessions replicate by gossip and anti-entropy), larger ones warm (keys,
-    /// tables and maps in place; sessions replicate by import); --warm-start
-    /// and --cold-start choose. One seed replays a run exactly. Exit status: 0
+    /// Groups of up to 256 nodes start cold (discovery, handshakes, joins),
+    /// larger ones warm (keys, tables and maps in place); --warm-start and
+    /// --cold-start choose. Sessions replicate by gossip and anti-entropy in a
+    /// cold group opening at most 64, by import otherwise (the report says
+    /// which). One seed replays a run exactly. Exit status: 0
     /// when every invariant held, 1 when one broke (the report names it and
     /// prints the replay command), 2 on bad arguments.
     #[command(after_help = "EXAMPLES:\n  \
@@ -452,7 +453,7 @@ struct SimArgs {
     /// membership tables full, maps shared), instead of discovering and joining
     /// one by one over 2 s: skips ~n²/2 handshakes and the wave of join
     /// announcements, which takes ~50 s of virtual time to drain at 1000
-    /// nodes. Sessions are then replicated by import [default: above 256 nodes].
+    /// nodes [default: above 256 nodes].
     #[arg(long, conflicts_with = "cold_start")]
     warm_start: bool,
 
@@ -462,7 +463,9 @@ struct SimArgs {
 
     /// Sessions to open (through each node's API command, on random nodes,
     /// clients spread over four /24s) before the measurement window; the
-    /// report then gives sessions_lost, double_owned and takeover_ms.
+    /// report then gives sessions_lost, double_owned and takeover_ms. Up to 64
+    /// in a cold group spread by gossip over 2 s; more are opened at one
+    /// instant and imported into every map (as after anti-entropy).
     #[arg(long, value_name = "S", default_value_t = 0)]
     sessions: usize,
 

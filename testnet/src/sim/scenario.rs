@@ -363,7 +363,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         warmup: warmup_wall,
         measure: measure_wall,
     };
-    report(
+    let report = report(
         cfg,
         &sim,
         &wall,
@@ -371,7 +371,11 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         drained,
         heal_unconverged,
         replicated,
-    )
+    );
+    // Freeing a thousand nodes' maps takes seconds: let a thread do it
+    // while the report is printed (the process may exit first).
+    std::thread::spawn(move || drop(sim));
+    report
 }
 
 /// Runs until the measurement may start: not before `cfg.warmup`, with the
