@@ -481,9 +481,9 @@ pub fn check_with(delta: &Delta, verifier: &Verifier) -> Result<(), Rejection> {
     authorize(record, delta.prev.as_ref())
 }
 
-type Rank<'a> = (u64, &'a NodeId, u64, &'a NodeId);
+pub(crate) type Rank<'a> = (u64, &'a NodeId, u64, &'a NodeId);
 
-fn rank(record: &Record) -> Rank<'_> {
+pub(crate) fn rank(record: &Record) -> Rank<'_> {
     (
         record.epoch,
         &record.primary,

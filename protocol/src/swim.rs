@@ -721,6 +721,13 @@ impl<R: Rng> Swim<R> {
         self.active.len()
     }
 
+    /// Membership updates waiting to be piggybacked (memberlist exports
+    /// the same queue depth as a metric): a group whose queues are nearly
+    /// empty has finished spreading its news, a join wave included.
+    pub fn queued_updates(&self) -> usize {
+        self.broadcasts.latest.len()
+    }
+
     /// Whether [`leave`](Self::leave) was called.
     pub fn is_leaving(&self) -> bool {
         self.leaving

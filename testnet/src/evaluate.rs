@@ -465,7 +465,7 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
     );
     let limit = targets::TRAFFIC_BYTES_PER_NODE_PER_S;
     row(
-        "SWIM payload per node, N=1000, simulator",
+        "traffic per node (datagram headers included), N=1000, simulator",
         &format!("<= {}", targets::kb_per_s(limit)),
         b,
         "B/s",
@@ -795,10 +795,12 @@ fn render_sim(md: &mut String, o: &[Outcome]) {
     let _ = writeln!(
         md,
         "## Simulator (protocol core, virtual time)\n\n\
-         `testnet sim` runs the real `baton-protocol` state machines of N nodes \
-         over a simulated network (LAN profile, link RTTs 0.1-1 ms unless \
-         `--wan`), checks invariants after every event, and is deterministic per \
-         seed. It counts SWIM payload bytes (CBOR), not transport framing.\n\n\
+         `testnet sim` runs N whole `baton-protocol` nodes over simulated \
+         datagrams, connections and streams (LAN profile, link RTTs 0.1-1 ms \
+         unless `--wan`), checks invariants after every event, and is \
+         deterministic per seed. It counts what each node sends (sealed \
+         datagrams, stream frames) plus 42 bytes of Ethernet+IPv4+UDP headers \
+         per datagram, not the streams' transport framing.\n\n\
          | run | detection | false positives | payload per node | dissemination (99.9%) | wall | command |\n\
          |---|---|---|---|---|---|---|"
     );

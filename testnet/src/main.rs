@@ -27,16 +27,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Simulate N nodes' SWIM + Lifeguard state machines in virtual time, inject
-    /// faults, check invariants and report detection latency, false positives,
-    /// dissemination time and traffic.
+    /// Simulate N whole Baton nodes (the protocol core's `Node`: SWIM +
+    /// Lifeguard, admission, sealed datagrams, streams, the session engine and
+    /// its map) in virtual time over simulated datagrams, connections and
+    /// streams; inject faults, open sessions, check invariants and report
+    /// detection latency, false positives, dissemination time, takeovers,
+    /// lost and doubly owned sessions and traffic by class.
     ///
-    /// One seed replays a run exactly. Exit status: 0 when every invariant held,
-    /// 1 when one broke (the report names it and prints the replay command),
-    /// 2 on bad arguments.
+    /// Groups of up to 256 nodes start cold (discovery, handshakes, joins),
+    /// larger ones warm (keys, tables and maps in place); --warm-start and
+    /// --cold-start choose. Sessions replicate by gossip and anti-entropy in a
+    /// cold group opening at most 64, by import otherwise (the report says
+    /// which). One seed replays a run exactly. Exit status: 0
+    /// when every invariant held, 1 when one broke (the report names it and
+    /// prints the replay command), 2 on bad arguments.
     #[command(after_help = "EXAMPLES:\n  \
         testnet sim --nodes 32 --seed 1 --scenario crash\n  \
-        testnet sim --nodes 1000 --seed 1 --scenario crash --json\n  \
+        testnet sim --nodes 1000 --seed 1 --scenario crash --sessions 2000 --json\n  \
+        testnet sim --nodes 200 --scenario partition --sessions 400\n  \
         testnet sim --nodes 32 --scenario loss --duration 30min\n  \
         testnet sim --nodes 64 --scenario partition --asymmetric\n  \
         testnet sim --nodes 32 --scenario pause --loss 0.05 --duration 30min\n  \
@@ -448,12 +456,25 @@ struct SimArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     warmup: Duration,
 
-    /// Start every node at once, already knowing the whole group (as after an
-    /// anti-entropy exchange), instead of joining one by one over 2 s: skips
-    /// the wave of join announcements, which takes ~50 s of virtual time to
-    /// drain at 1000 nodes.
-    #[arg(long)]
+    /// Start every node at once, a group that has run for a while (keys agreed,
+    /// membership tables full, maps shared), instead of discovering and joining
+    /// one by one over 2 s: skips ~n²/2 handshakes and the wave of join
+    /// announcements, which takes ~50 s of virtual time to drain at 1000
+    /// nodes [default: above 256 nodes].
+    #[arg(long, conflicts_with = "cold_start")]
     warm_start: bool,
+
+    /// Start cold whatever the group size (see --warm-start).
+    #[arg(long)]
+    cold_start: bool,
+
+    /// Sessions to open (through each node's API command, on random nodes,
+    /// clients spread over four /24s) before the measurement window; the
+    /// report then gives sessions_lost, double_owned and takeover_ms. Up to 64
+    /// in a cold group spread by gossip over 2 s; more are opened at one
+    /// instant and imported into every map (as after anti-entropy).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    sessions: usize,
 
     /// Length of the final phase without faults, after which the membership
     /// must have converged.
@@ -465,10 +486,6 @@ struct SimArgs {
     /// traffic without application updates.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = positive_duration)]
     update_every: Duration,
-
-    /// Size of each node's metadata in bytes (it rides on every alive update).
-    #[arg(long, value_name = "BYTES", default_value_t = 32, value_parser = clap::value_parser!(u16).range(12..=1024))]
-    meta_bytes: u16,
 
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -717,7 +734,6 @@ fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
         }
     };
     cfg.sim.jitter = args.jitter;
-    cfg.sim.meta_bytes = usize::from(args.meta_bytes);
     cfg.update_every = args.update_every;
     if let Some(d) = args.duration {
         cfg.duration = d;
@@ -727,7 +743,10 @@ fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
     }
     cfg.asymmetric = args.asymmetric;
     cfg.warmup = args.warmup;
-    cfg.warm_start = args.warm_start;
+    if args.warm_start || args.cold_start {
+        cfg.warm_start = args.warm_start;
+    }
+    cfg.sessions = args.sessions;
     cfg.settle = args.settle;
     cfg.replay = replay_command(seed);
 

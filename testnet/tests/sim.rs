@@ -1,5 +1,6 @@
-//! The simulator end to end: small groups, short runs (debug builds run
-//! these), each asserting one behaviour of the protocol or of the simulator.
+//! The simulator end to end: small groups of whole nodes, short runs (debug
+//! builds run these), each asserting one behaviour of the protocol or of the
+//! simulator.
 
 use std::process::Command;
 use std::time::Duration;
@@ -27,8 +28,8 @@ fn converged(nodes: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(SimConfig::new(nodes, seed));
     sim.watch(Watch::Warmup);
     sim.bootstrap(S);
-    sim.run_until(3 * S);
-    assert!(sim.is_converged(), "{nodes} nodes did not converge in 3 s");
+    sim.run_until(4 * S);
+    assert!(sim.is_converged(), "{nodes} nodes did not converge in 4 s");
     sim
 }
 
@@ -62,7 +63,7 @@ fn a_crashed_node_is_declared_dead_by_every_live_node() {
     sim.run_for(5 * S);
     let crashed = sim.id(5).clone();
     for i in (0..16).filter(|&i| i != 5) {
-        let member = sim.node(i).and_then(|n| n.member(&crashed));
+        let member = sim.node(i).and_then(|n| n.swim().member(&crashed));
         assert_eq!(
             member.map(|m| m.state),
             Some(State::Dead),
@@ -87,7 +88,7 @@ fn a_restarted_node_refutes_its_death_and_is_alive_everywhere_again() {
     sim.run_for(8 * S);
     assert_eq!(sim.rejoin_samples().len(), 1);
     assert!(
-        sim.node(2).is_some_and(|n| n.incarnation() > 0),
+        sim.node(2).is_some_and(|n| n.swim().incarnation() > 0),
         "it refuted"
     );
     assert!(sim.is_converged());
@@ -188,7 +189,9 @@ fn a_detection_bound_shorter_than_detection_breaks_completeness() {
 
 #[test]
 fn json_report_has_the_documented_keys() {
-    let report = sim::run(&short(Scenario::Crash, 8, 17, 10 * S));
+    let mut cfg = short(Scenario::Crash, 8, 17, 10 * S);
+    cfg.sessions = 8;
+    let report = sim::run(&cfg);
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     for key in [
         "scenario",
@@ -207,12 +210,30 @@ fn json_report_has_the_documented_keys() {
         "max_bytes_per_node_per_s",
         "warmup_converged_ms",
         "rejoin_ms",
+        "sessions",
+        "sessions_lost",
+        "double_owned",
         "violations",
         "replay",
     ] {
         assert!(json.get(key).is_some(), "missing {key}");
     }
-    for key in ["detection_ms", "dissemination_ms"] {
+    for class in [
+        "probe",
+        "gossip",
+        "deltas",
+        "admission",
+        "swim_bulk",
+        "map_sync",
+    ] {
+        assert!(
+            json["traffic"]["bytes_per_node_per_s_by_class"]
+                .get(class)
+                .is_some(),
+            "missing traffic class {class}"
+        );
+    }
+    for key in ["detection_ms", "dissemination_ms", "takeover_ms"] {
         for sub in ["p50", "p99", "max", "samples"] {
             assert!(json[key].get(sub).is_some(), "missing {key}.{sub}");
         }
@@ -261,4 +282,181 @@ fn the_binary_reports_json_and_rejects_bad_flags() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read RTT matrix"));
+}
+
+/// A short run of `scenario` with `sessions` sessions.
+fn with_sessions(
+    scenario: Scenario,
+    nodes: usize,
+    sessions: usize,
+    seed: u64,
+    duration: Duration,
+) -> ScenarioConfig {
+    let mut cfg = short(scenario, nodes, seed, duration);
+    cfg.sessions = sessions;
+    cfg
+}
+
+#[test]
+fn crashed_primaries_sessions_are_taken_over_once_and_none_is_lost() {
+    let report = sim::run(&with_sessions(Scenario::Crash, 16, 48, 21, 30 * S));
+    assert_passed(&report);
+    assert_eq!(report.session_details.opened, 48);
+    assert_eq!(
+        report.session_details.replication,
+        "gossip and anti-entropy"
+    );
+    assert!(report.session_details.replicated_ms.is_some(), "{report}");
+    assert_eq!((report.sessions_lost, report.double_owned), (0, 0));
+    assert!(report.crashes >= 5, "{report}");
+    assert!(report.takeover_ms.samples >= 3, "{report}");
+    let (unfinished, _) = (
+        report.session_details.takeovers_unfinished,
+        report.session_details.takeovers_superseded,
+    );
+    assert_eq!(unfinished, 0, "{report}");
+}
+
+#[test]
+fn a_healed_partition_leaves_every_session_with_one_owner() {
+    let report = sim::run(&with_sessions(Scenario::Partition, 16, 32, 22, 45 * S));
+    assert_passed(&report);
+    assert_eq!(report.double_owned, 0);
+    assert!(report.streams.broken > 0 || report.messages.cut > 0);
+}
+
+#[test]
+fn a_paused_primary_gives_its_sessions_up_after_it_resumes() {
+    let report = sim::run(&with_sessions(Scenario::Pause, 16, 32, 23, 40 * S));
+    assert_passed(&report);
+    assert_eq!((report.sessions_lost, report.double_owned), (0, 0));
+}
+
+#[test]
+fn same_seed_gives_the_same_report_with_sessions() {
+    let cfg = with_sessions(Scenario::Crash, 8, 16, 24, 15 * S);
+    let a = sim::run(&cfg);
+    assert_passed(&a);
+    assert_eq!(a.deterministic_part(), sim::run(&cfg).deterministic_part());
+}
+
+#[test]
+fn a_warm_group_replicates_its_sessions_by_import() {
+    let mut cfg = with_sessions(Scenario::Loss, 24, 48, 25, 5 * S);
+    cfg.warm_start = true;
+    let report = sim::run(&cfg);
+    assert_passed(&report);
+    assert!(report.session_details.replication.starts_with("import"));
+    assert!(report.session_details.replicated_ms.is_some(), "{report}");
+    assert_eq!(report.admitted, 0, "a warm group needs no handshake");
+}
+
+#[test]
+fn backups_claiming_at_once_are_caught_as_a_double_takeover() {
+    // Break the stagger on purpose: every live backup claims the moment it
+    // learns the primary is dead, so two backups of a session claim it.
+    let mut cfg = with_sessions(Scenario::Crash, 16, 64, 26, 30 * S);
+    cfg.sim.sessions.claim_stagger = Duration::ZERO;
+    let report = sim::run(&cfg);
+    assert!(!report.passed(), "{report}");
+    let v = report
+        .violations
+        .iter()
+        .find(|v| v.invariant == "takeover_by_one_backup")
+        .expect("a double claim");
+    assert!(v.details.contains("claimed by 2 backups"), "{}", v.details);
+    assert!(report.replay.contains("--seed 26"), "{}", report.replay);
+}
+
+#[test]
+fn a_takeover_slower_than_the_bound_loses_the_session() {
+    // Suspicions that last 15 s keep every backup from learning that the
+    // primary is dead for longer than the 10 s bound.
+    let mut cfg = SimConfig::new(8, 27);
+    cfg.protocol.suspicion_min_mult = 150.0;
+    let mut sim = Sim::new(cfg);
+    sim.watch(Watch::Warmup);
+    sim.bootstrap(S);
+    sim.run_until(4 * S);
+    let record = sim.open_session(3, "198.19.0.7:5004").expect("opened");
+    sim.run_for(3 * S);
+    let primary = sim.hosts(&record.id);
+    assert_eq!(primary.len(), 1);
+    sim.crash(primary[0]);
+    sim.run_for(12 * S);
+    let names: Vec<&str> = sim.violations().iter().map(|v| v.invariant).collect();
+    assert!(names.contains(&"not_lost"), "{:?}", sim.violations());
+    assert!(names.contains(&"takeover_by_one_backup"), "{names:?}");
+    assert_eq!(sim.sessions_lost(), 1);
+}
+
+/// Runs a transfer: client reports of poor service at node 2, the primary,
+/// good ones at node 5 for the same /24, over wide-area RTTs (`rtt_ms`)
+/// with `handover_timeout`. Returns the simulation once node 5 alone hosts
+/// the session (or after 20 s), and whether two nodes hosted it at once.
+fn transfer(rtt_ms: (u64, u64), handover_timeout: Duration) -> (Sim, String, bool) {
+    let mut cfg = SimConfig::new(8, 28);
+    cfg.latency = Latency::Uniform {
+        min_rtt: Duration::from_millis(rtt_ms.0),
+        max_rtt: Duration::from_millis(rtt_ms.1),
+    };
+    cfg.protocol = baton_protocol::swim::Config::wan();
+    cfg.sessions.policy.min_dwell = Duration::ZERO;
+    cfg.sessions.policy.poor_for = S;
+    cfg.sessions.handover_timeout = handover_timeout;
+    let mut sim = Sim::new(cfg);
+    sim.watch(Watch::Warmup);
+    sim.bootstrap(S);
+    sim.run_until(6 * S);
+    let record = sim.open_session(2, "198.19.1.7:5004").expect("opened");
+    // Node 5 serves another client of the same location well: its summary
+    // is the evidence that the session would fare better there.
+    let there = sim.open_session(5, "198.19.1.8:5004").expect("opened");
+    sim.run_for(4 * S);
+    assert_eq!(sim.hosts(&record.id), [2]);
+    assert_eq!(sim.hosts(&there.id), [5]);
+    let report = |loss: f64| baton_protocol::sessions::Report {
+        loss,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    let mut both = false;
+    for step in 0..2_000 {
+        if step % 50 == 0 {
+            assert!(sim.report(2, &record.id, report(0.2)));
+            assert!(sim.report(5, &there.id, report(0.0)));
+        }
+        sim.run_for(Duration::from_millis(10));
+        both |= sim.hosts(&record.id).len() == 2;
+        if sim.hosts(&record.id) == [5] {
+            break;
+        }
+    }
+    (sim, record.id, both)
+}
+
+#[test]
+fn a_graceful_transfer_is_make_before_break_and_never_ownerless() {
+    // The primary hands the session over and keeps it until the new
+    // primary confirms: two hosts for a round trip, by design, neither a
+    // double ownership nor an ownerless session.
+    let (mut sim, id, both) = transfer((200, 300), Duration::from_secs(5));
+    assert_eq!(sim.hosts(&id), [5], "{:?}", sim.violations());
+    assert!(both, "the old primary served until the new one confirmed");
+    sim.run_for(12 * S);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    assert_eq!(sim.double_owned(), 0);
+}
+
+#[test]
+fn a_handover_that_stops_before_the_new_primary_started_is_caught() {
+    // No wait for the confirmation, and a second-long RTT: the old primary
+    // stops before the handover has reached the new one.
+    let (sim, _, _) = transfer((1000, 1200), Duration::ZERO);
+    let v = sim
+        .violations()
+        .iter()
+        .find(|v| v.invariant == "transfer_keeps_owner")
+        .expect("an ownerless handover");
+    assert!(v.details.contains("n2 stopped session"), "{}", v.details);
 }

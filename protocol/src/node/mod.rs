@@ -40,7 +40,7 @@ use crate::wire::{self, Message};
 
 pub use peers::PeerInfo;
 pub use streams::{Protocol, StreamId};
-pub use warm::warm_start;
+pub use warm::{warm_maps, warm_start, warm_tables};
 
 use peers::Peer;
 use streams::Stream;

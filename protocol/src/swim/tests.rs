@@ -1264,3 +1264,25 @@ fn a_relayed_notice_far_ahead_of_the_member_is_ignored_and_the_member_asked() {
     assert_eq!(h.state_of(&id(1)), State::Alive);
     assert_eq!(h.swim.stats().implausible, 2);
 }
+
+#[test]
+fn queued_updates_counts_news_once_per_member_until_sent_out() {
+    let mut h = Harness::new(3);
+    assert_eq!(h.swim.queued_updates(), 0);
+    let news = |n: u32, incarnation: u32| {
+        Message::Gossip(Gossip {
+            updates: vec![alive(n, incarnation)],
+        })
+    };
+    h.recv(1, news(4, 0));
+    assert_eq!(h.swim.queued_updates(), 1);
+    h.recv(1, news(4, 1));
+    assert_eq!(h.swim.queued_updates(), 1, "a newer update replaces it");
+    h.recv(1, news(5, 0));
+    assert_eq!(h.swim.queued_updates(), 2);
+    let limit = h.swim.config.retransmit_limit(h.swim.group_size());
+    for _ in 0..limit {
+        let _ = h.swim.broadcasts.take(16, 1024, limit, &id(0));
+    }
+    assert_eq!(h.swim.queued_updates(), 0, "sent out {limit} times each");
+}

@@ -134,6 +134,11 @@ impl Dissemination {
         });
     }
 
+    /// Whether a sample about `origin`'s announcement is open.
+    pub fn is_open_for(&self, origin: usize) -> bool {
+        self.open.iter().any(|s| s.origin == origin)
+    }
+
     /// Whether any sample is open.
     pub fn any_open(&self) -> bool {
         !self.open.is_empty()

@@ -1,41 +1,66 @@
-//! The simulator: `n` real SWIM state machines over a simulated network, in
-//! virtual time, driven exactly as a node's driver drives one.
+//! The simulator: `n` real [`baton_protocol::node::Node`]s over a simulated
+//! network, in virtual time, driven exactly as the node's driver drives
+//! one: every `handle_*` call is followed by draining `poll_transmit`,
+//! `poll_action` and `poll_event`, and the node sleeps until `poll_timeout`.
 //!
 //! One event queue, ordered by (virtual time, insertion order), holds
-//! message deliveries, timer wake-ups and scheduled fault actions, so a run
-//! is a pure function of its configuration and seed. Every message is
-//! encoded with the real codec, carried (or lost, or cut) by the
-//! [`Network`], and decoded at the receiver. After every `handle_*` call the
-//! node's transmits and events are drained and its next wake-up scheduled.
-//! The invariants are checked on the events that could break them.
+//! datagram deliveries, stream and connection deliveries
+//! ([`super::transport`]), timer wake-ups and scheduled fault actions, so a
+//! run is a pure function of its configuration and seed. Datagrams are
+//! sealed by the sender and opened by the receiver, as on the wire. The
+//! invariants are checked on the events that could break them, and the
+//! session ones every [`CHECK_EVERY`].
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use baton_protocol::NodeId;
-use baton_protocol::swim::{self, Event, State, Swim, Transmit};
-use baton_protocol::wire::{self, Message, Update};
+use baton_protocol::map::LocalKey;
+use baton_protocol::meta::NodeMeta;
+use baton_protocol::node::{self, Action, ClientPolicy, Config, Event, Node, Timing, Transmit};
+use baton_protocol::peering::Policy;
+use baton_protocol::session::{Record, SessionState};
+use baton_protocol::sessions;
+use baton_protocol::swim::{self, State};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::dissemination::Dissemination;
 use super::health::Health;
+use super::identity;
 use super::invariants::crashed_declared_dead::{Completeness, Detected};
 use super::invariants::healthy_not_dead::{self, Verdict};
+use super::invariants::not_doubly_owned::DoubleOwnership;
+use super::invariants::not_lost::Lost;
 use super::invariants::restart_rejoins::Rejoins;
-use super::invariants::{Violation, wire_round_trip};
+use super::invariants::takeover_by_one_backup::Takeovers;
+use super::invariants::{Violation, transfer_keeps_owner, wire_round_trip};
 use super::network::{Dropped, Latency, Network, mix};
+use super::ownership::{Ownership, Sid};
+use super::takeovers::TakeoverTimes;
+use super::traffic::Window;
+use super::transport::{Delivery, Resolved, StreamCounters, Transport};
+use super::verifier::{Memoized, VerifierStats};
 use super::views::{Seen, Views};
 
-/// The state machine the simulator runs.
-pub type Machine = Swim<SmallRng>;
+/// The node the simulator runs.
+pub type SimNode = Node<LocalKey, SmallRng>;
 
 /// Keep at most this many violations in memory (all are counted).
 const MAX_KEPT_VIOLATIONS: usize = 100;
 
-/// Message kinds, in the order of [`kind_index`].
-pub const KINDS: [&str; 6] = ["ping", "ping-req", "ack", "nack", "gossip", "sync"];
+/// How often the session invariants are checked.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// How often idle connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Wall-clock time (Unix ms) at virtual time zero: records carry it.
+const UNIX_BASE_MS: u64 = 1_700_000_000_000;
+
+/// The overlay every simulated node belongs to.
+const OVERLAY: &str = "sim";
 
 /// What a simulation is made of.
 #[derive(Debug, Clone)]
@@ -46,13 +71,15 @@ pub struct SimConfig {
     pub seed: u64,
     /// The SWIM parameters every node uses.
     pub protocol: swim::Config,
+    /// The session engine's parameters (the verifier is the simulator's).
+    pub sessions: sessions::Config,
+    /// Sessions each node will host.
+    pub capacity: u32,
     /// Link latencies.
     pub latency: Latency,
-    /// Largest extra delay of a message, as a fraction of its link's
+    /// Largest extra delay of a packet, as a fraction of its link's
     /// one-way delay.
     pub jitter: f64,
-    /// Size of each node's metadata, in bytes (at least 12).
-    pub meta_bytes: usize,
     /// Every live node must declare a crashed node dead within this.
     pub detection_bound: Duration,
     /// A restarted node must be alive in every view within this.
@@ -64,9 +91,21 @@ pub struct SimConfig {
     /// during it is still expected; `None` derives it from the protocol
     /// (longest suspicion plus 5 s).
     pub grace: Option<Duration>,
-    /// Messages a paused node buffers (its socket's receive queue); more are
-    /// dropped.
+    /// Datagrams a paused node buffers (its socket's receive queue); more
+    /// are dropped.
     pub backlog_limit: usize,
+    /// Stream items a paused node buffers; a stream whose item does not fit
+    /// breaks (the driver resets a stream it cannot drain).
+    pub stream_backlog_limit: usize,
+    /// The bound of the session invariants: a crashed primary's sessions
+    /// must be claimed, an unhosted session hosted again, two owners that
+    /// hear each other reduced to one, within this.
+    pub session_bound: Duration,
+    /// How often each session's client sends a report (RTCP receiver
+    /// report: its consent to the stream) to every node streaming to it;
+    /// `None`: clients stay silent, and their sessions close when consent
+    /// runs out, as the protocol closes an unwanted stream.
+    pub client_reports: Option<Duration>,
 }
 
 impl SimConfig {
@@ -76,14 +115,18 @@ impl SimConfig {
             nodes,
             seed,
             protocol: swim::Config::lan(),
+            sessions: sessions::Config::default(),
+            capacity: 16,
             latency: Latency::lan(),
             jitter: 0.1,
-            meta_bytes: 32,
             detection_bound: Duration::from_secs(10),
             rejoin_bound: Duration::from_secs(5),
             dissemination_timeout: Duration::from_secs(30),
             grace: None,
             backlog_limit: 4096,
+            stream_backlog_limit: 4096,
+            session_bound: Duration::from_secs(10),
+            client_reports: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -95,9 +138,9 @@ pub enum Status {
     NotStarted,
     /// Running.
     Running,
-    /// Alive but processing nothing; messages queue up.
+    /// Alive but processing nothing; what reaches it queues up.
     Paused,
-    /// Gone; messages to it are dropped.
+    /// Gone; what reaches it is dropped.
     Crashed,
 }
 
@@ -113,24 +156,22 @@ pub enum Watch {
     Settle,
 }
 
-/// What happened to messages, and other counts of a run.
+/// What happened to datagrams, and other counts of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Messages sent.
+    /// Datagrams sent.
     pub sent: u64,
-    /// Membership updates carried by the messages sent.
-    pub updates_sent: u64,
-    /// Messages handed to a running node.
+    /// Datagrams handed to a running node.
     pub delivered: u64,
-    /// Messages lost at random.
+    /// Datagrams lost at random.
     pub lost: u64,
-    /// Messages dropped by a cut.
+    /// Datagrams dropped by a cut.
     pub cut: u64,
-    /// Messages that arrived at a crashed (or not yet started) node.
+    /// Datagrams that arrived at a crashed (or not yet started) node.
     pub to_stopped: u64,
-    /// Messages dropped because a paused node's backlog was full.
+    /// Datagrams dropped because a paused node's backlog was full.
     pub backlog_dropped: u64,
-    /// Messages to an id that is no node of the simulation.
+    /// Datagrams to an address that is no node of the simulation.
     pub unknown_recipient: u64,
     /// Refutations (a node defending itself with a higher incarnation).
     pub refutations: u64,
@@ -146,53 +187,86 @@ pub struct Counters {
     pub pauses: u64,
     /// Violations found (more than are kept).
     pub violations: u64,
+    /// Peers admitted (handshakes that ended with keys, both sides count).
+    pub admitted: u64,
+    /// Handshakes that failed.
+    pub handshakes_failed: u64,
+    /// Refusals (by this node or by its peer).
+    pub refusals: u64,
+    /// Sessions the simulator asked a node to open.
+    pub opened: u64,
+    /// Opens the node refused.
+    pub open_failed: u64,
+    /// Times a node fenced itself (it heard nothing from the overlay).
+    pub fenced: u64,
+    /// Times a node saw two processes holding one identity.
+    pub duplicate_identity: u64,
+    /// Client reports handed to the nodes hosting their sessions.
+    pub client_reports: u64,
+    /// Sessions closed (their client stopped consenting, or a close).
+    pub closed: u64,
 }
 
-/// Traffic over the measurement window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Traffic {
-    /// Length of the window.
-    pub window: Duration,
-    /// Bytes sent per node (all nodes) per second.
-    pub bytes_per_node_per_s: f64,
-    /// Messages sent per node per second.
-    pub msgs_per_node_per_s: f64,
-    /// Bytes per second sent by the busiest node.
-    pub max_bytes_per_node_per_s: f64,
-    /// Bytes per node per second by message kind (see [`KINDS`]).
-    pub bytes_by_kind: [f64; 6],
-    /// Messages per node per second by message kind.
-    pub msgs_by_kind: [f64; 6],
+/// What reaches a node; a paused node queues these.
+#[derive(Debug)]
+enum Input {
+    Datagram { from: u32, bytes: Vec<u8> },
+    Net(Delivery),
+    Discovered(Vec<u32>),
 }
 
 #[derive(Debug)]
-struct Node {
+struct Slot {
     id: NodeId,
-    swim: Option<Machine>,
+    node: Option<Box<SimNode>>,
     status: Status,
-    backlog: VecDeque<(u32, Vec<u8>)>,
+    backlog: VecDeque<Input>,
+    backlog_datagrams: usize,
+    backlog_streams: usize,
     /// The earliest wake-up in the queue, so that the queue holds about one
     /// per node.
     next_wake: Option<u64>,
     /// Processes started for this node so far.
     life: u32,
+    /// The incarnation last seen, to tell [`Health`] of new ones.
+    incarnation: u32,
+    /// Undecodable messages and unreadable payloads counted so far.
+    undecodable: (u64, u64),
+    /// Announcements made by [`Sim::set_meta`].
     meta_version: u64,
     /// When a requested restart may happen (it also waits until every live
     /// node has declared the crash).
     restart_at: Option<u64>,
-    bytes_sent: u64,
-    msgs_sent: u64,
 }
 
 #[derive(Debug)]
 enum What {
-    Deliver { to: u32, from: u32, bytes: Vec<u8> },
+    Datagram {
+        to: u32,
+        from: u32,
+        bytes: Vec<u8>,
+    },
+    Net(Delivery),
+    Discover {
+        node: u32,
+        life: u32,
+        peers: Vec<u32>,
+    },
     Wake(u32),
-    Start { node: u32, seeds: Vec<u32> },
+    Start {
+        node: u32,
+        seeds: Vec<u32>,
+    },
     Restart(u32),
     Resume(u32),
     DetectionDeadline(u32),
-    RejoinDeadline { node: u32, life: u32 },
+    RejoinDeadline {
+        node: u32,
+        life: u32,
+    },
+    Check,
+    Sweep,
+    Clients,
 }
 
 #[derive(Debug)]
@@ -220,12 +294,16 @@ impl Ord for Queued {
     }
 }
 
-#[derive(Debug, Default)]
-struct TrafficCounters {
-    since: Option<u64>,
-    until: Option<u64>,
-    kind_bytes: [u64; 6],
-    kind_msgs: [u64; 6],
+/// The session measures and invariants of a run.
+#[derive(Debug)]
+struct Sessions {
+    ownership: Ownership,
+    claims: Takeovers,
+    doubles: DoubleOwnership,
+    lost: Lost,
+    times: TakeoverTimes,
+    /// Sessions closed: nobody need host them any more.
+    closed: BTreeSet<Sid>,
 }
 
 /// A deterministic simulation of `n` Baton nodes.
@@ -236,24 +314,29 @@ pub struct Sim {
     now: u64,
     queue: BinaryHeap<Queued>,
     seq: u64,
-    nodes: Vec<Node>,
+    nodes: Vec<Slot>,
+    /// Node id to index (lookups only, never iterated).
     index: HashMap<NodeId, usize>,
-    shorts: HashMap<u64, usize>,
     net: Network,
     net_rng: SmallRng,
     rng: SmallRng,
+    transport: Transport,
+    verifier: Memoized,
     views: Views,
     health: Health,
     completeness: Completeness,
     rejoins: Rejoins,
     dissemination: Dissemination,
+    sessions: Sessions,
     watches: Vec<(Watch, u64)>,
     converged: [Vec<Duration>; 3],
     violations: Vec<Violation>,
     counters: Counters,
-    traffic: TrafficCounters,
+    window: Window,
+    window_span: (Option<u64>, Option<u64>),
     unstarted: usize,
     tx_buf: Vec<Transmit>,
+    act_buf: Vec<Action>,
     ev_buf: Vec<Event>,
 }
 
@@ -261,45 +344,52 @@ impl Sim {
     /// A simulation of `config.nodes` nodes, none started yet (see
     /// [`bootstrap`](Self::bootstrap)).
     pub fn new(config: SimConfig) -> Self {
-        let n = config.nodes;
+        let n = config.nodes.min(identity::MAX_NODES);
         let (_, max_suspicion) = config.protocol.suspicion_bounds(n);
         let grace = config
             .grace
             .unwrap_or(max_suspicion + Duration::from_secs(5));
-        let nodes = (0..n)
-            .map(|i| Node {
-                id: NodeId::synthetic(i as u32),
-                swim: None,
+        let nodes: Vec<Slot> = (0..n)
+            .map(|i| Slot {
+                id: baton_protocol::session::Signer::id(&identity::key(config.seed, i)).clone(),
+                node: None,
                 status: Status::NotStarted,
                 backlog: VecDeque::new(),
+                backlog_datagrams: 0,
+                backlog_streams: 0,
                 next_wake: None,
                 life: 0,
+                incarnation: 0,
+                undecodable: (0, 0),
                 meta_version: 0,
                 restart_at: None,
-                bytes_sent: 0,
-                msgs_sent: 0,
             })
-            .collect::<Vec<_>>();
+            .collect();
         let index = nodes
             .iter()
             .enumerate()
             .map(|(i, node)| (node.id.clone(), i))
             .collect();
-        let shorts = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| (node.id.short(), i))
-            .collect();
-        Sim {
-            shorts,
+        let bound = config.session_bound;
+        let mut sim = Sim {
             net: Network::new(n, config.seed, config.latency.clone(), config.jitter),
             net_rng: SmallRng::seed_from_u64(mix(config.seed ^ 0x006e_6574_776f_726b)),
             rng: SmallRng::seed_from_u64(mix(config.seed ^ 0x7369_6d75_6c61_746f)),
+            transport: Transport::new(),
+            verifier: Memoized::new(),
             views: Views::new(n),
             health: Health::new(n, grace),
             completeness: Completeness::new(config.detection_bound),
             rejoins: Rejoins::new(config.rejoin_bound),
             dissemination: Dissemination::new(config.dissemination_timeout),
+            sessions: Sessions {
+                ownership: Ownership::new(n),
+                claims: Takeovers::new(bound),
+                doubles: DoubleOwnership::new(bound),
+                lost: Lost::new(bound),
+                times: TakeoverTimes::new(),
+                closed: BTreeSet::new(),
+            },
             base: Instant::now(),
             now: 0,
             queue: BinaryHeap::new(),
@@ -310,12 +400,20 @@ impl Sim {
             converged: Default::default(),
             violations: Vec::new(),
             counters: Counters::default(),
-            traffic: TrafficCounters::default(),
+            window: Window::default(),
+            window_span: (None, None),
             unstarted: n,
             tx_buf: Vec::new(),
+            act_buf: Vec::new(),
             ev_buf: Vec::new(),
             config,
+        };
+        sim.push(Self::ns(CHECK_EVERY), What::Check);
+        sim.push(Self::ns(SWEEP_EVERY), What::Sweep);
+        if let Some(every) = sim.config.client_reports {
+            sim.push(Self::ns(every), What::Clients);
         }
+        sim
     }
 
     // ---- time ----
@@ -325,9 +423,13 @@ impl Sim {
         Duration::from_nanos(self.now)
     }
 
-    /// Virtual time as the `Instant` the state machines see.
+    /// Virtual time as the `Instant` the nodes see.
     pub fn instant(&self) -> Instant {
         self.base + self.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        UNIX_BASE_MS + self.now / 1_000_000
     }
 
     fn ns(d: Duration) -> u64 {
@@ -397,8 +499,8 @@ impl Sim {
     }
 
     /// Node `i`'s state machine, if its process exists.
-    pub fn node(&self, i: usize) -> Option<&Machine> {
-        self.nodes[i].swim.as_ref()
+    pub fn node(&self, i: usize) -> Option<&SimNode> {
+        self.nodes[i].node.as_deref()
     }
 
     /// Where node `i`'s process is.
@@ -409,6 +511,16 @@ impl Sim {
     /// The network.
     pub fn network(&self) -> &Network {
         &self.net
+    }
+
+    /// Counts of the streams and connections so far.
+    pub fn streams(&self) -> StreamCounters {
+        self.transport.counters()
+    }
+
+    /// Signature verifications, real and remembered.
+    pub fn verifier(&self) -> VerifierStats {
+        self.verifier.stats()
     }
 
     /// Every node's view of every other.
@@ -444,6 +556,21 @@ impl Sim {
         self.views.converged()
     }
 
+    /// Membership updates waiting to be piggybacked, over every running
+    /// node: a join wave has passed when this is below the node count.
+    pub fn queued_updates(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .map(|n| n.swim().queued_updates())
+            .sum()
+    }
+
+    /// Nodes whose process exists.
+    pub fn live_count(&self) -> usize {
+        self.views.live_count()
+    }
+
     /// Detection latencies of the crashes every observer has declared.
     pub fn detection_samples(&self) -> &[Duration] {
         self.completeness.samples()
@@ -464,7 +591,7 @@ impl Sim {
         self.dissemination.incomplete()
     }
 
-    /// How long restarted nodes took to be alive in every view.
+    /// Times for restarted nodes to be alive in every view again.
     pub fn rejoin_samples(&self) -> &[Duration] {
         self.rejoins.samples()
     }
@@ -474,9 +601,9 @@ impl Sim {
         &self.converged[kind as usize]
     }
 
-    /// Whether node `i` runs, healthy, with no crash or restart of its own
-    /// still being digested by the group: a fair target for a new fault,
-    /// or origin of an update.
+    /// Whether node `i` runs unfaulted and is not part of an open crash or
+    /// rejoin measurement: a fault may be injected there without muddling
+    /// a measurement in progress.
     pub fn is_settled(&self, i: usize) -> bool {
         let node = &self.nodes[i];
         node.status == Status::Running
@@ -486,10 +613,73 @@ impl Sim {
             && !self.rejoins.is_pending(i)
     }
 
+    /// Sessions the simulator opened.
+    pub fn session_count(&self) -> usize {
+        self.sessions.ownership.len()
+    }
+
+    /// The nodes hosting session `id` (services started and not stopped).
+    pub fn hosts(&self, id: &str) -> Vec<usize> {
+        self.sessions
+            .ownership
+            .sid(id)
+            .map(|sid| {
+                self.sessions
+                    .ownership
+                    .hosts(sid)
+                    .iter()
+                    .map(|&h| h as usize)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sessions that broke the not-lost invariant.
+    pub fn sessions_lost(&self) -> usize {
+        self.sessions.lost.flagged()
+    }
+
+    /// Sessions that broke the not-doubly-owned invariant.
+    pub fn double_owned(&self) -> usize {
+        self.sessions.doubles.flagged()
+    }
+
+    /// Takeover times: a primary's crash until every live node's map names
+    /// the backup that claimed the session.
+    pub fn takeover_samples(&self) -> &[Duration] {
+        self.sessions.times.samples()
+    }
+
+    /// Takeovers that had not reached every live node when the run ended,
+    /// and takeovers cut short by the crash of their claimer.
+    pub fn takeovers_unfinished(&self) -> (usize, usize) {
+        (
+            self.sessions.times.open_count(),
+            self.sessions.times.superseded(),
+        )
+    }
+
+    /// Whether every running node's map is the same (equal digest roots)
+    /// and every session is hosted by exactly one node.
+    pub fn sessions_settled(&self) -> bool {
+        let mut roots = self
+            .nodes
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .map(|n| n.engine().map().digest().root());
+        let first = roots.next();
+        let same = roots.all(|r| Some(r) == first);
+        let o = &self.sessions.ownership;
+        let closed = &self.sessions.closed;
+        same && (0..o.len() as Sid).all(|sid| o.hosts(sid).len() == 1 || closed.contains(&sid))
+    }
+
     // ---- scripted actions ----
 
     /// Starts every node: node 0 now, the others spread evenly over `over`,
-    /// each joining through node 0 and up to two random earlier nodes.
+    /// each discovering node 0 and up to two random earlier nodes (as mDNS
+    /// or bootstrap addresses would let it), then dialling and admitting
+    /// them.
     pub fn bootstrap(&mut self, over: Duration) {
         let n = self.nodes.len();
         for i in 0..n {
@@ -517,62 +707,122 @@ impl Sim {
         }
     }
 
-    /// Starts every node now, each already knowing every other as alive, as
-    /// after an anti-entropy exchange with a node that knew the whole group:
-    /// the state of a group that has been running for a while, reached
-    /// without the wave of join announcements that [`bootstrap`](Self::bootstrap)
-    /// sends through the group (which takes ~50 s to drain at n = 1000).
+    /// Starts every node now, already a group that has run for a while
+    /// ([`node::warm_start`]: pairwise keys, full membership tables, shared
+    /// maps): the state reached without the O(n²) handshakes and the wave
+    /// of join announcements that [`bootstrap`](Self::bootstrap) sends
+    /// through the group (which takes ~50 s to drain at n = 1000).
     pub fn bootstrap_warm(&mut self) {
         let n = self.nodes.len();
-        let table: Vec<Update> = (0..n)
-            .map(|k| Update::Alive {
-                id: self.nodes[k].id.clone(),
-                incarnation: 0,
-                meta: self.meta(k),
-            })
-            .collect();
         for i in 0..n {
-            if self.nodes[i].status != Status::NotStarted {
-                continue;
+            if self.nodes[i].status == Status::NotStarted {
+                self.boot(i, Vec::new(), false);
             }
-            self.boot(i, Vec::new());
-            let from = usize::from(i == 0);
-            let updates: Vec<Update> = table
-                .iter()
-                .enumerate()
-                .filter(|&(k, _)| k != i)
-                .map(|(_, u)| u.clone())
-                .collect();
-            let now = self.instant();
-            let from_id = self.nodes[from].id.clone();
-            if let Some(swim) = self.nodes[i].swim.as_mut() {
-                swim.handle_message(
-                    now,
-                    from_id,
-                    Message::Sync(wire::Sync {
-                        digest: 0,
-                        updates,
-                        reply: false,
-                    }),
-                );
+        }
+        let now = self.instant();
+        let mut group: Vec<&mut SimNode> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|s| s.node.as_deref_mut())
+            .collect();
+        node::warm_start(&mut group, now);
+        for i in 0..n {
+            self.after(i);
+        }
+        // The warm start's keys are not admissions the run made.
+        self.counters.admitted = 0;
+        self.check_watches();
+    }
+
+    /// Opens a session on node `i` for `client` through [`Node::open`], the
+    /// API's command; returns its record, or `None` if the node refused.
+    pub fn open_session(&mut self, i: usize, client: &str) -> Option<Record> {
+        if self.nodes[i].status != Status::Running {
+            return None;
+        }
+        let now = self.instant();
+        self.counters.opened += 1;
+        let node = self.nodes[i].node.as_mut()?;
+        match node.open(
+            now,
+            "rtp-audio".into(),
+            client.to_owned(),
+            Default::default(),
+        ) {
+            Ok(record) => {
+                self.sessions.ownership.register(&record.id);
+                self.after(i);
+                Some(record)
             }
+            Err(_) => {
+                self.counters.open_failed += 1;
+                self.after(i);
+                None
+            }
+        }
+    }
+
+    /// A client's report on session `id`, given to node `i` (as RTCP or the
+    /// API would); returns whether the node knew the session.
+    pub fn report(&mut self, i: usize, id: &str, report: sessions::Report) -> bool {
+        if self.nodes[i].status != Status::Running {
+            return false;
+        }
+        let now = self.instant();
+        let known = self.nodes[i]
+            .node
+            .as_mut()
+            .is_some_and(|n| n.report(now, id, report).is_ok());
+        self.after(i);
+        known
+    }
+
+    /// Makes every running node's map hold every session any of them holds,
+    /// and its table every node's latest announcement (the openers' new
+    /// load), as if anti-entropy had run ([`node::warm_tables`],
+    /// [`node::warm_maps`]). Call it at the instant the sessions were opened,
+    /// before their pushes arrive: they then arrive as old news and are not
+    /// spread again. Every node piggybacks every delta it learns about a
+    /// dozen times, one or two a datagram, so a burst of thousands of opens
+    /// spread by gossip would fill every queue for many minutes.
+    pub fn replicate_sessions(&mut self) {
+        let now = self.instant();
+        let mut group: Vec<&mut SimNode> = self
+            .nodes
+            .iter_mut()
+            .filter(|s| s.status == Status::Running)
+            .filter_map(|s| s.node.as_deref_mut())
+            .collect();
+        node::warm_tables(&mut group, now);
+        node::warm_maps(&mut group, now);
+        for i in 0..self.nodes.len() {
             self.after(i);
         }
     }
 
-    /// Crashes node `i` now: its process and everything it knew are gone.
+    /// Crashes node `i` now: its process, its connections and everything it
+    /// knew are gone; its services stop with it.
     pub fn crash(&mut self, i: usize) {
         let now = self.now();
-        let node = &mut self.nodes[i];
-        if !matches!(node.status, Status::Running | Status::Paused) {
+        if !matches!(self.nodes[i].status, Status::Running | Status::Paused) {
             return;
         }
-        let incarnation = node.swim.as_ref().map_or(0, Machine::incarnation);
-        node.swim = None;
-        node.status = Status::Crashed;
-        node.backlog.clear();
-        node.next_wake = None;
+        let Some(node) = self.nodes[i].node.take() else {
+            return;
+        };
+        self.on_host_crash(i, &node);
+        self.window.retire(i, node.stats());
+        let incarnation = node.swim().incarnation();
+        drop(node);
+        let slot = &mut self.nodes[i];
+        slot.status = Status::Crashed;
+        slot.backlog.clear();
+        slot.backlog_datagrams = 0;
+        slot.backlog_streams = 0;
+        slot.next_wake = None;
         self.counters.crashes += 1;
+        self.transport.crash(self.now, i as u32);
+        self.flush_transport();
         let n = self.nodes.len();
         let observers: Vec<usize> = (0..n)
             .filter(|&o| o != i && self.views.is_live(o) && self.views.get(o, i).is_active())
@@ -598,8 +848,9 @@ impl Sim {
         self.check_watches();
     }
 
-    /// Restarts crashed node `i` now, with the same id and a fresh state
-    /// machine (incarnation 0), joining through a few live nodes.
+    /// Restarts crashed node `i` now: the same key and address, a new
+    /// process (fresh RNG, empty tables and map), discovering a few live
+    /// nodes.
     pub fn restart(&mut self, i: usize) {
         if self.nodes[i].status != Status::Crashed {
             return;
@@ -607,7 +858,7 @@ impl Sim {
         self.nodes[i].restart_at = None;
         self.completeness.abandon(i);
         let seeds = self.pick_seeds(i);
-        self.boot(i, seeds);
+        self.boot(i, seeds, true);
     }
 
     /// Restarts crashed node `i` at `at`, or later, once every live node has
@@ -632,8 +883,8 @@ impl Sim {
         self.restart(i);
     }
 
-    /// Pauses node `i`: it processes nothing until resumed, and messages
-    /// to it queue up, as for a process that is starved of CPU.
+    /// Pauses node `i`: it processes nothing until resumed, and what reaches
+    /// it queues up, as for a process that is starved of CPU.
     pub fn pause(&mut self, i: usize) {
         if self.nodes[i].status != Status::Running {
             return;
@@ -650,9 +901,9 @@ impl Sim {
         self.push(Self::ns(at), What::Resume(i as u32));
     }
 
-    /// Resumes paused node `i` now: it first handles the messages that
-    /// queued up, in arrival order, as a driver reading its socket's backlog
-    /// would, and only then its timers.
+    /// Resumes paused node `i` now: it first handles what queued up, in
+    /// arrival order, as a driver reading its sockets' backlog would, and
+    /// only then its timers.
     pub fn resume(&mut self, i: usize) {
         if self.nodes[i].status != Status::Paused {
             return;
@@ -660,38 +911,46 @@ impl Sim {
         self.nodes[i].status = Status::Running;
         let incarnation = self.incarnation(i);
         self.health.set_paused(i, false, incarnation, self.now());
-        while let Some((from, bytes)) = self.nodes[i].backlog.pop_front() {
-            self.counters.delivered += 1;
-            self.handle_bytes(i, from as usize, &bytes);
-            self.after(i);
+        let backlog = std::mem::take(&mut self.nodes[i].backlog);
+        self.nodes[i].backlog_datagrams = 0;
+        self.nodes[i].backlog_streams = 0;
+        for input in backlog {
+            if self.nodes[i].status != Status::Running {
+                break;
+            }
+            self.apply(i, input);
         }
         let now = self.instant();
-        if let Some(swim) = self.nodes[i].swim.as_mut() {
-            swim.handle_timeout(now);
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            node.handle_timeout(now);
         }
         self.after(i);
     }
 
-    /// Node `i` announces new metadata; measures how long it takes to reach
-    /// 99.9% of the other running nodes (paused ones are not waited for).
+    /// Node `i` announces new metadata (a new listen address); measures how
+    /// long it takes to reach 99.9% of the other running nodes (paused ones
+    /// are not waited for).
     pub fn set_meta(&mut self, i: usize) {
         if self.nodes[i].status != Status::Running {
             return;
         }
         self.nodes[i].meta_version += 1;
-        let meta = self.meta(i);
+        let tag = format!(
+            "{}/p2p-circuit/v{}",
+            identity::multiaddr(i),
+            self.nodes[i].meta_version
+        );
         let now = self.instant();
-        let Some(swim) = self.nodes[i].swim.as_mut() else {
+        let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
-        swim.set_meta(now, meta.clone());
-        let incarnation = swim.incarnation();
-        self.health.note_incarnation(i, incarnation);
+        node.set_listen_addrs(now, vec![tag.clone()]);
         let n = self.nodes.len();
         let live: Vec<usize> = (0..n)
             .filter(|&j| self.nodes[j].status == Status::Running)
             .collect();
-        self.dissemination.start(i, meta, self.now(), n, live);
+        self.dissemination
+            .start(i, tag.into_bytes(), self.now(), n, live);
         self.after(i);
     }
 
@@ -701,7 +960,8 @@ impl Sim {
         self.dissemination.interrupt();
     }
 
-    /// Sets the loss probability of every link.
+    /// Sets the loss probability of every link (datagrams only: streams
+    /// retransmit).
     pub fn set_loss(&mut self, p: f64) {
         self.net.set_loss(p);
     }
@@ -712,13 +972,14 @@ impl Sim {
         self.cuts_changed();
     }
 
-    /// Cuts messages from `from` to `to` only.
+    /// Cuts datagrams from `from` to `to` only (connections between them
+    /// break: they need both directions).
     pub fn cut_one_way(&mut self, from: usize, to: usize) {
         self.net.cut_one_way(from, to);
         self.cuts_changed();
     }
 
-    /// Cuts every message from a node of `from` to a node of `to`.
+    /// Cuts every datagram from a node of `from` to a node of `to`.
     pub fn cut_one_way_between(&mut self, from: &[usize], to: &[usize]) {
         for &a in from {
             for &b in to {
@@ -741,6 +1002,8 @@ impl Sim {
             let incarnation = self.incarnation(i);
             self.health.set_cut(i, cut, incarnation, now);
         }
+        self.transport.cuts_changed(self.now, &self.net);
+        self.flush_transport();
     }
 
     /// Starts a convergence measurement of `kind` now (finishing at once if
@@ -765,40 +1028,72 @@ impl Sim {
 
     /// Starts counting traffic.
     pub fn start_measurement(&mut self) {
-        for node in &mut self.nodes {
-            node.bytes_sent = 0;
-            node.msgs_sent = 0;
-        }
-        self.traffic = TrafficCounters {
-            since: Some(self.now),
-            ..TrafficCounters::default()
-        };
+        let nodes = &self.nodes;
+        self.window
+            .open(nodes.len(), |i| nodes[i].node.as_ref().map(|n| n.stats()));
+        self.window_span = (Some(self.now), None);
     }
 
     /// Stops counting traffic.
     pub fn stop_measurement(&mut self) {
-        if self.traffic.until.is_none() {
-            self.traffic.until = Some(self.now);
+        if self.window_span.1.is_some() {
+            return;
         }
+        let nodes = &self.nodes;
+        self.window
+            .close(|i| nodes[i].node.as_ref().map(|n| n.stats()));
+        self.window_span.1 = Some(self.now);
     }
 
-    /// Traffic over the measurement window (up to now if it is still open).
-    pub fn traffic(&self) -> Traffic {
-        let since = self.traffic.since.unwrap_or(self.now);
-        let until = self.traffic.until.unwrap_or(self.now);
-        let window = Duration::from_nanos(until.saturating_sub(since));
-        let secs = window.as_secs_f64().max(1e-9);
-        let n = self.nodes.len().max(1) as f64;
-        let total_bytes: u64 = self.traffic.kind_bytes.iter().sum();
-        let total_msgs: u64 = self.traffic.kind_msgs.iter().sum();
-        let max_bytes = self.nodes.iter().map(|n| n.bytes_sent).max().unwrap_or(0);
-        Traffic {
-            window,
-            bytes_per_node_per_s: total_bytes as f64 / n / secs,
-            msgs_per_node_per_s: total_msgs as f64 / n / secs,
-            max_bytes_per_node_per_s: max_bytes as f64 / secs,
-            bytes_by_kind: self.traffic.kind_bytes.map(|b| b as f64 / n / secs),
-            msgs_by_kind: self.traffic.kind_msgs.map(|m| m as f64 / n / secs),
+    /// What each node sent over the (closed) window, by class, and its
+    /// length.
+    pub fn traffic(&self) -> (&[super::traffic::ByClass], Duration) {
+        let (since, until) = self.window_span;
+        let since = since.unwrap_or(self.now);
+        let until = until.unwrap_or(self.now);
+        (
+            self.window.per_node(),
+            Duration::from_nanos(until.saturating_sub(since)),
+        )
+    }
+
+    /// Runs the session checks now (the run does every [`CHECK_EVERY`]).
+    pub fn check_sessions(&mut self) {
+        let now = self.now();
+        let shared: Vec<Sid> = self
+            .sessions
+            .ownership
+            .shared()
+            .chain(self.sessions.doubles.open())
+            .collect::<BTreeSet<Sid>>()
+            .into_iter()
+            .collect();
+        for sid in shared {
+            let owners = self.owners(sid);
+            self.sessions.doubles.set_owners(sid, &owners, now);
+        }
+        let (nodes, health, net) = (&self.nodes, &self.health, &self.net);
+        let live = |n: u32| matches!(nodes[n as usize].status, Status::Running | Status::Paused);
+        let clear = |owners: &[u32]| {
+            owners.iter().all(|&a| {
+                health.is_running(a as usize)
+                    && owners
+                        .iter()
+                        .all(|&b| a == b || !net.is_cut_between(a as usize, b as usize))
+            })
+        };
+        let name = |n: u32| format!("n{n}");
+        let o = &self.sessions.ownership;
+        let session = |sid: Sid| o.id(sid).to_owned();
+        let mut found = self.sessions.doubles.check(now, clear, name, session);
+        let o = &self.sessions.ownership;
+        let session = |sid: Sid| o.id(sid).to_owned();
+        found.extend(self.sessions.lost.check(now, live, name, session));
+        let o = &self.sessions.ownership;
+        let session = |sid: Sid| o.id(sid).to_owned();
+        found.extend(self.sessions.claims.check(now, live, name, session));
+        for v in found {
+            self.violate(v);
         }
     }
 
@@ -806,12 +1101,21 @@ impl Sim {
 
     fn process(&mut self, what: What) {
         match what {
-            What::Deliver { to, from, bytes } => self.deliver(to as usize, from as usize, bytes),
+            What::Datagram { to, from, bytes } => {
+                let input = Input::Datagram { from, bytes };
+                self.dispatch(to as usize, input);
+            }
+            What::Net(delivery) => self.deliver_net(delivery),
+            What::Discover { node, life, peers } => {
+                if self.nodes[node as usize].life == life {
+                    self.dispatch(node as usize, Input::Discovered(peers));
+                }
+            }
             What::Wake(i) => self.wake(i as usize),
             What::Start { node, seeds } => {
                 let i = node as usize;
                 if self.nodes[i].status == Status::NotStarted {
-                    self.boot(i, seeds.into_iter().map(|s| s as usize).collect());
+                    self.boot(i, seeds, true);
                 }
             }
             What::Restart(i) => self.try_restart(i as usize),
@@ -836,35 +1140,181 @@ impl Sim {
                     self.violate(v);
                 }
             }
+            What::Check => {
+                self.check_sessions();
+                self.push(self.now + Self::ns(CHECK_EVERY), What::Check);
+            }
+            What::Sweep => {
+                self.transport.sweep(self.now);
+                self.flush_transport();
+                self.push(self.now + Self::ns(SWEEP_EVERY), What::Sweep);
+            }
+            What::Clients => {
+                self.client_reports();
+                if let Some(every) = self.config.client_reports {
+                    self.push(self.now + Self::ns(every), What::Clients);
+                }
+            }
         }
     }
 
-    fn boot(&mut self, i: usize, seeds: Vec<usize>) {
+    /// The node a stream or connection delivery is for.
+    fn deliver_net(&mut self, delivery: Delivery) {
+        let to = match &delivery {
+            Delivery::OpenFailed { node, life, .. } => {
+                if self.nodes[*node as usize].life != *life {
+                    return;
+                }
+                Some(*node)
+            }
+            Delivery::Connected { node, .. } | Delivery::Disconnected { node, .. } => Some(*node),
+            other => self.transport.node_of(other),
+        };
+        if let Some(to) = to {
+            self.dispatch(to as usize, Input::Net(delivery));
+        }
+    }
+
+    /// Hands an input to a running node, queues it for a paused one, drops
+    /// it for a stopped one.
+    fn dispatch(&mut self, i: usize, input: Input) {
+        match self.nodes[i].status {
+            Status::Running => {
+                if matches!(input, Input::Datagram { .. }) {
+                    self.counters.delivered += 1;
+                }
+                self.apply(i, input);
+            }
+            Status::Paused => self.queue_input(i, input),
+            Status::NotStarted | Status::Crashed => {
+                if matches!(input, Input::Datagram { .. }) {
+                    self.counters.to_stopped += 1;
+                }
+            }
+        }
+    }
+
+    fn queue_input(&mut self, i: usize, input: Input) {
+        let slot = &mut self.nodes[i];
+        match &input {
+            Input::Datagram { .. } => {
+                if slot.backlog_datagrams >= self.config.backlog_limit {
+                    self.counters.backlog_dropped += 1;
+                    return;
+                }
+                slot.backlog_datagrams += 1;
+                self.counters.delivered += 1;
+            }
+            // Accepts and frames wait in the peer's write queue in reality:
+            // beyond the limit the stream breaks. Ends and connection news
+            // are bounded by the streams and connections themselves.
+            Input::Net(d @ (Delivery::Accept { .. } | Delivery::Frame { .. })) => {
+                if slot.backlog_streams >= self.config.stream_backlog_limit {
+                    if let Some(pipe) = d.pipe() {
+                        self.transport.overflow(self.now, pipe);
+                        self.flush_transport();
+                    }
+                    return;
+                }
+                slot.backlog_streams += 1;
+            }
+            Input::Net(_) | Input::Discovered(_) => {}
+        }
+        self.nodes[i].backlog.push_back(input);
+    }
+
+    /// Node `i` (running) handles one input, then its output is drained.
+    fn apply(&mut self, i: usize, input: Input) {
+        let now = self.instant();
+        match input {
+            Input::Datagram { from, bytes } => {
+                let from = identity::datagram_addr(from as usize);
+                if let Some(node) = self.nodes[i].node.as_mut() {
+                    node.handle_datagram(now, from, &bytes);
+                }
+            }
+            Input::Discovered(peers) => {
+                for p in peers {
+                    let id = self.nodes[p as usize].id.clone();
+                    if let Some(node) = self.nodes[i].node.as_mut() {
+                        node.handle_discovered(now, id, vec![identity::multiaddr(p as usize)]);
+                    }
+                }
+            }
+            Input::Net(delivery) => {
+                let pipe = delivery.pipe();
+                match self.transport.resolve(self.now, delivery) {
+                    Resolved::Accept { from, protocol } => {
+                        let peer = self.nodes[from as usize].id.clone();
+                        let answer = self.nodes[i]
+                            .node
+                            .as_mut()
+                            .and_then(|n| n.handle_stream_accepted(now, peer, protocol));
+                        if let Some(pipe) = pipe {
+                            self.transport.accepted(
+                                self.now,
+                                &self.net,
+                                &mut self.net_rng,
+                                pipe,
+                                answer,
+                            );
+                        }
+                    }
+                    Resolved::Frame { stream, bytes } => {
+                        if let Some(node) = self.nodes[i].node.as_mut() {
+                            node.handle_frame(now, stream, &bytes);
+                        }
+                    }
+                    Resolved::Closed { stream, error } => {
+                        if let Some(node) = self.nodes[i].node.as_mut() {
+                            node.handle_stream_closed(now, stream, error);
+                        }
+                    }
+                    Resolved::Connected { peer, outbound } => {
+                        let id = self.nodes[peer as usize].id.clone();
+                        let ip = Some(identity::ip(peer as usize));
+                        if let Some(node) = self.nodes[i].node.as_mut() {
+                            node.handle_connected(now, id, ip, outbound);
+                        }
+                    }
+                    Resolved::Disconnected { peer } => {
+                        let id = self.nodes[peer as usize].id.clone();
+                        if let Some(node) = self.nodes[i].node.as_mut() {
+                            node.handle_disconnected(now, id);
+                        }
+                    }
+                    Resolved::Nothing => {}
+                }
+            }
+        }
+        self.after(i);
+    }
+
+    fn boot(&mut self, i: usize, seeds: Vec<u32>, announce: bool) {
         let now = self.instant();
         let life = self.nodes[i].life + 1;
         let rng = SmallRng::seed_from_u64(mix(
             self.config.seed ^ mix((i as u64) << 32 | u64::from(life))
         ));
-        let meta = self.meta(i);
-        let node = &mut self.nodes[i];
-        let restarted = node.status == Status::Crashed;
-        if node.status == Status::NotStarted {
+        let restarted = self.nodes[i].status == Status::Crashed;
+        if self.nodes[i].status == Status::NotStarted {
             self.unstarted -= 1;
         }
-        let mut swim = Swim::new(
-            node.id.clone(),
-            meta,
-            self.config.protocol.clone(),
+        let node = Node::new(
+            self.node_config(i),
+            identity::key(self.config.seed, i),
             rng,
             now,
+            self.unix_ms(),
         );
-        let seed_ids: Vec<NodeId> = seeds.iter().map(|&s| self.nodes[s].id.clone()).collect();
-        swim.join(now, seed_ids);
-        let node = &mut self.nodes[i];
-        node.swim = Some(swim);
-        node.status = Status::Running;
-        node.life = life;
-        node.next_wake = None;
+        let slot = &mut self.nodes[i];
+        slot.incarnation = node.swim().incarnation();
+        slot.undecodable = (0, 0);
+        slot.node = Some(Box::new(node));
+        slot.status = Status::Running;
+        slot.life = life;
+        slot.next_wake = None;
+        self.window.restart(i);
         self.views.start(i);
         self.health.set_running(i, true, 0, self.now());
         if restarted {
@@ -879,12 +1329,35 @@ impl Sim {
                 },
             );
         }
-        self.after(i);
+        if announce {
+            self.apply(i, Input::Discovered(seeds));
+        }
         self.check_watches();
     }
 
+    fn node_config(&self, i: usize) -> Config {
+        let mut sessions = self.config.sessions.clone();
+        sessions.map.verifier = self.verifier.verifier();
+        Config {
+            name: self.name(i),
+            policy: Policy {
+                overlay: OVERLAY.into(),
+                network_key: Some(b"simulated network key".to_vec()),
+                allowlist: None,
+                max_members: self.nodes.len() + 16,
+            },
+            capacity: self.config.capacity,
+            swim: self.config.protocol.clone(),
+            sessions,
+            datagram: Some(identity::datagram_addr(i)),
+            bootstrap: Vec::new(),
+            timing: Timing::default(),
+            clients: ClientPolicy::default(),
+        }
+    }
+
     /// Node 0 if it runs, and random running nodes, three in all at most.
-    fn pick_seeds(&mut self, i: usize) -> Vec<usize> {
+    fn pick_seeds(&mut self, i: usize) -> Vec<u32> {
         let n = self.nodes.len();
         let mut seeds = Vec::new();
         if i != 0 && self.views.is_live(0) {
@@ -894,69 +1367,19 @@ impl Sim {
             if seeds.len() >= 3 {
                 break;
             }
-            let s = self.rng.random_range(0..n);
-            if s != i && self.views.is_live(s) && !seeds.contains(&s) {
+            let s = self.rng.random_range(0..n) as u32;
+            if s as usize != i && self.views.is_live(s as usize) && !seeds.contains(&s) {
                 seeds.push(s);
             }
         }
         seeds
     }
 
-    fn meta(&self, i: usize) -> Vec<u8> {
-        let mut meta = Vec::with_capacity(self.config.meta_bytes.max(12));
-        meta.extend_from_slice(&self.nodes[i].meta_version.to_be_bytes());
-        meta.extend_from_slice(&(i as u32).to_be_bytes());
-        meta.resize(self.config.meta_bytes.max(12), b'.');
-        meta
-    }
-
     fn incarnation(&self, i: usize) -> u32 {
-        self.nodes[i].swim.as_ref().map_or(0, Machine::incarnation)
-    }
-
-    fn deliver(&mut self, to: usize, from: usize, bytes: Vec<u8>) {
-        match self.nodes[to].status {
-            Status::Running => {}
-            Status::Paused => {
-                if self.nodes[to].backlog.len() >= self.config.backlog_limit {
-                    self.counters.backlog_dropped += 1;
-                } else {
-                    self.nodes[to].backlog.push_back((from as u32, bytes));
-                }
-                return;
-            }
-            Status::NotStarted | Status::Crashed => {
-                self.counters.to_stopped += 1;
-                return;
-            }
-        }
-        self.counters.delivered += 1;
-        self.handle_bytes(to, from, &bytes);
-        self.after(to);
-    }
-
-    fn handle_bytes(&mut self, to: usize, from: usize, bytes: &[u8]) {
-        let (shorts, nodes) = (&self.shorts, &self.nodes);
-        let resolve = |short: u64| shorts.get(&short).map(|&i| nodes[i].id.clone());
-        match wire::decode(bytes, &resolve) {
-            Ok(decoded) => {
-                let now = self.instant();
-                let from_id = self.nodes[from].id.clone();
-                if let Some(swim) = self.nodes[to].swim.as_mut() {
-                    swim.handle_message(now, from_id, decoded.message);
-                }
-            }
-            Err(err) => {
-                let v = wire_round_trip::violation(
-                    &self.name(from),
-                    &self.name(to),
-                    bytes.len(),
-                    &err,
-                    self.now(),
-                );
-                self.violate(v);
-            }
-        }
+        self.nodes[i]
+            .node
+            .as_ref()
+            .map_or(0, |n| n.swim().incarnation())
     }
 
     fn wake(&mut self, i: usize) {
@@ -968,34 +1391,55 @@ impl Sim {
             return; // a paused node fires its timers when resumed
         }
         let now = self.instant();
-        if let Some(swim) = self.nodes[i].swim.as_mut() {
-            swim.handle_timeout(now);
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            node.handle_timeout(now);
         }
         self.after(i);
     }
 
-    /// Drains node `i`'s output and schedules its next wake-up.
+    /// Drains node `i`'s output, executes it, and schedules its next
+    /// wake-up.
     fn after(&mut self, i: usize) {
-        let Some(swim) = self.nodes[i].swim.as_mut() else {
+        let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
         let mut tx = std::mem::take(&mut self.tx_buf);
+        let mut act = std::mem::take(&mut self.act_buf);
         let mut ev = std::mem::take(&mut self.ev_buf);
-        while let Some(t) = swim.poll_transmit() {
-            tx.push(t);
+        loop {
+            let before = (tx.len(), act.len(), ev.len());
+            tx.extend(std::iter::from_fn(|| node.poll_transmit()));
+            act.extend(std::iter::from_fn(|| node.poll_action()));
+            ev.extend(std::iter::from_fn(|| node.poll_event()));
+            if (tx.len(), act.len(), ev.len()) == before {
+                break;
+            }
         }
-        while let Some(e) = swim.poll_event() {
-            ev.push(e);
+        let wake = node.poll_timeout();
+        let incarnation = node.swim().incarnation();
+        let stats = node.stats();
+        let undecodable = (stats.drops.undecodable, stats.bad_payloads);
+        if incarnation != self.nodes[i].incarnation {
+            self.nodes[i].incarnation = incarnation;
+            self.health.note_incarnation(i, incarnation);
         }
-        let wake = swim.poll_timeout();
+        let before = std::mem::replace(&mut self.nodes[i].undecodable, undecodable);
+        if let Some(v) = wire_round_trip::check(&self.name(i), before, undecodable, self.now()) {
+            self.violate(v);
+        }
         for t in tx.drain(..) {
-            self.send(i, t);
+            self.transmit(i, t);
         }
         for e in ev.drain(..) {
             self.observe(i, e);
         }
+        for a in act.drain(..) {
+            self.act(i, a);
+        }
         self.tx_buf = tx;
+        self.act_buf = act;
         self.ev_buf = ev;
+        self.flush_transport();
         if let Some(at) = wake {
             let at = self.ns_of(at).max(self.now);
             if self.nodes[i].next_wake.is_none_or(|w| at < w) {
@@ -1005,42 +1449,177 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, from: usize, t: Transmit) {
-        let bytes = wire::encode_message(&t.message);
-        self.counters.sent += 1;
-        self.counters.updates_sent += t.message.updates().len() as u64;
-        if self.traffic.since.is_some() && self.traffic.until.is_none() {
-            let kind = kind_index(&t.message);
-            self.traffic.kind_bytes[kind] += bytes.len() as u64;
-            self.traffic.kind_msgs[kind] += 1;
-            self.nodes[from].bytes_sent += bytes.len() as u64;
-            self.nodes[from].msgs_sent += 1;
+    fn flush_transport(&mut self) {
+        let out: Vec<(u64, Delivery)> = self.transport.take().collect();
+        for (at, d) in out {
+            self.push(at, What::Net(d));
         }
-        let Some(&to) = self.index.get(&t.to) else {
-            self.counters.unknown_recipient += 1;
-            return;
-        };
-        match self.net.transit(from, to, &mut self.net_rng) {
-            Ok(delay) => {
-                let at = self.now + Self::ns(delay);
-                self.push(
-                    at,
-                    What::Deliver {
-                        to: to as u32,
-                        from: from as u32,
-                        bytes,
-                    },
+    }
+
+    fn transmit(&mut self, from: usize, t: Transmit) {
+        let now = self.now;
+        let (net, rng) = (&self.net, &mut self.net_rng);
+        let node = from as u32;
+        match t {
+            Transmit::Datagram { to, bytes, .. } => {
+                self.counters.sent += 1;
+                let Some(to) = identity::node_of(&to, self.nodes.len()) else {
+                    self.counters.unknown_recipient += 1;
+                    return;
+                };
+                match net.transit(from, to, rng) {
+                    Ok(delay) => {
+                        let at = now + Self::ns(delay);
+                        self.push(
+                            at,
+                            What::Datagram {
+                                to: to as u32,
+                                from: node,
+                                bytes,
+                            },
+                        );
+                    }
+                    Err(Dropped::Lost) => self.counters.lost += 1,
+                    Err(Dropped::Cut) => self.counters.cut += 1,
+                }
+            }
+            Transmit::Open {
+                stream,
+                peer,
+                protocol,
+                max_frame,
+                ..
+            } => {
+                let peer = self.index.get(&peer).map(|&p| p as u32);
+                let running = peer.is_some_and(|p| {
+                    matches!(
+                        self.nodes[p as usize].status,
+                        Status::Running | Status::Paused
+                    )
+                });
+                let life = self.nodes[from].life;
+                self.transport.open(
+                    now,
+                    net,
+                    rng,
+                    (node, life, stream),
+                    peer,
+                    running,
+                    protocol,
+                    max_frame,
                 );
             }
-            Err(Dropped::Lost) => self.counters.lost += 1,
-            Err(Dropped::Cut) => self.counters.cut += 1,
+            Transmit::Frame { stream, bytes } => {
+                self.transport.frame(now, net, rng, node, stream, bytes);
+            }
+            Transmit::Finish { stream } => self.transport.finish(now, net, rng, node, stream),
+            Transmit::Reset { stream } => self.transport.reset(now, net, rng, node, stream),
+        }
+    }
+
+    fn act(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Start(record) => self.on_start(i, &record),
+            Action::Stop { id, reason } => self.on_stop(i, &id, &reason),
+            // A warm standby sends nothing and a paused primary still owns
+            // its session: neither changes who serves it.
+            Action::Warm(_) | Action::Pause { .. } | Action::Resume { .. } => {}
+            Action::Dial {
+                peer: Some(peer), ..
+            } => {
+                if let Some(&j) = self.index.get(&peer) {
+                    let running = matches!(self.nodes[j].status, Status::Running | Status::Paused);
+                    self.transport.dial(
+                        self.now,
+                        &self.net,
+                        &mut self.net_rng,
+                        i as u32,
+                        j as u32,
+                        running,
+                    );
+                }
+            }
+            // No bootstrap addresses are configured: nothing to dial.
+            Action::Dial { peer: None, .. } => {}
+            Action::Disconnect { peer } => {
+                if let Some(&j) = self.index.get(&peer) {
+                    self.transport
+                        .disconnect(self.now, i as u32, j as u32, "closed by the peer");
+                }
+            }
+            Action::Walk => {
+                // A DHT walk finds a few providers of the overlay: random
+                // running nodes this one can reach.
+                let n = self.nodes.len();
+                let mut peers = Vec::new();
+                for _ in 0..8 {
+                    if peers.len() >= 3 || n < 2 {
+                        break;
+                    }
+                    let j = self.rng.random_range(0..n);
+                    if j != i
+                        && self.nodes[j].status == Status::Running
+                        && !self.net.is_cut_between(i, j)
+                        && !peers.contains(&(j as u32))
+                    {
+                        peers.push(j as u32);
+                    }
+                }
+                if !peers.is_empty() {
+                    let at = self.now + Self::ns(Duration::from_millis(20));
+                    let life = self.nodes[i].life;
+                    self.push(
+                        at,
+                        What::Discover {
+                            node: i as u32,
+                            life,
+                            peers,
+                        },
+                    );
+                }
+            }
         }
     }
 
     fn observe(&mut self, i: usize, event: Event) {
         let now = self.now();
         match event {
-            Event::MemberState {
+            Event::Member(e) => self.observe_member(i, e),
+            Event::SessionChanged { id } => {
+                let Some(sid) = self.sessions.ownership.sid(&id) else {
+                    return;
+                };
+                let Some(crashed) = self.sessions.times.crashed(sid) else {
+                    return;
+                };
+                let crashed_id = &self.nodes[crashed as usize].id;
+                let moved = self.nodes[i]
+                    .node
+                    .as_ref()
+                    .and_then(|n| n.engine().map().get(&id))
+                    .is_some_and(|r| r.primary != *crashed_id);
+                if moved {
+                    self.sessions.times.on_seen(sid, i as u32, now);
+                }
+            }
+            Event::Admitted { .. } => self.counters.admitted += 1,
+            Event::Refused { .. } | Event::RefusedBy { .. } => self.counters.refusals += 1,
+            Event::HandshakeFailed { .. } => self.counters.handshakes_failed += 1,
+            Event::Fenced { fenced: true } => self.counters.fenced += 1,
+            Event::DuplicateIdentity { .. } => self.counters.duplicate_identity += 1,
+            Event::SessionStarted { .. }
+            | Event::SessionStopped { .. }
+            | Event::SessionFailed { .. }
+            | Event::SessionPaused { .. }
+            | Event::SessionResumed { .. }
+            | Event::Fenced { fenced: false } => {}
+        }
+    }
+
+    fn observe_member(&mut self, i: usize, event: swim::Event) {
+        let now = self.now();
+        match event {
+            swim::Event::MemberState {
                 id,
                 state,
                 incarnation,
@@ -1061,21 +1640,24 @@ impl Sim {
                 }
                 self.check_watches();
             }
-            Event::MemberMeta { id, meta } => {
-                if let Some(m) = self.index_of(&id) {
-                    self.dissemination.on_meta(i, m, &meta, now);
+            swim::Event::MemberMeta { id, meta } => {
+                // Decoded only while its announcement is being timed: load
+                // changes announce new metadata too, a thousand times over.
+                if let Some(m) = self.index_of(&id)
+                    && self.dissemination.is_open_for(m)
+                    && let Ok(meta) = NodeMeta::decode(&meta)
+                    && let Some(tag) = meta.addrs.first()
+                {
+                    self.dissemination.on_meta(i, m, tag.as_bytes(), now);
                 }
             }
-            Event::Refuted { incarnation } => {
-                self.counters.refutations += 1;
-                self.health.note_incarnation(i, incarnation);
-            }
-            Event::Removed { id } => {
+            swim::Event::Refuted { .. } => self.counters.refutations += 1,
+            swim::Event::Removed { id } => {
                 if let Some(m) = self.index_of(&id) {
                     self.views.set(i, m, Seen::Unknown);
                 }
             }
-            _ => {}
+            swim::Event::ProbeRtt { .. } => {}
         }
     }
 
@@ -1093,9 +1675,9 @@ impl Sim {
         }
         self.counters.false_positives += 1;
         let declarer = self.nodes[observer]
-            .swim
+            .node
             .as_ref()
-            .and_then(|s| s.member(&self.nodes[member].id))
+            .and_then(|n| n.swim().member(&self.nodes[member].id))
             .and_then(|m| m.by.as_ref())
             .and_then(|by| self.index_of(by))
             .map_or_else(|| "?".to_owned(), |d| self.name(d));
@@ -1143,16 +1725,172 @@ impl Sim {
             false
         });
     }
-}
 
-/// The index of a message's kind in [`KINDS`].
-pub fn kind_index(message: &Message) -> usize {
-    match message {
-        Message::Ping(_) => 0,
-        Message::PingReq(_) => 1,
-        Message::Ack(_) => 2,
-        Message::Nack(_) => 3,
-        Message::Gossip(_) => 4,
-        Message::Sync(_) => 5,
+    // ---- sessions ----
+
+    /// The backups a node's record of session `sid` names, as indices.
+    fn backups_in(&self, node: &SimNode, sid: Sid) -> Vec<u32> {
+        let id = self.sessions.ownership.id(sid);
+        node.engine()
+            .map()
+            .get(id)
+            .map(|r| {
+                r.backups
+                    .iter()
+                    .filter_map(|b| self.index_of(b).map(|x| x as u32))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The owners of `sid`: its live hosts, but not one serving a handover
+    /// it wrote that is not confirmed yet (make-before-break).
+    fn owners(&self, sid: Sid) -> Vec<u32> {
+        let id = self.sessions.ownership.id(sid);
+        self.sessions
+            .ownership
+            .hosts(sid)
+            .iter()
+            .copied()
+            .filter(|&h| {
+                let slot = &self.nodes[h as usize];
+                let handing_over = slot
+                    .node
+                    .as_ref()
+                    .and_then(|n| n.engine().map().get(id))
+                    .is_some_and(|r| {
+                        r.state == SessionState::Active
+                            && r.primary != slot.id
+                            && r.writer == slot.id
+                    });
+                !handing_over
+            })
+            .collect()
+    }
+
+    fn on_start(&mut self, i: usize, record: &Record) {
+        let Some(sid) = self.sessions.ownership.sid(&record.id) else {
+            return;
+        };
+        let now = self.now();
+        self.sessions.ownership.start(i as u32, sid);
+        self.sessions.lost.hosted(sid);
+        if record.reason.starts_with("takeover")
+            && let Some(v) =
+                self.sessions
+                    .claims
+                    .on_claim(sid, i as u32, now, |n| format!("n{n}"), &record.id)
+        {
+            self.violate(v);
+        }
+    }
+
+    fn on_stop(&mut self, i: usize, id: &str, reason: &str) {
+        let Some(sid) = self.sessions.ownership.sid(id) else {
+            return;
+        };
+        let now = self.now();
+        self.sessions.ownership.stop(i as u32, sid);
+        let owners = self.owners(sid).len();
+        if let Some(v) = transfer_keeps_owner::check(id, &self.name(i), reason, owners, now) {
+            self.violate(v);
+        }
+        let closed = self.nodes[i].node.as_ref().is_some_and(|n| {
+            n.engine()
+                .map()
+                .get(id)
+                .is_some_and(|r| r.state == SessionState::Closed)
+        });
+        if closed {
+            if self.sessions.closed.insert(sid) {
+                self.counters.closed += 1;
+            }
+            self.sessions.lost.hosted(sid);
+        } else if self.sessions.ownership.hosts(sid).is_empty() {
+            let backups = self.nodes[i]
+                .node
+                .as_ref()
+                .map(|n| self.backups_in(n, sid))
+                .unwrap_or_default();
+            self.sessions.lost.unhosted(sid, backups, now);
+        }
+    }
+
+    /// Each session's client reports to every running node streaming to it
+    /// (the service hands RTCP to its node, which forwards it to the
+    /// primary if that is another node).
+    fn client_reports(&mut self) {
+        let report = sessions::Report {
+            loss: 0.0,
+            jitter: Duration::from_millis(2),
+            rtt: Duration::from_millis(10),
+        };
+        let now = self.instant();
+        for sid in 0..self.sessions.ownership.len() as Sid {
+            if self.sessions.closed.contains(&sid) {
+                continue;
+            }
+            let hosts: Vec<u32> = self.sessions.ownership.hosts(sid).to_vec();
+            for h in hosts {
+                let h = h as usize;
+                if self.nodes[h].status != Status::Running {
+                    continue;
+                }
+                let id = self.sessions.ownership.id(sid).to_owned();
+                if let Some(n) = self.nodes[h].node.as_mut()
+                    && n.report(now, &id, report).is_ok()
+                {
+                    self.counters.client_reports += 1;
+                }
+                self.after(h);
+            }
+        }
+    }
+
+    /// The crash of node `i`, whose last state is `node`: its services
+    /// stop, and each session it alone hosted as primary opens a takeover.
+    fn on_host_crash(&mut self, i: usize, node: &SimNode) {
+        let now = self.now();
+        let me = &self.nodes[i].id;
+        let hosted: Vec<Sid> = self.sessions.ownership.hosted_by(i as u32).collect();
+        let primary_of: Vec<(Sid, bool)> = hosted
+            .iter()
+            .map(|&sid| {
+                let id = self.sessions.ownership.id(sid);
+                let primary = node
+                    .engine()
+                    .map()
+                    .get(id)
+                    .is_some_and(|r| r.primary == *me && r.state == SessionState::Active);
+                (sid, primary)
+            })
+            .collect();
+        self.sessions.ownership.crash(i as u32);
+        self.sessions.times.on_gone(i as u32, now);
+        for (sid, primary) in primary_of {
+            if !self.sessions.ownership.hosts(sid).is_empty() {
+                continue;
+            }
+            let backups = self.backups_in(node, sid);
+            self.sessions.lost.unhosted(sid, backups.clone(), now);
+            if !primary {
+                continue;
+            }
+            self.sessions.claims.on_crash(sid, i as u32, backups, now);
+            let id = self.sessions.ownership.id(sid);
+            let crashed = &self.nodes[i].id;
+            let waiting: BTreeSet<u32> = (0..self.nodes.len())
+                .filter(|&o| o != i)
+                .filter(|&o| {
+                    self.nodes[o]
+                        .node
+                        .as_ref()
+                        .and_then(|n| n.engine().map().get(id))
+                        .is_some_and(|r| r.primary == *crashed)
+                })
+                .map(|o| o as u32)
+                .collect();
+            self.sessions.times.on_crash(sid, i as u32, now, waiting);
+        }
     }
 }

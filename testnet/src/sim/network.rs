@@ -1,4 +1,6 @@
-//! The simulated network: per-link latency, jitter, random loss and cuts.
+//! The simulated network: per-link latency, jitter, random loss and cuts,
+//! as datagrams see them (the streams of [`super::transport`] ride on the
+//! same links).
 //!
 //! Every link has a stable base RTT derived from the seed (so a run is
 //! reproducible and a pair of nodes keeps its distance, as Vivaldi expects);
@@ -299,13 +301,20 @@ impl Network {
         if self.loss > 0.0 && rng.random::<f64>() < self.loss {
             return Err(Dropped::Lost);
         }
+        Ok(self.delay(from, to, rng))
+    }
+
+    /// The delay of one packet from `from` to `to`: the link's one-way
+    /// delay plus jitter, whatever the loss and cuts (streams retransmit
+    /// what is lost, and a cut breaks them instead).
+    pub fn delay(&self, from: usize, to: usize, rng: &mut impl Rng) -> Duration {
         let base = self.one_way(from, to);
         let jitter = if self.jitter > 0.0 {
             base.mul_f64(self.jitter * rng.random::<f64>())
         } else {
             Duration::ZERO
         };
-        Ok(base + jitter)
+        base + jitter
     }
 
     /// Whether messages from `from` to `to` are cut.

@@ -54,16 +54,28 @@ pub struct Report {
     pub false_positives: u64,
     /// Healthy nodes suspected (refuted in time; for information).
     pub suspicions_of_healthy: u64,
-    /// Bytes sent per node per second over the measurement window.
+    /// Bytes sent per node per second over the measurement window,
+    /// datagram headers included (see `traffic.counted`).
     pub bytes_per_node_per_s: f64,
-    /// Messages sent per node per second.
+    /// Datagrams and stream frames sent per node per second.
     pub msgs_per_node_per_s: f64,
     /// Bytes per second sent by the busiest node.
     pub max_bytes_per_node_per_s: f64,
-    /// `bytes_per_node_per_s` by message kind.
-    pub bytes_per_node_per_s_by_kind: BTreeMap<&'static str, f64>,
-    /// `msgs_per_node_per_s` by message kind.
-    pub msgs_per_node_per_s_by_kind: BTreeMap<&'static str, f64>,
+    /// Traffic by the node's classes.
+    pub traffic: TrafficReport,
+    /// Sessions opened before the measurement window (`--sessions`).
+    pub sessions: usize,
+    /// Sessions hosted by no live node for longer than the bound while a
+    /// backup lived (invariant `not_lost`).
+    pub sessions_lost: usize,
+    /// Sessions hosted by two live nodes for longer than the bound after
+    /// they could hear each other (invariant `not_doubly_owned`).
+    pub double_owned: usize,
+    /// A primary's crash until every live node's map names the backup that
+    /// claimed the session.
+    pub takeover_ms: Summary,
+    /// How the sessions were set up, and what became of takeovers.
+    pub session_details: SessionReport,
     /// First node's start until every node sees every other alive.
     pub warmup_converged_ms: Option<f64>,
     /// Restart until the restarted node is alive in every view (crash scenario).
@@ -85,8 +97,14 @@ pub struct Report {
     pub pauses: u64,
     /// Refutations by nodes defending themselves.
     pub refutations: u64,
-    /// Message fates over the whole run.
+    /// Peers admitted by a handshake (each side counts).
+    pub admitted: u64,
+    /// Handshakes that failed (timeouts, broken streams).
+    pub handshakes_failed: u64,
+    /// Datagram fates over the whole run.
     pub messages: Messages,
+    /// Stream and connection fates over the whole run.
+    pub streams: Streams,
     /// Violations found (only the first 100 are listed).
     pub violations_total: u64,
     /// The broken invariants, if any.
@@ -98,7 +116,11 @@ pub struct Report {
 /// Wall-clock seconds spent in each phase of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct WallPhases {
-    /// Bootstrap and warm-up.
+    /// Starting the nodes (a warm start's keys, tables and maps included).
+    pub bootstrap: f64,
+    /// Opening and replicating the sessions.
+    pub sessions: f64,
+    /// Bootstrap, warm-up and sessions.
     pub warmup: f64,
     /// The measurement window.
     pub measure: f64,
@@ -106,7 +128,67 @@ pub struct WallPhases {
     pub settle: f64,
 }
 
-/// What happened to the messages of a run.
+/// Traffic by the classes of the node's own counters, per node per second.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrafficReport {
+    /// What the byte counts include.
+    pub counted: String,
+    /// Ethernet+IPv4+UDP header bytes (42 per datagram).
+    pub header_bytes_per_node_per_s: f64,
+    /// Payload bytes by class (`probe`, `gossip`, `deltas` on datagrams;
+    /// `admission`, `swim_bulk`, `map_sync` on streams).
+    pub bytes_per_node_per_s_by_class: BTreeMap<&'static str, f64>,
+    /// Datagrams or frames by class.
+    pub packets_per_node_per_s_by_class: BTreeMap<&'static str, f64>,
+}
+
+/// How the sessions were set up, and what became of takeovers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionReport {
+    /// How the sessions reached every map before the window.
+    pub replication: String,
+    /// First open until every map agreed and every session had one host.
+    pub replicated_ms: Option<f64>,
+    /// Opens asked of nodes.
+    pub opened: u64,
+    /// Opens a node refused.
+    pub open_failed: u64,
+    /// Client reports (consent) handed to the nodes streaming to them.
+    pub client_reports: u64,
+    /// Sessions closed during the run (a close, or consent that ran out).
+    pub closed: u64,
+    /// Takeovers that had not reached every live node at the end.
+    pub takeovers_unfinished: usize,
+    /// Takeovers cut short by a crash of the backup that claimed.
+    pub takeovers_superseded: usize,
+    /// Record signatures verified for real.
+    pub signatures_verified: u64,
+    /// Copies accepted from the simulator's memory of verified records.
+    pub signatures_remembered: u64,
+}
+
+/// What happened to the streams and connections of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Streams {
+    /// Opened by nodes.
+    pub opened: u64,
+    /// Refused by their acceptor.
+    pub refused: u64,
+    /// Could not be opened (peer down or cut off).
+    pub open_failed: u64,
+    /// Broken by a cut, a crash or a closed connection.
+    pub broken: u64,
+    /// Broken by a frame over its reader's cap.
+    pub over_cap: u64,
+    /// Frames delivered.
+    pub frames: u64,
+    /// Connections made.
+    pub connections: u64,
+    /// Connections closed for being idle.
+    pub idle_closed: u64,
+}
+
+/// What happened to the datagrams of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Messages {
     /// Sent.
@@ -193,9 +275,16 @@ impl fmt::Display for Report {
             f,
             "wall time",
             format!(
-                "{:.2} s, {:.1}x virtual/wall (warm-up {:.2} s, measured window {:.2} s = {:.1}x, \
-                 settle {:.2} s)",
-                self.wall_s, self.speedup, w.warmup, w.measure, self.measure_speedup, w.settle
+                "{:.2} s, {:.1}x virtual/wall (warm-up {:.2} s of which bootstrap {:.2} s and \
+                 sessions {:.2} s, measured window {:.2} s = {:.1}x, settle {:.2} s)",
+                self.wall_s,
+                self.speedup,
+                w.warmup,
+                w.bootstrap,
+                w.sessions,
+                w.measure,
+                self.measure_speedup,
+                w.settle
             ),
         )?;
         let bootstrap = if self.warm_start {
@@ -245,13 +334,46 @@ impl fmt::Display for Report {
                 self.bytes_per_node_per_s, self.msgs_per_node_per_s, self.max_bytes_per_node_per_s
             ),
         )?;
-        let kinds: Vec<String> = self
-            .bytes_per_node_per_s_by_kind
+        let t = &self.traffic;
+        let mut classes: Vec<String> = t
+            .bytes_per_node_per_s_by_class
             .iter()
             .filter(|(_, b)| **b > 0.0)
             .map(|(k, b)| format!("{k} {b:.0}"))
             .collect();
-        row(f, "  by kind (B/s)", kinds.join(", "))?;
+        classes.push(format!("headers {:.0}", t.header_bytes_per_node_per_s));
+        row(f, "  by class (B/s)", classes.join(", "))?;
+        if self.sessions > 0 {
+            let d = &self.session_details;
+            row(
+                f,
+                "sessions",
+                format!(
+                    "{} opened ({} refused), replicated by {} in {}; {} client reports, {} closed",
+                    d.opened,
+                    d.open_failed,
+                    d.replication,
+                    ms(d.replicated_ms),
+                    d.client_reports,
+                    d.closed
+                ),
+            )?;
+            row(
+                f,
+                "  lost / doubly owned",
+                format!("{} / {}", self.sessions_lost, self.double_owned),
+            )?;
+            row(
+                f,
+                "  takeover",
+                format!(
+                    "{} ({} unfinished, {} superseded)",
+                    summary(&self.takeover_ms),
+                    d.takeovers_unfinished,
+                    d.takeovers_superseded
+                ),
+            )?;
+        }
         row(
             f,
             "faults",
@@ -263,10 +385,28 @@ impl fmt::Display for Report {
         let m = &self.messages;
         row(
             f,
-            "messages",
+            "datagrams",
             format!(
                 "{} sent, {} delivered, {} lost, {} cut, {} to crashed, {} backlog-dropped",
                 m.sent, m.delivered, m.lost, m.cut, m.to_crashed, m.backlog_dropped
+            ),
+        )?;
+        let s = &self.streams;
+        row(
+            f,
+            "streams",
+            format!(
+                "{} opened, {} refused, {} failed to open, {} broken ({} over cap), {} \
+                 connections ({} closed idle); {} admissions, {} failed handshakes",
+                s.opened,
+                s.refused,
+                s.open_failed,
+                s.broken,
+                s.over_cap,
+                s.connections,
+                s.idle_closed,
+                self.admitted,
+                self.handshakes_failed
             ),
         )?;
         if self.passed() {

@@ -1,13 +1,17 @@
 //! The fault scenarios of `testnet sim`, and the measurement around them.
 //!
-//! Every run has the same shape: bootstrap (node 0 first, the others join
-//! over ~2 s) and warm-up until the views converge; the measurement window,
-//! where the scenario injects its faults and nodes announce new metadata
-//! every few seconds; then the settle phase, where faults stop and the
-//! membership must converge.
+//! Every run has the same shape: bootstrap (small groups: node 0 first, the
+//! others discover a few earlier nodes over ~2 s, handshake and join; large
+//! groups: a warm start) and warm-up until the views converge and the join
+//! wave has drained; then, with `--sessions S`, S sessions opened through
+//! `Node::open` on random nodes and replicated (by gossip and anti-entropy
+//! in a cold-started group, by import in a warm-started one) until every
+//! map agrees; the measurement window, where the scenario injects its
+//! faults and nodes announce new metadata every few seconds; then the
+//! settle phase, where faults stop and the membership must converge.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -15,11 +19,28 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::engine::{KINDS, Sim, SimConfig, Status, Watch};
+use super::engine::{Sim, SimConfig, Status, Watch};
+use super::identity;
 use super::invariants::converges;
 use super::network::mix;
-use super::report::{Messages, Report, WallPhases};
+use super::report::{Messages, Report, SessionReport, Streams, TrafficReport, WallPhases};
 use super::stats::{Summary, round};
+use super::traffic::{HEADER_BYTES, Rates};
+
+/// Groups larger than this start warm unless told otherwise: a cold start
+/// of n nodes runs ~n²/2 handshakes and a join wave that takes ~50 s of
+/// virtual time to drain at n = 1000.
+pub const WARM_ABOVE: usize = 256;
+
+/// Clients are spread over this many /24s (the policy's location keys).
+pub const CLIENT_LOCATIONS: u8 = 4;
+
+/// Sessions of a cold-started group replicate by gossip and anti-entropy up
+/// to this many; more are imported. Every node piggybacks every delta it
+/// learns ~12 times at one or two a datagram, so a group spreads about one
+/// write a second: a larger burst would still fill the piggyback queues
+/// when the measurement starts.
+pub const GOSSIP_AT_MOST: usize = 64;
 
 /// A fault scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,12 +111,21 @@ pub struct ScenarioConfig {
     pub profile: String,
     /// Length of the measurement window.
     pub duration: Duration,
-    /// Nodes start over this long, each joining through node 0 and up to
-    /// two earlier nodes...
+    /// Nodes start over this long, each discovering node 0 and up to two
+    /// earlier nodes...
     pub bootstrap_over: Duration,
-    /// ...unless every node starts at once, knowing the whole group
-    /// ([`Sim::bootstrap_warm`]).
+    /// ...unless every node starts at once, a group that has run for a
+    /// while ([`Sim::bootstrap_warm`]); sessions are then replicated by
+    /// import rather than gossip. Defaults to `nodes > WARM_ABOVE`.
     pub warm_start: bool,
+    /// Sessions opened before the measurement window.
+    pub sessions: usize,
+    /// Whether they are replicated by import ([`Sim::replicate_sessions`])
+    /// rather than gossip: by default when the group starts warm or there
+    /// are more than [`GOSSIP_AT_MOST`].
+    pub import_sessions: Option<bool>,
+    /// The opens are spread over this long.
+    pub open_over: Duration,
     /// The measurement starts no earlier than this, and only once the views
     /// have converged and the join announcements have drained (messages
     /// carry less than one update on average)...
@@ -140,7 +170,10 @@ impl ScenarioConfig {
             profile: "lan".to_owned(),
             duration: scenario.default_duration(),
             bootstrap_over: Duration::from_secs(2),
-            warm_start: false,
+            warm_start: nodes > WARM_ABOVE,
+            sessions: 0,
+            import_sessions: None,
+            open_over: Duration::from_secs(2),
             warmup: Duration::from_secs(10),
             max_warmup: Duration::from_secs(120),
             settle: Duration::from_secs(15),
@@ -179,7 +212,12 @@ enum Act {
 pub fn run(cfg: &ScenarioConfig) -> Report {
     let wall = Instant::now();
     let n = cfg.sim.nodes;
-    let mut sim = Sim::new(cfg.sim.clone());
+    let mut sim_cfg = cfg.sim.clone();
+    // Room for every session four times over on average: opens and
+    // takeovers never run out of capacity by accident.
+    let per_node = (cfg.sessions.div_ceil(n.max(1)) * 4).min(u32::MAX as usize) as u32;
+    sim_cfg.capacity = sim_cfg.capacity.max(per_node);
+    let mut sim = Sim::new(sim_cfg);
     let mut rng = SmallRng::seed_from_u64(mix(cfg.sim.seed ^ 0x7363_656e_6172_696f));
 
     // Bootstrap and warm-up.
@@ -189,6 +227,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
     } else {
         sim.bootstrap(cfg.bootstrap_over);
     }
+    let bootstrap_wall = wall.elapsed();
     let drained = warm_up(&mut sim, cfg);
     if sim.is_watching(Watch::Warmup)
         && let Err(mut v) =
@@ -197,6 +236,9 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         v.details = format!("bootstrap did not converge: {}", v.details);
         sim.violate(v);
     }
+    let sessions_from = wall.elapsed();
+    let replicated = open_sessions(&mut sim, cfg, &mut rng);
+    let sessions_wall = wall.elapsed() - sessions_from;
 
     // The measurement window.
     let warmup_wall = wall.elapsed();
@@ -316,10 +358,24 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
 
     let wall = Wall {
         total: wall.elapsed(),
+        bootstrap: bootstrap_wall,
+        sessions: sessions_wall,
         warmup: warmup_wall,
         measure: measure_wall,
     };
-    report(cfg, &sim, &wall, start, drained, heal_unconverged)
+    let report = report(
+        cfg,
+        &sim,
+        &wall,
+        start,
+        drained,
+        heal_unconverged,
+        replicated,
+    );
+    // Freeing a thousand nodes' maps takes seconds: let a thread do it
+    // while the report is printed (the process may exit first).
+    std::thread::spawn(move || drop(sim));
+    report
 }
 
 /// Runs until the measurement may start: not before `cfg.warmup`, with the
@@ -329,25 +385,87 @@ fn warm_up(sim: &mut Sim, cfg: &ScenarioConfig) -> bool {
     const STEP: Duration = Duration::from_secs(1);
     sim.run_until(cfg.warmup.max(cfg.bootstrap_over).saturating_sub(STEP));
     loop {
-        let before = sim.counters();
         sim.run_for(STEP);
-        let after = sim.counters();
-        let msgs = after.sent - before.sent;
-        let updates = after.updates_sent - before.updates_sent;
-        // Every join is news to every node and rides on its next probes and
-        // acks many times: measuring before that wave has passed would
-        // measure the bootstrap, not the scenario.
-        let drained = updates < msgs.max(1);
         let converged = !sim.is_watching(Watch::Warmup);
-        if (converged && drained) || sim.now() >= cfg.max_warmup {
-            return drained;
+        if (converged && drained(sim)) || sim.now() >= cfg.max_warmup {
+            return drained(sim);
         }
+    }
+}
+
+/// Whether the news has spread: fewer membership updates wait to be
+/// piggybacked than there are nodes. Every join is news to every node and
+/// rides on its next probes and acks many times: measuring before that
+/// wave has passed would measure the bootstrap, not the scenario.
+fn drained(sim: &Sim) -> bool {
+    sim.queued_updates() < sim.live_count().max(1)
+}
+
+impl ScenarioConfig {
+    /// Whether sessions are replicated by import rather than gossip.
+    pub fn imports_sessions(&self) -> bool {
+        self.import_sessions
+            .unwrap_or(self.warm_start || self.sessions > GOSSIP_AT_MOST)
+    }
+}
+
+/// Opens `cfg.sessions` sessions through `Node::open` on random running
+/// nodes, clients spread over [`CLIENT_LOCATIONS`] /24s. Replicated by
+/// gossip, the opens are spread over `cfg.open_over`; by import, they all
+/// happen at one instant, followed by the import. Then runs until every
+/// map agrees, every session has one host and the news has drained (at
+/// most `cfg.max_warmup` more). Returns how long replication took from the
+/// first open, if it completed.
+fn open_sessions(sim: &mut Sim, cfg: &ScenarioConfig, rng: &mut SmallRng) -> Option<Duration> {
+    if cfg.sessions == 0 {
+        return Some(Duration::ZERO);
+    }
+    let import = cfg.imports_sessions();
+    let first = sim.now();
+    let step = if import {
+        Duration::ZERO
+    } else {
+        cfg.open_over.div_f64(cfg.sessions as f64)
+    };
+    for k in 0..cfg.sessions {
+        if !import {
+            sim.run_until(first + step.mul_f64(k as f64));
+        }
+        let location = (k % usize::from(CLIENT_LOCATIONS)) as u8;
+        let client = identity::client_addr(
+            location,
+            rng.random_range(1..=254),
+            5004 + 2 * rng.random_range(0..1000u16),
+        );
+        if let Some(i) = pick(sim, rng, |sim, i| sim.status(i) == Status::Running) {
+            sim.open_session(i, &client.to_string());
+        }
+    }
+    if import {
+        sim.replicate_sessions();
+    }
+    const STEP: Duration = Duration::from_millis(500);
+    let limit = sim.now() + cfg.max_warmup;
+    loop {
+        if sim.sessions_settled() {
+            let took = sim.now() - first;
+            while !drained(sim) && sim.now() < limit {
+                sim.run_for(STEP);
+            }
+            return Some(took);
+        }
+        if sim.now() >= limit {
+            return None;
+        }
+        sim.run_for(STEP);
     }
 }
 
 #[derive(Debug)]
 struct Wall {
     total: Duration,
+    bootstrap: Duration,
+    sessions: Duration,
     warmup: Duration,
     measure: Duration,
 }
@@ -359,22 +477,20 @@ fn report(
     start: Duration,
     drained: bool,
     heal_unconverged: usize,
+    replicated: Option<Duration>,
 ) -> Report {
     let wall_s = wall.total.as_secs_f64();
     let measure_wall_s = wall.measure.as_secs_f64();
-    let traffic = sim.traffic();
+    let (per_node, window) = sim.traffic();
+    let rates = Rates::of(per_node, window.as_secs_f64());
     let c = sim.counters();
     let to_ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     let summary = |ds: &[Duration]| Summary::of(&ds.iter().map(to_ms).collect::<Vec<_>>());
     let first_ms = |ds: &[Duration]| ds.first().map(|d| round(to_ms(d)));
     let virtual_s = sim.now().as_secs_f64();
-    let by_kind = |values: [f64; 6]| -> BTreeMap<&'static str, f64> {
-        KINDS
-            .iter()
-            .zip(values)
-            .map(|(k, v)| (*k, round(v)))
-            .collect()
-    };
+    let streams = sim.streams();
+    let verifier = sim.verifier();
+    let (takeovers_unfinished, takeovers_superseded) = sim.takeovers_unfinished();
     Report {
         scenario: cfg.scenario.name().to_owned(),
         nodes: cfg.sim.nodes,
@@ -385,25 +501,65 @@ fn report(
         virtual_s: round(virtual_s),
         warmup_s: round(start.as_secs_f64()),
         warmup_drained: drained,
-        measured_s: round(traffic.window.as_secs_f64()),
+        measured_s: round(window.as_secs_f64()),
         wall_s: millis(wall_s),
         speedup: round(virtual_s / wall_s.max(1e-9)),
         wall_phases_s: WallPhases {
+            bootstrap: millis(wall.bootstrap.as_secs_f64()),
+            sessions: millis(wall.sessions.as_secs_f64()),
             warmup: millis(wall.warmup.as_secs_f64()),
             measure: millis(measure_wall_s),
             settle: millis((wall.total - wall.warmup - wall.measure).as_secs_f64()),
         },
-        measure_speedup: round(traffic.window.as_secs_f64() / measure_wall_s.max(1e-9)),
+        measure_speedup: round(window.as_secs_f64() / measure_wall_s.max(1e-9)),
         detection_ms: summary(sim.detection_samples()),
         dissemination_ms: summary(sim.dissemination_samples()),
         dissemination_incomplete: sim.dissemination_incomplete(),
         false_positives: c.false_positives,
         suspicions_of_healthy: c.suspicions_of_healthy,
-        bytes_per_node_per_s: round(traffic.bytes_per_node_per_s),
-        msgs_per_node_per_s: round(traffic.msgs_per_node_per_s),
-        max_bytes_per_node_per_s: round(traffic.max_bytes_per_node_per_s),
-        bytes_per_node_per_s_by_kind: by_kind(traffic.bytes_by_kind),
-        msgs_per_node_per_s_by_kind: by_kind(traffic.msgs_by_kind),
+        bytes_per_node_per_s: round(rates.bytes),
+        msgs_per_node_per_s: round(rates.packets),
+        max_bytes_per_node_per_s: round(rates.max_bytes),
+        traffic: TrafficReport {
+            counted: format!(
+                "sealed datagrams and stream frame payloads as the node counts them, plus \
+                 {HEADER_BYTES} bytes of Ethernet+IPv4+UDP headers per datagram; stream \
+                 transport overhead (frame lengths, QUIC/Noise/yamux) not counted"
+            ),
+            header_bytes_per_node_per_s: round(rates.header_bytes),
+            bytes_per_node_per_s_by_class: rates
+                .by_class
+                .iter()
+                .map(|(class, b, _)| (class.as_str(), round(*b)))
+                .collect(),
+            packets_per_node_per_s_by_class: rates
+                .by_class
+                .iter()
+                .map(|(class, _, p)| (class.as_str(), round(*p)))
+                .collect(),
+        },
+        sessions: cfg.sessions,
+        sessions_lost: sim.sessions_lost(),
+        double_owned: sim.double_owned(),
+        takeover_ms: summary(sim.takeover_samples()),
+        session_details: SessionReport {
+            replication: if cfg.sessions == 0 {
+                "none".to_owned()
+            } else if cfg.imports_sessions() {
+                "import (node::warm_tables and warm_maps, as after anti-entropy)".to_owned()
+            } else {
+                "gossip and anti-entropy".to_owned()
+            },
+            replicated_ms: replicated.map(|d| round(to_ms(&d))),
+            opened: c.opened,
+            open_failed: c.open_failed,
+            client_reports: c.client_reports,
+            closed: c.closed,
+            takeovers_unfinished,
+            takeovers_superseded,
+            signatures_verified: verifier.verified,
+            signatures_remembered: verifier.remembered,
+        },
         warmup_converged_ms: first_ms(sim.convergence_samples(Watch::Warmup)),
         rejoin_ms: (cfg.scenario == Scenario::Crash).then(|| summary(sim.rejoin_samples())),
         heal_converge_ms: (cfg.scenario == Scenario::Partition)
@@ -414,6 +570,8 @@ fn report(
         restarts: c.restarts,
         pauses: c.pauses,
         refutations: c.refutations,
+        admitted: c.admitted,
+        handshakes_failed: c.handshakes_failed,
         messages: Messages {
             sent: c.sent,
             delivered: c.delivered,
@@ -421,6 +579,16 @@ fn report(
             cut: c.cut,
             to_crashed: c.to_stopped,
             backlog_dropped: c.backlog_dropped,
+        },
+        streams: Streams {
+            opened: streams.opened,
+            refused: streams.refused,
+            open_failed: streams.open_failed,
+            broken: streams.broken,
+            over_cap: streams.over_cap,
+            frames: streams.frames,
+            connections: streams.connections,
+            idle_closed: streams.idle_closed,
         },
         violations_total: c.violations,
         violations: sim.violations().to_vec(),

@@ -743,3 +743,44 @@ fn one_client_address_gets_a_bounded_number_of_sessions() {
         .unwrap_err();
     assert!(matches!(err, CommandError::Invalid(ref m) if m.contains("multicast")));
 }
+
+#[test]
+fn warm_tables_and_maps_spread_sessions_opened_in_a_running_group_quietly() {
+    let mut net = Net::new(6, 14);
+    net.warm();
+    let a = open(&mut net, 2);
+    let b = open(&mut net, 4);
+    let now = net.now;
+    let announced = net.node(2).swim().incarnation();
+    assert!(announced > 0, "hosting a session announces a new load");
+    let mut nodes: Vec<&mut harness::TestNode> = net.nodes.iter_mut().flatten().collect();
+    warm_tables(&mut nodes, now);
+    warm_maps(&mut nodes, now);
+    for i in (0..6).filter(|&i| i != 2) {
+        let seen = net.node(i).swim().member(&net.ids[2].clone()).unwrap();
+        assert_eq!(seen.incarnation, announced, "node {i}");
+    }
+    let queued = |net: &Net| -> Vec<usize> {
+        (0..6)
+            .map(|i| net.node(i).swim().queued_updates())
+            .collect()
+    };
+    let before = queued(&net);
+    // The announcements pushed when the sessions started arrive now: old
+    // news, spread no further.
+    net.run_for(Duration::from_millis(2));
+    let after = queued(&net);
+    for i in [0, 1, 3, 5] {
+        assert!(after[i] <= before[i], "node {i}: {before:?} -> {after:?}");
+    }
+    for i in 0..6 {
+        net.after(i);
+    }
+    for i in 0..6 {
+        let map = net.node(i).engine().map();
+        assert_eq!(map.get(&a.id), Some(&a), "node {i}");
+        assert_eq!(map.get(&b.id), Some(&b), "node {i}");
+    }
+    let hosts = |id: &str| (0..6).filter(|&i| net.hosting[i].contains(id)).count();
+    assert_eq!((hosts(&a.id), hosts(&b.id)), (1, 1));
+}

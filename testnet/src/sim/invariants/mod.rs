@@ -10,7 +10,11 @@ use serde::Serialize;
 pub mod converges;
 pub mod crashed_declared_dead;
 pub mod healthy_not_dead;
+pub mod not_doubly_owned;
+pub mod not_lost;
 pub mod restart_rejoins;
+pub mod takeover_by_one_backup;
+pub mod transfer_keeps_owner;
 pub mod wire_round_trip;
 
 /// A broken invariant: which one, where it comes from, and what happened.

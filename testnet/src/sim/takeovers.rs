@@ -1,0 +1,116 @@
+//! Takeover time: from a primary's crash until every live node's map names
+//! another primary for each session it hosted alone, i.e. until a backup's
+//! claim has reached the whole group (`takeover_ms` in the report).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::ownership::Sid;
+
+#[derive(Debug, Clone)]
+struct Open {
+    crashed: u32,
+    at: Duration,
+    /// Live nodes whose map still names the crashed primary.
+    waiting: BTreeSet<u32>,
+}
+
+/// Open takeovers and finished ones.
+#[derive(Debug, Clone, Default)]
+pub struct TakeoverTimes {
+    open: BTreeMap<Sid, Open>,
+    samples: Vec<Duration>,
+    superseded: usize,
+}
+
+impl TakeoverTimes {
+    /// None yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `crashed`, the only host of `sid`, crashed at `now`; `waiting` are
+    /// the live nodes whose map names it as the primary.
+    pub fn on_crash(&mut self, sid: Sid, crashed: u32, now: Duration, waiting: BTreeSet<u32>) {
+        if self.open.remove(&sid).is_some() {
+            // Its claimer crashed before the claim reached everyone.
+            self.superseded += 1;
+        }
+        self.open.insert(
+            sid,
+            Open {
+                crashed,
+                at: now,
+                waiting,
+            },
+        );
+        self.settle(sid, now);
+    }
+
+    /// The node whose crash `sid` waits on, if it does.
+    pub fn crashed(&self, sid: Sid) -> Option<u32> {
+        self.open.get(&sid).map(|o| o.crashed)
+    }
+
+    /// Node `node`'s map names another primary for `sid` now.
+    pub fn on_seen(&mut self, sid: Sid, node: u32, now: Duration) {
+        if let Some(o) = self.open.get_mut(&sid) {
+            o.waiting.remove(&node);
+            self.settle(sid, now);
+        }
+    }
+
+    /// Node `node` stopped: it is not waited for.
+    pub fn on_gone(&mut self, node: u32, now: Duration) {
+        let sids: Vec<Sid> = self
+            .open
+            .iter_mut()
+            .filter_map(|(sid, o)| o.waiting.remove(&node).then_some(*sid))
+            .collect();
+        for sid in sids {
+            self.settle(sid, now);
+        }
+    }
+
+    fn settle(&mut self, sid: Sid, now: Duration) {
+        if self.open.get(&sid).is_some_and(|o| o.waiting.is_empty()) {
+            let o = self.open.remove(&sid).expect("checked");
+            self.samples.push(now.saturating_sub(o.at));
+        }
+    }
+
+    /// Takeovers that reached every live node.
+    pub fn samples(&self) -> &[Duration] {
+        &self.samples
+    }
+
+    /// Takeovers still waiting (incomplete at the end of a run).
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Takeovers cut short by a crash of their claimer.
+    pub fn superseded(&self) -> usize {
+        self.superseded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_takeover_ends_when_the_last_live_node_knows() {
+        let mut t = TakeoverTimes::new();
+        t.on_crash(4, 9, 100 * MS, [1, 2, 3].into());
+        assert_eq!(t.crashed(4), Some(9));
+        t.on_seen(4, 1, 900 * MS);
+        t.on_gone(3, 950 * MS);
+        assert!(t.samples().is_empty());
+        t.on_seen(4, 2, 1100 * MS);
+        assert_eq!(t.samples(), [1000 * MS]);
+        assert_eq!(t.open_count(), 0);
+    }
+}
