@@ -84,9 +84,18 @@ pub struct Flags {
     /// Most members this node admits.
     #[arg(long)]
     pub max_members: Option<usize>,
-    /// Bearer token the API requires when it listens beyond loopback.
+    /// Bearer token every API request must carry (required when the API
+    /// listens beyond loopback; enforced on loopback too when set).
     #[arg(long, env = "BATON_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// A second token that opens GET requests only (views, events,
+    /// /metrics): for Prometheus and dashboards. Needs --api-token.
+    #[arg(long, env = "BATON_API_READ_TOKEN", hide_env_values = true)]
+    pub api_read_token: Option<String>,
+    /// A DNS name clients may use in the Host header besides IP addresses
+    /// and localhost (repeatable); requests naming another host get 403.
+    #[arg(long = "api-host", value_name = "NAME")]
+    pub api_hosts: Vec<String>,
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -138,6 +147,9 @@ struct File {
     allow: Vec<String>,
     max_members: Option<usize>,
     api_token: Option<String>,
+    api_read_token: Option<String>,
+    #[serde(default)]
+    api_hosts: Vec<String>,
     log_format: Option<LogFormat>,
     #[serde(default, with = "humantime_serde")]
     probe_interval: Option<Duration>,
@@ -211,8 +223,12 @@ pub struct Config {
     pub allowlist: Option<HashSet<PeerId>>,
     /// Most members admitted.
     pub max_members: usize,
-    /// API bearer token (required beyond loopback).
+    /// API bearer token (required beyond loopback, enforced everywhere).
     pub api_token: Option<String>,
+    /// API token for GET requests only.
+    pub api_read_token: Option<String>,
+    /// Host names the API answers to besides IP addresses and localhost.
+    pub api_hosts: Vec<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// SWIM parameters.
@@ -423,6 +439,40 @@ impl Config {
                  since the API would listen beyond this machine",
             ));
         }
+        let api_read_token = flags
+            .api_read_token
+            .or(file.api_read_token)
+            .filter(|t| !t.is_empty());
+        if api_read_token.is_some() && api_token.is_none() {
+            return Err(invalid(
+                "api_read_token",
+                "(hidden)",
+                "an api_token beside it: without one, reads need no token at all",
+            ));
+        }
+        if api_read_token.is_some() && api_read_token == api_token {
+            return Err(invalid(
+                "api_read_token",
+                "(hidden)",
+                "a token different from api_token",
+            ));
+        }
+        let mut api_hosts = flags.api_hosts;
+        api_hosts.extend(file.api_hosts);
+        for host in &api_hosts {
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(invalid(
+                    "api_hosts",
+                    host,
+                    "a DNS name such as baton-1.example.net (no port, no scheme)",
+                ));
+            }
+        }
         let mut swim = match profile {
             Profile::Lan => swim::Config::lan(),
             Profile::Wan => swim::Config::wan(),
@@ -453,6 +503,8 @@ impl Config {
             allowlist,
             max_members,
             api_token,
+            api_read_token,
+            api_hosts,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             swim,
             clients: clients_config(&file.services)?,
@@ -981,6 +1033,38 @@ mod tests {
             File::default(),
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_read_token_needs_a_full_token_and_hosts_are_dns_names() {
+        let err = error(&["--api-read-token", "look"]);
+        assert!(
+            err.contains("api_read_token") && err.contains("api_token"),
+            "{err}"
+        );
+        assert!(!err.contains("look"), "tokens are not echoed: {err}");
+        let err = error(&["--api-token", "same", "--api-read-token", "same"]);
+        assert!(err.contains("different"), "{err}");
+        let ok = Config::resolve(
+            flags(&[
+                "--name",
+                "a",
+                "--api-token",
+                "s3cret",
+                "--api-read-token",
+                "look",
+                "--api-host",
+                "baton-1.example.net",
+            ]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.api_read_token.as_deref(), Some("look"));
+        assert_eq!(ok.api_hosts, ["baton-1.example.net"]);
+        for bad in ["http://x", "x:7700", "", "a..b", "x/y"] {
+            let err = error(&["--api-host", bad]);
+            assert!(err.contains("api_hosts"), "{bad}: {err}");
+        }
     }
 
     fn error(args: &[&str]) -> String {

@@ -229,10 +229,13 @@ impl Node {
         });
         let driver = tokio::spawn(driver.run());
         let (api_stop, stopped) = oneshot::channel::<()>();
-        let token = if api_addr.ip().is_loopback() {
-            None
-        } else {
-            config.api_token.clone()
+        // A token is enforced wherever the API listens: on loopback too,
+        // where every local user and every web page the operator visits
+        // can reach it.
+        let access = api::Access {
+            token: config.api_token.clone(),
+            read_token: config.api_read_token.clone(),
+            hosts: config.api_hosts.clone(),
         };
         let api = tokio::spawn({
             let shared = shared.clone();
@@ -240,7 +243,7 @@ impl Node {
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                if let Err(e) = api::serve(listener, shared, token, shutdown).await {
+                if let Err(e) = api::serve(listener, shared, access, shutdown).await {
                     tracing::error!(error = %e, "API server failed");
                 }
             }

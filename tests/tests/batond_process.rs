@@ -386,3 +386,48 @@ fn a_lone_batond_writes_plain_logs_to_a_pipe_without_kademlia_warnings() {
         "a node alone warns about Kademlia:\n{log}"
     );
 }
+
+/// One HTTP/1.1 request written by hand (so that `Host` and `Origin` are
+/// what the test says); answers the status line.
+fn http_status(api: &str, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api).expect("connect to the API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_token_is_enforced_on_loopback_and_a_rebound_host_is_refused() {
+    let dir = TempDir::new("token");
+    let data = dir.0.join("data").display().to_string();
+    let mut args = loopback_args(&data, "guarded");
+    args.extend([
+        "--api-token",
+        "full-token",
+        "--api-read-token",
+        "read-token",
+    ]);
+    let node = Batond::start(&args);
+    let api = node.api();
+    let host = format!("Host: {api}\r\n");
+    assert!(http_status(&api, "/v1/status", &host).contains(" 401 "));
+    let full = format!("{host}Authorization: Bearer full-token\r\n");
+    assert!(http_status(&api, "/v1/status", &full).contains(" 200 "));
+    let read = format!("{host}Authorization: Bearer read-token\r\n");
+    assert!(http_status(&api, "/metrics", &read).contains(" 200 "));
+    let rebound = "Host: rebind.example:7700\r\nAuthorization: Bearer full-token\r\n";
+    assert!(http_status(&api, "/v1/status", rebound).contains(" 403 "));
+    let cross = format!("{full}Origin: http://evil.example\r\n");
+    assert!(http_status(&api, "/v1/status", &cross).contains(" 403 "));
+    // Health stays open, for supervisors and load balancers.
+    assert!(http_status(&api, "/v1/health", &host).contains(" 200 "));
+}

@@ -1,48 +1,92 @@
-//! Bearer-token authentication: with a token configured, every request must
+//! Bearer-token authentication. With a token configured, every request must
 //! carry `Authorization: Bearer <token>`, or it is answered 401 before any
-//! handler runs.
+//! handler runs. A separate read token, when configured, opens the reads
+//! (`GET`, `HEAD`: views, events, `/metrics`) and nothing else, so that
+//! Prometheus or a dashboard does not hold the key that opens sessions.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
 
-/// `app`, answering 401 to every request without `token`.
-pub(super) fn require(app: Router<AppState>, token: &str) -> Router<AppState> {
-    // Only the digest is kept: comparing digests takes the same time
+/// The digests of the tokens a node accepts.
+#[derive(Debug)]
+struct Tokens {
+    full: [u8; 32],
+    read: Option<[u8; 32]>,
+}
+
+/// `app`, answering 401 to every request without `token`, or, for reads,
+/// without `token` or `read_token`.
+pub(super) fn require(
+    app: Router<AppState>,
+    token: &str,
+    read_token: Option<&str>,
+) -> Router<AppState> {
+    // Only the digests are kept: comparing digests takes the same time
     // whatever the length or content of the presented token.
-    let expected: Arc<[u8; 32]> = Arc::new(Sha256::digest(token.as_bytes()).into());
-    app.layer(middleware::from_fn_with_state(expected, require_token))
+    let tokens = Arc::new(Tokens {
+        full: Sha256::digest(token.as_bytes()).into(),
+        read: read_token.map(|t| Sha256::digest(t.as_bytes()).into()),
+    });
+    app.layer(middleware::from_fn_with_state(tokens, require_token))
 }
 
 async fn require_token(
-    State(expected): State<Arc<[u8; 32]>>,
+    State(tokens): State<Arc<Tokens>>,
     request: Request,
     next: Next,
 ) -> Response {
     const HOW: &str = "pass it as the header 'Authorization: Bearer <token>' \
                        (baton: --token TOKEN or the environment variable BATON_TOKEN)";
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().ok().and_then(bearer_token));
-    let message = match presented {
-        Some(Some(token)) if token_matches(&expected, token) => return next.run(request).await,
-        Some(Some(_)) => format!("the bearer token is not valid for this node: {HOW}"),
-        Some(None) => format!("the Authorization header is not a bearer token: {HOW}"),
-        None => format!("this API needs a bearer token: {HOW}"),
+    let (status, message) = match presented {
+        Some(Some(token)) if token_matches(&tokens.full, token) => {
+            return next.run(request).await;
+        }
+        Some(Some(token)) if tokens.read.is_some_and(|r| token_matches(&r, token)) => {
+            if read {
+                return next.run(request).await;
+            }
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the read token opens GET requests only; {} {} needs the api_token",
+                    request.method(),
+                    request.uri().path().chars().take(200).collect::<String>()
+                ),
+            )
+        }
+        Some(Some(_)) => (
+            StatusCode::UNAUTHORIZED,
+            format!("the bearer token is not valid for this node: {HOW}"),
+        ),
+        Some(None) => (
+            StatusCode::UNAUTHORIZED,
+            format!("the Authorization header is not a bearer token: {HOW}"),
+        ),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            format!("this API needs a bearer token: {HOW}"),
+        ),
     };
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"baton\""),
-    );
+    let mut response = ApiError::new(status, message).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"baton\""),
+        );
+    }
     response
 }
 
@@ -67,6 +111,7 @@ fn token_matches(expected: &[u8; 32], presented: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Access;
     use crate::api::testing::{Server, request, send, shared};
 
     #[tokio::test]
@@ -99,6 +144,40 @@ mod tests {
             assert_eq!(reply.status, 200, "{right}");
             assert_eq!(reply.json()["name"], "alpha");
         }
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_read_token_opens_reads_and_nothing_else() {
+        let access = Access {
+            token: Some("s3cret".into()),
+            read_token: Some("look".into()),
+            ..Access::default()
+        };
+        let server = Server::start_access(shared(), access).await;
+        let addr = server.addr;
+        for path in ["/v1/status", "/metrics", "/v1/sessions"] {
+            let reply = request(addr, "GET", path, Some("Bearer look")).await;
+            assert_eq!(reply.status, 200, "{path}");
+        }
+        let open = || Some(("application/json", br#"{"service": "rtp-audio"}"#.to_vec()));
+        let reply = send(addr, "POST", "/v1/sessions", Some("Bearer look"), open()).await;
+        assert_eq!(reply.status, 403);
+        assert!(reply.error().contains("api_token"), "{}", reply.error());
+        let reply = send(
+            addr,
+            "DELETE",
+            "/v1/sessions/abc",
+            Some("Bearer look"),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 403);
+        // The full token still opens everything.
+        let reply = send(addr, "POST", "/v1/sessions", Some("Bearer s3cret"), open()).await;
+        assert_ne!(reply.status, 401);
+        assert_ne!(reply.status, 403);
+        assert_eq!(request(addr, "GET", "/metrics", None).await.status, 401);
         server.stop().await;
     }
 

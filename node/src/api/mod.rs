@@ -24,10 +24,12 @@ mod error;
 mod events;
 #[cfg(test)]
 pub(crate) mod fake;
+mod guard;
 mod health;
 mod metrics;
 mod overlay;
 mod request;
+mod server;
 mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -35,6 +37,30 @@ pub(crate) mod testing;
 pub use error::ApiError;
 pub use events::KEEP_ALIVE;
 pub use request::{MAX_REPORT_MS, check_bodies};
+pub use server::{LIMITS, Limits, raise_open_files};
+
+/// Who may use the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// With a token, every request but `GET /v1/health` must carry
+    /// `Authorization: Bearer <token>` (or the read token, for reads).
+    pub token: Option<String>,
+    /// A token that opens `GET` requests only (views, events, `/metrics`).
+    pub read_token: Option<String>,
+    /// Names requests may give in `Host` besides IP addresses and
+    /// `localhost` (see the `guard` module: DNS rebinding).
+    pub hosts: Vec<String>,
+}
+
+impl Access {
+    /// Access with `token` (if any), no read token, no extra host names.
+    pub fn token(token: Option<String>) -> Self {
+        Access {
+            token,
+            ..Access::default()
+        }
+    }
+}
 
 /// How long a session request (open, close, report) waits for the driver,
 /// queueing included, before the API answers 503.
@@ -49,45 +75,51 @@ const PATHS: &str = "GET /v1/status, GET /v1/members, GET /v1/peers, \
                      POST /v1/sessions/{id}/report, GET /v1/events, GET /metrics, \
                      GET /v1/health";
 
-/// The router of the API. With `token`, every request but `GET /v1/health`
-/// must carry `Authorization: Bearer <token>`.
+/// The router of the API, guarded by `access` (see [`Access`]).
 ///
 /// Event streams opened on this router end only when the client leaves; use
 /// [`serve`] to have them end at shutdown.
-pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
-    build(shared, token, None, COMMAND_TIMEOUT)
+pub fn router(shared: Arc<Shared>, access: &Access) -> Router {
+    build(shared, access, None, COMMAND_TIMEOUT, LIMITS.body)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then closes the
-/// event streams and waits for in-flight requests to finish.
+/// Serves the API on `listener` within [`LIMITS`] until `shutdown`
+/// completes, then closes the event streams and waits for in-flight
+/// requests to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    token: Option<String>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, shared, token, shutdown, COMMAND_TIMEOUT).await
+    serve_with(listener, shared, access, shutdown, COMMAND_TIMEOUT, LIMITS).await
 }
 
-/// [`serve`], with session requests waiting `command_timeout` for the driver.
+/// [`serve`], with session requests waiting `command_timeout` for the
+/// driver, within `limits`.
 async fn serve_with(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    token: Option<String>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
     command_timeout: Duration,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let (closing_tx, closing_rx) = watch::channel(false);
-    let app = build(shared, token, Some(closing_rx), command_timeout);
+    let app = build(
+        shared,
+        &access,
+        Some(closing_rx),
+        command_timeout,
+        limits.body,
+    );
     let signal = async move {
         shutdown.await;
         // Graceful shutdown waits for every open response, and an event
         // stream never ends by itself.
         let _ = closing_tx.send(true);
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
+    server::run(listener, app, limits, signal).await
 }
 
 #[derive(Clone)]
@@ -101,9 +133,10 @@ struct AppState {
 
 fn build(
     shared: Arc<Shared>,
-    token: Option<String>,
+    access: &Access,
     closing: Option<watch::Receiver<bool>>,
     command_timeout: Duration,
+    body_timeout: Duration,
 ) -> Router {
     let mut app = Router::new()
         .route("/v1/status", get(overlay::status))
@@ -120,10 +153,14 @@ fn build(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    if let Some(token) = token {
-        app = auth::require(app, &token);
+    // Layers wrap what is above them; the last added runs first: Host and
+    // Origin, then the token, then the body, then the handler.
+    app = server::bound_bodies(app, body_timeout);
+    if let Some(token) = &access.token {
+        app = auth::require(app, token, access.read_token.as_deref());
     }
-    // After the token layer, which wraps only the routes added before it.
+    app = guard::check(app, guard::Hosts::new(&access.hosts));
+    // After the guards, which wrap only the routes added before them.
     app.route("/v1/health", get(health::health))
         .with_state(AppState {
             shared,

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 pub(crate) use super::fake;
-use super::{COMMAND_TIMEOUT, serve_with};
+use super::{Access, COMMAND_TIMEOUT, LIMITS, Limits, serve_with};
 use baton_protocol::node::{Class, Drops, Flow, Stats};
 use baton_protocol::swim;
 
@@ -159,17 +159,40 @@ impl Server {
         token: Option<&str>,
         command_timeout: Duration,
     ) -> Server {
+        let access = Access::token(token.map(str::to_owned));
+        Self::spawn(shared, access, command_timeout, LIMITS).await
+    }
+
+    pub(crate) async fn start_access(shared: Arc<Shared>, access: Access) -> Server {
+        Self::spawn(shared, access, COMMAND_TIMEOUT, LIMITS).await
+    }
+
+    pub(crate) async fn start_limited(
+        shared: Arc<Shared>,
+        access: Access,
+        limits: Limits,
+    ) -> Server {
+        Self::spawn(shared, access, COMMAND_TIMEOUT, limits).await
+    }
+
+    async fn spawn(
+        shared: Arc<Shared>,
+        access: Access,
+        command_timeout: Duration,
+        limits: Limits,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve_with(
             listener,
             shared,
-            token.map(str::to_owned),
+            access,
             async move {
                 let _ = stopped.await;
             },
             command_timeout,
+            limits,
         ));
         Server { addr, stop, task }
     }
@@ -208,6 +231,17 @@ pub(crate) async fn request(
     auth: Option<&str>,
 ) -> Reply {
     send(addr, method, path, auth, None).await
+}
+
+/// Writes `text` to a new connection as is and answers all that comes
+/// back until the server closes it (at most 10 s).
+pub(crate) async fn raw(addr: SocketAddr, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = timeout(LIMIT, stream.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// A request with `body` as `(content type, bytes)`, if any.

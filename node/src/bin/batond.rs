@@ -14,6 +14,16 @@ fn main() -> std::process::ExitCode {
         }
     };
     baton_node::logging::init(config.log_format);
+    // Clients, peers and sessions each hold descriptors: the API's
+    // connection cap, not the soft limit (often 1024), must run out first.
+    match baton_node::api::raise_open_files() {
+        Ok(limit) if limit < 4096 => tracing::warn!(
+            limit,
+            "the open-file limit is low for a node; raise the hard limit (LimitNOFILE= under systemd)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

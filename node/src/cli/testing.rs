@@ -128,7 +128,7 @@ pub(super) async fn serve(shared: Arc<Shared>, token: Option<&str>) -> Served {
     let task = tokio::spawn(crate::api::serve(
         listener,
         shared,
-        token.map(str::to_owned),
+        crate::api::Access::token(token.map(str::to_owned)),
         async move {
             let _ = stopped.await;
         },
