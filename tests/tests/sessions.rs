@@ -230,3 +230,110 @@ async fn a_performance_triggered_transfer_loses_no_packets() {
     x.shutdown().await;
     y.shutdown().await;
 }
+
+/// The arrival time of the last packet `receiver` got, if any.
+fn last_arrival(receiver: &RtpReceiver) -> Option<Instant> {
+    receiver.arrivals().last().map(|a| a.at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_consents_stops_receiving_on_its_primary_and_after_a_takeover() {
+    // One API request names any address as a client: without consent the
+    // overlay would stream there for ever, and a takeover would carry the
+    // stream on. Here the client sends no RTCP and nobody reports for it.
+    const FIRST: Duration = Duration::from_secs(3);
+    const INTERVAL: Duration = Duration::from_secs(4);
+    let dirs: Vec<TempDir> = (0..3)
+        .map(|i| TempDir::new(&format!("consent-{i}")))
+        .collect();
+    let config = |i: usize, extra: &[&str]| {
+        let mut c = loopback_config(&format!("c{i}"), &dirs[i].0, extra);
+        c.sessions.consent.first = FIRST;
+        c.sessions.consent.interval = INTERVAL;
+        c.sessions.consent.grace = Duration::from_secs(60);
+        c
+    };
+    let first = Node::start(config(0, &[])).await.expect("node starts");
+    let seed = dial_addr(&first).await;
+    let mut nodes = vec![first];
+    for i in 1..3 {
+        let node = Node::start(config(i, &["--bootstrap", &seed]))
+            .await
+            .expect("node starts");
+        nodes.push(node);
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || nodes.iter().all(|n| n
+            .shared
+            .members
+            .iter()
+            .filter(|m| m.state == "alive")
+            .count()
+            == 2))
+        .await,
+        "membership converges"
+    );
+
+    // On its primary: the stream pauses once the first window has passed.
+    let silent = RtpReceiver::bind_silent("127.0.0.1:0").expect("bind receiver");
+    let opened = Instant::now();
+    let view = open(&nodes[0], silent.local_addr().to_string()).await;
+    assert!(
+        eventually(Duration::from_secs(3), || !silent.is_empty()).await,
+        "the stream starts"
+    );
+    tokio::time::sleep(FIRST + Duration::from_secs(3)).await;
+    let last = last_arrival(&silent).expect("packets arrived");
+    assert!(
+        last < opened + FIRST + Duration::from_millis(1500),
+        "the primary streamed {:?} after the open, past the {FIRST:?} consent window",
+        last - opened
+    );
+    let paused = nodes
+        .iter()
+        .filter_map(|n| n.shared.sessions.get(&view.id))
+        .any(|s| s.state != "active" || s.paused);
+    assert!(paused, "the session shows the pause somewhere");
+
+    // After a takeover: the backup grants a full interval, then pauses too.
+    let silent = RtpReceiver::bind_silent("127.0.0.1:0").expect("bind receiver");
+    let view = open(&nodes[1], silent.local_addr().to_string()).await;
+    assert!(
+        eventually(Duration::from_secs(3), || !silent.is_empty()).await,
+        "the stream starts"
+    );
+    let primary = nodes
+        .iter()
+        .position(|n| n.peer_id.to_base58() == view.primary)
+        .expect("primary is one of ours");
+    let killed_at = Instant::now();
+    nodes.remove(primary).kill();
+    let sources = || {
+        silent
+            .arrivals()
+            .iter()
+            .map(|a| a.from)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || sources() == 2).await,
+        "a backup took the stream over"
+    );
+    let took_over = silent
+        .arrivals()
+        .iter()
+        .map(|a| a.at)
+        .find(|at| *at > killed_at)
+        .expect("packets after the kill");
+    tokio::time::sleep(INTERVAL + Duration::from_secs(3)).await;
+    let last = last_arrival(&silent).expect("packets arrived");
+    assert!(
+        last < took_over + INTERVAL + Duration::from_millis(1500),
+        "the backup streamed {:?} after it took over, past the {INTERVAL:?} consent interval",
+        last - took_over
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
