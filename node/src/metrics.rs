@@ -96,6 +96,7 @@ struct Copied {
     syncs: Counter,
     bad_payloads: Counter,
     rejected_records: Counter,
+    perf_dropped: Counter,
 }
 
 /// The node's metrics and the registry that exposes them.
@@ -185,7 +186,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -262,6 +263,12 @@ impl Metrics {
                 "rejected_records",
                 "Session-map records rejected: bad signature, no authority, invalid, undecodable",
                 &copied.rejected_records,
+            ),
+            (
+                "dropped_perf_summaries",
+                "Performance summaries dropped: from non-members, not signed by the node they \
+                 speak for, or not newer than the one held",
+                &copied.perf_dropped,
             ),
         ];
         for (name, help, counter) in counters {
@@ -498,9 +505,10 @@ impl Metrics {
 
     /// What the session engine says of itself: whether this node is fenced,
     /// how many records it rejected.
-    pub fn copy_engine(&self, fenced: bool, rejected_records: u64) {
+    pub fn copy_engine(&self, fenced: bool, rejected_records: u64, perf_dropped: u64) {
         self.fenced.set(i64::from(fenced));
         set(&self.copied.rejected_records, rejected_records);
+        set(&self.copied.perf_dropped, perf_dropped);
     }
 
     /// Counts a peer id seen held by two live processes.

@@ -196,18 +196,24 @@ pub fn verify(record: &Record) -> bool {
 }
 
 fn verify_bytes(record: &Record, signing_bytes: &[u8]) -> bool {
-    let Some(public) = public_key_of(&record.writer) else {
+    verify_signed(&record.writer, &record.signature, signing_bytes)
+}
+
+/// Whether `signature` is `signer`'s ed25519 signature of `message`. False
+/// for anything malformed, never a panic.
+pub fn verify_signed(signer: &NodeId, signature: &[u8], message: &[u8]) -> bool {
+    let Some(public) = public_key_of(signer) else {
         return false;
     };
     let Ok(key) = VerifyingKey::from_bytes(&public) else {
         return false;
     };
-    let Ok(signature) = Signature::from_slice(&record.signature) else {
+    let Ok(signature) = Signature::from_slice(signature) else {
         return false;
     };
     // Strict: rejects weak keys and non-canonical encodings, so that a version
     // cannot be re-signed into a second valid form by a relay.
-    key.verify_strict(signing_bytes, &signature).is_ok()
+    key.verify_strict(message, &signature).is_ok()
 }
 
 /// SHA-256 of the signed record: the last tie-break of [`precedence`] and
@@ -560,17 +566,41 @@ impl Delta {
 /// remembers what it verified, so each signature is checked once, not once
 /// per replica.
 #[derive(Clone)]
-pub struct Verifier(std::sync::Arc<dyn Fn(&Record) -> bool + Send + Sync>);
+pub struct Verifier {
+    records: std::sync::Arc<dyn Fn(&Record) -> bool + Send + Sync>,
+    signed: SignedCheck,
+}
+
+type SignedCheck = std::sync::Arc<dyn Fn(&NodeId, &[u8], &[u8]) -> bool + Send + Sync>;
 
 impl Verifier {
-    /// A verifier that asks `f`.
+    /// A verifier that asks `f` about records, and checks other signed
+    /// messages (performance summaries) with [`verify_signed`].
     pub fn new(f: impl Fn(&Record) -> bool + Send + Sync + 'static) -> Self {
-        Verifier(std::sync::Arc::new(f))
+        Verifier {
+            records: std::sync::Arc::new(f),
+            signed: std::sync::Arc::new(verify_signed),
+        }
+    }
+
+    /// This verifier, checking other signed messages with `g(signer,
+    /// signature, message)`.
+    pub fn with_signed(
+        mut self,
+        g: impl Fn(&NodeId, &[u8], &[u8]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.signed = std::sync::Arc::new(g);
+        self
     }
 
     /// Whether the record's signature is its writer's.
     pub fn verify(&self, record: &Record) -> bool {
-        (self.0)(record)
+        (self.records)(record)
+    }
+
+    /// Whether `signature` is `signer`'s signature of `message`.
+    pub fn verify_message(&self, signer: &NodeId, signature: &[u8], message: &[u8]) -> bool {
+        (self.signed)(signer, signature, message)
     }
 }
 

@@ -278,7 +278,9 @@ pub enum AppMessage {
     },
 }
 
-/// A node's view of its clients' service, by location key.
+/// A node's view of its clients' service, by location key, signed by that
+/// node: summaries travel by gossip, so a relay is not their author, and
+/// only the author's signature binds one to the node it speaks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerfSummary {
     /// The node that served those clients.
@@ -287,7 +289,32 @@ pub struct PerfSummary {
     /// Location key -> (loss in per mille, jitter ms, rtt ms, samples).
     #[serde(rename = "l")]
     pub locations: BTreeMap<String, (u32, u32, u32, u32)>,
+    /// When the node wrote it (Unix ms): a newer summary replaces an older
+    /// one, and an older one (replayed) changes nothing.
+    #[serde(rename = "t", default)]
+    pub at_ms: u64,
+    /// `node`'s ed25519 signature of [`PerfSummary::signing_bytes`].
+    #[serde(rename = "g", with = "serde_bytes", default)]
+    pub signature: Vec<u8>,
 }
+
+impl PerfSummary {
+    /// What the signature covers: a domain tag, then the CBOR encoding of
+    /// the summary with an empty signature.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let unsigned = PerfSummary {
+            signature: Vec::new(),
+            ..self.clone()
+        };
+        let mut out = b"baton perf summary 1\0".to_vec();
+        ciborium::into_writer(&unsigned, &mut out).expect("CBOR encoding into a Vec cannot fail");
+        out
+    }
+}
+
+/// Most peers' summaries kept: one per member, and members are bounded by
+/// admission; this also bounds a flood that races a member's departure.
+pub const MAX_PEER_SUMMARIES: usize = 4096;
 
 impl AppMessage {
     /// Encodes for SWIM.
@@ -451,6 +478,11 @@ pub struct Engine<S> {
     last_move: BTreeMap<String, Instant>,
     own_locations: BTreeMap<String, Aggregate>,
     peer_perf: BTreeMap<(String, NodeId), Perf>,
+    /// The time of the newest summary accepted from each peer.
+    peer_perf_at: BTreeMap<NodeId, u64>,
+    /// Performance summaries dropped: from non-members, badly signed, or
+    /// older than one already held.
+    perf_dropped: u64,
     history: BTreeMap<String, Vec<Move>>,
     /// Active sessions by primary, so that a check looks only at this
     /// node's own sessions and those of down primaries, not at the whole
@@ -472,7 +504,7 @@ pub struct Engine<S> {
     /// Sessions this node stands by for, warm (it is their first backup).
     warm: BTreeSet<String>,
     /// When the summary was last shared, and what it said.
-    last_perf: Option<(Instant, Vec<u8>)>,
+    last_perf: Option<(Instant, BTreeMap<String, (u32, u32, u32, u32)>)>,
     next_perf: Instant,
     rejected: u64,
 }
@@ -494,6 +526,8 @@ impl<S: Signer> Engine<S> {
             last_move: BTreeMap::new(),
             own_locations: BTreeMap::new(),
             peer_perf: BTreeMap::new(),
+            peer_perf_at: BTreeMap::new(),
+            perf_dropped: 0,
             history: BTreeMap::new(),
             by_primary: BTreeMap::new(),
             primary_of: BTreeMap::new(),
@@ -676,7 +710,13 @@ impl<S: Signer> Engine<S> {
                 if summary.node == self.me {
                     return false;
                 }
-                let mut changed = false;
+                if !self.accept_summary(&summary) {
+                    return false;
+                }
+                // Replace what the node said before: a location it no
+                // longer serves is gone from its summary.
+                self.peer_perf.retain(|(_, node), _| *node != summary.node);
+                let mut changed = true;
                 for (location, (loss, jitter, rtt, samples)) in summary.locations {
                     let perf = Perf {
                         loss: f64::from(loss) / 1000.0,
@@ -700,6 +740,43 @@ impl<S: Signer> Engine<S> {
         }
     }
 
+    /// Whether a peer's summary may be taken: its author is a live member,
+    /// it is newer than the one held, it is the author's own (signature),
+    /// and there is room. Counts the ones dropped.
+    fn accept_summary(&mut self, summary: &PerfSummary) -> bool {
+        let member = self
+            .members
+            .get(&summary.node)
+            .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect));
+        let newer = self
+            .peer_perf_at
+            .get(&summary.node)
+            .is_none_or(|at| summary.at_ms > *at);
+        let room = self.peer_perf_at.contains_key(&summary.node)
+            || self.peer_perf_at.len() < MAX_PEER_SUMMARIES;
+        let ok = member
+            && newer
+            && room
+            && self.config.map.verifier.verify_message(
+                &summary.node,
+                &summary.signature,
+                &summary.signing_bytes(),
+            );
+        if ok {
+            self.peer_perf_at
+                .insert(summary.node.clone(), summary.at_ms);
+        } else {
+            self.perf_dropped += 1;
+        }
+        ok
+    }
+
+    /// Performance summaries dropped so far: from non-members, badly
+    /// signed, or not newer than the one held.
+    pub fn perf_dropped(&self) -> u64 {
+        self.perf_dropped
+    }
+
     /// Counts an application payload that could not be decoded.
     pub fn note_rejected(&mut self) {
         self.rejected += 1;
@@ -712,6 +789,7 @@ impl<S: Signer> Engine<S> {
         self.members.remove(id);
         self.down.remove(id);
         self.peer_perf.retain(|(_, node), _| node != id);
+        self.peer_perf_at.remove(id);
     }
 
     /// A session version from a peer (gossip or anti-entropy). Returns
@@ -889,28 +967,36 @@ impl<S: Signer> Engine<S> {
         }
     }
 
-    /// This node's performance summary by location, as shared with peers.
-    pub fn perf_summary(&self) -> AppMessage {
-        let ms = |d: f64| (d * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32;
-        AppMessage::Perf(PerfSummary {
+    /// This node's performance summary by location, as shared with peers:
+    /// written at `now_ms` and signed.
+    pub fn perf_summary(&self, now_ms: u64) -> AppMessage {
+        let mut summary = PerfSummary {
             node: self.me.clone(),
-            locations: self
-                .own_locations
-                .iter()
-                .map(|(l, a)| {
-                    let p = a.perf();
+            locations: self.perf_locations(),
+            at_ms: now_ms,
+            signature: Vec::new(),
+        };
+        summary.signature = self.signer.sign(&summary.signing_bytes());
+        AppMessage::Perf(summary)
+    }
+
+    fn perf_locations(&self) -> BTreeMap<String, (u32, u32, u32, u32)> {
+        let ms = |d: f64| (d * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32;
+        self.own_locations
+            .iter()
+            .map(|(l, a)| {
+                let p = a.perf();
+                (
+                    l.clone(),
                     (
-                        l.clone(),
-                        (
-                            (p.loss * 1000.0).round().clamp(0.0, 1000.0) as u32,
-                            ms(a.jitter_s),
-                            ms(a.rtt_s),
-                            p.samples,
-                        ),
-                    )
-                })
-                .collect(),
-        })
+                        (p.loss * 1000.0).round().clamp(0.0, 1000.0) as u32,
+                        ms(a.jitter_s),
+                        ms(a.rtt_s),
+                        p.samples,
+                    ),
+                )
+            })
+            .collect()
     }
 
     /// Re-examines every session: takeovers, repairs, transfers, handover
@@ -918,7 +1004,7 @@ impl<S: Signer> Engine<S> {
     pub fn handle_timeout(&mut self, now: Instant, now_ms: u64) {
         if now >= self.next_perf {
             self.next_perf = now + self.config.perf_interval;
-            self.share_perf(now);
+            self.share_perf(now, now_ms);
         }
         if now < self.next_check {
             return;
@@ -986,20 +1072,20 @@ impl<S: Signer> Engine<S> {
 
     /// Shares this node's summary when it changed, or when it was last
     /// shared `perf_repeat` ago.
-    fn share_perf(&mut self, now: Instant) {
+    fn share_perf(&mut self, now: Instant, now_ms: u64) {
         if self.own_locations.is_empty() {
             return;
         }
-        let payload = self.perf_summary().encode();
+        let locations = self.perf_locations();
         let due = self.last_perf.as_ref().is_none_or(|(at, last)| {
-            *last != payload || now.saturating_duration_since(*at) >= self.config.perf_repeat
+            *last != locations || now.saturating_duration_since(*at) >= self.config.perf_repeat
         });
         if due {
             self.actions.push_back(Action::Broadcast {
                 key: perf_key(&self.me),
-                payload: payload.clone(),
+                payload: self.perf_summary(now_ms).encode(),
             });
-            self.last_perf = Some((now, payload));
+            self.last_perf = Some((now, locations));
         }
     }
 

@@ -106,12 +106,8 @@ impl Cluster {
 
     /// `peer` tells `primary` that it serves the test location well.
     fn peer_serves_the_location_well(&mut self, primary: usize, peer: usize) {
-        let good = AppMessage::Perf(PerfSummary {
-            node: self.ids[peer].clone(),
-            locations: BTreeMap::from([("198.18.9.0/24".to_string(), (0, 2, 20, 50))]),
-        })
-        .encode();
-        self.engines[primary].handle_app(self.now, self.now_ms, &good);
+        let good = summary(peer, self.now_ms, (0, 2, 20, 50));
+        self.engines[primary].handle_app(self.now, self.now_ms, &good.encode());
     }
 
     /// The client of "s1" reports poor service to `primary` once a second.
@@ -144,6 +140,70 @@ impl Cluster {
         self.settle();
         r
     }
+}
+
+/// Node `i`'s summary (the keys are those of [`Cluster::new`]) of the test
+/// location, written at `at_ms` and signed.
+fn summary(i: usize, at_ms: u64, perf: (u32, u32, u32, u32)) -> AppMessage {
+    let key = LocalKey::from_seed([i as u8 + 1; 32]);
+    let mut s = PerfSummary {
+        node: key.id().clone(),
+        locations: BTreeMap::from([("198.18.9.0/24".to_string(), perf)]),
+        at_ms,
+        signature: Vec::new(),
+    };
+    s.signature = key.sign(&s.signing_bytes());
+    AppMessage::Perf(s)
+}
+
+#[test]
+fn summaries_are_taken_only_from_members_signed_by_them_and_newer() {
+    let mut c = Cluster::new(4);
+    let at = c.now_ms;
+    let take = |c: &mut Cluster, m: &AppMessage| {
+        let (now, now_ms) = (c.now, c.now_ms);
+        c.engines[0].handle_app(now, now_ms, &m.encode());
+        c.engines[0].perf_dropped()
+    };
+    assert_eq!(
+        take(&mut c, &summary(1, at, (0, 2, 20, 50))),
+        0,
+        "a member's own"
+    );
+    // Member 2 relays a summary it says is member 1's, made up.
+    let AppMessage::Perf(mut forged) = summary(1, at + 1, (900, 500, 500, 50)) else {
+        unreachable!()
+    };
+    forged.signature = LocalKey::from_seed([3; 32]).sign(&forged.signing_bytes());
+    assert_eq!(take(&mut c, &AppMessage::Perf(forged.clone())), 1, "forged");
+    forged.signature.clear();
+    assert_eq!(take(&mut c, &AppMessage::Perf(forged)), 2, "unsigned");
+    // An old summary replayed.
+    assert_eq!(
+        take(&mut c, &summary(1, at - 1, (900, 500, 500, 50))),
+        3,
+        "older"
+    );
+    assert_eq!(
+        take(&mut c, &summary(1, at, (0, 2, 20, 50))),
+        4,
+        "the same again"
+    );
+    // Someone who is no member (a fresh key), well signed.
+    assert_eq!(
+        take(&mut c, &summary(9, at, (0, 2, 20, 50))),
+        5,
+        "not a member"
+    );
+    // A dead member's summaries go, and new ones are not taken.
+    c.crash(1);
+    c.engines[0].forget(&c.ids[1].clone());
+    assert_eq!(take(&mut c, &summary(1, at + 5, (0, 2, 20, 50))), 6, "dead");
+    assert_eq!(
+        take(&mut c, &summary(2, at + 5, (0, 2, 20, 50))),
+        6,
+        "member 2"
+    );
 }
 
 #[test]

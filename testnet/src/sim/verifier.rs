@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use baton_protocol::id::NodeId;
 use baton_protocol::map::{self, Verifier};
 use baton_protocol::session::Record;
 
@@ -28,6 +29,9 @@ struct Memory {
     /// Verified records by signature: a hit must also equal the record in
     /// every signed field, so it stands for the same signed bytes.
     records: HashMap<Vec<u8>, Record>,
+    /// Verified messages (performance summaries) by signature, with the
+    /// signer and the message, all of which a hit must equal.
+    messages: HashMap<Vec<u8>, (NodeId, Vec<u8>)>,
     stats: VerifierStats,
 }
 
@@ -44,6 +48,7 @@ impl Memoized {
     /// The verifier to put in every node's `map::Config`.
     pub fn verifier(&self) -> Verifier {
         let memory = Arc::clone(&self.0);
+        let messages = Arc::clone(&self.0);
         Verifier::new(move |record: &Record| {
             let mut m = memory.lock().unwrap_or_else(|e| e.into_inner());
             if m.records.get(&record.signature) == Some(record) {
@@ -57,6 +62,26 @@ impl Memoized {
                     m.records.clear();
                 }
                 m.records.insert(record.signature.clone(), record.clone());
+            }
+            ok
+        })
+        .with_signed(move |signer: &NodeId, signature: &[u8], message: &[u8]| {
+            let mut m = messages.lock().unwrap_or_else(|e| e.into_inner());
+            if m.messages
+                .get(signature)
+                .is_some_and(|(s, msg)| s == signer && msg.as_slice() == message)
+            {
+                m.stats.remembered += 1;
+                return true;
+            }
+            m.stats.verified += 1;
+            let ok = map::verify_signed(signer, signature, message);
+            if ok {
+                if m.messages.len() >= MAX_REMEMBERED {
+                    m.messages.clear();
+                }
+                m.messages
+                    .insert(signature.to_vec(), (signer.clone(), message.to_vec()));
             }
             ok
         })
