@@ -312,6 +312,9 @@ impl PerfSummary {
     }
 }
 
+/// Location key -> (loss in per mille, jitter ms, rtt ms, samples).
+type Locations = BTreeMap<String, (u32, u32, u32, u32)>;
+
 /// Most peers' summaries kept: one per member, and members are bounded by
 /// admission; this also bounds a flood that races a member's departure.
 pub const MAX_PEER_SUMMARIES: usize = 4096;
@@ -504,7 +507,7 @@ pub struct Engine<S> {
     /// Sessions this node stands by for, warm (it is their first backup).
     warm: BTreeSet<String>,
     /// When the summary was last shared, and what it said.
-    last_perf: Option<(Instant, BTreeMap<String, (u32, u32, u32, u32)>)>,
+    last_perf: Option<(Instant, Locations)>,
     next_perf: Instant,
     rejected: u64,
 }
@@ -980,7 +983,7 @@ impl<S: Signer> Engine<S> {
         AppMessage::Perf(summary)
     }
 
-    fn perf_locations(&self) -> BTreeMap<String, (u32, u32, u32, u32)> {
+    fn perf_locations(&self) -> Locations {
         let ms = |d: f64| (d * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32;
         self.own_locations
             .iter()
