@@ -337,3 +337,45 @@ async fn a_client_that_never_consents_stops_receiving_on_its_primary_and_after_a
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_sessions_view_goes_when_its_tombstone_is_collected() {
+    let dir = TempDir::new("views");
+    let mut config = loopback_config("v0", &dir.0, &[]);
+    config.sessions.map.tombstone_ttl_ms = 500;
+    config.sessions.gc_interval = Duration::from_millis(500);
+    config.sessions.consent.required = false;
+    let node = Node::start(config).await.expect("node starts");
+    let receiver = RtpReceiver::bind_silent("127.0.0.1:0").expect("bind receiver");
+    let view = open(&node, receiver.local_addr().to_string()).await;
+    let (reply, answer) = oneshot::channel();
+    node.shared
+        .commands
+        .send(SessionCommand::Close {
+            id: view.id.clone(),
+            reply,
+        })
+        .await
+        .expect("driver runs");
+    answer.await.expect("driver answers").expect("closed");
+    assert!(
+        eventually(Duration::from_secs(5), || node
+            .shared
+            .sessions
+            .get(&view.id)
+            .is_some_and(|s| s.state == "closed"))
+        .await,
+        "the closed session shows as closed"
+    );
+    // The tombstone goes after its TTL, the view at the next sweep (10 s).
+    assert!(
+        eventually(Duration::from_secs(15), || node
+            .shared
+            .sessions
+            .get(&view.id)
+            .is_none())
+        .await,
+        "the view of a collected session stays for ever"
+    );
+    node.shutdown().await;
+}

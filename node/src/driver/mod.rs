@@ -75,6 +75,8 @@ pub struct Driver {
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
     peers_dirty: bool,
+    /// When the session views were last checked against the map.
+    views_swept: Instant,
     /// When each member now suspect was first suspected, for the
     /// suspicion-to-death histogram.
     suspected: SuspicionClock,
@@ -145,6 +147,7 @@ impl Driver {
             client_reports,
             connections: HashMap::new(),
             peers_dirty: true,
+            views_swept: Instant::now(),
             suspected: SuspicionClock::default(),
             opening: None,
         }
@@ -258,6 +261,7 @@ impl Driver {
         }
         self.publish_peers();
         self.publish_metrics();
+        self.sweep_views();
     }
 
     fn transmit(&mut self, t: Transmit) {

@@ -2,7 +2,7 @@
 //! state: members, peers, sessions, counters, the event stream, and the
 //! log lines an operator reads. Nothing here decides anything.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use baton_protocol::NodeId;
 use baton_protocol::meta::NodeMeta;
@@ -316,6 +316,19 @@ impl Driver {
             seen.push(key);
         }
         self.shared.peers.retain(|k, _| seen.contains(k));
+    }
+
+    /// Every 10 s: drops the views of sessions the map no longer holds (their
+    /// tombstones were collected), so that the API's view stays as bounded
+    /// as the map.
+    pub(super) fn sweep_views(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.views_swept) < Duration::from_secs(10) {
+            return;
+        }
+        self.views_swept = now;
+        let map = self.node.engine().map();
+        self.shared.sessions.retain(|id, _| map.get(id).is_some());
     }
 
     /// Copies the node's counters into the metrics: atomic stores, no
