@@ -97,6 +97,7 @@ struct Copied {
     bad_payloads: Counter,
     rejected_records: Counter,
     perf_dropped: Counter,
+    over_capacity: Counter,
 }
 
 /// The node's metrics and the registry that exposes them.
@@ -186,7 +187,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -269,6 +270,12 @@ impl Metrics {
                 "Performance summaries dropped: from non-members, not signed by the node they \
                  speak for, or not newer than the one held",
                 &copied.perf_dropped,
+            ),
+            (
+                "takeovers_over_capacity",
+                "Sessions this node took over beyond its capacity, because no later backup \
+                 had room",
+                &copied.over_capacity,
             ),
         ];
         for (name, help, counter) in counters {
@@ -505,10 +512,14 @@ impl Metrics {
 
     /// What the session engine says of itself: whether this node is fenced,
     /// how many records it rejected.
-    pub fn copy_engine(&self, fenced: bool, rejected_records: u64, perf_dropped: u64) {
-        self.fenced.set(i64::from(fenced));
-        set(&self.copied.rejected_records, rejected_records);
-        set(&self.copied.perf_dropped, perf_dropped);
+    pub fn copy_engine(
+        &self,
+        engine: &baton_protocol::sessions::Engine<impl baton_protocol::session::Signer>,
+    ) {
+        self.fenced.set(i64::from(engine.is_fenced()));
+        set(&self.copied.rejected_records, engine.rejected());
+        set(&self.copied.perf_dropped, engine.perf_dropped());
+        set(&self.copied.over_capacity, engine.over_capacity());
     }
 
     /// Counts a peer id seen held by two live processes.

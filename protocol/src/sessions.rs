@@ -481,6 +481,8 @@ pub struct Engine<S> {
     last_move: BTreeMap<String, Instant>,
     own_locations: BTreeMap<String, Aggregate>,
     peer_perf: BTreeMap<(String, NodeId), Perf>,
+    /// Takeovers claimed beyond this node's capacity.
+    over_capacity: u64,
     /// The time of the newest summary accepted from each peer.
     peer_perf_at: BTreeMap<NodeId, u64>,
     /// Performance summaries dropped: from non-members, badly signed, or
@@ -530,6 +532,7 @@ impl<S: Signer> Engine<S> {
             own_locations: BTreeMap::new(),
             peer_perf: BTreeMap::new(),
             peer_perf_at: BTreeMap::new(),
+            over_capacity: 0,
             perf_dropped: 0,
             history: BTreeMap::new(),
             by_primary: BTreeMap::new(),
@@ -1145,15 +1148,38 @@ impl<S: Signer> Engine<S> {
         if now < down_since + self.config.claim_stagger * rank as u32 {
             return;
         }
+        // A full node leaves the session to a later live backup with room
+        // (it claims after its own stagger); when none has room, it claims
+        // all the same, as losing the session is worse, and says so.
+        let full = self.load() >= self.capacity;
+        if full {
+            let roomier = live[rank + 1..].iter().any(|b| {
+                self.members
+                    .get(*b)
+                    .is_some_and(|m| m.capacity > 0 && m.load < m.capacity)
+            });
+            if roomier {
+                return;
+            }
+        }
         let candidates = self.candidates(&record.location, Some(&record.primary));
         let first_of = self.first_backup_counts(&self.me.clone());
         let backups = policy::choose_backups(&self.me, &candidates, &first_of, &self.config.policy);
         let reason = format!("takeover: primary {} is down", record.primary);
         if let Ok(delta) = self.map.claim(&self.signer, id, &reason, backups, now_ms) {
+            if full {
+                self.over_capacity += 1;
+            }
             self.broadcast_delta(&delta);
             self.last_move.insert(id.to_string(), now);
             self.after_change(now, now_ms, id);
         }
+    }
+
+    /// Sessions this node took over although it was full, because no later
+    /// backup had room.
+    pub fn over_capacity(&self) -> u64 {
+        self.over_capacity
     }
 
     fn repair_backups(&mut self, now: Instant, now_ms: u64, record: &Record) {

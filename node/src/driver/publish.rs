@@ -338,7 +338,6 @@ impl Driver {
         let swim = self.node.swim();
         m.copy_stats(self.node.stats(), &swim.stats());
         m.set_swim_self(swim.incarnation(), swim.local_health());
-        let engine = self.node.engine();
-        m.copy_engine(engine.is_fenced(), engine.rejected(), engine.perf_dropped());
+        m.copy_engine(self.node.engine());
     }
 }

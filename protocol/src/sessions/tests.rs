@@ -250,6 +250,42 @@ fn first_live_backup_takes_over_when_the_primary_dies() {
 }
 
 #[test]
+fn a_full_backup_leaves_a_takeover_to_a_later_one_with_room_or_claims_and_counts_it() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let first = c.index(&record.backups[0]);
+    let second = c.index(&record.backups[1]);
+    c.engines[first].capacity = 0;
+    c.crash(primary);
+    c.tick(Duration::from_secs(3));
+    let after = c.engines[second].map().get("s1").unwrap().clone();
+    assert_eq!(after.primary, c.ids[second], "the backup with room took it");
+    assert!(c.hosting(first).is_empty());
+    assert_eq!(c.engines[first].over_capacity(), 0);
+
+    // Every backup full: the first claims all the same, and counts it.
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let first = c.index(&record.backups[0]);
+    c.engines[first].capacity = 0;
+    let full = NodeMeta {
+        capacity: 10,
+        load: 10,
+        ..NodeMeta::default()
+    };
+    for b in &record.backups {
+        let (now, id) = (c.now, b.clone());
+        c.engines[first].handle_member(now, id, State::Alive, Some(&full), None);
+    }
+    c.crash(primary);
+    c.tick(Duration::from_millis(250));
+    assert_eq!(c.hosting(first), vec!["s1".to_string()], "not lost");
+    assert_eq!(c.engines[first].over_capacity(), 1);
+}
+
+#[test]
 fn the_second_backup_takes_over_if_the_first_is_dead_too() {
     let mut c = Cluster::new(4);
     let record = c.open(0, "s1");
