@@ -597,6 +597,13 @@ fn clients_config(
         allowed,
         ..Default::default()
     };
+    if services.max_sessions_per_caller == Some(0) {
+        return Err(invalid(
+            "services.max_sessions_per_caller",
+            "0",
+            "at least 1 (or leave it out: no cap)",
+        ));
+    }
     if let Some(max) = services.max_sessions_per_client {
         if max == 0 {
             return Err(invalid(

@@ -236,6 +236,7 @@ impl Node {
             token: config.api_token.clone(),
             read_token: config.api_read_token.clone(),
             hosts: config.api_hosts.clone(),
+            max_sessions_per_caller: config.services.max_sessions_per_caller,
         };
         let api = tokio::spawn({
             let shared = shared.clone();

@@ -50,6 +50,9 @@ pub struct Access {
     /// Names requests may give in `Host` besides IP addresses and
     /// `localhost` (see the `guard` module: DNS rebinding).
     pub hosts: Vec<String>,
+    /// Active sessions one caller (API client IP address) may have opened
+    /// through this node; `None`: no cap.
+    pub max_sessions_per_caller: Option<usize>,
 }
 
 impl Access {
@@ -125,6 +128,8 @@ async fn serve_with(
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
+    /// Sessions opened through this API, by caller, for the per-caller cap.
+    callers: Arc<sessions::Callers>,
     /// Set to `true` when the server shuts down; `None` when nobody will.
     closing: Option<watch::Receiver<bool>>,
     /// How long a session request waits for the driver.
@@ -164,6 +169,7 @@ fn build(
     app.route("/v1/health", get(health::health))
         .with_state(AppState {
             shared,
+            callers: Arc::new(sessions::Callers::new(access.max_sessions_per_caller)),
             closing,
             command_timeout,
         })

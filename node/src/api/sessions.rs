@@ -4,19 +4,23 @@
 //!
 //! [`Shared`]: crate::state::Shared
 
-use axum::Json;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use baton_protocol::map::MAX_ID_CHARS;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
 use super::error::quoted;
 use super::{ApiError, AppState, request};
-use crate::state::{CommandError, SessionCommand};
+use crate::state::{CommandError, SessionCommand, Shared};
 use crate::views::{OpenRequest, Session};
 
 pub(super) async fn list(State(st): State<AppState>) -> Json<Vec<Session>> {
@@ -34,8 +38,57 @@ pub(super) async fn get(
     }
 }
 
+/// The sessions each caller opened through this node's API, for
+/// `max_sessions_per_caller`: a caller (an API client's IP address) may keep
+/// that many active at once. Only callers with active sessions are kept, so
+/// this stays as bounded as the sessions.
+#[derive(Debug)]
+pub(super) struct Callers {
+    max: Option<usize>,
+    opened: Mutex<HashMap<IpAddr, Vec<String>>>,
+}
+
+impl Callers {
+    pub(super) fn new(max: Option<usize>) -> Self {
+        Callers {
+            max,
+            opened: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses `caller` a new session when it has its most active.
+    fn check(&self, shared: &Shared, caller: IpAddr) -> Result<(), ApiError> {
+        let Some(max) = self.max else { return Ok(()) };
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        let active = |id: &String| shared.sessions.get(id).is_some_and(|s| s.state == "active");
+        opened.retain(|_, ids| {
+            ids.retain(active);
+            !ids.is_empty()
+        });
+        let n = opened.get(&caller).map_or(0, Vec::len);
+        if n >= max {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{caller} has {n} active sessions opened through this node, the most one \
+                     caller may have (max_sessions_per_caller); close some first"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn note(&self, caller: IpAddr, id: &str) {
+        if self.max.is_some() {
+            let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+            opened.entry(caller).or_default().push(id.to_string());
+        }
+    }
+}
+
 pub(super) async fn open(
     State(st): State<AppState>,
+    caller: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -44,6 +97,10 @@ pub(super) async fn open(
         client,
         params,
     } = request::open(request::json_body(&headers, body)?)?;
+    let caller = caller.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(ip) = caller {
+        st.callers.check(&st.shared, ip)?;
+    }
     let view = st
         .ask(
             "open the session",
@@ -56,6 +113,9 @@ pub(super) async fn open(
             },
         )
         .await?;
+    if let Some(ip) = caller {
+        st.callers.note(ip, &view.id);
+    }
     let mut response = (StatusCode::CREATED, Json(&view)).into_response();
     // Session ids are plain ASCII; were one not, the header is only a hint.
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{}", view.id)) {
@@ -241,6 +301,35 @@ mod tests {
             "{}",
             reply.error()
         );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn one_caller_may_keep_a_bounded_number_of_sessions_open() {
+        let (shared, _) = shared_with_driver();
+        let access = crate::api::Access {
+            max_sessions_per_caller: Some(2),
+            ..crate::api::Access::default()
+        };
+        let server = Server::start_access(shared.clone(), access).await;
+        let open =
+            |port: u16| format!(r#"{{"service": "rtp-audio", "client": "127.0.0.1:{port}"}}"#);
+        for port in [5004, 5006] {
+            let reply = post_json(server.addr, "/v1/sessions", &open(port)).await;
+            assert_eq!(reply.status, 201, "{}", reply.body);
+        }
+        let reply = post_json(server.addr, "/v1/sessions", &open(5008)).await;
+        assert_eq!(reply.status, 429, "{}", reply.body);
+        assert!(
+            reply.error().contains("max_sessions_per_caller"),
+            "{}",
+            reply.error()
+        );
+        // A closed session no longer counts.
+        let reply = send(server.addr, "DELETE", "/v1/sessions/s1", None, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = post_json(server.addr, "/v1/sessions", &open(5008)).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
         server.stop().await;
     }
 

@@ -67,6 +67,9 @@ pub struct Config {
     pub allowed_clients: Vec<String>,
     /// Active sessions one client IP address may have (default 16).
     pub max_sessions_per_client: Option<usize>,
+    /// Active sessions one API caller (client IP address of the API) may
+    /// have opened through this node; none: no cap.
+    pub max_sessions_per_caller: Option<usize>,
 }
 
 /// Why a session cannot be validated or started.
