@@ -614,6 +614,11 @@ const MAX_REFUSED: usize = 1024;
 /// At most this many peers that are not members are tracked (discovered,
 /// connected, handshaking).
 const MAX_STRANGERS: usize = 1024;
+/// A stranger not admitted this long after it was last named (by
+/// discovery, a connection or a stream) gives its place to a new one when
+/// the table is full: names that never answered, and connections under
+/// fresh ids that never complete a handshake, do not keep real peers out.
+pub const STRANGER_TTL: Duration = Duration::from_secs(30);
 
 /// One Baton node. `S` signs session records; `R` is the node's seeded RNG
 /// (SWIM's is derived from it).
@@ -877,10 +882,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         if self.peers.get(&peer).is_some_and(Peer::has_session) {
             return;
         }
-        if !self.peers.contains_key(&peer) && self.strangers() >= MAX_STRANGERS {
+        if !self.room_for(now, &peer) {
             return;
         }
         let p = self.peers.entry(peer.clone()).or_default();
+        p.seen = Some(now);
         for a in &addrs {
             if !p.addrs.contains(a) && p.addrs.len() < 8 {
                 p.addrs.push(a.clone());
@@ -912,11 +918,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             self.actions.push_back(Action::Disconnect { peer });
             return;
         }
-        if !self.peers.contains_key(&peer) && self.strangers() >= MAX_STRANGERS {
+        if !self.room_for(now, &peer) {
             self.actions.push_back(Action::Disconnect { peer });
             return;
         }
         let p = self.peers.entry(peer.clone()).or_default();
+        p.seen = Some(now);
         p.connected = true;
         if remote.is_some() {
             p.remote_ip = remote;
@@ -1216,6 +1223,45 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .iter()
             .filter(|(id, p)| !p.has_session() && self.swim.member(id).is_none())
             .count()
+    }
+
+    /// Whether `peer` is tracked already or may be: below the cap of
+    /// strangers, or once the longest-idle stranger past
+    /// [`STRANGER_TTL`] gave its place.
+    pub(super) fn room_for(&mut self, now: Instant, peer: &NodeId) -> bool {
+        if self.peers.contains_key(peer) || self.strangers() < MAX_STRANGERS {
+            return true;
+        }
+        // Not admitted after STRANGER_TTL, whatever it does: a handshake
+        // takes seconds, so this one only holds a place (an attacker's
+        // connections under fresh ids, or names that never answered).
+        let stale = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                !p.has_session()
+                    && self.swim.member(id).is_none()
+                    && p.seen
+                        .is_none_or(|t| now.saturating_duration_since(t) >= STRANGER_TTL)
+            })
+            .min_by_key(|(id, p)| (p.seen, (*id).clone()))
+            .map(|(id, p)| (id.clone(), p.connected));
+        match stale {
+            Some((id, connected)) => {
+                self.peers.remove(&id);
+                if connected {
+                    self.actions.push_back(Action::Disconnect { peer: id });
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many peers this node tracks (members, strangers); for tests of
+    /// its bounds.
+    pub fn tracked_peers(&self) -> usize {
+        self.peers.len()
     }
 
     /// Forgets a peer that is neither a member nor doing anything.

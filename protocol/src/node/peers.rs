@@ -57,6 +57,8 @@ pub(super) struct Peer {
     boots: Vec<u64>,
     /// Whether they alternated: two processes hold its identity.
     pub(super) twinned: bool,
+    /// When discovery, a connection or a stream last named it.
+    pub(super) seen: Option<Instant>,
 }
 
 /// A peer's admission and keys, for views.

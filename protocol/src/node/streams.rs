@@ -193,10 +193,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         // handshake, and its frames are capped at a hello's size.
         let (kind, first, rest) = match protocol {
             Protocol::Hello => {
-                if !self.peers.contains_key(&peer) && self.strangers() >= super::MAX_STRANGERS {
+                if !self.room_for(now, &peer) {
                     return None;
                 }
-                self.peers.entry(peer.clone()).or_default();
+                self.peers.entry(peer.clone()).or_default().seen = Some(now);
                 let cap = peering::MAX_HELLO_BYTES;
                 (Kind::HelloIn { offer: None }, cap, cap)
             }

@@ -784,3 +784,80 @@ fn warm_tables_and_maps_spread_sessions_opened_in_a_running_group_quietly() {
     let hosts = |id: &str| (0..6).filter(|&i| net.hosting[i].contains(id)).count();
     assert_eq!((hosts(&a.id), hosts(&b.id)), (1, 1));
 }
+
+mod bounded {
+    //! What remote input can make a node remember stays bounded, however
+    //! many fresh ids it comes from, and idle strangers make room for new
+    //! peers.
+    use proptest::prelude::*;
+
+    use super::harness::{Net, key};
+    use super::*;
+    use crate::node::streams::Protocol;
+
+    /// A peer id nobody runs: what a LAN attacker announces by mDNS.
+    fn fresh(i: u64) -> NodeId {
+        key(100_000 + i as usize).id().clone()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(8))]
+        #[test]
+        fn fresh_ids_never_grow_the_peer_table_past_its_cap(
+            steps in proptest::collection::vec((0u8..4, 0u16..400), 1..24),
+        ) {
+            let mut net = Net::new(2, 31);
+            net.join_all();
+            net.converge(Duration::from_secs(5));
+            let mut next = 0u64;
+            for (kind, n) in steps {
+                let now = net.now;
+                let node = net.node_mut(0);
+                for _ in 0..n {
+                    next += 1;
+                    let id = fresh(next);
+                    match kind {
+                        0 => node.handle_discovered(now, id, vec!["/ip4/198.18.9.9/udp/1/quic-v1".into()]),
+                        1 => node.handle_connected(now, id, None, false),
+                        2 => {
+                            if let Some((stream, _, _)) = node.handle_stream_accepted(now, id, Protocol::Hello) {
+                                node.handle_frame(now, stream, b"not a hello");
+                            }
+                        }
+                        _ => {
+                            let from = SocketAddr::from(([198, 18, 7, (next % 250) as u8], 7702));
+                            node.handle_datagram(now, from, &[0u8; 64]);
+                        }
+                    }
+                    while node.poll_transmit().is_some() {}
+                    while node.poll_action().is_some() {}
+                    while node.poll_event().is_some() {}
+                }
+                prop_assert!(node.tracked_peers() <= MAX_STRANGERS + 2);
+                net.run_for(Duration::from_secs(3));
+            }
+            // A full table keeps a newcomer out while its strangers are
+            // fresh, and makes room once they idled past their TTL.
+            let now = net.now;
+            let node = net.node_mut(0);
+            for stranger in 0..MAX_STRANGERS as u64 {
+                node.handle_discovered(now, fresh(1_000_000 + stranger), vec![]);
+            }
+            prop_assert!(node.tracked_peers() <= MAX_STRANGERS + 2);
+            while node.poll_action().is_some() {}
+            let newcomer = key(7).id().clone();
+            let addrs = vec!["/ip4/198.18.0.8/udp/7701/quic-v1".to_string()];
+            node.handle_discovered(now, newcomer.clone(), addrs.clone());
+            let dialled = std::iter::from_fn(|| node.poll_action())
+                .any(|a| matches!(a, Action::Dial { peer: Some(p), .. } if p == newcomer));
+            prop_assert!(!dialled, "the table of strangers is not capped");
+            net.run_for(STRANGER_TTL);
+            let now = net.now;
+            let node = net.node_mut(0);
+            node.handle_discovered(now, newcomer.clone(), addrs);
+            let dialled = std::iter::from_fn(|| node.poll_action())
+                .any(|a| matches!(a, Action::Dial { peer: Some(p), .. } if p == newcomer));
+            prop_assert!(dialled, "a full table of idle strangers keeps a real peer out");
+        }
+    }
+}
