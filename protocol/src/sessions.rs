@@ -1144,7 +1144,7 @@ impl<S: Signer> Engine<S> {
         let first_of = self.first_backup_counts(&to);
         let mut backups = policy::choose_backups(&to, &peers, &first_of, &self.config.policy);
         backups.retain(|b| *b != self.me);
-        let reason = format!("start failed on {}: {why}", self.me);
+        let reason = format!("service failed on {}: {why}", self.me);
         let delta = self
             .map
             .handover(&self.signer, id, to.clone(), &reason, backups, now_ms)

@@ -605,7 +605,7 @@ fn a_service_that_fails_sends_its_session_to_the_next_cluster() {
     assert_eq!(c.hosting(first), vec!["s1".to_string()]);
     let moved = c.engines[first].history("s1").last().unwrap();
     assert!(
-        moved.reason.contains("start failed") && moved.reason.contains("ffmpeg"),
+        moved.reason.contains("service failed on") && moved.reason.contains("ffmpeg"),
         "{}",
         moved.reason
     );
