@@ -208,3 +208,105 @@ impl Driver {
         self.publish_session(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use baton_protocol::NodeId;
+    use baton_protocol::session::SessionState;
+
+    use super::*;
+
+    fn record(id: &str, template: &str) -> Record {
+        Record {
+            id: id.to_string(),
+            service: "exec".to_string(),
+            params: BTreeMap::from([("template".to_string(), template.to_string())]),
+            client: "127.0.0.1:5004".to_string(),
+            location: String::new(),
+            primary: NodeId::synthetic(1),
+            backups: vec![NodeId::synthetic(2)],
+            epoch: 1,
+            version: 0,
+            state: SessionState::Active,
+            started_ms: 0,
+            updated_ms: 0,
+            reason: "open".to_string(),
+            writer: NodeId::synthetic(1),
+            signature: Vec::new(),
+        }
+    }
+
+    fn services(events: service::Events) -> Services {
+        let templates = [
+            ("crash", "sh -c 'echo no clip >&2; exit 1'"),
+            ("wait", "sleep 30"),
+            ("gone", "/nonexistent/baton-test-program"),
+        ];
+        let config = service::Config {
+            exec: templates
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string().into()))
+                .collect(),
+            ..service::Config::default()
+        };
+        Services::new(
+            Registry::builtin(&config, None)
+                .unwrap()
+                .with_events(events),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_instance_stays_visible_until_its_session_is_forgotten() {
+        let (events, mut told) = tokio::sync::mpsc::channel(8);
+        let mut services = services(events);
+        services.start(&record("s1", "crash")).unwrap();
+        let why = loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), told.recv());
+            if let (_, service::Event::Failed { why }) = next.await.unwrap().unwrap() {
+                break why;
+            }
+        };
+        assert!(services.has_failed("s1"));
+        let failed = services.view("s1").unwrap();
+        assert_eq!(failed.state, "failed");
+        assert_eq!((failed.restarts, failed.pid), (4, None));
+        assert_eq!(failed.error.as_deref(), Some(why.as_str()));
+        assert_eq!(failed.stderr, vec!["no clip"; 5]);
+
+        // Stopped, as the protocol does on the handover: its word is stale
+        // from now on, but the view keeps what happened.
+        services.stop("s1");
+        assert!(!services.has_failed("s1"));
+        assert!(!services.hosts("s1"));
+        assert_eq!(services.view("s1"), Some(failed));
+
+        // The session came back here and runs: that is what shows.
+        services.start(&record("s1", "wait")).unwrap();
+        let running = services.view("s1").unwrap();
+        assert_eq!((running.state.as_str(), running.restarts), ("running", 0));
+        assert!(running.pid.is_some());
+        assert!(!services.has_failed("s1"));
+        services.stop("s1");
+        assert_eq!(services.view("s1"), None, "a clean stop leaves nothing");
+    }
+
+    #[tokio::test]
+    async fn a_start_failure_is_shown_and_forgotten_with_the_session() {
+        let (events, _told) = tokio::sync::mpsc::channel(8);
+        let mut services = services(events);
+        let err = services.start(&record("s2", "gone")).unwrap_err();
+        let view = services.view("s2").unwrap();
+        assert_eq!(view.state, "failed");
+        assert_eq!(view.error, Some(format!("would not start: {err}")));
+        assert!(
+            !services.has_failed("s2"),
+            "no instance to hand on: the driver did"
+        );
+        services.forget("s2");
+        assert_eq!(services.view("s2"), None);
+    }
+}

@@ -263,7 +263,11 @@ impl Service for Exec {
         let groups = self.groups.clone();
         let child = spawn(&argv, groups.as_deref())
             .map_err(|e| Error::io(format!("start {:?}", argv[0]), e))?;
-        let status: SharedStatus = Arc::new(Mutex::new(Status::default()));
+        // The pid now, for the view the driver publishes as this returns.
+        let status: SharedStatus = Arc::new(Mutex::new(Status {
+            pid: child.id(),
+            ..Status::default()
+        }));
         let supervisor = Supervisor {
             id: spec.id,
             argv,
