@@ -223,7 +223,7 @@ impl Exec {
         };
         template.render(|var| match var {
             "id" => rules::refusals(&spec.id, false, false)
-                .and_then(|()| rules::default_charset(&spec.id))
+                .and_then(|()| rules::default_charset(&spec.id).map_err(Into::into))
                 .map(|()| spec.id.clone())
                 .map_err(|why| Error::param("id", why)),
             // Rendered from a parsed address: exempt from the rules (see

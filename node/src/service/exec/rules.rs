@@ -6,6 +6,7 @@
 //! (`file:`, `http:`), unless the template opts in (`allow_paths`,
 //! `allow_urls`); never a leading `-` or a control character.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -256,7 +257,7 @@ impl Rules {
     ) -> Result<String, Error> {
         let rule = self.params.get(key).unwrap_or(&Rule::Default);
         let refuse = |why: &str| Error::param(key, format!("{why} (rule: {rule})"));
-        refusals(value, self.allow_paths, self.allow_urls).map_err(refuse)?;
+        refusals(value, self.allow_paths, self.allow_urls).map_err(|why| refuse(&why))?;
         match rule {
             Rule::Default => default_charset(value).map_err(refuse)?,
             Rule::Name => {
@@ -359,32 +360,39 @@ impl Rule {
 }
 
 /// What every client value meets, whatever its rule. `Err` says why.
-pub(super) fn refusals(value: &str, allow_paths: bool, allow_urls: bool) -> Result<(), &str> {
+pub(super) fn refusals(
+    value: &str,
+    allow_paths: bool,
+    allow_urls: bool,
+) -> Result<(), Cow<'static, str>> {
     if value.is_empty() || value.len() > MAX_VALUE_LEN {
-        return Err("expected 1 to 512 characters");
+        return Err(format!("expected 1 to {MAX_VALUE_LEN} characters").into());
     }
     if value.chars().any(char::is_control) {
-        return Err("control characters are never accepted");
+        return Err("control characters are never accepted".into());
     }
     if value.starts_with('-') {
-        return Err("may not begin with - (it would read as an option)");
+        return Err("may not begin with - (it would read as an option)".into());
     }
     if !allow_paths && value.contains("..") {
         return Err(
-            "may not hold .. (it climbs out of a directory; the template does not set \
-                    allow_paths)",
+            "may not hold .. (it climbs out of a directory; the template does not \
+             set allow_paths)"
+                .into(),
         );
     }
     if !allow_paths && value.starts_with('/') {
         return Err(
             "may not begin with / (an absolute path; the template does not set \
-                    allow_paths)",
+             allow_paths)"
+                .into(),
         );
     }
     if !allow_urls && has_scheme(value) {
         return Err(
             "may not begin with a URL scheme such as file: or http: (the template \
-                    does not set allow_urls)",
+             does not set allow_urls)"
+                .into(),
         );
     }
     Ok(())
