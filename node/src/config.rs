@@ -295,6 +295,9 @@ pub enum ConfigError {
         /// What is wrong, and the forms that work.
         why: String,
     },
+    /// A service is configured wrong (an `exec` template or its rules).
+    #[error("[services] {0}")]
+    Services(#[from] crate::service::Error),
     /// A value is not what the field expects.
     #[error("invalid {field} {value:?}: expected {expected}")]
     Invalid {
@@ -508,7 +511,7 @@ impl Config {
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             swim,
             clients: clients_config(&file.services)?,
-            services: file.services,
+            services: services_config(file.services)?,
             sessions: sessions_config(file.sessions)?,
         })
     }
@@ -575,6 +578,15 @@ fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Confi
         })
         .collect::<Result<_, _>>()?;
     Ok(config)
+}
+
+/// The `[services]` table, its `exec` templates and their rules checked
+/// now, so that a mistake is a configuration error.
+fn services_config(
+    services: crate::service::Config,
+) -> Result<crate::service::Config, ConfigError> {
+    crate::service::exec::Exec::new(&services.exec, services.media_dir.clone())?;
+    Ok(services)
 }
 
 fn clients_config(
@@ -1016,6 +1028,45 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("sessions."), "{err}");
+        }
+    }
+
+    #[test]
+    fn exec_template_mistakes_are_configuration_errors_naming_the_field() {
+        let ok: File = toml::from_str(
+            "[services]\nmedia_dir = \"/srv/media\"\n[services.exec.t]\ncommand = \"p {input} {n}\"\n\
+             params = { input = \"media\", n = { kind = \"number\", max = 9 } }\n",
+        )
+        .unwrap();
+        let c = Config::resolve(flags(&["--name", "a"]), ok).unwrap();
+        assert_eq!(c.services.exec["t"].params.len(), 2);
+        for (bad, expected) in [
+            (
+                "[services.exec.t]\ncommand = \"p {n}\"\nparams = { n = \"nuber\" }\n",
+                "[services] exec template \"t\": params.n: unknown kind \"nuber\"",
+            ),
+            (
+                "[services.exec.t]\ncommand = \"p {n}\"\nparams = { m = \"name\" }\n",
+                "params.m: the command has no placeholder {m}",
+            ),
+            (
+                "[services.exec.t]\ncommand = \"p {n}\"\nparams = { n = { kind = \"regex\", pattern = \"[\" } }\n",
+                "params.n: pattern \"[\"",
+            ),
+            (
+                "[services.exec.t]\ncommand = \"p {n}\"\nparams = { n = \"media\" }\n",
+                "params.n: kind media reads files from media_dir",
+            ),
+            (
+                "[services.exec]\nt = \"p '{n}\"\n",
+                "exec template \"t\": unterminated",
+            ),
+        ] {
+            let file: File = toml::from_str(bad).unwrap();
+            let err = Config::resolve(flags(&["--name", "a"]), file)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{bad}: {err} lacks {expected}");
         }
     }
 

@@ -4,7 +4,11 @@
 //! panic only when the code breaks a rule it promises; CI runs them with
 //! `baton_protocol::fuzz::run_bounded`, `protocol/fuzz` with libFuzzer.
 
-use crate::service::exec::Template;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use crate::service::SessionSpec;
+use crate::service::exec::{Exec, RuleConfig, Template, TemplateConfig};
 use crate::service::rtcp;
 
 /// RTCP from a client's address: report blocks and the reports made of
@@ -39,5 +43,59 @@ pub fn template(data: &[u8]) {
     let mut values = values.split('\n').cycle();
     if let Ok(argv) = template.render(|_| Ok(values.next().unwrap_or_default().to_string())) {
         assert!(!argv.is_empty() && !argv[0].is_empty(), "{argv:?}");
+    }
+}
+
+/// Client values for an `exec` template with a placeholder of each rule
+/// (`name`, `number`, a `regex` lax enough to match paths and URLs, none),
+/// one value a line: whatever passes is never a way out of a directory, an
+/// absolute path, a URL or an option, whichever rule it went through.
+pub fn exec_values(data: &[u8]) {
+    static EXEC: OnceLock<Exec> = OnceLock::new();
+    let exec = EXEC.get_or_init(|| {
+        let rule = |kind: &str, pattern: Option<&str>| RuleConfig {
+            kind: kind.to_string(),
+            pattern: pattern.map(str::to_string),
+            ..RuleConfig::default()
+        };
+        let config = TemplateConfig {
+            command: "p {n} {num} {re} {d}".to_string(),
+            params: BTreeMap::from([
+                ("n".to_string(), rule("name", None)),
+                ("num".to_string(), rule("number", None)),
+                ("re".to_string(), rule("regex", Some(r"[ -~]+"))),
+            ]),
+            ..TemplateConfig::default()
+        };
+        Exec::new(&BTreeMap::from([("t".to_string(), config)]), None).expect("valid template")
+    });
+    let text = String::from_utf8_lossy(data);
+    let mut values = text.split('\n');
+    let mut params = BTreeMap::from([("template".to_string(), "t".to_string())]);
+    for key in ["n", "num", "re", "d"] {
+        params.insert(key.to_string(), values.next().unwrap_or("1").to_string());
+    }
+    let spec = SessionSpec {
+        id: "f".to_string(),
+        service: "exec".to_string(),
+        params,
+        client: "127.0.0.1:5004".to_string(),
+        started_ms: 0,
+    };
+    let Ok(argv) = exec.command(&spec) else {
+        return;
+    };
+    for value in &argv[1..] {
+        let scheme = value.split_once(':').is_some_and(|(head, _)| {
+            head.starts_with(|c: char| c.is_ascii_alphabetic())
+                && head
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        assert!(
+            !value.contains("..") && !value.starts_with(['/', '-']) && !scheme,
+            "{value:?} passed"
+        );
+        assert!(!value.chars().any(char::is_control), "{value:?} passed");
     }
 }

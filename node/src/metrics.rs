@@ -124,6 +124,8 @@ pub struct Metrics {
     sessions_hosted: Gauge,
     sessions_standby: Gauge,
     sessions_paused: Gauge,
+    service_restarts: Counter,
+    service_failures: Counter,
     peers: Gauge,
     /// Direct probes answered, by round-trip time.
     pub probe_rtt: Histogram,
@@ -375,6 +377,19 @@ impl Metrics {
             "sessions_paused",
             "Sessions whose stream this node has paused for want of the client's consent",
         );
+        let service_restarts = Counter::default();
+        r.register(
+            "service_restarts",
+            "Times a session's exec command ended by itself and was started again on this node",
+            service_restarts.clone(),
+        );
+        let service_failures = Counter::default();
+        r.register(
+            "service_failures",
+            "Session service instances that failed on this node: would not start, or gave up \
+             after quick restarts (the session moves to a backup)",
+            service_failures.clone(),
+        );
         let peers = gauge(
             r,
             "peers",
@@ -441,6 +456,8 @@ impl Metrics {
             sessions_hosted,
             sessions_standby,
             sessions_paused,
+            service_restarts,
+            service_failures,
             peers,
             probe_rtt,
             suspicion_to_dead,
@@ -525,6 +542,16 @@ impl Metrics {
     /// Counts a peer id seen held by two live processes.
     pub fn duplicate_identity(&self) {
         self.duplicate_identity.inc();
+    }
+
+    /// Counts a restart of a session's command.
+    pub fn service_restarted(&self) {
+        self.service_restarts.inc();
+    }
+
+    /// Counts a service instance that failed: would not start, or gave up.
+    pub fn service_failed(&self) {
+        self.service_failures.inc();
     }
 
     /// Counts a datagram the socket would not take.

@@ -66,7 +66,7 @@ pub enum StartError {
         why: String,
     },
     /// The service configuration is invalid.
-    #[error("services: {0}")]
+    #[error("[services] {0}")]
     Services(#[from] crate::service::Error),
     /// The API address could not be bound.
     #[error("cannot serve the API on {addr}: {source} (choose another with --api)")]
@@ -131,10 +131,13 @@ impl Node {
                 path: data_dir.path().join(crate::service::groups::FILE),
                 source,
             })?;
-        // Client reports that services receive (RTCP) reach the driver here.
+        // Client reports that services receive (RTCP), and what instances
+        // tell of themselves (restarts, failures), reach the driver here.
         let (client_reports, client_reports_rx) = mpsc::channel(256);
+        let (service_events, service_events_rx) = mpsc::channel(256);
         let registry = crate::service::Registry::builtin(&config.services, Some(Arc::new(groups)))?
-            .with_reports(client_reports);
+            .with_reports(client_reports)
+            .with_events(service_events);
         let mut metrics_registry = prometheus_client::registry::Registry::default();
         let mut swarm = swarm::build(
             key.clone(),
@@ -226,6 +229,7 @@ impl Node {
             commands: command_rx,
             session_commands: session_rx,
             client_reports: client_reports_rx,
+            service_events: service_events_rx,
         });
         let driver = tokio::spawn(driver.run());
         let (api_stop, stopped) = oneshot::channel::<()>();

@@ -118,6 +118,39 @@ pub struct Session {
     /// Whether its stream is paused here for want of the client's consent.
     #[serde(default)]
     pub paused: bool,
+    /// Its service instance on this node: the one running here, or the
+    /// one that failed here (kept while the session is in the map); `null`
+    /// when none runs or failed here.
+    #[serde(default)]
+    pub instance: Option<Instance>,
+}
+
+/// A session's service instance on one node, in [`Session::instance`]. As
+/// of the last change the node saw: start, restart, failure, or any change
+/// of the session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Instance {
+    /// `running`, `restarting` (an `exec` command ended and waits out its
+    /// backoff) or `failed` (it would not start, or its command kept
+    /// ending: the session moved to a backup, or closed without one).
+    pub state: String,
+    /// `exec`: how many times its command was started again.
+    #[serde(default)]
+    pub restarts: u32,
+    /// `exec`: the process id of its command, while one runs.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// `exec`: how its command last ended (`exit status: 1`, `signal: 9
+    /// (SIGKILL)`).
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// Why it failed, or the last error it met.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `exec`: the last lines its commands wrote to stderr, oldest first
+    /// (at most 10, each cut at 256 bytes).
+    #[serde(default)]
+    pub stderr: Vec<String>,
 }
 
 /// One change of primary, in [`Session::history`].
@@ -143,8 +176,10 @@ pub struct Move {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// `member` (a member changed state), `refuted` (this node refuted a
-    /// suspicion about itself) or `session` (this node started or stopped
-    /// hosting a session: `id` is the session, `state` `started`/`stopped`).
+    /// suspicion about itself) or `session` (a session changed on this
+    /// node: `id` is the session, `state` `started` or `stopped` (hosting
+    /// it), `failed` (its service failed here), `restarted` (its `exec`
+    /// command ended and was started again), `paused` or `resumed`).
     #[serde(default)]
     pub kind: String,
     /// Wall-clock time, RFC 3339 with milliseconds.
@@ -353,6 +388,7 @@ mod tests {
             hosted_here: false,
             standby_here: false,
             paused: false,
+            instance: None,
         }
     }
 
@@ -397,8 +433,35 @@ mod tests {
     fn session_round_trips_with_its_history() {
         round_trip(
             &session(),
-            r#"{"id":"s1","service":"rtp-audio","primary":"12D3KooWBravo","primary_name":"bravo","backups":["12D3KooWLocal"],"epoch":2,"version":1,"state":"active","client":"127.0.0.1:5004","location":"127.0.0.0/24","params":{"codec":"pcmu"},"started_ms":1000,"updated_ms":2000,"reason":"takeover: alpha is dead","history":[{"epoch":2,"primary":"12D3KooWBravo","reason":"takeover: alpha is dead","at_ms":2000}],"hosted_here":false,"standby_here":false,"paused":false}"#,
+            r#"{"id":"s1","service":"rtp-audio","primary":"12D3KooWBravo","primary_name":"bravo","backups":["12D3KooWLocal"],"epoch":2,"version":1,"state":"active","client":"127.0.0.1:5004","location":"127.0.0.0/24","params":{"codec":"pcmu"},"started_ms":1000,"updated_ms":2000,"reason":"takeover: alpha is dead","history":[{"epoch":2,"primary":"12D3KooWBravo","reason":"takeover: alpha is dead","at_ms":2000}],"hosted_here":false,"standby_here":false,"paused":false,"instance":null}"#,
         );
+    }
+
+    #[test]
+    fn a_failed_instance_round_trips_with_its_stderr() {
+        let session = Session {
+            instance: Some(Instance {
+                state: "failed".to_owned(),
+                restarts: 4,
+                pid: None,
+                last_exit: Some("exit status: 1".to_owned()),
+                error: Some("gave up after 5 quick exits".to_owned()),
+                stderr: vec!["a.wav: No such file".to_owned()],
+            }),
+            ..session()
+        };
+        let json = serde_json::to_string(&session).unwrap();
+        assert!(
+            json.ends_with(
+                r#""paused":false,"instance":{"state":"failed","restarts":4,"pid":null,"last_exit":"exit status: 1","error":"gave up after 5 quick exits","stderr":["a.wav: No such file"]}}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Session>(&json).unwrap(), session);
+        // From an older node: no instance.
+        let old: Session =
+            serde_json::from_str(r#"{"id": "s1", "primary": "p", "epoch": 1}"#).unwrap();
+        assert_eq!(old.instance, None);
     }
 
     #[test]

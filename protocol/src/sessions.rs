@@ -26,6 +26,10 @@ use crate::policy::{self, Candidate, Perf};
 use crate::session::{Record, SessionState, Signer};
 use crate::swim::State;
 
+/// How the reason of a handover after a service failure begins (`service
+/// failed on NODE: why`); its writer is the node the service failed on.
+const SERVICE_FAILED: &str = "service failed on";
+
 /// Engine parameters.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -1225,8 +1229,11 @@ impl<S: Signer> Engine<S> {
     /// The service of session `id` failed to run here (it would not start,
     /// or its command kept dying): the session goes to the next cluster,
     /// its first live backup, at once (nothing runs here to keep running);
-    /// this node leaves its backups. With no live backup left, the session
-    /// is closed, saying why. Returns where it went, if anywhere.
+    /// this node leaves its backups. Nodes the session's history shows it
+    /// failed on already are skipped, so that a session that fails
+    /// everywhere goes round once, not forever. With no live backup left,
+    /// the session is closed, saying why. Returns where it went, if
+    /// anywhere.
     pub fn service_failed(
         &mut self,
         now: Instant,
@@ -1246,7 +1253,19 @@ impl<S: Signer> Engine<S> {
             return None;
         }
         let why: String = why.chars().take(120).collect();
-        let next = record.backups.iter().find(|b| self.is_alive(b)).cloned();
+        // As far as this node saw: a history it missed a move of may send
+        // the session round once more.
+        let failed: BTreeSet<NodeId> = self
+            .history(id)
+            .iter()
+            .filter(|m| m.reason.starts_with(SERVICE_FAILED))
+            .map(|m| m.writer.clone())
+            .collect();
+        let next = record
+            .backups
+            .iter()
+            .find(|b| self.is_alive(b) && !failed.contains(*b))
+            .cloned();
         let Some(to) = next else {
             let reason = format!("failed: the service would not run on {}: {why}", self.me);
             if let Ok(delta) = self.map.close_because(&self.signer, id, &reason, now_ms) {
@@ -1258,8 +1277,8 @@ impl<S: Signer> Engine<S> {
         let peers = self.candidates(&record.location, Some(&self.me.clone()));
         let first_of = self.first_backup_counts(&to);
         let mut backups = policy::choose_backups(&to, &peers, &first_of, &self.config.policy);
-        backups.retain(|b| *b != self.me);
-        let reason = format!("start failed on {}: {why}", self.me);
+        backups.retain(|b| *b != self.me && !failed.contains(b));
+        let reason = format!("{SERVICE_FAILED} {}: {why}", self.me);
         let delta = self
             .map
             .handover(&self.signer, id, to.clone(), &reason, backups, now_ms)

@@ -269,6 +269,20 @@ fn template() {
     run("template", baton_node::fuzz::template, &seeds);
 }
 
+#[test]
+fn exec_values() {
+    let seeds: Vec<Vec<u8>> = [
+        "clip-1\n64\nfr\nx=1",
+        "..\n/1\nfile:/etc/passwd\n-x",
+        "a.b\n0\nhttp://x/y\nC:x",
+        ".h\n99999999999999999999\nrtp://1.2.3.4:5\nab/../c",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    run("exec_values", baton_node::fuzz::exec_values, &seeds);
+}
+
 /// The harness finds what it should: a planted bug two mutations away from
 /// a seed makes it fail, so a green run means something.
 #[test]

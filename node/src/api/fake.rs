@@ -39,6 +39,7 @@ pub(crate) fn view(id: &str, primary: &str, primary_name: &str, backups: &[&str]
         hosted_here: false,
         standby_here: false,
         paused: false,
+        instance: None,
     }
 }
 

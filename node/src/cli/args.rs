@@ -14,7 +14,7 @@ Examples:
   baton members --json | jq '.[] | select(.state != \"alive\")'
   baton open --service rtp-audio --client 127.0.0.1:5004
   baton sessions                    the sessions, their primary and backups
-  baton session ID                  one session and its history of moves
+  baton session ID                  one session, its instance here and its moves
   baton close ID
   baton watch                       follow member and session events until Ctrl-C
 
@@ -63,9 +63,12 @@ const SESSION_EXAMPLES: &str = "\
 Examples:
   baton session s1
   baton session s1 --json | jq .history
+  baton session s1 --json | jq -r '.instance.stderr[]'
 
 Shows the assignment (primary, backups in takeover order, epoch), the client,
-the parameters and the changes of primary this node saw.";
+the parameters, its service instance on this node (running, restarting or
+failed; restarts, last exit, error, the last lines of an exec command's
+stderr) and the changes of primary this node saw.";
 
 const OPEN_EXAMPLES: &str = "\
 Examples:
@@ -150,7 +153,7 @@ pub(super) enum Command {
     /// List the sessions this node knows, with primary, backups and client
     #[command(after_help = SESSIONS_EXAMPLES)]
     Sessions(Wide),
-    /// Show one session: assignment, client, parameters and history of moves
+    /// Show one session: assignment, client, parameters, instance here and history of moves
     #[command(after_help = SESSION_EXAMPLES)]
     Session(SessionId),
     /// Open a session of a service for a client

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::sse::Received;
-use crate::views::{Member, Peer, Report, Session, Status};
+use crate::views::{Instance, Member, Peer, Report, Session, Status};
 
 /// Node names by peer id.
 pub type Names = BTreeMap<String, String>;
@@ -280,6 +280,7 @@ pub fn session_text(s: &Session, names: &Names, tz: &TimeZone) -> String {
     lines.push(("started", wall_time(s.started_ms, tz)));
     lines.push(("updated", wall_time(s.updated_ms, tz)));
     lines.push(("reason", cell(&s.reason)));
+    instance_lines(s.instance.as_ref(), &mut lines);
     let mut out = detail_lines(lines);
     out.push('\n');
     if s.history.is_empty() {
@@ -314,6 +315,29 @@ pub fn session_text(s: &Session, names: &Names, tz: &TimeZone) -> String {
         &rows,
     ));
     out
+}
+
+/// The lines of `baton session ID` about the session's instance on the node.
+fn instance_lines(instance: Option<&Instance>, lines: &mut Vec<(&str, String)>) {
+    let Some(i) = instance else {
+        lines.push(("instance", "none on this node".to_owned()));
+        return;
+    };
+    let state = match i.pid {
+        Some(pid) => format!("{} (pid {pid})", cell(&i.state)),
+        None => cell(&i.state),
+    };
+    lines.push(("instance", state));
+    lines.push(("restarts", i.restarts.to_string()));
+    if let Some(exit) = &i.last_exit {
+        lines.push(("last exit", cell(exit)));
+    }
+    if let Some(error) = &i.error {
+        lines.push(("error", cell(error)));
+    }
+    for (n, line) in i.stderr.iter().enumerate() {
+        lines.push((if n == 0 { "stderr" } else { "" }, sanitize(line)));
+    }
 }
 
 /// What `baton open` prints from the session the API answered with.
@@ -688,12 +712,50 @@ params        codec=pcmu
 started       2026-03-01 12:34:56.789
 updated       2026-03-01 12:35:01.789
 reason        takeover: alpha is dead
+instance      none on this node
 
 moves seen by this node, oldest first:
 EPOCH  PRIMARY  AT                       REASON
     1  alpha    2026-03-01 12:34:56.789  open
     2  bravo    2026-03-01 12:35:01.789  takeover: alpha is dead
 "
+        );
+    }
+
+    #[test]
+    fn session_detail_shows_the_instance_its_restarts_and_stderr() {
+        let mut session = fake::view("s1", "12D3KooWBravo0000bbbbbbbb", "bravo", &[]);
+        session.instance = Some(Instance {
+            state: "failed".to_owned(),
+            restarts: 4,
+            pid: None,
+            last_exit: Some("exit status: 1".to_owned()),
+            error: Some("gave up after 5 quick exits in a row".to_owned()),
+            stderr: vec![
+                "a.wav: No such file or directory".to_owned(),
+                "\u{1b}[31mred".to_owned(),
+            ],
+        });
+        let text = session_text(&session, &names(), &TimeZone::UTC);
+        let expected = "\
+reason        open
+instance      failed
+restarts      4
+last exit     exit status: 1
+error         gave up after 5 quick exits in a row
+stderr        a.wav: No such file or directory
+              ?[31mred
+";
+        assert!(text.contains(expected), "{expected}\nmissing from\n{text}");
+        session.instance = Some(Instance {
+            state: "running".to_owned(),
+            pid: Some(4242),
+            ..Instance::default()
+        });
+        let text = session_text(&session, &names(), &TimeZone::UTC);
+        assert!(
+            text.contains("instance      running (pid 4242)\nrestarts      0\n\n"),
+            "{text}"
         );
     }
 

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::KeySigner;
 use crate::metrics::SuspicionClock;
-use crate::service::SessionSpec;
+use crate::service::{self, SessionSpec};
 use crate::state::{CommandError, SessionCommand, Shared};
 use crate::views;
 use services::Services;
@@ -71,6 +71,7 @@ pub struct Driver {
     commands: mpsc::Receiver<Command>,
     session_commands: mpsc::Receiver<SessionCommand>,
     client_reports: mpsc::Receiver<(String, views::Report)>,
+    service_events: mpsc::Receiver<(String, service::Event)>,
     /// Remote addresses of the open connections, per peer.
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
@@ -104,6 +105,7 @@ pub(crate) struct Parts {
     pub commands: mpsc::Receiver<Command>,
     pub session_commands: mpsc::Receiver<SessionCommand>,
     pub client_reports: mpsc::Receiver<(String, views::Report)>,
+    pub service_events: mpsc::Receiver<(String, service::Event)>,
 }
 
 impl Driver {
@@ -118,6 +120,7 @@ impl Driver {
             commands,
             session_commands,
             client_reports,
+            service_events,
         } = parts;
         let me = *swarm.local_peer_id();
         let (events_tx, stream_events) = mpsc::channel(1024);
@@ -145,6 +148,7 @@ impl Driver {
             commands,
             session_commands,
             client_reports,
+            service_events,
             connections: HashMap::new(),
             peers_dirty: true,
             views_swept: Instant::now(),
@@ -206,6 +210,7 @@ impl Driver {
                 Some((id, report)) = self.client_reports.recv() => {
                     let _ = self.node.report(Instant::now(), &id, report_of(&report));
                 }
+                Some((id, event)) = self.service_events.recv() => self.on_service_event(&id, event),
                 () = self.streams.reap() => {}
             }
             self.flush();
@@ -323,6 +328,7 @@ impl Driver {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!(session = %record.id, error = %e, "cannot start session");
+                        self.shared.metrics.service_failed();
                         match &mut self.opening {
                             // Opened by this very request: the caller hears why.
                             Some((id, failed)) if *id == record.id => {
@@ -346,6 +352,7 @@ impl Driver {
             proto::Action::Warm(record) => {
                 if let Err(e) = self.services.warm(&record) {
                     tracing::warn!(session = %record.id, error = %e, "cannot stand by warm");
+                    self.shared.metrics.service_failed();
                 }
                 self.publish_session(&record.id);
             }

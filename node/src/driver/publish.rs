@@ -209,7 +209,7 @@ impl Driver {
         }
     }
 
-    fn publish_session_event(&self, id: &str, state: &str, epoch: u64, reason: &str) {
+    pub(super) fn publish_session_event(&self, id: &str, state: &str, epoch: u64, reason: &str) {
         let (at, at_ms) = wall_clock();
         self.shared.publish(views::Event {
             kind: "session".to_string(),
@@ -229,6 +229,7 @@ impl Driver {
         let engine = self.node.engine();
         let Some(record) = engine.map().get(id) else {
             self.shared.sessions.remove(id);
+            self.services.forget(id);
             return;
         };
         let primary = show(&record.primary);
@@ -273,6 +274,7 @@ impl Driver {
             hosted_here: self.services.hosts(id),
             standby_here: self.services.is_warm(id),
             paused: engine.is_paused(id),
+            instance: self.services.view(id),
         };
         self.shared.sessions.insert(id.to_string(), view);
     }

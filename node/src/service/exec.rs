@@ -1,27 +1,41 @@
 //! `exec`: runs one of the operator's command templates per session, with
 //! the session's values filled in, and keeps it running: a command that
 //! exits is started again after an exponential backoff (the intra-cluster
-//! process-failure handling of Raman & Katz); stopping the session ends it.
+//! process-failure handling of Raman & Katz), up to [`MAX_QUICK_EXITS`]
+//! quick exits in a row; then the instance fails and the session moves on
+//! to its next backup. Stopping the session ends the command.
 //!
 //! Security boundary: the operator writes the templates (the node's
 //! config); a client only names one (`template` parameter) and supplies
 //! values. A template is split into argv once, shell-like, when the config
 //! is read; each value is substituted inside one argv item and the program
-//! is started directly, never through a shell. Values are further limited
-//! to letters, digits and `. _ : / @ % + = , -`, and may not begin with `-`,
-//! so that they stay harmless even where a template hands them to a shell
-//! or to an option parser.
+//! is started directly, never through a shell. Each value must pass its
+//! placeholder's rule ([`rules`]: `name`, `number`, `media`, `regex`, or a
+//! conservative character set), and no value may climb out of a directory
+//! (`..`), be an absolute path, read as a URL (`file:`, `http:`) unless its
+//! template opts in, or begin with `-`: values stay harmless even where a
+//! program would open whatever path or URL it is given.
 //!
 //! Template syntax: words separated by blanks; `'...'` keeps everything
 //! literally, `"..."` too except `\"`, `\\`, `\$` and `` \` ``; a backslash
 //! outside quotes escapes the next character. Placeholders `{name}` are
 //! replaced everywhere, inside quotes too; `{{` and `}}` stand for braces.
-//! Names: `id`, `client`, `client_host`, `client_port` (the latter two when
-//! the client is `ip:port`), and any parameter of the session. The program
+//! Names: `id`, `client`, `client_host`, `client_port` (the client's
+//! `ip:port` and its parts), and any parameter of the session. The program
 //! (first word) takes no placeholder.
+//!
+//! The client's address is exempt from the rules: the node renders it from
+//! a parsed socket address, so it is an address and nothing else, and the
+//! refusals would misread some (`fe80::1` begins like a URL scheme). A
+//! template writes the scheme around it in its own text
+//! (`rtp://{client}`), where no value can change it.
+
+mod rules;
+mod template;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,258 +46,121 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::groups::Groups;
-use super::{Error, Instance, Service, SessionSpec, SharedStatus, Status, TaskInstance, lock};
+use super::{
+    Channels, Error, Event, Events, Instance, Service, SessionSpec, SharedStatus, Status,
+    TaskInstance, lock,
+};
+use rules::{BUILTINS, Rules};
+pub use rules::{MAX_VALUE_LEN, RuleConfig, TemplateConfig};
+pub use template::Template;
 
-/// Wait before the first restart; it doubles with each quick exit.
+/// Wait before the first restart; it doubles with each quick exit (100,
+/// 200, 400, 800 ms, then [`MAX_QUICK_EXITS`] ends it).
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait before a restart.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// A command that ran this long was healthy: its next restart is quick again.
+/// A command that ran this long was healthy: its next restart is quick
+/// again, and its exit does not count towards [`MAX_QUICK_EXITS`].
 pub const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// Exits in a row, each before [`HEALTHY_RUN`], after which the instance
+/// gives up: a command that cannot run here goes to the next backup rather
+/// than crash here forever. With the backoff, the fifth exit comes about
+/// 1.5 s after the first start when the command exits at once.
+pub const MAX_QUICK_EXITS: u32 = 5;
 /// Time a command has to exit after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Longest value substituted.
-pub const MAX_VALUE_LEN: usize = 512;
-/// Longest stderr line kept in the status.
+/// Stderr lines kept in the status, the last ones.
+pub const OUTPUT_LINES: usize = 10;
+/// Longest stderr line kept in the status (bytes; longer ones are cut).
 const MAX_OUTPUT_LINE: usize = 256;
+/// How long an exited command's stderr may take to reach its end (a
+/// grandchild that escaped the group kill may hold the pipe open).
+const OUTPUT_DRAIN: Duration = Duration::from_millis(200);
 
-const BUILTINS: [&str; 4] = ["id", "client", "client_host", "client_port"];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Var(String),
-}
-
-/// A parsed command template: argv items made of text and placeholders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    argv: Vec<Vec<Piece>>,
-}
-
-impl Template {
-    /// Parses a template (see the module docs for the syntax).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let words = split(text)?;
-        if words.first().is_none_or(|w| w.is_empty()) {
-            return Err("empty: give at least the program".into());
-        }
-        let argv = words
-            .iter()
-            .map(|w| pieces(w))
-            .collect::<Result<Vec<_>, _>>()?;
-        if argv[0].iter().any(|p| matches!(p, Piece::Var(_))) {
-            return Err(format!(
-                "the program {:?} takes no placeholder: the template fixes what runs",
-                words[0]
-            ));
-        }
-        Ok(Template { argv })
-    }
-
-    /// The placeholder names used, in order, with repetitions.
-    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
-        self.argv.iter().flatten().filter_map(|p| match p {
-            Piece::Var(name) => Some(name.as_str()),
-            Piece::Text(_) => None,
-        })
-    }
-
-    /// The argv with each placeholder replaced by `value(name)`.
-    pub fn render(
-        &self,
-        mut value: impl FnMut(&str) -> Result<String, Error>,
-    ) -> Result<Vec<String>, Error> {
-        self.argv
-            .iter()
-            .map(|item| {
-                item.iter().try_fold(String::new(), |mut arg, piece| {
-                    match piece {
-                        Piece::Text(text) => arg.push_str(text),
-                        Piece::Var(name) => arg.push_str(&value(name)?),
-                    }
-                    Ok(arg)
-                })
-            })
-            .collect()
-    }
-}
-
-/// Splits shell-like into words, honouring quotes and backslashes.
-fn split(text: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => word.push(c),
-                        None => return Err("unterminated single quote".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
-                            Some(c) => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                            None => return Err("unterminated double quote".into()),
-                        },
-                        Some(c) => word.push(c),
-                        None => return Err("unterminated double quote".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                word.push(chars.next().ok_or("a backslash ends the template")?);
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
-}
-
-/// Cuts a word into text and `{name}` placeholders.
-fn pieces(word: &str) -> Result<Vec<Piece>, String> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut rest = word;
-    while let Some(c) = rest.chars().next() {
-        if let Some(after) = rest.strip_prefix("{{") {
-            text.push('{');
-            rest = after;
-        } else if let Some(after) = rest.strip_prefix("}}") {
-            text.push('}');
-            rest = after;
-        } else if c == '{' {
-            let end = rest.find('}').ok_or_else(|| {
-                format!("unclosed placeholder in {word:?} (write {{{{ for a brace)")
-            })?;
-            let name = &rest[1..end];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "placeholder {{{name}}} in {word:?}: names are letters, digits and _"
-                ));
-            }
-            if !text.is_empty() {
-                out.push(Piece::Text(std::mem::take(&mut text)));
-            }
-            out.push(Piece::Var(name.to_string()));
-            rest = &rest[end + 1..];
-        } else if c == '}' {
-            return Err(format!("unmatched }} in {word:?} (write }}}} for a brace)"));
-        } else {
-            text.push(c);
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    if !text.is_empty() || out.is_empty() {
-        out.push(Piece::Text(text));
-    }
-    Ok(out)
-}
-
-/// Checks a value before it goes into a command.
-fn check_value(key: &str, value: &str) -> Result<(), Error> {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "._:/@%+=,-".contains(c);
-    if value.is_empty() || value.len() > MAX_VALUE_LEN {
-        return Err(Error::param(
-            key,
-            format!("expected 1 to {MAX_VALUE_LEN} characters"),
-        ));
-    }
-    if !value.chars().all(safe) || value.starts_with('-') {
-        return Err(Error::param(
-            key,
-            "values may hold only letters, digits and . _ : / @ % + = , - (no blanks or shell \
-             characters) and may not begin with -",
-        ));
-    }
-    Ok(())
-}
-
-/// Waits between restarts: doubling from [`INITIAL_BACKOFF`] to
-/// [`MAX_BACKOFF`], back to the start after a run of [`HEALTHY_RUN`].
+/// Waits between restarts: doubling from [`INITIAL_BACKOFF`], back to the
+/// start after a run of [`HEALTHY_RUN`]; none after [`MAX_QUICK_EXITS`]
+/// quick exits in a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     next: Duration,
+    quick: u32,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             next: INITIAL_BACKOFF,
+            quick: 0,
         }
     }
 }
 
 impl Backoff {
-    /// The wait before starting again a command that exited after `ran`.
-    pub fn after_exit(&mut self, ran: Duration) -> Duration {
+    /// The wait before starting again a command that exited after `ran`;
+    /// `None`: give up, it exited quickly too often.
+    pub fn after_exit(&mut self, ran: Duration) -> Option<Duration> {
         if ran >= HEALTHY_RUN {
-            self.next = INITIAL_BACKOFF;
+            *self = Backoff::default();
+        } else {
+            self.quick += 1;
+            if self.quick >= MAX_QUICK_EXITS {
+                return None;
+            }
         }
         let wait = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        wait
+        self.next *= 2;
+        Some(wait)
     }
+}
+
+/// A configured template: its argv and the rules of its values.
+#[derive(Debug, Clone)]
+struct Entry {
+    template: Template,
+    rules: Rules,
 }
 
 /// The `exec` service.
 #[derive(Debug, Clone)]
 pub struct Exec {
-    templates: BTreeMap<String, Template>,
+    templates: BTreeMap<String, Entry>,
+    media_dir: Option<PathBuf>,
     stop_grace: Duration,
     groups: Option<Arc<Groups>>,
 }
 
 impl Exec {
-    /// The service with the operator's templates, by name.
-    pub fn new(templates: &BTreeMap<String, String>) -> Result<Self, Error> {
+    /// The service with the operator's templates, by name; `media` rules
+    /// resolve files in `media_dir`.
+    pub fn new(
+        templates: &BTreeMap<String, TemplateConfig>,
+        media_dir: Option<PathBuf>,
+    ) -> Result<Self, Error> {
         let templates = templates
             .iter()
-            .map(|(name, text)| {
+            .map(|(name, config)| {
                 let bad = |reason: String| Error::Template {
                     name: name.clone(),
                     reason,
                 };
                 // Clients send the name as a parameter value: it must pass as one.
-                if name.len() > 64 || check_value("template", name).is_err() {
+                if name.is_empty()
+                    || name.len() > 64
+                    || name.starts_with('-')
+                    || rules::default_charset(name).is_err()
+                {
                     return Err(bad(
                         "names are 1 to 64 letters, digits and . _ : / @ % + = , - not \
                          beginning with -"
                             .into(),
                     ));
                 }
-                Ok((name.clone(), Template::parse(text).map_err(bad)?))
+                let template = Template::parse(&config.command).map_err(&bad)?;
+                let rules = Rules::new(config, &template, media_dir.as_deref()).map_err(bad)?;
+                Ok((name.clone(), Entry { template, rules }))
             })
             .collect::<Result<_, _>>()?;
         Ok(Exec {
             templates,
+            media_dir,
             stop_grace: STOP_GRACE,
             groups: None,
         })
@@ -315,9 +192,13 @@ impl Exec {
                 ),
             )
         })?;
-        let template = self.templates.get(name).ok_or_else(|| {
+        let Entry { template, rules } = self.templates.get(name).ok_or_else(|| {
             Error::param("template", format!("no template {name:?}; {}", names()))
         })?;
+        let media_dir = self.media_dir.as_deref();
+        // Every value is checked, also those the template does not use:
+        // they are replicated with the session.
+        let mut values = BTreeMap::new();
         for (key, value) in &spec.params {
             if BUILTINS.contains(&key.as_str()) {
                 return Err(Error::param(
@@ -328,33 +209,36 @@ impl Exec {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(Error::param(key, "names are letters, digits and _"));
             }
-            check_value(key, value)?;
+            // A configured template's name (checked above).
+            if key != "template" {
+                values.insert(key.as_str(), rules.value(key, value, media_dir)?);
+            }
         }
         let client: Option<SocketAddr> = spec.client.parse().ok();
-        let client_error = |reason: &str| Error::Client {
-            client: spec.client.clone(),
-            reason: reason.to_string(),
+        let address = |part: fn(SocketAddr) -> String| {
+            client.map(part).ok_or_else(|| Error::Client {
+                client: spec.client.clone(),
+                reason: "the template needs the client's address: give ip:port".to_string(),
+            })
         };
         template.render(|var| match var {
-            "id" => check_value("id", &spec.id).map(|()| spec.id.clone()),
-            "client" => match client {
-                Some(addr) => Ok(addr.to_string()),
-                None => check_value("client", &spec.client)
-                    .map(|()| spec.client.clone())
-                    .map_err(|_| client_error("not ip:port, and holds unsafe characters")),
-            },
-            "client_host" => client
-                .map(|a| a.ip().to_string())
-                .ok_or_else(|| client_error("the template needs {client_host}: give ip:port")),
-            "client_port" => client
-                .map(|a| a.port().to_string())
-                .ok_or_else(|| client_error("the template needs {client_port}: give ip:port")),
-            key => spec.params.get(key).cloned().ok_or_else(|| {
-                Error::param(
+            "id" => rules::refusals(&spec.id, false, false)
+                .and_then(|()| rules::default_charset(&spec.id).map_err(Into::into))
+                .map(|()| spec.id.clone())
+                .map_err(|why| Error::param("id", why)),
+            // Rendered from a parsed address: exempt from the rules (see
+            // the module docs).
+            "client" => address(|a| a.to_string()),
+            "client_host" => address(|a| a.ip().to_string()),
+            "client_port" => address(|a| a.port().to_string()),
+            key => match values.get(key) {
+                Some(value) => Ok(value.clone()),
+                None if key == "template" => Ok(name.clone()),
+                None => Err(Error::param(
                     key,
                     format!("missing: template {name:?} needs a value for it"),
-                )
-            }),
+                )),
+            },
         })
     }
 }
@@ -369,18 +253,30 @@ impl Service for Exec {
     }
 
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
+        self.start_with(spec, Channels::default())
+    }
+
+    fn start_with(&self, spec: SessionSpec, to: Channels) -> Result<Box<dyn Instance>, Error> {
         let argv = self.command(&spec)?;
         // Child processes are reaped by the runtime: it must exist first.
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let groups = self.groups.clone();
         let child = spawn(&argv, groups.as_deref())
             .map_err(|e| Error::io(format!("start {:?}", argv[0]), e))?;
-        let status: SharedStatus = Arc::new(Mutex::new(Status::default()));
-        let task_status = status.clone();
-        let grace = self.stop_grace;
-        TaskInstance::spawn(status, move |stop| {
-            supervise(spec.id, argv, child, task_status, stop, grace, groups)
-        })
+        // The pid now, for the view the driver publishes as this returns.
+        let status: SharedStatus = Arc::new(Mutex::new(Status {
+            pid: child.id(),
+            ..Status::default()
+        }));
+        let supervisor = Supervisor {
+            id: spec.id,
+            argv,
+            status: status.clone(),
+            grace: self.stop_grace,
+            groups,
+            events: to.events,
+        };
+        TaskInstance::spawn(status, move |stop| supervisor.run(child, stop))
     }
 }
 
@@ -436,70 +332,124 @@ fn die_with_this_process(command: &mut Command) {
     }
 }
 
-async fn supervise(
+/// Watches one session's command: starts it again when it exits, keeps
+/// its status, and tells the driver when it restarted and when it gave up.
+struct Supervisor {
     id: String,
     argv: Vec<String>,
-    first: Child,
     status: SharedStatus,
-    mut stop: oneshot::Receiver<()>,
     grace: Duration,
     groups: Option<Arc<Groups>>,
-) {
-    let forget = |pid: Option<u32>| {
-        if let (Some(groups), Some(pid)) = (&groups, pid) {
+    events: Option<Events>,
+}
+
+impl Supervisor {
+    async fn run(self, first: Child, mut stop: oneshot::Receiver<()>) {
+        let mut child = Some(first);
+        let mut backoff = Backoff::default();
+        // How the last attempt ended: an exit status, or why it did not run.
+        let mut ended = String::new();
+        loop {
+            let mut ran = Duration::ZERO;
+            if let Some(mut running) = child.take() {
+                let started = Instant::now();
+                let pid = running.id();
+                lock(&self.status).pid = pid;
+                let output = running
+                    .stderr
+                    .take()
+                    .map(|stderr| tokio::spawn(keep_output(stderr, self.status.clone())));
+                let exited = tokio::select! {
+                    biased;
+                    _ = &mut stop => {
+                        let exit = terminate(&mut running, self.grace).await;
+                        self.forget(pid);
+                        let mut s = lock(&self.status);
+                        s.last_exit = exit.map(|e| e.to_string());
+                        s.pid = None;
+                        break;
+                    }
+                    exited = running.wait() => exited,
+                };
+                // Whatever it left behind in its group goes with it.
+                signal_group(pid, Signal::Kill);
+                self.forget(pid);
+                ran = started.elapsed();
+                // Its last words say why it ended: read them before telling.
+                if let Some(output) = output {
+                    let _ = tokio::time::timeout(OUTPUT_DRAIN, output).await;
+                }
+                let mut s = lock(&self.status);
+                s.pid = None;
+                match exited {
+                    Ok(exit) => {
+                        ended = exit.to_string();
+                        s.last_exit = Some(ended.clone());
+                    }
+                    Err(e) => {
+                        ended = format!("cannot wait for {:?}: {e}", self.argv[0]);
+                        s.last_error = Some(ended.clone());
+                    }
+                }
+            }
+            let exit = ended.clone();
+            let program = &self.argv[0];
+            let Some(wait) = backoff.after_exit(ran) else {
+                let why = format!(
+                    "gave up after {MAX_QUICK_EXITS} quick exits in a row (each within {} of \
+                     its start); last: {exit}",
+                    humantime::format_duration(HEALTHY_RUN)
+                );
+                tracing::error!(session = %self.id, %program, %exit, "session command keeps ending; giving up");
+                {
+                    let mut s = lock(&self.status);
+                    s.failed = Some(why.clone());
+                    s.running = false;
+                }
+                if let Some(events) = &self.events {
+                    // Waits for room rather than lose it (the session hangs
+                    // on it), but not past a stop.
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => {}
+                        _ = events.send((self.id.clone(), Event::Failed { why })) => {}
+                    }
+                }
+                break;
+            };
+            tracing::warn!(session = %self.id, %program, %exit, ?wait, "session command ended; restarting");
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let restarts = {
+                let mut s = lock(&self.status);
+                s.restarts += 1;
+                match spawn(&self.argv, self.groups.as_deref()) {
+                    Ok(c) => child = Some(c),
+                    Err(e) => {
+                        ended = format!("cannot start {program:?}: {e}");
+                        s.last_error = Some(ended.clone());
+                    }
+                }
+                s.restarts
+            };
+            if let Some(events) = &self.events {
+                // Shown and counted, nothing decided on it: dropped when
+                // the driver is that far behind.
+                let _ = events.try_send((self.id.clone(), Event::Restarted { restarts, exit }));
+            }
+        }
+        lock(&self.status).running = false;
+    }
+
+    /// Forgets the process group of a command that ended.
+    fn forget(&self, pid: Option<u32>) {
+        if let (Some(groups), Some(pid)) = (&self.groups, pid) {
             groups.remove(pid);
         }
-    };
-    let mut child = Some(first);
-    let mut backoff = Backoff::default();
-    loop {
-        let mut ran = Duration::ZERO;
-        if let Some(mut running) = child.take() {
-            let started = Instant::now();
-            let pid = running.id();
-            lock(&status).pid = pid;
-            if let Some(stderr) = running.stderr.take() {
-                tokio::spawn(keep_last_line(stderr, status.clone()));
-            }
-            let exited = tokio::select! {
-                biased;
-                _ = &mut stop => {
-                    let exit = terminate(&mut running, grace).await;
-                    forget(pid);
-                    let mut s = lock(&status);
-                    s.last_exit = exit.map(|e| e.to_string());
-                    s.pid = None;
-                    break;
-                }
-                exited = running.wait() => exited,
-            };
-            // Whatever it left behind in its group goes with it.
-            signal_group(pid, Signal::Kill);
-            forget(pid);
-            ran = started.elapsed();
-            let mut s = lock(&status);
-            s.pid = None;
-            match exited {
-                Ok(exit) => s.last_exit = Some(exit.to_string()),
-                Err(e) => s.last_error = Some(format!("cannot wait for {:?}: {e}", argv[0])),
-            }
-        }
-        let wait = backoff.after_exit(ran);
-        let exit = lock(&status).last_exit.clone().unwrap_or_default();
-        tracing::warn!(session = %id, program = %argv[0], %exit, ?wait, "session command ended; restarting");
-        tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            () = tokio::time::sleep(wait) => {}
-        }
-        let mut s = lock(&status);
-        s.restarts += 1;
-        match spawn(&argv, groups.as_deref()) {
-            Ok(c) => child = Some(c),
-            Err(e) => s.last_error = Some(format!("cannot start {:?}: {e}", argv[0])),
-        }
     }
-    lock(&status).running = false;
 }
 
 /// SIGTERM to the group, SIGKILL after `grace`.
@@ -544,41 +494,56 @@ pub(super) fn signal_group(pgid: Option<u32>, signal: Signal) {
 #[cfg(not(unix))]
 pub(super) fn signal_group(_pgid: Option<u32>, _signal: Signal) {}
 
-/// Keeps the last line the child writes to stderr (ffmpeg ends progress
-/// lines with `\r`), bounded however much it writes.
-async fn keep_last_line(mut stderr: ChildStderr, status: SharedStatus) {
+/// Keeps the last [`OUTPUT_LINES`] lines the child writes to stderr, each
+/// cut at [`MAX_OUTPUT_LINE`] bytes, bounded however much it writes. A line
+/// ended by `\r` (ffmpeg's progress) gives way to the next, as on a
+/// terminal, so that progress does not push the errors out.
+async fn keep_output(mut stderr: ChildStderr, status: SharedStatus) {
     let mut buf = [0u8; 4096];
     let mut line = Vec::with_capacity(MAX_OUTPUT_LINE);
-    let flush = |line: &mut Vec<u8>| {
-        if !line.is_empty() {
-            lock(&status).last_output = Some(String::from_utf8_lossy(line).into_owned());
-            line.clear();
+    let mut overwrite = false;
+    let mut flush = |line: &mut Vec<u8>, by_cr: bool| {
+        if line.is_empty() {
+            // The `\n` of a `\r\n` ends the line the `\r` ended.
+            overwrite &= by_cr;
+            return;
         }
+        let mut s = lock(&status);
+        if overwrite {
+            s.stderr.pop();
+        }
+        s.stderr.push(String::from_utf8_lossy(line).into_owned());
+        if s.stderr.len() > OUTPUT_LINES {
+            s.stderr.remove(0);
+        }
+        overwrite = by_cr;
+        line.clear();
     };
     while let Ok(n @ 1..) = stderr.read(&mut buf).await {
         for &b in &buf[..n] {
             if b == b'\n' || b == b'\r' {
-                flush(&mut line);
+                flush(&mut line, b == b'\r');
             } else if line.len() < MAX_OUTPUT_LINE {
                 line.push(b);
             }
         }
     }
-    flush(&mut line);
+    flush(&mut line, false);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn configs(templates: &[(&str, &str)]) -> BTreeMap<String, TemplateConfig> {
+        templates
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string().into()))
+            .collect()
+    }
+
     fn exec(templates: &[(&str, &str)]) -> Exec {
-        Exec::new(
-            &templates
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
+        Exec::new(&configs(templates), None).unwrap()
     }
 
     fn spec(client: &str, params: &[(&str, &str)]) -> SessionSpec {
@@ -595,23 +560,6 @@ mod tests {
     }
 
     #[test]
-    fn templates_split_like_a_shell_without_one() {
-        assert_eq!(
-            split(r#"ffmpeg  -i 'a b' "c \"d\" \x" e\ f ''"#).unwrap(),
-            ["ffmpeg", "-i", "a b", r#"c "d" \x"#, "e f", ""]
-        );
-        // Shell syntax is just text: no operator means anything.
-        assert_eq!(split("a;b | c $(d)").unwrap(), ["a;b", "|", "c", "$(d)"]);
-        for (bad, expected) in [
-            ("a 'b", "single quote"),
-            ("a \"b", "double quote"),
-            ("a \\", "backslash"),
-        ] {
-            assert!(split(bad).unwrap_err().contains(expected), "{bad}");
-        }
-    }
-
-    #[test]
     fn values_fill_placeholders_inside_single_argv_items() {
         let e = exec(&[(
             "rtp",
@@ -621,7 +569,7 @@ mod tests {
         let argv = e
             .command(&spec(
                 "127.0.0.1:5004",
-                &[("template", "rtp"), ("input", "/srv/a.wav")],
+                &[("template", "rtp"), ("input", "a.wav")],
             ))
             .unwrap();
         assert_eq!(
@@ -630,7 +578,7 @@ mod tests {
                 "ffmpeg",
                 "-re",
                 "-i",
-                "/srv/a.wav",
+                "a.wav",
                 "-f",
                 "rtp",
                 "rtp://127.0.0.1:5004?pkt_size=1200",
@@ -684,10 +632,77 @@ mod tests {
         assert!(err.to_string().contains("\"x\""), "{err}");
         // Nor as a client that is not an address.
         let e = exec(&[("play", "player {client}")]);
+        for client in ["x;reboot", "file:/etc/passwd", "/dev/sda"] {
+            let err = e
+                .command(&spec(client, &[("template", "play")]))
+                .unwrap_err();
+            assert!(matches!(err, Error::Client { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn values_may_not_climb_out_or_name_a_file_or_url() {
+        let e = exec(&[("play", "player -i {input} --out=x/{name}")]);
+        for evil in [
+            "..",
+            "../../etc/passwd",
+            "a/../b",
+            "/etc/passwd",
+            "file:/x",
+            "http://x",
+        ] {
+            for key in ["input", "name"] {
+                let mut params = vec![("template", "play"), ("input", "a"), ("name", "b")];
+                params.retain(|(k, _)| *k != key);
+                params.push((key, evil));
+                let err = e.command(&spec("127.0.0.1:5004", &params)).unwrap_err();
+                assert!(err.is_request_error(), "{key}={evil:?}: {err}");
+                assert!(err.to_string().contains(&format!("{key:?}")), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_client_address_is_rendered_whatever_it_looks_like() {
+        // fe80::... begins like a URL scheme, but the node rendered it.
+        let e = exec(&[("a", "send rtp://{client} {client_host}")]);
+        let argv = e
+            .command(&spec("[fe80::1]:5004", &[("template", "a")]))
+            .unwrap();
+        assert_eq!(argv, ["send", "rtp://[fe80::1]:5004", "fe80::1"]);
+    }
+
+    #[test]
+    fn media_placeholders_become_paths_inside_the_media_directory() {
+        let dir = std::env::temp_dir().join(format!("baton-exec-media-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.wav"), b"x").unwrap();
+        let mut config =
+            TemplateConfig::from("ffmpeg -i {input} -f rtp rtp://{client}".to_string());
+        config
+            .params
+            .insert("input".into(), RuleConfig::from("media".to_string()));
+        let e = Exec::new(
+            &BTreeMap::from([("t".to_string(), config)]),
+            Some(dir.clone()),
+        )
+        .unwrap();
+        let argv = e
+            .command(&spec(
+                "127.0.0.1:5004",
+                &[("template", "t"), ("input", "a.wav")],
+            ))
+            .unwrap();
+        let path = dir.canonicalize().unwrap().join("a.wav");
+        assert_eq!(argv[2], path.display().to_string());
         let err = e
-            .command(&spec("x;reboot", &[("template", "play")]))
+            .command(&spec(
+                "127.0.0.1:5004",
+                &[("template", "t"), ("input", "b.wav")],
+            ))
             .unwrap_err();
-        assert!(matches!(err, Error::Client { .. }), "{err}");
+        assert!(err.to_string().contains("no such file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -737,14 +752,12 @@ mod tests {
             ("a b}", "unmatched }"),
             ("a 'b", "single quote"),
         ] {
-            let templates = BTreeMap::from([("t".to_string(), text.to_string())]);
-            let err = Exec::new(&templates).unwrap_err();
+            let err = Exec::new(&configs(&[("t", text)]), None).unwrap_err();
             assert!(matches!(err, Error::Template { .. }));
             assert!(err.to_string().contains(expected), "{text:?}: {err}");
         }
         for name in ["", "my template", "-x", "a;b"] {
-            let templates = BTreeMap::from([(name.to_string(), "true".to_string())]);
-            let err = Exec::new(&templates).unwrap_err();
+            let err = Exec::new(&configs(&[(name, "true")]), None).unwrap_err();
             assert!(
                 err.to_string().contains("names are 1 to 64"),
                 "{name:?}: {err}"
@@ -753,18 +766,30 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_ten_seconds_and_resets_after_a_healthy_run() {
+    fn backoff_doubles_and_gives_up_at_the_fifth_quick_exit_in_a_row() {
+        let mut b = Backoff::default();
+        let quick = HEALTHY_RUN - Duration::from_millis(1);
+        let waits: Vec<Option<u64>> = (0..5)
+            .map(|_| b.after_exit(quick).map(|w| w.as_millis() as u64))
+            .collect();
+        assert_eq!(waits, [Some(100), Some(200), Some(400), Some(800), None]);
+    }
+
+    #[test]
+    fn a_healthy_run_resets_the_backoff_and_the_count() {
         let mut b = Backoff::default();
         let quick = Duration::from_millis(10);
-        let waits: Vec<u64> = (0..10)
-            .map(|_| b.after_exit(quick).as_millis() as u64)
-            .collect();
-        assert_eq!(
-            waits,
-            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
-        );
-        assert_eq!(b.after_exit(HEALTHY_RUN), INITIAL_BACKOFF);
-        assert_eq!(b.after_exit(quick), INITIAL_BACKOFF * 2);
+        for _ in 0..MAX_QUICK_EXITS - 1 {
+            assert!(b.after_exit(quick).is_some());
+        }
+        assert_eq!(b.after_exit(HEALTHY_RUN), Some(INITIAL_BACKOFF));
+        for n in 1..MAX_QUICK_EXITS {
+            assert!(
+                b.after_exit(quick).is_some(),
+                "quick exit {n} after a healthy run"
+            );
+        }
+        assert_eq!(b.after_exit(quick), None);
     }
 
     async fn wait_until(instance: &dyn Instance, what: impl Fn(&Status) -> bool) -> Status {
@@ -824,7 +849,7 @@ mod tests {
             .start(spec("127.0.0.1:5004", &[("template", "stubborn")]))
             .unwrap();
         wait_until(instance.as_ref(), |s| {
-            s.last_output.as_deref() == Some("ready")
+            s.stderr.last().map(String::as_str) == Some("ready")
         })
         .await;
         let status = instance.stop().await;
@@ -832,20 +857,119 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_last_stderr_line_is_reported() {
+    async fn the_last_stderr_lines_are_kept_progress_lines_give_way() {
         let e = exec(&[(
             "say",
-            "sh -c 'echo one >&2; printf \"two\\rthree\\n\" >&2; sleep 30'",
+            "sh -c 'echo one >&2; printf \"two\\rthree\\r\\nfour\\n\" >&2; sleep 30'",
         )]);
         let instance = e
             .start(spec("127.0.0.1:5004", &[("template", "say")]))
             .unwrap();
-        let status = wait_until(instance.as_ref(), |s| {
-            s.last_output.as_deref() == Some("three")
-        })
-        .await;
+        let status = wait_until(instance.as_ref(), |s| s.stderr.len() >= 3).await;
+        assert_eq!(status.stderr, ["one", "three", "four"]);
         assert_eq!(status.restarts, 0);
         instance.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stderr_keeps_the_last_ten_lines_each_cut() {
+        let e = exec(&[(
+            "say",
+            "sh -c 'for i in $(seq 1 15); do echo line$i >&2; done; \
+             head -c 1000 /dev/zero | tr \"\\0\" x >&2; echo >&2; sleep 30'",
+        )]);
+        let instance = e
+            .start(spec("127.0.0.1:5004", &[("template", "say")]))
+            .unwrap();
+        let long = "x".repeat(MAX_OUTPUT_LINE);
+        let status = wait_until(instance.as_ref(), |s| s.stderr.last() == Some(&long)).await;
+        let expected: Vec<String> = (7..=15).map(|i| format!("line{i}")).chain([long]).collect();
+        assert_eq!(status.stderr, expected);
+        assert_eq!(status.stderr.len(), OUTPUT_LINES);
+        instance.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_command_that_keeps_exiting_gives_up_and_tells_the_driver() {
+        let config = crate::service::Config {
+            exec: configs(&[("crash", "false")]),
+            ..crate::service::Config::default()
+        };
+        let (events, mut driver) = tokio::sync::mpsc::channel(8);
+        let registry = crate::service::Registry::builtin(&config, None)
+            .unwrap()
+            .with_events(events);
+        let mut session = spec("127.0.0.1:5004", &[("template", "crash")]);
+        session.id = "s-crash".into();
+        let instance = registry.start(session).unwrap();
+        let mut restarts = Vec::new();
+        let why = loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), driver.recv());
+            let (id, event) = next.await.expect("an event within 5 s").expect("an event");
+            assert_eq!(id, "s-crash");
+            match event {
+                Event::Restarted { restarts: n, exit } => {
+                    assert_eq!(exit, "exit status: 1");
+                    restarts.push(n);
+                }
+                Event::Failed { why } => break why,
+            }
+        };
+        assert_eq!(
+            restarts,
+            [1, 2, 3, 4],
+            "restarted until the fifth quick exit"
+        );
+        assert!(
+            why.starts_with("gave up after 5 quick exits in a row"),
+            "{why}"
+        );
+        assert!(why.ends_with("last: exit status: 1"), "{why}");
+        let status = instance.status();
+        assert_eq!(status.failed.as_deref(), Some(why.as_str()));
+        assert_eq!(
+            (status.running, status.restarts, status.pid),
+            (false, 4, None)
+        );
+        // Nothing more: it will not run again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(driver.try_recv().is_err());
+        assert_eq!(instance.status().restarts, 4);
+        instance.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_program_gone_between_restarts_counts_as_quick_exits() {
+        let dir = std::env::temp_dir().join(format!("baton-exec-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join("run.sh");
+        std::fs::write(&program, "#!/bin/sh\nrm \"$0\"\nexit 2\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut e = Exec::new(&configs(&[("gone", &program.display().to_string())]), None).unwrap();
+        e.stop_grace = Duration::from_millis(100);
+        let (events, mut driver) = tokio::sync::mpsc::channel(8);
+        let to = Channels {
+            events: Some(events),
+            ..Channels::default()
+        };
+        let instance = e
+            .start_with(spec("127.0.0.1:5004", &[("template", "gone")]), to)
+            .unwrap();
+        let why = loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), driver.recv());
+            if let (_, Event::Failed { why }) = next.await.unwrap().unwrap() {
+                break why;
+            }
+        };
+        assert!(why.contains("last: cannot start"), "{why}");
+        let status = instance.stop().await;
+        assert_eq!(status.last_exit.as_deref(), Some("exit status: 2"));
+        assert!(status.last_error.unwrap().contains("cannot start"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `/proc/PID/stat`'s state letter, `None` once the process is gone.

@@ -46,21 +46,26 @@ pub struct SessionSpec {
 /// [services]
 /// media_dir = "/var/lib/baton/media"
 /// [services.exec]
-/// ffmpeg-rtp = "ffmpeg -re -i {input} -f rtp rtp://{client}"
+/// announce = "/usr/local/bin/announce --to {client} --clip {clip}"
+/// [services.exec.transcode]
+/// command = "ffmpeg -nostdin -re -i {input} -vn -c:a libopus -b:a {kbps}k -f rtp rtp://{client}"
+/// params = { input = "media", kbps = { kind = "number", min = 16, max = 256 } }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Command templates of the `exec` service, by name.
+    /// Command templates of the `exec` service, by name: a command line,
+    /// or a table with the command and the rules of its placeholders
+    /// ([`exec::TemplateConfig`]).
     ///
     /// This is a security boundary: a client picks a template by name (the
     /// `template` parameter) and supplies values for its placeholders; it
     /// never sends a command line. Only the operator, through this file,
-    /// decides which programs run.
-    pub exec: BTreeMap<String, String>,
-    /// Directory that `wav:` sources of `rtp-audio` are read from. Without
-    /// it, WAV sources are refused, so that clients cannot make the node
-    /// read arbitrary files.
+    /// decides which programs run, and which values they take.
+    pub exec: BTreeMap<String, exec::TemplateConfig>,
+    /// Directory that `wav:` sources of `rtp-audio` and `media`
+    /// placeholders of `exec` are read from. Without it, both are refused,
+    /// so that clients cannot make the node read arbitrary files.
     pub media_dir: Option<PathBuf>,
     /// Networks (CIDR) clients must be in; empty: any unicast address that
     /// can be a client (never multicast, broadcast, link-local, reserved).
@@ -179,14 +184,11 @@ pub trait Service: Send + Sync + fmt::Debug {
         false
     }
 
-    /// Like [`start`](Service::start), handing the client's reports to
-    /// `reports` if the service receives any (by default it does not).
-    fn start_reporting(
-        &self,
-        spec: SessionSpec,
-        reports: Option<Reports>,
-    ) -> Result<Box<dyn Instance>, Error> {
-        let _ = reports;
+    /// Like [`start`](Service::start), handing what the driver must hear
+    /// to `to`: the client's reports, if the service receives any, and the
+    /// instance's own [`Event`]s (by default, neither).
+    fn start_with(&self, spec: SessionSpec, to: Channels) -> Result<Box<dyn Instance>, Error> {
+        let _ = to;
         self.start(spec)
     }
 }
@@ -228,6 +230,10 @@ pub type FirstPacket = oneshot::Receiver<std::time::Instant>;
 pub struct Status {
     /// Still running (an `exec` instance between restarts counts as running).
     pub running: bool,
+    /// Why the instance gave up by itself, when it did (an `exec` command
+    /// that kept exiting): it will not run again, the driver hears of it
+    /// as an [`Event::Failed`].
+    pub failed: Option<String>,
     /// Sending nothing for now: the client gave no consent.
     pub paused: bool,
     /// `exec`: how many times the command was started again.
@@ -236,8 +242,9 @@ pub struct Status {
     pub pid: Option<u32>,
     /// `exec`: how the last child ended (`exit status: 1`, `signal: 9`).
     pub last_exit: Option<String>,
-    /// `exec`: the last line the child wrote to stderr.
-    pub last_output: Option<String>,
+    /// `exec`: the last lines its commands wrote to stderr, oldest first
+    /// (at most [`exec::OUTPUT_LINES`], each cut at 256 bytes).
+    pub stderr: Vec<String>,
     /// `rtp-audio`: the stream's SSRC.
     pub ssrc: Option<u32>,
     /// `rtp-audio`: packets sent.
@@ -255,11 +262,46 @@ pub struct Status {
 /// dropped, never waited for.
 pub type Reports = tokio::sync::mpsc::Sender<(String, crate::views::Report)>;
 
+/// What an instance tells the driver about itself, with its session id, on
+/// [`Events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Its command ended by itself and was started again, the `restarts`th
+    /// time; `exit` says how the previous run ended.
+    Restarted {
+        /// Restarts so far.
+        restarts: u32,
+        /// `exit status: 1`, `signal: 9 (SIGKILL)`, or why it would not start.
+        exit: String,
+    },
+    /// It gave up: it stopped by itself and will not run again. The driver
+    /// hands the session to its next backup
+    /// (`Node::handle_service_failed`).
+    Failed {
+        /// Why, for the session's record and the operator.
+        why: String,
+    },
+}
+
+/// Where instances tell the driver of their [`Event`]s. A restart is
+/// `try_send` (shown, counted, nothing decided on it); a failure waits for
+/// room, since the session depends on it.
+pub type Events = tokio::sync::mpsc::Sender<(String, Event)>;
+
+/// The channels an instance hands things to the driver on.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    /// Its client's reports.
+    pub reports: Option<Reports>,
+    /// Its own events.
+    pub events: Option<Events>,
+}
+
 /// The services a node offers, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     services: BTreeMap<&'static str, Arc<dyn Service>>,
-    reports: Option<Reports>,
+    channels: Channels,
 }
 
 impl fmt::Debug for Registry {
@@ -275,14 +317,23 @@ impl Registry {
     pub fn builtin(config: &Config, groups: Option<Arc<groups::Groups>>) -> Result<Self, Error> {
         let mut registry = Registry::default();
         registry.insert(Arc::new(rtp::RtpAudio::new(config.media_dir.clone())));
-        registry.insert(Arc::new(exec::Exec::new(&config.exec)?.recording(groups)));
+        registry.insert(Arc::new(
+            exec::Exec::new(&config.exec, config.media_dir.clone())?.recording(groups),
+        ));
         Ok(registry)
     }
 
     /// Hands the instances it starts from now on `reports`, for the
     /// reports their clients send (see [`Reports`]).
     pub fn with_reports(mut self, reports: Reports) -> Self {
-        self.reports = Some(reports);
+        self.channels.reports = Some(reports);
+        self
+    }
+
+    /// Has the instances it starts from now on tell their [`Event`]s on
+    /// `events`.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.channels.events = Some(events);
         self
     }
 
@@ -320,7 +371,7 @@ impl Registry {
     /// Starts a session with the service it names.
     pub fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
         self.get(&spec.service)?
-            .start_reporting(spec, self.reports.clone())
+            .start_with(spec, self.channels.clone())
     }
 }
 
@@ -452,14 +503,14 @@ mod tests {
             toml::from_str("media_dir = \"/srv/media\"\n[exec]\nplay = \"ffplay -i {input}\"\n")
                 .unwrap();
         assert_eq!(config.media_dir, Some(PathBuf::from("/srv/media")));
-        assert_eq!(config.exec["play"], "ffplay -i {input}");
+        assert_eq!(config.exec["play"].command, "ffplay -i {input}");
         assert!(toml::from_str::<Config>("media = 1").is_err());
     }
 
     #[test]
     fn a_malformed_template_fails_the_registry() {
         let config = Config {
-            exec: BTreeMap::from([("bad".to_string(), "ffmpeg '{x}".to_string())]),
+            exec: BTreeMap::from([("bad".to_string(), "ffmpeg '{x}".to_string().into())]),
             ..Config::default()
         };
         let err = Registry::builtin(&config, None).unwrap_err();

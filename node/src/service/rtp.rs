@@ -61,7 +61,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::rtcp::{self, Reporter};
-use super::{Error, Instance, Reports, Service, SessionSpec, SharedStatus, Status, TaskInstance};
+use super::{
+    Channels, Error, Instance, Reports, Service, SessionSpec, SharedStatus, Status, TaskInstance,
+};
 use super::{g711, lock, wav};
 
 /// RTP clock rate of PCMU (Hz).
@@ -416,14 +418,11 @@ impl Service for RtpAudio {
     }
 
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
-        self.start_reporting(spec, None)
+        self.start_with(spec, Channels::default())
     }
 
-    fn start_reporting(
-        &self,
-        spec: SessionSpec,
-        reports: Option<Reports>,
-    ) -> Result<Box<dyn Instance>, Error> {
+    fn start_with(&self, spec: SessionSpec, to: Channels) -> Result<Box<dyn Instance>, Error> {
+        let reports = to.reports;
         let plan = self.plan(&spec)?;
         let clock = Clock::now();
         let local: IpAddr = match plan.client {
@@ -1005,7 +1004,15 @@ mod tests {
         let s = spec("sr", &rtp.local_addr().unwrap().to_string(), &[]);
         let ssrc = stream::Ids::derive(&s.id).ssrc;
         let (tx, mut reports) = tokio::sync::mpsc::channel(8);
-        let instance = RtpAudio::new(None).start_reporting(s, Some(tx)).unwrap();
+        let instance = RtpAudio::new(None)
+            .start_with(
+                s,
+                Channels {
+                    reports: Some(tx),
+                    ..Channels::default()
+                },
+            )
+            .unwrap();
         let mut buf = [0u8; 2048];
         let timeout = |f| tokio::time::timeout(Duration::from_secs(2), f);
         let (n, from) = timeout(rtcp.recv_from(&mut buf)).await.unwrap().unwrap();

@@ -701,7 +701,7 @@ fn a_service_that_fails_sends_its_session_to_the_next_cluster() {
     assert_eq!(c.hosting(first), vec!["s1".to_string()]);
     let moved = c.engines[first].history("s1").last().unwrap();
     assert!(
-        moved.reason.contains("start failed") && moved.reason.contains("ffmpeg"),
+        moved.reason.contains("service failed on") && moved.reason.contains("ffmpeg"),
         "{}",
         moved.reason
     );
@@ -730,6 +730,38 @@ fn a_service_that_fails_everywhere_closes_its_session_saying_why() {
     assert_eq!(r.state, SessionState::Closed);
     assert!(r.reason.contains("failed") && r.reason.contains("exit status 1"));
     assert!(c.hosting(p).is_empty());
+}
+
+#[test]
+fn a_service_that_fails_on_every_node_goes_round_once_then_closes() {
+    let mut c = Cluster::new(3);
+    for e in &mut c.engines {
+        e.config.consent.required = false;
+    }
+    c.open(0, "s1");
+    let mut failed_on = Vec::new();
+    loop {
+        let p = primary_of(&c, "s1");
+        failed_on.push(p);
+        let (now, now_ms) = (c.now, c.now_ms);
+        let to = c.engines[p].service_failed(now, now_ms, "s1", "exit status 1");
+        c.settle();
+        let Some(to) = to else { break };
+        assert!(
+            !failed_on.contains(&c.index(&to)),
+            "sent back to a node it failed on: {failed_on:?} then {}",
+            c.index(&to)
+        );
+        assert!(
+            failed_on.len() < 3,
+            "went round more than once: {failed_on:?}"
+        );
+    }
+    failed_on.sort_unstable();
+    assert_eq!(failed_on, [0, 1, 2], "every node tried once");
+    let r = c.engines[0].map().get("s1").unwrap();
+    assert_eq!(r.state, SessionState::Closed);
+    assert!(r.reason.contains("would not run"), "{}", r.reason);
 }
 
 #[test]
