@@ -64,8 +64,9 @@
 //! oldest dropped first, and by [`Map::gc`] after [`PENDING_TTL_MS`]); it is
 //! retried whenever the session's history here grows, so it is adopted as
 //! soon as what it cites arrives. Anti-entropy repairs whatever the pool lost:
-//! it sends chains, which link in order at a replica that missed any number
-//! of epochs.
+//! it sends chains, which link in order at a replica that missed epochs, as
+//! long as it missed fewer than [`MAX_OPENERS`]; one further behind on a
+//! session stays behind on it.
 //!
 //! The rule depends on what the replica holds, but only monotonically: what
 //! links once stays linked, and the current version is the greatest linked
