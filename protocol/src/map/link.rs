@@ -3,7 +3,7 @@
 //! supersedes is one the replica can vouch for, and the bounded pool of
 //! versions waiting for the history they cite. See the map's "Chain rule".
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Delta;
@@ -68,23 +68,30 @@ impl Opening {
     }
 }
 
-/// What one replica knows of one session's history, all bounded.
+/// What one replica knows of one session's history, all bounded. Small
+/// sorted vectors rather than trees: a simulator holds a thousand replicas
+/// of thousands of sessions, most with two or three versions to remember.
 #[derive(Debug, Clone, Default)]
 pub(super) struct History {
     /// The creation, once seen: served to peers, and the proof that the
     /// entry is rooted rather than trusted on first use.
     root: Option<Arc<Delta>>,
     /// Per `(epoch, primary)` of epochs 2 and up, the delta that shows how
-    /// that node became primary of that epoch ([`Opening`]): with the root,
-    /// the chain a peer that missed epochs needs to link the current
-    /// version.
-    openers: BTreeMap<(u64, NodeId), Arc<Delta>>,
+    /// that node became primary of that epoch ([`Opening`]), sorted by that
+    /// pair: with the root, the chain a peer that missed epochs needs to
+    /// link the current version.
+    openers: Vec<Arc<Delta>>,
     /// Short fingerprints of the versions this replica accepted or
     /// verified, oldest first.
     known: Vec<Short>,
-    /// The `(epoch, primary)` of those versions: a version written by the
-    /// primary of an epoch listed here is that primary's to write.
-    primaries: BTreeSet<(u64, NodeId)>,
+    /// The `(epoch, primary)` of those versions, sorted: a version written
+    /// by the primary of an epoch listed here is that primary's to write.
+    primaries: Vec<(u64, NodeId)>,
+}
+
+/// The pair an opener is filed under.
+fn pair(delta: &Delta) -> (u64, &NodeId) {
+    (delta.record.epoch, &delta.record.primary)
 }
 
 impl History {
@@ -103,9 +110,19 @@ impl History {
         let opening = Opening::of(delta);
         opening != Opening::No
             && self
-                .openers
-                .get(&(delta.record.epoch, delta.record.primary.clone()))
-                .is_none_or(|held| Opening::of(held) < opening)
+                .opener(pair(delta))
+                .is_none_or(|at| Opening::of(&self.openers[at]) < opening)
+    }
+
+    /// Where the opener filed under `key` is.
+    fn opener(&self, key: (u64, &NodeId)) -> Option<usize> {
+        self.openers.binary_search_by(|d| pair(d).cmp(&key)).ok()
+    }
+
+    fn is_primary(&self, epoch: u64, primary: &NodeId) -> bool {
+        self.primaries
+            .binary_search_by(|(e, p)| (*e, p).cmp(&(epoch, primary)))
+            .is_ok()
     }
 
     /// Whether this replica accepted or verified the version with this
@@ -124,13 +141,13 @@ impl History {
             return true;
         }
         if prev.writer == prev.primary {
-            return self.primaries.contains(&(prev.epoch, prev.primary.clone()));
+            return self.is_primary(prev.epoch, &prev.primary);
         }
         prev.version == 0
             && prev
                 .epoch
                 .checked_sub(1)
-                .is_some_and(|epoch| self.primaries.contains(&(epoch, prev.writer.clone())))
+                .is_some_and(|epoch| self.is_primary(epoch, &prev.writer))
     }
 
     /// The epoch 1 primary this replica knows of other than `creator`, if
@@ -168,8 +185,10 @@ impl History {
             return;
         }
         if self.wants(delta) {
-            self.openers
-                .insert((record.epoch, record.primary.clone()), Arc::clone(delta));
+            match self.openers.binary_search_by(|d| pair(d).cmp(&pair(delta))) {
+                Ok(at) => self.openers[at] = Arc::clone(delta),
+                Err(at) => self.openers.insert(at, Arc::clone(delta)),
+            }
             if self.openers.len() > MAX_OPENERS {
                 self.forget_an_opener(current);
             }
@@ -187,47 +206,48 @@ impl History {
     }
 
     fn note_primary(&mut self, epoch: u64, primary: &NodeId) {
-        self.primaries.insert((epoch, primary.clone()));
+        let Err(at) = self
+            .primaries
+            .binary_search_by(|(e, p)| (*e, p).cmp(&(epoch, primary)))
+        else {
+            return;
+        };
+        self.primaries.insert(at, (epoch, primary.clone()));
         if self.primaries.len() > MAX_PRIMARIES {
             // The oldest epoch goes: the current version's pair is the
             // greatest one (it outranks every version linked here).
-            self.primaries.pop_first();
+            self.primaries.remove(0);
         }
     }
 
     /// Drops the lowest opener that is not on the current version's chain
     /// (or the lowest of all when the chain fills the cap).
     fn forget_an_opener(&mut self, current: &Record) {
-        let mut chain = BTreeSet::new();
-        let mut key = (current.epoch, current.primary.clone());
-        while let Some(opener) = self.openers.get(&key) {
-            chain.insert(key.clone());
+        let mut chain = vec![false; self.openers.len()];
+        let mut key = (current.epoch, &current.primary);
+        // Each step goes down an epoch, so this ends.
+        while let Some(at) = self.opener(key) {
+            chain[at] = true;
+            let opener = &self.openers[at];
             let Some(prev) = &opener.prev else { break };
             key = match Opening::of(opener) {
-                Opening::Opener => (prev.epoch, prev.primary.clone()),
+                Opening::Opener => (prev.epoch, &prev.primary),
                 // The handover's writer was primary of the epoch before.
                 Opening::Standin => match key.0.checked_sub(1) {
-                    Some(epoch) => (epoch, prev.writer.clone()),
+                    Some(epoch) => (epoch, &prev.writer),
                     None => break,
                 },
                 Opening::No => break,
             };
         }
-        let victim = self
-            .openers
-            .keys()
-            .find(|k| !chain.contains(*k))
-            .or_else(|| self.openers.keys().next())
-            .cloned();
-        if let Some(victim) = victim {
-            self.openers.remove(&victim);
-        }
+        let victim = chain.iter().position(|on| !on).unwrap_or(0);
+        self.openers.remove(victim);
     }
 
     /// What a peer needs besides the current version to link it: the root,
     /// then the openers by epoch.
     pub(super) fn chain(&self) -> impl Iterator<Item = &Arc<Delta>> {
-        self.root.iter().chain(self.openers.values())
+        self.root.iter().chain(self.openers.iter())
     }
 }
 
