@@ -137,9 +137,7 @@ pub fn warm_maps<S: Signer, R: Rng + SeedableRng>(nodes: &mut [&mut Node<S, R>],
             } else {
                 std::slice::from_ref(delta)
             };
-            for d in import {
-                let _ = node.engine.import(now, now_ms, d.clone());
-            }
+            node.engine.import(now, now_ms, import.iter().cloned());
         }
         node.pump(now);
     }
