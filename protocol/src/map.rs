@@ -1,18 +1,19 @@
 //! The replicated session map: `session id -> signed Record`, merged so that
 //! every node converges whatever the order, grouping or repetition of
-//! delivery, and changed only by nodes with authority over a session.
+//! delivery, and changed only by nodes with authority over a session, over
+//! a history that really happened.
 //!
 //! # What travels: deltas
 //!
 //! The unit of replication is a [`Delta`]: a signed [`Record`] together with
 //! the signed version it superseded (`prev`; absent only for a creation). The
-//! predecessor is the writer's credential: a receiver checks the new version
-//! against it alone, one hop, without any local state. Deltas ride on SWIM
-//! messages as application payloads ([`Delta::encode`]) and in anti-entropy
-//! exchanges ([`SyncMessage`], protocol `/baton/sync/1`); the map stores each
-//! session's current delta so that it can forward the credential too.
+//! predecessor is the writer's credential. Deltas ride on SWIM messages as
+//! application payloads ([`Delta::encode`]) and in anti-entropy exchanges
+//! ([`SyncMessage`], protocol `/baton/sync/2`), where each session travels as
+//! its [chain](Map::chain): its creation, the deltas that opened each epoch,
+//! and its current delta.
 //!
-//! # Acceptance: a pure function of the delta
+//! # Acceptance, one hop: a pure function of the delta
 //!
 //! A delta is *legitimate* ([`check`]) when both records are well formed
 //! ([`validate`]), both signatures verify against their writers' ed25519 keys
@@ -30,11 +31,49 @@
 //! A closed predecessor has no successor, and the service and start time of a
 //! session never change. Whether the primary is dead or has left is checked by
 //! the claiming backup, in its own membership view, before it writes; a
-//! receiver cannot check it (its view may differ) and must not, since any
-//! acceptance rule that depends on the receiver's state makes two replicas
-//! that saw the same deltas in different orders disagree forever.
+//! receiver cannot check it (its view may differ) and must not.
 //!
-//! # Merge: the greatest legitimate version wins
+//! # Acceptance, the chain rule: members that lie
+//!
+//! The one-hop check says nothing of whether the predecessor ever existed: a
+//! member with a valid key can sign a predecessor of its own making (naming
+//! itself backup or primary, at any epoch), write on it a claim, an update or
+//! a handover to anyone, and every signature verifies. So a replica adopts a
+//! legitimate delta only when its predecessor is *linked* to the history the
+//! replica holds for the session ([`Map::apply`]): it is
+//!
+//! - a version this replica accepted or verified before, or
+//! - written by a node this replica knows as primary of that epoch (an
+//!   update or a claim of that primary's own), or
+//! - the first version of an epoch, written by a node this replica knows as
+//!   primary of the epoch before (a handover).
+//!
+//! A version is known once a linked delta carried it, as its record or as its
+//! predecessor, current or stale: stale deltas are verified too when they
+//! bring something new. Per session the replica keeps, bounded: the short
+//! fingerprints of the versions it knows ([`MAX_KNOWN`]), the `(epoch,
+//! primary)` pairs they name ([`MAX_PRIMARIES`]), the creation (the *root*),
+//! and per `(epoch, primary)` the delta that opened that epoch
+//! ([`MAX_OPENERS`], those on the current version's chain forgotten last).
+//! A creation never supersedes anything: a second one for a held session is
+//! refused, whatever its rank.
+//!
+//! Honest deltas overtake each other. A legitimate delta that does not link
+//! is refused ([`Rejection::Unlinked`], counted in [`Stats`]) and waits in a
+//! pool ([`MAX_PENDING_PER_SESSION`] per session, [`MAX_PENDING`] in all, the
+//! oldest dropped first, and by [`Map::gc`] after [`PENDING_TTL_MS`]); it is
+//! retried whenever the session's history here grows, so it is adopted as
+//! soon as what it cites arrives. Anti-entropy repairs whatever the pool lost:
+//! it sends chains, which link in order at a replica that missed epochs, as
+//! long as it missed fewer than [`MAX_OPENERS`]; one further behind on a
+//! session stays behind on it.
+//!
+//! The rule depends on what the replica holds, but only monotonically: what
+//! links once stays linked, and the current version is the greatest linked
+//! one. Replicas that received the same honest deltas, directly or in
+//! chains, hold the same map.
+//!
+//! # Merge: the greatest linked version wins
 //!
 //! Versions of one session are totally ordered by [`precedence`]: higher
 //! epoch, then higher primary id (among concurrent claims or handovers of the
@@ -42,30 +81,46 @@
 //! each branch wrote since), then higher version, then higher writer id, then
 //! the SHA-256 of the signed record (only an equivocating writer reaches it).
 //! Every legitimate successor ranks above its predecessor. A replica holds, per
-//! session, the greatest legitimate delta it has received (ties on the record
-//! broken by the greater predecessor), so its state is the maximum of a set:
-//! merging is commutative, associative and idempotent, and replicas that
-//! received the same deltas hold the same map. A node that claimed and lost a
-//! tie sees it as [`Applied::Superseded`] naming another primary.
+//! session, the greatest linked delta it has received (ties on the record
+//! broken by the greater linked predecessor), so its state is the maximum of
+//! a set: merging is commutative, associative and idempotent. A node that
+//! claimed and lost a tie sees it as [`Applied::Superseded`] naming another
+//! primary.
 //!
 //! # Trust model
 //!
 //! Members are authenticated, admitted providers (libp2p Noise and the
-//! admission handshake). Signatures make every version attributable to its
-//! writer whoever relays it, so relays cannot alter or invent versions. The
-//! authority rule stops writers that the version they supersede does not
-//! name: a non-backup claiming, a backup claiming without raising the epoch, a
-//! deposed primary writing on top of the takeover or skipping epochs, anyone
-//! reopening a closed session. The check is one hop deep: it does not
-//! re-verify the predecessor's own authority (that is what lets a replica
-//! that missed versions catch up). So a member that deliberately signs a
-//! fictitious predecessor naming itself, or a creation for an id in use, can
-//! take a session; that Byzantine case is out of scope, and each such forgery
-//! carries its author's signature, evidence to expel it. Likewise a deposed
-//! primary citing its own last version can still write a handover at the
-//! takeover's epoch: that is indistinguishable from a genuine concurrent
-//! handover, and resolved like one by the tie rule. Session ids should be
-//! random (128 bits) so that honest creations never collide.
+//! admission handshake), run by independent operators: any of them may lie.
+//! Signatures make every version attributable to its writer whoever relays
+//! it, so relays cannot alter or invent versions. The authority rule stops
+//! writers that the version they supersede does not name: a non-backup
+//! claiming, a backup claiming without raising the epoch, a deposed primary
+//! writing on top of the takeover or skipping epochs, anyone reopening a
+//! closed session. The chain rule stops members inventing the version they
+//! supersede: made-up predecessors, epoch jumps, hand-overs by a primary that
+//! never was, second creations of a held session. What remains:
+//!
+//! - **Trust on first use.** The first legitimate delta a replica receives
+//!   for a session it never heard of is believed: there is nothing to link
+//!   it to. So is the first creation that roots such an entry, if it has
+//!   the session's service and start time and no other epoch 1 primary is
+//!   known. A liar that reaches a replica before the session does can plant
+//!   a made-up history there, and that replica then refuses the real one as
+//!   unlinked for good: its digest keeps differing from its peers' and its
+//!   `rejected_unlinked` keeps counting, which is how it shows. Honest creations
+//!   and placements are gossiped at once, so the liar must win a race
+//!   against the epidemic for each replica; two creations racing for one id
+//!   split replicas the same way. Session ids are random (128 bits), so
+//!   honest creations never collide.
+//! - **A role held is a role held.** A member that was legitimately primary
+//!   of an epoch can write any version of that epoch and hand it over, also
+//!   after being deposed: its handover at the takeover's epoch is
+//!   indistinguishable from a genuine concurrent one, and resolved like one
+//!   by the tie rule. A backup can claim whenever it likes.
+//! - **The pool can be flooded.** A liar can fill a session's pool with
+//!   deltas that never link; honest ones then wait for anti-entropy.
+//!
+//! Every lie carries its author's signature: evidence to expel it.
 //!
 //! # Tombstones
 //!
@@ -80,6 +135,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -88,8 +144,14 @@ use sha2::{Digest as _, Sha256};
 use crate::NodeId;
 use crate::session::{Record, SessionState, Signer};
 
+mod link;
 #[cfg(test)]
 mod tests;
+
+use link::{History, Pool, Short, short};
+pub use link::{
+    MAX_KNOWN, MAX_OPENERS, MAX_PENDING, MAX_PENDING_PER_SESSION, MAX_PRIMARIES, PENDING_TTL_MS,
+};
 
 /// The bytes that precede the 32-byte public key in the peer id of an ed25519
 /// key: an identity multihash (`0x00`, length 36) of the protobuf-encoded key
@@ -270,6 +332,19 @@ pub enum Rejection {
         /// Which rule it breaks.
         why: &'static str,
     },
+    /// Well formed and authorized by the version it cites, but that version
+    /// is not one this replica can vouch for (the chain rule): the history
+    /// in between has not arrived yet, or the writer made it up. Kept aside
+    /// a while in case the history arrives; a creation that contradicts the
+    /// one held is refused outright.
+    Unlinked {
+        /// The session.
+        id: String,
+        /// The node that wrote the version.
+        writer: NodeId,
+        /// Why it does not link.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -284,6 +359,11 @@ impl fmt::Display for Rejection {
             Rejection::NoAuthority { id, writer, why } => write!(
                 f,
                 "session {id}: node {writer} has no authority to write this version: {why}"
+            ),
+            Rejection::Unlinked { id, writer, why } => write!(
+                f,
+                "session {id}: the version node {writer} wrote does not link to the history \
+                 held here ({why}); if it is genuine, anti-entropy brings the versions in between"
             ),
         }
     }
@@ -456,9 +536,10 @@ pub fn authorize(record: &Record, prev: Option<&Record>) -> Result<(), Rejection
     deny("the writer is neither the primary nor a backup of the version it supersedes")
 }
 
-/// Whether a delta is legitimate: both records valid, both signatures good,
-/// the writer authorized by the predecessor. A pure function of the delta,
-/// which is what makes every replica decide alike.
+/// Whether a delta is legitimate, one hop: both records valid, both
+/// signatures good, the writer authorized by the predecessor. A pure
+/// function of the delta; [`Map::apply`] adds the chain rule (the
+/// predecessor must be one the replica can vouch for).
 pub fn check(delta: &Delta) -> Result<(), Rejection> {
     check_with(delta, &Verifier::default())
 }
@@ -636,20 +717,24 @@ impl Default for Config {
     }
 }
 
-/// What [`Map::apply`] did with a legitimate delta.
+/// What [`Map::apply`] did with a legitimate delta: how the session's
+/// current version changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The first version of this session here.
     New,
-    /// Replaced `previous`. If `previous` named this node primary and the new
-    /// version does not, this node lost the session (a takeover, a handover,
-    /// or a concurrent claim that won the tie) and must stop serving it.
+    /// Replaced `previous`, by this delta or by waiting ones it linked (see
+    /// [`Map::delta`] for what is current now). If `previous` named this node
+    /// primary and the new version does not, this node lost the session (a
+    /// takeover, a handover, or a concurrent claim that won the tie) and
+    /// must stop serving it.
     Superseded {
         /// The version replaced.
         previous: Box<Record>,
     },
-    /// Not newer than what this node holds (or than a collected tombstone):
-    /// the current version is unchanged. Not an error.
+    /// Not newer than what this node holds (or than a collected tombstone),
+    /// or a creation that roots the session: the current version is
+    /// unchanged. Not an error.
     Stale,
 }
 
@@ -666,6 +751,9 @@ pub struct Stats {
     pub rejected_authority: u64,
     /// Deltas breaking a format rule or a limit.
     pub rejected_invalid: u64,
+    /// Deltas citing a version this replica cannot vouch for, and creations
+    /// contradicting the one held ([`Rejection::Unlinked`]).
+    pub rejected_unlinked: u64,
 }
 
 /// Why a local write was refused.
@@ -746,11 +834,28 @@ pub struct NewSession {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    delta: Delta,
+    /// The current version with its credential (shared with `history` when
+    /// it opened its epoch).
+    delta: Arc<Delta>,
     fingerprint: [u8; 32],
     id_hash: u64,
     /// When this node stored the version (for tombstone collection).
     since_ms: u64,
+    /// What the chain rule links new versions to.
+    history: History,
+}
+
+impl Entry {
+    /// The current delta preceded by what a peer needs to link it: the
+    /// creation and the epoch openers, oldest first, without repeats.
+    fn chain(&self) -> impl Iterator<Item = &Delta> {
+        let current = &self.delta;
+        self.history
+            .chain()
+            .filter(move |d| !Arc::ptr_eq(d, current) && d.record != current.record)
+            .chain(std::iter::once(current))
+            .map(|d| &**d)
+    }
 }
 
 /// What remains of a collected tombstone: enough to recognise older versions.
@@ -781,6 +886,8 @@ pub struct Map {
     config: Config,
     entries: BTreeMap<String, Entry>,
     graves: BTreeMap<String, Grave>,
+    /// Versions waiting for the history they cite.
+    pool: Pool,
     /// Per bucket, the wrapping sum of the fingerprints (first 8 bytes) of
     /// its records and graves: the digest, kept up to date.
     sums: Box<[u64; BUCKETS]>,
@@ -800,23 +907,33 @@ impl Map {
             config,
             entries: BTreeMap::new(),
             graves: BTreeMap::new(),
+            pool: Pool::default(),
             sums: Box::new([0; BUCKETS]),
             stats: Stats::default(),
         }
     }
 
-    /// Applies a delta from a peer: stores it if it is legitimate and newer
-    /// than what this node holds. Stale deltas are not verified (they could
-    /// not change anything), so duplicates cost a lookup.
+    /// Applies a delta from a peer: stores it if it is legitimate, linked
+    /// to the history this replica holds (the chain rule), and newer than
+    /// what this replica holds. A legitimate delta that does not link waits
+    /// in a bounded pool ([`Rejection::Unlinked`]) and is retried whenever
+    /// its session makes progress here, so the answer describes the
+    /// session's current version: `Superseded` when it changed in this
+    /// call, whichever delta made it change. Versions this replica already
+    /// knows cost a lookup; others are verified even when stale, to learn
+    /// the history they show.
     pub fn apply(&mut self, delta: Delta, now_ms: u64) -> Result<Applied, Rejection> {
         let result = self.try_apply(delta, now_ms);
         let stats = &mut self.stats;
         match &result {
-            Ok(Applied::New | Applied::Superseded { .. }) => stats.accepted += 1,
+            // Adoptions are counted where they happen: one call may adopt
+            // waiting versions too.
+            Ok(Applied::New | Applied::Superseded { .. }) => {}
             Ok(Applied::Stale) => stats.stale += 1,
             Err(Rejection::BadSignature { .. }) => stats.rejected_signature += 1,
             Err(Rejection::NoAuthority { .. }) => stats.rejected_authority += 1,
             Err(Rejection::Invalid(_)) => stats.rejected_invalid += 1,
+            Err(Rejection::Unlinked { .. }) => stats.rejected_unlinked += 1,
         }
         result
     }
@@ -825,59 +942,208 @@ impl Map {
         // Bounds the id before it is used as a key.
         validate(&delta.record)?;
         let record = &delta.record;
-        if let Some(entry) = self.entries.get_mut(&record.id) {
-            let current = &entry.delta.record;
-            let order = rank(record)
-                .cmp(&rank(current))
-                .then_with(|| fingerprint(record).cmp(&entry.fingerprint));
-            match order {
-                Ordering::Less => return Ok(Applied::Stale),
-                Ordering::Equal => {
-                    // The same version with another credential: keep the
-                    // greater one, so replicas agree on what they forward.
-                    let newer = prev_precedence(delta.prev.as_ref(), entry.delta.prev.as_ref());
-                    if newer == Ordering::Greater {
-                        check_with(&delta, &self.config.verifier)?;
-                        entry.delta.prev = delta.prev;
-                    }
-                    return Ok(Applied::Stale);
-                }
-                Ordering::Greater => {}
+        let Some(entry) = self.entries.get(&record.id) else {
+            if let Some(grave) = self.graves.get(&record.id)
+                && grave.cmp_record(record) != Ordering::Less
+            {
+                return Ok(Applied::Stale);
             }
-        } else if let Some(grave) = self.graves.get(&record.id)
-            && grave.cmp_record(record) != Ordering::Less
+            // A session never heard of: trusted on first use.
+            check_with(&delta, &self.config.verifier)?;
+            self.stats.accepted += 1;
+            return Ok(self.insert(delta, now_ms));
+        };
+        let fp = fingerprint(record);
+        let order = rank(record)
+            .cmp(&rank(&entry.delta.record))
+            .then_with(|| fp.cmp(&entry.fingerprint));
+        match order {
+            // The same version: only a greater credential could change
+            // what is forwarded.
+            Ordering::Equal
+                if prev_precedence(delta.prev.as_ref(), entry.delta.prev.as_ref())
+                    != Ordering::Greater =>
+            {
+                return Ok(Applied::Stale);
+            }
+            Ordering::Less if entry.history.knows(&short(&fp)) && !entry.history.wants(&delta) => {
+                return Ok(Applied::Stale);
+            }
+            _ => {}
+        }
+        let Some(prev) = &delta.prev else {
+            return self.root(delta, now_ms);
+        };
+        check_with(&delta, &self.config.verifier)?;
+        let prev_fp = short(&fingerprint(prev));
+        if !entry.history.links(prev, &prev_fp) {
+            if order == Ordering::Equal {
+                // A credential this replica cannot vouch for is not one to
+                // forward; the version itself is held already.
+                return Ok(Applied::Stale);
+            }
+            let rejection = Rejection::Unlinked {
+                id: record.id.clone(),
+                writer: record.writer.clone(),
+                why: "it cites a version this node has not seen, written by none of the \
+                      primaries it knows",
+            };
+            self.pool.add(delta, prev_fp, now_ms);
+            return Err(rejection);
+        }
+        let id = record.id.clone();
+        let adopted = self.merge_linked(delta, fp, prev_fp, now_ms);
+        let unlocked = self.retry_pending(&id, now_ms);
+        Ok(match adopted.or(unlocked) {
+            Some(previous) => Applied::Superseded {
+                previous: Box::new(previous),
+            },
+            None => Applied::Stale,
+        })
+    }
+
+    /// A creation for a session held here. It never becomes current: it
+    /// roots an entry trusted on first use when it agrees with it, is a
+    /// copy of the root, or contradicts the session held.
+    fn root(&mut self, delta: Delta, now_ms: u64) -> Result<Applied, Rejection> {
+        let id = delta.record.id.clone();
+        let Some(entry) = self.entries.get(&id) else {
+            return Ok(Applied::Stale);
+        };
+        let conflict = |why| {
+            Err(Rejection::Unlinked {
+                id: delta.record.id.clone(),
+                writer: delta.record.writer.clone(),
+                why,
+            })
+        };
+        if entry
+            .history
+            .root()
+            .is_some_and(|root| root.record == delta.record)
         {
             return Ok(Applied::Stale);
         }
         check_with(&delta, &self.config.verifier)?;
-        Ok(self.insert(delta, now_ms))
+        if entry.history.root().is_some() {
+            return conflict("the session was created otherwise");
+        }
+        let current = &entry.delta.record;
+        if delta.record.service != current.service || delta.record.started_ms != current.started_ms
+        {
+            return conflict("the creation names another service or start time");
+        }
+        if entry.history.other_creator(&delta.record.primary).is_some() {
+            return conflict("another node created the session");
+        }
+        let fp = short(&fingerprint(&delta.record));
+        let delta = Arc::new(delta);
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.history.learn(&delta, fp, None, &entry.delta.record);
+        }
+        Ok(match self.retry_pending(&id, now_ms) {
+            Some(previous) => Applied::Superseded {
+                previous: Box::new(previous),
+            },
+            None => Applied::Stale,
+        })
     }
 
-    /// Stores a legitimate delta that outranks what this node holds.
+    /// Takes in a checked delta whose predecessor this replica vouches for:
+    /// learns it, and makes it current if it outranks the current version
+    /// (or, for the same version, if its credential is greater). Returns
+    /// the version it replaced.
+    fn merge_linked(
+        &mut self,
+        delta: Delta,
+        fp: [u8; 32],
+        prev_fp: Short,
+        now_ms: u64,
+    ) -> Option<Record> {
+        let entry = self.entries.get_mut(&delta.record.id)?;
+        let order = rank(&delta.record)
+            .cmp(&rank(&entry.delta.record))
+            .then_with(|| fp.cmp(&entry.fingerprint));
+        let delta = Arc::new(delta);
+        let mut replaced = None;
+        match order {
+            Ordering::Greater => {
+                let sum = &mut self.sums[usize::from(bucket_of_hash(entry.id_hash))];
+                *sum = sum
+                    .wrapping_add(digest_term(&fp))
+                    .wrapping_sub(digest_term(&entry.fingerprint));
+                let old = std::mem::replace(&mut entry.delta, Arc::clone(&delta));
+                entry.fingerprint = fp;
+                entry.since_ms = now_ms;
+                self.stats.accepted += 1;
+                replaced = Some(old.record.clone());
+            }
+            Ordering::Equal
+                if prev_precedence(delta.prev.as_ref(), entry.delta.prev.as_ref())
+                    == Ordering::Greater =>
+            {
+                // Keep the greater credential, so replicas agree on what
+                // they forward.
+                entry.delta = Arc::clone(&delta);
+            }
+            _ => {}
+        }
+        entry
+            .history
+            .learn(&delta, short(&fp), Some(prev_fp), &entry.delta.record);
+        replaced
+    }
+
+    /// Takes in the waiting versions of `id` that now link, until none
+    /// does. Returns the version replaced first, if any was.
+    fn retry_pending(&mut self, id: &str, now_ms: u64) -> Option<Record> {
+        let mut first = None;
+        loop {
+            let history = &self.entries.get(id)?.history;
+            let Some((delta, prev_fp)) = self.pool.take_linked(id, history) else {
+                return first;
+            };
+            let fp = fingerprint(&delta.record);
+            if let Some(replaced) = self.merge_linked(delta, fp, prev_fp, now_ms) {
+                first.get_or_insert(replaced);
+            }
+        }
+    }
+
+    /// Stores a delta that opens a session here (a creation, a version
+    /// trusted on first use, or a resurrection over a collected tombstone),
+    /// or that supersedes the current version by a local write.
     fn insert(&mut self, delta: Delta, now_ms: u64) -> Applied {
         let id = delta.record.id.clone();
         let fingerprint = fingerprint(&delta.record);
+        let prev_fp = delta.prev.as_ref().map(|p| short(&self::fingerprint(p)));
         let id_hash = id_hash(&id);
         let sum = &mut self.sums[usize::from(bucket_of_hash(id_hash))];
         *sum = sum.wrapping_add(digest_term(&fingerprint));
         if let Some(grave) = self.graves.remove(&id) {
             *sum = sum.wrapping_sub(digest_term(&grave.fingerprint));
         }
-        let entry = Entry {
-            delta,
+        let delta = Arc::new(delta);
+        let (history, applied) = match self.entries.remove(&id) {
+            Some(old) => {
+                *sum = sum.wrapping_sub(digest_term(&old.fingerprint));
+                let previous = Box::new(old.delta.record.clone());
+                (old.history, Applied::Superseded { previous })
+            }
+            None => (History::default(), Applied::New),
+        };
+        let mut entry = Entry {
+            delta: Arc::clone(&delta),
             fingerprint,
             id_hash,
             since_ms: now_ms,
+            history,
         };
-        match self.entries.insert(id, entry) {
-            Some(old) => {
-                *sum = sum.wrapping_sub(digest_term(&old.fingerprint));
-                Applied::Superseded {
-                    previous: Box::new(old.delta.record),
-                }
-            }
-            None => Applied::New,
-        }
+        entry
+            .history
+            .learn(&delta, short(&fingerprint), prev_fp, &delta.record);
+        self.entries.insert(id, entry);
+        applied
     }
 
     /// The current version of a session (active or a tombstone).
@@ -887,7 +1153,17 @@ impl Map {
 
     /// The current version of a session with its credential, to forward.
     pub fn delta(&self, id: &str) -> Option<&Delta> {
-        self.entries.get(id).map(|e| &e.delta)
+        self.entries.get(id).map(|e| &*e.delta)
+    }
+
+    /// The current version of a session preceded by what a replica that
+    /// missed versions needs to link it (the creation and the deltas that
+    /// opened each epoch, oldest first): what anti-entropy sends.
+    pub fn chain(&self, id: &str) -> Vec<Delta> {
+        self.entries
+            .get(id)
+            .map(|e| e.chain().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every current version, tombstones included, by session id.
@@ -897,7 +1173,7 @@ impl Map {
 
     /// Every current version with its credential, by session id.
     pub fn deltas(&self) -> impl Iterator<Item = &Delta> {
-        self.entries.values().map(|e| &e.delta)
+        self.entries.values().map(|e| &*e.delta)
     }
 
     /// The sessions that run (not closed), by session id.
@@ -920,16 +1196,29 @@ impl Map {
         self.stats
     }
 
+    /// How many versions wait for the history they cite, in all.
+    pub fn pending(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The versions of a session that wait for the history they cite,
+    /// oldest first.
+    pub fn pending_of(&self, id: &str) -> impl Iterator<Item = &Delta> {
+        self.pool.of(id)
+    }
+
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Collects tombstones stored at least a TTL ago, and forgets the ranks of
-    /// those collected at least a TTL ago. Returns how many tombstones it
+    /// those collected at least a TTL ago; drops versions that waited
+    /// [`PENDING_TTL_MS`] for their history. Returns how many tombstones it
     /// collected. Call it every few seconds or less often; spurious calls are
     /// harmless.
     pub fn gc(&mut self, now_ms: u64) -> usize {
+        self.pool.expire(now_ms);
         let ttl = self.config.tombstone_ttl_ms;
         let sums = &mut self.sums;
         self.graves.retain(|_, grave| {
@@ -950,17 +1239,18 @@ impl Map {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
+            self.pool.drop_session(id);
             if let Some(entry) = self.entries.remove(id) {
                 // The grave keeps the fingerprint, so the digest is unchanged
                 // and peers still holding the tombstone see no difference.
-                let record = entry.delta.record;
+                let record = &entry.delta.record;
                 self.graves.insert(
                     id.clone(),
                     Grave {
                         epoch: record.epoch,
-                        primary: record.primary,
+                        primary: record.primary.clone(),
                         version: record.version,
-                        writer: record.writer,
+                        writer: record.writer.clone(),
                         fingerprint: entry.fingerprint,
                         id_hash: entry.id_hash,
                         collected_ms: now_ms,
@@ -1172,14 +1462,15 @@ impl Map {
             .collect()
     }
 
-    /// The current deltas of the sessions in `buckets`, to send to a peer.
-    /// Collected tombstones are not sent.
+    /// The [chains](Map::chain) of the sessions in `buckets`, to send to a
+    /// peer. Collected tombstones are not sent.
     pub fn records_in(&self, buckets: &[u8]) -> Vec<Delta> {
         let wanted = bucket_set(buckets);
         self.entries
             .values()
             .filter(|e| wanted[usize::from(bucket_of_hash(e.id_hash))])
-            .map(|e| e.delta.clone())
+            .flat_map(Entry::chain)
+            .cloned()
             .collect()
     }
 
@@ -1202,7 +1493,8 @@ impl Map {
     }
 
     /// Compares a peer's [`Versions`] with this map: returns the deltas to
-    /// send it (this node's versions it does not hold) and the id hashes to
+    /// send it (the [chains](Map::chain) of this node's versions it does
+    /// not hold) and the id hashes to
     /// ask it for (its versions this node does not hold). Where both hold
     /// different versions of a session, both send theirs and the older one
     /// is stale on arrival.
@@ -1218,7 +1510,7 @@ impl Map {
             let term = digest_term(&e.fingerprint);
             ours.insert(e.id_hash, term);
             if theirs.get(&e.id_hash) != Some(&term) {
-                send.push(e.delta.clone());
+                send.extend(e.chain().cloned());
             }
         }
         for g in self.graves.values() {
@@ -1233,14 +1525,15 @@ impl Map {
         (send, want)
     }
 
-    /// The current deltas of the sessions with these id hashes (answering
-    /// [`SyncMessage::WantIds`]).
+    /// The [chains](Map::chain) of the sessions with these id hashes
+    /// (answering [`SyncMessage::WantIds`]).
     pub fn records_named(&self, id_hashes: &[u64]) -> Vec<Delta> {
         let wanted: BTreeSet<u64> = id_hashes.iter().copied().collect();
         self.entries
             .values()
             .filter(|e| wanted.contains(&e.id_hash))
-            .map(|e| e.delta.clone())
+            .flat_map(Entry::chain)
+            .cloned()
             .collect()
     }
 }
@@ -1388,7 +1681,7 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-/// The messages of the anti-entropy protocol `/baton/sync/1`.
+/// The messages of the anti-entropy protocol `/baton/sync/2`.
 ///
 /// The initiator sends its `Digest`. The responder compares it with its own
 /// ([`Map::diff`]); if buckets differ it answers in one of two ways:

@@ -802,8 +802,8 @@ impl<S: Signer> Engine<S> {
         self.peer_perf_at.remove(id);
     }
 
-    /// A session version from a peer (gossip or anti-entropy). Returns
-    /// whether it changed the map (and so should be spread further).
+    /// A session version from a peer, gossiped. Returns whether it changed
+    /// the map (and so should be spread further).
     pub fn handle_delta(
         &mut self,
         now: Instant,
@@ -1370,21 +1370,62 @@ impl<S: Signer> Engine<S> {
         }
     }
 
-    /// A version learnt in bulk (a simulator's warm start, as if anti-entropy
-    /// had brought it): stored like one from a peer, but not spread further.
-    pub fn import(&mut self, now: Instant, now_ms: u64, delta: Delta) -> Result<bool, Rejection> {
-        let id = delta.id().to_string();
-        match self.map.apply(delta, now_ms) {
-            Ok(Applied::Stale) => Ok(false),
-            Ok(_) => {
-                self.after_change(now, now_ms, &id);
-                Ok(true)
-            }
-            Err(e) => {
-                self.rejected += 1;
-                Err(e)
+    /// Versions from a peer's anti-entropy: sessions' chains, each oldest
+    /// first. All go into the map before this node acts, so that it acts on
+    /// where each session ends and not on the steps in between: a node that
+    /// restarted must not start a session it claimed two takeovers ago just
+    /// because the chain passes through that claim. Returns the sessions
+    /// that changed, which are spread further.
+    pub fn handle_deltas(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        deltas: impl IntoIterator<Item = Delta>,
+    ) -> BTreeSet<String> {
+        let changed = self.apply_all(deltas, now_ms);
+        for id in &changed {
+            self.after_change(now, now_ms, id);
+            if let Some(delta) = self.map.delta(id).cloned() {
+                self.broadcast_delta(&delta);
             }
         }
+        changed
+    }
+
+    /// Versions learnt in bulk (a simulator's warm start, as if anti-entropy
+    /// had brought them): stored like [`handle_deltas`](Self::handle_deltas)
+    /// stores them, but not spread further. Returns the sessions that
+    /// changed.
+    pub fn import(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        deltas: impl IntoIterator<Item = Delta>,
+    ) -> BTreeSet<String> {
+        let changed = self.apply_all(deltas, now_ms);
+        for id in &changed {
+            self.after_change(now, now_ms, id);
+        }
+        changed
+    }
+
+    fn apply_all(
+        &mut self,
+        deltas: impl IntoIterator<Item = Delta>,
+        now_ms: u64,
+    ) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        for delta in deltas {
+            let id = delta.id().to_string();
+            match self.map.apply(delta, now_ms) {
+                Ok(Applied::Stale) => {}
+                Ok(_) => {
+                    changed.insert(id);
+                }
+                Err(_) => self.rejected += 1,
+            }
+        }
+        changed
     }
 
     /// Reconciles what this node hosts with the map after `id` changed.

@@ -449,8 +449,14 @@ fn concurrent_claims_converge_to_the_higher_id_in_every_order() {
     for order in orders {
         let mut replica = new_map();
         for i in order {
-            replica.apply(all[i].clone(), 4_000).unwrap();
+            // B's update before B's claim waits for it.
+            let result = replica.apply(all[i].clone(), 4_000);
+            assert!(
+                result.is_ok() || matches!(result, Err(Rejection::Unlinked { .. })),
+                "{result:?}"
+            );
         }
+        assert_eq!(replica.pending(), 0, "everything links in the end");
         finals.push(replica.get("s1").unwrap().clone());
     }
     assert!(finals.iter().all(|r| r.primary == winner), "{finals:#?}");
@@ -461,16 +467,20 @@ fn concurrent_claims_converge_to_the_higher_id_in_every_order() {
         Applied::Superseded { previous } => assert_eq!(previous.primary, id_of(2)),
         other => panic!("the loser must see it lost, got {other:?}"),
     }
-    assert_eq!(c.apply(update_b.clone(), 4_000), Ok(Applied::Stale));
+    // (C cannot vouch for B's update before it saw B's claim.)
+    assert!(matches!(
+        c.apply(update_b.clone(), 4_000),
+        Err(Rejection::Unlinked { .. })
+    ));
     assert_eq!(c.apply(claim_b.clone(), 4_000), Ok(Applied::Stale));
+    assert_eq!(c.pending(), 0);
     assert_eq!(b.get("s1"), Some(&claim_c.record));
     assert_eq!(c.get("s1"), Some(&finals[0]));
 }
 
-#[test]
-fn a_gap_is_bridged_by_the_carried_predecessor() {
-    // Epoch 2: B claims and names D as its only backup. Epoch 3: D claims.
-    // A replica that only saw epoch 1 (where D is nobody) accepts epoch 3.
+/// Epoch 2: B claims and names D as its only backup. Epoch 3: D claims.
+/// Returns the creation, B's claim and D's claim.
+fn two_takeovers() -> (Delta, Delta, Delta) {
     let (_, created) = opened();
     let mut b = replica_with(&[&created]);
     let claim_b = b
@@ -478,14 +488,67 @@ fn a_gap_is_bridged_by_the_carried_predecessor() {
         .unwrap();
     let mut d = replica_with(&[&claim_b]);
     let claim_d = d.claim(&key(4), "s1", "takeover", vec![], 4_000).unwrap();
+    (created, claim_b, claim_d)
+}
 
+#[test]
+fn honest_delta_ahead_of_its_predecessor_waits_and_is_adopted_when_it_arrives() {
+    // A replica that only saw epoch 1 (where D is nobody) cannot tell D's
+    // claim from a made-up one until it sees B's claim naming D.
+    let (created, claim_b, claim_d) = two_takeovers();
     let mut behind = replica_with(&[&created]);
     assert!(matches!(
         behind.apply(claim_d.clone(), 5_000),
-        Ok(Applied::Superseded { .. })
+        Err(Rejection::Unlinked { ref writer, .. }) if *writer == id_of(4)
     ));
-    assert_eq!(behind.get("s1"), Some(&claim_d.record));
-    assert_eq!(behind.apply(claim_b, 5_000), Ok(Applied::Stale));
+    assert_eq!(behind.get("s1"), Some(&created.record));
+    assert_eq!(behind.pending(), 1);
+    assert_eq!(behind.stats().rejected_unlinked, 1);
+
+    match behind.apply(claim_b.clone(), 5_100) {
+        Ok(Applied::Superseded { previous }) => assert_eq!(*previous, created.record),
+        other => panic!("B's claim must unlock D's, got {other:?}"),
+    }
+    assert_eq!(behind.delta("s1"), Some(&claim_d));
+    assert_eq!(behind.pending(), 0);
+    assert_eq!(
+        behind.stats().accepted,
+        3,
+        "the creation, B's claim and D's, once each"
+    );
+    assert_eq!(behind.apply(claim_b, 5_200), Ok(Applied::Stale));
+    assert_eq!(behind.apply(claim_d, 5_200), Ok(Applied::Stale));
+}
+
+#[test]
+fn anti_entropy_serves_the_chain_that_links_a_missed_epoch() {
+    let (created, claim_b, claim_d) = two_takeovers();
+    let ahead = replica_with(&[&created, &claim_b, &claim_d]);
+    assert_eq!(
+        ahead.chain("s1"),
+        vec![created.clone(), claim_b.clone(), claim_d.clone()]
+    );
+    let mut behind = replica_with(&[&created]);
+    let sent = ahead.records_in(&[bucket_of("s1")]);
+    assert_eq!(sent, ahead.chain("s1"));
+    for d in sent {
+        behind.apply(d, 5_000).unwrap();
+    }
+    assert_eq!(behind.digest(), ahead.digest());
+    assert_eq!(behind.stats().rejected_unlinked, 0);
+    // Both ways of the version exchange serve chains too.
+    let mut behind = replica_with(&[&created]);
+    let (send, _) = ahead.reconcile(&behind.versions_in(&[bucket_of("s1")]));
+    assert_eq!(send, ahead.chain("s1"));
+    assert_eq!(ahead.records_named(&[id_hash("s1")]), ahead.chain("s1"));
+    for d in send {
+        behind.apply(d, 5_000).unwrap();
+    }
+    assert_eq!(behind.delta("s1"), Some(&claim_d));
+    // A session that never changed is served alone.
+    let (fresh, only) = opened();
+    assert_eq!(fresh.chain("s1"), vec![only]);
+    assert!(fresh.chain("nothing").is_empty());
 }
 
 #[test]
@@ -561,6 +624,485 @@ fn predecessor_of_another_session_is_invalid() {
         Err(Rejection::Invalid(_))
     ));
     assert_eq!(replica.stats().rejected_invalid, 1);
+}
+
+// -- The chain rule: members that lie --------------------------------------------
+
+/// M, an admitted member with a valid key that has no part in "s1".
+fn mallory() -> LocalKey {
+    key(9)
+}
+
+/// A record M made up from `base`, signed by M.
+fn made_up(base: &Record, edit: impl FnOnce(&mut Record)) -> Record {
+    let mut r = base.clone();
+    edit(&mut r);
+    signed(r, &mallory())
+}
+
+/// M's lies about "s1" as created by A (backups B and C): each passes the
+/// one-hop check, citing a predecessor M signed itself.
+fn lies(created: &Record) -> Vec<(&'static str, Delta)> {
+    let m = id_of(9);
+    let mut out = Vec::new();
+    // M names itself a backup of a version of A's, then claims.
+    let prev = made_up(created, |r| {
+        r.version = 5;
+        r.backups = vec![m.clone()];
+    });
+    let record = made_up(&prev, |r| {
+        r.epoch = 2;
+        r.version = 0;
+        r.primary = m.clone();
+        r.backups = vec![];
+    });
+    out.push(("claim on a made-up backup list", record, prev));
+    // M names itself primary of epoch 1 and updates (its id is higher than
+    // A's, so the update outranks A's version).
+    let prev = made_up(created, |r| r.primary = m.clone());
+    let record = made_up(&prev, |r| {
+        r.version = 1;
+        r.client = "203.0.113.66:5004".into();
+    });
+    out.push(("update as a made-up primary", record, prev));
+    // M hands the session to D, an honest node.
+    let prev = made_up(created, |r| {
+        r.primary = m.clone();
+        r.version = 2;
+    });
+    let record = made_up(&prev, |r| {
+        r.epoch = 2;
+        r.version = 0;
+        r.primary = id_of(4);
+        r.backups = vec![m.clone()];
+    });
+    out.push(("handover to an honest node", record, prev));
+    // M jumps epochs: a made-up epoch 7, handed to D at epoch 8.
+    let prev = made_up(created, |r| {
+        r.epoch = 7;
+        r.primary = m.clone();
+    });
+    let record = made_up(&prev, |r| {
+        r.epoch = 8;
+        r.primary = id_of(4);
+        r.backups = vec![m.clone()];
+    });
+    out.push(("epoch jump", record, prev));
+    out.into_iter()
+        .map(|(name, record, prev)| {
+            (
+                name,
+                Delta {
+                    record,
+                    prev: Some(prev),
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn made_up_predecessors_are_rejected_counted_and_kept_aside() {
+    let (_, created) = opened();
+    let mut replica = replica_with(&[&created]);
+    let lies = lies(&created.record);
+    for (name, lie) in &lies {
+        assert_eq!(check(lie), Ok(()), "{name}: passes the one-hop check");
+        assert!(
+            map_order_above(&lie.record, &created.record),
+            "{name}: outranks the current version"
+        );
+        assert!(
+            matches!(
+                replica.apply(lie.clone(), 2_000),
+                Err(Rejection::Unlinked { ref writer, .. }) if *writer == id_of(9)
+            ),
+            "{name} was not refused"
+        );
+        assert_eq!(replica.delta("s1"), Some(&created), "{name}");
+    }
+    let stats = replica.stats();
+    assert_eq!(stats.rejected_unlinked, lies.len() as u64);
+    assert_eq!(stats.accepted, 1, "the creation only");
+    assert_eq!(replica.pending(), lies.len());
+    // The honest history that follows is adopted; the lies never are.
+    let mut a = replica_with(&[&created]);
+    let update = a
+        .update_backups(&key(1), "s1", vec![id_of(2)], 3_000)
+        .unwrap();
+    assert!(matches!(
+        replica.apply(update.clone(), 3_000),
+        Ok(Applied::Superseded { .. })
+    ));
+    assert_eq!(replica.delta("s1"), Some(&update));
+    assert_eq!(replica.pending(), lies.len());
+    for (_, lie) in &lies {
+        let again = replica.apply(lie.clone(), 3_500);
+        assert!(
+            matches!(again, Err(Rejection::Unlinked { .. })),
+            "{again:?}"
+        );
+    }
+    assert_eq!(replica.pending(), lies.len(), "a copy is not kept twice");
+    assert_eq!(replica.gc(3_000 + PENDING_TTL_MS), 0);
+    assert_eq!(replica.pending(), 0);
+}
+
+fn map_order_above(a: &Record, b: &Record) -> bool {
+    precedence(a, b) == Ordering::Greater
+}
+
+#[test]
+fn a_second_creation_of_a_held_session_is_refused() {
+    let (_, created) = opened();
+    let mut replica = replica_with(&[&created]);
+    // M "creates" s1 itself, same service and start: its id is higher than
+    // A's, so under the merge order alone it would win.
+    let mut other = created.record.clone();
+    other.primary = id_of(9);
+    let other = signed(other, &mallory());
+    assert_eq!(check(&other.clone().into()), Ok(()));
+    assert!(map_order_above(&other, &created.record));
+    assert!(matches!(
+        replica.apply(other.into(), 2_000),
+        Err(Rejection::Unlinked { .. })
+    ));
+    assert_eq!(replica.delta("s1"), Some(&created));
+    assert_eq!(replica.pending(), 0, "a creation never links later");
+    assert_eq!(replica.apply(created, 2_000), Ok(Applied::Stale));
+}
+
+#[test]
+fn a_creation_roots_a_session_trusted_on_first_use() {
+    let (created, claim_b, claim_d) = two_takeovers();
+    // Heard of first through D's claim: trusted on first use, unrooted.
+    let mut replica = new_map();
+    assert_eq!(replica.apply(claim_d.clone(), 5_000), Ok(Applied::New));
+    assert_eq!(replica.chain("s1"), vec![claim_d.clone()]);
+    // A creation with another service or start time does not root it.
+    for edit in [
+        &(|r: &mut Record| r.service = "exec".into()) as &dyn Fn(&mut Record),
+        &|r| r.started_ms += 1,
+    ] {
+        let mut wrong = created.record.clone();
+        edit(&mut wrong);
+        let wrong = signed(wrong, &key(1));
+        assert!(matches!(
+            replica.apply(wrong.into(), 5_000),
+            Err(Rejection::Unlinked { .. })
+        ));
+    }
+    // The creation roots it, without changing the current version.
+    assert_eq!(replica.apply(created.clone(), 5_000), Ok(Applied::Stale));
+    assert_eq!(replica.delta("s1"), Some(&claim_d));
+    assert_eq!(replica.chain("s1"), vec![created.clone(), claim_d.clone()]);
+    // Rooted, another creation is refused.
+    let mut other = created.record.clone();
+    other.primary = id_of(9);
+    let other = signed(other, &mallory());
+    assert!(matches!(
+        replica.apply(other.clone().into(), 5_000),
+        Err(Rejection::Unlinked { .. })
+    ));
+    // Where the versions held show who created the session (B's claim cites
+    // A's epoch 1), a creation by anyone else is refused even unrooted.
+    let mut tofu = new_map();
+    tofu.apply(claim_b.clone(), 5_000).unwrap();
+    assert!(matches!(
+        tofu.apply(other.into(), 5_000),
+        Err(Rejection::Unlinked { .. })
+    ));
+    assert_eq!(tofu.stats().rejected_unlinked, 1);
+    // And the real one roots it, though its version was known already (B's
+    // claim carries it).
+    assert_eq!(tofu.chain("s1"), vec![claim_b.clone()]);
+    assert_eq!(tofu.apply(created.clone(), 5_000), Ok(Applied::Stale));
+    assert_eq!(tofu.chain("s1"), vec![created, claim_b]);
+}
+
+#[test]
+fn an_opener_whose_version_is_known_is_still_kept_to_serve() {
+    // Heard of first through D's update, which carries D's claim as its
+    // credential: the claim's version is known, but not how D came to be
+    // primary, which a peer behind needs.
+    let (created, claim_b, claim_d) = two_takeovers();
+    let mut d = replica_with(&[&claim_d]);
+    let update_d = d.update_backups(&key(4), "s1", vec![], 6_000).unwrap();
+    let mut replica = replica_with(&[&update_d]);
+    for delta in [&created, &claim_b, &claim_d] {
+        assert_eq!(replica.apply(delta.clone(), 6_000), Ok(Applied::Stale));
+    }
+    let chain = replica.chain("s1");
+    assert_eq!(
+        chain,
+        vec![created.clone(), claim_b, claim_d, update_d.clone()]
+    );
+    let mut behind = replica_with(&[&created]);
+    for delta in chain {
+        behind.apply(delta, 7_000).unwrap();
+    }
+    assert_eq!(behind.delta("s1"), Some(&update_d));
+}
+
+#[test]
+fn the_update_after_a_handover_stands_in_for_it_until_it_arrives() {
+    let (mut a, created) = opened();
+    let handover = a
+        .handover(&key(1), "s1", id_of(5), "transfer", vec![], 2_000)
+        .unwrap();
+    let mut e = replica_with(&[&handover]);
+    let by_e = e
+        .update_backups(&key(5), "s1", vec![id_of(1)], 2_100)
+        .unwrap();
+    // Linked through the handover it carries; served as the epoch's opener.
+    let mut replica = replica_with(&[&created, &by_e]);
+    assert_eq!(replica.chain("s1"), vec![created.clone(), by_e.clone()]);
+    let mut behind = replica_with(&[&created]);
+    for delta in replica.chain("s1") {
+        behind.apply(delta, 3_000).unwrap();
+    }
+    assert_eq!(behind.delta("s1"), Some(&by_e));
+    // The handover itself replaces the stand-in.
+    assert_eq!(replica.apply(handover.clone(), 3_000), Ok(Applied::Stale));
+    assert_eq!(replica.chain("s1"), vec![created, handover, by_e]);
+}
+
+#[test]
+fn versions_by_a_known_primary_link_across_missed_versions() {
+    let (mut a, created) = opened();
+    let mut replica = replica_with(&[&created]);
+    // A's third update cites its second, which the replica never saw: A is
+    // the primary of epoch 1 it knows.
+    a.update_backups(&key(1), "s1", vec![id_of(2)], 2_000)
+        .unwrap();
+    a.update_backups(&key(1), "s1", vec![id_of(3)], 2_100)
+        .unwrap();
+    let third = a.update_backups(&key(1), "s1", vec![], 2_200).unwrap();
+    assert!(matches!(
+        replica.apply(third.clone(), 3_000),
+        Ok(Applied::Superseded { .. })
+    ));
+    // A hands over to E, who updates: E's update cites the handover A
+    // wrote, the first version of an epoch by the known primary of the one
+    // before.
+    let handover = a
+        .handover(&key(1), "s1", id_of(5), "transfer", vec![], 2_300)
+        .unwrap();
+    let mut e = replica_with(&[&handover]);
+    let by_e = e
+        .update_backups(&key(5), "s1", vec![id_of(1)], 2_400)
+        .unwrap();
+    assert!(matches!(
+        replica.apply(by_e.clone(), 3_000),
+        Ok(Applied::Superseded { .. })
+    ));
+    assert_eq!(replica.delta("s1"), Some(&by_e));
+    assert_eq!(replica.stats().rejected_unlinked, 0);
+}
+
+#[test]
+fn a_handover_trusted_on_first_use_links_by_its_fingerprint() {
+    // First heard of through E's update, whose credential is A's handover
+    // to E (naming C backup): this replica knows nothing of epoch 1, yet a
+    // claim by C citing that handover cites a version it knows.
+    let (mut a, _) = opened();
+    let handover = a
+        .handover(&key(1), "s1", id_of(5), "transfer", vec![id_of(3)], 2_000)
+        .unwrap();
+    let mut e = replica_with(&[&handover]);
+    let by_e = e
+        .update_backups(&key(5), "s1", vec![id_of(3)], 2_100)
+        .unwrap();
+    let mut c = replica_with(&[&handover]);
+    let claim_c = c.claim(&key(3), "s1", "takeover", vec![], 2_200).unwrap();
+    let mut replica = replica_with(&[&by_e]);
+    assert!(matches!(
+        replica.apply(claim_c.clone(), 3_000),
+        Ok(Applied::Superseded { .. })
+    ));
+    assert_eq!(replica.delta("s1"), Some(&claim_c));
+}
+
+/// "s1" handed back and forth between A and B `epochs - 1` times, and C's
+/// losing claim at epoch 2 (not applied). Returns A's map, the creation and
+/// C's claim.
+fn long_history(epochs: u64) -> (Map, Delta, Delta) {
+    let (mut a, created) = opened();
+    let mut c = replica_with(&[&created]);
+    let losing = c.claim(&key(3), "s1", "takeover", vec![], 1_500).unwrap();
+    for e in 1..epochs {
+        let (from, to) = if e % 2 == 1 { (1, 2) } else { (2, 1) };
+        a.handover(
+            &key(from),
+            "s1",
+            id_of(to),
+            "transfer",
+            vec![id_of(from)],
+            2_000 + e,
+        )
+        .unwrap();
+    }
+    (a, created, losing)
+}
+
+#[test]
+fn openers_on_the_current_chain_are_the_last_forgotten() {
+    let epochs = MAX_OPENERS as u64 + 1;
+    let (mut a, created, losing) = long_history(epochs);
+    assert_eq!(a.get("s1").unwrap().epoch, epochs);
+    // C's claim comes late: stale, learned as an opener of epoch 2 off the
+    // current chain, one beyond the cap. It goes, though B's opener of
+    // epoch 2 sorts lower.
+    assert_eq!(a.chain("s1").len(), 1 + MAX_OPENERS);
+    assert_eq!(a.apply(losing.clone(), 9_000), Ok(Applied::Stale));
+    let chain = a.chain("s1");
+    assert_eq!(chain.len(), 1 + MAX_OPENERS);
+    assert!(!chain.contains(&losing), "the opener off the chain went");
+    // The whole chain is there: a replica that only saw the creation links
+    // the current version through it.
+    let mut behind = replica_with(&[&created]);
+    for d in chain {
+        behind.apply(d, 9_000).unwrap();
+    }
+    assert_eq!(behind.delta("s1"), a.delta("s1"));
+}
+
+#[test]
+fn a_second_creation_is_refused_after_its_creators_epoch_is_forgotten() {
+    // Past MAX_PRIMARIES epochs, A's epoch 1 is no longer among the
+    // primaries remembered: the root alone still tells M's creation apart.
+    let (mut a, created, _) = long_history(MAX_PRIMARIES as u64 + 2);
+    let mut other = created.record.clone();
+    other.primary = id_of(9);
+    let other = signed(other, &mallory());
+    assert!(matches!(
+        a.apply(other.into(), 9_000),
+        Err(Rejection::Unlinked { .. })
+    ));
+    assert_eq!(a.apply(created, 9_000), Ok(Applied::Stale));
+}
+
+#[test]
+fn a_credential_that_does_not_link_is_not_kept() {
+    // The current version re-paired with a predecessor M made up: a greater
+    // credential by the merge order, but not one to forward.
+    let (mut a, created) = opened();
+    let update = a.update_backups(&key(1), "s1", vec![], 2_000).unwrap();
+    let mut replica = replica_with(&[&created, &update]);
+    let fake_prev = made_up(&update.record, |r| {
+        r.version = 0;
+        r.reason = "made up".into();
+        r.updated_ms = 9_999;
+    });
+    let repaired = Delta {
+        record: update.record.clone(),
+        prev: Some(fake_prev.clone()),
+    };
+    assert_eq!(check(&repaired), Ok(()));
+    assert_eq!(
+        prev_precedence(Some(&fake_prev), update.prev.as_ref()),
+        Ordering::Greater
+    );
+    assert_eq!(replica.apply(repaired, 3_000), Ok(Applied::Stale));
+    assert_eq!(replica.delta("s1"), Some(&update));
+}
+
+#[test]
+fn the_pool_keeps_the_newest_eight_per_session_and_512_in_all() {
+    let k = key(1);
+    let mut source = new_map();
+    let mut replica = new_map();
+    let sessions = MAX_PENDING / MAX_PENDING_PER_SESSION + 1;
+    let mut per_session: Vec<Vec<Delta>> = Vec::new();
+    for s in 0..sessions {
+        let id = format!("p{s}");
+        let created = source.open(&k, new_session(&id, vec![]), 0).unwrap();
+        replica.apply(created.clone(), 0).unwrap();
+        // Distinct lies: M's made-up epoch-1 versions, handed to D.
+        let lies: Vec<Delta> = (0..MAX_PENDING_PER_SESSION as u64 + 2)
+            .map(|n| {
+                let prev = made_up(&created.record, |r| {
+                    r.primary = id_of(9);
+                    r.version = n;
+                });
+                let record = made_up(&prev, |r| {
+                    r.epoch = 2;
+                    r.version = 0;
+                    r.primary = id_of(4);
+                });
+                Delta {
+                    record,
+                    prev: Some(prev),
+                }
+            })
+            .collect();
+        per_session.push(lies);
+    }
+    // First session: ten lies, the newest eight wait.
+    for (n, lie) in per_session[0].iter().enumerate() {
+        assert!(replica.apply(lie.clone(), 1_000 + n as u64).is_err());
+    }
+    let waiting: Vec<&Delta> = replica.pending_of("p0").collect();
+    assert_eq!(waiting.len(), MAX_PENDING_PER_SESSION);
+    assert_eq!(
+        waiting,
+        per_session[0][2..].iter().collect::<Vec<_>>(),
+        "the oldest go first"
+    );
+    // Eight in each further session: the pool fills to 512, then the oldest
+    // of all go.
+    for lies in &per_session[1..] {
+        for lie in &lies[..MAX_PENDING_PER_SESSION] {
+            let _ = replica.apply(lie.clone(), 2_000);
+        }
+    }
+    assert_eq!(replica.pending(), MAX_PENDING);
+    assert_eq!(replica.pending_of("p0").count(), 0, "p0's were the oldest");
+    let last = format!("p{}", sessions - 1);
+    assert_eq!(replica.pending_of(&last).count(), MAX_PENDING_PER_SESSION);
+    assert_eq!(
+        replica.stats().rejected_unlinked,
+        (MAX_PENDING_PER_SESSION + 2 + (sessions - 1) * MAX_PENDING_PER_SESSION) as u64
+    );
+    for s in 0..sessions {
+        assert_eq!(replica.get(&format!("p{s}")).unwrap().epoch, 1);
+    }
+}
+
+#[test]
+fn waiting_versions_expire_after_their_ttl() {
+    let (created, claim_b, claim_d) = two_takeovers();
+    let mut replica = replica_with(&[&created]);
+    assert!(replica.apply(claim_d.clone(), 10_000).is_err());
+    assert_eq!(replica.gc(10_000 + PENDING_TTL_MS - 1), 0);
+    assert_eq!(replica.pending(), 1);
+    replica.gc(10_000 + PENDING_TTL_MS);
+    assert_eq!(replica.pending(), 0);
+    // Too late: B's claim is adopted alone, D's must come again.
+    replica.apply(claim_b.clone(), 80_000).unwrap();
+    assert_eq!(replica.delta("s1"), Some(&claim_b));
+    assert!(matches!(
+        replica.apply(claim_d.clone(), 80_000),
+        Ok(Applied::Superseded { .. })
+    ));
+}
+
+#[test]
+fn collecting_a_tombstone_drops_what_waits_for_it() {
+    let ttl = 1_000;
+    let mut map = Map::new(Config {
+        tombstone_ttl_ms: ttl,
+        ..Config::default()
+    });
+    let created = map
+        .open(&key(1), new_session("s1", vec![id_of(2)]), 0)
+        .unwrap();
+    let lie = lies(&created.record).remove(0).1;
+    map.close(&key(1), "s1", 0).unwrap();
+    assert!(map.apply(lie, 0).is_err());
+    assert_eq!(map.pending(), 1);
+    assert_eq!(map.gc(ttl), 1);
+    assert_eq!(map.pending(), 0);
 }
 
 // -- Tombstones ---------------------------------------------------------------

@@ -405,9 +405,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             }
             ((_, true), SyncMessage::Records(deltas)) => {
                 let now_ms = self.unix_ms(now);
-                for delta in deltas {
-                    let _ = self.engine.handle_delta(now, now_ms, delta);
-                }
+                self.engine.handle_deltas(now, now_ms, deltas);
             }
             ((false, true), SyncMessage::WantIds(ids)) => {
                 let records = self.engine.map().records_named(&ids);

@@ -106,26 +106,38 @@ pub fn warm_tables<S: Signer, R: Rng + SeedableRng>(nodes: &mut [&mut Node<S, R>
 /// newest version), as anti-entropy would, without spreading anything:
 /// what a simulator needs when sessions are opened in a group that already
 /// runs, and replicating thousands of them by gossip would take minutes of
-/// virtual time. Each session is imported once per node, whatever number
-/// of nodes held it before.
+/// virtual time. A node that never heard of a session imports its newest
+/// delta alone (trusted on first use, as the first delta of a session is);
+/// one that holds an older version imports the session's chain, so that it
+/// can link the newest to what it holds (the map's chain rule).
 pub fn warm_maps<S: Signer, R: Rng + SeedableRng>(nodes: &mut [&mut Node<S, R>], now: Instant) {
-    let mut newest: BTreeMap<&str, &Delta> = BTreeMap::new();
-    for node in nodes.iter() {
+    // Per session, the newest delta and the node holding it.
+    let mut newest: BTreeMap<&str, (&Delta, usize)> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
         for delta in node.engine.map().deltas() {
-            let slot = newest.entry(delta.id()).or_insert(delta);
+            let slot = newest.entry(delta.id()).or_insert((delta, i));
             // The rank alone: equal ranks are the same version (an honest
             // writer signs one record per rank), and comparing their
             // fingerprints would hash every copy.
-            if map::rank(&delta.record) > map::rank(&slot.record) {
-                *slot = delta;
+            if map::rank(&delta.record) > map::rank(&slot.0.record) {
+                *slot = (delta, i);
             }
         }
     }
-    let deltas: Vec<Delta> = newest.into_values().cloned().collect();
+    let sessions: Vec<(Delta, Vec<Delta>)> = newest
+        .into_iter()
+        .map(|(id, (delta, i))| (delta.clone(), nodes[i].engine.map().chain(id)))
+        .collect();
     for node in nodes.iter_mut() {
         let now_ms = node.unix_ms(now);
-        for delta in &deltas {
-            let _ = node.engine.import(now, now_ms, delta.clone());
+        for (delta, chain) in &sessions {
+            let held = node.engine.map().get(delta.id()).is_some();
+            let import = if held {
+                chain.as_slice()
+            } else {
+                std::slice::from_ref(delta)
+            };
+            node.engine.import(now, now_ms, import.iter().cloned());
         }
         node.pump(now);
     }

@@ -286,6 +286,44 @@ fn a_full_backup_leaves_a_takeover_to_a_later_one_with_room_or_claims_and_counts
 }
 
 #[test]
+fn a_restarted_node_acts_on_where_a_chain_ends_not_on_its_steps() {
+    let mut c = Cluster::new(5);
+    let record = c.open(0, "s1");
+    c.crash(c.index(&record.primary));
+    c.tick(Duration::from_millis(250));
+    let second = primary_of(&c, "s1");
+    c.crash(second);
+    c.tick(Duration::from_millis(250));
+    let third = primary_of(&c, "s1");
+    assert_ne!(third, second);
+    // `second` restarts with an empty map; anti-entropy brings it the
+    // session's chain, which passes through its own claim.
+    let chain = c.engines[third].map().chain("s1");
+    assert!(chain.iter().any(|d| d.record.primary == c.ids[second]));
+    let key = LocalKey::from_seed([second as u8 + 1; 32]);
+    let mut restarted = Engine::new(key, 10, Config::default(), c.now);
+    let changed = restarted.handle_deltas(c.now, c.now_ms, chain);
+    assert_eq!(changed, BTreeSet::from(["s1".to_string()]));
+    assert_eq!(
+        restarted.map().get("s1").unwrap().primary,
+        c.ids[third],
+        "where the chain ends"
+    );
+    let actions: Vec<Action> = std::iter::from_fn(|| restarted.poll_action()).collect();
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Start(_))),
+        "a step of the chain was acted on: {actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast { .. })),
+        "the change is spread on"
+    );
+    assert_eq!(restarted.hosting().count(), 0);
+}
+
+#[test]
 fn the_second_backup_takes_over_if_the_first_is_dead_too() {
     let mut c = Cluster::new(4);
     let record = c.open(0, "s1");

@@ -780,6 +780,7 @@ fn warm_tables_and_maps_spread_sessions_opened_in_a_running_group_quietly() {
         let map = net.node(i).engine().map();
         assert_eq!(map.get(&a.id), Some(&a), "node {i}");
         assert_eq!(map.get(&b.id), Some(&b), "node {i}");
+        assert_eq!(map.stats().rejected_unlinked, 0, "node {i}");
     }
     let hosts = |id: &str| (0..6).filter(|&i| net.hosting[i].contains(id)).count();
     assert_eq!((hosts(&a.id), hosts(&b.id)), (1, 1));
