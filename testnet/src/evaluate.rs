@@ -965,6 +965,26 @@ These come from test runs, not from `testnet evaluate`:
 | the emulator's delays, order, one-way cuts, loss and flooding | `cargo test -p baton-tests --test emulator_netns -- --nocapture` |
 | kill and partition on the emulated WAN, end to end | `cargo test -p baton-tests --test testnet_netns -- --nocapture` |
 | map anti-entropy, 10 000 sessions, 1% differing: one exchange converges | `cargo test -p baton-protocol --test map_properties -- --nocapture` |
+| a client that never consents stops receiving, on its primary and after a takeover | `cargo test -p baton-tests --test sessions never_consents -- --nocapture` |
+| the API under hostile clients: slow headers, idle and surplus connections, slow bodies, rebinding, cross-site requests | `cargo test -p baton-node --lib api::` and `cargo test -p baton-tests --test batond_process token` |
+| a lying member with a valid key (made-up predecessors, epoch jumps, hand-overs, huge incarnations) | `cargo test -p baton-protocol --test map_properties byzantine` and `cargo test -p baton-protocol --lib node::tests::byzantine` |
+
+## Fuzzing
+
+Every decoder that takes bytes from outside has a fuzz target in
+`baton_protocol::fuzz` (`wire_decode`, `decoders`, `swim_input`,
+`map_apply`, `engine_app`, `datagram_open`) or `baton_node::fuzz` (`rtcp`,
+`api_request`, `template`, `exec_values`). `cargo test --workspace` runs
+each for `BATON_FUZZ_SECS` seconds (default 3) with a stable-toolchain
+mutational fuzzer seeded from real inputs (`tests/tests/fuzz.rs`); a
+planted bug is found by it in every run (`the_harness_finds_a_planted_bug`).
+The same targets build for cargo-fuzz (`protocol/fuzz/`, nightly). Inputs
+per target in 3 s of a debug build on the project's machine (2026-12-01,
+`cargo test -p baton-tests --test fuzz -- --nocapture`, two targets at a
+time on 2 cores): `api_request` 605 310, `rtcp` 757 303, `template`
+318 945, `wire_decode` 359 483, `decoders` 112 101, `map_apply` 92 385,
+`swim_input` 26 357, `engine_app` 19 478, `datagram_open` 11 924. Found and
+fixed by it: an `exec` template with an empty program was accepted.
 ";
 
 #[cfg(test)]
