@@ -170,3 +170,64 @@ async fn nodes_of_another_overlay_or_network_key_are_refused() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_one_name_are_told_apart_by_their_peer_id() {
+    use baton_node::state::SessionCommand;
+    let dirs: Vec<TempDir> = (0..3)
+        .map(|i| TempDir::new(&format!("names-{i}")))
+        .collect();
+    // `a` hosts nothing, so the session lands on one of the two `b`s.
+    let a = start("a", &dirs[0], &["--capacity", "0"]).await;
+    let seed = dial_addr(&a).await;
+    let b1 = start("b", &dirs[1], &["--bootstrap", &seed]).await;
+    let b2 = start("b", &dirs[2], &["--bootstrap", &seed]).await;
+    let nodes = [a, b1, b2];
+    assert!(
+        eventually(Duration::from_secs(20), || nodes
+            .iter()
+            .all(|n| alive_members(n) == 2))
+        .await,
+        "membership converges"
+    );
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    nodes[0]
+        .shared
+        .commands
+        .send(SessionCommand::Open {
+            service: "rtp-audio".into(),
+            client: "127.0.0.1:5004".into(),
+            params: Default::default(),
+            reply,
+        })
+        .await
+        .expect("driver runs");
+    let view = answer.await.expect("answer").expect("opens");
+    let tail: String = view.primary[view.primary.len() - 6..].to_string();
+    let expected = format!("b (…{tail})");
+    let shown = eventually(Duration::from_secs(10), || {
+        nodes.iter().all(|n| {
+            n.shared
+                .sessions
+                .get(&view.id)
+                .is_some_and(|s| s.primary_name == expected)
+        })
+    })
+    .await;
+    let names: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| {
+            n.shared
+                .sessions
+                .get(&view.id)
+                .map(|s| s.primary_name.clone())
+        })
+        .collect();
+    assert!(
+        shown,
+        "every node names the primary {expected:?}: {names:?}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

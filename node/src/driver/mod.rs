@@ -78,6 +78,8 @@ pub struct Driver {
     peers_dirty: bool,
     /// When the session views were last checked against the map.
     views_swept: Instant,
+    /// Peers already warned about for sharing a name.
+    named_twice: std::collections::BTreeSet<String>,
     /// When each member now suspect was first suspected, for the
     /// suspicion-to-death histogram.
     suspected: SuspicionClock,
@@ -152,6 +154,7 @@ impl Driver {
             connections: HashMap::new(),
             peers_dirty: true,
             views_swept: Instant::now(),
+            named_twice: std::collections::BTreeSet::new(),
             suspected: SuspicionClock::default(),
             opening: None,
         }

@@ -140,6 +140,7 @@ impl Driver {
                     view.since = at.clone();
                     view.name.clone()
                 };
+                self.check_name(&key, &name);
                 tracing::info!(
                     peer = %key, name = %name, state = state.as_str(),
                     previous = previous.map(|p| p.as_str()).unwrap_or("-"), incarnation,
@@ -163,6 +164,7 @@ impl Driver {
                     tracing::debug!(peer = %show(&id), "unreadable member metadata");
                     return;
                 };
+                self.check_name(&show(&id), &meta.name);
                 if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
                     view.name = meta.name;
                     view.addrs = meta.addrs;
@@ -209,6 +211,59 @@ impl Driver {
         }
     }
 
+    /// Warns, once per peer, when a member's name is this node's or another
+    /// member's: names are for people, and two alike make `baton sessions`
+    /// ambiguous (the views then add the peer id, see [`Self::display_name`]).
+    fn check_name(&mut self, key: &str, name: &str) {
+        if name.is_empty() || self.named_twice.contains(key) {
+            return;
+        }
+        let mine = *name == self.shared.local.name;
+        let other = self
+            .shared
+            .members
+            .iter()
+            .find(|m| m.id != key && m.name == name)
+            .map(|m| m.id.clone());
+        if mine || other.is_some() {
+            self.named_twice.insert(key.to_string());
+            let with = if mine {
+                "this node".to_string()
+            } else {
+                other.unwrap_or_default()
+            };
+            tracing::warn!(
+                peer = %key, name = %name, same_as = %with,
+                "two nodes of the overlay share a name: give each node a name of its own \
+                 (--name); until then views show the peer id beside it"
+            );
+        }
+    }
+
+    /// How a node is named in views: its name, with the end of its peer id
+    /// when another node has the same name.
+    fn display_name(&self, key: &str, name: &str) -> String {
+        let shared = *name == self.shared.local.name && key != self.shared.local.id
+            || self
+                .shared
+                .members
+                .iter()
+                .any(|m| m.id != key && m.name == name);
+        if shared && !name.is_empty() {
+            let tail: String = key
+                .chars()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("{name} (…{tail})")
+        } else {
+            name.to_string()
+        }
+    }
+
     pub(super) fn publish_session_event(&self, id: &str, state: &str, epoch: u64, reason: &str) {
         let (at, at_ms) = wall_clock();
         self.shared.publish(views::Event {
@@ -242,6 +297,7 @@ impl Driver {
                 .map(|m| m.name.clone())
                 .unwrap_or_default()
         };
+        let primary_name = self.display_name(&primary, &primary_name);
         let view = views::Session {
             id: record.id.clone(),
             service: record.service.clone(),
