@@ -979,12 +979,15 @@ each for `BATON_FUZZ_SECS` seconds (default 3) with a stable-toolchain
 mutational fuzzer seeded from real inputs (`tests/tests/fuzz.rs`); a
 planted bug is found by it in every run (`the_harness_finds_a_planted_bug`).
 The same targets build for cargo-fuzz (`protocol/fuzz/`, nightly). Inputs
-per target in 3 s of a debug build on the project's machine (2026-12-01,
-`cargo test -p baton-tests --test fuzz -- --nocapture`, two targets at a
-time on 2 cores): `api_request` 605 310, `rtcp` 757 303, `template`
-318 945, `wire_decode` 359 483, `decoders` 112 101, `map_apply` 92 385,
-`swim_input` 26 357, `engine_app` 19 478, `datagram_open` 11 924. Found and
-fixed by it: an `exec` template with an empty program was accepted.
+per target in 30 s of a release build on the project's machine
+(2026-12-01, `BATON_FUZZ_SECS=30 cargo test --release -p baton-tests --test
+fuzz -- --nocapture`, two targets at a time on 2 cores): `rtcp` 65 206 494,
+`wire_decode` 35 545 458, `api_request` 32 026 643, `exec_values`
+13 138 825, `template` 12 947 663, `decoders` 6 292 611, `map_apply`
+4 587 064, `datagram_open` 3 121 560, `swim_input` 3 075 819, `engine_app`
+461 830; none failed. In CI (3 s each, debug) they see about a hundredth
+of that. Found and fixed by it: an `exec` template with an empty program
+was accepted.
 ";
 
 #[cfg(test)]
