@@ -487,8 +487,9 @@ pub struct Engine<S> {
     peer_perf: BTreeMap<(String, NodeId), Perf>,
     /// Takeovers claimed beyond this node's capacity.
     over_capacity: u64,
-    /// The time of the newest summary accepted from each peer.
-    peer_perf_at: BTreeMap<NodeId, u64>,
+    /// The time and the locations of the newest summary taken from each
+    /// peer (so that the next one replaces exactly those).
+    peer_perf_at: BTreeMap<NodeId, (u64, Vec<String>)>,
     /// Performance summaries dropped: from non-members, badly signed, or
     /// older than one already held.
     perf_dropped: u64,
@@ -720,13 +721,14 @@ impl<S: Signer> Engine<S> {
                 if summary.node == self.me {
                     return false;
                 }
-                if !self.accept_summary(&summary) {
+                let Some(before) = self.accept_summary(&summary) else {
                     return false;
-                }
+                };
                 // Replace what the node said before: a location it no
                 // longer serves is gone from its summary.
-                self.peer_perf.retain(|(_, node), _| *node != summary.node);
-                let mut changed = true;
+                for location in before {
+                    self.peer_perf.remove(&(location, summary.node.clone()));
+                }
                 for (location, (loss, jitter, rtt, samples)) in summary.locations {
                     let perf = Perf {
                         loss: f64::from(loss) / 1000.0,
@@ -734,26 +736,24 @@ impl<S: Signer> Engine<S> {
                         rtt: Duration::from_millis(u64::from(rtt)),
                         samples,
                     };
-                    let old = self
-                        .peer_perf
+                    self.peer_perf
                         .insert((location, summary.node.clone()), perf);
-                    changed |= old != Some(perf);
                 }
-                if changed {
-                    self.actions.push_back(Action::Broadcast {
-                        key: perf_key(&summary.node),
-                        payload: payload.to_vec(),
-                    });
-                }
-                changed
+                // Accepted summaries are news (newer than the one held).
+                self.actions.push_back(Action::Broadcast {
+                    key: perf_key(&summary.node),
+                    payload: payload.to_vec(),
+                });
+                true
             }
         }
     }
 
     /// Whether a peer's summary may be taken: its author is a live member,
     /// it is newer than the one held, it is the author's own (signature),
-    /// and there is room. Counts the ones dropped.
-    fn accept_summary(&mut self, summary: &PerfSummary) -> bool {
+    /// and there is room. Answers the locations of the summary it replaces,
+    /// or `None` (counted) when it is not taken.
+    fn accept_summary(&mut self, summary: &PerfSummary) -> Option<Vec<String>> {
         let member = self
             .members
             .get(&summary.node)
@@ -761,7 +761,7 @@ impl<S: Signer> Engine<S> {
         let newer = self
             .peer_perf_at
             .get(&summary.node)
-            .is_none_or(|at| summary.at_ms > *at);
+            .is_none_or(|(at, _)| summary.at_ms > *at);
         let room = self.peer_perf_at.contains_key(&summary.node)
             || self.peer_perf_at.len() < MAX_PEER_SUMMARIES;
         let ok = member
@@ -772,13 +772,15 @@ impl<S: Signer> Engine<S> {
                 &summary.signature,
                 &summary.signing_bytes(),
             );
-        if ok {
-            self.peer_perf_at
-                .insert(summary.node.clone(), summary.at_ms);
-        } else {
+        if !ok {
             self.perf_dropped += 1;
+            return None;
         }
-        ok
+        let locations = summary.locations.keys().cloned().collect();
+        let before = self
+            .peer_perf_at
+            .insert(summary.node.clone(), (summary.at_ms, locations));
+        Some(before.map(|(_, l)| l).unwrap_or_default())
     }
 
     /// Performance summaries dropped so far: from non-members, badly
@@ -1382,9 +1384,8 @@ impl<S: Signer> Engine<S> {
         now_ms: u64,
         deltas: impl IntoIterator<Item = Delta>,
     ) -> BTreeSet<String> {
-        let changed = self.apply_all(deltas, now_ms);
+        let changed = self.import(now, now_ms, deltas);
         for id in &changed {
-            self.after_change(now, now_ms, id);
             if let Some(delta) = self.map.delta(id).cloned() {
                 self.broadcast_delta(&delta);
             }
