@@ -479,6 +479,11 @@ pub struct Engine<S> {
     /// Handovers this node wrote and still serves until confirmed:
     /// session -> (epoch of the handover, deadline).
     handing_over: BTreeMap<String, (u64, Instant)>,
+    /// Handovers to this node it has not confirmed yet: it confirms once
+    /// its instance sent its first packet ([`Engine::handle_started`]), so
+    /// that the old primary never stops before the new one sends; or at
+    /// the deadline, should that signal never come.
+    confirming: BTreeMap<String, Instant>,
     /// Reports per session (this node's clients), and per location.
     session_perf: BTreeMap<String, Aggregate>,
     poor_since: BTreeMap<String, Instant>,
@@ -531,6 +536,7 @@ impl<S: Signer> Engine<S> {
             members: BTreeMap::new(),
             hosting: BTreeSet::new(),
             handing_over: BTreeMap::new(),
+            confirming: BTreeMap::new(),
             session_perf: BTreeMap::new(),
             poor_since: BTreeMap::new(),
             last_move: BTreeMap::new(),
@@ -608,6 +614,7 @@ impl<S: Signer> Engine<S> {
         self.fenced = fenced;
         if fenced {
             self.handing_over.clear();
+            self.confirming.clear();
             let hosted: Vec<String> = self.hosting.iter().cloned().collect();
             for id in hosted {
                 self.stop(&id, "fenced: this node hears nothing from the overlay");
@@ -816,7 +823,7 @@ impl<S: Signer> Engine<S> {
         match self.map.apply(delta, now_ms) {
             Ok(Applied::Stale) => Ok(false),
             Ok(_) => {
-                self.after_change(now, now_ms, &id);
+                self.after_change(now, &id);
                 if let Some(delta) = self.map.delta(&id).cloned() {
                     // Spread on: the epidemic needs every node that learns.
                     self.broadcast_delta(&delta);
@@ -884,7 +891,7 @@ impl<S: Signer> Engine<S> {
                 .map_err(OpenError::Write)?;
             self.broadcast_delta(&delta);
         }
-        self.after_change(now, now_ms, &id);
+        self.after_change(now, &id);
         Ok(self.map.get(&id).cloned().expect("just written"))
     }
 
@@ -942,7 +949,7 @@ impl<S: Signer> Engine<S> {
             match self.map.close_because(&self.signer, &id, &reason, now_ms) {
                 Ok(delta) => {
                     self.broadcast_delta(&delta);
-                    self.after_change(now, now_ms, &id);
+                    self.after_change(now, &id);
                 }
                 Err(_) => {
                     // Not ours to close any more: it moved meanwhile.
@@ -956,7 +963,7 @@ impl<S: Signer> Engine<S> {
     pub fn close(&mut self, now: Instant, now_ms: u64, id: &str) -> Result<Record, WriteError> {
         let delta = self.map.close(&self.signer, id, now_ms)?;
         self.broadcast_delta(&delta);
-        self.after_change(now, now_ms, id);
+        self.after_change(now, id);
         Ok(delta.record)
     }
 
@@ -1011,12 +1018,55 @@ impl<S: Signer> Engine<S> {
             .collect()
     }
 
+    /// The instance of session `id` this node started has sent its first
+    /// packet: a handover to this node is confirmed now, so that the old
+    /// primary, which keeps sending until then, stops only once the client
+    /// receives from here (make-before-break). Harmless for any other
+    /// session.
+    pub fn handle_started(&mut self, now_ms: u64, id: &str) {
+        if self.confirming.remove(id).is_some() {
+            self.confirm(now_ms, id);
+        }
+    }
+
+    /// Writes the version of its own that confirms a handover to this node,
+    /// if the session is still this node's.
+    fn confirm(&mut self, now_ms: u64, id: &str) {
+        let Some(record) = self.map.get(id) else {
+            return;
+        };
+        if record.primary != self.me
+            || record.state != SessionState::Active
+            || record.writer == self.me
+            || !self.hosting.contains(id)
+        {
+            return;
+        }
+        let backups = record.backups.clone();
+        if let Ok(delta) = self.map.update_backups(&self.signer, id, backups, now_ms) {
+            self.broadcast_delta(&delta);
+        }
+    }
+
     /// Re-examines every session: takeovers, repairs, transfers, handover
     /// deadlines, tombstone collection. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant, now_ms: u64) {
         if now >= self.next_perf {
             self.next_perf = now + self.config.perf_interval;
             self.share_perf(now, now_ms);
+        }
+        let unconfirmed: Vec<String> = self
+            .confirming
+            .iter()
+            .filter(|(_, deadline)| now >= **deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unconfirmed {
+            // No first packet was seen (a service that sends nothing the
+            // node watches, or it lags): confirm anyway, before the old
+            // primary's own deadline ends its instance unconfirmed.
+            self.confirming.remove(&id);
+            self.confirm(now_ms, &id);
         }
         if now < self.next_check {
             return;
@@ -1033,7 +1083,7 @@ impl<S: Signer> Engine<S> {
                 .cloned()
                 .collect();
             for id in mine {
-                self.after_change(now, now_ms, &id);
+                self.after_change(now, &id);
             }
         }
         if !self.fenced && self.resume_at.is_none() {
@@ -1079,7 +1129,9 @@ impl<S: Signer> Engine<S> {
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_check.min(self.next_perf))
+        let confirm = self.confirming.values().min().copied();
+        let next = self.next_check.min(self.next_perf);
+        Some(confirm.map_or(next, |c| c.min(next)))
     }
 
     /// Shares this node's summary when it changed, or when it was last
@@ -1134,7 +1186,7 @@ impl<S: Signer> Engine<S> {
                 );
                 if let Ok(delta) = self.map.close_because(&self.signer, id, &reason, now_ms) {
                     self.broadcast_delta(&delta);
-                    self.after_change(now, now_ms, id);
+                    self.after_change(now, id);
                 }
                 return;
             }
@@ -1178,7 +1230,7 @@ impl<S: Signer> Engine<S> {
             }
             self.broadcast_delta(&delta);
             self.last_move.insert(id.to_string(), now);
-            self.after_change(now, now_ms, id);
+            self.after_change(now, id);
         }
     }
 
@@ -1224,7 +1276,7 @@ impl<S: Signer> Engine<S> {
                 .update_backups(&self.signer, &record.id, backups, now_ms)
         {
             self.broadcast_delta(&delta);
-            self.after_change(now, now_ms, &record.id);
+            self.after_change(now, &record.id);
         }
     }
 
@@ -1272,7 +1324,7 @@ impl<S: Signer> Engine<S> {
             let reason = format!("failed: the service would not run on {}: {why}", self.me);
             if let Ok(delta) = self.map.close_because(&self.signer, id, &reason, now_ms) {
                 self.broadcast_delta(&delta);
-                self.after_change(now, now_ms, id);
+                self.after_change(now, id);
             }
             return None;
         };
@@ -1288,7 +1340,7 @@ impl<S: Signer> Engine<S> {
         self.last_move.insert(id.to_string(), now);
         self.broadcast_delta(&delta);
         self.stop(id, &reason);
-        self.after_change(now, now_ms, id);
+        self.after_change(now, id);
         Some(to)
     }
 
@@ -1339,7 +1391,7 @@ impl<S: Signer> Engine<S> {
             self.poor_since.remove(&record.id);
             self.session_perf.remove(&record.id);
             self.broadcast_delta(&delta);
-            self.after_change(now, now_ms, &record.id);
+            self.after_change(now, &record.id);
         }
     }
 
@@ -1405,7 +1457,7 @@ impl<S: Signer> Engine<S> {
     ) -> BTreeSet<String> {
         let changed = self.apply_all(deltas, now_ms);
         for id in &changed {
-            self.after_change(now, now_ms, id);
+            self.after_change(now, id);
         }
         changed
     }
@@ -1430,7 +1482,7 @@ impl<S: Signer> Engine<S> {
     }
 
     /// Reconciles what this node hosts with the map after `id` changed.
-    fn after_change(&mut self, now: Instant, now_ms: u64, id: &str) {
+    fn after_change(&mut self, now: Instant, id: &str) {
         self.reindex(id);
         let Some(record) = self.map.get(id).cloned() else {
             return;
@@ -1467,13 +1519,12 @@ impl<S: Signer> Engine<S> {
                 }
                 self.actions
                     .push_back(Action::Start(Box::new(record.clone())));
-                // Confirm a handover to this node with a version of its own,
-                // which tells the old primary that it may stop.
+                // A handover to this node is confirmed with a version of
+                // its own, which tells the old primary that it may stop:
+                // once the new instance sends (make-before-break).
                 if record.writer != self.me && record.version == 0 {
-                    let backups = record.backups.clone();
-                    if let Ok(delta) = self.map.update_backups(&self.signer, id, backups, now_ms) {
-                        self.broadcast_delta(&delta);
-                    }
+                    self.confirming
+                        .insert(id.to_string(), now + self.config.handover_timeout / 2);
                 }
             }
             return;
@@ -1531,6 +1582,7 @@ impl<S: Signer> Engine<S> {
 
     fn stop(&mut self, id: &str, reason: &str) {
         self.consent.remove(id);
+        self.confirming.remove(id);
         if self.hosting.remove(id) {
             self.actions.push_back(Action::Stop {
                 id: id.to_string(),

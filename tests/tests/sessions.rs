@@ -217,6 +217,10 @@ async fn a_performance_triggered_transfer_loses_no_packets() {
         got.packets, got.lost, got.duplicates, got.longest_gap_ms, got.sources
     );
     assert_eq!(got.lost, 0, "make-before-break: no packet lost");
+    assert!(
+        got.duplicates >= 1,
+        "the old primary stopped only after the new one's first packet, which both sent"
+    );
     assert_eq!(got.ssrcs.len(), 1);
     assert_eq!(
         got.sources.len(),

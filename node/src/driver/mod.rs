@@ -72,6 +72,10 @@ pub struct Driver {
     session_commands: mpsc::Receiver<SessionCommand>,
     client_reports: mpsc::Receiver<(String, views::Report)>,
     service_events: mpsc::Receiver<(String, service::Event)>,
+    /// Sessions whose instance here sent its first packet (the signal that
+    /// confirms a handover to this node).
+    first_packets: mpsc::UnboundedReceiver<String>,
+    first_packets_tx: mpsc::UnboundedSender<String>,
     /// Remote addresses of the open connections, per peer.
     connections: HashMap<PeerId, Vec<(libp2p::swarm::ConnectionId, Multiaddr)>>,
     /// Whether the peer view needs rebuilding.
@@ -126,6 +130,7 @@ impl Driver {
         } = parts;
         let me = *swarm.local_peer_id();
         let (events_tx, stream_events) = mpsc::channel(1024);
+        let (first_packets_tx, first_packets) = mpsc::unbounded_channel();
         let streams = Streams::new(swarm.behaviour().stream.new_control(), events_tx);
         let overlay_key =
             kad::RecordKey::new(&format!("/baton/overlay/{}", node.config().policy.overlay));
@@ -151,6 +156,8 @@ impl Driver {
             session_commands,
             client_reports,
             service_events,
+            first_packets,
+            first_packets_tx,
             connections: HashMap::new(),
             peers_dirty: true,
             views_swept: Instant::now(),
@@ -214,6 +221,7 @@ impl Driver {
                     let _ = self.node.report(Instant::now(), &id, report_of(&report));
                 }
                 Some((id, event)) = self.service_events.recv() => self.on_service_event(&id, event),
+                Some(id) = self.first_packets.recv() => self.node.handle_service_started(Instant::now(), &id),
                 () = self.streams.reap() => {}
             }
             self.flush();
@@ -320,15 +328,22 @@ impl Driver {
                         // instance drops its end, and nothing is observed.
                         // A warm instance that slipped a packet out before
                         // its pause took hold has no first packet to time.
+                        let started = self.first_packets_tx.clone();
+                        let id = record.id.clone();
                         tokio::spawn(async move {
-                            if let Ok(sent) = first.await
-                                && let Some(took) = sent.checked_duration_since(claimed)
-                            {
-                                histogram.observe(took.as_secs_f64());
+                            if let Ok(sent) = first.await {
+                                if let Some(took) = sent.checked_duration_since(claimed) {
+                                    histogram.observe(took.as_secs_f64());
+                                }
+                                // The client hears this node now: a handover
+                                // to it may be confirmed.
+                                let _ = started.send(id);
                             }
                         });
                     }
-                    Ok(None) => {}
+                    // Nothing tells when it sends (an exec child): the
+                    // handover is confirmed at the start, as it goes.
+                    Ok(None) => self.node.handle_service_started(Instant::now(), &record.id),
                     Err(e) => {
                         tracing::error!(session = %record.id, error = %e, "cannot start session");
                         self.shared.metrics.service_failed();

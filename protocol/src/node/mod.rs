@@ -1109,6 +1109,17 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.send_datagram(now, to, plain, Class::Deltas);
     }
 
+    /// The service instance of session `id` started here has sent its
+    /// first packet. A handover to this node is confirmed then, not at the
+    /// [`Action::Start`], so that the old primary keeps sending until the
+    /// client hears this one (make-before-break); unsignalled, it is
+    /// confirmed after half the handover timeout.
+    pub fn handle_service_started(&mut self, now: Instant, id: &str) {
+        let now_ms = self.unix_ms(now);
+        self.engine.handle_started(now_ms, id);
+        self.pump(now);
+    }
+
     /// The service instance of session `id` failed here (it would not
     /// start, or gave up after quick restarts): the session moves to its
     /// next live backup, or is closed when none is left.

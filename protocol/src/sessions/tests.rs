@@ -408,6 +408,82 @@ fn poor_service_moves_the_session_make_before_break() {
 }
 
 #[test]
+fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let peer = (0..3).find(|i| *i != primary).unwrap();
+    c.peer_serves_the_location_well(primary, peer);
+    c.tick(Config::default().policy.min_dwell);
+    let poor = Report {
+        loss: 0.2,
+        jitter: Duration::from_millis(80),
+        rtt: Duration::from_millis(50),
+    };
+    // Poor service until the handover is written, and not a tick more.
+    for _ in 0..30 {
+        if c.engines[primary].map().get("s1").unwrap().primary == c.ids[peer] {
+            break;
+        }
+        c.engines[primary].report(c.now, "s1", poor);
+        c.tick(Duration::from_secs(1));
+    }
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer]
+    );
+    assert_eq!(
+        c.hosting(peer),
+        vec!["s1".to_string()],
+        "the new one started"
+    );
+    // Its instance has not sent yet: the old primary keeps sending.
+    c.tick(Duration::from_millis(300));
+    assert_eq!(
+        c.hosting(primary),
+        vec!["s1".to_string()],
+        "no confirmation before the new instance's first packet"
+    );
+    let (now_ms, writer) = (
+        c.now_ms,
+        c.engines[primary].map().get("s1").unwrap().writer.clone(),
+    );
+    assert_eq!(
+        writer, c.ids[primary],
+        "only the handover is written so far"
+    );
+    c.engines[peer].handle_started(now_ms, "s1");
+    c.settle();
+    assert!(
+        c.hosting(primary).is_empty(),
+        "confirmed, the old one stopped"
+    );
+    let confirmed = c.engines[primary].map().get("s1").unwrap().clone();
+    assert_eq!(confirmed.writer, c.ids[peer]);
+}
+
+#[test]
+fn an_unsignalled_start_is_confirmed_at_half_the_handover_timeout() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let peer = (0..3).find(|i| *i != primary).unwrap();
+    c.peer_serves_the_location_well(primary, peer);
+    c.tick(Config::default().policy.min_dwell);
+    c.report_poor_service(primary, 12);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer]
+    );
+    c.tick(Config::default().handover_timeout / 2);
+    // No first packet was ever signalled; the deadline confirmed it before
+    // the old primary's own timeout would have ended it unconfirmed.
+    assert!(c.hosting(primary).is_empty());
+    let r = c.engines[primary].map().get("s1").unwrap().clone();
+    assert_eq!(r.writer, c.ids[peer], "confirmed by the new primary");
+}
+
+#[test]
 fn transfer_waits_for_the_new_primary_before_stopping() {
     let mut c = Cluster::new(3);
     let record = c.open(0, "s1");

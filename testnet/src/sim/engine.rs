@@ -109,6 +109,10 @@ pub struct SimConfig {
     /// which at N=1000 floods every node with N summaries per period: a
     /// 60 s run did not finish in 15 min of wall time (2026-12-01).
     pub client_reports: Option<Duration>,
+    /// How long a started instance takes to send its first packet, when
+    /// its node tells the protocol so (`Node::handle_service_started`,
+    /// which confirms a handover to it).
+    pub service_start: Duration,
 }
 
 impl SimConfig {
@@ -139,6 +143,7 @@ impl SimConfig {
             stream_backlog_limit: 4096,
             session_bound: Duration::from_secs(10),
             client_reports: None,
+            service_start: Duration::from_millis(20),
         }
     }
 }
@@ -225,6 +230,7 @@ enum Input {
     Datagram { from: u32, bytes: Vec<u8> },
     Net(Delivery),
     Discovered(Vec<u32>),
+    Started(String),
 }
 
 #[derive(Debug)]
@@ -265,6 +271,12 @@ enum What {
         peers: Vec<u32>,
     },
     Wake(u32),
+    /// An instance a node started sends its first packet.
+    ServiceStarted {
+        node: u32,
+        life: u32,
+        id: String,
+    },
     Start {
         node: u32,
         seeds: Vec<u32>,
@@ -1124,6 +1136,11 @@ impl Sim {
                 }
             }
             What::Wake(i) => self.wake(i as usize),
+            What::ServiceStarted { node, life, id } => {
+                if self.nodes[node as usize].life == life {
+                    self.dispatch(node as usize, Input::Started(id));
+                }
+            }
             What::Start { node, seeds } => {
                 let i = node as usize;
                 if self.nodes[i].status == Status::NotStarted {
@@ -1230,7 +1247,7 @@ impl Sim {
                 }
                 slot.backlog_streams += 1;
             }
-            Input::Net(_) | Input::Discovered(_) => {}
+            Input::Net(_) | Input::Discovered(_) | Input::Started(_) => {}
         }
         self.nodes[i].backlog.push_back(input);
     }
@@ -1243,6 +1260,11 @@ impl Sim {
                 let from = identity::datagram_addr(from as usize);
                 if let Some(node) = self.nodes[i].node.as_mut() {
                     node.handle_datagram(now, from, &bytes);
+                }
+            }
+            Input::Started(id) => {
+                if let Some(node) = self.nodes[i].node.as_mut() {
+                    node.handle_service_started(now, &id);
                 }
             }
             Input::Discovered(peers) => {
@@ -1785,6 +1807,10 @@ impl Sim {
             return;
         };
         let now = self.now();
+        let at = self.now + self.config.service_start.as_nanos() as u64;
+        let (node, life) = (i as u32, self.nodes[i].life);
+        let id = record.id.clone();
+        self.push(at, What::ServiceStarted { node, life, id });
         self.sessions.ownership.start(i as u32, sid);
         self.sessions.lost.hosted(sid);
         if record.reason.starts_with("takeover")
