@@ -78,6 +78,12 @@ pub struct Config {
     /// links are cut, one way or both), so it declares nobody dead on its
     /// own evidence and its caller stops serving (`Swim::is_isolated`).
     pub isolation_after: Duration,
+    /// A probe whose ping could not leave yet (its caller is agreeing keys
+    /// with the target: [`Swim::probe_held`]) is timed from when it does
+    /// leave ([`Swim::probe_released`]); held longer than this, it runs
+    /// its course as if sent, so that a target nobody can handshake with
+    /// is still found dead.
+    pub max_probe_hold: Duration,
 }
 
 impl Config {
@@ -103,6 +109,7 @@ impl Config {
             coord_interval: Duration::from_secs(2),
             max_message_bytes: crate::datagram::MAX_PLAINTEXT,
             isolation_after: Duration::from_secs(1),
+            max_probe_hold: Duration::from_secs(2),
         }
     }
 
@@ -368,6 +375,11 @@ struct Probe {
     timeout: Duration,
     relays: Vec<NodeId>,
     nackers: Vec<NodeId>,
+    /// Since when its ping waits in the caller for keys with the target.
+    held: Option<Instant>,
+    /// When the direct phase times out; `None` once the indirect one began
+    /// (timers that fire before it, or after, are stale).
+    direct_due: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -1482,15 +1494,69 @@ impl<R: Rng> Swim<R> {
                 timeout,
                 relays: Vec::new(),
                 nackers: Vec::new(),
+                held: None,
+                direct_due: Some(now + timeout),
             },
         );
         self.schedule(now + timeout, Timer::DirectTimeout(seq));
     }
 
-    fn direct_timeout(&mut self, now: Instant, seq: u16) {
-        let Some(probe) = self.probes.get(&seq) else {
+    /// The ping of probe `seq` could not be sent: the caller has no keys
+    /// with its target yet and queued it behind a handshake. The probe is
+    /// timed from [`probe_released`](Self::probe_released) instead, up to
+    /// [`Config::max_probe_hold`]: a ping that never left says nothing
+    /// about its target. (A node just restarted has keys with nobody; its
+    /// first probes used to fail on the handshake's time and it suspected
+    /// healthy members: 26 times in 60 s at N = 1000.)
+    pub fn probe_held(&mut self, now: Instant, seq: u16) {
+        if let Some(probe) = self.probes.get_mut(&seq)
+            && probe.held.is_none()
+            && probe.direct_due.is_some()
+        {
+            probe.held = Some(now);
+        }
+    }
+
+    /// The held ping of probe `seq` has just been sent: its timeout and
+    /// its round-trip time count from now.
+    pub fn probe_released(&mut self, now: Instant, seq: u16) {
+        let Some(probe) = self.probes.get_mut(&seq) else {
             return;
         };
+        if probe.held.take().is_none() || probe.direct_due.is_none() {
+            return;
+        }
+        probe.sent = now;
+        let at = now + probe.timeout;
+        probe.direct_due = Some(at);
+        self.schedule(at, Timer::DirectTimeout(seq));
+    }
+
+    fn direct_timeout(&mut self, now: Instant, seq: u16) {
+        let Some(probe) = self.probes.get_mut(&seq) else {
+            return;
+        };
+        match probe.direct_due {
+            Some(due) if now >= due => {}
+            // Stale: the timer of a ping before its release, or one that
+            // fires after the indirect phase began.
+            _ => return,
+        }
+        if let Some(held) = probe.held {
+            if now.saturating_duration_since(held) < self.config.max_probe_hold {
+                // Still waiting for keys: look again a timeout later.
+                let at = now + probe.timeout;
+                probe.direct_due = Some(at);
+                self.schedule(at, Timer::DirectTimeout(seq));
+                return;
+            }
+            // Held too long: the target is probed indirectly, as if its
+            // ping had left a timeout ago and been lost.
+            probe.held = None;
+            probe.sent = now.checked_sub(probe.timeout).unwrap_or(now);
+        }
+        probe.direct_due = None;
+        let probe = &self.probes[&seq];
         let target = probe.target.clone();
         let deadline = probe.sent + probe.timeout * (1 + self.config.indirect_timeout_factor);
         let relays = self.random_active(self.config.indirect_probes, std::slice::from_ref(&target));

@@ -42,7 +42,7 @@ pub use peers::PeerInfo;
 pub use streams::{Protocol, StreamId};
 pub use warm::{warm_maps, warm_start, warm_tables};
 
-use peers::Peer;
+use peers::{Peer, Pending};
 use streams::Stream;
 
 /// Timing of the node's own work (SWIM's and the engine's are in their
@@ -1106,7 +1106,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         if plain.len() > datagram::MAX_PLAINTEXT {
             return;
         }
-        self.send_datagram(now, to, plain, Class::Deltas);
+        self.send_datagram(now, to, plain, Class::Deltas, None);
     }
 
     /// The service instance of session `id` started here has sent its
@@ -1457,12 +1457,21 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
         let p = self.peers.get_mut(id).expect("inserted above");
         // Keys agreed with a previous process of this member are void: its
-        // new process does not hold them.
+        // new process does not hold them. New ones are agreed at a random
+        // moment within a window that grows with the overlay (2 ms per
+        // member, at most 5 s), or sooner if this node has something for
+        // it: every member learns of a restart within a few gossip rounds,
+        // and N handshakes at once overran the restarted node's stream
+        // limit (at N = 1000, 6747 refused streams in 60 s, each failing
+        // the probes queued behind it).
         if p.boot.is_some_and(|b| b != meta.boot) && p.has_session() {
             for index in p.drop_sessions() {
                 self.indices.remove(&index);
             }
-            self.ensure_session(now, id);
+            let window = (REHANDSHAKE_PER_MEMBER * self.swim.num_active() as u32)
+                .min(MAX_REHANDSHAKE_SPREAD);
+            let at = now + window.mul_f64(self.rng.random_range(0.0..1.0));
+            self.schedule(at, Timer::Retry(id.clone()));
         }
     }
 
@@ -1560,10 +1569,23 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             self.send_bulk(now, &t.to, plain);
             return;
         }
-        self.send_datagram(now, &t.to, plain, class);
+        let probe = match &t.message {
+            Message::Ping(ping) => Some(ping.seq),
+            _ => None,
+        };
+        self.send_datagram(now, &t.to, plain, class, probe);
     }
 
-    fn send_datagram(&mut self, now: Instant, to: &NodeId, plain: Vec<u8>, class: Class) {
+    /// Seals and sends `plain` to `to`, or queues it until keys are agreed
+    /// (telling SWIM when it holds the ping of probe `probe`).
+    fn send_datagram(
+        &mut self,
+        now: Instant,
+        to: &NodeId,
+        plain: Vec<u8>,
+        class: Class,
+        probe: Option<u16>,
+    ) {
         // A ping or a ping-req is answered (by an ack or a nack).
         let expects_answer = matches!(
             plain.first().map(|h| h & 0x0f),
@@ -1609,7 +1631,14 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             p.pending.pop_front();
             self.stats.drops.no_session += 1;
         }
-        p.pending.push_back((plain, class));
+        p.pending.push_back(Pending {
+            plain,
+            class,
+            probe,
+        });
+        if let Some(seq) = probe {
+            self.swim.probe_held(now, seq);
+        }
         self.ensure_session(now, to);
     }
 
@@ -1634,6 +1663,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.start_handshake(now, peer);
     }
 }
+
+/// Per member, the window over which members spread their handshakes with
+/// a member that restarted.
+const REHANDSHAKE_PER_MEMBER: Duration = Duration::from_millis(2);
+/// The longest such window.
+const MAX_REHANDSHAKE_SPREAD: Duration = Duration::from_secs(5);
 
 /// The traffic class of a datagram message.
 fn classify(message: &Message, payloads: bool) -> Class {

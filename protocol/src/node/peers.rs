@@ -27,6 +27,15 @@ pub(super) struct Session {
     pub(super) opener: Opener,
 }
 
+/// A message waiting for keys with its peer.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) plain: Vec<u8>,
+    pub(super) class: Class,
+    /// The probe a ping belongs to.
+    pub(super) probe: Option<u16>,
+}
+
 /// A peer as this node knows it.
 #[derive(Debug, Default)]
 pub(super) struct Peer {
@@ -41,8 +50,9 @@ pub(super) struct Peer {
     /// No new handshake before this (after a failure).
     pub(super) retry_at: Option<Instant>,
     backoff: Duration,
-    /// Encoded SWIM messages waiting for keys.
-    pub(super) pending: VecDeque<(Vec<u8>, Class)>,
+    /// Encoded SWIM messages waiting for keys, with the sequence number of
+    /// the probe a ping belongs to (SWIM times it from its release).
+    pub(super) pending: VecDeque<Pending>,
     /// Whether a libp2p connection to it is up.
     pub(super) connected: bool,
     /// The IP its connection comes from.
@@ -572,11 +582,16 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         // A handshake of ours that crossed this one may still end: it adds
         // a second key pair, which the peer holds too.
         p.handshake = None;
-        let pending: Vec<(Vec<u8>, Class)> = p.pending.drain(..).collect();
+        let pending: Vec<Pending> = p.pending.drain(..).collect();
         for index in void {
             self.indices.remove(&index);
         }
-        for (plain, class) in pending {
+        for Pending {
+            plain,
+            class,
+            probe,
+        } in pending
+        {
             let p = self.peers.get_mut(peer).expect("inserted above");
             match p.seal(&plain) {
                 Some(bytes) => {
@@ -587,6 +602,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                         bytes,
                         confirm: false,
                     });
+                    if let Some(seq) = probe {
+                        self.swim.probe_released(now, seq);
+                    }
                 }
                 None => self.stats.drops.no_session += 1,
             }

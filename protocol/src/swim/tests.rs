@@ -273,6 +273,85 @@ fn indirect_ack_through_a_relay_saves_the_target() {
 }
 
 #[test]
+fn a_held_ping_is_timed_from_its_release() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    // The caller has no keys with the target: the ping waits.
+    h.swim.probe_held(h.now, seq);
+    // Many direct timeouts pass: no ping-req, no suspicion.
+    h.advance(Duration::from_millis(600));
+    let out = h.drain();
+    assert!(
+        out.iter()
+            .all(|t| !matches!(t.message, Message::PingReq(_))),
+        "{out:?}"
+    );
+    assert_eq!(h.state_of(&target), State::Alive);
+    assert_eq!(h.swim.stats().indirect_probes, 0);
+    // Released: the round trip counts from now.
+    h.swim.probe_released(h.now, seq);
+    h.now += Duration::from_millis(3);
+    let from = h.swim.member(&target).unwrap().id.clone();
+    h.recv_ack(&from, seq);
+    assert_eq!(
+        h.events(),
+        vec![Event::ProbeRtt {
+            id: target.clone(),
+            rtt: Duration::from_millis(3)
+        }]
+    );
+    assert_eq!(h.swim.local_health(), 0);
+}
+
+#[test]
+fn a_ping_held_too_long_runs_its_course_and_the_silent_target_is_suspected() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    h.swim.probe_held(h.now, seq);
+    let hold = Config::lan().max_probe_hold;
+    h.advance(hold + Duration::from_millis(60));
+    let out = h.drain();
+    let reqs = out
+        .iter()
+        .filter(|t| matches!(t.message, Message::PingReq(_)))
+        .count();
+    assert_eq!(reqs, 3, "indirect probes once the hold ran out: {out:?}");
+    // The indirect phase gets its full time, then the target is suspected.
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.state_of(&target), State::Suspect);
+    assert_eq!(
+        h.swim.stats().indirect_probes,
+        1,
+        "one indirect phase, not one per timer"
+    );
+}
+
+#[test]
+fn a_released_ping_that_is_not_answered_fails_a_timeout_after_its_release() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    h.swim.probe_held(h.now, seq);
+    h.advance(Duration::from_millis(300));
+    h.swim.probe_released(h.now, seq);
+    h.drain();
+    h.advance(Duration::from_millis(10));
+    assert!(
+        h.drain()
+            .iter()
+            .all(|t| !matches!(t.message, Message::PingReq(_)))
+    );
+    h.advance(Duration::from_millis(60));
+    let reqs = h
+        .drain()
+        .iter()
+        .filter(|t| matches!(t.message, Message::PingReq(_)))
+        .count();
+    assert_eq!(reqs, 3);
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.state_of(&target), State::Suspect);
+}
+
+#[test]
 fn failed_probe_makes_the_target_suspect_and_pushes_the_news() {
     let mut h = Harness::new(5);
     let target = h.failed_probe();

@@ -862,3 +862,45 @@ mod bounded {
         }
     }
 }
+
+#[test]
+fn a_restarted_node_rejoins_without_suspecting_healthy_members() {
+    // A restarted node has keys with nobody: its first probes wait for
+    // handshakes (SWIM times them from their release), and its members
+    // agree new keys with it over a window, not all at once. (The
+    // mechanism itself: swim's `a_held_ping_is_timed_from_its_release`.)
+    let n = 40;
+    let r = n - 1;
+    let mut net = Net::new(n, 12);
+    net.latency = Duration::from_millis(20);
+    net.warm();
+    net.run_for(Duration::from_secs(2));
+    assert!(net.converged());
+    net.crash(r);
+    net.run_for(Duration::from_millis(500));
+    net.restart(r);
+    net.discover(r, 0);
+    for events in &mut net.events {
+        events.clear();
+    }
+    net.run_for(Duration::from_secs(8));
+    assert!(net.converged(), "the restarted node is back in every view");
+    let healthy: Vec<NodeId> = net.ids[..r].to_vec();
+    let suspected: Vec<&NodeId> = net.events[r]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Member(swim::Event::MemberState {
+                id,
+                state: State::Suspect,
+                ..
+            }) if healthy.contains(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        suspected.is_empty(),
+        "suspected healthy members: {suspected:?}"
+    );
+    let probes = net.node(r).swim().stats().probes;
+    assert!(probes > 20, "it probed ({probes} probes)");
+}
