@@ -22,7 +22,15 @@ use crate::service::Error;
 pub const MAX_VALUE_LEN: usize = 512;
 
 /// Placeholders the node fills in from the session: never client values.
-pub(super) const BUILTINS: [&str; 4] = ["id", "client", "client_host", "client_port"];
+pub(super) const BUILTINS: [&str; 7] = [
+    "id",
+    "client",
+    "client_host",
+    "client_port",
+    "gate",
+    "elapsed_ms",
+    "elapsed_s",
+];
 
 /// Largest compiled pattern (the `regex` crate's size limit): a pattern is
 /// the operator's, but one typo should not cost the node its memory.
