@@ -393,14 +393,23 @@ impl Service for Exec {
         let (first_sent, first_packet) = oneshot::channel();
         let gate_status = status.clone();
         TaskInstance::spawn_with(status, Some(first_packet), move |stop| async move {
-            // The gate closes with the command's supervision: stopped, or
-            // given up.
+            // The gate closes at once when the instance stops (the command
+            // may take its grace to end), or when supervision gives up.
             let (close, closed) = oneshot::channel::<()>();
-            let supervised = async move {
-                supervisor.run(child, stop).await;
-                drop(close);
+            let (halt, halted) = oneshot::channel::<()>();
+            let control = async move {
+                let supervised = supervisor.run(child, halted);
+                tokio::pin!(supervised);
+                tokio::select! {
+                    biased;
+                    _ = stop => {
+                        drop((close, halt));
+                        supervised.await;
+                    }
+                    () = &mut supervised => drop(close),
+                }
             };
-            tokio::join!(supervised, gate.run(gate_status, first_sent, closed));
+            tokio::join!(control, gate.run(gate_status, first_sent, closed));
         })
     }
 }
@@ -897,14 +906,16 @@ mod tests {
     }
 
     /// A command that sends RTP to its gate from one socket, every 20 ms.
-    const SENDER: &str = r#"bash -c 'g={gate}; exec 3>/dev/udp/${{g%:*}}/${{g##*:}};
+    /// It ignores SIGTERM, so that a stop takes the grace.
+    const SENDER: &str = r#"bash -c 'trap "" TERM; g={gate}; exec 3>/dev/udp/${{g%:*}}/${{g##*:}};
         while :; do printf "\x80\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01abcd" >&3;
         sleep 0.02; done'"#;
 
     #[tokio::test]
     async fn a_command_behind_a_gate_reaches_the_client_once_promoted() {
         let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let e = exec(&[("send", SENDER)]);
+        let mut e = exec(&[("send", SENDER)]);
+        e.stop_grace = Duration::from_millis(1_000);
         let mut session = spec(
             &client.local_addr().unwrap().to_string(),
             &[("template", "send")],
@@ -932,7 +943,14 @@ mod tests {
             .await
             .unwrap()
             .expect("the first packet is told");
-        let status = instance.stop().await;
+        // Stopped: the gate closes at once, while the command takes its grace.
+        let stopping = tokio::spawn(instance.stop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while client.try_recv(&mut buf).is_ok() {}
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(client.try_recv(&mut buf).is_err(), "nothing after the stop");
+        let status = stopping.await.unwrap();
+        assert_eq!(status.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"));
         assert_eq!(status.ssrc, Some(ssrc));
         assert!(status.packets_sent >= 1 && !status.running);
     }
