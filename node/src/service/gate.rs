@@ -65,27 +65,14 @@ pub enum Refusal {
     Overflow,
 }
 
-/// The payload type and payload of an RTP packet, if it is one: version 2,
-/// not RTCP (RFC 5761 §4), CSRCs, extension and padding inside the
-/// datagram, a payload left.
+/// The payload type and payload of a datagram the gate takes: RTP
+/// ([`super::rtp::payload`]), of at most [`MAX_DATAGRAM`] octets, with a
+/// payload.
 pub fn rtp_payload(datagram: &[u8]) -> Option<(u8, &[u8])> {
-    if datagram.len() < HEADER_LEN
-        || datagram.len() > MAX_DATAGRAM
-        || datagram[0] >> 6 != 2
-        || (192..=223).contains(&datagram[1])
-    {
+    if datagram.len() > MAX_DATAGRAM {
         return None;
     }
-    let mut start = HEADER_LEN + 4 * usize::from(datagram[0] & 0x0F);
-    if datagram[0] & 0x10 != 0 {
-        let words = datagram.get(start + 2..start + 4)?;
-        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
-    }
-    let mut end = datagram.len();
-    if datagram[0] & 0x20 != 0 {
-        end = end.checked_sub(usize::from(*datagram.last()?))?;
-    }
-    let payload = datagram.get(start..end).filter(|p| !p.is_empty())?;
+    let payload = super::rtp::payload(datagram).filter(|p| !p.is_empty())?;
     Some((datagram[1] & 0x7F, payload))
 }
 

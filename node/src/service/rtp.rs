@@ -107,6 +107,25 @@ pub fn ids_for_session(spec: &SessionSpec) -> Result<stream::Ids, Error> {
     Ok(ids)
 }
 
+/// The payload of an RTP packet (after its CSRCs and header extension,
+/// without padding), if `datagram` is one: version 2, not RTCP (RFC 5761
+/// §4: a second octet of 192 to 223), every length inside the datagram.
+pub fn payload(datagram: &[u8]) -> Option<&[u8]> {
+    if datagram.len() < HEADER_LEN || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let mut start = HEADER_LEN + 4 * usize::from(datagram[0] & 0x0F);
+    if datagram[0] & 0x10 != 0 {
+        let words = datagram.get(start + 2..start + 4)?;
+        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = datagram.len();
+    if datagram[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*datagram.last()?))?;
+    }
+    datagram.get(start..end)
+}
+
 fn parse_int<T: TryFrom<u64>>(v: &str) -> Option<T> {
     let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok()?,
