@@ -49,8 +49,8 @@ pub struct SessionSpec {
 /// [services.exec]
 /// announce = "/usr/local/bin/announce --to {client} --clip {clip}"
 /// [services.exec.transcode]
-/// command = "ffmpeg -nostdin -re -i {input} -vn -c:a libopus -b:a {kbps}k -f rtp rtp://{client}"
-/// params = { input = "media", kbps = { kind = "number", min = 16, max = 256 } }
+/// command = "ffmpeg -nostdin -re -ss {elapsed_s} -i {input} -vn -ac 1 -ar 8000 -acodec pcm_mulaw -f rtp rtp://{gate}"
+/// params = { input = "media" }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
