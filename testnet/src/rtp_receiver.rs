@@ -69,20 +69,7 @@ impl Arrival {
     /// Parses a datagram; `None` unless it is RTP version 2 with consistent
     /// lengths.
     pub fn parse(datagram: &[u8], from: SocketAddr, at: Instant, unix_us: u64) -> Option<Self> {
-        // RFC 5761 §4: a second byte of 192-223 is RTCP, not media.
-        if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
-            return None;
-        }
-        let csrcs = usize::from(datagram[0] & 0x0F);
-        let mut start = 12 + 4 * csrcs;
-        if datagram[0] & 0x10 != 0 {
-            let words = datagram.get(start + 2..start + 4)?;
-            start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
-        }
-        let mut end = datagram.len();
-        if datagram[0] & 0x20 != 0 {
-            end = end.checked_sub(usize::from(*datagram.last()?))?;
-        }
+        let payload = baton_node::service::rtp::payload(datagram)?;
         let be32 = |i: usize| {
             u32::from_be_bytes([
                 datagram[i],
@@ -102,7 +89,7 @@ impl Arrival {
             payload_type: datagram[1] & 0x7F,
             len: datagram.len(),
             hash: baton_protocol::stream::fnv1a64(datagram),
-            payload: datagram.get(start..end)?.to_vec(),
+            payload: payload.to_vec(),
         })
     }
 }

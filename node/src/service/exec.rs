@@ -21,8 +21,17 @@
 //! outside quotes escapes the next character. Placeholders `{name}` are
 //! replaced everywhere, inside quotes too; `{{` and `}}` stand for braces.
 //! Names: `id`, `client`, `client_host`, `client_port` (the client's
-//! `ip:port` and its parts), and any parameter of the session. The program
+//! `ip:port` and its parts), `gate` (the instance's RTP gate, a loopback
+//! `ip:port`: see [`super::gate`]), `elapsed_ms` and `elapsed_s` (time
+//! since the session started, as of each (re)start of the command, in
+//! milliseconds or in seconds with three decimals, so that a command can
+//! seek: `-ss {elapsed_s}`), and any parameter of the session. The program
 //! (first word) takes no placeholder.
+//!
+//! A template with `{gate}` gets a gate per instance: the node forwards
+//! what the command sends there to the client as the session's one
+//! continuous stream, only while it serves the session; such a session can
+//! stand by warm (the command runs, the gate is closed).
 //!
 //! The client's address is exempt from the rules: the node renders it from
 //! a parsed socket address, so it is an address and nothing else, and the
@@ -37,6 +46,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +55,7 @@ use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::gate::Gate;
 use super::groups::Groups;
 use super::{
     Channels, Error, Event, Events, Instance, Service, SessionSpec, SharedStatus, Status,
@@ -118,6 +129,13 @@ struct Entry {
     rules: Rules,
 }
 
+impl Entry {
+    /// Whether its command sends to a gate (`{gate}`).
+    fn gated(&self) -> bool {
+        self.template.placeholders().any(|p| p == "gate")
+    }
+}
+
 /// The `exec` service.
 #[derive(Debug, Clone)]
 pub struct Exec {
@@ -173,8 +191,23 @@ impl Exec {
         Exec { groups, ..self }
     }
 
-    /// The argv a session runs: its template with its values filled in.
+    /// The argv a session runs: its template with its values filled in,
+    /// as of now (`{gate}` stands for an address the instance would bind).
     pub fn command(&self, spec: &SessionSpec) -> Result<Vec<String>, Error> {
+        Ok(self
+            .prepare(spec, Some(UNBOUND_GATE))?
+            .argv(elapsed_ms(spec.started_ms, unix_ms())))
+    }
+
+    /// The session's template, if it names a configured one.
+    fn entry(&self, spec: &SessionSpec) -> Option<&Entry> {
+        self.templates.get(spec.params.get("template")?)
+    }
+
+    /// The session's command with every value checked and filled in but
+    /// the position (`{elapsed_ms}`, `{elapsed_s}`), which each (re)start
+    /// renders anew. `gate`: the instance's gate, for `{gate}`.
+    fn prepare(&self, spec: &SessionSpec, gate: Option<SocketAddr>) -> Result<Prepared, Error> {
         let names = || {
             let names: Vec<&str> = self.templates.keys().map(String::as_str).collect();
             if names.is_empty() {
@@ -211,7 +244,7 @@ impl Exec {
             }
             // A configured template's name (checked above).
             if key != "template" {
-                values.insert(key.as_str(), rules.value(key, value, media_dir)?);
+                values.insert(key.clone(), rules.value(key, value, media_dir)?);
             }
         }
         let client: Option<SocketAddr> = spec.client.parse().ok();
@@ -221,26 +254,83 @@ impl Exec {
                 reason: "the template needs the client's address: give ip:port".to_string(),
             })
         };
-        template.render(|var| match var {
-            "id" => rules::refusals(&spec.id, false, false)
-                .and_then(|()| rules::default_charset(&spec.id).map_err(Into::into))
-                .map(|()| spec.id.clone())
-                .map_err(|why| Error::param("id", why)),
-            // Rendered from a parsed address: exempt from the rules (see
-            // the module docs).
-            "client" => address(|a| a.to_string()),
-            "client_host" => address(|a| a.ip().to_string()),
-            "client_port" => address(|a| a.port().to_string()),
-            key => match values.get(key) {
-                Some(value) => Ok(value.clone()),
-                None if key == "template" => Ok(name.clone()),
-                None => Err(Error::param(
-                    key,
-                    format!("missing: template {name:?} needs a value for it"),
-                )),
-            },
+        let mut filled = BTreeMap::new();
+        for var in template.placeholders() {
+            let value = match var {
+                "id" => rules::refusals(&spec.id, false, false)
+                    .and_then(|()| rules::default_charset(&spec.id).map_err(Into::into))
+                    .map(|()| spec.id.clone())
+                    .map_err(|why| Error::param("id", why))?,
+                // Rendered from a parsed address: exempt from the rules
+                // (see the module docs).
+                "client" => address(|a| a.to_string())?,
+                "client_host" => address(|a| a.ip().to_string())?,
+                "client_port" => address(|a| a.port().to_string())?,
+                "gate" => {
+                    // The gate forwards to the client: it needs an address.
+                    address(|a| a.to_string())?;
+                    gate.map_or_else(|| UNBOUND_GATE.to_string(), |g| g.to_string())
+                }
+                // Rendered at each (re)start.
+                "elapsed_ms" | "elapsed_s" => continue,
+                key => match values.get(key) {
+                    Some(value) => value.clone(),
+                    None if key == "template" => name.clone(),
+                    None => {
+                        return Err(Error::param(
+                            key,
+                            format!("missing: template {name:?} needs a value for it"),
+                        ));
+                    }
+                },
+            };
+            filled.insert(var.to_string(), value);
+        }
+        Ok(Prepared {
+            template: template.clone(),
+            values: filled,
         })
     }
+}
+
+/// Where `{gate}` points when no instance runs (validation, [`Exec::command`]).
+const UNBOUND_GATE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
+/// A session's command, checked, but for its position.
+#[derive(Debug, Clone)]
+struct Prepared {
+    template: Template,
+    /// The value of every placeholder but the position's.
+    values: BTreeMap<String, String>,
+}
+
+impl Prepared {
+    /// The argv to run, `elapsed_ms` into the session.
+    fn argv(&self, elapsed_ms: u64) -> Vec<String> {
+        let rendered = self.template.render(|var| {
+            Ok(match var {
+                "elapsed_ms" => elapsed_ms.to_string(),
+                "elapsed_s" => format!("{}.{:03}", elapsed_ms / 1000, elapsed_ms % 1000),
+                // Every other placeholder was filled by `prepare`.
+                var => self.values.get(var).cloned().unwrap_or_default(),
+            })
+        });
+        rendered.unwrap_or_default()
+    }
+}
+
+/// Time since the session started, as of `now_ms` (0 before its start).
+pub fn elapsed_ms(started_ms: u64, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(started_ms)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Service for Exec {
@@ -252,31 +342,75 @@ impl Service for Exec {
         self.command(spec).map(drop)
     }
 
+    /// With a gate, the command runs while the gate stays closed: a
+    /// promotion only opens it. Without one, nothing could hold its
+    /// packets back.
+    fn can_stand_by(&self, spec: &SessionSpec) -> bool {
+        self.entry(spec).is_some_and(Entry::gated)
+    }
+
     fn start(&self, spec: SessionSpec) -> Result<Box<dyn Instance>, Error> {
         self.start_with(spec, Channels::default())
     }
 
     fn start_with(&self, spec: SessionSpec, to: Channels) -> Result<Box<dyn Instance>, Error> {
-        let argv = self.command(&spec)?;
+        // Checked before a gate is opened for it.
+        self.command(&spec)?;
         // Child processes are reaped by the runtime: it must exist first.
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let gate = match self.entry(&spec).filter(|e| e.gated()) {
+            Some(_) => {
+                let client = super::rtp::parse_client(&spec.client)?;
+                Some(Gate::open(&spec, client, to.reports)?)
+            }
+            None => None,
+        };
+        let command = self.prepare(&spec, gate.as_ref().map(Gate::addr))?;
+        let argv = command.argv(elapsed_ms(spec.started_ms, unix_ms()));
         let groups = self.groups.clone();
         let child = spawn(&argv, groups.as_deref())
             .map_err(|e| Error::io(format!("start {:?}", argv[0]), e))?;
         // The pid now, for the view the driver publishes as this returns.
         let status: SharedStatus = Arc::new(Mutex::new(Status {
             pid: child.id(),
+            ssrc: gate.as_ref().map(|g| g.ids().ssrc),
             ..Status::default()
         }));
         let supervisor = Supervisor {
             id: spec.id,
-            argv,
+            program: argv[0].clone(),
+            command,
+            started_ms: spec.started_ms,
+            runs: gate.as_ref().map(Gate::runs),
             status: status.clone(),
             grace: self.stop_grace,
             groups,
             events: to.events,
         };
-        TaskInstance::spawn(status, move |stop| supervisor.run(child, stop))
+        let Some(gate) = gate else {
+            return TaskInstance::spawn(status, move |stop| supervisor.run(child, stop));
+        };
+        let (first_sent, first_packet) = oneshot::channel();
+        let gate_status = status.clone();
+        TaskInstance::spawn_with(status, Some(first_packet), move |stop| async move {
+            // The gate closes at once when the instance stops (the command
+            // may take its grace to end), or when supervision gives up.
+            let (close, closed) = oneshot::channel::<()>();
+            let (halt, halted) = oneshot::channel::<()>();
+            let control = async move {
+                let supervised = supervisor.run(child, halted);
+                tokio::pin!(supervised);
+                tokio::select! {
+                    biased;
+                    _ = stop => {
+                        drop((close, halt));
+                        supervised.await;
+                    }
+                    () = &mut supervised => drop(close),
+                }
+            };
+            tokio::join!(control, gate.run(gate_status, first_sent, closed));
+        })
     }
 }
 
@@ -336,7 +470,14 @@ fn die_with_this_process(command: &mut Command) {
 /// its status, and tells the driver when it restarted and when it gave up.
 struct Supervisor {
     id: String,
-    argv: Vec<String>,
+    /// The program run, for messages.
+    program: String,
+    /// The command, rendered anew at each restart (its position moves on).
+    command: Prepared,
+    /// The session's start (Unix ms), for the position.
+    started_ms: u64,
+    /// The gate's count of runs, if the command sends to one.
+    runs: Option<Arc<AtomicU32>>,
     status: SharedStatus,
     grace: Duration,
     groups: Option<Arc<Groups>>,
@@ -387,13 +528,13 @@ impl Supervisor {
                         s.last_exit = Some(ended.clone());
                     }
                     Err(e) => {
-                        ended = format!("cannot wait for {:?}: {e}", self.argv[0]);
+                        ended = format!("cannot wait for {:?}: {e}", self.program);
                         s.last_error = Some(ended.clone());
                     }
                 }
             }
             let exit = ended.clone();
-            let program = &self.argv[0];
+            let program = &self.program;
             let Some(wait) = backoff.after_exit(ran) else {
                 let why = format!(
                     "gave up after {MAX_QUICK_EXITS} quick exits in a row (each within {} of \
@@ -426,7 +567,12 @@ impl Supervisor {
             let restarts = {
                 let mut s = lock(&self.status);
                 s.restarts += 1;
-                match spawn(&self.argv, self.groups.as_deref()) {
+                if let Some(runs) = &self.runs {
+                    // Before the new run can send: the gate latches its source.
+                    runs.fetch_add(1, Ordering::AcqRel);
+                }
+                let argv = self.command.argv(elapsed_ms(self.started_ms, unix_ms()));
+                match spawn(&argv, self.groups.as_deref()) {
                     Ok(c) => child = Some(c),
                     Err(e) => {
                         ended = format!("cannot start {program:?}: {e}");
@@ -703,6 +849,110 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("no such file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_node_renders_the_gate_and_the_position() {
+        let e = exec(&[(
+            "t",
+            "ffmpeg -ss {elapsed_s} -x {elapsed_ms} -f rtp rtp://{gate}?pkt_size=172",
+        )]);
+        let mut session = spec("127.0.0.1:5004", &[("template", "t")]);
+        let prepared = e.prepare(&session, Some("127.0.0.1:4321".parse().unwrap()));
+        let argv = prepared.unwrap().argv(12_345);
+        assert_eq!(
+            argv,
+            [
+                "ffmpeg",
+                "-ss",
+                "12.345",
+                "-x",
+                "12345",
+                "-f",
+                "rtp",
+                "rtp://127.0.0.1:4321?pkt_size=172"
+            ]
+        );
+        let prepared = e.prepare(&session, None).unwrap();
+        assert_eq!(prepared.argv(7)[2], "0.007");
+        assert_eq!(prepared.argv(60_000)[2], "60.000");
+        assert_eq!(elapsed_ms(5_000, 4_000), 0, "a clock behind the start");
+        assert_eq!(elapsed_ms(5_000, 17_345), 12_345);
+        // Validation renders the position as of now.
+        session.started_ms = unix_ms() - 3_000;
+        let secs: f64 = e.command(&session).unwrap()[2].parse().unwrap();
+        assert!((3.0..4.0).contains(&secs), "{secs}");
+        // Callers give none of them.
+        for key in ["gate", "elapsed_ms", "elapsed_s"] {
+            let err = e
+                .validate(&spec("127.0.0.1:5004", &[("template", "t"), (key, "1")]))
+                .unwrap_err();
+            assert!(err.to_string().contains("reserved"), "{key}: {err}");
+        }
+        // A gate forwards to the client: it needs an address.
+        let err = e
+            .validate(&spec("somewhere", &[("template", "t")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("give ip:port"), "{err}");
+    }
+
+    #[test]
+    fn only_commands_behind_a_gate_can_stand_by() {
+        let e = exec(&[("gated", "send {gate}"), ("direct", "send {client}")]);
+        let can = |t: &str| e.can_stand_by(&spec("127.0.0.1:5004", &[("template", t)]));
+        assert!(can("gated"));
+        assert!(!can("direct"));
+        assert!(!can("missing"));
+    }
+
+    /// A command that sends RTP to its gate from one socket, every 20 ms.
+    /// It ignores SIGTERM, so that a stop takes the grace.
+    const SENDER: &str = r#"bash -c 'trap "" TERM; g={gate}; exec 3>/dev/udp/${{g%:*}}/${{g##*:}};
+        while :; do printf "\x80\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01abcd" >&3;
+        sleep 0.02; done'"#;
+
+    #[tokio::test]
+    async fn a_command_behind_a_gate_reaches_the_client_once_promoted() {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut e = exec(&[("send", SENDER)]);
+        e.stop_grace = Duration::from_millis(1_000);
+        let mut session = spec(
+            &client.local_addr().unwrap().to_string(),
+            &[("template", "send")],
+        );
+        session.started_ms = unix_ms();
+        let ssrc = baton_protocol::stream::Ids::derive(&session.id).ssrc;
+        // Warm: the command runs, the gate is closed.
+        let mut instance = e.start(session).unwrap();
+        instance.pause(true);
+        let mut first = instance.first_packet().expect("a gate tells");
+        wait_until(instance.as_ref(), |s| s.pid.is_some()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut buf = [0u8; 256];
+        assert!(client.try_recv(&mut buf).is_err(), "nothing while closed");
+        assert!(first.try_recv().is_err());
+        // Promoted: the gate opens.
+        instance.pause(false);
+        let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+            .await
+            .expect("a packet within 2 s")
+            .unwrap();
+        assert_eq!(&buf[8..12], ssrc.to_be_bytes(), "the session's SSRC");
+        assert_eq!(&buf[12..n], b"abcd", "the command's payload");
+        tokio::time::timeout(Duration::from_secs(2), first)
+            .await
+            .unwrap()
+            .expect("the first packet is told");
+        // Stopped: the gate closes at once, while the command takes its grace.
+        let stopping = tokio::spawn(instance.stop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while client.try_recv(&mut buf).is_ok() {}
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(client.try_recv(&mut buf).is_err(), "nothing after the stop");
+        let status = stopping.await.unwrap();
+        assert_eq!(status.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"));
+        assert_eq!(status.ssrc, Some(ssrc));
+        assert!(status.packets_sent >= 1 && !status.running);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod exec;
 pub mod g711;
+pub mod gate;
 pub mod groups;
 pub mod rtcp;
 pub mod rtp;
@@ -48,8 +49,8 @@ pub struct SessionSpec {
 /// [services.exec]
 /// announce = "/usr/local/bin/announce --to {client} --clip {clip}"
 /// [services.exec.transcode]
-/// command = "ffmpeg -nostdin -re -i {input} -vn -c:a libopus -b:a {kbps}k -f rtp rtp://{client}"
-/// params = { input = "media", kbps = { kind = "number", min = 16, max = 256 } }
+/// command = "ffmpeg -nostdin -re -ss {elapsed_s} -i {input} -vn -ac 1 -ar 8000 -acodec pcm_mulaw -f rtp rtp://{gate}"
+/// params = { input = "media" }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -206,8 +207,8 @@ pub trait Instance: Send + fmt::Debug {
 
     /// Resolves to the moment the instance first sent its client a packet
     /// (the takeover-time histogram). Taken once; `None` when the service
-    /// cannot tell cheaply (an `exec` child's packets never pass through
-    /// the node).
+    /// cannot tell cheaply (the packets of an `exec` command without a
+    /// gate never pass through the node).
     fn first_packet(&mut self) -> Option<FirstPacket> {
         None
     }
@@ -245,13 +246,16 @@ pub struct Status {
     /// `exec`: the last lines its commands wrote to stderr, oldest first
     /// (at most [`exec::OUTPUT_LINES`], each cut at 256 bytes).
     pub stderr: Vec<String>,
-    /// `rtp-audio`: the stream's SSRC.
+    /// `rtp-audio`, `exec` with a gate: the stream's SSRC.
     pub ssrc: Option<u32>,
-    /// `rtp-audio`: packets sent.
+    /// `rtp-audio`, `exec` with a gate: packets sent.
     pub packets_sent: u64,
     /// `rtp-audio`: packets not sent because they were already late by
     /// more than the catch-up window when the instance got to them.
     pub packets_skipped: u64,
+    /// `exec` with a gate: datagrams the gate dropped: not from the
+    /// command, not RTP, or more than it may hold ([`gate`]).
+    pub packets_dropped: u64,
     /// The last error (send failure, spawn failure, source failure).
     pub last_error: Option<String>,
 }

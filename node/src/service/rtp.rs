@@ -107,6 +107,25 @@ pub fn ids_for_session(spec: &SessionSpec) -> Result<stream::Ids, Error> {
     Ok(ids)
 }
 
+/// The payload of an RTP packet (after its CSRCs and header extension,
+/// without padding), if `datagram` is one: version 2, not RTCP (RFC 5761
+/// §4: a second octet of 192 to 223), every length inside the datagram.
+pub fn payload(datagram: &[u8]) -> Option<&[u8]> {
+    if datagram.len() < HEADER_LEN || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let mut start = HEADER_LEN + 4 * usize::from(datagram[0] & 0x0F);
+    if datagram[0] & 0x10 != 0 {
+        let words = datagram.get(start + 2..start + 4)?;
+        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = datagram.len();
+    if datagram[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*datagram.last()?))?;
+    }
+    datagram.get(start..end)
+}
+
 fn parse_int<T: TryFrom<u64>>(v: &str) -> Option<T> {
     let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok()?,
@@ -254,13 +273,13 @@ impl Pacer {
 
 /// The wall clock read once, carried on by the monotonic clock.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+pub(super) struct Clock {
     anchor: Instant,
     anchor_us: u64,
 }
 
 impl Clock {
-    fn now() -> Self {
+    pub(super) fn now() -> Self {
         let anchor = Instant::now();
         let anchor_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -268,11 +287,11 @@ impl Clock {
         Clock { anchor, anchor_us }
     }
 
-    fn unix_us(&self) -> u64 {
+    pub(super) fn unix_us(&self) -> u64 {
         self.anchor_us + self.anchor.elapsed().as_micros() as u64
     }
 
-    fn instant(&self, unix_us: u64) -> Instant {
+    pub(super) fn instant(&self, unix_us: u64) -> Instant {
         self.anchor + Duration::from_micros(unix_us.saturating_sub(self.anchor_us))
     }
 }
@@ -352,7 +371,7 @@ impl RtpAudio {
     }
 }
 
-fn parse_client(client: &str) -> Result<SocketAddr, Error> {
+pub(super) fn parse_client(client: &str) -> Result<SocketAddr, Error> {
     let bad = |reason: &str| Error::Client {
         client: client.to_string(),
         reason: reason.to_string(),
@@ -422,27 +441,9 @@ impl Service for RtpAudio {
     }
 
     fn start_with(&self, spec: SessionSpec, to: Channels) -> Result<Box<dyn Instance>, Error> {
-        let reports = to.reports;
         let plan = self.plan(&spec)?;
         let clock = Clock::now();
-        let local: IpAddr = match plan.client {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let (socket, rtcp_socket) = bind_pair(local, &spec.id)
-            .and_then(|(s, rtcp)| s.connect(plan.client).map(|()| (s, rtcp)))
-            .and_then(|(s, rtcp)| s.set_nonblocking(true).map(|()| (s, rtcp)))
-            .map_err(|e| Error::io(format!("open a UDP socket to {}", plan.client), e))?;
-        let rtcp = rtcp_socket.map(|socket| RtcpSide {
-            socket,
-            client_ip: plan.client.ip().to_canonical(),
-            // RFC 3550 §11: an odd RTP port stands for the even one below.
-            peer: SocketAddr::new(plan.client.ip(), (plan.client.port() & !1) + 1),
-            client_rtp_port: plan.client.port(),
-            reporter: Reporter::new(plan.ids.ssrc),
-            reports,
-            id: spec.id.clone(),
-        });
+        let sender = Sender::open(plan.client, plan.ids, &spec.id, to.reports, "rtp-audio")?;
         let status: SharedStatus = Arc::new(Mutex::new(Status {
             ssrc: Some(plan.ids.ssrc),
             ..Status::default()
@@ -456,14 +457,72 @@ impl Service for RtpAudio {
             run(
                 plan,
                 spec.started_ms,
-                socket,
-                rtcp,
+                sender,
                 clock,
                 pacer,
                 task_status,
                 (stop, first_sent),
             )
         })
+    }
+}
+
+/// The sending side of a session's stream: its RTP socket, connected to the
+/// client, and its RTCP side on the port above, if it could be had. Shared
+/// by `rtp-audio` and the `exec` gate ([`super::gate`]).
+#[derive(Debug)]
+pub(super) struct Sender<S = UdpSocket> {
+    pub(super) socket: S,
+    pub(super) rtcp: Option<RtcpSide<S>>,
+}
+
+impl Sender {
+    /// Opens the sockets towards `client` for the stream `ids` of session
+    /// `id`; `service` names the stream in the CNAME of its sender reports.
+    pub(super) fn open(
+        client: SocketAddr,
+        ids: stream::Ids,
+        id: &str,
+        reports: Option<Reports>,
+        service: &str,
+    ) -> Result<Self, Error> {
+        let local: IpAddr = match client {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let (socket, rtcp_socket) = bind_pair(local, id)
+            .and_then(|(s, rtcp)| s.connect(client).map(|()| (s, rtcp)))
+            .and_then(|(s, rtcp)| s.set_nonblocking(true).map(|()| (s, rtcp)))
+            .map_err(|e| Error::io(format!("open a UDP socket to {client}"), e))?;
+        let rtcp = rtcp_socket.map(|socket| RtcpSide {
+            socket,
+            client_ip: client.ip().to_canonical(),
+            // RFC 3550 §11: an odd RTP port stands for the even one below.
+            peer: SocketAddr::new(client.ip(), (client.port() & !1) + 1),
+            client_rtp_port: client.port(),
+            reporter: Reporter::new(ids.ssrc),
+            reports,
+            id: id.to_string(),
+            cname: format!("{service}@baton/{id}"),
+        });
+        Ok(Sender { socket, rtcp })
+    }
+
+    /// Registers the sockets with the runtime; going on without RTCP if
+    /// only its socket cannot be.
+    pub(super) fn register(self) -> Result<Sender<tokio::net::UdpSocket>, String> {
+        let socket = tokio::net::UdpSocket::from_std(self.socket)
+            .map_err(|e| format!("cannot register the UDP socket: {e}"))?;
+        let rtcp = self.rtcp.and_then(|side| {
+            let id = side.id.clone();
+            side.register()
+                .map_err(|e| {
+                    tracing::warn!(session = %id, error = %e,
+                        "cannot register the RTCP socket; going on without RTCP");
+                })
+                .ok()
+        });
+        Ok(Sender { socket, rtcp })
     }
 }
 
@@ -488,7 +547,7 @@ fn bind_pair(local: IpAddr, id: &str) -> std::io::Result<(UdpSocket, Option<UdpS
 
 /// The RTCP side of an instance (std socket until the task registers it).
 #[derive(Debug)]
-struct RtcpSide<S = UdpSocket> {
+pub(super) struct RtcpSide<S = UdpSocket> {
     socket: S,
     /// Only the client's reports count.
     client_ip: IpAddr,
@@ -498,6 +557,8 @@ struct RtcpSide<S = UdpSocket> {
     reporter: Reporter,
     reports: Option<Reports>,
     id: String,
+    /// SDES CNAME of the sender reports.
+    cname: String,
 }
 
 impl RtcpSide {
@@ -510,13 +571,14 @@ impl RtcpSide {
             reporter: self.reporter,
             reports: self.reports,
             id: self.id,
+            cname: self.cname,
         })
     }
 }
 
 impl RtcpSide<tokio::net::UdpSocket> {
     /// Hands the reports on the stream in `datagram` to the node.
-    fn received(&mut self, datagram: &[u8], from: SocketAddr, unix_us: u64) {
+    pub(super) fn received(&mut self, datagram: &[u8], from: SocketAddr, unix_us: u64) {
         if from.ip().to_canonical() != self.client_ip {
             return;
         }
@@ -531,20 +593,27 @@ impl RtcpSide<tokio::net::UdpSocket> {
         }
     }
 
-    /// Sends a sender report on `stream` as of `unix_us`.
-    async fn send_report(&self, stream: &Stream, unix_us: u64, status: &SharedStatus) {
-        let sent = lock(status).packets_sent;
-        if sent == 0 {
+    /// Sends a sender report on the stream `ids` of a session started at
+    /// `started_ms`, as of `unix_us`, having sent `packets` packets of
+    /// `octets` payload octets; nothing before the first packet.
+    pub(super) async fn send_report(
+        &self,
+        (ids, started_ms): (stream::Ids, u64),
+        unix_us: u64,
+        packets: u64,
+        octets: u64,
+    ) {
+        if packets == 0 {
             return;
         }
-        let rtp_ts = stream.ids.timestamp_at(stream.started_ms, unix_us);
+        let rtp_ts = ids.timestamp_at(started_ms, unix_us);
         let report = rtcp::sender_report(
-            stream.ids.ssrc,
+            ids.ssrc,
             unix_us,
             rtp_ts,
-            sent as u32,
-            (sent * SAMPLES as u64) as u32,
-            &format!("rtp-audio@baton/{}", self.id),
+            packets as u32,
+            octets as u32,
+            &self.cname,
         );
         // RFC 3550 §11 maps an odd RTP port to the pair below it, whose RTCP
         // port is the client's RTP port itself: an SR there would land in the
@@ -558,7 +627,7 @@ impl RtcpSide<tokio::net::UdpSocket> {
 }
 
 /// Receives a datagram on `rtcp`, if there is one; pending forever if not.
-async fn recv_rtcp(
+pub(super) async fn recv_rtcp(
     rtcp: Option<&RtcpSide<tokio::net::UdpSocket>>,
 ) -> std::io::Result<(Vec<u8>, SocketAddr)> {
     let Some(rtcp) = rtcp else {
@@ -582,8 +651,7 @@ enum Wake {
 async fn run(
     plan: Plan,
     started_ms: u64,
-    socket: UdpSocket,
-    rtcp: Option<RtcpSide>,
+    sender: Sender,
     clock: Clock,
     mut pacer: Pacer,
     status: SharedStatus,
@@ -595,19 +663,10 @@ async fn run(
         s.last_error = Some(error);
         s.running = false;
     };
-    let socket = match tokio::net::UdpSocket::from_std(socket) {
-        Ok(socket) => socket,
-        Err(e) => return fail(format!("cannot register the UDP socket: {e}")),
+    let Sender { socket, mut rtcp } = match sender.register() {
+        Ok(sender) => sender,
+        Err(e) => return fail(e),
     };
-    let mut rtcp = rtcp.and_then(|side| {
-        let id = side.id.clone();
-        side.register()
-            .map_err(|e| {
-                tracing::warn!(session = %id, error = %e,
-                    "cannot register the RTCP socket; going on without RTCP");
-            })
-            .ok()
-    });
     let source = match plan.source {
         SourceSpec::Tone(hz) => Source::Tone { hz },
         SourceSpec::Wav(path) => {
@@ -650,8 +709,14 @@ async fn run(
             // error after a sender report): ignored.
             (Wake::Rtcp(_), _) => continue,
             (Wake::SenderReport, Some(rtcp)) => {
-                if !lock(&status).paused {
-                    rtcp.send_report(&stream, clock.unix_us(), &status).await;
+                let (paused, sent) = {
+                    let s = lock(&status);
+                    (s.paused, s.packets_sent)
+                };
+                if !paused {
+                    let ids = (stream.ids, stream.started_ms);
+                    let octets = sent * SAMPLES as u64;
+                    rtcp.send_report(ids, clock.unix_us(), sent, octets).await;
                 }
                 next_report = Instant::now() + SR_INTERVAL;
                 continue;

@@ -22,7 +22,15 @@ use crate::service::Error;
 pub const MAX_VALUE_LEN: usize = 512;
 
 /// Placeholders the node fills in from the session: never client values.
-pub(super) const BUILTINS: [&str; 4] = ["id", "client", "client_host", "client_port"];
+pub(super) const BUILTINS: [&str; 7] = [
+    "id",
+    "client",
+    "client_host",
+    "client_port",
+    "gate",
+    "elapsed_ms",
+    "elapsed_s",
+];
 
 /// Largest compiled pattern (the `regex` crate's size limit): a pattern is
 /// the operator's, but one typo should not cost the node its memory.
@@ -62,6 +70,9 @@ pub struct RuleConfig {
     pub max: Option<u64>,
     /// `regex`: what a whole value must match (anchored by the node).
     pub pattern: Option<String>,
+    /// `url`: the `http://` or `https://` prefixes a value must begin with,
+    /// each ending in `/`.
+    pub prefixes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +130,7 @@ struct RuleTable {
     min: Option<u64>,
     max: Option<u64>,
     pattern: Option<String>,
+    prefixes: Option<Vec<String>>,
 }
 
 /// Reads a `T` written as a string or as a table (`Table`), so that the
@@ -180,6 +192,8 @@ enum Rule {
     Media,
     /// What the operator's pattern matches, whole.
     Pattern(regex::Regex),
+    /// An `http(s)` URL under one of the operator's prefixes.
+    Url(Vec<String>),
     /// Letters, digits and `. _ : / @ % + = , -` (placeholders without a
     /// rule).
     Default,
@@ -200,6 +214,7 @@ impl fmt::Display for Rule {
             }
             Rule::Media => f.write_str("media"),
             Rule::Pattern(re) => write!(f, "regex {}", re.as_str()),
+            Rule::Url(prefixes) => write!(f, "url under {}", prefixes.join(" or ")),
             Rule::Default => f.write_str("default"),
         }
     }
@@ -257,7 +272,9 @@ impl Rules {
     ) -> Result<String, Error> {
         let rule = self.params.get(key).unwrap_or(&Rule::Default);
         let refuse = |why: &str| Error::param(key, format!("{why} (rule: {rule})"));
-        refusals(value, self.allow_paths, self.allow_urls).map_err(|why| refuse(&why))?;
+        // A url rule takes URLs by nature; its prefixes bound them.
+        let allow_urls = self.allow_urls || matches!(rule, Rule::Url(_));
+        refusals(value, self.allow_paths, allow_urls).map_err(|why| refuse(&why))?;
         match rule {
             Rule::Default => default_charset(value).map_err(refuse)?,
             Rule::Name => {
@@ -284,6 +301,20 @@ impl Rules {
                     return Err(refuse("does not match the template's pattern"));
                 }
             }
+            Rule::Url(prefixes) => {
+                let Some(rest) = prefixes.iter().find_map(|p| value.strip_prefix(p.as_str()))
+                else {
+                    return Err(refuse("not under a prefix the operator allows"));
+                };
+                if !rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~/%=&?+,:@".contains(c))
+                {
+                    return Err(refuse(
+                        "after the prefix: letters, digits and - . _ ~ / % = & ? + , : @ only",
+                    ));
+                }
+            }
             Rule::Media => {
                 let path = media(value, media_dir).map_err(|why| match why {
                     Media::Refused(why) => refuse(&why),
@@ -305,12 +336,14 @@ impl Rule {
             min,
             max,
             pattern,
+            prefixes,
         } = config;
         let only = |allowed: &[&str]| -> Result<(), String> {
             for (option, set) in [
                 ("min", min.is_some()),
                 ("max", max.is_some()),
                 ("pattern", pattern.is_some()),
+                ("prefixes", prefixes.is_some()),
             ] {
                 if set && !allowed.contains(&option) {
                     return Err(format!("kind {kind} takes no {option}"));
@@ -352,8 +385,31 @@ impl Rule {
                     .map(Rule::Pattern)
                     .map_err(|e| format!("pattern {pattern:?}: {e}"))
             }
+            "url" => {
+                only(&["prefixes"])?;
+                let prefixes = prefixes
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .ok_or("kind url needs prefixes = [\"https://host/path/\", ...]")?;
+                for prefix in &prefixes {
+                    let host = prefix
+                        .strip_prefix("https://")
+                        .or_else(|| prefix.strip_prefix("http://"));
+                    let ok = host.is_some_and(|h| {
+                        h.find('/').is_some_and(|slash| slash > 0)
+                            && h.chars().all(|c| c.is_ascii_graphic())
+                    }) && prefix.ends_with('/');
+                    if !ok {
+                        return Err(format!(
+                            "prefix {prefix:?}: expected http:// or https://, a host, and a \
+                             path ending in / (so that no value can change the host)"
+                        ));
+                    }
+                }
+                Ok(Rule::Url(prefixes))
+            }
             other => Err(format!(
-                "unknown kind {other:?}: expected name, number, media or regex"
+                "unknown kind {other:?}: expected name, number, media, regex or url"
             )),
         }
     }
@@ -657,6 +713,86 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_taken_under_the_operators_prefixes_only() {
+        let rule = RuleConfig {
+            kind: "url".into(),
+            prefixes: Some(vec![
+                "https://media.example.com/films/".into(),
+                "http://198.18.0.9:8080/".into(),
+            ]),
+            ..RuleConfig::default()
+        };
+        #[derive(Deserialize)]
+        struct File {
+            src: RuleConfig,
+        }
+        let file: File = toml::from_str(
+            "src = { kind = \"url\", prefixes = [\"https://media.example.com/films/\", \"http://198.18.0.9:8080/\"] }",
+        )
+        .unwrap();
+        assert_eq!(file.src, rule, "as the config file writes it");
+        let r = rules("ffmpeg -i {src}", &[("src", rule)], None);
+        for ok in [
+            "https://media.example.com/films/a.mp4",
+            "https://media.example.com/films/x/y.ogg?token=a%20b&t=3",
+            "http://198.18.0.9:8080/live.aac",
+        ] {
+            assert_eq!(r.value("src", ok, None).unwrap(), ok);
+        }
+        for (bad, expected) in [
+            (
+                "https://media.example.com/other/a.mp4",
+                "not under a prefix",
+            ),
+            (
+                "https://media.example.com.evil.org/films/a",
+                "not under a prefix",
+            ),
+            ("http://media.example.com/films/a.mp4", "not under a prefix"),
+            ("file:/etc/passwd", "not under a prefix"),
+            ("a.mp4", "not under a prefix"),
+            (
+                "https://media.example.com/films/../secret",
+                "may not hold ..",
+            ),
+            ("https://media.example.com/films/a b", "after the prefix"),
+            ("https://media.example.com/films/a|b", "after the prefix"),
+            ("https://media.example.com/films/\"x\"", "after the prefix"),
+        ] {
+            let err = refused(&r, "src", bad, None);
+            assert!(err.contains(expected), "{bad}: {err}");
+            assert!(err.contains("(rule: url under https://media"), "{err}");
+        }
+        // Prefixes that would let a value choose the host, or a scheme.
+        for prefix in [
+            "https://media.example.com",
+            "https://",
+            "ftp://media.example.com/",
+            "media.example.com/",
+            "https:///x/",
+        ] {
+            let config = TemplateConfig {
+                command: "p {x}".into(),
+                params: BTreeMap::from([(
+                    "x".to_string(),
+                    RuleConfig {
+                        kind: "url".into(),
+                        prefixes: Some(vec![prefix.into()]),
+                        ..RuleConfig::default()
+                    },
+                )]),
+                ..TemplateConfig::default()
+            };
+            let template = Template::parse(&config.command).unwrap();
+            let err = Rules::new(&config, &template, None).unwrap_err();
+            assert!(
+                err.contains("expected http:// or https://"),
+                "{prefix}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn undeclared_placeholders_keep_the_conservative_set() {
         let r = rules("p {a}", &[], None);
         assert_eq!(r.value("a", "x=1,y@2%3+4", None).unwrap(), "x=1,y@2%3+4");
@@ -674,6 +810,7 @@ mod tests {
             min,
             max,
             pattern: pattern.map(String::from),
+            prefixes: None,
         };
         for (key, rule, media_dir, expected) in [
             ("x", kind("nmber"), None, "params.x: unknown kind \"nmber\""),
@@ -730,6 +867,13 @@ mod tests {
                 kind("media"),
                 None,
                 "params.x: kind media reads files from media_dir",
+            ),
+            ("x", kind("url"), None, "params.x: kind url needs prefixes"),
+            (
+                "x",
+                table("url", Some(1), None, None),
+                None,
+                "params.x: kind url takes no min",
             ),
         ] {
             let config = TemplateConfig {
