@@ -151,6 +151,10 @@ pub struct Instance {
     /// (at most 10, each cut at 256 bytes).
     #[serde(default)]
     pub stderr: Vec<String>,
+    /// `exec` with a `{gate}`: packets its gate dropped (not from its
+    /// command, or not RTP).
+    #[serde(default)]
+    pub packets_dropped: u64,
 }
 
 /// One change of primary, in [`Session::history`].

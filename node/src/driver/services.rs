@@ -182,6 +182,7 @@ fn view_of(status: &Status) -> views::Instance {
         last_exit: status.last_exit.clone(),
         error: status.failed.clone().or_else(|| status.last_error.clone()),
         stderr: status.stderr.clone(),
+        packets_dropped: status.packets_dropped,
     }
 }
 

@@ -361,8 +361,17 @@ impl Registry {
             })
     }
 
-    /// Validates a session with the service it names.
+    /// Validates a session with the service it names, and the parameters
+    /// the node itself reads (`standby`).
     pub fn validate(&self, spec: &SessionSpec) -> Result<(), Error> {
+        if let Some(standby) = spec.params.get("standby")
+            && baton_protocol::sessions::Standby::parse(standby).is_none()
+        {
+            return Err(Error::param(
+                "standby",
+                format!("{standby:?} is not a standby mode: cold or warm"),
+            ));
+        }
         self.get(&spec.service)?.validate(spec)
     }
 
@@ -481,6 +490,22 @@ mod tests {
         let registry = Registry::builtin(&Config::default(), None).unwrap();
         assert_eq!(registry.names().collect::<Vec<_>>(), ["exec", "rtp-audio"]);
         assert!(registry.validate(&spec("rtp-audio")).is_ok());
+    }
+
+    #[test]
+    fn a_session_may_ask_for_a_standby_mode_and_a_wrong_one_is_named() {
+        let registry = Registry::builtin(&Config::default(), None).unwrap();
+        let mut warm = spec("rtp-audio");
+        warm.params.insert("standby".into(), "warm".into());
+        assert!(
+            registry.validate(&warm).is_ok(),
+            "{:?}",
+            registry.validate(&warm)
+        );
+        warm.params.insert("standby".into(), "hot".into());
+        let err = registry.validate(&warm).unwrap_err();
+        assert!(err.is_request_error());
+        assert!(err.to_string().contains("cold or warm"), "{err}");
     }
 
     #[test]

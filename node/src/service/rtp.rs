@@ -89,7 +89,9 @@ pub const SR_INTERVAL: Duration = Duration::from_secs(5);
 /// RTCP port above it.
 const PORT_PAIR_ATTEMPTS: usize = 16;
 
-const PARAMS: &str = "source, ssrc, seq0, ts0";
+/// The parameters rtp-audio takes (`standby` is the node's: how the first
+/// backup stands by).
+const PARAMS: &str = "source, ssrc, seq0, ts0, standby";
 
 /// The stream's identifiers as the session gives them: derived from its id,
 /// unless its parameters `ssrc`, `seq0`, `ts0` override them.
