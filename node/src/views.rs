@@ -451,13 +451,14 @@ mod tests {
                 last_exit: Some("exit status: 1".to_owned()),
                 error: Some("gave up after 5 quick exits".to_owned()),
                 stderr: vec!["a.wav: No such file".to_owned()],
+                packets_dropped: 0,
             }),
             ..session()
         };
         let json = serde_json::to_string(&session).unwrap();
         assert!(
             json.ends_with(
-                r#""paused":false,"instance":{"state":"failed","restarts":4,"pid":null,"last_exit":"exit status: 1","error":"gave up after 5 quick exits","stderr":["a.wav: No such file"]}}"#
+                r#""paused":false,"instance":{"state":"failed","restarts":4,"pid":null,"last_exit":"exit status: 1","error":"gave up after 5 quick exits","stderr":["a.wav: No such file"],"packets_dropped":0}}"#
             ),
             "{json}"
         );

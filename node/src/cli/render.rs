@@ -335,6 +335,15 @@ fn instance_lines(instance: Option<&Instance>, lines: &mut Vec<(&str, String)>) 
     if let Some(error) = &i.error {
         lines.push(("error", cell(error)));
     }
+    if i.packets_dropped > 0 {
+        lines.push((
+            "gate dropped",
+            format!(
+                "{} packets (not from its command, or not RTP)",
+                i.packets_dropped
+            ),
+        ));
+    }
     for (n, line) in i.stderr.iter().enumerate() {
         lines.push((if n == 0 { "stderr" } else { "" }, sanitize(line)));
     }
@@ -735,6 +744,7 @@ EPOCH  PRIMARY  AT                       REASON
                 "a.wav: No such file or directory".to_owned(),
                 "\u{1b}[31mred".to_owned(),
             ],
+            packets_dropped: 0,
         });
         let text = session_text(&session, &names(), &TimeZone::UTC);
         let expected = "\
