@@ -267,8 +267,10 @@ impl Exec {
                 "client_host" => address(|a| a.ip().to_string())?,
                 "client_port" => address(|a| a.port().to_string())?,
                 "gate" => {
-                    // The gate forwards to the client: it needs an address.
+                    // The gate forwards to the client: it needs an address
+                    // it can send to, as rtp-audio does.
                     address(|a| a.to_string())?;
+                    super::rtp::parse_client(&spec.client)?;
                     gate.map_or_else(|| UNBOUND_GATE.to_string(), |g| g.to_string())
                 }
                 // Rendered at each (re)start.

@@ -25,9 +25,12 @@
 //! only loopback sources, and latches the source port of the first packet
 //! after each (re)start of the command; packets from any other source, and
 //! datagrams that are not RTP version 2 with consistent lengths, are
-//! dropped and counted (`packets_dropped`). A local process that sends
-//! before the command does could take the latch: the gate's port is
-//! ephemeral and shown to no one but the command.
+//! dropped and counted (`packets_dropped`); only a valid RTP packet (not
+//! RTCP) takes the latch. A local process that sends RTP before the command
+//! does could take it: the gate's port is ephemeral, but local users can
+//! read it (`/proc/net/udp`, the command line), so run nodes where local
+//! users are trusted. Templates should keep the command's own RTCP away
+//! (`-rtpflags skip_rtcp` for ffmpeg): the gate sends the session's.
 //!
 //! The gate forwards only while the instance is not paused (no consent, or
 //! a warm standby: the command runs, the gate is closed; promotion opens
@@ -115,6 +118,12 @@ impl Translator {
         if !from.ip().to_canonical().is_loopback() {
             return Err(Refusal::Foreign);
         }
+        // Only an RTP packet may take the latch: not garbage, nor an RTCP
+        // packet (payload types 72-76 read as RTP, RFC 5761), which an
+        // RTP sender sends from another socket to the port above.
+        let (pt, payload) = rtp_payload(datagram)
+            .filter(|(pt, _)| !(72..=76).contains(pt))
+            .ok_or(Refusal::Malformed)?;
         match self.latched {
             Some((latched_run, source)) if latched_run == run => {
                 if source != from {
@@ -123,7 +132,6 @@ impl Translator {
             }
             _ => self.latched = Some((run, from)),
         }
-        let (pt, payload) = rtp_payload(datagram).ok_or(Refusal::Malformed)?;
         if closed {
             self.held.clear();
             return Err(Refusal::Closed);
@@ -259,19 +267,6 @@ impl Gate {
                 biased;
                 _ = &mut stop => break,
                 () = tokio::time::sleep_until(release.unwrap_or(next_report)), if release.is_some() => {}
-                got = gate.recv_from(&mut buf) => {
-                    // Errors of an unconnected UDP socket are transient.
-                    let Ok((n, from)) = got else { continue };
-                    let closed = lock(&status).paused;
-                    let run = self.runs.load(Ordering::Acquire);
-                    match translator.accept(&buf[..n], from, run, clock.unix_us(), closed) {
-                        Ok(()) | Err(Refusal::Closed) => {}
-                        Err(why) => {
-                            lock(&status).packets_dropped += 1;
-                            tracing::trace!(?why, %from, "gate dropped a datagram");
-                        }
-                    }
-                }
                 () = tokio::time::sleep_until(next_report), if rtcp.is_some() => {
                     let (paused, sent) = {
                         let s = lock(&status);
@@ -286,6 +281,20 @@ impl Gate {
                 got = recv_rtcp(rtcp.as_ref()) => {
                     if let (Ok((datagram, from)), Some(rtcp)) = (got, &mut rtcp) {
                         rtcp.received(&datagram, from, clock.unix_us());
+                    }
+                }
+                // Last: a flood on the gate must not starve the reports.
+                got = gate.recv_from(&mut buf) => {
+                    // Errors of an unconnected UDP socket are transient.
+                    let Ok((n, from)) = got else { continue };
+                    let closed = lock(&status).paused;
+                    let run = self.runs.load(Ordering::Acquire);
+                    match translator.accept(&buf[..n], from, run, clock.unix_us(), closed) {
+                        Ok(()) | Err(Refusal::Closed) => {}
+                        Err(why) => {
+                            lock(&status).packets_dropped += 1;
+                            tracing::trace!(?why, %from, "gate dropped a datagram");
+                        }
                     }
                 }
             }
@@ -446,6 +455,16 @@ mod tests {
     fn packets_from_anyone_but_the_command_are_dropped() {
         let mut gate = Translator::new(stream::Ids::derive("s"), STARTED_MS);
         let p = from_command(1, &[0; 160]);
+        // An RTCP sender report (V=2, PT 200) from another local socket,
+        // as an RTP muxer sends to the port above its target, neither
+        // passes nor takes the latch.
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&[0; 24]);
+        let muxer_rtcp: SocketAddr = "127.0.0.1:40009".parse().unwrap();
+        assert_eq!(
+            gate.accept(&sr, muxer_rtcp, 0, due(1), false),
+            Err(Refusal::Malformed)
+        );
         let remote: SocketAddr = "198.18.0.1:40000".parse().unwrap();
         assert_eq!(
             gate.accept(&p, remote, 0, due(1), false),

@@ -49,7 +49,7 @@ pub struct SessionSpec {
 /// [services.exec]
 /// announce = "/usr/local/bin/announce --to {client} --clip {clip}"
 /// [services.exec.transcode]
-/// command = "ffmpeg -nostdin -re -ss {elapsed_s} -i {input} -vn -ac 1 -ar 8000 -acodec pcm_mulaw -f rtp rtp://{gate}"
+/// command = "ffmpeg -nostdin -re -ss {elapsed_s} -i {input} -vn -af aresample=8000,asetnsamples=n=160 -ac 1 -ar 8000 -acodec pcm_mulaw -f rtp -rtpflags skip_rtcp rtp://{gate}?pkt_size=172"
 /// params = { input = "media" }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -306,6 +306,16 @@ impl Rules {
                 else {
                     return Err(refuse("not under a prefix the operator allows"));
                 };
+                // Dot segments, plain or percent-encoded, and encoded
+                // separators climb out of the prefix on most servers.
+                let lower = rest.to_ascii_lowercase();
+                let escapes = lower.split(['/', '?', '#']).any(|seg| seg == "..")
+                    || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
+                if escapes {
+                    return Err(refuse(
+                        "after the prefix: no .. segment and no encoded . / or \\",
+                    ));
+                }
                 if !rest
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-._~/%=&?+,:@".contains(c))
@@ -754,6 +764,22 @@ mod tests {
             (
                 "https://media.example.com/films/../secret",
                 "may not hold ..",
+            ),
+            (
+                "https://media.example.com/films/%2e%2e/secret",
+                "no .. segment and no encoded",
+            ),
+            (
+                "https://media.example.com/films/.%2E/secret",
+                "no .. segment and no encoded",
+            ),
+            (
+                "https://media.example.com/films/a%2Fb",
+                "no .. segment and no encoded",
+            ),
+            (
+                "https://media.example.com/films/a%5Csecret",
+                "no .. segment and no encoded",
             ),
             ("https://media.example.com/films/a b", "after the prefix"),
             ("https://media.example.com/films/a|b", "after the prefix"),
