@@ -94,6 +94,7 @@ struct Copied {
     handshakes: Counter,
     handshake_failures: Counter,
     syncs: Counter,
+    claim_pulls: Counter,
     bad_payloads: Counter,
     rejected_records: Counter,
     perf_dropped: Counter,
@@ -189,7 +190,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 19] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -256,6 +257,11 @@ impl Metrics {
                 "map_syncs",
                 "Session-map anti-entropy exchanges completed",
                 &copied.syncs,
+            ),
+            (
+                "claim_pulls",
+                "Session-map syncs started because a down member still led sessions here after the claims were due",
+                &copied.claim_pulls,
             ),
             (
                 "bad_payloads",
@@ -524,6 +530,7 @@ impl Metrics {
         set(&c.handshakes, stats.handshakes);
         set(&c.handshake_failures, stats.handshakes_failed);
         set(&c.syncs, stats.syncs);
+        set(&c.claim_pulls, stats.claim_pulls);
         set(&c.bad_payloads, stats.bad_payloads);
     }
 

@@ -583,6 +583,12 @@ impl<S: Signer> Engine<S> {
         self.warm.contains(id)
     }
 
+    /// How many active sessions this node's map names `primary` the
+    /// primary of.
+    pub fn sessions_led_by(&self, primary: &NodeId) -> usize {
+        self.by_primary.get(primary).map_or(0, BTreeSet::len)
+    }
+
     /// How `record`'s first backup stands by.
     pub fn standby_of(&self, record: &Record) -> Standby {
         record

@@ -78,6 +78,10 @@ fn steps(quick: bool) -> Vec<Step> {
             "sim --nodes 1000 --seed 1 --scenario crash --warm-start --json".into(),
         ),
         (
+            "sim-sessions-1000",
+            "sim --nodes 1000 --seed 1 --scenario crash --sessions 2000 --duration 60s --json".into(),
+        ),
+        (
             "sim-loss-32",
             "sim --nodes 32 --seed 1 --scenario loss --duration 30min --json".into(),
         ),
@@ -533,6 +537,39 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
             key,
         );
     }
+    let r = report(o, "sim-sessions-1000");
+    let v = num(&r["sessions_lost"])
+        .zip(num(&r["double_owned"]))
+        .map(|(a, b)| a + b);
+    let limit = targets::SESSIONS_LOST + targets::SESSIONS_DOUBLY_OWNED;
+    row(
+        "sessions lost or doubly owned, N=1000, 2000 sessions, crashes, simulator",
+        &fmt_num(limit),
+        v,
+        "",
+        le(v, limit),
+        "sim-sessions-1000",
+    );
+    let limit = targets::SIM_TAKEOVER_P99_MS;
+    let v = p99("sim-sessions-1000", "takeover_ms");
+    row(
+        "takeover at every node, N=1000, 2000 sessions, simulator",
+        &p99_within(limit),
+        v,
+        "ms",
+        le(v, limit),
+        "sim-sessions-1000",
+    );
+    let limit = targets::SIM_1000_WALL_S;
+    let v = num(&r["wall_s"]);
+    row(
+        "wall time of that run (60 virtual s)",
+        &format!("<= {limit} s"),
+        v,
+        "s",
+        le(v, limit),
+        "sim-sessions-1000",
+    );
     let limit = targets::VIVALDI_MEDIAN_ERROR_PCT;
     let v = num(&report(o, "kill-wan")["vivaldi_median_rel_error"]).map(|v| v * 100.0);
     row(
@@ -808,6 +845,7 @@ fn render_sim(md: &mut String, o: &[Outcome]) {
         "sim-crash-32",
         "sim-crash-wan-32",
         "sim-crash-1000",
+        "sim-sessions-1000",
         "sim-loss-32",
         "sim-pause-32",
         "sim-partition-32",
@@ -834,6 +872,18 @@ fn render_sim(md: &mut String, o: &[Outcome]) {
                 .map(|s| format!("{s:.1} s"))
                 .unwrap_or_else(|| "-".into()),
             command(o, key)
+        );
+    }
+    if let Some(r) = find(o, "sim-sessions-1000").map(|_| report(o, "sim-sessions-1000")) {
+        let _ = writeln!(
+            md,
+            "\nSessions in <a id=\"sim-sessions\"></a>sim-sessions-1000: {} lost, {} doubly \
+             owned; takeover (crash until every live node's map names the claimer) {}; \
+             {} suspicions of healthy members (counted at every observer).",
+            r["sessions_lost"],
+            r["double_owned"],
+            summary(&r["takeover_ms"], "ms"),
+            r["suspicions_of_healthy"],
         );
     }
     md.push('\n');

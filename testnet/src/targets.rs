@@ -52,6 +52,12 @@ pub const DISSEMINATION_P99_MS: f64 = 1200.0;
 pub const SESSIONS_LOST: f64 = 0.0;
 /// Sessions doubly owned 10 s after any single fault or partition heal.
 pub const SESSIONS_DOUBLY_OWNED: f64 = 0.0;
+/// A crashed primary's session claimed at every live node, 1000 simulated
+/// nodes with 2000 sessions, p99 (ms).
+pub const SIM_TAKEOVER_P99_MS: f64 = 1500.0;
+/// Wall time of 60 virtual seconds of 1000 simulated nodes with 2000
+/// sessions, on the project's machine (s).
+pub const SIM_1000_WALL_S: f64 = 90.0;
 /// Vivaldi median relative RTT error on the emulated WAN (%).
 pub const VIVALDI_MEDIAN_ERROR_PCT: f64 = 10.0;
 /// RSS of an idle node (MB).

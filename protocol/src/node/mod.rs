@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::NodeId;
@@ -541,6 +542,9 @@ pub struct Stats {
     pub refused_by: u64,
     /// Map sync exchanges completed.
     pub syncs: u64,
+    /// Map syncs started because a down member's sessions still named it
+    /// primary here a while after it went down (claims gossip missed).
+    pub claim_pulls: u64,
     /// Application payloads that could not be decoded.
     pub bad_payloads: u64,
 }
@@ -561,6 +565,10 @@ enum Timer {
     Retry(NodeId),
     /// Look for members whose keys may be void (see [`REKEY_AFTER`]).
     Rekey,
+    /// A member this node holds dead or departed led sessions when it went:
+    /// if the map still names it, the claim has not reached this node yet
+    /// (the `n`th look; see [`CLAIM_CHECK`]).
+    ClaimCheck(NodeId, u8),
 }
 
 #[derive(Debug)]
@@ -1174,6 +1182,29 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     self.actions.push_back(Action::Disconnect { peer });
                 }
             }
+            Timer::ClaimCheck(down, n) => {
+                let led = self.engine.sessions_led_by(&down);
+                let still_down = self.swim.member(&down).is_none_or(|m| !m.state.is_active());
+                if led > 0 && still_down {
+                    // Pull what the backups wrote from one random member,
+                    // rather than wait for the next periodic anti-entropy.
+                    let mut alive: Vec<NodeId> = self
+                        .swim
+                        .members()
+                        .filter(|m| m.state == State::Alive)
+                        .map(|m| m.id.clone())
+                        .filter(|id| self.admitted(id))
+                        .collect();
+                    alive.sort_unstable();
+                    if let Some(peer) = alive.choose(&mut self.rng).cloned() {
+                        self.stats.claim_pulls += 1;
+                        self.start_sync(now, &peer);
+                    }
+                    if n < CLAIM_CHECKS {
+                        self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(down, n + 1));
+                    }
+                }
+            }
             Timer::InboundGrace(peer) => {
                 let waiting = self
                     .peers
@@ -1419,6 +1450,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 if *state == State::Alive {
                     self.ensure_session(now, id);
                 }
+                if matches!(state, State::Dead | State::Left) && self.engine.sessions_led_by(id) > 0
+                {
+                    self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(id.clone(), 1));
+                }
             }
             swim::Event::MemberMeta { id, meta } => {
                 if let Ok(meta) = NodeMeta::decode(meta) {
@@ -1663,6 +1698,17 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.start_handshake(now, peer);
     }
 }
+
+/// How long after a member leading sessions goes down this node expects
+/// their claims by its backups to have reached it (a claim spreads to 1000
+/// nodes in about 130 ms at the 99th percentile); if they have not, it
+/// pulls the map from a random member. Gossip alone left a few nodes
+/// without a claim until the next anti-entropy, up to 5 s later: takeover
+/// p99 6.2 s at N = 1000 with 2000 sessions.
+const CLAIM_CHECK: Duration = Duration::from_millis(400);
+/// Looks at most, a [`CLAIM_CHECK`] apart (a backup may claim late, after
+/// its stagger).
+const CLAIM_CHECKS: u8 = 5;
 
 /// Per member, the window over which members spread their handshakes with
 /// a member that restarted.

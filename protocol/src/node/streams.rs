@@ -176,7 +176,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
     }
 
-    fn admitted(&self, peer: &NodeId) -> bool {
+    pub(super) fn admitted(&self, peer: &NodeId) -> bool {
         self.peers.get(peer).is_some_and(|p| p.has_session())
     }
 

@@ -319,6 +319,39 @@ fn when_the_primary_crashes_its_first_live_backup_takes_over_once() {
     for i in (0..4).filter(|&i| i != primary) {
         let seen = net.node(i).engine().map().get(&record.id).unwrap();
         assert_eq!(seen.primary, net.ids[first], "node {i} agrees");
+        // The claim came by gossip in time: nobody had to pull the map.
+        assert_eq!(net.node(i).stats().claim_pulls, 0, "node {i}");
+    }
+}
+
+#[test]
+fn a_node_still_naming_a_down_primary_pulls_the_map_a_bounded_number_of_times() {
+    let (mut net, victim, ids) = group_with_sessions(31);
+    let record = net
+        .node(victim)
+        .engine()
+        .map()
+        .get(&ids[0])
+        .unwrap()
+        .clone();
+    let mut gone = vec![victim];
+    for b in &record.backups {
+        gone.push(net.ids.iter().position(|x| x == b).unwrap());
+    }
+    // The primary and every backup of the session go at once: no claim
+    // can come, and the survivors' maps keep naming the dead primary.
+    for &i in &gone {
+        net.crash(i);
+    }
+    let survivors: Vec<usize> = (0..6).filter(|i| !gone.contains(i)).collect();
+    net.run_for(Duration::from_secs(6));
+    for &i in &survivors {
+        assert_eq!(net.state(i, victim), Some(State::Dead), "node {i}");
+        let pulls = net.node(i).stats().claim_pulls;
+        assert!(
+            (1..=u64::from(CLAIM_CHECKS)).contains(&pulls),
+            "node {i} pulled {pulls} times"
+        );
     }
 }
 
