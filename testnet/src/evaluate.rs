@@ -962,18 +962,27 @@ fn render_anchors(md: &mut String, o: &[Outcome]) {
 const STATIC_NOTES: &str = "\
 ## Reading the numbers
 
-- **Traffic on the wire vs payload.** Each SWIM message travels in its own \
-QUIC packet on a long-lived stream, and QUIC acknowledges it: about 60 bytes \
-of IP/UDP/QUIC framing plus acknowledgements for ~44 bytes of SWIM on \
-average, so the wire figure is about four times the payload figure. Batching \
-several messages per packet, or a datagram transport for probes, would bring \
-it towards the payload; the probe period cannot grow without losing the \
-detection target. A capture of one node's eth0 on an idle 8-node LAN \
-testnet (`ip netns exec bt<pid>-n3 tshark -i eth0 -a duration:5`, \
-2026-11-25) counted 42 frames/s sent, 107 bytes on average; 19 of them per \
-second were 77-80-byte frames, QUIC packets that only acknowledge. The \
-QUIC stack (quinn inside libp2p-quic) exposes no acknowledgement-frequency \
-setting through libp2p, so this is not tunable from Baton today.
+- **Traffic on the wire vs payload.** SWIM runs on sealed UDP datagrams \
+(one message per datagram, no acknowledgements below it); the testnet's \
+figure is what the interface counters saw, the simulator's is the sealed \
+datagrams plus 42 bytes of Ethernet+IPv4+UDP headers each. (Until 2026-11, \
+SWIM ran on QUIC streams and the wire figure was about four times the \
+payload: 19 of 42 frames a second were QUIC packets that only acknowledged.)
+- **Simulator traffic at N=1000** is measured in the 30 s after a warm \
+start, while every node probes members for the first time: a probe asks \
+for the target's Vivaldi coordinate when it holds none (45 bytes in the \
+ack), and at N=1000 it holds none for most targets until it has probed \
+each once (N probe periods, 100 s). Probe bytes per node: 522 B/s at N=64, \
+950 B/s at N=1000 over 30 s, 779 B/s over 150 s (`testnet sim --nodes 1000 \
+--seed 1 --scenario loss --loss 0 --duration 150s --warm-start \
+--update-every 1h --json`: 1636 B/s in all, 2026-12-01). The steady state \
+is lower than either window shows; the target is still missed in them.
+- **sim-sessions-1000** replicates every session record to every node: \
+each delta (a claim, a repair, a confirmation) is piggybacked about 16 \
+times by each of the 1000 nodes, so 20 crashes a minute with 2000 sessions \
+cost about 13 KB/s per node of piggybacked deltas, counted under `probe`. \
+Its wall time was measured on the project's 2 cores while other builds \
+ran (192-246 s on 2026-12-01); the 90 s target is missed either way.
 - **Detection** is the time until the *last* survivor marks the node dead, \
 per fault; `detection_per_observer_ms` in each kill report has every \
 survivor's own delay.
