@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use baton_node::service::rtcp;
 use serde::Serialize;
 
 /// Most arrivals kept; later ones are counted in [`GapReport::unrecorded`]
@@ -31,8 +32,11 @@ pub const CAPACITY: usize = 200_000;
 /// How often the receiving thread checks whether it should stop.
 const POLL: Duration = Duration::from_millis(20);
 
-/// How often a receiver reports to each source it hears.
-pub const RR_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a receiver reports to each source it hears. RFC 3550 §6.2
+/// would space reports of a 64 kb/s session out to seconds with a random
+/// factor; a fixed second is simpler, and what lets a node see poor service
+/// within a few seconds.
+pub const RR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// RTP clock rate of the streams measured (PCMU).
 const CLOCK_HZ: u64 = 8000;
@@ -479,16 +483,16 @@ impl Reports {
                 ),
                 None => (0, 0),
             };
-            let mut rr = Vec::with_capacity(32);
-            rr.extend_from_slice(&[0x81, 201, 0, 7]);
-            rr.extend_from_slice(&self.own_ssrc.to_be_bytes());
-            rr.extend_from_slice(&ssrc.to_be_bytes());
-            let cumulative = (lost.clamp(-0x80_0000, 0x7f_ffff) as i32 as u32) & 0x00ff_ffff;
-            rr.extend_from_slice(&((u32::from(fraction) << 24) | cumulative).to_be_bytes());
-            rr.extend_from_slice(&s.max_seq.to_be_bytes());
-            rr.extend_from_slice(&(s.jitter as u32).to_be_bytes());
-            rr.extend_from_slice(&lsr.to_be_bytes());
-            rr.extend_from_slice(&dlsr.to_be_bytes());
+            let block = rtcp::ReportBlock {
+                ssrc: *ssrc,
+                fraction_lost: fraction,
+                cumulative_lost: lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
+                highest_seq: s.max_seq,
+                jitter: s.jitter as u32,
+                lsr,
+                dlsr,
+            };
+            let rr = rtcp::receiver_report(self.own_ssrc, &[block]);
             let _ = self.socket.send_to(&rr, s.rtcp);
         }
     }
@@ -505,10 +509,7 @@ fn receive_sender_reports(
         let Ok((n, _)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        let d = &buf[..n];
-        if n >= 28 && d[0] >> 6 == 2 && d[1] == 200 {
-            let ssrc = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-            let lsr = u32::from_be_bytes([d[10], d[11], d[12], d[13]]);
+        if let Some((ssrc, lsr)) = rtcp::sender_report_lsr(&buf[..n]) {
             last.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(ssrc, (lsr, Instant::now()));
