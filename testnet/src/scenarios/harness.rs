@@ -84,7 +84,13 @@ pub struct Harness {
 impl Harness {
     /// Brings up `n` nodes as `opts` says and waits for membership.
     pub fn up(opts: &Options, n: usize) -> Result<Harness, TestbedError> {
+        Harness::up_with(opts, n, Vec::new())
+    }
+
+    /// [`up`](Self::up), with more `batond` flags for every node.
+    pub fn up_with(opts: &Options, n: usize, flags: Vec<String>) -> Result<Harness, TestbedError> {
         let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
+        config.extra_flags = flags;
         config.bootstrap = opts.bootstrap;
         config.wan = opts.wan.as_ref().map(|(m, _)| m.clone());
         config.loss = opts.loss;
@@ -361,7 +367,7 @@ impl Usage {
 }
 
 /// The node an RTP source address belongs to (`n3` for 198.18.1.3).
-fn node_of(addr: &std::net::SocketAddr) -> String {
+pub(super) fn node_of(addr: &std::net::SocketAddr) -> String {
     match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.octets()[..3] == [198, 18, 1] => {
             format!("n{}", ip.octets()[3])
