@@ -50,7 +50,7 @@ fn steps(quick: bool) -> Vec<Step> {
             ("pause", "--nodes 16 --sessions 4 --duration 3min", "20s"),
             ("churn", "--nodes 8 --sessions 8 --faults 0", "20s"),
             ("scale", "--nodes 64 --duration 30s", "20s"),
-            ("degrade", "--nodes 16 --sessions 16 --faults 5", "20s"),
+            ("degrade", "--nodes 16 --sessions 16 --faults 10", "20s"),
         ]
     };
     for (name, flags, settle) in scenarios {
@@ -704,6 +704,14 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
             rows.push((
                 "transfer (degradation to new primary heard)",
                 both(&|r| summary(&r["transfer_ms"], "ms")),
+            ));
+            rows.push((
+                "of which: poor_for + until the node wrote the handover",
+                both(&|r| summary(&r["details"]["decision_ms"], "ms")),
+            ));
+            rows.push((
+                "of which: handover until the client hears the new primary",
+                both(&|r| summary(&r["details"]["handover_ms"], "ms")),
             ));
             rows.push((
                 "sessions moved / not moved",

@@ -159,6 +159,8 @@ pub(super) fn degrade(opts: &Options) -> Result<Report, TestbedError> {
     let limit_ms = POOR_FOR.as_secs_f64() * 1e3 + targets::DEGRADE_TRANSFER_SLACK_MS;
     let mut degraded: Vec<usize> = Vec::new();
     let (mut transfers, mut rows, mut moves) = (Vec::new(), Vec::new(), Vec::new());
+    // Transfer = decision (poor service seen for poor_for) + the move.
+    let (mut decisions, mut handovers) = (Vec::new(), Vec::new());
     let (mut unmoved, mut move_lost, mut mismatched) = (0u64, 0u64, 0u64);
     let (mut lost, mut double) = (0, 0);
     for k in 0..opts.faults.max(1) {
@@ -199,11 +201,16 @@ pub(super) fn degrade(opts: &Options) -> Result<Report, TestbedError> {
         // new one stream alone for the ownership check's window.
         sleep(Duration::from_secs(4))?;
         let mut fault_moves = Vec::new();
-        for &s in &affected {
+        let decided_ms = decision_delays(&h, &affected, at_ms);
+        for (&s, decided) in affected.iter().zip(&decided_ms) {
             let arrivals = h.sessions[s].receiver.arrivals();
             match measure_move(&arrivals, old_ip, at) {
                 Some(m) => {
                     transfers.push(m.transfer_ms);
+                    if let Some(d) = decided {
+                        decisions.push(*d);
+                        handovers.push(m.transfer_ms - d);
+                    }
                     move_lost += m.move_lost;
                     mismatched += m.mismatched_duplicates;
                     fault_moves.push(m.clone());
@@ -217,7 +224,6 @@ pub(super) fn degrade(opts: &Options) -> Result<Report, TestbedError> {
                 }
             }
         }
-        let decided_ms = decision_delays(&h, &affected, at_ms);
         let (l, d, notes) = h.ownership();
         lost += l;
         double += d;
@@ -262,6 +268,7 @@ pub(super) fn degrade(opts: &Options) -> Result<Report, TestbedError> {
         "impairment": {"loss": DEGRADED.loss, "extra_one_way_ms": DEGRADED.delay.as_millis(),
             "directions": "both"},
         "poor_for_ms": POOR_FOR.as_millis(), "transfer_limit_ms": limit_ms,
+        "decision_ms": Summary::of(&decisions), "handover_ms": Summary::of(&handovers),
         "sessions_not_moved": unmoved, "lost_by_moves": move_lost,
         "mismatched_duplicates": mismatched});
     report.targets.push(Target::at_most(
