@@ -3,8 +3,9 @@
 //! listener got: loss, duplicates, reordering, the longest silence, the
 //! streams (SSRCs) and senders seen.
 //!
-//! Like a real client (RFC 3550 §6), it sends RTCP receiver reports to
-//! each source it hears, every [`RR_INTERVAL`], from its RTCP port (its RTP
+//! Like a real client (RFC 3550 §6), it sends RTCP receiver reports
+//! (compound packets: RR, then SDES with its CNAME; built by
+//! `baton_node::service::rtcp`) to each source it hears, every [`RR_INTERVAL`], from its RTCP port (its RTP
 //! port + 1) to the source's RTCP port (the source's port + 1): fraction
 //! and cumulative loss, extended highest sequence number, interarrival
 //! jitter (§A.8), and LSR/DLSR from the sender reports that reach its RTCP
@@ -273,6 +274,7 @@ impl RtpReceiver {
                     let mut reports = rtcp.map(|socket| Reports {
                         socket,
                         own_ssrc: 0x4241_544e ^ u32::from(addr.port()),
+                        cname: format!("rtp-receiver@{addr}"),
                         sources: HashMap::new(),
                         last_srs,
                     });
@@ -404,6 +406,8 @@ struct Source {
 struct Reports {
     socket: UdpSocket,
     own_ssrc: u32,
+    /// SDES CNAME of its reports (RFC 3550 §6.5.1: user@host).
+    cname: String,
     sources: HashMap<u32, Source>,
     /// Per source SSRC: LSR (middle 32 bits of its last SR's NTP time) and
     /// when that SR arrived.
@@ -492,7 +496,7 @@ impl Reports {
                 lsr,
                 dlsr,
             };
-            let rr = rtcp::receiver_report(self.own_ssrc, &[block]);
+            let rr = rtcp::receiver_report(self.own_ssrc, &[block], &self.cname);
             let _ = self.socket.send_to(&rr, s.rtcp);
         }
     }
@@ -714,7 +718,8 @@ mod tests {
         let (n, from) = sender_rtcp.recv_from(&mut buf).expect("a receiver report");
         assert_eq!(from.port(), to.port() + 1, "from the receiver's RTCP port");
         let rr = &buf[..n];
-        assert_eq!((rr[0], rr[1], n), (0x81, 201, 32));
+        assert_eq!((rr[0], rr[1]), (0x81, 201));
+        assert_eq!(rr[32..34], [0x81, 202], "a compound packet: RR, then SDES");
         let word = |at: usize| u32::from_be_bytes([rr[at], rr[at + 1], rr[at + 2], rr[at + 3]]);
         assert_eq!(word(8), 7, "on the stream");
         assert_eq!(word(12) & 0xff_ffff, 5, "cumulative loss");

@@ -122,9 +122,18 @@ impl ReportBlock {
     }
 }
 
-/// A receiver report (RFC 3550 §6.4.2, PT 201) from `reporter` carrying
-/// `blocks` (at most 31, the count field's limit; more are left out).
-pub fn receiver_report(reporter: u32, blocks: &[ReportBlock]) -> Vec<u8> {
+/// A compound RTCP packet as a receiver sends it (RFC 3550 §6.1): a
+/// receiver report (§6.4.2, PT 201) from `reporter` carrying `blocks` (at
+/// most 31, the count field's limit; more are left out), then SDES with its
+/// CNAME.
+pub fn receiver_report(reporter: u32, blocks: &[ReportBlock], cname: &str) -> Vec<u8> {
+    let mut p = rr_packet(reporter, blocks);
+    push_sdes_cname(&mut p, reporter, cname);
+    p
+}
+
+/// The RR packet alone.
+fn rr_packet(reporter: u32, blocks: &[ReportBlock]) -> Vec<u8> {
     let blocks = &blocks[..blocks.len().min(31)];
     let mut p = Vec::with_capacity(8 + blocks.len() * BLOCK_LEN);
     p.extend_from_slice(&[0x80 | blocks.len() as u8, PT_RR, 0, 0]);
@@ -135,6 +144,21 @@ pub fn receiver_report(reporter: u32, blocks: &[ReportBlock]) -> Vec<u8> {
     let words = (p.len() / 4 - 1) as u16;
     p[2..4].copy_from_slice(&words.to_be_bytes());
     p
+}
+
+/// Appends an SDES packet with one chunk: `ssrc`'s CNAME (up to 255
+/// octets), then a null octet and padding to a word.
+fn push_sdes_cname(p: &mut Vec<u8>, ssrc: u32, cname: &str) {
+    let cname = &cname.as_bytes()[..cname.len().min(255)];
+    let chunk = 4 + 2 + cname.len() + 1;
+    let chunk_words = chunk.div_ceil(4);
+    let end = p.len() + 4 + chunk_words * 4;
+    p.extend_from_slice(&[0x81, PT_SDES]);
+    p.extend_from_slice(&(chunk_words as u16).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[1, cname.len() as u8]);
+    p.extend_from_slice(cname);
+    p.resize(end, 0);
 }
 
 /// The sender of the first sender report (PT 200) in a compound RTCP
@@ -240,16 +264,7 @@ pub fn sender_report(
     for word in [ssrc, secs, frac, rtp_ts, packets, octets] {
         p.extend_from_slice(&word.to_be_bytes());
     }
-    // SDES: one chunk, CNAME item, then a null octet and padding to a word.
-    let cname = &cname.as_bytes()[..cname.len().min(255)];
-    let chunk = 4 + 2 + cname.len() + 1;
-    let chunk_words = chunk.div_ceil(4);
-    p.extend_from_slice(&[0x81, PT_SDES]);
-    p.extend_from_slice(&(chunk_words as u16).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[1, cname.len() as u8]);
-    p.extend_from_slice(cname);
-    p.resize(28 + 4 + chunk_words * 4, 0);
+    push_sdes_cname(&mut p, ssrc, cname);
     p
 }
 
@@ -259,7 +274,7 @@ pub(crate) mod tests {
 
     /// An RR (or, with `sr`, an SR) from `reporter` carrying `blocks`.
     pub(crate) fn report(sr: bool, reporter: u32, blocks: &[ReportBlock]) -> Vec<u8> {
-        let mut p = receiver_report(reporter, blocks);
+        let mut p = rr_packet(reporter, blocks);
         if sr {
             p[1] = PT_SR;
             p.splice(8..8, [7; SENDER_INFO_LEN]);
@@ -335,11 +350,20 @@ pub(crate) mod tests {
     fn a_receiver_report_round_trips_and_an_sr_gives_its_lsr() {
         let mut far = block(6);
         far.cumulative_lost = -0x90_0000; // beyond 24 bits: clamped
-        let rr = receiver_report(9, &[block(5), far]);
+        let rr = receiver_report(9, &[block(5), far], "me@client");
         assert_eq!(rr[..4], [0x82, PT_RR, 0, 13]);
+        // Then SDES: header, SSRC, CNAME item (2 + 9 octets), null, padding.
+        assert_eq!(rr[56..60], [0x81, PT_SDES, 0, 4]);
+        assert_eq!(rr[60..64], 9u32.to_be_bytes());
+        assert_eq!(&rr[64..75], b"\x01\x09me@client");
+        assert_eq!((rr.len(), rr[75]), (76, 0));
         far.cumulative_lost = -0x80_0000;
         assert_eq!(report_blocks(&rr), [block(5), far]);
-        assert_eq!(receiver_report(9, &[]), [0x80, PT_RR, 0, 1, 0, 0, 0, 9]);
+        assert!(parse(&rr).is_some(), "well formed");
+        assert_eq!(
+            receiver_report(9, &[], "")[..12],
+            [0x80, PT_RR, 0, 1, 0, 0, 0, 9, 0x81, PT_SDES, 0, 2]
+        );
         assert_eq!(sender_report_lsr(&rr), None, "no SR in it");
         let at = 1_700_000_000_250_000;
         let mut compound = rr.clone();
