@@ -165,7 +165,7 @@ impl Harness {
                 client: client.to_string(),
                 params: Default::default(),
             };
-            let session: Session = self.tb.post(k % n, "/v1/sessions", &body)?;
+            let session = self.open_on(k % n, &body)?;
             self.sessions.push(Sess {
                 id: session.id,
                 receiver,
@@ -183,6 +183,24 @@ impl Harness {
             eprintln!("{count} rtp-audio sessions streaming to {CLIENT_ADDR}");
         }
         Ok(())
+    }
+
+    /// Opens a session on node `i`. A node that has not heard its peers
+    /// yet answers 503 (it would not serve a session it could lose): on a
+    /// WAN, right after membership converged, probes to far regions may
+    /// still be failing. It is asked again for up to 15 s.
+    fn open_on(&self, i: usize, body: &OpenRequest) -> Result<Session, TestbedError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.tb.post(i, "/v1/sessions", body) {
+                Err(TestbedError::Api { why, .. })
+                    if why.contains("HTTP 503") && Instant::now() < deadline =>
+                {
+                    sleep(Duration::from_millis(500))?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Which running nodes host each session now (from their APIs).
