@@ -185,7 +185,8 @@ enum Command {
         loss       5% loss on every link for --duration; false positives\n  \
         pause      one node SIGSTOPped 0.5-2.5 s every 3-6 s; only it may be suspected\n  \
         churn      rolling restarts (SIGTERM + start) of every node; sessions lost\n  \
-        scale      idle overlays of 8, 16, 32, 64 nodes (up to --nodes); traffic, CPU, RSS\n\n\
+        scale      idle overlays of 8, 16, 32, 64 nodes (up to --nodes); traffic, CPU, RSS\n  \
+        degrade    a primary's path to the client degrades (10% loss, +150 ms); transfer_ms\n\n\
         EXAMPLES:\n  \
         testnet run kill --nodes 8 --wan --out /tmp/kill-wan\n  \
         testnet run partition --nodes 5 --out /tmp/partition\n  \
@@ -207,6 +208,9 @@ enum ScenarioName {
     Compare,
     /// A stranger floods the nodes' datagram sockets with garbage.
     Spray,
+    /// The path from a session's primary to the client degrades (10% loss,
+    /// +150 ms each way, that pair only); the session must move.
+    Degrade,
 }
 
 /// How the testnet is built (`up` and `run`).
@@ -327,6 +331,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Scale => Scenario::Scale,
         ScenarioName::Compare => Scenario::Compare,
         ScenarioName::Spray => Scenario::Spray,
+        ScenarioName::Degrade => Scenario::Degrade,
     };
     if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
         eprintln!(

@@ -3,8 +3,9 @@
 //! listener got: loss, duplicates, reordering, the longest silence, the
 //! streams (SSRCs) and senders seen.
 //!
-//! Like a real client (RFC 3550 §6), it sends RTCP receiver reports to
-//! each source it hears, every [`RR_INTERVAL`], from its RTCP port (its RTP
+//! Like a real client (RFC 3550 §6), it sends RTCP receiver reports
+//! (compound packets: RR, then SDES with its CNAME; built by
+//! `baton_node::service::rtcp`) to each source it hears, every [`RR_INTERVAL`], from its RTCP port (its RTP
 //! port + 1) to the source's RTCP port (the source's port + 1): fraction
 //! and cumulative loss, extended highest sequence number, interarrival
 //! jitter (§A.8), and LSR/DLSR from the sender reports that reach its RTCP
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use baton_node::service::rtcp;
 use serde::Serialize;
 
 /// Most arrivals kept; later ones are counted in [`GapReport::unrecorded`]
@@ -31,8 +33,11 @@ pub const CAPACITY: usize = 200_000;
 /// How often the receiving thread checks whether it should stop.
 const POLL: Duration = Duration::from_millis(20);
 
-/// How often a receiver reports to each source it hears.
-pub const RR_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a receiver reports to each source it hears. RFC 3550 §6.2
+/// would space reports of a 64 kb/s session out to seconds with a random
+/// factor; a fixed second is simpler, and what lets a node see poor service
+/// within a few seconds.
+pub const RR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// RTP clock rate of the streams measured (PCMU).
 const CLOCK_HZ: u64 = 8000;
@@ -269,6 +274,7 @@ impl RtpReceiver {
                     let mut reports = rtcp.map(|socket| Reports {
                         socket,
                         own_ssrc: 0x4241_544e ^ u32::from(addr.port()),
+                        cname: format!("rtp-receiver@{addr}"),
                         sources: HashMap::new(),
                         last_srs,
                     });
@@ -400,6 +406,8 @@ struct Source {
 struct Reports {
     socket: UdpSocket,
     own_ssrc: u32,
+    /// SDES CNAME of its reports (RFC 3550 §6.5.1: user@host).
+    cname: String,
     sources: HashMap<u32, Source>,
     /// Per source SSRC: LSR (middle 32 bits of its last SR's NTP time) and
     /// when that SR arrived.
@@ -479,16 +487,16 @@ impl Reports {
                 ),
                 None => (0, 0),
             };
-            let mut rr = Vec::with_capacity(32);
-            rr.extend_from_slice(&[0x81, 201, 0, 7]);
-            rr.extend_from_slice(&self.own_ssrc.to_be_bytes());
-            rr.extend_from_slice(&ssrc.to_be_bytes());
-            let cumulative = (lost.clamp(-0x80_0000, 0x7f_ffff) as i32 as u32) & 0x00ff_ffff;
-            rr.extend_from_slice(&((u32::from(fraction) << 24) | cumulative).to_be_bytes());
-            rr.extend_from_slice(&s.max_seq.to_be_bytes());
-            rr.extend_from_slice(&(s.jitter as u32).to_be_bytes());
-            rr.extend_from_slice(&lsr.to_be_bytes());
-            rr.extend_from_slice(&dlsr.to_be_bytes());
+            let block = rtcp::ReportBlock {
+                ssrc: *ssrc,
+                fraction_lost: fraction,
+                cumulative_lost: lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
+                highest_seq: s.max_seq,
+                jitter: s.jitter as u32,
+                lsr,
+                dlsr,
+            };
+            let rr = rtcp::receiver_report(self.own_ssrc, &[block], &self.cname);
             let _ = self.socket.send_to(&rr, s.rtcp);
         }
     }
@@ -505,10 +513,7 @@ fn receive_sender_reports(
         let Ok((n, _)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        let d = &buf[..n];
-        if n >= 28 && d[0] >> 6 == 2 && d[1] == 200 {
-            let ssrc = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-            let lsr = u32::from_be_bytes([d[10], d[11], d[12], d[13]]);
+        if let Some((ssrc, lsr)) = rtcp::sender_report_lsr(&buf[..n]) {
             last.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(ssrc, (lsr, Instant::now()));
@@ -713,7 +718,8 @@ mod tests {
         let (n, from) = sender_rtcp.recv_from(&mut buf).expect("a receiver report");
         assert_eq!(from.port(), to.port() + 1, "from the receiver's RTCP port");
         let rr = &buf[..n];
-        assert_eq!((rr[0], rr[1], n), (0x81, 201, 32));
+        assert_eq!((rr[0], rr[1]), (0x81, 201));
+        assert_eq!(rr[32..34], [0x81, 202], "a compound packet: RR, then SDES");
         let word = |at: usize| u32::from_be_bytes([rr[at], rr[at + 1], rr[at + 2], rr[at + 3]]);
         assert_eq!(word(8), 7, "on the stream");
         assert_eq!(word(12) & 0xff_ffff, 5, "cumulative loss");

@@ -58,6 +58,13 @@ pub const SIM_TAKEOVER_P99_MS: f64 = 1500.0;
 /// Wall time of 60 virtual seconds of 1000 simulated nodes with 2000
 /// sessions, on the project's machine (s).
 pub const SIM_1000_WALL_S: f64 = 90.0;
+/// A session whose client's path from its primary degraded (10% loss,
+/// +150 ms) is heard from its new primary within the nodes' `poor_for` plus
+/// this (ms): the time to see the loss in RTCP reports and to move.
+pub const DEGRADE_TRANSFER_SLACK_MS: f64 = 3000.0;
+/// Packets lost by a make-before-break move itself (loss on the degraded
+/// path before it is counted apart).
+pub const MOVE_LOST_PACKETS: f64 = 0.0;
 /// Vivaldi median relative RTT error on the emulated WAN (%).
 pub const VIVALDI_MEDIAN_ERROR_PCT: f64 = 10.0;
 /// RSS of an idle node (MB).

@@ -1,7 +1,7 @@
 //! End-to-end: `testnet run kill` and `testnet run partition` on real
 //! `batond` processes in network namespaces behind the userspace WAN
-//! emulator with the built-in wide-area matrix, checked through the
-//! report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
+//! emulator with the built-in wide-area matrix, and `testnet run degrade`
+//! on a LAN behind it, checked through the report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
 //! they skip).
 //!
 //! What must hold is asserted (every kill detected by every survivor, the
@@ -292,4 +292,57 @@ fn a_stranger_spraying_datagrams_disturbs_nobody_and_is_counted() {
         "every datagram dropped and counted: {details}"
     );
     assert_no_leftovers();
+}
+
+#[test]
+fn a_degraded_path_moves_its_sessions_make_before_break() {
+    if !require_netns("a_degraded_path_moves_its_sessions_make_before_break") {
+        return;
+    }
+    let dir = TempDir::new("e2e-degrade");
+    let out = dir.0.join("degrade");
+    let report = run(
+        &[
+            "degrade",
+            "--nodes",
+            "4",
+            "--sessions",
+            "4",
+            "--faults",
+            "2",
+            "--settle",
+            "8s",
+        ],
+        &out,
+    );
+    assert_no_leftovers();
+    assert_eq!(report["scenario"], "degrade");
+    let details = &report["details"];
+    // Both degradations moved every session of the degraded primary, each
+    // to another node, heard by the client from there.
+    let degradations = details["degradations"].as_array().expect("degradations");
+    assert_eq!(degradations.len(), 2, "{report:#}");
+    assert_eq!(details["sessions_not_moved"], 0, "{report:#}");
+    let moves = details["moves"].as_array().expect("moves");
+    assert!(moves.len() >= 2, "{report:#}");
+    for m in moves {
+        let heard = &m["move"];
+        assert_ne!(heard["to"], m["from"], "{m}");
+        assert_eq!(heard["ssrcs"], 1, "one stream across the move: {m}");
+    }
+    assert!(
+        report["transfer_ms"]["samples"].as_u64().unwrap() >= 2,
+        "{report:#}"
+    );
+    // Make-before-break: nothing lost by the moves, overlapping copies
+    // identical, one owner per session afterwards.
+    assert_eq!(details["lost_by_moves"], 0, "{report:#}");
+    assert_eq!(details["mismatched_duplicates"], 0, "{report:#}");
+    assert_eq!(report["sessions_lost"], 0, "{report:#}");
+    assert_eq!(report["double_owned"], 0, "{report:#}");
+    eprintln!(
+        "degrade: transfer_ms {} (limit {} ms)",
+        report["transfer_ms"], details["transfer_limit_ms"]
+    );
+    assert!(out.join("transfer.svg").exists());
 }

@@ -2,7 +2,9 @@
 //! client sends about the stream (in RR packets, PT 201, or in the SR, PT
 //! 200, that opens a compound packet), turning them into a
 //! [`crate::views::Report`], and building the sender report (SR + SDES CNAME) that
-//! lets a client's report carry a round-trip time.
+//! lets a client's report carry a round-trip time. The client's side (a
+//! receiver report, the LSR of a sender report) is here too, for the
+//! testnet's receivers.
 //!
 //! Parsing never panics: a datagram that is not a well-formed compound
 //! packet (version 2, every length in 32-bit words inside the datagram,
@@ -49,8 +51,37 @@ pub fn report_blocks(datagram: &[u8]) -> Vec<ReportBlock> {
     parse(datagram).unwrap_or_default()
 }
 
-fn parse(mut rest: &[u8]) -> Option<Vec<ReportBlock>> {
+fn parse(datagram: &[u8]) -> Option<Vec<ReportBlock>> {
     let mut blocks = Vec::new();
+    walk(datagram, |pt, packet| {
+        let first_block = match pt {
+            PT_SR => 8 + SENDER_INFO_LEN,
+            PT_RR => 8,
+            _ => return Some(()),
+        };
+        let count = usize::from(packet[0] & 0x1F);
+        let end = first_block + count * BLOCK_LEN;
+        let body = packet.get(first_block..end)?;
+        blocks.extend(body.chunks_exact(BLOCK_LEN).map(|b| ReportBlock {
+            ssrc: be32(&b[0..4]),
+            fraction_lost: b[4],
+            // Sign-extend the 24-bit field.
+            cumulative_lost: (be32(&b[4..8]) << 8) as i32 >> 8,
+            highest_seq: be32(&b[8..12]),
+            jitter: be32(&b[12..16]),
+            lsr: be32(&b[16..20]),
+            dlsr: be32(&b[20..24]),
+        }));
+        Some(())
+    })?;
+    Some(blocks)
+}
+
+/// Calls `each(packet type, packet without its padding)` for every packet
+/// of a compound RTCP datagram; `None` (and no more calls) as soon as the
+/// datagram or `each` finds it malformed: version 2, every length in
+/// 32-bit words inside the datagram, padding inside its packet.
+fn walk(mut rest: &[u8], mut each: impl FnMut(u8, &[u8]) -> Option<()>) -> Option<()> {
     if rest.is_empty() {
         return None;
     }
@@ -60,7 +91,6 @@ fn parse(mut rest: &[u8]) -> Option<Vec<ReportBlock>> {
             return None;
         }
         let padded = header[0] & 0x20 != 0;
-        let count = usize::from(header[0] & 0x1F);
         let pt = header[1];
         let len = (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1) * 4;
         let packet = rest.get(..len)?;
@@ -75,29 +105,76 @@ fn parse(mut rest: &[u8]) -> Option<Vec<ReportBlock>> {
         } else {
             len
         };
-        let first_block = match pt {
-            PT_SR => 8 + SENDER_INFO_LEN,
-            PT_RR => 8,
-            _ => continue,
-        };
-        let end = first_block + count * BLOCK_LEN;
-        if end > body_end {
-            return None;
-        }
-        blocks.extend(packet[first_block..end].chunks_exact(BLOCK_LEN).map(|b| {
-            ReportBlock {
-                ssrc: be32(&b[0..4]),
-                fraction_lost: b[4],
-                // Sign-extend the 24-bit field.
-                cumulative_lost: (be32(&b[4..8]) << 8) as i32 >> 8,
-                highest_seq: be32(&b[8..12]),
-                jitter: be32(&b[12..16]),
-                lsr: be32(&b[16..20]),
-                dlsr: be32(&b[20..24]),
-            }
-        }));
+        each(pt, &packet[..body_end])?;
     }
-    Some(blocks)
+    Some(())
+}
+
+impl ReportBlock {
+    /// Appends the block's 24 octets (RFC 3550 §6.4.1) to `p`.
+    fn encode(&self, p: &mut Vec<u8>) {
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        let lost = (self.cumulative_lost.clamp(-0x80_0000, 0x7F_FFFF) as u32) & 0x00FF_FFFF;
+        p.extend_from_slice(&((u32::from(self.fraction_lost) << 24) | lost).to_be_bytes());
+        for w in [self.highest_seq, self.jitter, self.lsr, self.dlsr] {
+            p.extend_from_slice(&w.to_be_bytes());
+        }
+    }
+}
+
+/// A compound RTCP packet as a receiver sends it (RFC 3550 §6.1): a
+/// receiver report (§6.4.2, PT 201) from `reporter` carrying `blocks` (at
+/// most 31, the count field's limit; more are left out), then SDES with its
+/// CNAME.
+pub fn receiver_report(reporter: u32, blocks: &[ReportBlock], cname: &str) -> Vec<u8> {
+    let mut p = rr_packet(reporter, blocks);
+    push_sdes_cname(&mut p, reporter, cname);
+    p
+}
+
+/// The RR packet alone.
+fn rr_packet(reporter: u32, blocks: &[ReportBlock]) -> Vec<u8> {
+    let blocks = &blocks[..blocks.len().min(31)];
+    let mut p = Vec::with_capacity(8 + blocks.len() * BLOCK_LEN);
+    p.extend_from_slice(&[0x80 | blocks.len() as u8, PT_RR, 0, 0]);
+    p.extend_from_slice(&reporter.to_be_bytes());
+    for b in blocks {
+        b.encode(&mut p);
+    }
+    let words = (p.len() / 4 - 1) as u16;
+    p[2..4].copy_from_slice(&words.to_be_bytes());
+    p
+}
+
+/// Appends an SDES packet with one chunk: `ssrc`'s CNAME (up to 255
+/// octets), then a null octet and padding to a word.
+fn push_sdes_cname(p: &mut Vec<u8>, ssrc: u32, cname: &str) {
+    let cname = &cname.as_bytes()[..cname.len().min(255)];
+    let chunk = 4 + 2 + cname.len() + 1;
+    let chunk_words = chunk.div_ceil(4);
+    let end = p.len() + 4 + chunk_words * 4;
+    p.extend_from_slice(&[0x81, PT_SDES]);
+    p.extend_from_slice(&(chunk_words as u16).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[1, cname.len() as u8]);
+    p.extend_from_slice(cname);
+    p.resize(end, 0);
+}
+
+/// The sender of the first sender report (PT 200) in a compound RTCP
+/// packet and the middle 32 bits of its NTP timestamp: what a receiver
+/// echoes as LSR (RFC 3550 §6.4.1). `None` if there is none or the
+/// datagram is malformed.
+pub fn sender_report_lsr(datagram: &[u8]) -> Option<(u32, u32)> {
+    let mut found = None;
+    walk(datagram, |pt, packet| {
+        if pt == PT_SR && found.is_none() {
+            let info = packet.get(4..16)?;
+            found = Some((be32(&info[0..4]), be32(&info[6..10])));
+        }
+        Some(())
+    })?;
+    found
 }
 
 /// The middle 32 bits of the NTP timestamp of `unix_us` (the unit of LSR:
@@ -187,16 +264,7 @@ pub fn sender_report(
     for word in [ssrc, secs, frac, rtp_ts, packets, octets] {
         p.extend_from_slice(&word.to_be_bytes());
     }
-    // SDES: one chunk, CNAME item, then a null octet and padding to a word.
-    let cname = &cname.as_bytes()[..cname.len().min(255)];
-    let chunk = 4 + 2 + cname.len() + 1;
-    let chunk_words = chunk.div_ceil(4);
-    p.extend_from_slice(&[0x81, PT_SDES]);
-    p.extend_from_slice(&(chunk_words as u16).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[1, cname.len() as u8]);
-    p.extend_from_slice(cname);
-    p.resize(28 + 4 + chunk_words * 4, 0);
+    push_sdes_cname(&mut p, ssrc, cname);
     p
 }
 
@@ -206,26 +274,13 @@ pub(crate) mod tests {
 
     /// An RR (or, with `sr`, an SR) from `reporter` carrying `blocks`.
     pub(crate) fn report(sr: bool, reporter: u32, blocks: &[ReportBlock]) -> Vec<u8> {
-        let mut p = vec![
-            0x80 | blocks.len() as u8,
-            if sr { PT_SR } else { PT_RR },
-            0,
-            0,
-        ];
-        p.extend_from_slice(&reporter.to_be_bytes());
+        let mut p = rr_packet(reporter, blocks);
         if sr {
-            p.extend_from_slice(&[7; SENDER_INFO_LEN]);
+            p[1] = PT_SR;
+            p.splice(8..8, [7; SENDER_INFO_LEN]);
+            let words = (p.len() / 4 - 1) as u16;
+            p[2..4].copy_from_slice(&words.to_be_bytes());
         }
-        for b in blocks {
-            p.extend_from_slice(&b.ssrc.to_be_bytes());
-            let lost = (b.cumulative_lost as u32) & 0x00FF_FFFF;
-            p.extend_from_slice(&((u32::from(b.fraction_lost) << 24) | lost).to_be_bytes());
-            for w in [b.highest_seq, b.jitter, b.lsr, b.dlsr] {
-                p.extend_from_slice(&w.to_be_bytes());
-            }
-        }
-        let words = (p.len() / 4 - 1) as u16;
-        p[2..4].copy_from_slice(&words.to_be_bytes());
         p
     }
 
@@ -289,6 +344,32 @@ pub(crate) mod tests {
         b.dlsr = 65536;
         let body = Reporter::new(5).reports(&report(false, 9, &[b]), now)[0];
         assert_eq!(body.rtt_ms, 0.0);
+    }
+
+    #[test]
+    fn a_receiver_report_round_trips_and_an_sr_gives_its_lsr() {
+        let mut far = block(6);
+        far.cumulative_lost = -0x90_0000; // beyond 24 bits: clamped
+        let rr = receiver_report(9, &[block(5), far], "me@client");
+        assert_eq!(rr[..4], [0x82, PT_RR, 0, 13]);
+        // Then SDES: header, SSRC, CNAME item (2 + 9 octets), null, padding.
+        assert_eq!(rr[56..60], [0x81, PT_SDES, 0, 4]);
+        assert_eq!(rr[60..64], 9u32.to_be_bytes());
+        assert_eq!(&rr[64..75], b"\x01\x09me@client");
+        assert_eq!((rr.len(), rr[75]), (76, 0));
+        far.cumulative_lost = -0x80_0000;
+        assert_eq!(report_blocks(&rr), [block(5), far]);
+        assert!(parse(&rr).is_some(), "well formed");
+        assert_eq!(
+            receiver_report(9, &[], "")[..12],
+            [0x80, PT_RR, 0, 1, 0, 0, 0, 9, 0x81, PT_SDES, 0, 2]
+        );
+        assert_eq!(sender_report_lsr(&rr), None, "no SR in it");
+        let at = 1_700_000_000_250_000;
+        let mut compound = rr.clone();
+        compound.extend(sender_report(0x1234, at, 0, 1, 160, "c"));
+        assert_eq!(sender_report_lsr(&compound), Some((0x1234, ntp_middle(at))));
+        assert_eq!(sender_report_lsr(&compound[..compound.len() - 1]), None);
     }
 
     #[test]

@@ -134,6 +134,16 @@ impl Class {
     }
 }
 
+/// A directed link made worse than the rest: a path that degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Impairment {
+    /// Probability of dropping a frame on this link, on top of the
+    /// switch's loss (0 to 1).
+    pub loss: f64,
+    /// Delay added to the link's one-way delay (its jitter does not grow).
+    pub delay: Duration,
+}
+
 /// What can change while the switch runs.
 #[derive(Debug)]
 struct Rules {
@@ -141,6 +151,30 @@ struct Rules {
     loss: f64,
     /// Directed links that drop everything: (from port, to port).
     blocked: HashSet<(usize, usize)>,
+    /// Directed links with more loss or delay than the others.
+    impaired: HashMap<(usize, usize), Impairment>,
+}
+
+/// The fate of frames on one directed link under the current rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Link {
+    cut: bool,
+    /// Probability of dropping a frame: the switch's and the link's own,
+    /// independent.
+    loss: f64,
+    /// Delay beyond the pair's one-way delay and jitter.
+    extra: Duration,
+}
+
+impl Rules {
+    fn link(&self, from: usize, to: usize) -> Link {
+        let own = self.impaired.get(&(from, to)).copied().unwrap_or_default();
+        Link {
+            cut: self.blocked.contains(&(from, to)),
+            loss: 1.0 - (1.0 - self.loss) * (1.0 - own.loss),
+            extra: own.delay,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -200,6 +234,33 @@ impl SwitchHandle {
         v
     }
 
+    /// Makes the link from `from` to `to` (one direction) lose and delay
+    /// frames as `impairment` says, replacing what it had.
+    pub fn impair(&self, from: usize, to: usize, impairment: Impairment) {
+        let impairment = Impairment {
+            loss: impairment.loss.clamp(0.0, 1.0),
+            ..impairment
+        };
+        self.rules().impaired.insert((from, to), impairment);
+    }
+
+    /// Gives the link from `from` to `to` back its ordinary loss and delay.
+    pub fn restore(&self, from: usize, to: usize) {
+        self.rules().impaired.remove(&(from, to));
+    }
+
+    /// Impaired directed links now.
+    pub fn impaired(&self) -> Vec<((usize, usize), Impairment)> {
+        let mut v: Vec<_> = self
+            .rules()
+            .impaired
+            .iter()
+            .map(|(k, i)| (*k, *i))
+            .collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
     /// Sets the random loss of every link (0 to 1).
     pub fn set_loss(&self, loss: f64) {
         self.rules().loss = loss.clamp(0.0, 1.0);
@@ -246,6 +307,7 @@ impl Switch {
             rules: Mutex::new(Rules {
                 loss: loss.clamp(0.0, 1.0),
                 blocked: HashSet::new(),
+                impaired: HashMap::new(),
             }),
             counters: (0..taps.len()).map(|_| PortCounters::default()).collect(),
             stop: AtomicBool::new(false),
@@ -398,29 +460,23 @@ impl Core {
             None => (0..self.taps.len()).filter(|p| *p != from).collect(),
         };
         let now = Instant::now();
-        let (loss, blocked): (f64, Vec<bool>) = {
+        let links: Vec<Link> = {
             let rules = self
                 .handle
                 .shared
                 .rules
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            (
-                rules.loss,
-                targets
-                    .iter()
-                    .map(|to| rules.blocked.contains(&(from, *to)))
-                    .collect(),
-            )
+            targets.iter().map(|to| rules.link(from, *to)).collect()
         };
         let n = self.taps.len();
-        for (to, cut) in targets.into_iter().zip(blocked) {
+        for (to, link) in targets.into_iter().zip(links) {
             let counters = &self.handle.shared.counters[to];
-            if cut {
+            if link.cut {
                 counters.cut.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if loss > 0.0 && self.rng.random::<f64>() < loss {
+            if link.loss > 0.0 && self.rng.random::<f64>() < link.loss {
                 counters.lost.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -429,13 +485,13 @@ impl Core {
                 continue;
             }
             let base = self.handle.shared.delays.one_way(from, to);
-            let extra = if self.jitter > 0.0 && !base.is_zero() {
+            let jitter = if self.jitter > 0.0 && !base.is_zero() {
                 base.mul_f64(self.jitter * self.rng.random::<f64>())
             } else {
                 Duration::ZERO
             };
             let slot = &mut self.last[from * n + to];
-            let at = (now + base + extra).max(*slot);
+            let at = (now + base + jitter + link.extra).max(*slot);
             *slot = at;
             self.seq += 1;
             self.queue.push(Reverse(Pending {
@@ -501,5 +557,125 @@ mod class_tests {
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert_eq!(Class::of(&arp), Class::Arp);
         assert_eq!(Class::of(&[0u8; 10]), Class::Other);
+    }
+}
+
+#[cfg(test)]
+mod impair_tests {
+    use super::*;
+
+    /// A switch core on `ports` ports writing nowhere, not running: frames
+    /// are routed by hand and its delay line inspected.
+    fn core(ports: usize, loss: f64) -> Core {
+        let shared = Arc::new(Shared {
+            rules: Mutex::new(Rules {
+                loss,
+                blocked: HashSet::new(),
+                impaired: HashMap::new(),
+            }),
+            counters: (0..ports).map(|_| PortCounters::default()).collect(),
+            stop: AtomicBool::new(false),
+            delays: Delays::lan(ports),
+        });
+        let taps = (0..ports)
+            .map(|_| File::options().write(true).open("/dev/null").unwrap())
+            .collect();
+        Core::new(taps, SwitchHandle { shared }, 0.0, 7)
+    }
+
+    /// A broadcast frame from the host behind port `from`: flooded.
+    fn broadcast(from: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, from]);
+        f
+    }
+
+    /// Queued frames to `port`, by when they are due.
+    fn due_to(core: &Core, port: usize) -> Vec<Instant> {
+        let mut v: Vec<Instant> = core
+            .queue
+            .iter()
+            .filter(|Reverse(p)| p.port == port)
+            .map(|Reverse(p)| p.at)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn link_loss_adds_to_the_switch_loss_and_cuts_win() {
+        let mut rules = Rules {
+            loss: 0.5,
+            blocked: HashSet::new(),
+            impaired: HashMap::new(),
+        };
+        let slow = Impairment {
+            loss: 0.5,
+            delay: Duration::from_millis(150),
+        };
+        rules.impaired.insert((0, 1), slow);
+        let l = rules.link(0, 1);
+        assert_eq!((l.cut, l.loss, l.extra), (false, 0.75, slow.delay));
+        let back = rules.link(1, 0);
+        assert_eq!(
+            (back.loss, back.extra),
+            (0.5, Duration::ZERO),
+            "one direction"
+        );
+        rules.blocked.insert((0, 1));
+        assert!(rules.link(0, 1).cut);
+    }
+
+    #[test]
+    fn a_degraded_pair_loses_and_delays_only_its_own_frames() {
+        let mut c = core(3, 0.0);
+        let handle = c.handle.clone();
+        let slow = Impairment {
+            loss: 0.1,
+            delay: Duration::from_millis(150),
+        };
+        handle.impair(0, 1, slow);
+        handle.impair(
+            2,
+            0,
+            Impairment {
+                loss: 7.0, // clamped to 1
+                delay: Duration::ZERO,
+            },
+        );
+        assert_eq!(handle.impaired()[0], ((0, 1), slow));
+        assert_eq!(handle.impaired()[1].1.loss, 1.0);
+        let before = Instant::now();
+        for _ in 0..2000 {
+            c.route(0, &broadcast(0));
+        }
+        let after = Instant::now();
+        let to_1 = due_to(&c, 1);
+        let to_2 = due_to(&c, 2);
+        let lost = handle.counters(1).lost.load(Ordering::Relaxed);
+        assert_eq!(to_1.len() as u64 + lost, 2000);
+        assert!((120..=280).contains(&lost), "about 10% of 2000: {lost}");
+        assert_eq!(to_2.len(), 2000, "the other port is not degraded");
+        assert_eq!(handle.counters(2).lost.load(Ordering::Relaxed), 0);
+        assert!(to_1.iter().all(|at| *at >= before + slow.delay));
+        assert!(to_2.iter().all(|at| *at <= after));
+        // The way back is untouched; from port 2 nothing reaches port 0.
+        c.route(1, &broadcast(1));
+        c.route(2, &broadcast(2));
+        assert_eq!(due_to(&c, 0).len(), 1);
+        assert!(due_to(&c, 0)[0] <= Instant::now());
+        // Restored: no more loss, and frames already delayed are not
+        // overtaken by the ones sent after.
+        handle.restore(0, 1);
+        assert_eq!(handle.impaired().len(), 1);
+        let last_slow = *to_1.last().unwrap();
+        for _ in 0..100 {
+            c.route(0, &broadcast(0));
+        }
+        let to_1 = due_to(&c, 1);
+        assert_eq!(handle.counters(1).lost.load(Ordering::Relaxed), lost);
+        assert_eq!(to_1.len() as u64 + lost, 2101, "and one from port 2");
+        assert!(to_1.iter().rev().take(100).all(|at| *at >= last_slow));
     }
 }

@@ -84,7 +84,13 @@ pub struct Harness {
 impl Harness {
     /// Brings up `n` nodes as `opts` says and waits for membership.
     pub fn up(opts: &Options, n: usize) -> Result<Harness, TestbedError> {
+        Harness::up_with(opts, n, Vec::new())
+    }
+
+    /// [`up`](Self::up), with more `batond` flags for every node.
+    pub fn up_with(opts: &Options, n: usize, flags: Vec<String>) -> Result<Harness, TestbedError> {
         let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
+        config.extra_flags = flags;
         config.bootstrap = opts.bootstrap;
         config.wan = opts.wan.as_ref().map(|(m, _)| m.clone());
         config.loss = opts.loss;
@@ -159,7 +165,7 @@ impl Harness {
                 client: client.to_string(),
                 params: Default::default(),
             };
-            let session: Session = self.tb.post(k % n, "/v1/sessions", &body)?;
+            let session = self.open_on(k % n, &body)?;
             self.sessions.push(Sess {
                 id: session.id,
                 receiver,
@@ -177,6 +183,24 @@ impl Harness {
             eprintln!("{count} rtp-audio sessions streaming to {CLIENT_ADDR}");
         }
         Ok(())
+    }
+
+    /// Opens a session on node `i`. A node that has not heard its peers
+    /// yet answers 503 (it would not serve a session it could lose): on a
+    /// WAN, right after membership converged, probes to far regions may
+    /// still be failing. It is asked again for up to 15 s.
+    fn open_on(&self, i: usize, body: &OpenRequest) -> Result<Session, TestbedError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.tb.post(i, "/v1/sessions", body) {
+                Err(TestbedError::Api { why, .. })
+                    if why.contains("HTTP 503") && Instant::now() < deadline =>
+                {
+                    sleep(Duration::from_millis(500))?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Which running nodes host each session now (from their APIs).
@@ -361,7 +385,7 @@ impl Usage {
 }
 
 /// The node an RTP source address belongs to (`n3` for 198.18.1.3).
-fn node_of(addr: &std::net::SocketAddr) -> String {
+pub(super) fn node_of(addr: &std::net::SocketAddr) -> String {
     match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.octets()[..3] == [198, 18, 1] => {
             format!("n{}", ip.octets()[3])

@@ -3,10 +3,12 @@
 //! `/v1/events`, interface counters, /proc), written up as report.json,
 //! report.md and SVG plots in `--out`.
 
+mod degrade;
 mod harness;
 mod report;
 mod run;
 
+pub use degrade::{DEGRADED, Move, POOR_FOR, measure_move};
 pub use harness::{Harness, Options};
 pub use report::{Report, Target, fmt_num};
 pub use run::{Scenario, run};

@@ -97,6 +97,9 @@ pub struct Report {
     pub detection_ms: Option<Summary>,
     /// Longest silence each affected client heard around a fault, ms.
     pub gap_ms: Option<Summary>,
+    /// Fault until the client heard the session from the node it moved to
+    /// (make-before-break transfer), ms.
+    pub transfer_ms: Option<Summary>,
     /// Healthy nodes declared dead.
     pub false_positives: Option<u64>,
     /// Bytes each node sent per second (eth0 counters, Ethernet frames).
@@ -138,6 +141,7 @@ impl Report {
             duration_s: 0.0,
             detection_ms: None,
             gap_ms: None,
+            transfer_ms: None,
             false_positives: None,
             bytes_per_node_per_s: None,
             sessions_lost: None,
@@ -203,9 +207,10 @@ impl Report {
                 )
             })
         };
-        let rows: [(&str, Option<String>); 9] = [
+        let rows: [(&str, Option<String>); 10] = [
             ("detection", summary(&self.detection_ms, "ms")),
             ("client gap", summary(&self.gap_ms, "ms")),
+            ("transfer", summary(&self.transfer_ms, "ms")),
             (
                 "false positives",
                 self.false_positives.map(|v| v.to_string()),

@@ -35,6 +35,9 @@ pub enum Scenario {
     /// A host that is no member floods every node's datagram socket with
     /// garbage, forged and oversized datagrams.
     Spray,
+    /// The path from a session's primary to its client degrades (loss and
+    /// delay on that pair only); the session moves to a better node.
+    Degrade,
 }
 
 impl Scenario {
@@ -49,6 +52,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Compare => "compare",
             Scenario::Spray => "spray",
+            Scenario::Degrade => "degrade",
         }
     }
 }
@@ -65,13 +69,14 @@ pub fn run(scenario: Scenario, opts: &Options) -> Result<Report, TestbedError> {
         Scenario::Scale => scale(opts)?,
         Scenario::Compare => compare(opts)?,
         Scenario::Spray => spray(opts)?,
+        Scenario::Degrade => super::degrade::degrade(opts)?,
     };
     report.duration_s = started.elapsed().as_secs_f64().round();
     report.write(&opts.out)?;
     Ok(report)
 }
 
-fn new_report(scenario: Scenario, opts: &Options, loss: f64) -> Report {
+pub(super) fn new_report(scenario: Scenario, opts: &Options, loss: f64) -> Report {
     let mut r = Report::new(
         scenario.name(),
         opts.nodes,
@@ -90,7 +95,16 @@ fn is_wan(opts: &Options) -> bool {
 /// Brings the testnet up, opens the sessions, lets coordinates settle and
 /// measures Vivaldi's error (on a WAN).
 fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError> {
-    let mut h = Harness::up(opts, opts.nodes)?;
+    prepare_with(opts, report, Vec::new())
+}
+
+/// [`prepare`], with more `batond` flags for every node.
+pub(super) fn prepare_with(
+    opts: &Options,
+    report: &mut Report,
+    flags: Vec<String>,
+) -> Result<Harness, TestbedError> {
+    let mut h = Harness::up_with(opts, opts.nodes, flags)?;
     h.open_sessions(opts.sessions)?;
     eprintln!("settling for {:?} ...", opts.settle);
     sleep(opts.settle)?;
@@ -148,7 +162,7 @@ fn wait_dead(
 }
 
 /// Primaries of every session as `observer` sees them.
-fn primaries(h: &Harness, observer: usize) -> Vec<Option<usize>> {
+pub(super) fn primaries(h: &Harness, observer: usize) -> Vec<Option<usize>> {
     (0..h.sessions.len())
         .map(|k| h.primary_of(k, observer))
         .collect()
@@ -213,7 +227,7 @@ fn gap_target(report: &mut Report, opts: &Options) {
     );
 }
 
-fn ownership_targets(report: &mut Report) {
+pub(super) fn ownership_targets(report: &mut Report) {
     report.targets.push(Target::at_most(
         "sessions lost 10 s after a fault",
         report.sessions_lost.map(|v| v as f64),
