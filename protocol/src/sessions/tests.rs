@@ -897,3 +897,33 @@ fn a_session_past_its_maximum_lifetime_is_closed_by_its_primary() {
     assert_eq!(r.state, SessionState::Closed);
     assert!(r.reason.contains("maximum lifetime"), "{}", r.reason);
 }
+
+#[test]
+fn poor_service_shows_at_the_first_report_that_says_so_and_one_good_report_does_not_clear_it() {
+    let good = Report {
+        loss: 0.0,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    let lossy = Report { loss: 0.08, ..good };
+    let mut a = Aggregate::default();
+    for _ in 0..10 {
+        a.add(&good);
+    }
+    a.add(&lossy);
+    assert!(
+        a.perf().loss > 0.03,
+        "8% loss shows over the 3% threshold after one report: {}",
+        a.perf().loss
+    );
+    a.add(&good);
+    assert!(
+        a.perf().loss > 0.025,
+        "one good report halves nothing: {}",
+        a.perf().loss
+    );
+    for _ in 0..10 {
+        a.add(&good);
+    }
+    assert!(a.perf().loss < 0.01, "sustained good service clears it");
+}
