@@ -96,6 +96,18 @@ impl Standby {
             _ => None,
         }
     }
+
+    /// Checks a session's `standby` parameter, if it has one: the engine
+    /// reads it, whatever the service; a value it cannot read is refused
+    /// at open rather than silently taken as the configured default.
+    pub fn check_param(params: &BTreeMap<String, String>) -> Result<(), String> {
+        match params.get("standby") {
+            Some(v) if Standby::parse(v).is_none() => {
+                Err(format!("{v:?} is not a standby mode: cold or warm"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Consent before streaming (RFC 7675 in spirit, as SIP and WebRTC media

@@ -364,14 +364,8 @@ impl Registry {
     /// Validates a session with the service it names, and the parameters
     /// the node itself reads (`standby`).
     pub fn validate(&self, spec: &SessionSpec) -> Result<(), Error> {
-        if let Some(standby) = spec.params.get("standby")
-            && baton_protocol::sessions::Standby::parse(standby).is_none()
-        {
-            return Err(Error::param(
-                "standby",
-                format!("{standby:?} is not a standby mode: cold or warm"),
-            ));
-        }
+        baton_protocol::sessions::Standby::check_param(&spec.params)
+            .map_err(|why| Error::param("standby", why))?;
         self.get(&spec.service)?.validate(spec)
     }
 

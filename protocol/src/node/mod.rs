@@ -1188,14 +1188,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 if led > 0 && still_down {
                     // Pull what the backups wrote from one random member,
                     // rather than wait for the next periodic anti-entropy.
-                    let mut alive: Vec<NodeId> = self
-                        .swim
-                        .members()
-                        .filter(|m| m.state == State::Alive)
-                        .map(|m| m.id.clone())
-                        .filter(|id| self.admitted(id))
-                        .collect();
-                    alive.sort_unstable();
+                    let alive = self.sync_candidates();
                     if let Some(peer) = alive.choose(&mut self.rng).cloned() {
                         self.stats.claim_pulls += 1;
                         self.start_sync(now, &peer);

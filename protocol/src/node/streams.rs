@@ -176,7 +176,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
     }
 
-    pub(super) fn admitted(&self, peer: &NodeId) -> bool {
+    fn admitted(&self, peer: &NodeId) -> bool {
         self.peers.get(peer).is_some_and(|p| p.has_session())
     }
 
@@ -356,6 +356,16 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// Syncs the map with a few random live members now: a write too large
     /// for a datagram spreads this way.
     pub(super) fn push_sync(&mut self, now: Instant) {
+        let mut alive = self.sync_candidates();
+        alive.shuffle(&mut self.rng);
+        for peer in alive.into_iter().take(self.config.swim.gossip_fanout) {
+            self.start_sync(now, &peer);
+        }
+    }
+
+    /// The members a map sync may go to (alive and admitted), in a fixed
+    /// order, so that a seeded pick among them replays.
+    pub(super) fn sync_candidates(&self) -> Vec<NodeId> {
         let mut alive: Vec<NodeId> = self
             .swim
             .members()
@@ -364,10 +374,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             .filter(|id| self.admitted(id))
             .collect();
         alive.sort_unstable();
-        alive.shuffle(&mut self.rng);
-        for peer in alive.into_iter().take(self.config.swim.gossip_fanout) {
-            self.start_sync(now, &peer);
-        }
+        alive
     }
 
     fn sync_frame(&mut self, now: Instant, stream: StreamId, bytes: &[u8]) {

@@ -4,6 +4,13 @@
 use super::*;
 use crate::map::LocalKey;
 
+/// What a client served poorly reports.
+const POOR: Report = Report {
+    loss: 0.2,
+    jitter: Duration::from_millis(80),
+    rtt: Duration::from_millis(50),
+};
+
 struct Cluster {
     engines: Vec<Engine<LocalKey>>,
     ids: Vec<NodeId>,
@@ -112,15 +119,33 @@ impl Cluster {
 
     /// The client of "s1" reports poor service to `primary` once a second.
     fn report_poor_service(&mut self, primary: usize, seconds: u32) {
-        let poor = Report {
-            loss: 0.2,
-            jitter: Duration::from_millis(80),
-            rtt: Duration::from_millis(50),
-        };
         for _ in 0..seconds {
-            self.engines[primary].report(self.now, "s1", poor);
+            self.engines[primary].report(self.now, "s1", POOR);
             self.tick(Duration::from_secs(1));
         }
+    }
+
+    /// Like [`report_poor_service`](Self::report_poor_service), stopping
+    /// as soon as `primary` has handed "s1" to `to` (at most `seconds`).
+    fn report_poor_until_handed(&mut self, primary: usize, to: usize, seconds: u32) {
+        for _ in 0..seconds {
+            if self.engines[primary].map().get("s1").unwrap().primary == self.ids[to] {
+                return;
+            }
+            self.report_poor_service(primary, 1);
+        }
+    }
+
+    /// Opens "s1" on node 0 of a 3-node cluster, has another node serve the
+    /// client's location well and lets the dwell time pass: the session may
+    /// now move. Returns its record, its primary and that better peer.
+    fn ready_to_transfer(&mut self) -> (Record, usize, usize) {
+        let record = self.open(0, "s1");
+        let primary = self.index(&record.primary);
+        let peer = (0..3).find(|i| *i != primary).unwrap();
+        self.peer_serves_the_location_well(primary, peer);
+        self.tick(Config::default().policy.min_dwell);
+        (record, primary, peer)
     }
 
     fn open(&mut self, at: usize, id: &str) -> Record {
@@ -410,24 +435,9 @@ fn poor_service_moves_the_session_make_before_break() {
 #[test]
 fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
     let mut c = Cluster::new(3);
-    let record = c.open(0, "s1");
-    let primary = c.index(&record.primary);
-    let peer = (0..3).find(|i| *i != primary).unwrap();
-    c.peer_serves_the_location_well(primary, peer);
-    c.tick(Config::default().policy.min_dwell);
-    let poor = Report {
-        loss: 0.2,
-        jitter: Duration::from_millis(80),
-        rtt: Duration::from_millis(50),
-    };
+    let (_, primary, peer) = c.ready_to_transfer();
     // Poor service until the handover is written, and not a tick more.
-    for _ in 0..30 {
-        if c.engines[primary].map().get("s1").unwrap().primary == c.ids[peer] {
-            break;
-        }
-        c.engines[primary].report(c.now, "s1", poor);
-        c.tick(Duration::from_secs(1));
-    }
+    c.report_poor_until_handed(primary, peer, 30);
     assert_eq!(
         c.engines[primary].map().get("s1").unwrap().primary,
         c.ids[peer]
@@ -465,11 +475,7 @@ fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
 #[test]
 fn an_unsignalled_start_is_confirmed_at_half_the_handover_timeout() {
     let mut c = Cluster::new(3);
-    let record = c.open(0, "s1");
-    let primary = c.index(&record.primary);
-    let peer = (0..3).find(|i| *i != primary).unwrap();
-    c.peer_serves_the_location_well(primary, peer);
-    c.tick(Config::default().policy.min_dwell);
+    let (_, primary, peer) = c.ready_to_transfer();
     c.report_poor_service(primary, 12);
     assert_eq!(
         c.engines[primary].map().get("s1").unwrap().primary,
@@ -486,11 +492,7 @@ fn an_unsignalled_start_is_confirmed_at_half_the_handover_timeout() {
 #[test]
 fn transfer_waits_for_the_new_primary_before_stopping() {
     let mut c = Cluster::new(3);
-    let record = c.open(0, "s1");
-    let primary = c.index(&record.primary);
-    let peer = (0..3).find(|i| *i != primary).unwrap();
-    c.peer_serves_the_location_well(primary, peer);
-    c.tick(Config::default().policy.min_dwell);
+    let (_, primary, peer) = c.ready_to_transfer();
     // The peer hears nothing from now on: no confirmation can come.
     c.down[peer] = true;
     c.report_poor_service(primary, 12);
@@ -540,11 +542,7 @@ fn closing_stops_the_primary_and_garbage_is_counted() {
 #[test]
 fn a_transfer_whose_new_primary_dies_returns_and_keeps_running() {
     let mut c = Cluster::new(3);
-    let record = c.open(0, "s1");
-    let primary = c.index(&record.primary);
-    let peer = (0..3).find(|i| *i != primary).unwrap();
-    c.peer_serves_the_location_well(primary, peer);
-    c.tick(Config::default().policy.min_dwell);
+    let (_, primary, peer) = c.ready_to_transfer();
     // The peer dies right after the handover, before confirming.
     c.down[peer] = true;
     c.report_poor_service(primary, 12);
