@@ -119,6 +119,7 @@ pub struct Metrics {
     local_health: Gauge,
     fenced: Gauge,
     duplicate_identity: Counter,
+    services_differ: Counter,
     connections: Gauge,
     members: [Gauge; 4],
     sessions: [Gauge; 2],
@@ -366,6 +367,14 @@ impl Metrics {
              peer's): an operator must stop one",
             duplicate_identity.clone(),
         );
+        let services_differ = Counter::default();
+        r.register(
+            "service_config_mismatches",
+            "Times a member was seen announcing other [services.exec] templates than this \
+             node's (a digest in its metadata): takeovers between the two may run another \
+             command",
+            services_differ.clone(),
+        );
         let connections = gauge(
             r,
             "connections",
@@ -456,6 +465,7 @@ impl Metrics {
             local_health,
             fenced,
             duplicate_identity,
+            services_differ,
             connections,
             members,
             sessions,
@@ -549,6 +559,11 @@ impl Metrics {
     /// Counts a peer id seen held by two live processes.
     pub fn duplicate_identity(&self) {
         self.duplicate_identity.inc();
+    }
+
+    /// Counts a member seen with other service templates.
+    pub fn services_differ(&self) {
+        self.services_differ.inc();
     }
 
     /// Counts a restart of a session's command.

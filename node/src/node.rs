@@ -212,6 +212,7 @@ impl Node {
                 bootstrap: bootstrap.iter().map(ToString::to_string).collect(),
                 timing: proto::Timing::default(),
                 clients: config.clients.clone(),
+                services: config.services.digest(),
             },
             KeySigner::new(key),
             StdRng::from_os_rng(),

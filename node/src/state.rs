@@ -74,8 +74,9 @@ pub enum SessionCommand {
         id: String,
         /// The report.
         report: views::Report,
-        /// The answer.
-        reply: oneshot::Sender<Result<(), CommandError>>,
+        /// The answer: `None` when this node, the primary, took it; the
+        /// primary it was sent on to otherwise.
+        reply: oneshot::Sender<Result<Option<views::Forwarded>, CommandError>>,
     },
     /// Whether the driver answers at all (`GET /v1/health`): it replies
     /// `Ok` at once.

@@ -322,6 +322,18 @@ pub struct Report {
     pub packets: u64,
 }
 
+/// Body of the `202 Accepted` answer to `POST /v1/sessions/{id}/report`
+/// when the node asked is not the session's primary: the report was sent on
+/// to the primary, whose engine is the one that weighs it. (A primary that
+/// takes the report itself answers `204 No Content`.)
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Peer id of the primary the report went to.
+    pub forwarded_to: String,
+    /// Its node name.
+    pub forwarded_to_name: String,
+}
+
 /// Body of `GET /v1/health` when the node's driver answers: `{"status": "ok"}`
 /// (when it does not, the answer is a 503 with an [`ErrorBody`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -32,6 +32,15 @@ pub struct NodeMeta {
     /// process restarted, and the keys agreed with the old one are void.
     #[serde(rename = "b", default)]
     pub boot: u64,
+    /// A digest of the node's service configuration (its `exec` templates
+    /// and their rules), 0 when unknown: members whose digests differ may
+    /// run another command for a session they take over, or refuse it.
+    #[serde(rename = "s", default, skip_serializing_if = "is_zero")]
+    pub services: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Why metadata bytes could not be read.
@@ -92,8 +101,16 @@ mod tests {
             load: 3,
             datagram: "0.0.0.0:7702".into(),
             boot: 42,
+            services: 0x5eed,
         };
         assert_eq!(NodeMeta::decode(&meta.encode()).unwrap(), meta);
+        // An unknown digest costs no bytes.
+        let unknown = NodeMeta {
+            services: 0,
+            ..meta.clone()
+        };
+        assert!(unknown.encode().len() < meta.encode().len());
+        assert_eq!(NodeMeta::decode(&unknown.encode()).unwrap(), unknown);
     }
 
     #[test]

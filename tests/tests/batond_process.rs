@@ -431,3 +431,50 @@ fn a_token_is_enforced_on_loopback_and_a_rebound_host_is_refused() {
     // Health stays open, for supervisors and load balancers.
     assert!(http_status(&api, "/v1/health", &host).contains(" 200 "));
 }
+
+/// A loopback UDP port whose next one is free too (QUIC and, beside it,
+/// SWIM's datagram socket); taken back before the node binds them.
+fn free_udp_pair() -> u16 {
+    loop {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn members_with_other_exec_templates_are_warned_about_on_both_sides() {
+    let dir = TempDir::new("templates");
+    let conf = |name: &str, command: &str| {
+        let path = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&path, format!("[services.exec]\nplay = \"{command}\"\n")).unwrap();
+        path.display().to_string()
+    };
+    let (conf_a, conf_b) = (conf("a", "sleep 100"), conf("b", "sleep 200"));
+    let (data_a, data_b) = (
+        dir.0.join("a").display().to_string(),
+        dir.0.join("b").display().to_string(),
+    );
+    let port = free_udp_pair();
+    let listen = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let mut args_a = loopback_args(&data_a, "a");
+    args_a[5] = &listen;
+    args_a.extend(["--config", &conf_a]);
+    let a = Batond::start(&args_a);
+    a.api();
+    let mut args_b = loopback_args(&data_b, "b");
+    args_b.extend(["--config", &conf_b, "--bootstrap", &listen]);
+    let b = Batond::start(&args_b);
+    let warning = "templates differ from this node's";
+    let said_a = a.wait_for(warning, Duration::from_secs(30));
+    let said_b = b.wait_for(warning, Duration::from_secs(30));
+    // Each names the other.
+    assert!(said_a.contains("\"name\":\"b\""), "{said_a}");
+    assert!(said_b.contains("\"name\":\"a\""), "{said_b}");
+    // Once, not on every announcement: the loads they gossip change as
+    // nothing else does, so a second warning would come from a repeat.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.log().matches(warning).count(), 1, "{}", a.log());
+}

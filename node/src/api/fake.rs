@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::state::{CommandError, SessionCommand, Shared};
-use crate::views::{Move, Report, Session};
+use crate::views::{Forwarded, Move, Report, Session};
 
 /// Reports the fake driver accepted, by session id.
 pub(crate) type Reports = Arc<Mutex<Vec<(String, Report)>>>;
@@ -120,11 +120,16 @@ pub(crate) fn spawn(shared: Arc<Shared>, mut commands: mpsc::Receiver<SessionCom
                     let _ = reply.send(answer);
                 }
                 SessionCommand::Report { id, report, reply } => {
-                    let answer = if shared.sessions.contains_key(&id) {
-                        seen.lock().unwrap().push((id, report));
-                        Ok(())
-                    } else {
-                        Err(unknown(&id))
+                    // Taken here by the primary; sent on by any other node.
+                    let answer = match shared.sessions.get(&id).map(|s| s.clone()) {
+                        Some(s) => {
+                            seen.lock().unwrap().push((id, report));
+                            Ok((s.primary != shared.local.id).then_some(Forwarded {
+                                forwarded_to: s.primary,
+                                forwarded_to_name: s.primary_name,
+                            }))
+                        }
+                        None => Err(unknown(&id)),
                     };
                     let _ = reply.send(answer);
                 }

@@ -147,20 +147,26 @@ pub(super) async fn report(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let id = session_id(id)?;
     let report = request::report(request::json_body(&headers, body)?)?;
-    st.ask(
-        &format!("take the report on session {}", quoted(&id)),
-        "the report may still count",
-        |reply| SessionCommand::Report {
-            id: id.clone(),
-            report,
-            reply,
-        },
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let forwarded = st
+        .ask(
+            &format!("take the report on session {}", quoted(&id)),
+            "the report may still count",
+            |reply| SessionCommand::Report {
+                id: id.clone(),
+                report,
+                reply,
+            },
+        )
+        .await?;
+    // The primary weighs reports: one taken here answers 204, one sent on
+    // to the primary 202 with the primary it went to.
+    Ok(match forwarded {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(to) => (StatusCode::ACCEPTED, Json(to)).into_response(),
+    })
 }
 
 impl AppState {
@@ -414,30 +420,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn report_goes_to_the_driver_and_answers_204() {
+    async fn a_report_taken_by_the_primary_answers_204_one_sent_on_202() {
         let (shared, reports) = shared_with_driver();
         let server = Server::start(shared, None).await;
+        // This node is s-old's primary: it takes the report.
         let reply = post_json(
             server.addr,
-            "/v1/sessions/s-bravo/report",
+            "/v1/sessions/s-old/report",
             r#"{"loss": 0.02, "jitter_ms": 4.0, "rtt_ms": 30, "packets": 500}"#,
         )
         .await;
         assert_eq!(reply.status, 204, "{}", reply.body);
         assert!(reply.body.is_empty());
-        // `packets` may be left out.
+        // s-bravo's primary is bravo: the report goes on to it, and the
+        // answer says so. `packets` may be left out.
         let reply = post_json(
             server.addr,
             "/v1/sessions/s-bravo/report",
             r#"{"loss": 1, "jitter_ms": 0, "rtt_ms": 0.5}"#,
         )
         .await;
-        assert_eq!(reply.status, 204, "{}", reply.body);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let to: crate::views::Forwarded = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            to,
+            crate::views::Forwarded {
+                forwarded_to: "12D3KooWBravo".to_owned(),
+                forwarded_to_name: "bravo".to_owned(),
+            }
+        );
         assert_eq!(
             *reports.lock().unwrap(),
             [
                 (
-                    "s-bravo".to_owned(),
+                    "s-old".to_owned(),
                     Report {
                         loss: 0.02,
                         jitter_ms: 4.0,

@@ -28,7 +28,7 @@ use args::{Cli, Command};
 use client::{Verb, encode, session_path};
 use render::Names;
 
-use crate::views::{Health, Member, OpenRequest, Peer, Report, Session, Status};
+use crate::views::{Forwarded, Health, Member, OpenRequest, Peer, Report, Session, Status};
 
 /// Runs `baton` with these arguments (the first is the program name) and
 /// returns the process exit code: 0 on success, 1 on error, 2 on bad usage.
@@ -136,13 +136,24 @@ fn execute(
             };
             let path = session_path(&r.id, "/report");
             let body = encode(&path, &report)?;
-            client.send(Verb::Post(body.clone()), &path)?;
-            if json {
-                // The API answers 204 without a body: what it took is the
-                // report as sent.
-                passthrough(&body)
+            let answer = client.send(Verb::Post(body.clone()), &path)?;
+            // 204 without a body: the primary took it. 202 with the primary
+            // it was sent on to: the node asked is not the primary.
+            let forwarded: Option<Forwarded> = if answer.trim().is_empty() {
+                None
             } else {
-                render::reported_text(&r.id, &report)
+                Some(client.decode(&path, &answer)?)
+            };
+            if json {
+                let taken = serde_json::json!({
+                    "session": r.id,
+                    "report": report,
+                    "forwarded_to": forwarded.as_ref().map(|f| &f.forwarded_to),
+                    "forwarded_to_name": forwarded.as_ref().map(|f| &f.forwarded_to_name),
+                });
+                format!("{taken}\n")
+            } else {
+                render::reported_text(&r.id, &report, forwarded.as_ref())
             }
         }
         Command::Watch(w) => return watch::watch(client, json, w.wide),
@@ -395,12 +406,16 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
             ],
         )
         .await;
+        assert_eq!(code, 0);
+        let taken: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
-            (code, out.as_str()),
-            (
-                0,
-                "{\"loss\":0.0,\"jitter_ms\":1.0,\"rtt_ms\":2.0,\"packets\":0}\n"
-            )
+            taken,
+            serde_json::json!({
+                "session": "s1",
+                "report": {"loss": 0.0, "jitter_ms": 1.0, "rtt_ms": 2.0, "packets": 0},
+                "forwarded_to": null,
+                "forwarded_to_name": null,
+            })
         );
         assert_eq!(
             *reports.lock().unwrap(),
@@ -457,7 +472,7 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
     }
 
     #[tokio::test]
-    async fn report_with_json_prints_the_report_the_node_took() {
+    async fn a_report_to_a_node_that_is_not_the_primary_says_where_it_went() {
         let (shared, reports) = shared();
         shared.sessions.insert(
             "s1".to_owned(),
@@ -477,12 +492,32 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
         ];
         let (code, out) = baton(&addr.to_string(), &args).await;
         assert_eq!(code, 0);
+        let taken: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(taken["forwarded_to"], "12D3KooWBravo");
+        assert_eq!(taken["forwarded_to_name"], "bravo");
+        let sent: Report = serde_json::from_value(taken["report"].clone()).unwrap();
+        assert_eq!(
+            sent,
+            Report {
+                loss: 0.05,
+                jitter_ms: 20.0,
+                rtt_ms: 40.0,
+                packets: 0
+            }
+        );
+        // Without --json, the same is said in words.
+        let (code, out) = baton(&addr.to_string(), &args[1..]).await;
+        assert_eq!(code, 0);
         assert_eq!(
             out,
-            "{\"loss\":0.05,\"jitter_ms\":20.0,\"rtt_ms\":40.0,\"packets\":0}\n"
+            "reported on session s1: loss 5.0%, jitter 20 ms, RTT 40 ms, 0 packets\n\
+             this node is not the session's primary: the report was sent on to bravo \
+             (12D3KooWBravo)\n"
         );
-        let sent: Report = serde_json::from_str(&out).unwrap();
-        assert_eq!(*reports.lock().unwrap(), [("s1".to_owned(), sent)]);
+        assert_eq!(
+            *reports.lock().unwrap(),
+            [("s1".to_owned(), sent), ("s1".to_owned(), sent)]
+        );
         let _ = stop.send(());
         timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
     }

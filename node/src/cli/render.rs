@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::sse::Received;
-use crate::views::{Instance, Member, Peer, Report, Session, Status};
+use crate::views::{Forwarded, Instance, Member, Peer, Report, Session, Status};
 
 /// Node names by peer id.
 pub type Names = BTreeMap<String, String>;
@@ -380,15 +380,23 @@ pub fn closed_text(s: &Session) -> String {
 }
 
 /// What `baton report` prints once the node took the report on session `id`.
-pub fn reported_text(id: &str, r: &Report) -> String {
-    format!(
+pub fn reported_text(id: &str, r: &Report, forwarded: Option<&Forwarded>) -> String {
+    let mut text = format!(
         "reported on session {}: loss {:.1}%, jitter {} ms, RTT {} ms, {} packets\n",
         sanitize(id),
         r.loss * 100.0,
         r.jitter_ms,
         r.rtt_ms,
         r.packets
-    )
+    );
+    if let Some(f) = forwarded {
+        text.push_str(&format!(
+            "this node is not the session's primary: the report was sent on to {} ({})\n",
+            sanitize(&f.forwarded_to_name),
+            sanitize(&f.forwarded_to)
+        ));
+    }
+    text
 }
 
 /// Unix milliseconds as a local date and time to the millisecond; `-` for 0.

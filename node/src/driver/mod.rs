@@ -462,7 +462,7 @@ impl Driver {
                 let answer = self
                     .node
                     .report(now, &id, report_of(&report))
-                    .map(|_| ())
+                    .map(|primary| primary.map(|p| self.forwarded(&p)))
                     .map_err(command_error);
                 let _ = reply.send(answer);
             }

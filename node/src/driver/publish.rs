@@ -51,6 +51,25 @@ impl Driver {
                 }
                 self.shared.metrics.duplicate_identity();
             }
+            Event::ServicesDiffer { peer, ours, theirs } => {
+                let id = show(&peer);
+                let name = self
+                    .shared
+                    .members
+                    .get(&id)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    peer = %id,
+                    name = %self.display_name(&id, &name),
+                    ours = %format!("{ours:016x}"),
+                    theirs = %format!("{theirs:016x}"),
+                    "a member's [services.exec] templates differ from this node's: a session \
+                     one of you takes over from the other may run another command or fail to \
+                     start; give every node the same templates"
+                );
+                self.shared.metrics.services_differ();
+            }
             Event::Fenced { fenced: true } => {
                 tracing::warn!(
                     "this node hears nothing from the overlay (every probe fails): it stops \
@@ -277,6 +296,21 @@ impl Driver {
             incarnation: u32::try_from(epoch).unwrap_or(u32::MAX),
             reason: Some(reason.to_string()),
         });
+    }
+
+    /// The primary a client report was sent on to, as the API names it.
+    pub(super) fn forwarded(&self, primary: &NodeId) -> views::Forwarded {
+        let id = show(primary);
+        let name = self
+            .shared
+            .members
+            .get(&id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        views::Forwarded {
+            forwarded_to_name: self.display_name(&id, &name),
+            forwarded_to: id,
+        }
     }
 
     /// Mirrors one session of the map into the API's view.

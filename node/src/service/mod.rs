@@ -78,6 +78,44 @@ pub struct Config {
     pub max_sessions_per_caller: Option<usize>,
 }
 
+impl Config {
+    /// A digest of what decides the command a session runs: every `exec`
+    /// template with its rules, by name. Two nodes with the same templates
+    /// have the same digest whatever the order or layout of their files;
+    /// `media_dir` and the client limits are left out (they may differ
+    /// from host to host without a session running differently). Never 0,
+    /// which means "unknown" in a node's metadata.
+    pub fn digest(&self) -> u64 {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        // Length-prefixed fields: no two configurations encode alike.
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        field(b"baton services v1");
+        for (name, t) in &self.exec {
+            field(name.as_bytes());
+            field(t.command.as_bytes());
+            field(&[u8::from(t.allow_urls), u8::from(t.allow_paths)]);
+            for (param, rule) in &t.params {
+                field(param.as_bytes());
+                field(rule.kind.as_bytes());
+                field(format!("{:?} {:?}", rule.min, rule.max).as_bytes());
+                field(rule.pattern.as_deref().unwrap_or("").as_bytes());
+                for prefix in rule.prefixes.iter().flatten() {
+                    field(prefix.as_bytes());
+                }
+                field(b"");
+            }
+            field(b"");
+        }
+        let out = h.finalize();
+        let digest = u64::from_be_bytes(out[..8].try_into().expect("8 of 32 bytes"));
+        digest.max(1)
+    }
+}
+
 /// Why a session cannot be validated or started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -518,6 +556,37 @@ mod tests {
         let registry = Registry::builtin(&Config::default(), None).unwrap();
         let err = registry.start(spec("rtp-audio")).unwrap_err();
         assert!(matches!(err, Error::NoRuntime), "{err}");
+    }
+
+    #[test]
+    fn the_digest_follows_the_templates_and_their_rules_not_the_file_layout() {
+        let read = |text: &str| toml::from_str::<Config>(text).unwrap().digest();
+        let base = read(
+            "[exec]\nplay = \"ffplay -i {input}\"\n\
+             announce = { command = \"say {n}\", params = { n = \"number\" } }\n",
+        );
+        // The same templates, written in another order and layout, with
+        // another media directory and client limits.
+        assert_eq!(
+            base,
+            read(
+                "media_dir = \"/srv/elsewhere\"\nmax_sessions_per_client = 3\n\
+                 [exec.announce]\ncommand = \"say {n}\"\nparams = { n = \"number\" }\n\
+                 [exec.play]\ncommand = \"ffplay -i {input}\"\n"
+            )
+        );
+        for other in [
+            "[exec]\nplay = \"ffplay -i {input}\"\n",
+            "[exec]\nplay = \"ffplay -re -i {input}\"\n\
+             announce = { command = \"say {n}\", params = { n = \"number\" } }\n",
+            "[exec]\nplay = \"ffplay -i {input}\"\n\
+             announce = { command = \"say {n}\", params = { n = \"name\" } }\n",
+            "[exec]\nplay = { command = \"ffplay -i {input}\", allow_urls = true }\n\
+             announce = { command = \"say {n}\", params = { n = \"number\" } }\n",
+        ] {
+            assert_ne!(read(other), base, "{other}");
+        }
+        assert_ne!(Config::default().digest(), 0, "0 means unknown");
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct Config {
     pub timing: Timing,
     /// Which clients sessions may stream to.
     pub clients: ClientPolicy,
+    /// A digest of the service configuration ([`NodeMeta::services`]), 0
+    /// when not known.
+    pub services: u64,
 }
 
 /// Which client addresses a session may stream to: a stream is sent where a
@@ -349,6 +352,17 @@ pub enum Event {
         epoch: u64,
         /// Why it is here (`open`, `takeover: ...`, `transfer: ...`).
         reason: String,
+    },
+    /// A member announces a service configuration other than this node's
+    /// (see [`NodeMeta::services`]): told once when it is first seen so, and
+    /// again when its configuration changes.
+    ServicesDiffer {
+        /// The member.
+        peer: NodeId,
+        /// This node's digest.
+        ours: u64,
+        /// The member's.
+        theirs: u64,
     },
     /// Two live processes claim one peer id (a copied identity): `peer` is
     /// this node itself or another. Both processes take sessions and answer
@@ -676,6 +690,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             load: 0,
             datagram: config.datagram.map(|a| a.to_string()).unwrap_or_default(),
             boot,
+            services: config.services,
         };
         let swim_rng = R::from_rng(&mut rng);
         let swim = Swim::new(
@@ -1310,6 +1325,27 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     /// Announces this node's metadata with a new incarnation.
+    /// The service configuration changed (a reload): the new digest is
+    /// announced, and members whose configuration differs from it are told
+    /// again.
+    pub fn handle_services_changed(&mut self, now: Instant, digest: u64) {
+        if digest == self.meta.services {
+            return;
+        }
+        self.meta.services = digest;
+        for (id, p) in &self.peers {
+            if p.services != 0 && digest != 0 && p.services != digest {
+                self.events.push_back(Event::ServicesDiffer {
+                    peer: id.clone(),
+                    ours: digest,
+                    theirs: p.services,
+                });
+            }
+        }
+        self.announce(now);
+        self.pump(now);
+    }
+
     fn announce(&mut self, now: Instant) {
         self.swim.set_meta(now, self.meta.encode());
     }
@@ -1481,6 +1517,18 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             self.events.push_back(Event::DuplicateIdentity {
                 peer: id.clone(),
                 detail,
+            });
+        }
+        let theirs = meta.services;
+        if std::mem::replace(&mut p.services, theirs) != theirs
+            && theirs != 0
+            && self.meta.services != 0
+            && theirs != self.meta.services
+        {
+            self.events.push_back(Event::ServicesDiffer {
+                peer: id.clone(),
+                ours: self.meta.services,
+                theirs,
             });
         }
         let p = self.peers.get_mut(id).expect("inserted above");

@@ -67,6 +67,8 @@ pub(super) struct Peer {
     boots: Vec<u64>,
     /// Whether they alternated: two processes hold its identity.
     pub(super) twinned: bool,
+    /// The digest of its service configuration it announced last.
+    pub(super) services: u64,
     /// When discovery, a connection or a stream last named it.
     pub(super) seen: Option<Instant>,
 }

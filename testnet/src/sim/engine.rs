@@ -1387,6 +1387,7 @@ impl Sim {
             bootstrap: Vec::new(),
             timing: Timing::default(),
             clients: ClientPolicy::default(),
+            services: 0,
         }
     }
 
@@ -1646,6 +1647,7 @@ impl Sim {
             | Event::SessionFailed { .. }
             | Event::SessionPaused { .. }
             | Event::SessionResumed { .. }
+            | Event::ServicesDiffer { .. }
             | Event::Fenced { fenced: false } => {}
         }
     }

@@ -633,6 +633,54 @@ fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
 }
 
 #[test]
+fn members_with_other_service_templates_are_named_once_and_again_after_a_reload() {
+    // Nodes 0 and 1 share a service configuration; node 2's differs.
+    let digest = |i: usize| if i == 2 { 0xbbbb } else { 0xaaaa };
+    let mut net = Net::with_config(3, 31, |i| Config {
+        services: digest(i),
+        ..harness::config(i)
+    });
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    net.run_for(Duration::from_secs(5));
+    let told = |net: &Net, i: usize| -> Vec<(usize, u64, u64)> {
+        net.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                Event::ServicesDiffer { peer, ours, theirs } => Some((
+                    net.ids.iter().position(|id| id == peer).unwrap(),
+                    *ours,
+                    *theirs,
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    // Each side hears of the other once, not on every announcement.
+    assert_eq!(told(&net, 0), [(2, 0xaaaa, 0xbbbb)]);
+    assert_eq!(told(&net, 1), [(2, 0xaaaa, 0xbbbb)]);
+    let mut first = told(&net, 2);
+    first.sort();
+    assert_eq!(first, [(0, 0xbbbb, 0xaaaa), (1, 0xbbbb, 0xaaaa)]);
+    // Node 2 reloads the others' templates: nobody is told anything more;
+    // node 0 then reloads other ones, and is told about both peers.
+    let now = net.now;
+    net.node_mut(2).handle_services_changed(now, 0xaaaa);
+    net.after(2);
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(told(&net, 1).len(), 1);
+    let now = net.now;
+    net.node_mut(0).handle_services_changed(now, 0xcccc);
+    net.after(0);
+    net.run_for(Duration::from_secs(5));
+    let mut again = told(&net, 0)[1..].to_vec();
+    again.sort();
+    assert_eq!(again, [(1, 0xcccc, 0xaaaa), (2, 0xcccc, 0xaaaa)]);
+    assert_eq!(told(&net, 1)[1..], [(0, 0xaaaa, 0xcccc)]);
+    assert_eq!(told(&net, 2)[2..], [(0, 0xaaaa, 0xcccc)]);
+}
+
+#[test]
 fn any_node_takes_a_report_or_a_close_and_the_primary_carries_it_out() {
     let mut net = Net::new(4, 25);
     net.warm();
