@@ -122,6 +122,16 @@ fn steps(quick: bool) -> Vec<Step> {
             args: args(&line),
         });
     }
+    for p in crate::study::points(quick) {
+        v.push(Step {
+            key: p.detection_key(),
+            args: args(&p.detection_args(quick)),
+        });
+        v.push(Step {
+            key: p.idle_key(),
+            args: args(&p.idle_args(quick)),
+        });
+    }
     v.push(Step {
         key: "bench".into(),
         args: args(if quick {
@@ -181,6 +191,8 @@ pub fn evaluate(docs: &Path, quick: bool, only: Option<&str>) -> Result<PathBuf,
         });
     }
     let md = render(&outcomes, quick);
+    crate::study::write_plot(&eval, quick, |k| report(&outcomes, k))
+        .map_err(|e| format!("{}: {e}", eval.display()))?;
     let path = docs.join("evaluation.md");
     std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
@@ -324,10 +336,18 @@ fn render(outcomes: &[Outcome], quick: bool) -> String {
     render_targets(&mut md, outcomes);
     render_testnet(&mut md, outcomes);
     render_sim(&mut md, outcomes);
+    crate::study::render(&mut md, quick, |k| report(outcomes, k));
     render_bench(&mut md, outcomes);
     render_anchors(&mut md, outcomes);
     md.push_str(STATIC_NOTES);
-    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    // Study points not run yet are counted in the study's section.
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| {
+            o.error.is_some()
+                && !(o.step.key.starts_with("study-") && o.error.as_deref() == Some("not run"))
+        })
+        .collect();
     if !failed.is_empty() {
         let _ = writeln!(md, "\n## Steps that produced no report\n");
         for o in failed {

@@ -16,6 +16,7 @@ pub mod plot;
 pub mod rtp_receiver;
 pub mod scenarios;
 pub mod sim;
+pub mod study;
 pub mod sys;
 pub mod targets;
 pub mod testbed;

@@ -172,6 +172,25 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Runs the trade-off study's sweep (SWIM's probe interval 50-1000 ms x
+    /// loss 0 / 5% x N = 100 / 1000, in the simulator: detection, bytes on
+    /// the wire, healthy members declared dead), keeps each point's reports
+    /// under DOCS/eval/ and rewrites DOCS/evaluation.md with the study's
+    /// table and plot (the other sections from the reports kept). The same
+    /// as `evaluate --only study-`. Use a release build: the N=1000 points
+    /// take most of an hour.
+    #[command(after_help = "EXAMPLES:\n  \
+        cargo build --release -p baton-testnet\n  \
+        ./target/release/testnet study --docs docs\n  \
+        ./target/release/testnet study --docs docs --quick   # two points, to check the pipeline")]
+    Study {
+        /// The docs directory.
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Two points of 100 nodes, short runs: to check the pipeline.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Runs a fault scenario on a fresh testnet (root) and writes
     /// report.json, report.md and SVG plots to --out. Everything the run
     /// creates is removed when it ends, fails or is interrupted.
@@ -686,20 +705,23 @@ fn run_net(command: Command) -> ExitCode {
         Command::Heal { nodes } => control(Request::Heal { nodes }),
         Command::Loss { loss } => control(Request::Loss { loss }),
         Command::Run(args) => run_scenario(&args),
-        Command::Evaluate { docs, quick, only } => {
-            sys::catch_interrupts();
-            match baton_testnet::evaluate::evaluate(&docs, quick, only.as_deref()) {
-                Ok(path) => {
-                    println!("wrote {}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("testnet evaluate: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::Study { docs, quick } => evaluate(&docs, quick, Some("study-")),
+        Command::Evaluate { docs, quick, only } => evaluate(&docs, quick, only.as_deref()),
         Command::Sim(_) | Command::Demo { .. } | Command::Bench { .. } => ExitCode::from(2),
+    }
+}
+
+fn evaluate(docs: &std::path::Path, quick: bool, only: Option<&str>) -> ExitCode {
+    sys::catch_interrupts();
+    match baton_testnet::evaluate::evaluate(docs, quick, only) {
+        Ok(path) => {
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("testnet evaluate: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,0 +1,343 @@
+//! The trade-off study of the seed paper, part 1: monitoring overhead
+//! against detection time and false alarms, as SWIM's probe interval
+//! varies. Each point is two simulator runs of whole nodes: a crash run
+//! (a random node crashes every ~3 s) for the detection time, and an idle
+//! run (no crashes, no application updates) for what monitoring costs on
+//! the wire and how many healthy members are declared dead. Both at the
+//! same group size, probe interval and loss.
+//!
+//! The points are steps of `testnet evaluate` (keys `study-...`), so each
+//! keeps its report under `docs/eval/` and its command beside its numbers;
+//! `testnet study` runs only them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::plot::{Plot, Style};
+
+/// Probe intervals swept, ms.
+pub const INTERVALS_MS: [u64; 5] = [50, 100, 200, 500, 1000];
+/// Loss on every link.
+pub const LOSSES: [f64; 2] = [0.0, 0.05];
+/// Group sizes.
+pub const SIZES: [usize; 2] = [100, 1000];
+
+/// Serf 0.8, LAN profile, 10 agents in network namespaces on this kind of
+/// machine (measured, docs/evaluation.md "Against the anchors"): bytes per
+/// node per second, seconds to declare a kill.
+pub const SERF: (f64, f64) = (330.0, 8.0);
+/// Raman & Katz: 300 ms heart-beats, ~1.8 s to detect (no traffic figure).
+pub const PAPER_DETECTION_S: f64 = 1.8;
+
+/// One point of the sweep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Group size.
+    pub nodes: usize,
+    /// SWIM's protocol period, ms.
+    pub interval_ms: u64,
+    /// Loss on every link, 0 to 1.
+    pub loss: f64,
+}
+
+impl Point {
+    fn tag(&self) -> String {
+        format!(
+            "n{}-p{}-l{}",
+            self.nodes,
+            self.interval_ms,
+            (self.loss * 100.0).round() as u32
+        )
+    }
+
+    /// Key of the crash run.
+    pub fn detection_key(&self) -> String {
+        format!("study-det-{}", self.tag())
+    }
+
+    /// Key of the idle run.
+    pub fn idle_key(&self) -> String {
+        format!("study-idle-{}", self.tag())
+    }
+
+    /// Protocol flags: the interval, and a first-probe timeout that fits
+    /// inside it (the adaptive timeout takes over once RTTs are known).
+    fn tuning(&self) -> String {
+        let timeout = (self.interval_ms / 2).min(50);
+        format!(
+            "--probe-interval {}ms --probe-timeout {timeout}ms --loss {}",
+            self.interval_ms, self.loss
+        )
+    }
+
+    /// The crash run's arguments after `testnet`. Long enough at N=100 for
+    /// 100 crashes (a p99 that is not just the maximum of a handful).
+    pub fn detection_args(&self, quick: bool) -> String {
+        let duration = match (quick, self.nodes) {
+            (true, _) => "30s",
+            (false, n) if n <= 100 => "300s",
+            _ => "60s",
+        };
+        format!(
+            "sim --nodes {} --seed 1 --scenario crash --duration {duration} {} --json",
+            self.nodes,
+            self.tuning()
+        )
+    }
+
+    /// The idle run's arguments: warm, no crashes, no updates.
+    pub fn idle_args(&self, quick: bool) -> String {
+        let duration = if quick { "20s" } else { "120s" };
+        format!(
+            "sim --nodes {} --seed 1 --scenario loss --duration {duration} --warm-start \
+             --update-every 1h {} --json",
+            self.nodes,
+            self.tuning()
+        )
+    }
+}
+
+/// Every point, in the order they run (small groups first).
+pub fn points(quick: bool) -> Vec<Point> {
+    if quick {
+        return [100, 500]
+            .into_iter()
+            .map(|interval_ms| Point {
+                nodes: 100,
+                interval_ms,
+                loss: 0.0,
+            })
+            .collect();
+    }
+    let mut v = Vec::new();
+    for nodes in SIZES {
+        for loss in LOSSES {
+            for interval_ms in INTERVALS_MS {
+                v.push(Point {
+                    nodes,
+                    interval_ms,
+                    loss,
+                });
+            }
+        }
+    }
+    v
+}
+
+/// What one point measured; `None` where its run is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    /// Detection p50 and p99, ms, and the number of samples.
+    pub detection: Option<(f64, f64, u64)>,
+    /// Bytes per node per second on the wire, idle.
+    pub bytes: Option<f64>,
+    /// Healthy members declared dead: in the crash run, and in the idle run.
+    pub false_deaths: Option<(u64, u64)>,
+}
+
+/// Reads a point's two reports (`report(key)`, `Value::Null` if missing).
+pub fn measured<'a>(p: &Point, report: impl Fn(&str) -> &'a Value) -> Measured {
+    let det = report(&p.detection_key());
+    let idle = report(&p.idle_key());
+    let f = |v: &Value| v.as_f64();
+    Measured {
+        detection: match (
+            f(&det["detection_ms"]["p50"]),
+            f(&det["detection_ms"]["p99"]),
+            det["detection_ms"]["samples"].as_u64(),
+        ) {
+            (Some(a), Some(b), Some(n)) => Some((a, b, n)),
+            _ => None,
+        },
+        bytes: f(&idle["bytes_per_node_per_s"]),
+        false_deaths: match (
+            det["false_positives"].as_u64(),
+            idle["false_positives"].as_u64(),
+        ) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        },
+    }
+}
+
+/// The plot: bytes per node per second (idle) against detection p99, one
+/// line per group size and loss, the probe interval falling from left to
+/// right; Serf's measured point and the paper's detection time for scale.
+pub fn plot<'a>(quick: bool, report: impl Fn(&str) -> &'a Value) -> Plot {
+    let mut plot = Plot::new(
+        "Monitoring cost against detection time (probe interval 1000 -> 50 ms)",
+        "bytes per node per second on the wire, idle",
+        "detection p99 (s)",
+    );
+    let all = points(quick);
+    for nodes in SIZES {
+        for loss in LOSSES {
+            let line: Vec<(f64, f64)> = all
+                .iter()
+                .filter(|p| p.nodes == nodes && p.loss == loss)
+                .filter_map(|p| {
+                    let m = measured(p, &report);
+                    Some((m.bytes?, m.detection?.1 / 1000.0))
+                })
+                .collect();
+            if !line.is_empty() {
+                plot = plot.series(
+                    &format!("N={nodes}, {:.0}% loss", loss * 100.0),
+                    Style::Line,
+                    line,
+                );
+            }
+        }
+    }
+    plot.series("Serf 0.8 (N=10, measured)", Style::Points, vec![SERF])
+        .reference("paper: ~1.8 s at 300 ms heart-beats", PAPER_DETECTION_S)
+}
+
+/// The study's section of docs/evaluation.md: the plot and one row per
+/// point with both commands.
+pub fn render<'a>(md: &mut String, quick: bool, report: impl Fn(&str) -> &'a Value) {
+    let _ = writeln!(
+        md,
+        "## Trade-off study: monitoring overhead, detection, false alarms\n\n\
+         The seed paper sets out to study the trade-off between re-instantiation \
+         time, monitoring overhead and backup pre-provisioning. This part sweeps \
+         SWIM's probe interval ({} ms) at {} nodes, without loss and with 5% loss \
+         on every link, in the simulator (whole nodes, virtual time, seed 1). Each \
+         point is two runs: a crash run (a random node crashes every ~3 s and \
+         restarts) gives the detection time (crash until every survivor holds it \
+         dead) and the healthy members declared dead among the churn; an idle run \
+         (warm, no crashes, no application updates) gives what monitoring alone \
+         costs per node on the wire (sealed datagrams plus 42 bytes of headers \
+         each, stream frames) and the healthy members declared dead. Regenerate \
+         with `sudo ./target/release/testnet study --docs docs` (the N=1000 \
+         points take most of the time).\n\n\
+         ![monitoring cost against detection](eval/study-monitoring.svg)\n\n\
+         | N | loss | probe interval | detection p50 / p99 (crashes) | bytes/s per node, idle | healthy declared dead: crash run / idle run | commands |\n\
+         |---|---|---|---|---|---|---|",
+        INTERVALS_MS.map(|i| i.to_string()).join(" / "),
+        SIZES.map(|n| n.to_string()).join(" and "),
+    );
+    let mut missing = 0;
+    for p in points(quick) {
+        let m = measured(&p, &report);
+        if m == Measured::default() {
+            missing += 1;
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {:.0}% | {} ms | {} | {} | {} | `testnet {}`; `testnet {}` |",
+            p.nodes,
+            p.loss * 100.0,
+            p.interval_ms,
+            m.detection
+                .map(|(a, b, n)| format!("{a:.0} / **{b:.0}** ms (n={n})"))
+                .unwrap_or_else(|| "-".into()),
+            m.bytes
+                .map(|b| format!("{b:.0} B/s"))
+                .unwrap_or_else(|| "-".into()),
+            m.false_deaths
+                .map(|(a, b)| format!("{a} / {b}"))
+                .unwrap_or_else(|| "-".into()),
+            p.detection_args(quick),
+            p.idle_args(quick),
+        );
+    }
+    if missing > 0 {
+        let _ = writeln!(
+            md,
+            "\n{missing} points of the sweep have no report yet (not run): \
+             `testnet study` runs them."
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nFor scale: Serf 0.8 (LAN profile, 10 agents, measured on this kind of \
+         machine) sends ~{:.0} B/s per node and declares a kill after ~{:.0} s; the \
+         paper reports ~{PAPER_DETECTION_S} s with 300 ms heart-beats. The \
+         testnet's side (N=16, LAN and WAN, real processes) is not swept yet.\n",
+        SERF.0, SERF.1
+    );
+}
+
+/// Writes the plot next to the reports.
+pub fn write_plot<'a>(
+    eval: &Path,
+    quick: bool,
+    report: impl Fn(&str) -> &'a Value,
+) -> std::io::Result<()> {
+    plot(quick, report).write(&eval.join("study-monitoring.svg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn every_point_has_two_distinct_runs_and_the_interval_in_both() {
+        let all = points(false);
+        assert_eq!(all.len(), INTERVALS_MS.len() * LOSSES.len() * SIZES.len());
+        let mut keys = std::collections::BTreeSet::new();
+        for p in &all {
+            assert!(keys.insert(p.detection_key()));
+            assert!(keys.insert(p.idle_key()));
+            for args in [p.detection_args(false), p.idle_args(false)] {
+                assert!(
+                    args.contains(&format!("--probe-interval {}ms", p.interval_ms)),
+                    "{args}"
+                );
+                assert!(args.contains(&format!("--nodes {}", p.nodes)), "{args}");
+            }
+        }
+        // The first-probe timeout fits in the interval.
+        let p = Point {
+            nodes: 100,
+            interval_ms: 50,
+            loss: 0.05,
+        };
+        assert!(p.detection_args(false).contains("--probe-timeout 25ms"));
+        assert!(p.idle_args(false).contains("--loss 0.05"));
+    }
+
+    #[test]
+    fn a_point_reads_its_two_reports_and_renders_what_is_there() {
+        let p = points(true)[0];
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            p.detection_key(),
+            serde_json::json!({
+                "detection_ms": {"p50": 400.0, "p99": 700.5, "samples": 20},
+                "false_positives": 1,
+            }),
+        );
+        reports.insert(
+            p.idle_key(),
+            serde_json::json!({"bytes_per_node_per_s": 1234.4, "false_positives": 0}),
+        );
+        let null = Value::Null;
+        let get = |k: &str| reports.get(k).unwrap_or(&null);
+        let m = measured(&p, get);
+        assert_eq!(m.detection, Some((400.0, 700.5, 20)));
+        assert_eq!(m.bytes, Some(1234.4));
+        assert_eq!(m.false_deaths, Some((1, 0)));
+        let mut md = String::new();
+        render(&mut md, true, get);
+        assert!(
+            md.contains("| 100 | 0% | 100 ms | 400 / **700** ms (n=20) | 1234 B/s | 1 / 0 |"),
+            "{md}"
+        );
+        // The other quick point has no report: counted, not rendered.
+        assert!(
+            md.contains("1 points of the sweep have no report yet"),
+            "{md}"
+        );
+        let svg = plot(true, get).to_svg();
+        assert!(
+            svg.contains("N=100, 0% loss") && svg.contains("Serf 0.8"),
+            "{svg}"
+        );
+    }
+}
