@@ -416,7 +416,7 @@ fn a_node_cut_one_way_fences_itself_and_no_client_hears_two_senders() {
         assert_eq!(c["double_owned"], 0, "{c:#}");
     }
     // The victim that could send was heard by its clients until it fenced;
-    // the one that could not send never was.
-    assert!(ms(&cuts[0], "last_heard_ms") > 0.0, "{report:#}");
-    assert_eq!(ms(&cuts[1], "last_heard_ms"), 0.0, "{report:#}");
+    // of the one that could not send, only packets in flight at the cut.
+    assert!(ms(&cuts[0], "last_heard_ms") > 100.0, "{report:#}");
+    assert!(ms(&cuts[1], "last_heard_ms") < 100.0, "{report:#}");
 }
