@@ -1196,6 +1196,12 @@ impl Map {
         self.stats
     }
 
+    /// How many collected tombstones this replica still keeps the rank of
+    /// (until a second TTL has passed, see [`Map::gc`]).
+    pub fn graves(&self) -> usize {
+        self.graves.len()
+    }
+
     /// How many versions wait for the history they cite, in all.
     pub fn pending(&self) -> usize {
         self.pool.len()

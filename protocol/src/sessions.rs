@@ -335,6 +335,21 @@ type Locations = BTreeMap<String, (u32, u32, u32, u32)>;
 /// admission; this also bounds a flood that races a member's departure.
 pub const MAX_PEER_SUMMARIES: usize = 4096;
 
+/// A peer's summary not renewed for this many `perf_repeat`s (90 s by
+/// default) is dropped: its author shares an unchanged one every
+/// `perf_repeat`, so a summary this old is one it no longer stands by (it
+/// serves no client now, or went away and is not forgotten yet).
+pub const PERF_SUMMARY_TTL_REPEATS: u32 = 3;
+
+/// Most locations in a summary, so most this node keeps of its own clients
+/// (the least recently reported goes first): a summary with more would be
+/// refused by every peer.
+pub const MAX_SUMMARY_LOCATIONS: usize = 256;
+
+/// A location of this node's own clients with no report for this long is
+/// forgotten: its average describes clients that are gone.
+pub const OWN_LOCATION_TTL: Duration = Duration::from_secs(10 * 60);
+
 impl AppMessage {
     /// Encodes for SWIM.
     pub fn encode(&self) -> Vec<u8> {
@@ -365,7 +380,7 @@ impl AppMessage {
             return Err("trailing bytes after the application payload".into());
         }
         if let AppMessage::Perf(p) = &message
-            && p.locations.len() > 256
+            && p.locations.len() > MAX_SUMMARY_LOCATIONS
         {
             return Err("too many locations in a performance summary".into());
         }
@@ -522,13 +537,16 @@ pub struct Engine<S> {
     session_perf: BTreeMap<String, Aggregate>,
     poor_since: BTreeMap<String, Instant>,
     last_move: BTreeMap<String, Instant>,
-    own_locations: BTreeMap<String, Aggregate>,
+    /// Per location of this node's clients: their average, and when the
+    /// last report came ([`MAX_SUMMARY_LOCATIONS`], [`OWN_LOCATION_TTL`]).
+    own_locations: BTreeMap<String, (Aggregate, Instant)>,
     peer_perf: BTreeMap<(String, NodeId), Perf>,
     /// Takeovers claimed beyond this node's capacity.
     over_capacity: u64,
     /// The time and the locations of the newest summary taken from each
-    /// peer (so that the next one replaces exactly those).
-    peer_perf_at: BTreeMap<NodeId, (u64, Vec<String>)>,
+    /// peer (so that the next one replaces exactly those), and when it was
+    /// taken ([`PERF_SUMMARY_TTL_REPEATS`]).
+    peer_perf_at: BTreeMap<NodeId, (u64, Vec<String>, Instant)>,
     /// Performance summaries dropped: from non-members, badly signed, or
     /// older than one already held.
     perf_dropped: u64,
@@ -768,7 +786,7 @@ impl<S: Signer> Engine<S> {
                 if summary.node == self.me {
                     return false;
                 }
-                let Some(before) = self.accept_summary(&summary) else {
+                let Some(before) = self.accept_summary(now, &summary) else {
                     return false;
                 };
                 // Replace what the node said before: a location it no
@@ -800,7 +818,7 @@ impl<S: Signer> Engine<S> {
     /// it is newer than the one held, it is the author's own (signature),
     /// and there is room. Answers the locations of the summary it replaces,
     /// or `None` (counted) when it is not taken.
-    fn accept_summary(&mut self, summary: &PerfSummary) -> Option<Vec<String>> {
+    fn accept_summary(&mut self, now: Instant, summary: &PerfSummary) -> Option<Vec<String>> {
         let member = self
             .members
             .get(&summary.node)
@@ -808,7 +826,7 @@ impl<S: Signer> Engine<S> {
         let newer = self
             .peer_perf_at
             .get(&summary.node)
-            .is_none_or(|(at, _)| summary.at_ms > *at);
+            .is_none_or(|(at, _, _)| summary.at_ms > *at);
         let room = self.peer_perf_at.contains_key(&summary.node)
             || self.peer_perf_at.len() < MAX_PEER_SUMMARIES;
         let ok = member
@@ -826,8 +844,41 @@ impl<S: Signer> Engine<S> {
         let locations = summary.locations.keys().cloned().collect();
         let before = self
             .peer_perf_at
-            .insert(summary.node.clone(), (summary.at_ms, locations));
-        Some(before.map(|(_, l)| l).unwrap_or_default())
+            .insert(summary.node.clone(), (summary.at_ms, locations, now));
+        Some(before.map(|(_, l, _)| l).unwrap_or_default())
+    }
+
+    /// Drops peers' summaries not renewed for
+    /// [`PERF_SUMMARY_TTL_REPEATS`] × `perf_repeat`, and the locations of
+    /// this node's own clients not reported for [`OWN_LOCATION_TTL`].
+    fn expire_perf(&mut self, now: Instant) {
+        let ttl = self.config.perf_repeat * PERF_SUMMARY_TTL_REPEATS;
+        let stale: Vec<NodeId> = self
+            .peer_perf_at
+            .iter()
+            .filter(|(_, (_, _, taken))| now.saturating_duration_since(*taken) >= ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some((_, locations, _)) = self.peer_perf_at.remove(&id) {
+                for location in locations {
+                    self.peer_perf.remove(&(location, id.clone()));
+                }
+            }
+        }
+        self.own_locations
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) < OWN_LOCATION_TTL);
+    }
+
+    /// How many peers' summaries this node holds, and how many (location,
+    /// peer) figures they gave; for tests of their bounds.
+    pub fn peer_summaries(&self) -> (usize, usize) {
+        (self.peer_perf_at.len(), self.peer_perf.len())
+    }
+
+    /// How many locations of its own clients this node keeps figures for.
+    pub fn own_locations(&self) -> usize {
+        self.own_locations.len()
     }
 
     /// Performance summaries dropped so far: from non-members, badly
@@ -1018,7 +1069,22 @@ impl<S: Signer> Engine<S> {
         let aggregate = self.session_perf.entry(id.to_string()).or_default();
         aggregate.add(&report);
         let perf = aggregate.perf();
-        self.own_locations.entry(location).or_default().add(&report);
+        if !self.own_locations.contains_key(&location)
+            && self.own_locations.len() >= MAX_SUMMARY_LOCATIONS
+            && let Some(oldest) = self
+                .own_locations
+                .iter()
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(l, _)| l.clone())
+        {
+            self.own_locations.remove(&oldest);
+        }
+        let (aggregate, last) = self
+            .own_locations
+            .entry(location)
+            .or_insert_with(|| (Aggregate::default(), now));
+        aggregate.add(&report);
+        *last = now;
         if self.config.policy.is_poor(&perf) {
             self.poor_since.entry(id.to_string()).or_insert(now);
         } else {
@@ -1043,7 +1109,7 @@ impl<S: Signer> Engine<S> {
         let ms = |d: f64| (d * 1e3).round().clamp(0.0, f64::from(u32::MAX)) as u32;
         self.own_locations
             .iter()
-            .map(|(l, a)| {
+            .map(|(l, (a, _))| {
                 let p = a.perf();
                 (
                     l.clone(),
@@ -1155,6 +1221,7 @@ impl<S: Signer> Engine<S> {
         }
         if now >= self.next_gc {
             self.next_gc = now + self.config.gc_interval;
+            self.expire_perf(now);
             if self.map.gc(now_ms) > 0 {
                 // What is kept per session goes with its tombstone.
                 let map = &self.map;
@@ -1678,7 +1745,7 @@ impl<S: Signer> Engine<S> {
                 distance: Some(Duration::ZERO),
                 capacity: self.capacity,
                 load: self.load(),
-                perf: self.own_locations.get(location).map(Aggregate::perf),
+                perf: self.own_locations.get(location).map(|(a, _)| a.perf()),
             });
         }
         out

@@ -405,7 +405,9 @@ struct Suspicion {
 
 impl Suspicion {
     fn deadline(&self) -> Instant {
-        if self.wanted == 0 {
+        // An extension (a late timer) grants the minimum timeout once more,
+        // whatever the confirmations.
+        if self.wanted == 0 || self.extended {
             return self.start + self.min;
         }
         let frac = f64::from(self.confirmations + 1).ln() / f64::from(self.wanted + 1).ln();
@@ -1366,7 +1368,6 @@ impl<R: Rng> Swim<R> {
             // the suspect directly (a stale rumour is answered with its alive).
             suspicion.extended = true;
             suspicion.start = now;
-            suspicion.confirmations = suspicion.wanted;
             let deadline = suspicion.deadline();
             self.health = (self.health + 1).min(self.config.max_local_health);
             self.schedule(
@@ -1383,9 +1384,9 @@ impl<R: Rng> Swim<R> {
         }
         // On this node's evidence alone, and it heard nothing from anyone
         // since: its own links may be what failed. It declares once it hears
-        // the overlay again, or once others confirm.
-        let own_evidence_only =
-            suspicion.confirmations == 0 && suspicion.confirmers.iter().all(|c| *c == self.id);
+        // the overlay again, or once others confirm (a late timer's
+        // extension is no one's evidence: it only shortens the timeout).
+        let own_evidence_only = suspicion.confirmers.iter().all(|c| *c == self.id);
         if own_evidence_only && self.heard < suspicion.start && self.active.len() >= 2 {
             let again = now + suspicion.min;
             self.schedule(again, Timer::Suspicion { id, incarnation });

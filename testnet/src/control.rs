@@ -59,6 +59,9 @@ pub enum Request {
         nodes: Vec<String>,
         /// Only traffic out of the group is dropped.
         one_way: bool,
+        /// Only traffic into the group is dropped (it cannot hear).
+        #[serde(default)]
+        inbound: bool,
     },
     /// Restore the nodes' links (all links when empty).
     Heal {
@@ -293,13 +296,27 @@ pub fn execute(testbed: &mut Testbed, req: &Request) -> Reply {
                 }
                 format!("restarted {}", nodes.join(" "))
             }
-            Request::Cut { nodes, one_way } => {
+            Request::Cut {
+                nodes,
+                one_way,
+                inbound,
+            } => {
                 let group = find(testbed, nodes)?;
-                testbed.cut(&group, *one_way);
+                if *inbound {
+                    testbed.cut_inbound(&group);
+                } else {
+                    testbed.cut(&group, *one_way);
+                }
                 format!(
                     "cut {} from the rest{}",
                     nodes.join(" "),
-                    if *one_way { " (outgoing only)" } else { "" }
+                    if *inbound {
+                        " (incoming only: they hear nothing)"
+                    } else if *one_way {
+                        " (outgoing only)"
+                    } else {
+                        ""
+                    }
                 )
             }
             Request::Heal { nodes } if nodes.is_empty() => {
@@ -340,10 +357,20 @@ mod tests {
         let req = Request::Cut {
             nodes: vec!["n2".into(), "3".into()],
             one_way: true,
+            inbound: false,
         };
         let line = serde_json::to_string(&req).unwrap();
-        assert_eq!(line, r#"{"op":"cut","nodes":["n2","3"],"one_way":true}"#);
+        assert_eq!(
+            line,
+            r#"{"op":"cut","nodes":["n2","3"],"one_way":true,"inbound":false}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        // A request without `inbound` (an older client) cuts outgoing only.
+        let old = r#"{"op":"cut","nodes":["n2"],"one_way":true}"#;
+        assert!(matches!(
+            serde_json::from_str::<Request>(old).unwrap(),
+            Request::Cut { inbound: false, .. }
+        ));
         assert!(serde_json::from_str::<Request>(r#"{"op":"explode"}"#).is_err());
     }
 }

@@ -94,6 +94,8 @@ enum Command {
     #[command(after_help = "EXAMPLES:\n  \
         testnet up --nodes 8 --wan\n  \
         testnet cut n2 n3        # partition n2, n3 from the rest\n  \
+        testnet cut n2 --one-way # n2 can hear but not send\n  \
+        testnet cut n2 --inbound # n2 can send but not hear\n  \
         testnet heal\n  \
         testnet kill n4; testnet restart n4\n  \
         testnet status\n  \
@@ -137,6 +139,10 @@ enum Command {
         /// still hears the rest).
         #[arg(long)]
         one_way: bool,
+        /// Drop only what the group receives (the other asymmetric
+        /// partition: the group cannot hear, the rest still hears it).
+        #[arg(long, conflicts_with = "one_way")]
+        inbound: bool,
     },
     /// Restores the links of the nodes given, or every link.
     Heal {
@@ -205,7 +211,8 @@ enum Command {
         pause      one node SIGSTOPped 0.5-2.5 s every 3-6 s; only it may be suspected\n  \
         churn      rolling restarts (SIGTERM + start) of every node; sessions lost\n  \
         scale      idle overlays of 8, 16, 32, 64 nodes (up to --nodes); traffic, CPU, RSS\n  \
-        degrade    a primary's path to the client degrades (10% loss, +150 ms); transfer_ms\n\n\
+        degrade    a primary's path to the client degrades (10% loss, +150 ms); transfer_ms\n  \
+        cut        a primary cut one way (cannot hear, then cannot send) for 8 s, heal; fencing\n\n\
         EXAMPLES:\n  \
         testnet run kill --nodes 8 --wan --out /tmp/kill-wan\n  \
         testnet run partition --nodes 5 --out /tmp/partition\n  \
@@ -230,6 +237,9 @@ enum ScenarioName {
     /// The path from a session's primary to the client degrades (10% loss,
     /// +150 ms each way, that pair only); the session must move.
     Degrade,
+    /// A primary cut one way, alternately so that it cannot hear and so
+    /// that it cannot send: it must fence itself within the fence bound.
+    Cut,
 }
 
 /// How the testnet is built (`up` and `run`).
@@ -351,6 +361,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Compare => Scenario::Compare,
         ScenarioName::Spray => Scenario::Spray,
         ScenarioName::Degrade => Scenario::Degrade,
+        ScenarioName::Cut => Scenario::Cut,
     };
     if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
         eprintln!(
@@ -701,7 +712,15 @@ fn run_net(command: Command) -> ExitCode {
         Command::Pause { nodes } => control(Request::Pause { nodes }),
         Command::Resume { nodes } => control(Request::Resume { nodes }),
         Command::Restart { nodes } => control(Request::Restart { nodes }),
-        Command::Cut { nodes, one_way } => control(Request::Cut { nodes, one_way }),
+        Command::Cut {
+            nodes,
+            one_way,
+            inbound,
+        } => control(Request::Cut {
+            nodes,
+            one_way,
+            inbound,
+        }),
         Command::Heal { nodes } => control(Request::Heal { nodes }),
         Command::Loss { loss } => control(Request::Loss { loss }),
         Command::Run(args) => run_scenario(&args),

@@ -31,6 +31,13 @@ pub const GAP_P99_MS: ByNet = ByNet {
     lan: 1500.0,
     wan: 2000.0,
 };
+/// A node cut one way (it cannot hear, or cannot send) is fenced and
+/// stops serving within this of the cut, and no client hears two senders
+/// for longer (ms; docs/protocol.md 7.12, "Bound").
+pub const FENCE_MS: ByNet = ByNet {
+    lan: 3000.0,
+    wan: 6000.0,
+};
 /// Healthy nodes declared dead, under loss or beside a CPU-starved node.
 pub const FALSE_DEATHS: f64 = 0.0;
 /// Monitoring traffic per node on the wire, idle (B/s).

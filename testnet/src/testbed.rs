@@ -592,6 +592,20 @@ impl Testbed {
         }
     }
 
+    /// Cuts everything sent to `group` from every other node and the
+    /// client, leaving what the group sends: the group cannot hear, the
+    /// rest still hears it (the other asymmetric partition).
+    pub fn cut_inbound(&self, group: &[usize]) {
+        let switch = self.switch.handle();
+        for &a in group {
+            for b in 0..switch.ports() {
+                if !group.contains(&b) {
+                    switch.block(b, a);
+                }
+            }
+        }
+    }
+
     /// Restores every link of the nodes in `group`.
     pub fn heal(&self, group: &[usize]) {
         let switch = self.switch.handle();

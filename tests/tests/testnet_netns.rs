@@ -1,7 +1,9 @@
 //! End-to-end: `testnet run kill` and `testnet run partition` on real
 //! `batond` processes in network namespaces behind the userspace WAN
 //! emulator with the built-in wide-area matrix, and `testnet run degrade`
-//! on a LAN behind it, checked through the report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
+//! on a LAN behind it, and `testnet run cut` (a primary cut one way, so
+//! that it cannot hear, then so that it cannot send: self-fencing), checked
+//! through the report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
 //! they skip).
 //!
 //! What must hold is asserted (every kill detected by every survivor, the
@@ -345,4 +347,76 @@ fn a_degraded_path_moves_its_sessions_make_before_break() {
         report["transfer_ms"], details["transfer_limit_ms"]
     );
     assert!(out.join("transfer.svg").exists());
+}
+
+#[test]
+fn a_node_cut_one_way_fences_itself_and_no_client_hears_two_senders() {
+    if !require_netns("a_node_cut_one_way_fences_itself_and_no_client_hears_two_senders") {
+        return;
+    }
+    let dir = TempDir::new("e2e-cut");
+    let out = dir.0.join("cut");
+    // Two cuts: the first victim cannot hear, the second cannot send.
+    let report = run(
+        &[
+            "cut",
+            "--nodes",
+            "6",
+            "--sessions",
+            "6",
+            "--faults",
+            "2",
+            "--settle",
+            "5s",
+        ],
+        &out,
+    );
+    assert_no_leftovers();
+    assert_eq!(report["scenario"], "cut");
+    let details = &report["details"];
+    // The bound docs/protocol.md 7.12 documents, as the scenario used it.
+    let bound = baton_testnet::targets::FENCE_MS.lan;
+    assert_eq!(details["fence_bound_ms"].as_f64(), Some(bound));
+    let cuts = details["cuts"].as_array().expect("cuts");
+    assert_eq!(cuts.len(), 2, "{report:#}");
+    assert_eq!(cuts[0]["direction"], "cannot_hear");
+    assert_eq!(cuts[1]["direction"], "cannot_send");
+    let ms = |c: &serde_json::Value, key: &str| {
+        c[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} not measured: {c:#}"))
+    };
+    for c in cuts {
+        eprintln!("{c}");
+        // It was serving something, which the others took over.
+        assert!(c["hosted_before"].as_u64().unwrap() >= 1, "{c:#}");
+        assert_eq!(c["taken_over"], c["hosted_before"], "{c:#}");
+        // It fenced itself and stopped serving within the bound...
+        assert!(ms(c, "fenced_ms") <= bound, "fenced too late: {c:#}");
+        assert!(
+            ms(c, "stopped_serving_ms") <= bound,
+            "served too long: {c:#}"
+        );
+        assert!(ms(c, "last_heard_ms") <= bound, "heard too long: {c:#}");
+        // ...so no client heard two senders, and no session had two hosts,
+        // for longer.
+        assert!(ms(c, "double_heard_ms") <= bound, "{c:#}");
+        assert!(ms(c, "double_hosted_ms") <= bound, "{c:#}");
+        // While cut it claimed nothing and blamed nobody.
+        assert_eq!(c["claims"], 0, "{c:#}");
+        assert_eq!(c["deaths_declared"], 0, "{c:#}");
+        // After the heal: one owner per session, agreed by every node; the
+        // victim serves again (its fence lifted).
+        assert!(
+            c["one_owner_after_heal_ms"].as_f64().is_some(),
+            "no single owner after the heal: {c:#}"
+        );
+        assert!(c["unfenced_ms"].as_f64().is_some(), "{c:#}");
+        assert_eq!(c["sessions_lost"], 0, "{c:#}");
+        assert_eq!(c["double_owned"], 0, "{c:#}");
+    }
+    // The victim that could send was heard by its clients until it fenced;
+    // of the one that could not send, only packets in flight at the cut.
+    assert!(ms(&cuts[0], "last_heard_ms") > 100.0, "{report:#}");
+    assert!(ms(&cuts[1], "last_heard_ms") < 100.0, "{report:#}");
 }

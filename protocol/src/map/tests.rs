@@ -1574,3 +1574,121 @@ fn digest_roots_tell_equal_maps_from_different_ones() {
     let message = SyncMessage::Root(a.digest().root());
     assert_eq!(SyncMessage::decode(&message.encode()).unwrap(), message);
 }
+
+/// Bounded state driven by fresh session ids: however many never-repeating
+/// sessions come, with versions that wait for their history and with
+/// closes, the pool stays within [`MAX_PENDING`] ([`MAX_PENDING_PER_SESSION`]
+/// each) and forgets what waited [`PENDING_TTL_MS`], tombstones are
+/// collected a TTL after they were stored, and their graves one TTL later.
+mod bounded {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// How often the engine calls [`Map::gc`] (its `gc_interval`), ms.
+    const GC_EVERY: u64 = 10_000;
+
+    /// `n` distinct versions of `created`'s session that cite a made-up
+    /// predecessor: each passes the one-hop check and waits.
+    fn unlinked(created: &Record, n: usize) -> Vec<Delta> {
+        (0..n as u64)
+            .map(|v| {
+                let prev = made_up(created, |r| {
+                    r.primary = id_of(9);
+                    r.version = v;
+                });
+                let record = made_up(&prev, |r| {
+                    r.epoch = 2;
+                    r.version = 0;
+                    r.primary = id_of(4);
+                });
+                Delta {
+                    record,
+                    prev: Some(prev),
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        #[test]
+        fn the_pool_and_the_tombstones_of_fresh_sessions_stay_capped_and_expire(
+            burst in 1usize..16,
+            steps in proptest::collection::vec((0u8..2, 1usize..40, 1usize..12, 0u64..400_000), 1..24),
+        ) {
+            let k = key(1);
+            let mut source = new_map();
+            let mut replica = new_map();
+            let ttl = Config::default().tombstone_ttl_ms;
+            let mut now = 1_000u64;
+            let mut next = 0u64;
+            // When each waiting version arrived, and each tombstone was stored.
+            let mut waited: Vec<u64> = Vec::new();
+            let mut closed: Vec<u64> = Vec::new();
+            let mut active = 0usize;
+            // A burst past the cap at one moment: the pool holds MAX_PENDING.
+            let steps = std::iter::once((0u8, MAX_PENDING / MAX_PENDING_PER_SESSION + burst, MAX_PENDING_PER_SESSION + 1, 0u64))
+                .chain(steps);
+            let mut first = true;
+            for (kind, sessions, versions, advance) in steps {
+                for _ in 0..sessions {
+                    let id = format!("f{next}");
+                    next += 1;
+                    let created = source.open(&k, new_session(&id, vec![]), now).unwrap();
+                    replica.apply(created.clone(), now).unwrap();
+                    if kind == 0 {
+                        active += 1;
+                        for lie in unlinked(&created.record, versions) {
+                            let refused = replica.apply(lie, now);
+                            prop_assert!(
+                                matches!(refused, Err(Rejection::Unlinked { .. })),
+                                "{refused:?}"
+                            );
+                            waited.push(now);
+                        }
+                        prop_assert!(replica.pending_of(&id).count() <= MAX_PENDING_PER_SESSION);
+                    } else {
+                        let close = source.close(&k, &id, now).unwrap();
+                        replica.apply(close, now).unwrap();
+                        closed.push(now);
+                    }
+                    prop_assert!(replica.pending() <= MAX_PENDING);
+                }
+                if std::mem::take(&mut first) {
+                    prop_assert_eq!(replica.pending(), MAX_PENDING);
+                }
+                // The engine collects every `gc_interval` (10 s).
+                let end = now + advance;
+                while now < end {
+                    now = (now + GC_EVERY).min(end);
+                    replica.gc(now);
+                }
+                let young = |since: &[u64], age: u64| {
+                    since.iter().filter(|t| now < **t + age).count()
+                };
+                prop_assert!(replica.pending() <= MAX_PENDING);
+                prop_assert!(
+                    replica.pending() <= young(&waited, PENDING_TTL_MS),
+                    "a version waited past PENDING_TTL_MS"
+                );
+                // Tombstones a TTL old are collected; graves a TTL later.
+                let tombstones = replica.len() - active;
+                prop_assert!(tombstones <= young(&closed, ttl), "{tombstones} tombstones");
+                prop_assert!(
+                    tombstones + replica.graves() <= young(&closed, 2 * ttl + GC_EVERY),
+                    "graves outlive a second TTL"
+                );
+            }
+            // Nothing new for two TTLs: only the active sessions remain.
+            let end = now + 2 * ttl + 2 * GC_EVERY;
+            while now < end {
+                now += GC_EVERY;
+                replica.gc(now);
+            }
+            prop_assert_eq!(replica.pending(), 0);
+            prop_assert_eq!(replica.graves(), 0);
+            prop_assert_eq!(replica.len(), active);
+        }
+    }
+}

@@ -631,11 +631,12 @@ pub const REKEY_UNANSWERED: u32 = 3;
 /// [`Transmit::Datagram::confirm`]).
 pub const CONFIRM_WINDOW: Duration = Duration::from_secs(5);
 
-/// At most this many refused peers are remembered (the oldest go first).
-const MAX_REFUSED: usize = 1024;
+/// At most this many refused peers are remembered (the oldest go first),
+/// each for `refusal_memory`.
+pub const MAX_REFUSED: usize = 1024;
 /// At most this many peers that are not members are tracked (discovered,
 /// connected, handshaking).
-const MAX_STRANGERS: usize = 1024;
+pub const MAX_STRANGERS: usize = 1024;
 /// A stranger not admitted this long after it was last named (by
 /// discovery, a connection or a stream) gives its place to a new one when
 /// the table is full: names that never answered, and connections under
@@ -1224,6 +1225,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             }
             Timer::Rekey => {
                 self.schedule(now + Duration::from_secs(1), Timer::Rekey);
+                // Refusals are remembered for `refusal_memory`: forgotten
+                // here (within a second of it) whether or not the peer comes
+                // back, so that a refused peer leaves `peers()` too.
+                self.refused.retain(|_, r| r.until > now);
                 let stale: Vec<NodeId> = self
                     .peers
                     .iter()

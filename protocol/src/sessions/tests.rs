@@ -925,3 +925,141 @@ fn poor_service_shows_at_the_first_report_that_says_so_and_one_good_report_does_
     }
     assert!(a.perf().loss < 0.01, "sustained good service clears it");
 }
+
+/// Bounded state driven by fresh ids: the per-peer performance summaries
+/// and this node's own per-location figures stay within their caps and
+/// expire, however many never-repeating peers and locations come.
+mod bounded {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A fresh member's key: seeds never used by [`Cluster::new`].
+    fn fresh_key(k: u32) -> LocalKey {
+        let mut seed = [0xa5; 32];
+        seed[..4].copy_from_slice(&k.to_be_bytes());
+        LocalKey::from_seed(seed)
+    }
+
+    /// `key`'s summary of `locations` fresh locations, signed.
+    fn signed_summary(key: &LocalKey, at_ms: u64, k: u32, locations: u32) -> Vec<u8> {
+        let mut s = PerfSummary {
+            node: key.id().clone(),
+            locations: (0..locations)
+                .map(|l| (format!("10.{k}.{l}.0/24"), (10, 5, 40, 20)))
+                .collect(),
+            at_ms,
+            signature: Vec::new(),
+        };
+        s.signature = key.sign(&s.signing_bytes());
+        AppMessage::Perf(s).encode()
+    }
+
+    fn engine(now: Instant) -> Engine<LocalKey> {
+        Engine::new(LocalKey::from_seed([1; 32]), 1000, Config::default(), now)
+    }
+
+    /// Lets `by` pass, the engine's timers firing as they fall due.
+    fn tick(e: &mut Engine<LocalKey>, now: &mut Instant, now_ms: &mut u64, by: Duration) {
+        let end = *now + by;
+        while *now < end {
+            let step = Duration::from_secs(1).min(end - *now);
+            *now += step;
+            *now_ms += step.as_millis() as u64;
+            e.handle_timeout(*now, *now_ms);
+            while e.poll_action().is_some() {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4))]
+
+        #[test]
+        fn summaries_from_fresh_peers_stay_capped_and_expire(
+            steps in proptest::collection::vec((0u8..3, 1u32..60, 0u64..120), 1..16),
+        ) {
+            let mut now = Instant::now();
+            let mut now_ms = 1_000_000u64;
+            let mut e = engine(now);
+            let ttl = Config::default().perf_repeat * PERF_SUMMARY_TTL_REPEATS;
+            let slack = Config::default().gc_interval + Duration::from_secs(1);
+            // When each fresh member's summary was taken.
+            let mut taken: Vec<Instant> = Vec::new();
+            let mut next = 0u32;
+            // A burst of fresh members past the cap: the cap holds.
+            for _ in 0..MAX_PEER_SUMMARIES as u32 + 8 {
+                let key = fresh_key(next);
+                e.handle_member(now, key.id().clone(), State::Alive, None, None);
+                e.handle_app(now, now_ms, &signed_summary(&key, now_ms, next, 1));
+                next += 1;
+            }
+            prop_assert_eq!(e.peer_summaries().0, MAX_PEER_SUMMARIES);
+            prop_assert_eq!(e.perf_dropped(), 8);
+            taken.extend(std::iter::repeat_n(now, MAX_PEER_SUMMARIES));
+            for (kind, count, advance_s) in steps {
+                for _ in 0..count {
+                    let key = fresh_key(next);
+                    let member = kind != 1;
+                    if member {
+                        e.handle_member(now, key.id().clone(), State::Alive, None, None);
+                    }
+                    let before = e.peer_summaries().0;
+                    e.handle_app(now, now_ms, &signed_summary(&key, now_ms, next, 3));
+                    let took = e.peer_summaries().0 > before;
+                    prop_assert!(member || !took, "a non-member's summary was taken");
+                    if took {
+                        taken.push(now);
+                    }
+                    if kind == 2 {
+                        // It goes down at once; SWIM has not forgotten it.
+                        e.handle_member(now, key.id().clone(), State::Dead, None, None);
+                    }
+                    next += 1;
+                }
+                tick(&mut e, &mut now, &mut now_ms, Duration::from_secs(advance_s));
+                let (held, figures) = e.peer_summaries();
+                prop_assert!(held <= MAX_PEER_SUMMARIES);
+                prop_assert!(figures <= held * 3);
+                let young = taken.iter().filter(|t| now.duration_since(**t) < ttl + slack).count();
+                prop_assert!(held <= young, "{held} held, {young} taken within the TTL");
+            }
+            tick(&mut e, &mut now, &mut now_ms, ttl + slack);
+            prop_assert_eq!(e.peer_summaries(), (0, 0), "every summary expired");
+        }
+
+        #[test]
+        fn own_locations_of_fresh_clients_stay_capped_and_expire(
+            extra in 1u32..64,
+        ) {
+            let mut now = Instant::now();
+            let mut now_ms = 1_000_000u64;
+            let mut e = engine(now);
+            let report = Report {
+                loss: 0.01,
+                jitter: Duration::from_millis(3),
+                rtt: Duration::from_millis(20),
+            };
+            let n = MAX_SUMMARY_LOCATIONS as u32 + extra;
+            for k in 0..n {
+                let id = format!("s{k}");
+                e.open(now, now_ms, OpenRequest {
+                    id: id.clone(),
+                    service: "rtp-audio".into(),
+                    params: BTreeMap::new(),
+                    client: format!("10.{}.{}.9:5004", k / 250, k % 250),
+                    location: format!("10.{}.{}.0/24", k / 250, k % 250),
+                }).expect("open");
+                e.report(now, &id, report);
+                now += Duration::from_millis(5);
+                now_ms += 5;
+                prop_assert!(e.own_locations() <= MAX_SUMMARY_LOCATIONS);
+            }
+            prop_assert_eq!(e.own_locations(), MAX_SUMMARY_LOCATIONS);
+            // The summary it shares is one its peers can decode.
+            let summary = e.perf_summary(now_ms).encode();
+            prop_assert!(AppMessage::decode(&summary).is_ok(), "its own summary is refused");
+            // No reports any more: the figures go.
+            tick(&mut e, &mut now, &mut now_ms, OWN_LOCATION_TTL + Duration::from_secs(11));
+            prop_assert_eq!(e.own_locations(), 0);
+        }
+    }
+}

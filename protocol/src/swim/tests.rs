@@ -1122,9 +1122,51 @@ fn a_late_suspicion_timer_grants_one_more_minimum_timeout_and_asks_the_suspect()
             .any(|t| t.to == target && matches!(t.message, Message::Ping(_))),
         "the suspect is asked directly: {out:?}"
     );
-    // Still silent after the extra minimum timeout: now it is declared.
+    // Still silent after the extra minimum timeout, while this node hears
+    // the overlay again (an answer to one of its probes): now it is
+    // declared.
     let (min, _) = h.swim.config().suspicion_bounds(6);
     h.now += min;
+    h.swim.heard = h.now;
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Dead);
+}
+
+#[test]
+fn a_late_timer_does_not_let_a_node_that_hears_nothing_declare_on_its_own_evidence() {
+    // Found on the testnet (`testnet run cut`): a node cut one way, slow
+    // enough for its suspicion timers to fire late, declared live members
+    // dead while it heard nothing. The extension counted as confirmations.
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    h.drain();
+    h.events();
+    h.now += Duration::from_secs(2);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.state_of(&target), State::Suspect, "extended");
+    let (_, max) = h.swim.config().suspicion_bounds(6);
+    for _ in 0..3 {
+        h.now += max;
+        h.swim.handle_timeout(h.now);
+        assert_eq!(
+            h.state_of(&target),
+            State::Suspect,
+            "not on its own word, late timer or not"
+        );
+    }
+    assert!(
+        !h.events().iter().any(|e| matches!(
+            e,
+            Event::MemberState {
+                state: State::Dead,
+                ..
+            }
+        )),
+        "nobody declared dead"
+    );
+    // Once it hears the overlay again, its verdict stands.
+    h.swim.heard = h.now;
+    h.now += max;
     h.swim.handle_timeout(h.now);
     assert_eq!(h.state_of(&target), State::Dead);
 }

@@ -3,11 +3,13 @@
 //! `/v1/events`, interface counters, /proc), written up as report.json,
 //! report.md and SVG plots in `--out`.
 
+mod cut;
 mod degrade;
 mod harness;
 mod report;
 mod run;
 
+pub use cut::{CutResult, Direction, HOLD, longest_double_heard};
 pub use degrade::{DEGRADED, Move, POOR_FOR, measure_move};
 pub use harness::{Harness, Options};
 pub use report::{Report, Target, fmt_num};

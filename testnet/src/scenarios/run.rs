@@ -38,6 +38,9 @@ pub enum Scenario {
     /// The path from a session's primary to its client degrades (loss and
     /// delay on that pair only); the session moves to a better node.
     Degrade,
+    /// One node cut one way (it cannot hear, then another that cannot
+    /// send): it must fence itself, and no client hear two senders.
+    Cut,
 }
 
 impl Scenario {
@@ -53,6 +56,7 @@ impl Scenario {
             Scenario::Compare => "compare",
             Scenario::Spray => "spray",
             Scenario::Degrade => "degrade",
+            Scenario::Cut => "cut",
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn run(scenario: Scenario, opts: &Options) -> Result<Report, TestbedError> {
         Scenario::Compare => compare(opts)?,
         Scenario::Spray => spray(opts)?,
         Scenario::Degrade => super::degrade::degrade(opts)?,
+        Scenario::Cut => super::cut::cut(opts)?,
     };
     report.duration_s = started.elapsed().as_secs_f64().round();
     report.write(&opts.out)?;
@@ -94,7 +99,7 @@ fn is_wan(opts: &Options) -> bool {
 
 /// Brings the testnet up, opens the sessions, lets coordinates settle and
 /// measures Vivaldi's error (on a WAN).
-fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError> {
+pub(super) fn prepare(opts: &Options, report: &mut Report) -> Result<Harness, TestbedError> {
     prepare_with(opts, report, Vec::new())
 }
 

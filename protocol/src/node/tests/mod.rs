@@ -3,6 +3,7 @@
 
 mod byzantine;
 mod harness;
+mod refusals;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
