@@ -191,6 +191,11 @@ pub struct Member {
     pub coord: Option<Coordinate>,
     /// When that coordinate arrived.
     pub coord_at: Option<Instant>,
+    /// The newest incarnation this node heard from the member itself (or
+    /// held when it learnt of it): rumours relayed by others may lead it by
+    /// at most [`PLAUSIBLE_LEAD`]. Judged against what this node holds
+    /// instead, lies a little ahead each would add up, one relay at a time.
+    pub vouched: u32,
 }
 
 impl Member {
@@ -206,6 +211,7 @@ impl Member {
             rttvar: Duration::ZERO,
             coord: None,
             coord_at: None,
+            vouched: incarnation,
         }
     }
 
@@ -1020,9 +1026,15 @@ impl<R: Rng> Swim<R> {
         // look stale here; the member itself is always believed first-hand.
         // A relayed alive this far ahead may be true (this node missed many
         // announcements), so the member is asked to say so itself.
+        if carrier == Some(update.id())
+            && let Some(member) = self.members.get_mut(update.id())
+            && newer(update.incarnation(), member.vouched)
+        {
+            member.vouched = update.incarnation();
+        }
         if carrier.is_some_and(|c| c != update.id())
             && let Some(member) = self.members.get(update.id())
-            && implausible(update.incarnation(), member.incarnation)
+            && implausible(update.incarnation(), member.vouched)
         {
             self.stats.implausible += 1;
             if matches!(update, Update::Alive { .. }) {
