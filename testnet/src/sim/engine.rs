@@ -1387,6 +1387,7 @@ impl Sim {
             bootstrap: Vec::new(),
             timing: Timing::default(),
             clients: ClientPolicy::default(),
+            tags: Default::default(),
         }
     }
 
