@@ -212,6 +212,7 @@ impl Node {
                 bootstrap: bootstrap.iter().map(ToString::to_string).collect(),
                 timing: proto::Timing::default(),
                 clients: config.clients.clone(),
+                tags: config.tags.clone(),
             },
             KeySigner::new(key),
             StdRng::from_os_rng(),
