@@ -1108,10 +1108,12 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         assert_eq!(c.tags, want);
-        assert!(Config::resolve(flags(&["--name", "a"]), File::default())
-            .unwrap()
-            .tags
-            .is_empty());
+        assert!(
+            Config::resolve(flags(&["--name", "a"]), File::default())
+                .unwrap()
+                .tags
+                .is_empty()
+        );
         let nine: Vec<String> = (0..9).map(|i| format!("k{i}=v")).collect();
         let mut args = vec!["--name", "a"];
         for t in &nine {
@@ -1130,7 +1132,10 @@ mod tests {
             let err = Config::resolve(flags(&args), File::default())
                 .unwrap_err()
                 .to_string();
-            assert!(err.starts_with("invalid tags: ") && err.contains(want), "{args:?}: {err}");
+            assert!(
+                err.starts_with("invalid tags: ") && err.contains(want),
+                "{args:?}: {err}"
+            );
         }
         let file: File = toml::from_str("tags = { \"bad key\" = \"x\" }\n").unwrap();
         let err = Config::resolve(flags(&["--name", "a"]), file)

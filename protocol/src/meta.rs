@@ -259,7 +259,9 @@ mod tests {
 
     #[test]
     fn tags_beyond_the_caps_are_refused_with_the_reason() {
-        let too_many: Tags = (0..=MAX_TAGS).map(|i| (format!("k{i}"), "v".into())).collect();
+        let too_many: Tags = (0..=MAX_TAGS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
         assert!(check_tags(&too_many).unwrap_err().contains("at most 8"));
         let mut too_big = max_tags();
         too_big.insert("extra".into(), "v".into());

@@ -1319,13 +1319,8 @@ impl<S: Signer> Engine<S> {
             .filter(|b| self.is_alive(b))
             .cloned()
             .collect();
-        let backups = policy::extend_backups(
-            &self.me,
-            &live,
-            &candidates,
-            &first_of,
-            &self.config.policy,
-        );
+        let backups =
+            policy::extend_backups(&self.me, &live, &candidates, &first_of, &self.config.policy);
         if backups != record.backups
             && let Ok(delta) = self
                 .map

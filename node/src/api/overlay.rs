@@ -162,7 +162,10 @@ mod tests {
             ("?tag=region", "no '='"),
             ("?tag=region=e%20u", "only letters"),
             ("?tag=region=eu&tag=region=us", "two values"),
-            ("?state=zombie", "expected one of alive, suspect, dead, left"),
+            (
+                "?state=zombie",
+                "expected one of alive, suspect, dead, left",
+            ),
             ("?colour=red", "unknown query parameter \"colour\""),
         ] {
             let reply = get(server.addr, &format!("/v1/members{query}")).await;

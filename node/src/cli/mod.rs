@@ -106,8 +106,7 @@ fn execute(
         })?,
         Command::Rtt(r) => {
             let members: Vec<Member> = client.get("/v1/members")?;
-            let estimate =
-                rtt::estimate(&members, &r.a, r.b.as_deref()).map_err(CliError::Rtt)?;
+            let estimate = rtt::estimate(&members, &r.a, r.b.as_deref()).map_err(CliError::Rtt)?;
             if json {
                 passthrough(&encode("/v1/members", &estimate)?)
             } else {
@@ -317,8 +316,7 @@ mod tests {
         let (code, out) = baton(&api, &["members", "--tag", "region=eu"]).await;
         assert_eq!(code, 0);
         assert_eq!(names(&out), ["bravo", "charlie"], "{out}");
-        let (code, out) =
-            baton(&api, &["members", "--tag", "region=eu", "--state", "alive"]).await;
+        let (code, out) = baton(&api, &["members", "--tag", "region=eu", "--state", "alive"]).await;
         assert_eq!(code, 0);
         assert_eq!(names(&out), ["bravo"], "{out}");
         let (code, out) = baton(&api, &["members", "--state", "alive", "--json"]).await;
@@ -337,7 +335,10 @@ mod tests {
         assert_eq!(code, 0);
         let estimate: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(estimate["a"]["name"], "charlie");
-        assert!((estimate["rtt_ms"].as_f64().unwrap() - 75.0).abs() < 1e-6, "{out}");
+        assert!(
+            (estimate["rtt_ms"].as_f64().unwrap() - 75.0).abs() < 1e-6,
+            "{out}"
+        );
         let (code, out) = baton(&api, &["rtt", "zulu"]).await;
         assert_eq!((code, out.as_str()), (1, ""));
         let _ = stop.send(());

@@ -176,7 +176,11 @@ mod tests {
                 ..member("12D3KooWAlpha000aaaaaaaa", "alpha", Some(vec![0.0, 0.0]))
             },
             member("12D3KooWBravo000bbbbbbbb", "bravo", Some(vec![0.030, 0.0])),
-            member("12D3KooWCharlie0cccccccc", "charlie", Some(vec![0.0, 0.040])),
+            member(
+                "12D3KooWCharlie0cccccccc",
+                "charlie",
+                Some(vec![0.0, 0.040]),
+            ),
             member("12D3KooWDelta000dddddddd", "delta", None),
             member("12D3KooWEcho0001eeeeeee1", "echo", Some(vec![0.0, 0.0])),
             member("12D3KooWEcho0002eeeeeee2", "echo", Some(vec![0.0, 0.0])),

@@ -407,7 +407,11 @@ impl Driver {
         self.me_published = Some(now);
         let meta = self.node.meta();
         let swim = self.node.swim();
-        let state = if self.node.is_leaving() { "left" } else { "alive" };
+        let state = if self.node.is_leaving() {
+            "left"
+        } else {
+            "alive"
+        };
         let mut me = match self.shared.me.write() {
             Ok(me) => me,
             Err(poisoned) => poisoned.into_inner(),

@@ -981,11 +981,17 @@ fn spread_backups_survive_a_region_outage_and_nearest_ones_do_not() {
     assert_eq!(r.backups.len(), 2);
     assert!(c.index(&r.backups[0]) < 3, "first backup nearby: {r:?}");
     assert!(c.index(&r.backups[1]) >= 3, "second in region b: {r:?}");
-    assert_eq!(survivors_of_a_region_outage(policy::Placement::Spread, 6), 6);
+    assert_eq!(
+        survivors_of_a_region_outage(policy::Placement::Spread, 6),
+        6
+    );
     let mut c = Cluster::two_regions(policy::Placement::Nearest);
     let r = c.open(0, "s1");
     assert!(r.backups.iter().all(|b| c.index(b) < 3), "{r:?}");
-    assert_eq!(survivors_of_a_region_outage(policy::Placement::Nearest, 6), 0);
+    assert_eq!(
+        survivors_of_a_region_outage(policy::Placement::Nearest, 6),
+        0
+    );
 }
 
 #[test]

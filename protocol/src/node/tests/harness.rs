@@ -46,7 +46,7 @@ pub fn config(i: usize) -> Config {
         bootstrap: Vec::new(),
         timing: Timing::default(),
         clients: crate::node::ClientPolicy::default(),
-            tags: Default::default(),
+        tags: Default::default(),
     }
 }
 
