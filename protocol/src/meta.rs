@@ -50,10 +50,11 @@ pub const MAX_TAGS: usize = 8;
 pub const MAX_TAG_KEY: usize = 32;
 /// The longest tag value, in bytes.
 pub const MAX_TAG_VALUE: usize = 64;
-/// The most bytes of keys and values together: with CBOR's heads, tags
-/// take at most `MAX_TAGS_BYTES + 2 * 2 * MAX_TAGS + 1` = 289 bytes of the
-/// metadata, which is re-sent (piggybacked on SWIM datagrams) whenever it
-/// changes.
+/// The most bytes of keys and values together: with CBOR's heads (at most
+/// two bytes per key and value), the map's head and the field key `t`,
+/// tags take at most `MAX_TAGS_BYTES + 2 * 2 * MAX_TAGS + 3` = 291 bytes
+/// of the metadata, which is re-sent (piggybacked on SWIM datagrams)
+/// whenever it changes.
 pub const MAX_TAGS_BYTES: usize = 256;
 
 /// Checks one tag key: 1 to [`MAX_TAG_KEY`] bytes of ASCII letters,
@@ -253,6 +254,12 @@ mod tests {
         };
         let bytes = meta.encode();
         assert!(bytes.len() <= MAX_META_BYTES, "{}", bytes.len());
+        let untagged = NodeMeta {
+            tags: Tags::new(),
+            ..meta.clone()
+        };
+        let cost = bytes.len() - untagged.encode().len();
+        assert!(cost <= MAX_TAGS_BYTES + 4 * MAX_TAGS + 3, "{cost}");
         // Nothing was trimmed.
         assert_eq!(NodeMeta::decode(&bytes).unwrap(), meta);
     }
