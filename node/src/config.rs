@@ -31,6 +31,7 @@ pub const DEFAULT_PORT: u16 = 7701;
                   Durations use humantime form: 200ms, 1s, 5min.\n\n\
                   Examples:\n  \
                   batond --name berkeley --bootstrap /ip4/198.18.0.1/udp/7701/quic-v1\n  \
+                  batond --name berkeley --tag region=us-west --tag tier=media\n  \
                   batond --config /etc/baton/batond.toml\n  \
                   batond --name a --listen /ip4/127.0.0.1/udp/0/quic-v1 --no-mdns --api 127.0.0.1:7710"
 )]

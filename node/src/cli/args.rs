@@ -9,7 +9,9 @@ use crate::api::MAX_REPORT_MS;
 const MAIN_EXAMPLES: &str = "\
 Examples:
   baton status                      this node, on the default 127.0.0.1:7700
-  baton members                     the members it sees and their state
+  baton members                     the members it sees (and itself), state and tags
+  baton members --tag region=eu --state alive
+  baton rtt bravo charlie           estimated RTT between two members
   baton --api node-b:7700 peers     another node's libp2p peers
   baton members --json | jq '.[] | select(.state != \"alive\")'
   baton open --service rtp-audio --client 127.0.0.1:5004
