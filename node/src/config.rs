@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use baton_protocol::meta::Tags;
 use baton_protocol::swim;
 use clap::{Parser, ValueEnum};
 use libp2p::{Multiaddr, PeerId};
@@ -30,6 +31,7 @@ pub const DEFAULT_PORT: u16 = 7701;
                   Durations use humantime form: 200ms, 1s, 5min.\n\n\
                   Examples:\n  \
                   batond --name berkeley --bootstrap /ip4/198.18.0.1/udp/7701/quic-v1\n  \
+                  batond --name berkeley --tag region=us-west --tag tier=media\n  \
                   batond --config /etc/baton/batond.toml\n  \
                   batond --name a --listen /ip4/127.0.0.1/udp/0/quic-v1 --no-mdns --api 127.0.0.1:7710"
 )]
@@ -96,6 +98,14 @@ pub struct Flags {
     /// and localhost (repeatable); requests naming another host get 403.
     #[arg(long = "api-host", value_name = "NAME")]
     pub api_hosts: Vec<String>,
+    /// A tag announced to the overlay, such as region=eu (repeatable; adds
+    /// to or overrides the file's `tags`). Shown and filtered by `baton
+    /// members --tag`; the `region` tag places backups in other regions.
+    /// At most 8 tags; keys: a letter then letters, digits, _ - . (up to
+    /// 32); values: letters, digits, _ - . : / @ + (1 to 64); 256 bytes
+    /// in all.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -153,6 +163,9 @@ struct File {
     log_format: Option<LogFormat>,
     #[serde(default, with = "humantime_serde")]
     probe_interval: Option<Duration>,
+    /// `tags = { region = "eu" }`.
+    #[serde(default)]
+    tags: Tags,
     #[serde(default)]
     services: crate::service::Config,
     #[serde(default)]
@@ -190,6 +203,13 @@ struct SessionsFile {
     /// Sessions older than this are closed.
     #[serde(default, with = "humantime_serde")]
     max_lifetime: Option<Duration>,
+    /// `spread` or `nearest`: whether backups span regions.
+    placement: Option<String>,
+    /// The tag that names a node's region.
+    region_tag: Option<String>,
+    /// Only nodes with these tags host sessions.
+    #[serde(default)]
+    require_tags: Tags,
 }
 
 /// The resolved configuration of a node.
@@ -240,6 +260,9 @@ pub struct Config {
     /// Which clients sessions may stream to (`[services]
     /// allowed_clients`, `max_sessions_per_client`).
     pub clients: baton_protocol::node::ClientPolicy,
+    /// The tags announced to the overlay (`tags`, `--tag`), within the
+    /// caps of [`baton_protocol::meta::check_tags`].
+    pub tags: Tags,
 }
 
 /// A configuration error, naming the field at fault.
@@ -298,6 +321,9 @@ pub enum ConfigError {
     /// A service is configured wrong (an `exec` template or its rules).
     #[error("[services] {0}")]
     Services(#[from] crate::service::Error),
+    /// The tags are malformed or beyond the caps.
+    #[error("invalid tags: {0}")]
+    Tags(String),
     /// A value is not what the field expects.
     #[error("invalid {field} {value:?}: expected {expected}")]
     Invalid {
@@ -490,7 +516,9 @@ impl Config {
             }
             swim.probe_interval = interval;
         }
+        let tags = resolve_tags(file.tags, &flags.tags)?;
         Ok(Config {
+            tags,
             name,
             data_dir,
             listen,
@@ -515,6 +543,24 @@ impl Config {
             sessions: sessions_config(file.sessions)?,
         })
     }
+}
+
+/// The file's tags, then the flags' (`KEY=VALUE`, each key once), checked
+/// against the caps.
+fn resolve_tags(mut tags: Tags, flags: &[String]) -> Result<Tags, ConfigError> {
+    let mut given = std::collections::BTreeSet::new();
+    for text in flags {
+        let (key, value) = baton_protocol::meta::parse_tag(text)
+            .map_err(|why| ConfigError::Tags(format!("--tag {text:?}: {why}")))?;
+        if !given.insert(key.clone()) {
+            return Err(ConfigError::Tags(format!(
+                "--tag {key} is given twice: give each key once"
+            )));
+        }
+        tags.insert(key, value);
+    }
+    baton_protocol::meta::check_tags(&tags).map_err(ConfigError::Tags)?;
+    Ok(tags)
 }
 
 fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Config, ConfigError> {
@@ -564,6 +610,25 @@ fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Confi
         }
     }
     config.max_lifetime = file.max_lifetime;
+    let policy = &mut config.policy;
+    if let Some(placement) = &file.placement {
+        policy.placement = baton_protocol::policy::Placement::parse(placement)
+            .ok_or_else(|| invalid("sessions.placement", placement, "spread or nearest"))?;
+    }
+    if let Some(key) = file.region_tag {
+        baton_protocol::meta::check_tag_key(&key)
+            .map_err(|why| invalid("sessions.region_tag", &key, why))?;
+        policy.region_tag = key;
+    }
+    baton_protocol::meta::check_tags(&file.require_tags).map_err(|why| {
+        invalid(
+            "sessions.require_tags",
+            format!("{:?}", file.require_tags),
+            why,
+        )
+    })?;
+    policy.require_tags = file.require_tags;
+    let consent = &mut config.consent;
     consent.exempt = file
         .consent_exempt
         .iter()
@@ -1028,6 +1093,87 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("sessions."), "{err}");
+        }
+    }
+
+    #[test]
+    fn tags_come_from_the_file_and_the_flags_and_are_checked() {
+        let file: File = toml::from_str("tags = { region = \"eu\", rack = \"r1\" }\n").unwrap();
+        let c = Config::resolve(
+            flags(&["--name", "a", "--tag", "region=us", "--tag", "tier=media"]),
+            file,
+        )
+        .unwrap();
+        let want: Tags = [("rack", "r1"), ("region", "us"), ("tier", "media")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(c.tags, want);
+        assert!(
+            Config::resolve(flags(&["--name", "a"]), File::default())
+                .unwrap()
+                .tags
+                .is_empty()
+        );
+        let nine: Vec<String> = (0..9).map(|i| format!("k{i}=v")).collect();
+        let mut args = vec!["--name", "a"];
+        for t in &nine {
+            args.extend(["--tag", t]);
+        }
+        for (args, want) in [
+            (vec!["--name", "a", "--tag", "region"], "no '='"),
+            (vec!["--name", "a", "--tag", "region=e u"], "only letters"),
+            (vec!["--name", "a", "--tag", "9=x"], "a letter"),
+            (
+                vec!["--name", "a", "--tag", "region=eu", "--tag", "region=us"],
+                "given twice",
+            ),
+            (args, "at most 8"),
+        ] {
+            let err = Config::resolve(flags(&args), File::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid tags: ") && err.contains(want),
+                "{args:?}: {err}"
+            );
+        }
+        let file: File = toml::from_str("tags = { \"bad key\" = \"x\" }\n").unwrap();
+        let err = Config::resolve(flags(&["--name", "a"]), file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad key"), "{err}");
+        let err = toml::from_str::<File>("tags = { region = 1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tags"), "{err}");
+    }
+
+    #[test]
+    fn placement_settings_are_read_and_checked() {
+        use baton_protocol::policy::Placement;
+        let c = Config::resolve(flags(&["--name", "a"]), File::default()).unwrap();
+        assert_eq!(c.sessions.policy.placement, Placement::Spread);
+        assert_eq!(c.sessions.policy.region_tag, "region");
+        assert!(c.sessions.policy.require_tags.is_empty());
+        let file: File = toml::from_str(
+            "[sessions]\nplacement = \"nearest\"\nregion_tag = \"zone\"\nrequire_tags = { tier = \"media\" }\n",
+        )
+        .unwrap();
+        let c = Config::resolve(flags(&["--name", "a"]), file).unwrap();
+        assert_eq!(c.sessions.policy.placement, Placement::Nearest);
+        assert_eq!(c.sessions.policy.region_tag, "zone");
+        assert_eq!(c.sessions.policy.require_tags["tier"], "media");
+        for (bad, field) in [
+            ("placement = \"closest\"", "sessions.placement"),
+            ("region_tag = \"\"", "sessions.region_tag"),
+            ("require_tags = { tier = \"a b\" }", "sessions.require_tags"),
+        ] {
+            let file: File = toml::from_str(&format!("[sessions]\n{bad}\n")).unwrap();
+            let err = Config::resolve(flags(&["--name", "a"]), file)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{bad}: {err}");
         }
     }
 

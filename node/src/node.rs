@@ -213,6 +213,7 @@ impl Node {
                 timing: proto::Timing::default(),
                 clients: config.clients.clone(),
                 services: config.services.digest(),
+                tags: config.tags.clone(),
             },
             KeySigner::new(key),
             StdRng::from_os_rng(),

@@ -2,9 +2,11 @@
 //! connected peers, counters and the event stream. The driver writes it; API
 //! handlers only read it, so they never touch the protocol state machine.
 
+use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::time::SystemTime;
 
+use baton_protocol::meta::{MAX_TAG_KEY, MAX_TAG_VALUE};
 use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -23,6 +25,9 @@ pub struct Shared {
     pub local: LocalInfo,
     /// Members by peer id (base58), this node excluded.
     pub members: DashMap<String, views::Member>,
+    /// This node as a member (`local` set): its load, tags and coordinate
+    /// as the driver last published them.
+    pub me: RwLock<views::Member>,
     /// libp2p peers currently connected or recently refused, by peer id.
     pub peers: DashMap<String, views::Peer>,
     /// The Prometheus metrics (`/metrics`), also read by `/v1/status`.
@@ -120,10 +125,20 @@ impl Shared {
         commands: mpsc::Sender<SessionCommand>,
         metrics: Metrics,
     ) -> Self {
+        let me = views::Member {
+            id: local.id.clone(),
+            name: local.name.clone(),
+            state: "alive".to_owned(),
+            capacity: local.capacity,
+            since: humantime::format_rfc3339_millis(local.started).to_string(),
+            local: true,
+            ..views::Member::default()
+        };
         Shared {
             sessions: DashMap::new(),
             commands,
             local,
+            me: RwLock::new(me),
             members: DashMap::new(),
             peers: DashMap::new(),
             metrics,
@@ -135,6 +150,29 @@ impl Shared {
     /// Members sorted by name then id, for stable output.
     pub fn members_sorted(&self) -> Vec<views::Member> {
         let mut out: Vec<views::Member> = self.members.iter().map(|m| m.value().clone()).collect();
+        out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        out
+    }
+
+    /// This node as a member, as last published.
+    pub fn me(&self) -> views::Member {
+        match self.me.read() {
+            Ok(me) => me.clone(),
+            // A writer panicked mid-update; the view is still worth showing.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The members this node knows and itself, sorted by name then id,
+    /// that pass `filter`: what `GET /v1/members` answers.
+    pub fn members_with_me(&self, filter: &MemberFilter) -> Vec<views::Member> {
+        let mut out: Vec<views::Member> = self
+            .members
+            .iter()
+            .map(|m| m.value().clone())
+            .chain(std::iter::once(self.me()))
+            .filter(|m| filter.matches(m))
+            .collect();
         out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         out
     }
@@ -168,6 +206,76 @@ impl Shared {
     /// Publishes an event to every `/v1/events` subscriber (none is fine).
     pub fn publish(&self, event: views::Event) {
         let _ = self.events.send(event);
+    }
+}
+
+/// Which members a listing keeps: all of its tags (same values), and one
+/// of its states when any is given (`?tag=region=eu&state=alive`,
+/// `baton members --tag region=eu --state alive`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberFilter {
+    /// Tags a member must have, with these values.
+    pub tags: BTreeMap<String, String>,
+    /// States of which a member must be in one; any when empty.
+    pub states: Vec<String>,
+}
+
+/// The states a member can be in, as the API spells them.
+pub const MEMBER_STATES: [&str; 4] = ["alive", "suspect", "dead", "left"];
+
+impl MemberFilter {
+    /// Reads query parameters (`tag=KEY=VALUE`, `state=STATE`, each
+    /// repeatable); the error says which one is wrong and what works.
+    pub fn from_query(pairs: &[(String, String)]) -> Result<MemberFilter, String> {
+        let mut filter = MemberFilter::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "tag" => {
+                    let longest = MAX_TAG_KEY + 1 + MAX_TAG_VALUE;
+                    if value.len() > longest {
+                        return Err(format!(
+                            "tag: {} bytes, longer than any KEY=VALUE tag ({longest})",
+                            value.len()
+                        ));
+                    }
+                    let (k, v) = baton_protocol::meta::parse_tag(value)
+                        .map_err(|why| format!("tag: {why}"))?;
+                    if filter.tags.get(&k).is_some_and(|have| *have != v) {
+                        return Err(format!(
+                            "tag: {k} is asked with two values; a member has one"
+                        ));
+                    }
+                    filter.tags.insert(k, v);
+                }
+                "state" => {
+                    if !MEMBER_STATES.contains(&value.as_str()) {
+                        let shown: String = value.chars().take(40).collect();
+                        return Err(format!(
+                            "state {shown:?}: expected one of {}",
+                            MEMBER_STATES.join(", ")
+                        ));
+                    }
+                    filter.states.push(value.clone());
+                }
+                other => {
+                    let shown: String = other.chars().take(40).collect();
+                    return Err(format!(
+                        "unknown query parameter {shown:?}: this path takes tag=KEY=VALUE \
+                         and state=alive|suspect|dead|left (each repeatable)"
+                    ));
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Whether `member` passes.
+    pub fn matches(&self, member: &views::Member) -> bool {
+        (self.states.is_empty() || self.states.contains(&member.state))
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| member.tags.get(k).is_some_and(|have| have == v))
     }
 }
 

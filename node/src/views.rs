@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One member as shown by `GET /v1/members` and `baton members`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One member as shown by `GET /v1/members` and `baton members` (this
+/// node included, with `local` set).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Member {
     /// Peer id, base58.
     pub id: String,
@@ -41,6 +42,56 @@ pub struct Member {
     /// Wall-clock time of its last state change, RFC 3339.
     #[serde(default)]
     pub since: String,
+    /// The tags it announced (`--tag`), by key.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Its Vivaldi network coordinate, once known (from its probe acks;
+    /// this node's own for the local member).
+    #[serde(default)]
+    pub coord: Option<Coord>,
+    /// Whether this member is the node that answers.
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// A Vivaldi network coordinate, as `consul rtt` reads them: the
+/// estimated RTT between two members is the Euclidean distance of their
+/// `vec`s plus both heights, plus both adjustments when that stays
+/// positive. Every value is in seconds except `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Coord {
+    /// The Euclidean part, in seconds.
+    pub vec: Vec<f64>,
+    /// Confidence: small means confident. Dimensionless.
+    pub error: f64,
+    /// Offset learnt from recent estimates, in seconds. May be negative.
+    pub adjustment: f64,
+    /// Non-Euclidean offset of the node's access link, in seconds.
+    pub height: f64,
+}
+
+impl From<&baton_protocol::coords::Coordinate> for Coord {
+    fn from(c: &baton_protocol::coords::Coordinate) -> Self {
+        Coord {
+            vec: c.vec.clone(),
+            error: c.error,
+            adjustment: c.adjustment,
+            height: c.height,
+        }
+    }
+}
+
+impl Coord {
+    /// The protocol's coordinate, if every value is finite.
+    pub fn to_coordinate(&self) -> Option<baton_protocol::coords::Coordinate> {
+        let c = baton_protocol::coords::Coordinate {
+            vec: self.vec.clone(),
+            error: self.error,
+            adjustment: self.adjustment,
+            height: self.height,
+        };
+        c.is_valid().then_some(c)
+    }
 }
 
 /// A libp2p peer as shown by `GET /v1/peers` and `baton peers`.
@@ -376,6 +427,14 @@ mod tests {
             capacity: 10,
             load: 2,
             since: "2026-01-01T00:00:00.000Z".to_owned(),
+            tags: [("region".to_owned(), "eu".to_owned())].into(),
+            coord: Some(Coord {
+                vec: vec![0.001, -0.002],
+                error: 0.5,
+                adjustment: 0.0,
+                height: 0.0001,
+            }),
+            local: false,
         }
     }
 
@@ -412,7 +471,7 @@ mod tests {
     fn member_round_trips_with_the_documented_fields() {
         round_trip(
             &member(),
-            r#"{"id":"12D3KooWBravo","name":"bravo","state":"alive","incarnation":3,"rtt_ms":0.4,"distance_ms":null,"addrs":["/ip4/127.0.0.1/udp/4001/quic-v1"],"capacity":10,"load":2,"since":"2026-01-01T00:00:00.000Z"}"#,
+            r#"{"id":"12D3KooWBravo","name":"bravo","state":"alive","incarnation":3,"rtt_ms":0.4,"distance_ms":null,"addrs":["/ip4/127.0.0.1/udp/4001/quic-v1"],"capacity":10,"load":2,"since":"2026-01-01T00:00:00.000Z","tags":{"region":"eu"},"coord":{"vec":[0.001,-0.002],"error":0.5,"adjustment":0.0,"height":0.0001},"local":false}"#,
         );
     }
 
@@ -429,6 +488,7 @@ mod tests {
     fn a_member_from_an_older_node_reads_with_defaults() {
         let m: Member = serde_json::from_str(r#"{"id": "p", "state": "left"}"#).unwrap();
         assert_eq!((m.name.as_str(), m.incarnation, m.rtt_ms), ("", 0, None));
+        assert!(m.tags.is_empty() && m.coord.is_none() && !m.local);
     }
 
     #[test]

@@ -6,11 +6,21 @@
 //! Backups are pre-provisioned as in Raman & Katz: the sessions of one
 //! primary are spread over its backups so that, if the primary fails, no
 //! backup receives more sessions than its spare capacity.
+//!
+//! Failure domains: a node's region is the value of one of its tags
+//! ([`Config::region_tag`]); a node without that tag is a domain of its
+//! own. With [`Placement::Spread`] a session's backups cover the regions
+//! they can (one region outage does not take the primary and every backup
+//! together); with [`Placement::Nearest`] they are only the best-scoring
+//! nodes. [`Config::require_tags`] keeps the nodes without some tags from
+//! hosting at all.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::NodeId;
+use crate::meta::Tags;
 
 /// What the policy knows of one candidate node.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +35,8 @@ pub struct Candidate {
     pub load: u32,
     /// What is known of its service at the client's location.
     pub perf: Option<Perf>,
+    /// Its tags, as it announced them.
+    pub tags: Arc<Tags>,
 }
 
 impl Candidate {
@@ -65,7 +77,52 @@ pub struct Config {
     pub min_dwell: Duration,
     /// Reports a location summary needs before it is trusted.
     pub min_samples: u32,
+    /// Whether backups spread over regions or are just the nearest.
+    pub placement: Placement,
+    /// The tag whose value is a node's region (its failure domain).
+    pub region_tag: String,
+    /// Only nodes with all these tags (same values) host sessions, as
+    /// primaries or backups.
+    pub require_tags: Tags,
 }
+
+/// How backups are placed (`[sessions] placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The first backup is chosen as with [`Placement::Nearest`]; each
+    /// further one is the best candidate of a region not yet held by the
+    /// primary or an earlier backup, when there is one. A lone backup
+    /// (`backups = 1`) goes to another region than the primary's when a
+    /// node there can take it. Survives a region outage.
+    #[default]
+    Spread,
+    /// The best-scoring candidates (nearest, best served), wherever they
+    /// are: the shortest gap after a node failure, but a region outage may
+    /// take a session's primary and all its backups.
+    Nearest,
+}
+
+impl Placement {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Spread => "spread",
+            Placement::Nearest => "nearest",
+        }
+    }
+
+    /// Parses the setting.
+    pub fn parse(s: &str) -> Option<Placement> {
+        match s {
+            "spread" => Some(Placement::Spread),
+            "nearest" => Some(Placement::Nearest),
+            _ => None,
+        }
+    }
+}
+
+/// The default [`Config::region_tag`].
+pub const REGION_TAG: &str = "region";
 
 impl Default for Config {
     fn default() -> Self {
@@ -77,6 +134,9 @@ impl Default for Config {
             poor_for: Duration::from_secs(10),
             min_dwell: Duration::from_secs(60),
             min_samples: 3,
+            placement: Placement::default(),
+            region_tag: REGION_TAG.to_owned(),
+            require_tags: Tags::new(),
         }
     }
 }
@@ -85,6 +145,28 @@ impl Config {
     /// Whether `perf` is poor service.
     pub fn is_poor(&self, perf: &Perf) -> bool {
         perf.loss > self.max_loss || perf.jitter > self.max_jitter || perf.rtt > self.max_rtt
+    }
+
+    /// Whether a node with these tags may host sessions
+    /// ([`Config::require_tags`]).
+    pub fn may_host(&self, tags: &Tags) -> bool {
+        self.require_tags
+            .iter()
+            .all(|(k, v)| tags.get(k).is_some_and(|have| have == v))
+    }
+}
+
+/// A failure domain: a region, or a node without the region tag alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain<'a> {
+    Region(&'a str),
+    Node(&'a NodeId),
+}
+
+fn domain<'a>(c: &'a Candidate, config: &Config) -> Domain<'a> {
+    match c.tags.get(&config.region_tag) {
+        Some(region) => Domain::Region(region),
+        None => Domain::Node(&c.id),
     }
 }
 
@@ -102,8 +184,12 @@ fn score(c: &Candidate, config: &Config) -> f64 {
     perf + distance_ms
 }
 
+/// The candidates that may host ([`Config::may_host`]), best first.
 fn by_score<'a>(candidates: &'a [Candidate], config: &Config) -> Vec<&'a Candidate> {
-    let mut sorted: Vec<&Candidate> = candidates.iter().collect();
+    let mut sorted: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| config.may_host(&c.tags))
+        .collect();
     sorted.sort_by(|a, b| {
         score(a, config)
             .total_cmp(&score(b, config))
@@ -127,39 +213,87 @@ pub fn choose_primary(candidates: &[Candidate], config: &Config) -> Option<NodeI
 /// is already first backup of: those are the sessions it receives if the
 /// primary fails, so a node is a first backup only while that count stays
 /// below its spare capacity (backup pre-provisioning). Later backups are the
-/// best remaining candidates with any spare capacity.
+/// best remaining candidates with any spare capacity, spread over regions
+/// as [`Config::placement`] says.
 pub fn choose_backups(
     primary: &NodeId,
     candidates: &[Candidate],
     first_backup_of: &BTreeMap<NodeId, u32>,
     config: &Config,
 ) -> Vec<NodeId> {
+    extend_backups(primary, &[], candidates, first_backup_of, config)
+}
+
+/// Completes the backups `keep` (live ones, kept in their order) of a
+/// session of `primary` up to [`Config::backups`], as [`choose_backups`]
+/// chooses them: a repair then spreads over the regions that `keep` and
+/// the primary do not hold yet.
+pub fn extend_backups(
+    primary: &NodeId,
+    keep: &[NodeId],
+    candidates: &[Candidate],
+    first_backup_of: &BTreeMap<NodeId, u32>,
+    config: &Config,
+) -> Vec<NodeId> {
     let ranked: Vec<&Candidate> = by_score(candidates, config)
         .into_iter()
-        .filter(|c| c.id != *primary && c.spare() > 0)
+        .filter(|c| c.id != *primary && c.spare() > 0 && !keep.contains(&c.id))
         .collect();
-    let mut out: Vec<NodeId> = Vec::with_capacity(config.backups);
-    // Among nodes whose pre-provisioned share is not exhausted, prefer the
-    // least loaded by that share, then the best score, so that one primary's
-    // sessions spread over its backups.
-    let first = ranked
-        .iter()
-        .filter(|c| first_backup_of.get(&c.id).copied().unwrap_or(0) < c.spare())
-        .min_by_key(|c| {
-            let taken = first_backup_of.get(&c.id).copied().unwrap_or(0);
-            // Fraction of the spare capacity already promised, in per mille.
-            u64::from(taken) * 1000 / u64::from(c.spare().max(1))
-        });
-    if let Some(first) = first {
-        out.push(first.id.clone());
+    let spread = config.placement == Placement::Spread;
+    let domain_of = |id: &NodeId| {
+        candidates
+            .iter()
+            .find(|c| c.id == *id)
+            .map(|c| domain(c, config))
+    };
+    // The domains held so far: the primary's and the kept backups'.
+    let mut held: Vec<Domain> = std::iter::once(primary)
+        .chain(keep)
+        .filter_map(domain_of)
+        .collect();
+    let mut out: Vec<NodeId> = keep.to_vec();
+    if out.is_empty() {
+        // A lone backup goes to another region when one can take it.
+        let outside: Vec<&Candidate> = ranked
+            .iter()
+            .copied()
+            .filter(|c| !held.contains(&domain(c, config)))
+            .collect();
+        let pool = if spread && config.backups == 1 && !outside.is_empty() {
+            outside
+        } else {
+            ranked.clone()
+        };
+        // Among nodes whose pre-provisioned share is not exhausted, prefer
+        // the least loaded by that share, then the best score, so that one
+        // primary's sessions spread over its backups.
+        let first = pool
+            .iter()
+            .filter(|c| first_backup_of.get(&c.id).copied().unwrap_or(0) < c.spare())
+            .min_by_key(|c| {
+                let taken = first_backup_of.get(&c.id).copied().unwrap_or(0);
+                // Fraction of the spare capacity already promised, per mille.
+                u64::from(taken) * 1000 / u64::from(c.spare().max(1))
+            });
+        if let Some(first) = first {
+            out.push(first.id.clone());
+            held.push(domain(first, config));
+        }
     }
-    for c in ranked {
-        if out.len() >= config.backups {
+    while out.len() < config.backups {
+        let left = || ranked.iter().filter(|c| !out.contains(&c.id));
+        let next = if spread {
+            left()
+                .find(|c| !held.contains(&domain(c, config)))
+                .or_else(|| left().next())
+        } else {
+            left().next()
+        };
+        let Some(next) = next else {
             break;
-        }
-        if !out.contains(&c.id) {
-            out.push(c.id.clone());
-        }
+        };
+        held.push(domain(next, config));
+        out.push(next.id.clone());
     }
     out
 }
@@ -228,7 +362,173 @@ mod tests {
             capacity,
             load,
             perf: None,
+            tags: Arc::default(),
         }
+    }
+
+    fn in_region(mut c: Candidate, region: &str) -> Candidate {
+        c.tags = Arc::new([("region".to_owned(), region.to_owned())].into());
+        c
+    }
+
+    /// Node 0 (the primary) and 1-3 in region a at 5-15 ms, 4-5 in region
+    /// b at 80-90 ms.
+    fn two_regions() -> Vec<Candidate> {
+        vec![
+            in_region(cand(0, 0, 10, 0), "a"),
+            in_region(cand(1, 5, 10, 0), "a"),
+            in_region(cand(2, 10, 10, 0), "a"),
+            in_region(cand(3, 15, 10, 0), "a"),
+            in_region(cand(4, 80, 10, 0), "b"),
+            in_region(cand(5, 90, 10, 0), "b"),
+        ]
+    }
+
+    fn region_of(c: &[Candidate], id: &NodeId) -> String {
+        let c = c.iter().find(|c| c.id == *id).unwrap();
+        c.tags["region"].clone()
+    }
+
+    #[test]
+    fn spread_backups_include_another_region_and_nearest_ones_do_not() {
+        let c = two_regions();
+        let spread = Config::default();
+        assert_eq!(spread.placement, Placement::Spread);
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &spread);
+        // The first backup is the nearest (short gap after a node
+        // failure), the second is of the other region (a region outage).
+        assert_eq!(b, vec![id(1), id(4)]);
+        let nearest = Config {
+            placement: Placement::Nearest,
+            ..Config::default()
+        };
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &nearest);
+        assert_eq!(b, vec![id(1), id(2)]);
+        assert!(b.iter().all(|b| region_of(&c, b) == "a"));
+    }
+
+    #[test]
+    fn a_lone_spread_backup_is_of_another_region() {
+        let c = two_regions();
+        let one = |placement| Config {
+            backups: 1,
+            placement,
+            ..Config::default()
+        };
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &one(Placement::Spread));
+        assert_eq!(b, vec![id(4)]);
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &one(Placement::Nearest));
+        assert_eq!(b, vec![id(1)]);
+        // Pre-provisioning still holds within the other region: node 4's
+        // share (10 spare) exhausted, node 5 is first backup.
+        let first_of: BTreeMap<NodeId, u32> = [(id(4), 10)].into();
+        let b = choose_backups(&id(0), &c, &first_of, &one(Placement::Spread));
+        assert_eq!(b, vec![id(5)]);
+    }
+
+    #[test]
+    fn spreading_covers_as_many_regions_as_backups_and_then_fills_up() {
+        let mut c = two_regions();
+        c.push(in_region(cand(6, 150, 10, 0), "c"));
+        let three = Config {
+            backups: 3,
+            ..Config::default()
+        };
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &three);
+        assert_eq!(b, vec![id(1), id(4), id(6)]);
+        let four = Config {
+            backups: 4,
+            ..Config::default()
+        };
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &four);
+        assert_eq!(b, vec![id(1), id(4), id(6), id(2)]);
+    }
+
+    #[test]
+    fn untagged_nodes_are_domains_of_their_own_so_spreading_changes_nothing() {
+        let c = [
+            cand(0, 0, 10, 0),
+            cand(1, 30, 10, 0),
+            cand(2, 10, 10, 0),
+            cand(3, 20, 10, 0),
+        ];
+        for placement in [Placement::Spread, Placement::Nearest] {
+            let config = Config {
+                placement,
+                ..Config::default()
+            };
+            let b = choose_backups(&id(0), &c, &BTreeMap::new(), &config);
+            assert_eq!(b, vec![id(2), id(3)], "{placement:?}");
+        }
+    }
+
+    #[test]
+    fn the_region_tag_is_configurable() {
+        let c: Vec<Candidate> = two_regions()
+            .into_iter()
+            .map(|mut c| {
+                let region = c.tags["region"].clone();
+                c.tags = Arc::new([("zone".to_owned(), region)].into());
+                c
+            })
+            .collect();
+        let zone = Config {
+            region_tag: "zone".to_owned(),
+            ..Config::default()
+        };
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &zone);
+        assert_eq!(b, vec![id(1), id(4)]);
+        // With the default key, these nodes have no region: nearest.
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &Config::default());
+        assert_eq!(b, vec![id(1), id(2)]);
+    }
+
+    #[test]
+    fn a_repair_spreads_over_the_regions_not_yet_held() {
+        let c = two_regions();
+        // Backup 2 (region a) is alive and kept; the other died.
+        let b = extend_backups(&id(0), &[id(2)], &c, &BTreeMap::new(), &Config::default());
+        assert_eq!(b, vec![id(2), id(4)]);
+        // Kept in region b already: the nearest fills up.
+        let b = extend_backups(&id(0), &[id(5)], &c, &BTreeMap::new(), &Config::default());
+        assert_eq!(b, vec![id(5), id(1)]);
+    }
+
+    #[test]
+    fn require_tags_excludes_nodes_without_them() {
+        let mut c = vec![
+            cand(0, 0, 10, 0),
+            cand(1, 5, 10, 0),
+            cand(2, 10, 10, 0),
+            cand(3, 20, 10, 0),
+        ];
+        for i in [0, 3] {
+            c[i].tags = Arc::new([("tier".to_owned(), "media".to_owned())].into());
+        }
+        c[2].tags = Arc::new([("tier".to_owned(), "batch".to_owned())].into());
+        let config = Config {
+            require_tags: [("tier".to_owned(), "media".to_owned())].into(),
+            ..Config::default()
+        };
+        // Node 1 (untagged) and node 2 (another value) may not host.
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &config);
+        assert_eq!(b, vec![id(3)]);
+        assert_eq!(choose_primary(&c[1..], &config), Some(id(3)));
+        let mut better = c[1].clone();
+        better.perf = Some(perf(0.0, 2));
+        assert_eq!(
+            transfer_to(
+                &perf(0.2, 80),
+                Some(Duration::from_secs(60)),
+                Duration::from_secs(600),
+                &[better],
+                &config
+            ),
+            None
+        );
+        // Without the requirement, they do.
+        let b = choose_backups(&id(0), &c, &BTreeMap::new(), &Config::default());
+        assert_eq!(b, vec![id(1), id(2)]);
     }
 
     fn perf(loss: f64, jitter_ms: u64) -> Perf {

@@ -15,13 +15,14 @@
 //!   started (or a timeout passes).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 use crate::map::{self, Applied, Delta, Map, NewSession, Rejection, WriteError};
-use crate::meta::NodeMeta;
+use crate::meta::{NodeMeta, Tags};
 use crate::policy::{self, Candidate, Perf};
 use crate::session::{Record, SessionState, Signer};
 use crate::swim::State;
@@ -463,6 +464,8 @@ struct MemberInfo {
     distance: Option<Duration>,
     /// When it entered a down state (dead or left), in this node's view.
     down_since: Option<Instant>,
+    /// Its tags (placement by region and `require_tags`).
+    tags: Arc<Tags>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -523,6 +526,8 @@ pub struct Engine<S> {
     config: Config,
     map: Map,
     capacity: u32,
+    /// This node's own tags.
+    tags: Arc<Tags>,
     members: BTreeMap<NodeId, MemberInfo>,
     hosting: BTreeSet<String>,
     /// Handovers this node wrote and still serves until confirmed:
@@ -585,6 +590,7 @@ impl<S: Signer> Engine<S> {
             signer,
             config,
             capacity,
+            tags: Arc::default(),
             members: BTreeMap::new(),
             hosting: BTreeSet::new(),
             handing_over: BTreeMap::new(),
@@ -612,6 +618,12 @@ impl<S: Signer> Engine<S> {
             next_perf: now,
             rejected: 0,
         }
+    }
+
+    /// Sets this node's own tags, as it announces them: placement reads
+    /// them as it reads the members'.
+    pub fn set_tags(&mut self, tags: Tags) {
+        self.tags = Arc::new(tags);
     }
 
     /// The replicated map as this node holds it.
@@ -710,6 +722,7 @@ impl<S: Signer> Engine<S> {
             load: 0,
             distance: None,
             down_since: None,
+            tags: Arc::default(),
         });
         if info.state != state || info.down_since.is_none() {
             info.down_since = (!state.is_active()).then_some(now);
@@ -723,6 +736,9 @@ impl<S: Signer> Engine<S> {
         if let Some(meta) = meta {
             info.capacity = meta.capacity;
             info.load = meta.load;
+            if *info.tags != meta.tags {
+                info.tags = Arc::new(meta.tags.clone());
+            }
         }
         if distance.is_some() {
             info.distance = distance;
@@ -1362,21 +1378,16 @@ impl<S: Signer> Engine<S> {
                 *n = n.saturating_sub(1);
             }
         }
-        // Keep live backups in their order, fill up with the policy's choice.
-        let mut backups: Vec<NodeId> = record
+        // Keep live backups in their order, fill up with the policy's
+        // choice (over the regions they do not hold yet).
+        let live: Vec<NodeId> = record
             .backups
             .iter()
             .filter(|b| self.is_alive(b))
             .cloned()
             .collect();
-        for b in policy::choose_backups(&self.me, &candidates, &first_of, &self.config.policy) {
-            if backups.len() >= wanted {
-                break;
-            }
-            if !backups.contains(&b) {
-                backups.push(b);
-            }
-        }
+        let backups =
+            policy::extend_backups(&self.me, &live, &candidates, &first_of, &self.config.policy);
         if backups != record.backups
             && let Ok(delta) = self
                 .map
@@ -1737,6 +1748,7 @@ impl<S: Signer> Engine<S> {
                     .peer_perf
                     .get(&(location.to_string(), id.clone()))
                     .copied(),
+                tags: m.tags.clone(),
             })
             .collect();
         if exclude != Some(&self.me) {
@@ -1746,6 +1758,7 @@ impl<S: Signer> Engine<S> {
                 capacity: self.capacity,
                 load: self.load(),
                 perf: self.own_locations.get(location).map(|(a, _)| a.perf()),
+                tags: self.tags.clone(),
             });
         }
         out

@@ -460,3 +460,69 @@ fn a_handover_that_stops_before_the_new_primary_started_is_caught() {
         .expect("an ownerless handover");
     assert!(v.details.contains("n2 stopped session"), "{}", v.details);
 }
+
+/// Eight nodes in two regions 80 ms apart (even nodes in `eu`, odd ones in
+/// `us`, tagged so), two sessions opened at each `eu` node, then every
+/// `eu` node crashed at once. Returns the sessions still hosted and the
+/// backups of the opened ones.
+fn region_outage(placement: baton_protocol::policy::Placement) -> (usize, Vec<Vec<usize>>) {
+    let matrix = sim::RttMatrix::parse("a,b,rtt_ms\neu,us,80\n").unwrap();
+    let mut config = SimConfig::new(8, 31);
+    config.latency = Latency::Matrix(matrix);
+    config.protocol = baton_protocol::swim::Config::wan();
+    config.sessions.policy.placement = placement;
+    config.tags = (0..8)
+        .map(|i| {
+            let region = if i % 2 == 0 { "eu" } else { "us" };
+            [("region".to_owned(), region.to_owned())].into()
+        })
+        .collect();
+    let mut sim = Sim::new(config);
+    sim.bootstrap(S);
+    // Long enough for the coordinates to tell the regions apart.
+    sim.run_until(30 * S);
+    assert!(sim.is_converged(), "8 nodes did not converge");
+    let mut ids = Vec::new();
+    let mut backups = Vec::new();
+    for i in [0, 2, 4, 6] {
+        for port in [5004, 5006] {
+            let record = sim
+                .open_session(i, &format!("198.18.9.{i}:{port}"))
+                .expect("opened");
+            assert_eq!(sim.index_of(&record.primary), Some(i), "opened where asked");
+            backups.push(
+                record
+                    .backups
+                    .iter()
+                    .map(|b| sim.index_of(b).unwrap())
+                    .collect(),
+            );
+            ids.push(record.id);
+        }
+    }
+    sim.run_for(5 * S);
+    for i in [0, 2, 4, 6] {
+        sim.crash(i);
+    }
+    sim.run_for(30 * S);
+    let hosted = ids.iter().filter(|id| !sim.hosts(id).is_empty()).count();
+    (hosted, backups)
+}
+
+#[test]
+fn spread_backups_survive_a_region_outage_and_nearest_ones_do_not() {
+    use baton_protocol::policy::Placement;
+    let (hosted, backups) = region_outage(Placement::Spread);
+    for b in &backups {
+        assert!(b.iter().any(|n| n % 2 == 1), "a backup in us: {backups:?}");
+    }
+    assert_eq!(hosted, 8, "every session survives the loss of eu");
+    let (hosted, backups) = region_outage(Placement::Nearest);
+    for b in &backups {
+        assert!(
+            b.iter().all(|n| n % 2 == 0),
+            "backups all in eu: {backups:?}"
+        );
+    }
+    assert_eq!(hosted, 0, "the sessions go down with eu");
+}

@@ -4,10 +4,12 @@
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 
 use super::AppState;
-use crate::state::Shared;
+use super::error::ApiError;
+use crate::state::{MemberFilter, Shared};
 use crate::views::{Member, MemberCounts, Peer, Status};
 
 pub(super) async fn status(State(st): State<AppState>) -> Json<Status> {
@@ -47,8 +49,16 @@ pub(super) fn uptime(shared: &Shared) -> Duration {
         .unwrap_or_default()
 }
 
-pub(super) async fn members(State(st): State<AppState>) -> Json<Vec<Member>> {
-    Json(st.shared.members_sorted())
+/// `GET /v1/members[?tag=KEY=VALUE][&state=STATE]`: the members and this
+/// node (`"local": true`), those with every tag asked and in one of the
+/// states asked.
+pub(super) async fn members(
+    State(st): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Vec<Member>>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = MemberFilter::from_query(&pairs).map_err(ApiError::bad_request)?;
+    Ok(Json(st.shared.members_with_me(&filter)))
 }
 
 pub(super) async fn peers(State(st): State<AppState>) -> Json<Vec<Peer>> {
@@ -100,17 +110,69 @@ mod tests {
         let members = get(server.addr, "/v1/members").await.json();
         let list = members.as_array().unwrap();
         let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["bravo", "charlie"]);
-        // DESIGN.md: scripts rely on these fields.
-        assert_eq!(list[0]["id"], "12D3KooWBravo");
+        // This node is listed too, marked as such.
+        assert_eq!(names, ["alpha", "bravo", "charlie"]);
+        assert_eq!(list[0]["id"], "12D3KooWLocal");
+        assert_eq!(list[0]["local"], true);
         assert_eq!(list[0]["state"], "alive");
-        assert_eq!(list[1]["state"], "suspect");
-        assert_eq!(list[1]["incarnation"], 2);
-        assert_eq!(list[0]["rtt_ms"], 0.4);
+        assert_eq!(list[0]["capacity"], 8);
+        // DESIGN.md: scripts rely on these fields.
+        assert_eq!(list[1]["id"], "12D3KooWBravo");
+        assert_eq!(list[1]["state"], "alive");
+        assert_eq!(list[1]["local"], false);
+        assert_eq!(list[2]["state"], "suspect");
+        assert_eq!(list[2]["incarnation"], 2);
+        assert_eq!(list[1]["rtt_ms"], 0.4);
+        assert_eq!(list[2]["tags"], json!({"region": "us"}));
         assert_eq!(
             members,
-            serde_json::to_value(shared.members_sorted()).unwrap()
+            serde_json::to_value(shared.members_with_me(&Default::default())).unwrap()
         );
+        server.stop().await;
+    }
+
+    fn names_of(members: &serde_json::Value) -> Vec<String> {
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn members_are_filtered_by_tags_and_states() {
+        let server = Server::start(shared(), None).await;
+        for (query, want) in [
+            ("?tag=region=eu", &["alpha", "bravo"][..]),
+            ("?tag=region%3Dus", &["charlie"]),
+            ("?state=alive", &["alpha", "bravo"]),
+            ("?tag=region=eu&state=alive", &["alpha", "bravo"]),
+            ("?tag=region=us&state=alive", &[]),
+            ("?state=alive&state=suspect", &["alpha", "bravo", "charlie"]),
+            ("?tag=region=eu&tag=rack=r1", &[]),
+            ("?tag=zone=eu", &[]),
+            ("", &["alpha", "bravo", "charlie"]),
+        ] {
+            let reply = get(server.addr, &format!("/v1/members{query}")).await;
+            assert_eq!(reply.status, 200, "{query}");
+            assert_eq!(names_of(&reply.json()), want, "{query}");
+        }
+        for (query, why) in [
+            ("?tag=region", "no '='"),
+            ("?tag=region=e%20u", "only letters"),
+            ("?tag=region=eu&tag=region=us", "two values"),
+            (
+                "?state=zombie",
+                "expected one of alive, suspect, dead, left",
+            ),
+            ("?colour=red", "unknown query parameter \"colour\""),
+        ] {
+            let reply = get(server.addr, &format!("/v1/members{query}")).await;
+            assert_eq!(reply.status, 400, "{query}");
+            let message = reply.error();
+            assert!(message.contains(why), "{query}: {message}");
+        }
         server.stop().await;
     }
 

@@ -35,6 +35,7 @@ fn member(id: &str, name: &str, state: &str, incarnation: u32) -> Member {
         capacity: 10,
         load: 0,
         since: "2026-01-01T00:00:00.000Z".to_owned(),
+        ..Member::default()
     }
 }
 
@@ -80,11 +81,21 @@ pub(crate) fn shared_with(commands: mpsc::Sender<SessionCommand>) -> Arc<Shared>
         shared.sessions.insert(s.id.clone(), s);
     }
     // Inserted out of order: the API must sort.
+    let tags = |region: &str| [("region".to_owned(), region.to_owned())].into();
     for m in [
-        member("12D3KooWCharlie", "charlie", "suspect", 2),
-        member("12D3KooWBravo", "bravo", "alive", 1),
+        Member {
+            tags: tags("us"),
+            ..member("12D3KooWCharlie", "charlie", "suspect", 2)
+        },
+        Member {
+            tags: tags("eu"),
+            ..member("12D3KooWBravo", "bravo", "alive", 1)
+        },
     ] {
         shared.members.insert(m.id.clone(), m);
+    }
+    if let Ok(mut me) = shared.me.write() {
+        me.tags = tags("eu");
     }
     shared.peers.insert(
         "12D3KooWBravo".to_owned(),

@@ -9,7 +9,9 @@ use crate::api::MAX_REPORT_MS;
 const MAIN_EXAMPLES: &str = "\
 Examples:
   baton status                      this node, on the default 127.0.0.1:7700
-  baton members                     the members it sees and their state
+  baton members                     the members it sees (and itself), state and tags
+  baton members --tag region=eu --state alive
+  baton rtt bravo charlie           estimated RTT between two members
   baton --api node-b:7700 peers     another node's libp2p peers
   baton members --json | jq '.[] | select(.state != \"alive\")'
   baton open --service rtp-audio --client 127.0.0.1:5004
@@ -30,9 +32,25 @@ const MEMBERS_EXAMPLES: &str = "\
 Examples:
   baton members
   baton members --wide              full peer ids and every address
+  baton members --tag region=eu --state alive
   baton members --json | jq -r '.[] | \"\\(.name) \\(.state)\"'
 
-RTT is measured by probes; DIST is the Vivaldi estimate of the RTT.";
+This node is listed too, marked (local). RTT is measured by probes; DIST is
+the Vivaldi estimate of the RTT. TAGS are those each node announced
+(batond --tag). Filters are applied by the node (GET
+/v1/members?tag=KEY=VALUE&state=STATE): a member must have every --tag given
+and be in one of the --state given.";
+
+const RTT_EXAMPLES: &str = "\
+Examples:
+  baton rtt bravo                   from this node to bravo
+  baton rtt bravo charlie           between two other members
+  baton rtt 12D3KooWQx bravo        a peer id, or its first or last characters
+
+A and B are member names, peer ids, or the first or last characters of a peer
+id (as `baton members` shows them); B is this node when left out. The
+estimate comes from the two members' Vivaldi coordinates as this node last
+learnt them (as `consul rtt` does), so no probe is sent between A and B.";
 
 const PEERS_EXAMPLES: &str = "\
 Examples:
@@ -144,9 +162,12 @@ pub(super) enum Command {
     /// Show this node: identity, overlay, uptime and member counts
     #[command(after_help = STATUS_EXAMPLES)]
     Status,
-    /// List the members this node knows, with state, RTT and distance
+    /// List the members this node knows and itself, with state, RTT, distance and tags
     #[command(after_help = MEMBERS_EXAMPLES)]
-    Members(Wide),
+    Members(MembersArgs),
+    /// Estimate the round-trip time between two members from their coordinates
+    #[command(after_help = RTT_EXAMPLES)]
+    Rtt(RttArgs),
     /// List the libp2p peers and whether the peering policy admitted them
     #[command(after_help = PEERS_EXAMPLES)]
     Peers(Wide),
@@ -300,6 +321,60 @@ impl Command {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct MembersArgs {
+    /// Show full peer ids and every address
+    #[arg(long)]
+    pub(super) wide: bool,
+    /// Only members with this tag (repeatable: all of them)
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = baton_protocol::meta::parse_tag)]
+    pub(super) tags: Vec<(String, String)>,
+    /// Only members in this state (repeatable: any of them)
+    #[arg(long = "state", value_name = "STATE", value_parser = ["alive", "suspect", "dead", "left"])]
+    pub(super) states: Vec<String>,
+}
+
+impl MembersArgs {
+    /// `/v1/members` with the filters as query parameters.
+    pub(super) fn path(&self) -> String {
+        let mut query: Vec<String> = self
+            .tags
+            .iter()
+            .map(|(k, v)| format!("tag={}", percent(&format!("{k}={v}"))))
+            .collect();
+        query.extend(self.states.iter().map(|s| format!("state={}", percent(s))));
+        if query.is_empty() {
+            "/v1/members".to_owned()
+        } else {
+            format!("/v1/members?{}", query.join("&"))
+        }
+    }
+}
+
+/// `text` percent-encoded for a query value: only letters, digits, `-`,
+/// `_` and `.` are left as they are (`+` would read as a space).
+fn percent(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RttArgs {
+    /// A member: its name, its peer id, or the first or last characters of its peer id
+    #[arg(value_name = "A")]
+    pub(super) a: String,
+    /// Another member, as A; this node when left out
+    #[arg(value_name = "B")]
+    pub(super) b: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub(super) struct Wide {
     /// Show full peer ids and every address
     #[arg(long)]
@@ -332,7 +407,12 @@ mod tests {
             assert!(help.contains(text), "{text} missing from\n{help}");
         }
         let help = Cli::try_parse_from(["baton", "members", "--help"]).unwrap_err();
-        assert!(help.render().to_string().contains("--wide"));
+        let help = help.render().to_string();
+        for text in ["--wide", "--tag <KEY=VALUE>", "--state <STATE>", "(local)"] {
+            assert!(help.contains(text), "{text} missing from\n{help}");
+        }
+        let help = Cli::try_parse_from(["baton", "rtt", "--help"]).unwrap_err();
+        assert!(help.render().to_string().contains("consul rtt"));
         for (command, text) in [
             ("sessions", "--wide"),
             ("session", "baton session s1"),
@@ -370,6 +450,30 @@ mod tests {
             .render()
             .to_string();
         assert!(help.contains("A session event"), "{help}");
+    }
+
+    #[test]
+    fn member_filters_become_query_parameters() {
+        let members = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["baton", "members"].iter().chain(args)).unwrap();
+            match cli.command {
+                Command::Members(m) => m.path(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(members(&[]), "/v1/members");
+        assert_eq!(
+            members(&["--tag", "region=eu", "--state", "alive", "--tag", "k=a+b:c"]),
+            "/v1/members?tag=region%3Deu&tag=k%3Da%2Bb%3Ac&state=alive"
+        );
+        for bad in [
+            &["--tag", "region"][..],
+            &["--tag", "region=e u"],
+            &["--state", "zombie"],
+        ] {
+            let err = Cli::try_parse_from(["baton", "members"].iter().chain(bad)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

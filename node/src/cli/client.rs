@@ -436,7 +436,13 @@ mod tests {
             (table, err)
         })
         .await;
-        assert!(table.contains("charlie  cccccccc  suspect"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("charlie ") && l.contains("cccccccc  suspect")),
+            "{table}"
+        );
+        assert!(table.contains("\nalpha (local)  "), "{table}");
         assert!(matches!(err, CliError::Api { status: 401, .. }), "{err:?}");
         assert!(
             err.to_string().contains("Authorization: Bearer <token>"),

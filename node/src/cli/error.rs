@@ -125,6 +125,9 @@ pub enum CliError {
         /// Why.
         source: io::Error,
     },
+    /// `baton rtt` could not name or place a member.
+    #[error("{0}")]
+    Rtt(String),
     /// Writing to stdout failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] io::Error),

@@ -16,6 +16,7 @@ pub mod client;
 mod error;
 mod generate;
 pub mod render;
+pub mod rtt;
 pub mod sse;
 #[cfg(test)]
 mod testing;
@@ -100,9 +101,18 @@ fn execute(
         Command::Health => show(&client, get, "/v1/health", json, |h: Health| {
             format!("{}\n", h.status)
         })?,
-        Command::Members(w) => show(&client, get, "/v1/members", json, |m: Vec<Member>| {
-            render::members_table(&m, w.wide)
+        Command::Members(m) => show(&client, get, &m.path(), json, |members: Vec<Member>| {
+            render::members_table(&members, m.wide)
         })?,
+        Command::Rtt(r) => {
+            let members: Vec<Member> = client.get("/v1/members")?;
+            let estimate = rtt::estimate(&members, &r.a, r.b.as_deref()).map_err(CliError::Rtt)?;
+            if json {
+                passthrough(&encode("/v1/members", &estimate)?)
+            } else {
+                rtt::text(&estimate)
+            }
+        }
         Command::Peers(w) => show(&client, get, "/v1/peers", json, |p: Vec<Peer>| {
             render::peers_table(&p, w.wide)
         })?,
@@ -280,6 +290,70 @@ mod tests {
                 .chain(args.iter().copied());
             assert_eq!(run_to(argv, &mut Vec::new()), 2, "{args:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn members_are_filtered_by_the_node_and_rtt_reads_their_coordinates() {
+        let (shared, _reports) = shared();
+        let coord = |x: f64| crate::views::Coord {
+            vec: vec![x, 0.0],
+            error: 0.2,
+            adjustment: 0.0,
+            height: 0.0,
+        };
+        if let Some(mut bravo) = shared.members.get_mut("12D3KooWBravo0000bbbbbbbb") {
+            bravo.tags = [("region".to_owned(), "eu".to_owned())].into();
+            bravo.coord = Some(coord(0.025));
+        }
+        if let Some(mut charlie) = shared.members.get_mut("12D3KooWCharlie000cccccccc") {
+            charlie.tags = [("region".to_owned(), "eu".to_owned())].into();
+            charlie.coord = Some(coord(0.100));
+        }
+        if let Ok(mut me) = shared.me.write() {
+            me.tags = [("region".to_owned(), "us".to_owned())].into();
+            me.coord = Some(coord(0.0));
+        }
+        let (addr, stop, task) = serve(shared.clone(), None).await;
+        let api = addr.to_string();
+        let names = |out: &str| -> Vec<String> {
+            out.lines()
+                .skip(1)
+                .map(|l| l.split("  ").next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let (code, out) = baton(&api, &["members"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(names(&out), ["alpha (local)", "bravo", "charlie"], "{out}");
+        let (code, out) = baton(&api, &["members", "--tag", "region=eu"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(names(&out), ["bravo", "charlie"], "{out}");
+        let (code, out) = baton(&api, &["members", "--tag", "region=eu", "--state", "alive"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(names(&out), ["bravo"], "{out}");
+        let (code, out) = baton(&api, &["members", "--state", "alive", "--json"]).await;
+        assert_eq!(code, 0);
+        let listed: Vec<Member> = serde_json::from_str(&out).unwrap();
+        assert_eq!(listed.iter().filter(|m| m.local).count(), 1);
+        assert_eq!(listed.len(), 2);
+
+        let (code, out) = baton(&api, &["rtt", "bravo"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "Estimated bravo <-> alpha rtt: 25.000 ms (using Vivaldi coordinates)\n"
+        );
+        let (code, out) = baton(&api, &["rtt", "cccccccc", "bravo", "--json"]).await;
+        assert_eq!(code, 0);
+        let estimate: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(estimate["a"]["name"], "charlie");
+        assert!(
+            (estimate["rtt_ms"].as_f64().unwrap() - 75.0).abs() < 1e-6,
+            "{out}"
+        );
+        let (code, out) = baton(&api, &["rtt", "zulu"]).await;
+        assert_eq!((code, out.as_str()), (1, ""));
+        let _ = stop.send(());
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
     }
 
     #[tokio::test]

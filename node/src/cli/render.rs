@@ -123,18 +123,33 @@ fn addresses(addrs: &[String], wide: bool) -> String {
     }
 }
 
-/// The table of `baton members`.
+/// Tags in a cell: `key=value` by key, comma-separated; `-` when none.
+fn tags(tags: &BTreeMap<String, String>) -> String {
+    if tags.is_empty() {
+        return "-".to_owned();
+    }
+    let pairs: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    sanitize(&pairs.join(","))
+}
+
+/// The table of `baton members`: this node's name followed by `(local)`.
 pub fn members_table(members: &[Member], wide: bool) -> String {
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
+            let name = if m.local {
+                format!("{} (local)", cell(&m.name))
+            } else {
+                cell(&m.name)
+            };
             vec![
-                cell(&m.name),
+                name,
                 short_id(&m.id, wide),
                 cell(&m.state),
                 m.incarnation.to_string(),
                 millis(m.rtt_ms),
                 millis(m.distance_ms),
+                tags(&m.tags),
                 addresses(&m.addrs, wide),
             ]
         })
@@ -147,6 +162,7 @@ pub fn members_table(members: &[Member], wide: bool) -> String {
             ("INC", Align::Right),
             ("RTT", Align::Right),
             ("DIST", Align::Right),
+            ("TAGS", Align::Left),
             ("ADDRESS", Align::Left),
         ],
         &rows,
@@ -516,16 +532,43 @@ mod tests {
     use super::*;
     use crate::api::fake;
     use crate::cli::testing::{names, two_members, two_sessions};
+    use crate::views::Member;
+
+    /// This node (alpha, local) and [`two_members`], tagged; charlie's
+    /// tags carry a terminal escape.
+    fn members_and_me() -> Vec<Member> {
+        let mut members = two_members();
+        let tag = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        members[0].tags = tag(&[("region", "eu"), ("rack", "r1")]);
+        members[1].tags = tag(&[("region", "us"), ("x", "\u{1b}[31mred")]);
+        let me = Member {
+            id: "12D3KooWLocal0000aaaaaaaa".to_owned(),
+            name: "alpha".to_owned(),
+            state: "alive".to_owned(),
+            incarnation: 4,
+            tags: tag(&[("region", "eu")]),
+            local: true,
+            ..Member::default()
+        };
+        members.insert(0, me);
+        members
+    }
     use crate::views::{Event, Lagged, Move};
 
     #[test]
     fn members_table_for_two_members() {
         assert_eq!(
-            members_table(&two_members(), false),
+            members_table(&members_and_me(), false),
             "\
-NAME     PEER ID   STATE    INC  RTT   DIST  ADDRESS
-bravo    bbbbbbbb  alive      1  0.4    0.5  /ip4/127.0.0.1/udp/4001/quic-v1 (+1)
-charlie  cccccccc  suspect   12    -  103.3  -
+NAME           PEER ID   STATE    INC  RTT   DIST  TAGS                  ADDRESS
+alpha (local)  aaaaaaaa  alive      4    -      -  region=eu             -
+bravo          bbbbbbbb  alive      1  0.4    0.5  rack=r1,region=eu     /ip4/127.0.0.1/udp/4001/quic-v1 (+1)
+charlie        cccccccc  suspect   12    -  103.3  region=us,x=?[31mred  -
 "
         );
     }
@@ -544,7 +587,7 @@ charlie  cccccccc  suspect   12    -  103.3  -
     fn empty_members_table_is_just_the_header() {
         assert_eq!(
             members_table(&[], false),
-            "NAME  PEER ID  STATE  INC  RTT  DIST  ADDRESS\n"
+            "NAME  PEER ID  STATE  INC  RTT  DIST  TAGS  ADDRESS\n"
         );
     }
 

@@ -82,6 +82,8 @@ pub struct Driver {
     peers_dirty: bool,
     /// When the session views were last checked against the map.
     views_swept: Instant,
+    /// When this node's own member view was last published.
+    me_published: Option<Instant>,
     /// Peers already warned about for sharing a name.
     named_twice: std::collections::BTreeSet<String>,
     /// When each member now suspect was first suspected, for the
@@ -161,6 +163,7 @@ impl Driver {
             connections: HashMap::new(),
             peers_dirty: true,
             views_swept: Instant::now(),
+            me_published: None,
             named_twice: std::collections::BTreeSet::new(),
             suspected: SuspicionClock::default(),
             opening: None,
@@ -277,6 +280,7 @@ impl Driver {
         }
         self.publish_peers();
         self.publish_metrics();
+        self.publish_me();
         self.sweep_views();
     }
 

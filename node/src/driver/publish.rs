@@ -144,6 +144,7 @@ impl Driver {
                                 capacity: 0,
                                 load: 0,
                                 since: at.clone(),
+                                ..views::Member::default()
                             });
                     if view.name.is_empty()
                         && let Some(meta) = self
@@ -153,6 +154,7 @@ impl Driver {
                             .and_then(|m| NodeMeta::decode(&m.meta).ok())
                     {
                         view.name = meta.name;
+                        view.tags = meta.tags;
                     }
                     view.state = state.as_str().to_string();
                     view.incarnation = incarnation;
@@ -189,6 +191,7 @@ impl Driver {
                     view.addrs = meta.addrs;
                     view.capacity = meta.capacity;
                     view.load = meta.load;
+                    view.tags = meta.tags;
                 }
             }
             swim::Event::ProbeRtt { id, rtt } => {
@@ -202,9 +205,11 @@ impl Driver {
                     .coord
                     .as_ref()
                     .map(|c| swim.coordinate().distance_to(c).as_secs_f64() * 1e3);
+                let coord = member.coord.as_ref().map(views::Coord::from);
                 if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
                     view.rtt_ms = rtt_ms;
                     view.distance_ms = distance_ms;
+                    view.coord = coord;
                 }
             }
             swim::Event::Refuted { incarnation } => {
@@ -421,6 +426,37 @@ impl Driver {
         self.views_swept = now;
         let map = self.node.engine().map();
         self.shared.sessions.retain(|id, _| map.get(id).is_some());
+    }
+
+    /// At most every 500 ms: this node's own member view (`local`) gets
+    /// its metadata, incarnation and coordinate.
+    pub(super) fn publish_me(&mut self) {
+        let now = Instant::now();
+        if self
+            .me_published
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.me_published = Some(now);
+        let meta = self.node.meta();
+        let swim = self.node.swim();
+        let state = if self.node.is_leaving() {
+            "left"
+        } else {
+            "alive"
+        };
+        let mut me = match self.shared.me.write() {
+            Ok(me) => me,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        me.state = state.to_owned();
+        me.incarnation = swim.incarnation();
+        me.addrs.clone_from(&meta.addrs);
+        me.capacity = meta.capacity;
+        me.load = meta.load;
+        me.tags.clone_from(&meta.tags);
+        me.coord = Some(views::Coord::from(swim.coordinate()));
     }
 
     /// Copies the node's counters into the metrics: atomic stores, no

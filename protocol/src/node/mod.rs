@@ -124,6 +124,9 @@ pub struct Config {
     /// A digest of the service configuration ([`NodeMeta::services`]), 0
     /// when not known.
     pub services: u64,
+    /// The operator's tags, announced in the metadata (within the caps of
+    /// [`crate::meta::check_tags`]; others are left out).
+    pub tags: crate::meta::Tags,
 }
 
 /// Which client addresses a session may stream to: a stream is sent where a
@@ -692,6 +695,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             datagram: config.datagram.map(|a| a.to_string()).unwrap_or_default(),
             boot,
             services: config.services,
+            tags: checked_tags(&config.tags),
         };
         let swim_rng = R::from_rng(&mut rng);
         let swim = Swim::new(
@@ -701,7 +705,8 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             swim_rng,
             now,
         );
-        let engine = Engine::new(signer, config.capacity, config.sessions.clone(), now);
+        let mut engine = Engine::new(signer, config.capacity, config.sessions.clone(), now);
+        engine.set_tags(meta.tags.clone());
         let mut shorts = BTreeMap::new();
         shorts.insert(me.short(), me.clone());
         let mut node = Node {
@@ -863,6 +868,22 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.meta.addrs = addrs;
         self.announce(now);
         self.pump(now);
+    }
+
+    /// Replaces this node's tags: they go into its metadata (announced with
+    /// a new incarnation) and placement. Tags beyond the caps of
+    /// [`crate::meta::check_tags`] are refused with the reason, and nothing
+    /// changes.
+    pub fn set_tags(&mut self, now: Instant, tags: crate::meta::Tags) -> Result<(), String> {
+        crate::meta::check_tags(&tags)?;
+        if tags == self.meta.tags {
+            return Ok(());
+        }
+        self.engine.set_tags(tags.clone());
+        self.meta.tags = tags;
+        self.announce(now);
+        self.pump(now);
+        Ok(())
     }
 
     /// Leaves the overlay gracefully: SWIM tells a few members; keep driving
@@ -1768,6 +1789,16 @@ fn classify(message: &Message, payloads: bool) -> Class {
         Message::Ping(_) | Message::PingReq(_) | Message::Ack(_) | Message::Nack(_) => Class::Probe,
         Message::Gossip(g) if payloads && g.updates.is_empty() => Class::Deltas,
         Message::Gossip(_) | Message::Sync(_) => Class::Gossip,
+    }
+}
+
+/// `tags` if they are within the caps, else none (the daemon checks them
+/// at start and refuses bad ones; a library caller gets a node that
+/// announces none rather than one whose metadata peers refuse).
+fn checked_tags(tags: &crate::meta::Tags) -> crate::meta::Tags {
+    match crate::meta::check_tags(tags) {
+        Ok(()) => tags.clone(),
+        Err(_) => crate::meta::Tags::new(),
     }
 }
 

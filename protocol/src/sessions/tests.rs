@@ -1063,3 +1063,86 @@ mod bounded {
         }
     }
 }
+impl Cluster {
+    /// Six nodes, 0-2 tagged region a and 3-5 region b: 2-4 ms apart
+    /// within a region, 80 ms across, with `placement`.
+    fn two_regions(placement: policy::Placement) -> Self {
+        let mut c = Cluster::new(6);
+        let region = |i: usize| if i < 3 { "a" } else { "b" };
+        for (i, e) in c.engines.iter_mut().enumerate() {
+            e.config.policy.placement = placement;
+            e.set_tags([("region".to_owned(), region(i).to_owned())].into());
+            for (j, id) in c.ids.iter().enumerate() {
+                if i != j {
+                    let meta = NodeMeta {
+                        capacity: 10,
+                        tags: [("region".to_owned(), region(j).to_owned())].into(),
+                        ..NodeMeta::default()
+                    };
+                    let d = if region(i) == region(j) {
+                        Duration::from_millis(2 + (i + j) as u64 % 3)
+                    } else {
+                        Duration::from_millis(80)
+                    };
+                    e.handle_member(c.now, id.clone(), State::Alive, Some(&meta), Some(d));
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Opens `n` sessions at the nodes of region a in turn (two per node:
+/// their first backups are its two neighbours, within their
+/// pre-provisioned shares), kills region a and says how many sessions some
+/// node still hosts.
+fn survivors_of_a_region_outage(placement: policy::Placement, n: usize) -> usize {
+    let mut c = Cluster::two_regions(placement);
+    for s in 0..n {
+        let r = c.open(s % 3, &format!("s{s}"));
+        assert_eq!(c.index(&r.primary), s % 3, "the opener is nearest");
+    }
+    for i in 0..3 {
+        c.crash(i);
+    }
+    for _ in 0..10 {
+        c.tick(Duration::from_millis(250));
+    }
+    (3..6).map(|i| c.hosting(i).len()).sum()
+}
+
+#[test]
+fn spread_backups_survive_a_region_outage_and_nearest_ones_do_not() {
+    let mut c = Cluster::two_regions(policy::Placement::Spread);
+    let r = c.open(0, "s1");
+    assert_eq!(r.backups.len(), 2);
+    assert!(c.index(&r.backups[0]) < 3, "first backup nearby: {r:?}");
+    assert!(c.index(&r.backups[1]) >= 3, "second in region b: {r:?}");
+    assert_eq!(
+        survivors_of_a_region_outage(policy::Placement::Spread, 6),
+        6
+    );
+    let mut c = Cluster::two_regions(policy::Placement::Nearest);
+    let r = c.open(0, "s1");
+    assert!(r.backups.iter().all(|b| c.index(b) < 3), "{r:?}");
+    assert_eq!(
+        survivors_of_a_region_outage(policy::Placement::Nearest, 6),
+        0
+    );
+}
+
+#[test]
+fn a_primary_repairing_its_backups_keeps_them_spread() {
+    let mut c = Cluster::two_regions(policy::Placement::Spread);
+    let r = c.open(0, "s1");
+    let primary = c.index(&r.primary);
+    let far = c.index(&r.backups[1]);
+    c.crash(far);
+    c.tick(Duration::from_millis(250));
+    let after = c.engines[primary].map().get("s1").unwrap().clone();
+    assert_eq!(after.backups[0], r.backups[0]);
+    assert!(
+        c.index(&after.backups[1]) >= 3 && after.backups[1] != c.ids[far],
+        "the dead backup of region b is replaced in region b: {after:?}"
+    );
+}

@@ -113,6 +113,10 @@ pub struct SimConfig {
     /// its node tells the protocol so (`Node::handle_service_started`,
     /// which confirms a handover to it).
     pub service_start: Duration,
+    /// The tags of node `i` (`--tag`), none for nodes beyond the list:
+    /// with [`Latency::Matrix`], `region` tags that follow the matrix's
+    /// round-robin regions let placement spread backups over them.
+    pub tags: Vec<baton_protocol::meta::Tags>,
 }
 
 impl SimConfig {
@@ -144,6 +148,7 @@ impl SimConfig {
             session_bound: Duration::from_secs(10),
             client_reports: None,
             service_start: Duration::from_millis(20),
+            tags: Vec::new(),
         }
     }
 }
@@ -1388,6 +1393,7 @@ impl Sim {
             timing: Timing::default(),
             clients: ClientPolicy::default(),
             services: 0,
+            tags: self.config.tags.get(i).cloned().unwrap_or_default(),
         }
     }
 

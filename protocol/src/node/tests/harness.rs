@@ -47,6 +47,7 @@ pub fn config(i: usize) -> Config {
         timing: Timing::default(),
         clients: crate::node::ClientPolicy::default(),
         services: 0,
+        tags: Default::default(),
     }
 }
 

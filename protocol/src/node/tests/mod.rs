@@ -986,3 +986,56 @@ fn a_restarted_node_rejoins_without_suspecting_healthy_members() {
     let probes = net.node(r).swim().stats().probes;
     assert!(probes > 20, "it probed ({probes} probes)");
 }
+
+/// The tags node `j` announced, as node `i` holds them.
+fn tags_seen(net: &Net, i: usize, j: usize) -> Option<crate::meta::Tags> {
+    let member = net.node(i).swim().member(&net.ids[j].clone())?;
+    Some(NodeMeta::decode(&member.meta).ok()?.tags)
+}
+
+#[test]
+fn tags_travel_with_the_metadata_and_a_change_is_announced() {
+    let region = |i: usize| if i == 0 { "eu" } else { "us" };
+    let mut net = Net::with_config(3, 41, |i| Config {
+        tags: [("region".to_owned(), region(i).to_owned())].into(),
+        ..harness::config(i)
+    });
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(10)).is_some());
+    for i in 0..3 {
+        for j in (0..3).filter(|j| *j != i) {
+            let tags = tags_seen(&net, i, j).expect("a member with metadata");
+            assert_eq!(tags["region"], region(j), "node {i} about {j}");
+        }
+    }
+    let now = net.now;
+    let before = net.node(0).swim().incarnation();
+    let retag: crate::meta::Tags = [("region".to_owned(), "ap".to_owned())].into();
+    net.node_mut(0).set_tags(now, retag.clone()).unwrap();
+    net.after(0);
+    assert_eq!(net.node(0).meta().tags, retag);
+    assert!(net.node(0).swim().incarnation() > before);
+    net.run_for(Duration::from_secs(2));
+    for i in 1..3 {
+        assert_eq!(tags_seen(&net, i, 0), Some(retag.clone()), "node {i}");
+    }
+    // Tags beyond the caps are refused; nothing changes.
+    let at = net.node(0).swim().incarnation();
+    let bad: crate::meta::Tags = [("bad key".to_owned(), "x".to_owned())].into();
+    let now = net.now;
+    assert!(net.node_mut(0).set_tags(now, bad).is_err());
+    assert_eq!(net.node(0).swim().incarnation(), at);
+    assert_eq!(net.node(0).meta().tags, retag);
+    // A library caller's bad tags at start are left out, not announced.
+    let node = Node::new(
+        Config {
+            tags: [("region".to_owned(), "a b".to_owned())].into(),
+            ..harness::config(5)
+        },
+        harness::key(5),
+        rand::rngs::SmallRng::seed_from_u64(5),
+        net.now,
+        1_700_000_000_000,
+    );
+    assert!(node.meta().tags.is_empty());
+}
