@@ -123,6 +123,26 @@ pub struct Config {
     pub clients: ClientPolicy,
 }
 
+/// What may change while a node runs ([`Node::handle_reconfigure`]): the
+/// rest of [`Config`] is fixed at start (the overlay, its key, the node's
+/// name and capacity, SWIM's timing, the map's parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconfigure {
+    /// Peers admitted; `None` admits any.
+    pub allowlist: Option<std::collections::BTreeSet<NodeId>>,
+    /// Most members admitted.
+    pub max_members: usize,
+    /// Which clients sessions may stream to (new sessions; running ones
+    /// keep their client).
+    pub clients: ClientPolicy,
+    /// Placement and transfer thresholds.
+    pub placement: crate::policy::Config,
+    /// How sessions' first backups stand by (new placements).
+    pub standby: sessions::Standby,
+    /// Sessions older than this are closed.
+    pub max_lifetime: Option<Duration>,
+}
+
 /// Which client addresses a session may stream to: a stream is sent where a
 /// caller says, so the node refuses addresses where it would hurt others
 /// (reflection, amplification) or cannot be a client at all.
@@ -1140,6 +1160,36 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             moved_to: moved,
         });
         self.pump(now);
+    }
+
+    /// The operator changed the configuration of the running node (a
+    /// reload): who may join, which clients sessions serve, and the session
+    /// policy values that are safe to change, all at once. Peers the new
+    /// allowlist leaves out are refused as at a handshake (their keys
+    /// dropped, their connections closed, [`Event::Refused`]), so they
+    /// stop being members; peers refused earlier for not being on the
+    /// allowlist and now on it are forgotten, so that their next connection
+    /// is admitted. A lower `max_members` applies to admissions from now on.
+    /// Returns the peers refused.
+    pub fn handle_reconfigure(&mut self, now: Instant, update: Reconfigure) -> Vec<NodeId> {
+        let Reconfigure {
+            allowlist,
+            max_members,
+            clients,
+            placement,
+            standby,
+            max_lifetime,
+        } = update;
+        self.config.policy.allowlist = allowlist;
+        self.config.policy.max_members = max_members;
+        self.config.clients = clients;
+        self.config.sessions.policy = placement.clone();
+        self.config.sessions.standby = standby;
+        self.config.sessions.max_lifetime = max_lifetime;
+        self.engine.reconfigure(placement, standby, max_lifetime);
+        let refused = self.apply_allowlist(now);
+        self.pump(now);
+        refused
     }
 
     // ---- internals ----
