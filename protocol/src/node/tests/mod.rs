@@ -975,10 +975,7 @@ fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_cha
     assert_eq!(config.policy.max_members, 8);
     assert_eq!(config.sessions.policy.backups, 1);
     assert_eq!(config.sessions.standby, sessions::Standby::Warm);
-    assert_eq!(
-        config.sessions.max_lifetime,
-        Some(Duration::from_secs(600))
-    );
+    assert_eq!(config.sessions.max_lifetime, Some(Duration::from_secs(600)));
     assert!(!a.peer(&c).unwrap().admitted);
     assert!(a.peer(&c).unwrap().refused.is_some());
     assert!(a.peer(&b).unwrap().admitted);
