@@ -243,7 +243,10 @@ fn check_config_checks_like_a_start_and_binds_locks_and_creates_nothing() {
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(stdout.contains(&format!("peer id {}", status.id)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("peer id {}", status.id)),
+        "{stdout}"
+    );
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), files);
     drop(node);
 
@@ -291,7 +294,10 @@ fn check_config_checks_like_a_start_and_binds_locks_and_creates_nothing() {
     let out = batond(&["--config", &good, "--data-dir", &fresh_s, "--check-config"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is not a valid libp2p ed25519 key"), "{stderr}");
+    assert!(
+        stderr.contains("is not a valid libp2p ed25519 key"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 1);
 }
 
@@ -325,7 +331,8 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
             .map(|p| p.admission)
     };
     assert!(
-        eventually(Duration::from_secs(20), || admitted(&api_a, &id_b).as_deref()
+        eventually(Duration::from_secs(20), || admitted(&api_a, &id_b)
+            .as_deref()
             == Some("admitted")),
         "b was not admitted:\n{}",
         a.log()
@@ -355,7 +362,11 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
         line.contains("log_level") && line.contains("allow") && line.contains("services.exec"),
         "{line}"
     );
-    let warned = a.wait_for_since(mark, "takes effect only at a restart", Duration::from_secs(1));
+    let warned = a.wait_for_since(
+        mark,
+        "takes effect only at a restart",
+        Duration::from_secs(1),
+    );
     assert!(
         warned.contains("\"level\":\"WARN\"") && warned.contains("\"field\":\"capacity\""),
         "{warned}"
@@ -367,7 +378,8 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
     let two = open(&api_a, "two").expect("template two after the reload");
     assert!(two.hosted_here, "{two:?}");
     assert!(
-        eventually(Duration::from_secs(10), || admitted(&api_a, &id_b).as_deref()
+        eventually(Duration::from_secs(10), || admitted(&api_a, &id_b)
+            .as_deref()
             == Some("refused")),
         "b is still admitted after the reload:\n{}",
         a.log_since(mark)
@@ -400,7 +412,11 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
         "{line}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(a.running(), "a broken file on SIGHUP ended batond:\n{}", a.log());
+    assert!(
+        a.running(),
+        "a broken file on SIGHUP ended batond:\n{}",
+        a.log()
+    );
     open(&api_a, "two").expect("the old templates stay");
     assert!(open(&api_a, "three").is_err());
     assert_eq!(
@@ -423,10 +439,11 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
 fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(text) => text
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            == Some('Z'),
+        Ok(text) => {
+            text.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                == Some('Z')
+        }
     }
 }
 
@@ -520,7 +537,9 @@ fn hooks_get_member_dead_and_takeover_events_and_a_hung_hook_is_killed() {
     );
     // The nodes answer while their hung hooks run.
     for api in &apis {
-        let status: Status = api.get("/v1/status").expect("a node with a hung hook answers");
+        let status: Status = api
+            .get("/v1/status")
+            .expect("a node with a hung hook answers");
         assert_eq!(status.members.dead, 1);
     }
     for name in ["b", "c"] {
@@ -587,7 +606,10 @@ fn hooks_get_member_dead_and_takeover_events_and_a_hung_hook_is_killed() {
             "{}",
             node.log()
         );
-        node.wait_for("hook timed out: killed with its process group", Duration::from_secs(1));
+        node.wait_for(
+            "hook timed out: killed with its process group",
+            Duration::from_secs(1),
+        );
         assert!(metric(api, "baton_hook_runs_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0);
     }
 }
