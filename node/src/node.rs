@@ -296,8 +296,9 @@ impl Node {
             client_reports: client_reports_rx,
             service_events: service_events_rx,
         });
-        let driver = tokio::spawn(driver.run());
+        // Subscribed before the driver publishes its first event.
         let hooks = Hooks::start(config.hooks.clone(), shared.clone());
+        let driver = tokio::spawn(driver.run());
         let (api_stop, stopped) = oneshot::channel::<()>();
         // A token is enforced wherever the API listens: on loopback too,
         // where every local user and every web page the operator visits

@@ -39,18 +39,20 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut node = match Node::start(config).await {
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("batond: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
+        // Before the start, which can take a moment: a SIGHUP meanwhile
+        // must not kill the node (its default action).
         let mut signals = match Signals::new() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGTERM and SIGHUP; only Ctrl-C stops the node");
                 Signals::default()
+            }
+        };
+        let mut node = match Node::start(config).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("batond: {e}");
+                return std::process::ExitCode::FAILURE;
             }
         };
         loop {
