@@ -112,6 +112,16 @@ pub struct Flags {
     /// Time between SWIM probe rounds (overrides the profile).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub probe_interval: Option<Duration>,
+    // ---- reloading and checking (see `Reload` below) ----
+    /// Log filter, such as `info` or `info,baton_node=debug` (RUST_LOG
+    /// syntax). Wins over RUST_LOG. In the file, SIGHUP changes it.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Check the configuration (the file and these flags) as a start would,
+    /// print a one-line summary and exit: 0 when it is valid, 2 with the
+    /// error otherwise. Binds nothing, locks nothing, creates no file.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Timing profile.
@@ -170,6 +180,10 @@ struct File {
     services: crate::service::Config,
     #[serde(default)]
     sessions: SessionsFile,
+    // ---- reloadable by SIGHUP (see `Reload` below) ----
+    log_level: Option<String>,
+    #[serde(default)]
+    hooks: crate::hooks::File,
 }
 
 /// `[sessions]` in the file: placement and transfer thresholds.
@@ -263,6 +277,10 @@ pub struct Config {
     /// The tags announced to the overlay (`tags`, `--tag`), within the
     /// caps of [`baton_protocol::meta::check_tags`].
     pub tags: Tags,
+    /// The log filter (`log_level`), when set: wins over RUST_LOG.
+    pub log_level: Option<String>,
+    /// Commands run on events (`[hooks]`).
+    pub hooks: crate::hooks::Config,
 }
 
 /// A configuration error, naming the field at fault.
@@ -324,6 +342,12 @@ pub enum ConfigError {
     /// The tags are malformed or beyond the caps.
     #[error("invalid tags: {0}")]
     Tags(String),
+    /// `[hooks]` is configured wrong.
+    #[error("[hooks] {message}")]
+    Hooks {
+        /// What is wrong, naming the field.
+        message: String,
+    },
     /// A value is not what the field expects.
     #[error("invalid {field} {value:?}: expected {expected}")]
     Invalid {
@@ -538,6 +562,11 @@ impl Config {
             api_hosts,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             swim,
+            log_level: log_level_config(flags.log_level.or(file.log_level))?,
+            hooks: file
+                .hooks
+                .check()
+                .map_err(|message| ConfigError::Hooks { message })?,
             clients: clients_config(&file.services)?,
             services: services_config(file.services)?,
             sessions: sessions_config(file.sessions)?,
@@ -561,6 +590,25 @@ fn resolve_tags(mut tags: Tags, flags: &[String]) -> Result<Tags, ConfigError> {
     }
     baton_protocol::meta::check_tags(&tags).map_err(ConfigError::Tags)?;
     Ok(tags)
+}
+
+/// `log_level`: a filter in RUST_LOG syntax, checked now.
+fn log_level_config(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&raw)
+        .map_err(|e| {
+            invalid(
+                "log_level",
+                &raw,
+                format!(
+                    "a filter such as info, debug or info,baton_node=debug (RUST_LOG syntax): {e}"
+                ),
+            )
+        })?;
+    Ok(Some(raw))
 }
 
 fn sessions_config(file: SessionsFile) -> Result<baton_protocol::sessions::Config, ConfigError> {
@@ -1461,5 +1509,39 @@ mod tests {
         let c =
             Config::resolve(flags(&["--name", "a", "--allow", &good]), File::default()).unwrap();
         assert_eq!(c.allowlist.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn log_level_and_hooks_are_read_and_checked() {
+        let file: File = toml::from_str(
+            "log_level = \"info,baton_node=debug\"\n[hooks]\nconcurrency = 2\n\
+             [[hooks.handler]]\nevents = [\"member-dead\"]\ncommand = [\"/bin/true\"]\ntimeout = \"3s\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(flags(&["--name", "a"]), file).unwrap();
+        assert_eq!(c.log_level.as_deref(), Some("info,baton_node=debug"));
+        assert_eq!(c.hooks.concurrency, 2);
+        assert_eq!(c.hooks.handlers[0].timeout, Duration::from_secs(3));
+        let c = Config::resolve(
+            flags(&["--name", "a", "--log-level", "warn"]),
+            toml::from_str("log_level = \"debug\"").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.log_level.as_deref(), Some("warn"), "the flag wins");
+        let err = error(&["--log-level", "info,baton_node=loud"]);
+        assert!(
+            err.starts_with("invalid log_level \"info,baton_node=loud\""),
+            "{err}"
+        );
+        let file: File =
+            toml::from_str("[[hooks.handler]]\nevents = [\"member-gone\"]\ncommand = [\"x\"]\n")
+                .unwrap();
+        let err = Config::resolve(flags(&["--name", "a"]), file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("[hooks] hooks.handler[0].events: unknown event \"member-gone\""),
+            "{err}"
+        );
     }
 }

@@ -83,6 +83,18 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     }
 }
 
+/// Checks the key in `data_dir` without creating anything: its peer id
+/// when there is a key, `None` when a start would create one.
+pub fn check(data_dir: &Path) -> Result<Option<libp2p::PeerId>, IdentityError> {
+    match load(&data_dir.join(KEY_FILE)) {
+        Ok(key) => Ok(Some(key.public().to_peer_id())),
+        Err(IdentityError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads and decodes the key at `path`.
 fn load(path: &Path) -> Result<Keypair, IdentityError> {
     let bytes = read_key_file(path).map_err(|source| match source.kind() {

@@ -4,6 +4,11 @@
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -12,23 +17,50 @@ use crate::config::LogFormat;
 /// peers" whenever it starts listening): nothing an operator can act on.
 pub const DEFAULT_FILTER: &str = "info,libp2p=warn,libp2p_kad=error,baton_node=info";
 
-/// Starts logging to stderr in `format`, filtered by `RUST_LOG` or
-/// [`DEFAULT_FILTER`].
-pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// The filter of the running subscriber, which SIGHUP replaces.
+static FILTER: OnceLock<FilterHandle> = OnceLock::new();
+
+/// The filter to use: `level` (the config's `log_level`), else
+/// `RUST_LOG`, else [`DEFAULT_FILTER`].
+fn filter(level: Option<&str>) -> EnvFilter {
+    level
+        .and_then(|l| EnvFilter::builder().parse(l).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER))
+}
+
+/// Starts logging to stderr in `format`, filtered by `level` (the config's
+/// `log_level`), `RUST_LOG` or [`DEFAULT_FILTER`], in that order.
+pub fn init(format: LogFormat, level: Option<&str>) {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(level));
     let ansi = colours(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR"),
     );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let registry = tracing_subscriber::registry().with(filter);
+    let set = match format {
+        LogFormat::Human => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+    };
+    if set.is_ok() {
+        let _ = FILTER.set(handle);
     }
+}
+
+/// Replaces the filter of the logging [`init`] started (SIGHUP): `level`,
+/// else `RUST_LOG`, else [`DEFAULT_FILTER`]. Returns the filter now in
+/// effect, or `None` when logging was not started by [`init`].
+pub fn set_level(level: Option<&str>) -> Option<String> {
+    let handle = FILTER.get()?;
+    let filter = filter(level);
+    let shown = filter.to_string();
+    handle.reload(filter).ok()?;
+    Some(shown)
 }
 
 /// Whether to colour: on a terminal, unless `NO_COLOR` is set to anything

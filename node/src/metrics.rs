@@ -134,7 +134,18 @@ pub struct Metrics {
     /// Members this node saw go from suspect to dead, by how long that took.
     pub suspicion_to_dead: Histogram,
     first_packet: [Histogram; 4],
+    /// Per [`RELOAD_RESULTS`].
+    config_reloads: [Counter; 2],
+    /// Per [`HOOK_RESULTS`].
+    hook_runs: [Counter; 3],
+    hook_dropped: Counter,
 }
+
+/// The `result` of a configuration reload (SIGHUP).
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+
+/// How a hook's run ended (see [`crate::hooks::Outcome`]).
+pub const HOOK_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -454,7 +465,36 @@ impl Metrics {
         let first_packet =
             START_REASONS.map(|reason| first_packet.get_or_create(&[("reason", reason)]).clone());
 
+        let config_reloads = Family::<Labels, Counter>::default();
+        r.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by result: ok (applied; fields that need a restart \
+             are logged), error (the new file was refused as a whole; the old one stays)",
+            config_reloads.clone(),
+        );
+        let config_reloads = RELOAD_RESULTS
+            .map(|result| config_reloads.get_or_create(&[("result", result)]).clone());
+        let hook_runs = Family::<Labels, Counter>::default();
+        r.register(
+            "hook_runs",
+            "Runs of [hooks] handlers by result: ok (exit status 0), failed (did not start, or \
+             exited otherwise), timeout (killed after its timeout)",
+            hook_runs.clone(),
+        );
+        let hook_runs =
+            HOOK_RESULTS.map(|result| hook_runs.get_or_create(&[("result", result)]).clone());
+        let hook_dropped = Counter::default();
+        r.register(
+            "hook_events_dropped",
+            "Hook runs not made because hooks.concurrency runs and hooks.queue waiting ones were \
+             already under way, or the runner fell behind the event stream",
+            hook_dropped.clone(),
+        );
+
         Metrics {
+            config_reloads,
+            hook_runs,
+            hook_dropped,
             registry,
             libp2p,
             copied,
@@ -564,6 +604,25 @@ impl Metrics {
     /// Counts a member seen with other service templates.
     pub fn services_differ(&self) {
         self.services_differ.inc();
+    }
+
+    /// Counts a configuration reload: `ok` or not.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reloads[usize::from(!ok)].inc();
+    }
+
+    /// Counts a hook's run.
+    pub fn hook_ran(&self, outcome: crate::hooks::Outcome) {
+        let i = HOOK_RESULTS
+            .iter()
+            .position(|r| *r == outcome.as_str())
+            .unwrap_or(1);
+        self.hook_runs[i].inc();
+    }
+
+    /// Counts `n` hook runs not made.
+    pub fn hook_dropped(&self, n: u64) {
+        self.hook_dropped.inc_by(n);
     }
 
     /// Counts a restart of a session's command.

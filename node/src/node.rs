@@ -19,6 +19,7 @@ use crate::data_dir::{DataDir, DataDirError};
 use crate::driver::services::Services;
 use crate::driver::swarm::{self, node_id};
 use crate::driver::{Command, Driver, Parts};
+use crate::hooks::Hooks;
 use crate::identity::KeySigner;
 use crate::metrics::Metrics;
 use crate::service::exec;
@@ -78,6 +79,63 @@ pub enum StartError {
     },
 }
 
+/// Checks `config` as a start would, without its side effects (nothing is
+/// bound, locked or created): the identity key when there is one, the
+/// services. Returns a one-line summary.
+pub fn check(config: &Config) -> Result<String, StartError> {
+    let identity = match identity::check(&config.data_dir)? {
+        Some(id) => format!("peer id {id}"),
+        None => format!("a new identity in {}", config.data_dir.display()),
+    };
+    crate::service::Registry::builtin(&config.services, None)?;
+    let allow = match &config.allowlist {
+        Some(set) => format!("{} allowed peers", set.len()),
+        None => "any peer of the overlay".to_string(),
+    };
+    Ok(format!(
+        "configuration OK: node {:?} ({identity}), overlay {:?}{}, {allow}, api {}, listen {}, \
+         {} exec templates, {} hook handlers",
+        config.name,
+        config.overlay,
+        if config.network_key.is_some() {
+            " with a network key"
+        } else {
+            ""
+        },
+        config.api,
+        config
+            .listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        config.services.exec.len(),
+        config.hooks.handlers.len(),
+    ))
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Reloadable fields that changed and are in effect now.
+    pub applied: Vec<&'static str>,
+    /// Fields that changed but need a restart.
+    pub restart: Vec<&'static str>,
+    /// Members the new allowlist refused (peer ids).
+    pub refused: Vec<String>,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The services could not be built from the new `[services]`.
+    #[error("[services] {0}")]
+    Services(crate::service::Error),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
@@ -88,6 +146,12 @@ pub struct Node {
     /// Its shared state, as the API sees it.
     pub shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
+    /// The configuration it started with (what a reload cannot change) and
+    /// the one last applied.
+    started_with: Box<Config>,
+    applied: Box<Config>,
+    hooks: Hooks,
+    groups: Arc<Groups>,
     driver: JoinHandle<()>,
     api: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
@@ -131,11 +195,12 @@ impl Node {
                 path: data_dir.path().join(crate::service::groups::FILE),
                 source,
             })?;
+        let groups = Arc::new(groups);
         // Client reports that services receive (RTCP), and what instances
         // tell of themselves (restarts, failures), reach the driver here.
         let (client_reports, client_reports_rx) = mpsc::channel(256);
         let (service_events, service_events_rx) = mpsc::channel(256);
-        let registry = crate::service::Registry::builtin(&config.services, Some(Arc::new(groups)))?
+        let registry = crate::service::Registry::builtin(&config.services, Some(groups.clone()))?
             .with_reports(client_reports)
             .with_events(service_events);
         let mut metrics_registry = prometheus_client::registry::Registry::default();
@@ -233,6 +298,8 @@ impl Node {
             client_reports: client_reports_rx,
             service_events: service_events_rx,
         });
+        // Subscribed before the driver publishes its first event.
+        let hooks = Hooks::start(config.hooks.clone(), shared.clone());
         let driver = tokio::spawn(driver.run());
         let (api_stop, stopped) = oneshot::channel::<()>();
         // A token is enforced wherever the API listens: on loopback too,
@@ -256,16 +323,95 @@ impl Node {
             }
         });
         tracing::info!(%peer_id, %api_addr, %datagram, name = %config.name, overlay = %config.overlay, "node started");
+        if !config.hooks.handlers.is_empty() {
+            tracing::info!(
+                handlers = config.hooks.handlers.len(),
+                "hooks run on events"
+            );
+        }
+        for program in config.hooks.missing_programs() {
+            tracing::warn!(%program, "a [hooks] command is not found (not executable, not in PATH)");
+        }
         Ok(Node {
             peer_id,
             api_addr,
             shared,
             commands,
+            started_with: Box::new(config.clone()),
+            applied: Box::new(config),
+            hooks,
+            groups,
             driver,
             api,
             api_stop: Some(api_stop),
             _data_dir: data_dir,
         })
+    }
+
+    /// Applies a reloaded configuration (SIGHUP): what may change at run
+    /// time is applied at once (log filter, allowlist, member limit,
+    /// services, session policy values, hooks); each changed field that
+    /// needs a restart is named in a warning and in the answer. Counted in
+    /// `baton_config_reloads_total`.
+    pub async fn reload(&mut self, new: Config) -> Result<Reloaded, ReloadError> {
+        let services =
+            match crate::service::Registry::builtin(&new.services, Some(self.groups.clone())) {
+                Ok(s) => s,
+                Err(e) => return Err(self.reload_failed(ReloadError::Services(e))),
+            };
+        let restart = crate::reload::restart_fields(&self.started_with, &new);
+        let applied = crate::reload::applied_fields(&self.applied, &new);
+        let (reply, refused) = oneshot::channel();
+        let command = Command::Reload {
+            core: Box::new(crate::reload::update(&new)),
+            services,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return Err(self.reload_failed(ReloadError::Stopped));
+        }
+        let Ok(refused) = refused.await else {
+            return Err(self.reload_failed(ReloadError::Stopped));
+        };
+        self.hooks.reload(new.hooks.clone());
+        for program in new.hooks.missing_programs() {
+            tracing::warn!(%program, "a [hooks] command is not found (not executable, not in PATH)");
+        }
+        let log_filter = crate::logging::set_level(new.log_level.as_deref());
+        for field in &restart {
+            tracing::warn!(
+                field,
+                "reload: {field} changed, but it takes effect only at a restart; the node runs \
+                 on with the old value"
+            );
+        }
+        for peer in &refused {
+            tracing::warn!(%peer, "reload: a member no longer on the allowlist is refused");
+        }
+        tracing::info!(
+            applied = %applied.join(","),
+            needs_restart = %restart.join(","),
+            log_filter = log_filter.as_deref().unwrap_or("-"),
+            "configuration reloaded"
+        );
+        self.shared.metrics.config_reloaded(true);
+        *self.applied = new;
+        Ok(Reloaded {
+            applied,
+            restart,
+            refused,
+        })
+    }
+
+    /// A reload that could not be applied (the file did not load or
+    /// check): logged, counted; the node runs on with what it had.
+    pub fn reload_failed<E: std::fmt::Display>(&self, error: E) -> E {
+        tracing::error!(
+            error = %error,
+            "reload refused: the configuration is invalid; the node runs on with the previous one"
+        );
+        self.shared.metrics.config_reloaded(false);
+        error
     }
 
     /// The addresses libp2p listens on, waiting up to `timeout` for the first.

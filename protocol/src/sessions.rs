@@ -672,6 +672,21 @@ impl<S: Signer> Engine<S> {
         self.fenced
     }
 
+    /// Replaces the parameters an operator may change while the node runs:
+    /// placement and transfer thresholds, the default standby and the
+    /// lifetime cap. They apply from the engine's next decision on;
+    /// sessions placed already keep their backups until a repair moves them.
+    pub fn reconfigure(
+        &mut self,
+        policy: policy::Config,
+        standby: Standby,
+        max_lifetime: Option<Duration>,
+    ) {
+        self.config.policy = policy;
+        self.config.standby = standby;
+        self.config.max_lifetime = max_lifetime;
+    }
+
     /// Fences this node (it hears nothing from the overlay, so the others
     /// are taking its sessions over): it stops every session it hosts and
     /// claims, repairs, transfers and starts nothing. Unfenced, it serves

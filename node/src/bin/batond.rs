@@ -6,14 +6,17 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
-    let config = match Config::load(flags) {
+    let config = match Config::load(flags.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("batond: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    baton_node::logging::init(config.log_format);
+    if flags.check_config {
+        return check_config(&config);
+    }
+    baton_node::logging::init(config.log_format, config.log_level.as_deref());
     // Clients, peers and sessions each hold descriptors: the API's
     // connection cap, not the soft limit (often 1024), must run out first.
     match baton_node::api::raise_open_files() {
@@ -36,6 +39,15 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the start, which can take a moment: a SIGHUP meanwhile
+        // must not kill the node (its default action).
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM and SIGHUP; only Ctrl-C stops the node");
+                Signals::default()
+            }
+        };
         let mut node = match Node::start(config).await {
             Ok(n) => n,
             Err(e) => {
@@ -43,46 +55,100 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        tokio::select! {
-            _ = shutdown_signal() => {
-                tracing::info!("shutting down: leaving the overlay");
-                node.shutdown().await;
-            }
-            _ = node.wait() => {
-                tracing::error!("the node stopped unexpectedly");
-                return std::process::ExitCode::FAILURE;
+        loop {
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    Signal::Stop => {
+                        tracing::info!("shutting down: leaving the overlay");
+                        node.shutdown().await;
+                        return std::process::ExitCode::SUCCESS;
+                    }
+                    Signal::Reload => {
+                        // The same flags as at start: a flag still wins
+                        // over the file.
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        match Config::load(flags.clone()) {
+                            Ok(config) => {
+                                let _ = node.reload(config).await;
+                            }
+                            Err(e) => {
+                                node.reload_failed(e);
+                            }
+                        }
+                    }
+                },
+                _ = node.wait() => {
+                    tracing::error!("the node stopped unexpectedly");
+                    return std::process::ExitCode::FAILURE;
+                }
             }
         }
-        std::process::ExitCode::SUCCESS
     })
 }
 
-/// Resolves on SIGINT or SIGTERM. SIGHUP (`systemctl reload`) must not kill
-/// the node without a leave, as its default action would: until batond can
-/// reload its configuration, it says so and runs on.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hangup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hangup.recv() => tracing::warn!(
-                    "SIGHUP: this batond reloads nothing yet; restart it to apply a new configuration"
-                ),
+/// `--check-config`: the configuration was loaded and checked as a start
+/// does; the rest of a start's checks that have no side effect follow.
+fn check_config(config: &Config) -> std::process::ExitCode {
+    match baton_node::node::check(config) {
+        Ok(summary) => {
+            for program in config.hooks.missing_programs() {
+                eprintln!(
+                    "batond: warning: [hooks] command {program:?} is not found (not executable, \
+                     not in PATH)"
+                );
             }
+            println!("batond: {summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("batond: {e}");
+            std::process::ExitCode::from(2)
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+/// What a signal asks of the node.
+enum Signal {
+    /// SIGINT or SIGTERM: leave and stop.
+    Stop,
+    /// SIGHUP (`systemctl reload`): reload the configuration, never exit.
+    Reload,
+}
+
+/// SIGINT, SIGTERM and SIGHUP. SIGHUP's default action would kill the
+/// node without a leave: it is caught from the start.
+#[derive(Default)]
+struct Signals {
+    #[cfg(unix)]
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                unix: Some((
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                )),
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some((term, hangup)) = &mut self.unix {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hangup.recv() => Signal::Reload,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }

@@ -14,7 +14,7 @@
 //! the RTT shows up as an `Event::Member(ProbeRtt)` in [`publish`].
 
 pub mod datagram;
-mod publish;
+pub(crate) mod publish;
 pub mod services;
 pub mod streams;
 pub mod swarm;
@@ -53,6 +53,16 @@ pub type ProtoNode = proto::Node<KeySigner, StdRng>;
 pub enum Command {
     /// Leave the overlay gracefully, then stop; the sender hears when done.
     Leave(oneshot::Sender<()>),
+    /// Take a reloaded configuration: the protocol node's part and the
+    /// services; the sender hears the peers the new allowlist refused.
+    Reload {
+        /// For the protocol node.
+        core: Box<proto::Reconfigure>,
+        /// The services built from the new `[services]`.
+        services: service::Registry,
+        /// The answer.
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 /// The driver's state. Built by [`crate::node::Node::start`].
@@ -198,6 +208,12 @@ impl Driver {
                         tracing::info!("leaving the overlay");
                         self.node.leave(Instant::now());
                         leaving = Some((tokio::time::Instant::now() + LEAVE_GRACE, done));
+                    }
+                    Some(Command::Reload { core, services, reply }) => {
+                        self.services.adopt(services);
+                        let refused = self.node.handle_reconfigure(Instant::now(), *core);
+                        self.peers_dirty = true;
+                        let _ = reply.send(refused.iter().map(publish::show).collect());
                     }
                     None => break,
                 },

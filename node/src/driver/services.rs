@@ -50,6 +50,11 @@ impl Services {
         }
     }
 
+    /// Replaces the services (templates, media directory) after a reload.
+    pub fn adopt(&mut self, registry: Registry) {
+        self.registry.adopt(registry);
+    }
+
     /// The registry (to validate requests).
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -379,6 +379,14 @@ impl Registry {
         self
     }
 
+    /// Takes the services of `other` (a registry built from a reloaded
+    /// configuration), keeping its own channels. Instances running keep
+    /// the service that started them; instances started from now on use
+    /// the new ones.
+    pub fn adopt(&mut self, other: Registry) {
+        self.services = other.services;
+    }
+
     /// Adds a service, replacing one of the same name.
     pub fn insert(&mut self, service: Arc<dyn Service>) {
         self.services.insert(service.name(), service);

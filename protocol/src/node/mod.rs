@@ -129,6 +129,32 @@ pub struct Config {
     pub tags: crate::meta::Tags,
 }
 
+/// What may change while a node runs ([`Node::handle_reconfigure`]): the
+/// rest of [`Config`] is fixed at start (the overlay, its key, the node's
+/// name and capacity, SWIM's timing, the map's parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconfigure {
+    /// Peers admitted; `None` admits any.
+    pub allowlist: Option<std::collections::BTreeSet<NodeId>>,
+    /// Most members admitted.
+    pub max_members: usize,
+    /// Which clients sessions may stream to (new sessions; running ones
+    /// keep their client).
+    pub clients: ClientPolicy,
+    /// Placement and transfer thresholds.
+    pub placement: crate::policy::Config,
+    /// How sessions' first backups stand by (new placements).
+    pub standby: sessions::Standby,
+    /// Sessions older than this are closed.
+    pub max_lifetime: Option<Duration>,
+    /// The tags to announce (checked as [`Node::set_tags`] does: tags
+    /// beyond the caps leave the announced ones as they are).
+    pub tags: crate::meta::Tags,
+    /// The digest of the service configuration
+    /// ([`Node::handle_services_changed`]).
+    pub services: u64,
+}
+
 /// Which client addresses a session may stream to: a stream is sent where a
 /// caller says, so the node refuses addresses where it would hurt others
 /// (reflection, amplification) or cannot be a client at all.
@@ -1177,6 +1203,42 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             moved_to: moved,
         });
         self.pump(now);
+    }
+
+    /// The operator changed the configuration of the running node (a
+    /// reload): who may join, which clients sessions serve, and the session
+    /// policy values that are safe to change, all at once. Peers the new
+    /// allowlist leaves out are refused as at a handshake (their keys
+    /// dropped, their connections closed, [`Event::Refused`]), so they
+    /// stop being members; peers refused earlier for not being on the
+    /// allowlist and now on it are forgotten, so that their next connection
+    /// is admitted. A lower `max_members` applies to admissions from now on.
+    /// Returns the peers refused.
+    pub fn handle_reconfigure(&mut self, now: Instant, update: Reconfigure) -> Vec<NodeId> {
+        let Reconfigure {
+            allowlist,
+            max_members,
+            clients,
+            placement,
+            standby,
+            max_lifetime,
+            tags,
+            services,
+        } = update;
+        self.config.policy.allowlist = allowlist;
+        self.config.policy.max_members = max_members;
+        self.config.clients = clients;
+        self.config.sessions.policy = placement.clone();
+        self.config.sessions.standby = standby;
+        self.config.sessions.max_lifetime = max_lifetime;
+        self.engine.reconfigure(placement, standby, max_lifetime);
+        let refused = self.apply_allowlist(now);
+        // Tags the daemon checked already; a library caller's bad ones keep
+        // what is announced.
+        let _ = self.set_tags(now, tags);
+        self.handle_services_changed(now, services);
+        self.pump(now);
+        refused
     }
 
     // ---- internals ----

@@ -641,6 +641,40 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.schedule(at, Timer::Disconnect(peer.clone()));
     }
 
+    /// After the allowlist changed: refuses the peers it leaves out that
+    /// are admitted, connected or being admitted, and forgets the earlier
+    /// refusals for not being on it of those it now names.
+    pub(super) fn apply_allowlist(&mut self, now: Instant) -> Vec<NodeId> {
+        let not_allowed = peering::Refusal::NotAllowed.to_string();
+        let Some(allowed) = self.config.policy.allowlist.clone() else {
+            self.refused.retain(|_, r| r.reason != not_allowed);
+            return Vec::new();
+        };
+        self.refused
+            .retain(|id, r| r.reason != not_allowed || !allowed.contains(id));
+        let out: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                !allowed.contains(id) && (p.has_session() || p.connected || p.handshake.is_some())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in &out {
+            self.remember_refusal(now, peer, not_allowed.clone());
+            self.stats.refusals += 1;
+            self.events.push_back(Event::Refused {
+                peer: peer.clone(),
+                reason: not_allowed.clone(),
+            });
+            if self.peers.get(peer).is_some_and(|p| p.connected) {
+                self.actions
+                    .push_back(super::Action::Disconnect { peer: peer.clone() });
+            }
+        }
+        out
+    }
+
     /// `peer` refused this node: neither side can admit the other, so it is
     /// refused here too (not tried again, its news not taken) for the
     /// refusal memory, with its reason.

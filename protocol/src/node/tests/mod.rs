@@ -1039,3 +1039,64 @@ fn tags_travel_with_the_metadata_and_a_change_is_announced() {
     );
     assert!(node.meta().tags.is_empty());
 }
+
+#[test]
+fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_change() {
+    let mut net = Net::new(3, 21);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let (b, c) = (net.ids[1].clone(), net.ids[2].clone());
+    let mut update = Reconfigure {
+        allowlist: Some([b.clone()].into()),
+        max_members: 8,
+        clients: ClientPolicy::default(),
+        placement: crate::policy::Config {
+            backups: 1,
+            ..net.node(0).config().sessions.policy.clone()
+        },
+        standby: sessions::Standby::Warm,
+        max_lifetime: Some(Duration::from_secs(600)),
+        tags: [("region".to_owned(), "eu".to_owned())].into(),
+        services: 0x77,
+    };
+    let a = net.node_mut(0);
+    drain(a);
+    let refused = a.handle_reconfigure(now, update.clone());
+    assert_eq!(refused, vec![c.clone()]);
+    let (_, actions, events) = drain(a);
+    assert!(
+        actions.contains(&Action::Disconnect { peer: c.clone() }),
+        "{actions:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Refused { peer, .. } if *peer == c)),
+        "{events:?}"
+    );
+    let config = a.config();
+    assert_eq!(config.policy.max_members, 8);
+    assert_eq!(config.sessions.policy.backups, 1);
+    assert_eq!(config.sessions.standby, sessions::Standby::Warm);
+    assert_eq!(config.sessions.max_lifetime, Some(Duration::from_secs(600)));
+    assert!(!a.peer(&c).unwrap().admitted);
+    assert!(a.peer(&c).unwrap().refused.is_some());
+    assert!(a.peer(&b).unwrap().admitted);
+    // As if a had started with this allowlist: c gets no keys with a
+    // again (b, which admits it, may still vouch for it in SWIM).
+    net.run_for(Duration::from_secs(5));
+    assert!(!net.node(0).peer(&c).unwrap().admitted);
+    assert!(net.node(0).peer(&b).unwrap().admitted);
+    assert_eq!(net.state(0, 1), Some(State::Alive));
+    // The new tags and service digest are announced.
+    assert_eq!(net.node(0).meta().services, 0x77);
+    let seen = tags_seen(&net, 1, 0).expect("b holds a's metadata");
+    assert_eq!(seen["region"], "eu");
+    // Named again: the refusal is forgotten.
+    update.allowlist = None;
+    let now = net.now;
+    let a = net.node_mut(0);
+    assert!(a.handle_reconfigure(now, update).is_empty());
+    assert!(a.peer(&c).is_none_or(|p| p.refused.is_none()));
+}
