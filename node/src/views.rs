@@ -41,6 +41,29 @@ pub struct Member {
     /// Wall-clock time of its last state change, RFC 3339.
     #[serde(default)]
     pub since: String,
+    /// Its Vivaldi coordinate as last heard, when known.
+    #[serde(default)]
+    pub coordinate: Option<Coordinate>,
+}
+
+/// A Vivaldi network coordinate, in milliseconds, in [`Member::coordinate`]
+/// and [`Status::coordinate`]. The estimated RTT between two nodes is the
+/// Euclidean distance of their `vec_ms` plus both `height_ms`, plus both
+/// `adjustment_ms` unless that makes it non-positive (what `distance_ms`
+/// shows).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Coordinate {
+    /// The Euclidean part, one component per dimension.
+    pub vec_ms: Vec<f64>,
+    /// The node's access link, which every path to it crosses.
+    #[serde(default)]
+    pub height_ms: f64,
+    /// Offset learnt from how far off recent estimates were; may be negative.
+    #[serde(default)]
+    pub adjustment_ms: f64,
+    /// Confidence: small means confident (dimensionless, at most 1.5).
+    #[serde(default)]
+    pub error: f64,
 }
 
 /// A libp2p peer as shown by `GET /v1/peers` and `baton peers`.
@@ -272,6 +295,9 @@ pub struct Status {
     /// libp2p peers connected or recently refused.
     #[serde(default)]
     pub peers: u64,
+    /// This node's Vivaldi coordinate (`null` until its first RTT sample).
+    #[serde(default)]
+    pub coordinate: Option<Coordinate>,
 }
 
 /// Members by state, in [`Status::members`].
@@ -364,6 +390,12 @@ mod tests {
             capacity: 10,
             load: 2,
             since: "2026-01-01T00:00:00.000Z".to_owned(),
+            coordinate: Some(Coordinate {
+                vec_ms: vec![1.5, -0.25],
+                height_ms: 0.01,
+                adjustment_ms: -0.125,
+                error: 0.5,
+            }),
         }
     }
 
@@ -400,7 +432,7 @@ mod tests {
     fn member_round_trips_with_the_documented_fields() {
         round_trip(
             &member(),
-            r#"{"id":"12D3KooWBravo","name":"bravo","state":"alive","incarnation":3,"rtt_ms":0.4,"distance_ms":null,"addrs":["/ip4/127.0.0.1/udp/4001/quic-v1"],"capacity":10,"load":2,"since":"2026-01-01T00:00:00.000Z"}"#,
+            r#"{"id":"12D3KooWBravo","name":"bravo","state":"alive","incarnation":3,"rtt_ms":0.4,"distance_ms":null,"addrs":["/ip4/127.0.0.1/udp/4001/quic-v1"],"capacity":10,"load":2,"since":"2026-01-01T00:00:00.000Z","coordinate":{"vec_ms":[1.5,-0.25],"height_ms":0.01,"adjustment_ms":-0.125,"error":0.5}}"#,
         );
     }
 
@@ -543,8 +575,9 @@ mod tests {
                     left: 0,
                 },
                 peers: 1,
+                coordinate: None,
             },
-            r#"{"id":"12D3KooWLocal","name":"alpha","overlay":"test","profile":"lan","version":"0.1.0","capacity":8,"uptime_s":90,"incarnation":9,"local_health":2,"listen_addrs":["/ip4/127.0.0.1/tcp/4000"],"members":{"alive":1,"suspect":1,"dead":0,"left":0},"peers":1}"#,
+            r#"{"id":"12D3KooWLocal","name":"alpha","overlay":"test","profile":"lan","version":"0.1.0","capacity":8,"uptime_s":90,"incarnation":9,"local_health":2,"listen_addrs":["/ip4/127.0.0.1/tcp/4000"],"members":{"alive":1,"suspect":1,"dead":0,"left":0},"peers":1,"coordinate":null}"#,
         );
     }
 

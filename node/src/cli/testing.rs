@@ -30,6 +30,7 @@ fn member(id: &str, name: &str, state: &str) -> Member {
         capacity: 4,
         load: 0,
         since: "2026-01-01T00:00:00.000Z".to_owned(),
+        coordinate: None,
     }
 }
 
