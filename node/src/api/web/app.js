@@ -350,7 +350,8 @@ function niceScale(target) {
 
 function renderMap() {
   const map = $("map");
-  const W = 460, H = 360, PAD = 46;
+  // Room around the points: labels go to the right of their point.
+  const W = 460, H = 360, LEFT = 30, RIGHT = 100, TOP = 30, BOTTOM = 50;
   const nodes = everyone().filter((m) => m.coordinate && m.coordinate.vec_ms && m.coordinate.vec_ms.length);
   const children = [];
   if (nodes.length < 2) {
@@ -374,10 +375,10 @@ function renderMap() {
   if (pos.length > 2 && pos[2][1] < 0) pos = pos.map(([x, y]) => [x, -y]);
   const xs = pos.map((p) => p[0]), ys = pos.map((p) => p[1]);
   const minX = Math.min(...xs), maxX = Math.max(...xs), minY = Math.min(...ys), maxY = Math.max(...ys);
-  const span = Math.max(maxX - minX, (maxY - minY) * (W - 2 * PAD) / (H - 2 * PAD), 1e-6);
-  const k = (W - 2 * PAD) / span;  // pixels per ms, the same on both axes
+  const w = W - LEFT - RIGHT, h = H - TOP - BOTTOM;
+  const k = Math.min(w / Math.max(maxX - minX, 1e-9), h / Math.max(maxY - minY, 1e-9));  // px per ms, both axes
   const cx = (minX + maxX) / 2, cy = (minY + maxY) / 2;
-  const at = ([x, y]) => [W / 2 + (x - cx) * k, H / 2 - (y - cy) * k];
+  const at = ([x, y]) => [LEFT + w / 2 + (x - cx) * k, TOP + h / 2 - (y - cy) * k];
   const px = pos.map(at);
   // Spokes from this node, labelled with its own estimate.
   if (nodes[0].self) {
@@ -403,7 +404,7 @@ function renderMap() {
     children.push(g);
   });
   // Scale bar.
-  const bar = niceScale((W - 2 * PAD) / 4 / k);
+  const bar = niceScale(w / 4 / k);
   children.push(svg("line", { class: "scale", x1: 12, y1: H - 14, x2: 12 + bar * k, y2: H - 14 }));
   children.push(svg("text", { x: 12, y: H - 20 }, ms(bar)));
   map.replaceChildren(...children);
