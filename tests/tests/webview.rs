@@ -287,10 +287,7 @@ impl Browser {
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("chromium did not answer {method}"));
             if answer["id"] == json!(id) {
-                assert!(
-                    answer.get("error").is_none(),
-                    "{method} failed: {answer}"
-                );
+                assert!(answer.get("error").is_none(), "{method} failed: {answer}");
                 return answer["result"].clone();
             }
         }
@@ -439,26 +436,39 @@ fn the_web_view_shows_a_killed_primary_dead_and_its_session_on_the_new_primary()
     // The page is opened on the first backup, the node that takes over.
     let watcher = ids.iter().position(|id| *id == first_backup).unwrap();
     let victim = ids.iter().position(|id| *id == primary).unwrap();
-    wait_for("the session on the watcher", Duration::from_secs(10), || {
-        let sessions: Vec<Session> = nodes[watcher].client.get("/v1/sessions").ok()?;
-        sessions.iter().any(|s| s.id == opened.id).then_some(())
-    });
+    wait_for(
+        "the session on the watcher",
+        Duration::from_secs(10),
+        || {
+            let sessions: Vec<Session> = nodes[watcher].client.get("/v1/sessions").ok()?;
+            sessions.iter().any(|s| s.id == opened.id).then_some(())
+        },
+    );
 
     let mut browser = Browser::start();
     let tab = browser.open(&nodes[watcher].page());
-    let before = browser.wait_until(&tab, "the overlay and the session", Duration::from_secs(30), |p| {
-        p["ready"] == "1"
-            && p["live"] == "open"
-            && p["members"].as_array().is_some_and(|m| m.len() == 3)
-            && session_row(p, &opened.id).is_some()
-            && p["map"].as_array().is_some_and(|m| m.len() == 3)
-    });
+    let before = browser.wait_until(
+        &tab,
+        "the overlay and the session",
+        Duration::from_secs(30),
+        |p| {
+            p["ready"] == "1"
+                && p["live"] == "open"
+                && p["members"].as_array().is_some_and(|m| m.len() == 3)
+                && session_row(p, &opened.id).is_some()
+                && p["map"].as_array().is_some_and(|m| m.len() == 3)
+        },
+    );
     // Logged in through ?token=: the cookie opened the page, its files,
     // the views and the event stream.
     for id in &ids {
         assert_eq!(member_state(&before, id), "alive", "{before:#}");
     }
-    let own = before["members"].as_array().unwrap().iter().find(|m| m["self"] == true);
+    let own = before["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["self"] == true);
     assert_eq!(own.unwrap()["id"], first_backup.as_str());
     let row = session_row(&before, &opened.id).unwrap();
     assert_eq!(row["primary"], primary.as_str());
@@ -556,7 +566,9 @@ fn screenshot_of_a_five_node_overlay() {
     let mut browser = Browser::start();
     let tab = browser.open(&nodes[watcher].page());
     browser.wait_until(&tab, "the overlay", Duration::from_secs(30), |p| {
-        p["ready"] == "1" && p["live"] == "open" && p["map"].as_array().is_some_and(|m| m.len() == 5)
+        p["ready"] == "1"
+            && p["live"] == "open"
+            && p["map"].as_array().is_some_and(|m| m.len() == 5)
     });
     nodes[victim].kill_9();
     browser.wait_until(&tab, "the takeover", Duration::from_secs(30), |p| {

@@ -42,8 +42,14 @@ pub(super) fn routes(app: Router<AppState>) -> Router<AppState> {
     app.route("/", get(page))
         .route("/ui", get(page))
         .route("/ui/", get(page))
-        .route("/ui/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
-        .route("/ui/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
+        .route(
+            "/ui/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| asset("text/css; charset=utf-8", APP_CSS)),
+        )
         .route("/ui/icon.svg", get(|| asset("image/svg+xml", ICON)))
 }
 
@@ -124,7 +130,10 @@ pub(super) fn to_page(cookie: Option<HeaderValue>) -> Response {
 /// The `?token=` of a page address, percent-decoded.
 pub(super) fn query_token(uri: &Uri) -> Option<String> {
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
-    pairs.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v)
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
 }
 
 /// What the browser keeps for `token`: a digest, so that the cookie cannot
@@ -194,10 +203,9 @@ pub(super) fn login_page(status: StatusCode, why: &str) -> Response {
     );
     let mut response = respond(status, "text/html; charset=utf-8", body);
     set_page_headers(response.headers_mut(), LOGIN_CSP);
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -302,12 +310,17 @@ mod tests {
         assert_eq!(page.header("x-content-type-options"), "nosniff");
         assert_eq!(page.header("x-frame-options"), "DENY");
         assert!(
-            page.body.contains(r#"<script src="/ui/app.js" defer></script>"#),
+            page.body
+                .contains(r#"<script src="/ui/app.js" defer></script>"#),
             "{}",
             page.body
         );
         for (path, content_type, text) in [
-            ("/ui/app.js", "text/javascript; charset=utf-8", "EventSource"),
+            (
+                "/ui/app.js",
+                "text/javascript; charset=utf-8",
+                "EventSource",
+            ),
             ("/ui/app.css", "text/css; charset=utf-8", "#map"),
             ("/ui/icon.svg", "image/svg+xml", "<svg"),
         ] {
@@ -329,7 +342,11 @@ mod tests {
     #[test]
     fn the_page_loads_nothing_from_elsewhere_and_runs_no_inline_code() {
         // The CSP would block them; this says so before a browser does.
-        for (file, text) in [("index.html", INDEX), ("app.js", APP_JS), ("app.css", APP_CSS)] {
+        for (file, text) in [
+            ("index.html", INDEX),
+            ("app.js", APP_JS),
+            ("app.css", APP_CSS),
+        ] {
             let without_svg_namespace = text.replace("http://www.w3.org/2000/svg", "");
             for external in ["http://", "https://", "//cdn", "@import", "url("] {
                 assert!(
@@ -338,11 +355,24 @@ mod tests {
                 );
             }
         }
-        for inline in ["<script>", "<style", " style=", " onclick=", " onload=", "javascript:"] {
+        for inline in [
+            "<script>",
+            "<style",
+            " style=",
+            " onclick=",
+            " onload=",
+            "javascript:",
+        ] {
             assert!(!INDEX.contains(inline), "index.html has {inline}");
         }
         // Data from other nodes (names) goes in as text, never as HTML.
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!APP_JS.contains(sink), "app.js uses {sink}");
         }
     }
@@ -367,7 +397,9 @@ mod tests {
                 "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
             );
             assert!(
-                login.body.contains(r#"<form method="post" action="/ui/login">"#),
+                login
+                    .body
+                    .contains(r#"<form method="post" action="/ui/login">"#),
                 "{}",
                 login.body
             );
@@ -376,7 +408,11 @@ mod tests {
         for path in ["/ui/app.js", "/ui/app.css", "/v1/members", "/v1/events"] {
             let refused = get(addr, path, &[]).await;
             assert_eq!(refused.status, 401, "{path}");
-            assert!(refused.header("content-type").starts_with("application/json"));
+            assert!(
+                refused
+                    .header("content-type")
+                    .starts_with("application/json")
+            );
         }
         let wrong = get(addr, "/ui/?token=s3cre", &[]).await;
         assert_eq!(wrong.status, 401);
@@ -388,10 +424,19 @@ mod tests {
         assert_eq!(opened.header("location"), "/ui/");
         let cookie = cookie_of(&opened);
         let port = addr.port();
-        assert!(cookie.starts_with(&format!("baton_view_{port}=")), "{cookie}");
+        assert!(
+            cookie.starts_with(&format!("baton_view_{port}=")),
+            "{cookie}"
+        );
         let value = cookie.split_once('=').unwrap().1.to_owned();
         assert!(!value.contains("s3cret"), "the cookie is not the token");
-        for path in ["/ui/", "/ui/app.js", "/v1/members", "/v1/sessions", "/metrics"] {
+        for path in [
+            "/ui/",
+            "/ui/app.js",
+            "/v1/members",
+            "/v1/sessions",
+            "/metrics",
+        ] {
             let read = get(addr, path, &[("Cookie", &format!("other=1; {cookie}"))]).await;
             assert_eq!(read.status, 200, "{path} with the cookie");
         }
@@ -412,13 +457,19 @@ mod tests {
         // Another node's cookie (another port) or a stale one opens nothing.
         let other_port = format!("baton_view_1={value}");
         assert_eq!(
-            get(addr, "/v1/members", &[("Cookie", &other_port)]).await.status,
+            get(addr, "/v1/members", &[("Cookie", &other_port)])
+                .await
+                .status,
             401
         );
         let stale = format!("baton_view_{port}=00{}", &value[2..]);
         let refused = get(addr, "/v1/members", &[("Cookie", &stale)]).await;
         assert_eq!(refused.status, 401);
-        assert!(refused.body.contains("log in again at /ui/"), "{}", refused.body);
+        assert!(
+            refused.body.contains("log in again at /ui/"),
+            "{}",
+            refused.body
+        );
         let page = get(addr, "/ui/", &[("Cookie", &stale)]).await;
         assert_eq!(page.status, 401);
         assert!(page.body.contains("no longer valid"), "{}", page.body);
@@ -452,7 +503,12 @@ mod tests {
         let cookie = cookie_of(&get(addr, "/ui/?token=s3cret", &[]).await);
         // A page that rebinds its name to this address gets nothing.
         for path in ["/ui/", "/ui/?token=s3cret", "/ui/app.js", "/"] {
-            let rebound = get(addr, path, &[("Host", "evil.example:7700"), ("Cookie", &cookie)]).await;
+            let rebound = get(
+                addr,
+                path,
+                &[("Host", "evil.example:7700"), ("Cookie", &cookie)],
+            )
+            .await;
             assert_eq!(rebound.status, 403, "{path}");
             assert!(rebound.body.contains("not this node's name"), "{path}");
         }
@@ -485,9 +541,21 @@ mod tests {
         .await;
         assert_eq!(cross.status, 403);
         // The page's own requests carry its origin, and pass.
-        let own_login = call(addr, "POST", "/ui/login", &[("Origin", &own), form], "token=s3cret").await;
+        let own_login = call(
+            addr,
+            "POST",
+            "/ui/login",
+            &[("Origin", &own), form],
+            "token=s3cret",
+        )
+        .await;
         assert_eq!(own_login.status, 303);
-        let own_read = get(addr, "/v1/members", &[("Origin", &own), ("Cookie", &cookie)]).await;
+        let own_read = get(
+            addr,
+            "/v1/members",
+            &[("Origin", &own), ("Cookie", &cookie)],
+        )
+        .await;
         assert_eq!(own_read.status, 200);
         server.stop().await;
     }
