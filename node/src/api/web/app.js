@@ -41,7 +41,9 @@ function svg(tag, attrs, text) {
   return node;
 }
 
+// Peer ids differ in their last characters, session ids (hex) anywhere.
 function shortId(id) { return id && id.length > 12 ? "\u2026" + id.slice(-6) : (id || ""); }
+function shortSession(id) { return id.length > 14 ? id.slice(0, 12) + "\u2026" : id; }
 
 function ms(v) {
   if (v === null || v === undefined || !isFinite(v)) return "\u2013";
@@ -134,7 +136,7 @@ function onStreamEvent(kind, data) {
     const cls = reasonClass(e.reason);
     if (e.state === "started" && e.incarnation) model.logged.add(e.id + "@" + e.incarnation);
     logEvent({ at, kind, source: "stream", id: e.id, state: e.state, reason: e.reason, cls,
-               text: "session " + shortId(e.id) + " " + e.state + " on " + (e.name || "this node") +
+               text: "session " + shortSession(e.id) + " " + e.state + " on " + (e.name || "this node") +
                      (e.reason ? " (" + e.reason + ")" : "") });
   } else if (kind === "refuted") {
     logEvent({ at, kind, source: "stream", id: e.id, state: e.state, cls: "",
@@ -217,7 +219,7 @@ function noticeMoves(sessions) {
     const reason = (last && last.reason) || s.reason || "";
     logEvent({ at: last && last.at_ms ? new Date(last.at_ms) : new Date(), kind: "move", source: "refresh",
                id: s.id, state: s.state, reason, cls: reasonClass(reason),
-               text: "session " + shortId(s.id) + " moved to " + (s.primary_name || nameOf(s.primary)) +
+               text: "session " + shortSession(s.id) + " moved to " + (s.primary_name || nameOf(s.primary)) +
                      " (epoch " + s.epoch + (reason ? ", " + reason : "") + ")" });
   }
 }
@@ -279,7 +281,7 @@ function renderSessions() {
     return el("tr", { class: s.state === "closed" ? "closed" : "", "data-session": s.id, "data-primary": s.primary,
                       "data-primary-name": s.primary_name || nameOf(s.primary), "data-backups": s.backups.join(","),
                       "data-epoch": s.epoch, "data-state": s.state },
-      el("td", { class: "id", title: s.id }, s.id.length > 14 ? s.id.slice(0, 12) + "\u2026" : s.id),
+      el("td", { class: "id", title: s.id }, shortSession(s.id)),
       el("td", {}, s.service),
       el("td", {}, s.client),
       el("td", {}, person(s.primary, "primary"), s.paused ? " (paused)" : ""),
