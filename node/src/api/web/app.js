@@ -402,7 +402,10 @@ function renderMap() {
       (m.self ? "" : "\nestimated RTT from this node " + ms(d[0][i]))));
     if (m.self) g.append(svg("circle", { class: "ring", cx: x, cy: y, r: 12 }));
     g.append(svg("circle", { class: m.state, cx: x, cy: y, r: 8 }));
-    g.append(svg("text", { x: x + 13, y: y + 4 }, (m.name || shortId(m.id)) + (m.state === "alive" ? "" : " (" + m.state + ")")));
+    // Labels to the right of their point, but to the left near the edge.
+    const left = x > W - RIGHT - 10;
+    g.append(svg("text", { x: left ? x - 13 : x + 13, y: y + 4, "text-anchor": left ? "end" : "start" },
+                 (m.name || shortId(m.id)) + (m.state === "alive" ? "" : " (" + m.state + ")")));
     children.push(g);
   });
   // Scale bar.
