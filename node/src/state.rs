@@ -36,6 +36,8 @@ pub struct Shared {
     pub events: broadcast::Sender<views::Event>,
     /// Addresses this node listens on, as reported by libp2p.
     pub listen_addrs: RwLock<Vec<String>>,
+    /// This node's Vivaldi coordinate, once it has one.
+    pub coordinate: RwLock<Option<views::Coordinate>>,
     /// Sessions of the replicated map, by id (closed ones while their
     /// tombstone lives).
     pub sessions: DashMap<String, views::Session>,
@@ -144,6 +146,7 @@ impl Shared {
             metrics,
             events: broadcast::channel(EVENT_BUFFER).0,
             listen_addrs: RwLock::new(Vec::new()),
+            coordinate: RwLock::new(None),
         }
     }
 

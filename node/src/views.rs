@@ -45,50 +45,43 @@ pub struct Member {
     /// The tags it announced (`--tag`), by key.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// Its Vivaldi network coordinate, once known (from its probe acks;
-    /// this node's own for the local member).
+    /// Its Vivaldi coordinate as last heard, when known (this node's own
+    /// for the local member).
     #[serde(default)]
-    pub coord: Option<Coord>,
+    pub coordinate: Option<Coordinate>,
     /// Whether this member is the node that answers.
     #[serde(default)]
     pub local: bool,
 }
 
-/// A Vivaldi network coordinate, as `consul rtt` reads them: the
-/// estimated RTT between two members is the Euclidean distance of their
-/// `vec`s plus both heights, plus both adjustments when that stays
-/// positive. Every value is in seconds except `error`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Coord {
-    /// The Euclidean part, in seconds.
-    pub vec: Vec<f64>,
-    /// Confidence: small means confident. Dimensionless.
+/// A Vivaldi network coordinate, in milliseconds, in [`Member::coordinate`]
+/// and [`Status::coordinate`]. The estimated RTT between two nodes is the
+/// Euclidean distance of their `vec_ms` plus both `height_ms`, plus both
+/// `adjustment_ms` unless that makes it non-positive (what `distance_ms`
+/// shows).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Coordinate {
+    /// The Euclidean part, one component per dimension.
+    pub vec_ms: Vec<f64>,
+    /// The node's access link, which every path to it crosses.
+    #[serde(default)]
+    pub height_ms: f64,
+    /// Offset learnt from how far off recent estimates were; may be negative.
+    #[serde(default)]
+    pub adjustment_ms: f64,
+    /// Confidence: small means confident (dimensionless, at most 1.5).
+    #[serde(default)]
     pub error: f64,
-    /// Offset learnt from recent estimates, in seconds. May be negative.
-    pub adjustment: f64,
-    /// Non-Euclidean offset of the node's access link, in seconds.
-    pub height: f64,
 }
 
-impl From<&baton_protocol::coords::Coordinate> for Coord {
-    fn from(c: &baton_protocol::coords::Coordinate) -> Self {
-        Coord {
-            vec: c.vec.clone(),
-            error: c.error,
-            adjustment: c.adjustment,
-            height: c.height,
-        }
-    }
-}
-
-impl Coord {
-    /// The protocol's coordinate, if every value is finite.
+impl Coordinate {
+    /// The protocol's coordinate (seconds), if every value is finite.
     pub fn to_coordinate(&self) -> Option<baton_protocol::coords::Coordinate> {
         let c = baton_protocol::coords::Coordinate {
-            vec: self.vec.clone(),
+            vec: self.vec_ms.iter().map(|v| v / 1e3).collect(),
             error: self.error,
-            adjustment: self.adjustment,
-            height: self.height,
+            adjustment: self.adjustment_ms / 1e3,
+            height: self.height_ms / 1e3,
         };
         c.is_valid().then_some(c)
     }
@@ -323,6 +316,9 @@ pub struct Status {
     /// libp2p peers connected or recently refused.
     #[serde(default)]
     pub peers: u64,
+    /// This node's Vivaldi coordinate (`null` until its first RTT sample).
+    #[serde(default)]
+    pub coordinate: Option<Coordinate>,
 }
 
 /// Members by state, in [`Status::members`].
@@ -428,11 +424,11 @@ mod tests {
             load: 2,
             since: "2026-01-01T00:00:00.000Z".to_owned(),
             tags: [("region".to_owned(), "eu".to_owned())].into(),
-            coord: Some(Coord {
-                vec: vec![0.001, -0.002],
+            coordinate: Some(Coordinate {
+                vec_ms: vec![1.5, -0.25],
+                height_ms: 0.01,
+                adjustment_ms: -0.125,
                 error: 0.5,
-                adjustment: 0.0,
-                height: 0.0001,
             }),
             local: false,
         }
@@ -471,7 +467,7 @@ mod tests {
     fn member_round_trips_with_the_documented_fields() {
         round_trip(
             &member(),
-            r#"{"id":"12D3KooWBravo","name":"bravo","state":"alive","incarnation":3,"rtt_ms":0.4,"distance_ms":null,"addrs":["/ip4/127.0.0.1/udp/4001/quic-v1"],"capacity":10,"load":2,"since":"2026-01-01T00:00:00.000Z","tags":{"region":"eu"},"coord":{"vec":[0.001,-0.002],"error":0.5,"adjustment":0.0,"height":0.0001},"local":false}"#,
+            r#"{"id":"12D3KooWBravo","name":"bravo","state":"alive","incarnation":3,"rtt_ms":0.4,"distance_ms":null,"addrs":["/ip4/127.0.0.1/udp/4001/quic-v1"],"capacity":10,"load":2,"since":"2026-01-01T00:00:00.000Z","tags":{"region":"eu"},"coordinate":{"vec_ms":[1.5,-0.25],"height_ms":0.01,"adjustment_ms":-0.125,"error":0.5},"local":false}"#,
         );
     }
 
@@ -488,7 +484,7 @@ mod tests {
     fn a_member_from_an_older_node_reads_with_defaults() {
         let m: Member = serde_json::from_str(r#"{"id": "p", "state": "left"}"#).unwrap();
         assert_eq!((m.name.as_str(), m.incarnation, m.rtt_ms), ("", 0, None));
-        assert!(m.tags.is_empty() && m.coord.is_none() && !m.local);
+        assert!(m.tags.is_empty() && m.coordinate.is_none() && !m.local);
     }
 
     #[test]
@@ -615,8 +611,9 @@ mod tests {
                     left: 0,
                 },
                 peers: 1,
+                coordinate: None,
             },
-            r#"{"id":"12D3KooWLocal","name":"alpha","overlay":"test","profile":"lan","version":"0.1.0","capacity":8,"uptime_s":90,"incarnation":9,"local_health":2,"listen_addrs":["/ip4/127.0.0.1/tcp/4000"],"members":{"alive":1,"suspect":1,"dead":0,"left":0},"peers":1}"#,
+            r#"{"id":"12D3KooWLocal","name":"alpha","overlay":"test","profile":"lan","version":"0.1.0","capacity":8,"uptime_s":90,"incarnation":9,"local_health":2,"listen_addrs":["/ip4/127.0.0.1/tcp/4000"],"members":{"alive":1,"suspect":1,"dead":0,"left":0},"peers":1,"coordinate":null}"#,
         );
     }
 

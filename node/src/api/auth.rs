@@ -3,39 +3,117 @@
 //! handler runs. A separate read token, when configured, opens the reads
 //! (`GET`, `HEAD`: views, events, `/metrics`) and nothing else, so that
 //! Prometheus or a dashboard does not hold the key that opens sessions.
+//!
+//! Browsers (the web view, see the `web` module) cannot add the header to a
+//! page load or an `EventSource`: a page address with `?token=`, or the
+//! login form (`POST /ui/login`), gets them a cookie holding a digest of
+//! the token, and that cookie opens reads only.
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Router};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, web};
 
-/// The digests of the tokens a node accepts.
+/// The digests of the tokens a node accepts, and the web view's cookies.
 #[derive(Debug)]
-struct Tokens {
+pub(super) struct Tokens {
     full: [u8; 32],
     read: Option<[u8; 32]>,
+    /// The cookie of a browser logged in with the full token, and its
+    /// digest; the cookie opens reads only, whichever token it came from.
+    full_cookie: (String, [u8; 32]),
+    read_cookie: Option<(String, [u8; 32])>,
 }
 
-/// `app`, answering 401 to every request without `token`, or, for reads,
-/// without `token` or `read_token`.
-pub(super) fn require(
-    app: Router<AppState>,
-    token: &str,
-    read_token: Option<&str>,
-) -> Router<AppState> {
+impl Tokens {
+    /// The web view's cookie for `token`, if it is one of this node's.
+    fn cookie_for(&self, token: &str) -> Option<&str> {
+        if token_matches(&self.full, token) {
+            return Some(&self.full_cookie.0);
+        }
+        match (&self.read, &self.read_cookie) {
+            (Some(read), Some((cookie, _))) if token_matches(read, token) => Some(cookie),
+            _ => None,
+        }
+    }
+
+    /// Whether `cookie` is a web view cookie of this node.
+    fn cookie_valid(&self, cookie: &str) -> bool {
+        token_matches(&self.full_cookie.1, cookie)
+            | self
+                .read_cookie
+                .as_ref()
+                .is_some_and(|(_, digest)| token_matches(digest, cookie))
+    }
+}
+
+/// The path of the login form, which needs no token.
+const LOGIN: &str = "/ui/login";
+
+fn with_digest(cookie: String) -> (String, [u8; 32]) {
+    let digest = Sha256::digest(cookie.as_bytes()).into();
+    (cookie, digest)
+}
+
+/// The tokens `token` and `read_token` (if any), as [`require`] and
+/// [`login_route`] check them.
+pub(super) fn tokens(token: &str, read_token: Option<&str>) -> Arc<Tokens> {
     // Only the digests are kept: comparing digests takes the same time
     // whatever the length or content of the presented token.
-    let tokens = Arc::new(Tokens {
+    Arc::new(Tokens {
         full: Sha256::digest(token.as_bytes()).into(),
         read: read_token.map(|t| Sha256::digest(t.as_bytes()).into()),
-    });
+        full_cookie: with_digest(web::cookie_value(token)),
+        read_cookie: read_token.map(|t| with_digest(web::cookie_value(t))),
+    })
+}
+
+/// `app`, answering 401 to every request without the token, or, for
+/// reads, without the token, the read token or the web view's cookie; but
+/// `POST /ui/login`, which presents a token.
+pub(super) fn require(app: Router<AppState>, tokens: Arc<Tokens>) -> Router<AppState> {
     app.layer(middleware::from_fn_with_state(tokens, require_token))
+}
+
+/// `app` with the web view's login form, `POST /ui/login`.
+pub(super) fn login_route(app: Router<AppState>, tokens: &Arc<Tokens>) -> Router<AppState> {
+    app.route(LOGIN, post(login).with_state(tokens.clone()))
+}
+
+/// `POST /ui/login`: the web view's login form. A right token gets the
+/// cookie and the page; a wrong one the form again.
+async fn login(
+    State(tokens): State<Arc<Tokens>>,
+    headers: HeaderMap,
+    form: Result<Form<Login>, FormRejection>,
+) -> Response {
+    let Ok(Form(Login { token })) = form else {
+        return web::login_page(
+            StatusCode::BAD_REQUEST,
+            "the login form sends token=... as application/x-www-form-urlencoded",
+        );
+    };
+    match tokens.cookie_for(token.trim()) {
+        Some(cookie) => web::to_page(Some(web::set_cookie(&headers, cookie))),
+        None => web::login_page(
+            StatusCode::UNAUTHORIZED,
+            "That token is not valid for this node.",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
 }
 
 async fn require_token(
@@ -45,11 +123,44 @@ async fn require_token(
 ) -> Response {
     const HOW: &str = "pass it as the header 'Authorization: Bearer <token>' \
                        (baton: --token TOKEN or the environment variable BATON_TOKEN)";
+    if request.method() == Method::POST && request.uri().path() == LOGIN {
+        return next.run(request).await;
+    }
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().ok().and_then(bearer_token));
+    // A browser: the page opened with ?token=, or the cookie that gave.
+    let page = read && web::is_page(request.uri().path());
+    let mut stale_cookie = false;
+    if presented.is_none() && read {
+        if page && let Some(token) = web::query_token(request.uri()) {
+            let Some(cookie) = tokens.cookie_for(&token).map(str::to_owned) else {
+                return web::login_page(
+                    StatusCode::UNAUTHORIZED,
+                    "The token in the address is not valid for this node.",
+                );
+            };
+            let mut request = request;
+            request.extensions_mut().insert(web::Grant(cookie));
+            return next.run(request).await;
+        }
+        if let Some(cookie) = web::cookie(&request) {
+            if tokens.cookie_valid(cookie) {
+                return next.run(request).await;
+            }
+            stale_cookie = true;
+        }
+    }
+    if page && !matches!(presented, Some(Some(_))) {
+        let why = if stale_cookie {
+            "This browser's login is no longer valid (the node's token changed)."
+        } else {
+            "This node's API needs a token."
+        };
+        return web::login_page(StatusCode::UNAUTHORIZED, why);
+    }
     let (status, message) = match presented {
         Some(Some(token)) if token_matches(&tokens.full, token) => {
             return next.run(request).await;
@@ -74,6 +185,13 @@ async fn require_token(
         Some(None) => (
             StatusCode::UNAUTHORIZED,
             format!("the Authorization header is not a bearer token: {HOW}"),
+        ),
+        None if stale_cookie => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "the web view's cookie is not valid for this node (its token changed?): \
+                 log in again at /ui/, or {HOW}"
+            ),
         ),
         None => (
             StatusCode::UNAUTHORIZED,

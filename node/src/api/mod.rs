@@ -33,11 +33,13 @@ mod server;
 mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
+mod web;
 
 pub use error::ApiError;
 pub use events::KEEP_ALIVE;
 pub use request::{MAX_REPORT_MS, check_bodies};
 pub use server::{LIMITS, Limits, raise_open_files};
+pub use web::PAGE_CSP;
 
 /// Who may use the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,12 +75,13 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every path this API serves, for the 404 message.
-const PATHS: &str = "GET /v1/status, GET /v1/members, GET /v1/peers, \
+const PATHS: &str = "GET /ui/ (the web view), GET /v1/status, GET /v1/members, GET /v1/peers, \
                      GET|POST /v1/sessions, GET|DELETE /v1/sessions/{id}, \
                      POST /v1/sessions/{id}/report, GET /v1/events, GET /metrics, \
                      GET /v1/health";
 
-/// The router of the API, guarded by `access` (see [`Access`]).
+/// The router of the API and of the web view, guarded by `access` (see
+/// [`Access`]).
 ///
 /// Event streams opened on this router end only when the client leaves; use
 /// [`serve`] to have them end at shutdown.
@@ -143,7 +146,7 @@ fn build(
     command_timeout: Duration,
     body_timeout: Duration,
 ) -> Router {
-    let mut app = Router::new()
+    let app = Router::new()
         .route("/v1/status", get(overlay::status))
         .route("/v1/members", get(overlay::members))
         .route("/v1/peers", get(overlay::peers))
@@ -154,15 +157,24 @@ fn build(
         )
         .route("/v1/sessions/{id}/report", post(sessions::report))
         .route("/v1/events", get(events::events))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics));
+    let mut app = web::routes(app);
+    let tokens = access
+        .token
+        .as_deref()
+        .map(|token| auth::tokens(token, access.read_token.as_deref()));
+    if let Some(tokens) = &tokens {
+        app = auth::login_route(app, tokens);
+    }
+    app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     // Layers wrap what is above them; the last added runs first: Host and
     // Origin, then the token, then the body, then the handler.
     app = server::bound_bodies(app, body_timeout);
-    if let Some(token) = &access.token {
-        app = auth::require(app, token, access.read_token.as_deref());
+    if let Some(tokens) = tokens {
+        app = auth::require(app, tokens);
     }
     app = guard::check(app, guard::Hosts::new(&access.hosts));
     // After the guards, which wrap only the routes added before them.
@@ -222,6 +234,7 @@ mod tests {
         let message = reply.error();
         assert!(message.contains("/v1/nope"), "{message}");
         for path in [
+            "GET /ui/",
             "/v1/status",
             "/v1/members",
             "/v1/peers",

@@ -39,6 +39,10 @@ pub(super) async fn status(State(st): State<AppState>) -> Json<Status> {
             left,
         },
         peers: shared.peers.len() as u64,
+        coordinate: match shared.coordinate.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        },
     })
 }
 
@@ -98,6 +102,7 @@ mod tests {
                 "listen_addrs": ["/ip4/127.0.0.1/tcp/4000"],
                 "members": {"alive": 1, "suspect": 1, "dead": 0, "left": 0},
                 "peers": 1,
+                "coordinate": {"vec_ms": [0.25, 0.0], "height_ms": 0.5, "adjustment_ms": 0.0, "error": 0.25},
             })
         );
         server.stop().await;

@@ -35,6 +35,12 @@ fn member(id: &str, name: &str, state: &str, incarnation: u32) -> Member {
         capacity: 10,
         load: 0,
         since: "2026-01-01T00:00:00.000Z".to_owned(),
+        coordinate: Some(crate::views::Coordinate {
+            vec_ms: vec![if name == "bravo" { 1.25 } else { -2.0 }, 0.5],
+            height_ms: 0.25,
+            adjustment_ms: 0.0,
+            error: 0.5,
+        }),
         ..Member::default()
     }
 }
@@ -109,6 +115,14 @@ pub(crate) fn shared_with(commands: mpsc::Sender<SessionCommand>) -> Arc<Shared>
     );
     if let Ok(mut addrs) = shared.listen_addrs.write() {
         addrs.push("/ip4/127.0.0.1/tcp/4000".to_owned());
+    }
+    if let Ok(mut own) = shared.coordinate.write() {
+        *own = Some(crate::views::Coordinate {
+            vec_ms: vec![0.25, 0.0],
+            height_ms: 0.5,
+            adjustment_ms: 0.0,
+            error: 0.25,
+        });
     }
     counters(&shared.metrics);
     Arc::new(shared)

@@ -295,23 +295,23 @@ mod tests {
     #[tokio::test]
     async fn members_are_filtered_by_the_node_and_rtt_reads_their_coordinates() {
         let (shared, _reports) = shared();
-        let coord = |x: f64| crate::views::Coord {
-            vec: vec![x, 0.0],
+        let coord = |x: f64| crate::views::Coordinate {
+            vec_ms: vec![x * 1e3, 0.0],
             error: 0.2,
-            adjustment: 0.0,
-            height: 0.0,
+            adjustment_ms: 0.0,
+            height_ms: 0.0,
         };
         if let Some(mut bravo) = shared.members.get_mut("12D3KooWBravo0000bbbbbbbb") {
             bravo.tags = [("region".to_owned(), "eu".to_owned())].into();
-            bravo.coord = Some(coord(0.025));
+            bravo.coordinate = Some(coord(0.025));
         }
         if let Some(mut charlie) = shared.members.get_mut("12D3KooWCharlie000cccccccc") {
             charlie.tags = [("region".to_owned(), "eu".to_owned())].into();
-            charlie.coord = Some(coord(0.100));
+            charlie.coordinate = Some(coord(0.100));
         }
         if let Ok(mut me) = shared.me.write() {
             me.tags = [("region".to_owned(), "us".to_owned())].into();
-            me.coord = Some(coord(0.0));
+            me.coordinate = Some(coord(0.0));
         }
         let (addr, stop, task) = serve(shared.clone(), None).await;
         let api = addr.to_string();

@@ -93,7 +93,7 @@ pub fn estimate(members: &[Member], a: &str, b: Option<&str>) -> Result<Estimate
     };
     let coordinate = |m: &Member| {
         let name = sanitize(&m.name);
-        let coord = m.coord.as_ref().ok_or_else(|| {
+        let coord = m.coordinate.as_ref().ok_or_else(|| {
             format!(
                 "no coordinate of {name} yet: this node learns it from {name}'s answers \
                  to its probes, within a few seconds of meeting it"
@@ -150,18 +150,18 @@ pub fn text(e: &Estimate) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::views::Coord;
+    use crate::views::Coordinate;
 
     fn member(id: &str, name: &str, vec: Option<Vec<f64>>) -> Member {
         Member {
             id: id.to_owned(),
             name: name.to_owned(),
             state: "alive".to_owned(),
-            coord: vec.map(|vec| Coord {
-                vec,
+            coordinate: vec.map(|vec| Coordinate {
+                vec_ms: vec.iter().map(|v| v * 1e3).collect(),
                 error: 0.2,
-                adjustment: 0.0,
-                height: 0.0005,
+                adjustment_ms: 0.0,
+                height_ms: 0.5,
             }),
             ..Member::default()
         }
@@ -241,11 +241,11 @@ mod tests {
         let err = estimate(&no_local, "bravo", None).unwrap_err();
         assert!(err.contains("give B"), "{err}");
         let mut flat = m.clone();
-        flat[1].coord.as_mut().unwrap().vec = vec![0.0; 3];
+        flat[1].coordinate.as_mut().unwrap().vec_ms = vec![0.0; 3];
         let err = estimate(&flat, "bravo", None).unwrap_err();
         assert!(err.contains("dimensions"), "{err}");
         let mut broken = m;
-        broken[1].coord.as_mut().unwrap().height = f64::NAN;
+        broken[1].coordinate.as_mut().unwrap().height_ms = f64::NAN;
         let err = estimate(&broken, "bravo", None).unwrap_err();
         assert!(err.contains("not finite"), "{err}");
     }

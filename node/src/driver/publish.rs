@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use baton_protocol::NodeId;
+use baton_protocol::coords::Coordinate;
 use baton_protocol::meta::NodeMeta;
 use baton_protocol::node::Event;
 use baton_protocol::session::SessionState;
@@ -14,6 +15,16 @@ use super::Driver;
 use super::swarm::peer_id;
 use crate::state::wall_clock;
 use crate::views;
+
+/// A Vivaldi coordinate as the API shows it, in milliseconds.
+pub fn coordinate_view(c: &Coordinate) -> views::Coordinate {
+    views::Coordinate {
+        vec_ms: c.vec.iter().map(|x| x * 1e3).collect(),
+        height_ms: c.height * 1e3,
+        adjustment_ms: c.adjustment * 1e3,
+        error: c.error,
+    }
+}
 
 /// A node id as the API shows it: its base58 peer id.
 pub fn show(id: &NodeId) -> String {
@@ -205,11 +216,17 @@ impl Driver {
                     .coord
                     .as_ref()
                     .map(|c| swim.coordinate().distance_to(c).as_secs_f64() * 1e3);
-                let coord = member.coord.as_ref().map(views::Coord::from);
+                let coordinate = member.coord.as_ref().map(coordinate_view);
                 if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
                     view.rtt_ms = rtt_ms;
                     view.distance_ms = distance_ms;
-                    view.coord = coord;
+                    view.coordinate = coordinate;
+                }
+                // Every RTT sample moves this node's own coordinate too.
+                let own = coordinate_view(swim.coordinate());
+                match self.shared.coordinate.write() {
+                    Ok(mut c) => *c = Some(own),
+                    Err(poisoned) => *poisoned.into_inner() = Some(own),
                 }
             }
             swim::Event::Refuted { incarnation } => {
@@ -456,7 +473,7 @@ impl Driver {
         me.capacity = meta.capacity;
         me.load = meta.load;
         me.tags.clone_from(&meta.tags);
-        me.coord = Some(views::Coord::from(swim.coordinate()));
+        me.coordinate = Some(coordinate_view(swim.coordinate()));
     }
 
     /// Copies the node's counters into the metrics: atomic stores, no
