@@ -83,6 +83,11 @@ async fn a_session_survives_the_kill_of_its_primary() {
         .iter()
         .position(|n| n.peer_id.to_base58() == primary_id)
         .expect("primary is one of ours");
+    let victim_label = format!(
+        "{} (…{})",
+        nodes[victim].shared.local.name,
+        &primary_id[primary_id.len() - 8..]
+    );
     let killed_at = Instant::now();
     nodes.remove(victim).kill();
 
@@ -101,7 +106,12 @@ async fn a_session_survives_the_kill_of_its_primary() {
     );
     let record = nodes[0].shared.sessions.get(&id).unwrap().clone();
     assert_eq!(record.primary, backups[0], "the first backup took over");
-    assert!(record.reason.starts_with("takeover"), "{}", record.reason);
+    // The reason names the dead node as `baton members` shows it.
+    assert_eq!(
+        record.reason,
+        format!("takeover: primary {victim_label} is down")
+    );
+    assert_eq!(record.history.last().unwrap().reason, record.reason);
 
     let before = receiver.len();
     assert!(
