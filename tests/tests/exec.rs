@@ -218,6 +218,9 @@ async fn a_program_that_is_missing_at_open_shows_a_failed_event_saying_why() {
     );
     // The failure comes before the session stops.
     let at = |state: &str| states.iter().position(|s| *s == state);
-    assert!(at("failed") < at("stopped") || at("stopped").is_none(), "{states:?}");
+    assert!(
+        at("failed") < at("stopped") || at("stopped").is_none(),
+        "{states:?}"
+    );
     a.shutdown().await;
 }

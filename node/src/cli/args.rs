@@ -415,6 +415,9 @@ mod tests {
         let Command::Report(r) = cli.command else {
             panic!("not a report: {cli:?}");
         };
-        assert_eq!((r.loss, r.jitter_ms, r.rtt_ms, r.packets), (0.1, 0.0, 0.0, 0));
+        assert_eq!(
+            (r.loss, r.jitter_ms, r.rtt_ms, r.packets),
+            (0.1, 0.0, 0.0, 0)
+        );
     }
 }

@@ -403,8 +403,9 @@ mod tests {
         assert_eq!(client.api(), format!("127.0.0.1:{port}"));
         let err = client.get::<Status>("/v1/status").unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with(&format!("cannot reach the Baton node API at 127.0.0.1:{port}:")),
+            err.to_string().starts_with(&format!(
+                "cannot reach the Baton node API at 127.0.0.1:{port}:"
+            )),
             "{err}"
         );
     }

@@ -1580,7 +1580,11 @@ fn reasons_are_kept_whole_up_to_the_cap_and_a_cut_shows() {
     // A failure reason of 100 characters is kept whole (a closing reason
     // was once cut at 64 characters, mid-sentence).
     let (mut map, _) = opened();
-    let why = format!("failed: the service would not run on {}: {}", id_of(1), "x".repeat(50));
+    let why = format!(
+        "failed: the service would not run on {}: {}",
+        id_of(1),
+        "x".repeat(50)
+    );
     assert!(why.len() > 64 && why.len() <= MAX_REASON_BYTES);
     map.close_because(&key(1), "s1", &why, 2_000).unwrap();
     assert_eq!(map.get("s1").unwrap().reason, why);
@@ -1594,7 +1598,13 @@ fn reasons_are_kept_whole_up_to_the_cap_and_a_cut_shows() {
     let (mut a, created) = opened();
     let mut b = replica_with(&[&created]);
     let claimed = b
-        .claim(&key(2), "s1", &"takeover ".repeat(40), vec![id_of(3)], 3_000)
+        .claim(
+            &key(2),
+            "s1",
+            &"takeover ".repeat(40),
+            vec![id_of(3)],
+            3_000,
+        )
         .unwrap();
     assert!(claimed.record.reason.ends_with('…'));
     a.apply(claimed, 4_000).unwrap();

@@ -852,7 +852,10 @@ fn a_service_that_fails_everywhere_closes_its_session_saying_why() {
     assert_eq!(c.engines[0].service_failed(now, now_ms, "s2", &long), None);
     let r = c.engines[0].map().get("s2").unwrap();
     assert_eq!(r.state, SessionState::Closed);
-    assert!(r.reason.starts_with("failed: the service would not run on "));
+    assert!(
+        r.reason
+            .starts_with("failed: the service would not run on ")
+    );
     assert!(r.reason.ends_with("é…"), "{}", r.reason);
     assert!(r.reason.len() <= crate::map::MAX_REASON_BYTES);
 }
