@@ -92,7 +92,7 @@ pub enum SessionCommand {
 pub enum Closed {
     /// This node, the primary, closed the session: the session as it is now
     /// (a session closed before is answered the same way).
-    Here(views::Session),
+    Here(Box<views::Session>),
     /// This node is not the primary: it sent the request on to it.
     Forwarded(views::Forwarded),
 }

@@ -3,6 +3,11 @@
 //! restart ends what they left; a data directory serves one node at a
 //! time; a held port stops the node with the OS's reason; logs written to
 //! a pipe are plain text, without Kademlia's warnings of a node alone.
+//! A receiver on loopback counts the senders of an `exec` session's RTP
+//! (source address and SSRC): after `kill -9` of the primary it hears the
+//! backup alone, and a copy of the primary on its data directory is
+//! refused without a second sender. Bootstrap mistakes and a name two
+//! nodes share are warned about.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -113,7 +113,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, mut commands: mpsc::Receiver<SessionCom
                             s.state = "closed".to_owned();
                             s.hosted_here = false;
                             s.reason = "close".to_owned();
-                            Ok(Closed::Here(s.clone()))
+                            Ok(Closed::Here(Box::new(s.clone())))
                         }
                     };
                     let _ = reply.send(answer);

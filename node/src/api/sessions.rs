@@ -142,7 +142,7 @@ pub(super) async fn close(
     // The primary closes: 200 with the closed session. Any other node sends
     // the request on to the primary: 202 with the primary it went to.
     Ok(match closed {
-        Closed::Here(view) => Json(view).into_response(),
+        Closed::Here(view) => Json(*view).into_response(),
         Closed::Forwarded(to) => (StatusCode::ACCEPTED, Json(to)).into_response(),
     })
 }

@@ -465,7 +465,7 @@ impl Driver {
                         self.shared
                             .sessions
                             .get(&id)
-                            .map(|v| Closed::Here(v.clone()))
+                            .map(|v| Closed::Here(Box::new(v.clone())))
                             .ok_or_else(|| CommandError {
                                 status: 404,
                                 message: format!("no session {id:?} on this node"),
