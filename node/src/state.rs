@@ -68,12 +68,13 @@ pub enum SessionCommand {
         /// The answer.
         reply: oneshot::Sender<Result<views::Session, CommandError>>,
     },
-    /// Close a session (this node must be its primary).
+    /// Close a session: its primary closes it, any other node sends the
+    /// request on to the primary.
     Close {
         /// Session id.
         id: String,
         /// The answer.
-        reply: oneshot::Sender<Result<views::Session, CommandError>>,
+        reply: oneshot::Sender<Result<Closed, CommandError>>,
     },
     /// A client's report on a session.
     Report {
@@ -91,6 +92,16 @@ pub enum SessionCommand {
         /// The answer.
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
+}
+
+/// What a close request did on the node asked.
+#[derive(Debug, Clone)]
+pub enum Closed {
+    /// This node, the primary, closed the session: the session as it is now
+    /// (a session closed before is answered the same way).
+    Here(Box<views::Session>),
+    /// This node is not the primary: it sent the request on to it.
+    Forwarded(views::Forwarded),
 }
 
 /// Facts about this node that do not change while it runs.

@@ -177,6 +177,21 @@ pub const MAX_BACKUPS: usize = 8;
 /// The longest reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 256;
 
+/// `reason` as a record may carry it: whole when it fits in
+/// [`MAX_REASON_BYTES`], else cut at a character boundary and ended with
+/// `…`, so that the cut shows.
+pub fn fit_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_owned();
+    }
+    let mark = "…";
+    let mut end = MAX_REASON_BYTES - mark.len();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &reason[..end])
+}
+
 /// How long a tombstone is kept by default: 10 minutes.
 pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -1337,7 +1352,7 @@ impl Map {
         self.successor(signer, id, true, now_ms, |record| {
             record.version = record.version.saturating_add(1);
             record.state = SessionState::Closed;
-            record.reason = reason.chars().take(MAX_REASON_BYTES / 4).collect();
+            record.reason = fit_reason(reason);
         })
     }
 
@@ -1363,7 +1378,7 @@ impl Map {
             record.version = 0;
             record.primary = claimer;
             record.backups = new_backups;
-            record.reason = reason.to_owned();
+            record.reason = fit_reason(reason);
         })
     }
 
@@ -1382,7 +1397,7 @@ impl Map {
             record.version = 0;
             record.primary = to;
             record.backups = new_backups;
-            record.reason = reason.to_owned();
+            record.reason = fit_reason(reason);
         })
     }
 

@@ -31,6 +31,24 @@ use crate::swim::State;
 /// failed on NODE: why`); its writer is the node the service failed on.
 const SERVICE_FAILED: &str = "service failed on";
 
+/// The most bytes of a service's error that a reason quotes: with the
+/// longest words around it (`failed: the service would not run on` and a
+/// node id) the reason stays within [`crate::map::MAX_REASON_BYTES`].
+const MAX_WHY_BYTES: usize = 180;
+
+/// `why` cut to [`MAX_WHY_BYTES`] at a character boundary, ended with `…`
+/// when cut.
+fn short_why(why: &str) -> String {
+    if why.len() <= MAX_WHY_BYTES {
+        return why.to_owned();
+    }
+    let mut end = MAX_WHY_BYTES - '…'.len_utf8();
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &why[..end])
+}
+
 /// Engine parameters.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -1439,7 +1457,10 @@ impl<S: Signer> Engine<S> {
             }
             return None;
         }
-        let why: String = why.chars().take(120).collect();
+        // The reason that carries `why` must fit a record whole (256 bytes,
+        // with the node id and words around it): a long message is cut here,
+        // visibly, rather than the sentence around it.
+        let why = short_why(why);
         // As far as this node saw: a history it missed a move of may send
         // the session round once more.
         let failed: BTreeSet<NodeId> = self

@@ -3,6 +3,11 @@
 //! restart ends what they left; a data directory serves one node at a
 //! time; a held port stops the node with the OS's reason; logs written to
 //! a pipe are plain text, without Kademlia's warnings of a node alone.
+//! A receiver on loopback counts the senders of an `exec` session's RTP
+//! (source address and SSRC): after `kill -9` of the primary it hears the
+//! backup alone, and a copy of the primary on its data directory is
+//! refused without a second sender. Bootstrap mistakes and a name two
+//! nodes share are warned about.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -477,4 +482,324 @@ fn members_with_other_exec_templates_are_warned_about_on_both_sides() {
     // nothing else does, so a second warning would come from a repeat.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(a.log().matches(warning).count(), 1, "{}", a.log());
+}
+
+#[test]
+fn bootstrap_mistakes_and_a_shared_name_are_warned_about() {
+    let dir = TempDir::new("warnings");
+    let data = |name: &str| dir.0.join(name).display().to_string();
+    let (data_a, data_b, data_c, data_d) = (data("a"), data("b"), data("c"), data("d"));
+    let port = free_udp_pair();
+    let listen = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    // `a` lists only itself: it says it waits for others.
+    let mut args_a = loopback_args(&data_a, "twin");
+    args_a[5] = &listen;
+    args_a.extend(["--bootstrap", &listen]);
+    let a = Batond::start(&args_a);
+    a.api();
+    a.wait_for(
+        "every bootstrap address is this node itself",
+        Duration::from_secs(5),
+    );
+    // `b` takes `a`'s name: both say so, naming the name.
+    let mut args_b = loopback_args(&data_b, "twin");
+    args_b.extend(["--bootstrap", &listen]);
+    let b = Batond::start(&args_b);
+    let started: serde_json::Value =
+        serde_json::from_str(&b.wait_for("\"node started\"", Duration::from_secs(20))).unwrap();
+    let b_id = started["fields"]["peer_id"].as_str().unwrap().to_string();
+    let shared = "two nodes of the overlay share a name";
+    for node in [&a, &b] {
+        let line = node.wait_for(shared, Duration::from_secs(30));
+        assert!(line.contains("\"name\":\"twin\""), "{line}");
+        assert!(line.contains("give each node a name of its own"), "{line}");
+    }
+    // `c` dials `a`'s address expecting `b`'s peer id; `d` a port where
+    // nothing listens. Each dial that fails is a warning with the reason.
+    let wrong_id = format!("{listen}/p2p/{b_id}");
+    let mut args_c = loopback_args(&data_c, "c");
+    args_c.extend(["--bootstrap", &wrong_id]);
+    let c = Batond::start(&args_c);
+    let line = c.wait_for("cannot reach a bootstrap address", Duration::from_secs(30));
+    assert!(line.contains(&b_id), "{line}");
+    let nobody = free_udp_pair();
+    let nowhere = format!("/ip4/127.0.0.1/udp/{nobody}/quic-v1");
+    let mut args_d = loopback_args(&data_d, "d");
+    args_d.extend(["--bootstrap", &nowhere]);
+    let d = Batond::start(&args_d);
+    let line = d.wait_for("cannot reach a bootstrap address", Duration::from_secs(30));
+    assert!(line.contains("\"error\""), "{line}");
+}
+
+/// An RTP receiver on 127.0.0.1 that notes, for every packet, when it came,
+/// from which address and with which SSRC: a client that counts senders.
+struct Senders {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<(Instant, std::net::SocketAddr, u32)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Senders {
+    fn bind() -> Senders {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the receiver");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, stopped) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                // RTP version 2, not RTCP (payload types 72-76 with the
+                // marker bit: 200-204).
+                if n >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&(buf[1] & 0x7f)) {
+                    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                    into.lock().unwrap().push((Instant::now(), from, ssrc));
+                }
+            }
+        });
+        Senders { addr, seen, stop }
+    }
+
+    /// The distinct senders (source address, SSRC) heard from `from` on.
+    fn since(&self, from: Instant) -> Vec<(std::net::SocketAddr, u32)> {
+        let mut out: Vec<_> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _, _)| *at >= from)
+            .map(|&(_, addr, ssrc)| (addr, ssrc))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The most distinct senders heard within any `window` from `from` on.
+    fn most_at_once(&self, from: Instant, window: Duration) -> usize {
+        let seen = self.seen.lock().unwrap();
+        let packets: Vec<_> = seen.iter().filter(|(at, _, _)| *at >= from).collect();
+        packets
+            .iter()
+            .map(|(start, _, _)| {
+                let mut in_window: Vec<_> = packets
+                    .iter()
+                    .filter(|(at, _, _)| *at >= *start && *at < *start + window)
+                    .map(|&&(_, addr, ssrc)| (addr, ssrc))
+                    .collect();
+                in_window.sort_unstable();
+                in_window.dedup();
+                in_window.len()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// When `sender` was last heard.
+    fn last_from(&self, sender: (std::net::SocketAddr, u32)) -> Option<Instant> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&(_, addr, ssrc)| (addr, ssrc) == sender)
+            .map(|(at, _, _)| *at)
+            .max()
+    }
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Two `batond`s on loopback whose `play` template streams a tone with
+/// ffmpeg to the session's client, and an `exec` session of it streaming
+/// to a [`Senders`]: the nodes (the primary first), their data
+/// directories, the receiver, and a guard over the commands' groups.
+struct Streaming {
+    primary: Batond,
+    backup: Batond,
+    primary_data: String,
+    receiver: Senders,
+    sender: (std::net::SocketAddr, u32),
+    _groups: Groups,
+    _dir: TempDir,
+}
+
+fn one_session_streaming(test: &str) -> Streaming {
+    let dir = TempDir::new(test);
+    let conf = dir.0.join("batond.toml");
+    std::fs::write(
+        &conf,
+        "[services.exec]\n\
+         play = \"ffmpeg -nostdin -loglevel error -re -f lavfi -i sine=frequency=440:sample_rate=8000 \
+         -ac 1 -acodec pcm_mulaw -f rtp -rtpflags skip_rtcp rtp://{client}?pkt_size=172\"\n\
+         [sessions]\nconsent = false\n",
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let (data_a, data_b) = (
+        dir.0.join("a").display().to_string(),
+        dir.0.join("b").display().to_string(),
+    );
+    let port = free_udp_pair();
+    let listen = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let mut args_a = loopback_args(&data_a, "a");
+    args_a[5] = &listen;
+    args_a.extend(["--config", &conf]);
+    let a = Batond::start(&args_a);
+    let api_a = ApiClient::new(&a.api(), None).unwrap();
+    let mut args_b = loopback_args(&data_b, "b");
+    args_b.extend(["--config", &conf, "--bootstrap", &listen]);
+    let b = Batond::start(&args_b);
+    let api_b = ApiClient::new(&b.api(), None).unwrap();
+    let alive = |api: &ApiClient| {
+        api.get::<Vec<baton_node::views::Member>>("/v1/members")
+            .is_ok_and(|m| m.iter().any(|m| m.state == "alive"))
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || alive(&api_a) && alive(&api_b)),
+        "the two nodes see each other:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let receiver = Senders::bind();
+    let session: Session = api_a
+        .post(
+            "/v1/sessions",
+            &OpenRequest {
+                service: "exec".into(),
+                client: receiver.addr.to_string(),
+                params: [("template".to_string(), "play".to_string())].into(),
+            },
+        )
+        .expect("open an exec session");
+    let a_is_primary = session.hosted_here;
+    let (primary, backup, primary_data) = if a_is_primary {
+        (a, b, data_a)
+    } else {
+        (b, a, data_b)
+    };
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || !receiver
+            .since(started)
+            .is_empty()),
+        "the session's ffmpeg streams to the client:\n{}",
+        primary.log()
+    );
+    // Whatever the nodes leave running is ended with the test.
+    let mut groups = Groups::default();
+    for node in [&primary, &backup] {
+        let pid = node.pid();
+        groups.0.extend(processes(|ppid, _| ppid == pid));
+    }
+    let heard = receiver.since(started);
+    assert_eq!(heard.len(), 1, "one sender: {heard:?}");
+    Streaming {
+        primary,
+        backup,
+        primary_data,
+        receiver,
+        sender: heard[0],
+        _groups: groups,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn after_kill_9_of_the_primary_the_client_hears_one_sender_the_backups() {
+    let Streaming {
+        mut primary,
+        backup,
+        receiver,
+        sender: old,
+        mut _groups,
+        ..
+    } = one_session_streaming("one-sender");
+    // Watch over the backup's commands too, once it runs them.
+    let killed = Instant::now();
+    primary.kill_9();
+    // The backup takes over and streams; the old primary's ffmpeg died with
+    // it (it would be a second sender, an orphan, for as long as it runs).
+    let taken_over = eventually(Duration::from_secs(10), || {
+        receiver.since(killed).iter().any(|s| *s != old)
+    });
+    let pid = backup.pid();
+    _groups.0.extend(processes(|ppid, _| ppid == pid));
+    assert!(
+        taken_over,
+        "no new sender within 10 s of the kill: {:?}\n{}",
+        receiver.since(killed),
+        backup.log()
+    );
+    // Two more seconds of listening, then count.
+    std::thread::sleep(Duration::from_secs(2));
+    let last_old = receiver.last_from(old).expect("the old sender was heard");
+    assert!(
+        last_old < killed + Duration::from_millis(500),
+        "the killed primary's command still sent {:?} after the kill",
+        last_old.duration_since(killed)
+    );
+    let after = killed + Duration::from_millis(500);
+    let senders = receiver.since(after);
+    assert_eq!(
+        senders.len(),
+        1,
+        "one sender after the takeover: {senders:?}"
+    );
+    assert_eq!(
+        receiver.most_at_once(killed, Duration::from_secs(1)),
+        1,
+        "two senders within one second after the kill"
+    );
+    let new = senders[0];
+    eprintln!(
+        "takeover: old sender {old:?} last heard {:?} after the kill; new sender {new:?} first \
+         heard {:?} after it",
+        last_old.saturating_duration_since(killed),
+        receiver
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, a, s)| (*a, *s) == new)
+            .map(|(at, _, _)| at.duration_since(killed))
+    );
+}
+
+#[test]
+fn a_copy_of_the_primary_on_its_data_dir_is_refused_and_the_client_hears_one_sender() {
+    let streaming = one_session_streaming("copy");
+    let from = Instant::now();
+    let mut copy = Batond::start(&loopback_args(&streaming.primary_data, "copy"));
+    let status = copy.exit_within(Duration::from_secs(10));
+    let log = copy.log();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second batond on the primary's data directory ran ({status:?}):\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "is in use by another batond (pid {})",
+            streaming.primary.pid()
+        )),
+        "{log}"
+    );
+    // The client keeps hearing the one sender it heard, and no other.
+    std::thread::sleep(Duration::from_secs(2));
+    let senders = streaming.receiver.since(from);
+    assert_eq!(
+        senders,
+        [streaming.sender],
+        "senders after the copy started"
+    );
+    let _ = &streaming.backup;
 }

@@ -105,8 +105,13 @@ async fn a_command_that_keeps_exiting_hands_its_session_to_the_backup() {
     let on_b = b.shared.sessions.get(&id).unwrap().clone();
     let handover = on_b.history.last().expect("b saw the move");
     assert_eq!(handover.primary, b_id);
+    // Nodes are named as `baton members` shows them, not by a compact id.
+    let a_label = format!("a (…{})", &a_id[a_id.len() - 8..]);
+    let b_label = format!("b (…{})", &b_id[b_id.len() - 8..]);
     assert!(
-        handover.reason.starts_with("service failed on ")
+        handover
+            .reason
+            .starts_with(&format!("service failed on {a_label}: "))
             && handover.reason.contains("gave up after 5 quick exits"),
         "{:?}",
         on_b.history
@@ -156,7 +161,11 @@ async fn a_command_that_keeps_exiting_hands_its_session_to_the_backup() {
         Some("the command ended (exit status: 3); restart 1")
     );
     assert!(
-        seen[5].reason.as_deref().unwrap().contains("handed to"),
+        seen[5]
+            .reason
+            .as_deref()
+            .unwrap()
+            .ends_with(&format!("handed to {b_label}")),
         "{:?}",
         seen[5]
     );
@@ -173,4 +182,45 @@ async fn a_command_that_keeps_exiting_hands_its_session_to_the_backup() {
 
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_is_missing_at_open_shows_a_failed_event_saying_why() {
+    let dir = TempDir::new("exec-missing");
+    let a = start("a", &dir, "/nonexistent/baton-test-program {client}", &[]).await;
+    let mut events = a.shared.events.subscribe();
+    let (reply, answer) = oneshot::channel();
+    a.shared
+        .commands
+        .send(SessionCommand::Open {
+            service: "exec".into(),
+            client: "127.0.0.1:5004".into(),
+            params: BTreeMap::from([("template".to_string(), "play".to_string())]),
+            reply,
+        })
+        .await
+        .expect("driver runs");
+    let refused = answer.await.unwrap().expect_err("the open fails");
+    assert_eq!(refused.status, 500, "{refused:?}");
+    let mut seen: Vec<Event> = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if event.kind == "session" {
+            seen.push(event);
+        }
+    }
+    let states: Vec<&str> = seen.iter().map(|e| e.state.as_str()).collect();
+    assert!(states.contains(&"failed"), "{seen:#?}");
+    let failed = seen.iter().find(|e| e.state == "failed").unwrap();
+    let reason = failed.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("the service did not start: ") && reason.contains("baton-test-program"),
+        "{reason}"
+    );
+    // The failure comes before the session stops.
+    let at = |state: &str| states.iter().position(|s| *s == state);
+    assert!(
+        at("failed") < at("stopped") || at("stopped").is_none(),
+        "{states:?}"
+    );
+    a.shutdown().await;
 }

@@ -83,6 +83,11 @@ async fn a_session_survives_the_kill_of_its_primary() {
         .iter()
         .position(|n| n.peer_id.to_base58() == primary_id)
         .expect("primary is one of ours");
+    let victim_label = format!(
+        "{} (…{})",
+        nodes[victim].shared.local.name,
+        &primary_id[primary_id.len() - 8..]
+    );
     let killed_at = Instant::now();
     nodes.remove(victim).kill();
 
@@ -101,7 +106,12 @@ async fn a_session_survives_the_kill_of_its_primary() {
     );
     let record = nodes[0].shared.sessions.get(&id).unwrap().clone();
     assert_eq!(record.primary, backups[0], "the first backup took over");
-    assert!(record.reason.starts_with("takeover"), "{}", record.reason);
+    // The reason names the dead node as `baton members` shows it.
+    assert_eq!(
+        record.reason,
+        format!("takeover: primary {victim_label} is down")
+    );
+    assert_eq!(record.history.last().unwrap().reason, record.reason);
 
     let before = receiver.len();
     assert!(
@@ -382,4 +392,67 @@ async fn a_closed_sessions_view_goes_when_its_tombstone_is_collected() {
         "the view of a collected session stays for ever"
     );
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_sent_to_a_backup_goes_on_to_the_primary_which_closes_the_session() {
+    use baton_node::state::Closed;
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("fwd-{i}"))).collect();
+    let first = start("f0", &dirs[0], &[]).await;
+    let seed = dial_addr(&first).await;
+    let second = start("f1", &dirs[1], &["--bootstrap", &seed]).await;
+    let nodes = [first, second];
+    assert!(
+        eventually(Duration::from_secs(20), || nodes.iter().all(|n| n
+            .shared
+            .members
+            .iter()
+            .any(|m| m.state == "alive")))
+        .await,
+        "membership converges"
+    );
+    let receiver = RtpReceiver::bind_silent("127.0.0.1:0").expect("bind receiver");
+    let view = open(&nodes[0], receiver.local_addr().to_string()).await;
+    let primary = nodes
+        .iter()
+        .position(|n| n.peer_id.to_base58() == view.primary)
+        .expect("primary is one of ours");
+    let other = &nodes[1 - primary];
+    assert!(
+        eventually(Duration::from_secs(10), || other
+            .shared
+            .sessions
+            .contains_key(&view.id))
+        .await,
+        "the other node knows the session"
+    );
+    let (reply, answer) = oneshot::channel();
+    other
+        .shared
+        .commands
+        .send(SessionCommand::Close {
+            id: view.id.clone(),
+            reply,
+        })
+        .await
+        .expect("driver runs");
+    match answer.await.expect("driver answers").expect("accepted") {
+        Closed::Forwarded(to) => {
+            assert_eq!(to.forwarded_to, view.primary);
+            assert_eq!(to.forwarded_to_name, nodes[primary].shared.local.name);
+        }
+        Closed::Here(s) => panic!("a node that is not the primary closed it: {s:?}"),
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || nodes.iter().all(|n| n
+            .shared
+            .sessions
+            .get(&view.id)
+            .is_some_and(|s| s.state == "closed")))
+        .await,
+        "the primary closed the session, and every node sees it closed"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
 }

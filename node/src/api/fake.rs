@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::state::{CommandError, SessionCommand, Shared};
+use crate::state::{Closed, CommandError, SessionCommand, Shared};
 use crate::views::{Forwarded, Move, Report, Session};
 
 /// Reports the fake driver accepted, by session id.
@@ -100,21 +100,20 @@ pub(crate) fn spawn(shared: Arc<Shared>, mut commands: mpsc::Receiver<SessionCom
                     let _ = reply.send(answer);
                 }
                 SessionCommand::Close { id, reply } => {
+                    // Closed here by the primary; sent on by any other node.
                     let answer = match shared.sessions.get_mut(&id) {
                         None => Err(unknown(&id)),
-                        Some(s) if s.primary != shared.local.id => Err(CommandError {
-                            status: 409,
-                            message: format!(
-                                "this node is not the primary of session {id:?}: close it on \
-                                 its primary {} ({})",
-                                s.primary_name, s.primary
-                            ),
-                        }),
+                        Some(s) if s.primary != shared.local.id => {
+                            Ok(Closed::Forwarded(Forwarded {
+                                forwarded_to: s.primary.clone(),
+                                forwarded_to_name: s.primary_name.clone(),
+                            }))
+                        }
                         Some(mut s) => {
                             s.state = "closed".to_owned();
                             s.hosted_here = false;
                             s.reason = "close".to_owned();
-                            Ok(s.clone())
+                            Ok(Closed::Here(Box::new(s.clone())))
                         }
                     };
                     let _ = reply.send(answer);

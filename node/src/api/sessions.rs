@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::error::quoted;
 use super::{ApiError, AppState, request};
-use crate::state::{CommandError, SessionCommand, Shared};
+use crate::state::{Closed, CommandError, SessionCommand, Shared};
 use crate::views::{OpenRequest, Session};
 
 pub(super) async fn list(State(st): State<AppState>) -> Json<Vec<Session>> {
@@ -127,9 +127,9 @@ pub(super) async fn open(
 pub(super) async fn close(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Session>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = session_id(id)?;
-    let view = st
+    let closed = st
         .ask(
             &format!("close session {}", quoted(&id)),
             "the session may still close: see GET /v1/sessions/{id}",
@@ -139,7 +139,12 @@ pub(super) async fn close(
             },
         )
         .await?;
-    Ok(Json(view))
+    // The primary closes: 200 with the closed session. Any other node sends
+    // the request on to the primary: 202 with the primary it went to.
+    Ok(match closed {
+        Closed::Here(view) => Json(*view).into_response(),
+        Closed::Forwarded(to) => (StatusCode::ACCEPTED, Json(to)).into_response(),
+    })
 }
 
 pub(super) async fn report(
@@ -390,7 +395,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn close_answers_the_closed_session_or_the_drivers_refusal() {
+    async fn close_answers_the_closed_session_202_naming_the_primary_or_the_refusal() {
         let (shared, _) = shared_with_driver();
         let server = Server::start(shared, None).await;
         let open = r#"{"service": "rtp-audio", "client": "127.0.0.1:5004"}"#;
@@ -405,13 +410,21 @@ mod tests {
         assert_eq!(closed["id"], "s1");
         assert_eq!(closed["state"], "closed");
 
-        // Another node is the primary: 409, and the message says which.
+        // Closing it again answers the same.
+        let reply = request(server.addr, "DELETE", "/v1/sessions/s1", None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["state"], "closed");
+
+        // Another node is the primary: the request goes on to it, 202 names it.
         let reply = request(server.addr, "DELETE", "/v1/sessions/s-bravo", None).await;
-        assert_eq!(reply.status, 409);
-        assert!(
-            reply.error().contains("bravo (12D3KooWBravo)"),
-            "{}",
-            reply.error()
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let to: crate::views::Forwarded = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            to,
+            crate::views::Forwarded {
+                forwarded_to: "12D3KooWBravo".to_owned(),
+                forwarded_to_name: "bravo".to_owned(),
+            }
         );
         let reply = request(server.addr, "DELETE", "/v1/sessions/nope", None).await;
         assert_eq!(reply.status, 404);

@@ -101,13 +101,15 @@ Examples:
   baton close s1
   baton --api node-b:7700 close s1
 
-Only the session's primary can close it: another node answers with an error
-that names the primary; pass that node's API with --api.";
+The session's primary closes it. Any other node sends the request on to the
+primary and says so (with --json: {\"session\", \"forwarded_to\",
+\"forwarded_to_name\"}); `baton session ID` then shows when it is closed.";
 
 const REPORT_EXAMPLES: &str = "\
 Examples:
   baton report s1 --loss 0.05 --jitter-ms 20 --rtt-ms 40
   baton report s1 --loss 2% --jitter-ms 4 --rtt-ms 30 --packets 500
+  baton report s1 --loss 10%          jitter and RTT 0 ms
 
 Sends what a client measured on a session, as its RTP receiver would: poor
 enough service makes the overlay move the session. Handy for demos and tests.";
@@ -180,7 +182,7 @@ pub(super) enum Command {
     /// Open a session of a service for a client
     #[command(after_help = OPEN_EXAMPLES)]
     Open(OpenArgs),
-    /// Close a session (ask its primary)
+    /// Close a session (any node sends the request on to its primary)
     #[command(after_help = CLOSE_EXAMPLES)]
     Close(SessionId),
     /// Report a client's loss, jitter and RTT on a session
@@ -259,10 +261,10 @@ pub(super) struct ReportArgs {
     #[arg(long, value_name = "FRACTION", value_parser = parse_loss, allow_negative_numbers = true)]
     pub(super) loss: f64,
     /// Interarrival jitter, in milliseconds
-    #[arg(long = "jitter-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true)]
+    #[arg(long = "jitter-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true, default_value_t = 0.0)]
     pub(super) jitter_ms: f64,
     /// Round-trip time, in milliseconds
-    #[arg(long = "rtt-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true)]
+    #[arg(long = "rtt-ms", value_name = "MS", value_parser = parse_millis, allow_negative_numbers = true, default_value_t = 0.0)]
     pub(super) rtt_ms: f64,
     /// Packets received since the last report
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -417,7 +419,7 @@ mod tests {
             ("sessions", "--wide"),
             ("session", "baton session s1"),
             ("open", "--param <KEY=VALUE>"),
-            ("close", "names the primary"),
+            ("close", "sends the request on to the"),
             ("report", "--jitter-ms <MS>"),
         ] {
             let help = Cli::try_parse_from(["baton", command, "--help"]).unwrap_err();
@@ -509,5 +511,17 @@ mod tests {
         for bad in ["-1", "NaN", "inf", "1e300", "20ms"] {
             assert!(parse_millis(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_report_of_loss_alone_takes_jitter_and_rtt_as_zero() {
+        let cli = Cli::try_parse_from(["baton", "report", "s1", "--loss", "10%"]).unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not a report: {cli:?}");
+        };
+        assert_eq!(
+            (r.loss, r.jitter_ms, r.rtt_ms, r.packets),
+            (0.1, 0.0, 0.0, 0)
+        );
     }
 }

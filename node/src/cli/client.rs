@@ -82,10 +82,13 @@ impl ApiClient {
             .timeout_per_read(Some(STREAM_SILENCE))
             .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
             .build();
+        // Messages name the address the CLI talks to (`7710` is
+        // `127.0.0.1:7710`), not the form it was given in.
+        let shown = base.strip_prefix("http://").unwrap_or(&base).to_owned();
         Ok(ApiClient {
             agent: config.new_agent(),
             base,
-            api: api.to_owned(),
+            api: shown,
             token,
             timeout: REQUEST_TIMEOUT,
         })
@@ -98,7 +101,8 @@ impl ApiClient {
         ApiClient { timeout, ..self }
     }
 
-    /// The address as given to [`ApiClient::new`].
+    /// The address [`ApiClient::new`] resolved its argument to
+    /// (`host:port[/prefix]`, e.g. `127.0.0.1:7710` for `7710`).
     pub fn api(&self) -> &str {
         &self.api
     }
@@ -389,6 +393,21 @@ mod tests {
             )
         );
         assert_eq!(crate::cli::run(["baton", "--api", &api, "members"]), 1);
+    }
+
+    #[test]
+    fn a_bare_port_is_named_as_the_loopback_address_it_means() {
+        let api = closed_port();
+        let port = api.rsplit(':').next().unwrap();
+        let client = ApiClient::new(port, None).unwrap();
+        assert_eq!(client.api(), format!("127.0.0.1:{port}"));
+        let err = client.get::<Status>("/v1/status").unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot reach the Baton node API at 127.0.0.1:{port}:"
+            )),
+            "{err}"
+        );
     }
 
     #[test]

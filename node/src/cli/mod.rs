@@ -134,9 +134,30 @@ fn execute(
                 render::opened_text(&s, &node_names(&client))
             })?
         }
-        Command::Close(s) => show(&client, Verb::Delete, &session_path(&s.id, ""), json, |s| {
-            render::closed_text(&s)
-        })?,
+        Command::Close(s) => {
+            let path = session_path(&s.id, "");
+            let answer = client.send(Verb::Delete, &path)?;
+            // 200 with the closed session: the node asked is the primary.
+            // 202 with the primary it was sent on to: it is not.
+            let value: serde_json::Value = client.decode(&path, &answer)?;
+            if value.get("forwarded_to").is_some() {
+                let to: Forwarded = client.decode(&path, &answer)?;
+                if json {
+                    let sent = serde_json::json!({
+                        "session": s.id,
+                        "forwarded_to": to.forwarded_to,
+                        "forwarded_to_name": to.forwarded_to_name,
+                    });
+                    format!("{sent}\n")
+                } else {
+                    render::close_forwarded_text(&s.id, &to)
+                }
+            } else if json {
+                passthrough(&answer)
+            } else {
+                render::closed_text(&client.decode(&path, &answer)?)
+            }
+        }
         Command::Report(r) => {
             let report = Report {
                 loss: r.loss,
@@ -220,7 +241,7 @@ mod tests {
 
     use super::*;
     use crate::api::fake;
-    use crate::cli::testing::{LIMIT, baton, blocking, closed_port, serve, shared, shared_local};
+    use crate::cli::testing::{LIMIT, baton, closed_port, serve, shared, shared_local};
     use crate::state::Shared;
     use std::sync::Arc;
 
@@ -271,7 +292,6 @@ mod tests {
                 "--rtt-ms",
                 "1",
             ],
-            &["report", "s1", "--loss", "0", "--jitter-ms", "1"],
             &[
                 "report",
                 "s1",
@@ -522,24 +542,27 @@ s2       rtp-audio  alpha        1  bravo    127.0.0.1:5006  active  *
             "closed session s1 (rtp-audio for 127.0.0.1:5004, epoch 1)\n"
         );
         assert_eq!(shared.sessions.get("s1").unwrap().state, "closed");
-        // Not the primary: the API's 409, exit 1, nothing on stdout.
-        assert_eq!(baton(&api, &["close", "s-bravo"]).await, (1, String::new()));
-        let err = blocking({
-            let api = api.clone();
-            move || {
-                ApiClient::new(&api, None)
-                    .unwrap()
-                    .send(Verb::Delete, "/v1/sessions/s-bravo")
-            }
-        })
-        .await
-        .unwrap_err();
-        assert!(matches!(err, CliError::Api { status: 409, .. }), "{err:?}");
-        assert!(
-            err.to_string()
-                .contains("bravo (12D3KooWBravo0000bbbbbbbb)"),
-            "{err}"
+        // Not the primary: the node sends the close on to it, and the CLI
+        // says so rather than "closed".
+        let (code, out) = baton(&api, &["close", "s-bravo"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "this node is not the primary of session s-bravo: the close was sent on to bravo \
+             (12D3KooWBravo0000bbbbbbbb); `baton session s-bravo` shows when it is closed\n"
         );
+        let (code, out) = baton(&api, &["--json", "close", "s-bravo"]).await;
+        assert_eq!(code, 0);
+        let sent: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({
+                "session": "s-bravo",
+                "forwarded_to": "12D3KooWBravo0000bbbbbbbb",
+                "forwarded_to_name": "bravo",
+            })
+        );
+        assert_eq!(shared.sessions.get("s-bravo").unwrap().state, "active");
 
         let _ = stop.send(());
         timeout(LIMIT, task).await.unwrap().unwrap().unwrap();

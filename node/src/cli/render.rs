@@ -395,6 +395,18 @@ pub fn closed_text(s: &Session) -> String {
     )
 }
 
+/// What `baton close` prints when the node asked is not the session's
+/// primary and sent the close on to it.
+pub fn close_forwarded_text(id: &str, to: &Forwarded) -> String {
+    format!(
+        "this node is not the primary of session {id}: the close was sent on to {} ({}); \
+         `baton session {id}` shows when it is closed\n",
+        sanitize(&to.forwarded_to_name),
+        sanitize(&to.forwarded_to),
+        id = sanitize(id),
+    )
+}
+
 /// What `baton report` prints once the node took the report on session `id`.
 pub fn reported_text(id: &str, r: &Report, forwarded: Option<&Forwarded>) -> String {
     let mut text = format!(
@@ -499,11 +511,17 @@ pub fn event_line(received: &Received, wide: bool, tz: &TimeZone) -> String {
         }
         Received::Event(event) => event,
     };
-    let transition = format!(
-        "{} -> {}",
-        cell(event.previous.as_deref().unwrap_or("new")),
+    // A member event is a transition; a session event is what happened
+    // (started, stopped, failed...), with no state before it.
+    let transition = if event.kind == "session" {
         cell(&event.state)
-    );
+    } else {
+        format!(
+            "{} -> {}",
+            cell(event.previous.as_deref().unwrap_or("new")),
+            cell(&event.state)
+        )
+    };
     // A session event carries the session's epoch where a member event
     // carries an incarnation.
     let counter = if event.kind == "session" {
@@ -902,7 +920,7 @@ backups  bravo, dddddddd
         };
         assert_eq!(
             event_line(&Received::Event(event), false, &TimeZone::UTC),
-            "12:34:56.789  session   alpha             aaaaaaaa  new -> started     epoch 3  \
+            "12:34:56.789  session   alpha             aaaaaaaa  started            epoch 3  \
              takeover: primary ?[2Jbravo is down"
         );
     }

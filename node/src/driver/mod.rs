@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::identity::KeySigner;
 use crate::metrics::SuspicionClock;
 use crate::service::{self, SessionSpec};
-use crate::state::{CommandError, SessionCommand, Shared};
+use crate::state::{Closed, CommandError, SessionCommand, Shared};
 use crate::views;
 use services::Services;
 use streams::{StreamEvent, Streams};
@@ -96,6 +96,10 @@ pub struct Driver {
     me_published: Option<Instant>,
     /// Peers already warned about for sharing a name.
     named_twice: std::collections::BTreeSet<String>,
+    /// The peer id of every node met, by the compact id that session
+    /// records and protocol messages name nodes by (12 hex digits), so that
+    /// views say `name (…peer id tail)` instead (see `publish::name_nodes`).
+    node_keys: HashMap<String, String>,
     /// When each member now suspect was first suspected, for the
     /// suspicion-to-death histogram.
     suspected: SuspicionClock,
@@ -175,6 +179,7 @@ impl Driver {
             views_swept: Instant::now(),
             me_published: None,
             named_twice: std::collections::BTreeSet::new(),
+            node_keys: HashMap::new(),
             suspected: SuspicionClock::default(),
             opening: None,
         }
@@ -437,6 +442,10 @@ impl Driver {
                     // A service that failed to start here answers 5xx and
                     // leaves no active record behind.
                     if let Some((id, Some(why))) = self.opening.take() {
+                        // Shown as a failure in /v1/events, then closed.
+                        let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
+                        let reason = format!("the service did not start: {why}");
+                        self.publish_session_event(&id, "failed", epoch, &reason);
                         let _ = self.node.close(Instant::now(), &id);
                         self.flush();
                         return Err(CommandError {
@@ -462,15 +471,21 @@ impl Driver {
                     .close(now, &id)
                     .map_err(command_error)
                     .and_then(|closed| {
-                        if let proto::Closed::Forwarded { primary } = &closed {
-                            tracing::info!(session = %id, primary = %publish::show(primary), "close forwarded to the primary");
-                        }
                         self.flush();
                         self.publish_session(&id);
+                        if let proto::Closed::Forwarded { primary } = &closed {
+                            let to = self.forwarded(primary);
+                            tracing::info!(
+                                session = %id, primary = %to.forwarded_to,
+                                name = %to.forwarded_to_name,
+                                "close sent on to the session's primary"
+                            );
+                            return Ok(Closed::Forwarded(to));
+                        }
                         self.shared
                             .sessions
                             .get(&id)
-                            .map(|v| v.clone())
+                            .map(|v| Closed::Here(Box::new(v.clone())))
                             .ok_or_else(|| CommandError {
                                 status: 404,
                                 message: format!("no session {id:?} on this node"),

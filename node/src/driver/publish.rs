@@ -31,6 +31,38 @@ pub fn show(id: &NodeId) -> String {
     peer_id(id).map_or_else(|| id.to_string(), |p| p.to_base58())
 }
 
+/// The most nodes whose compact ids [`Driver::node_keys`] remembers.
+const MAX_NODE_KEYS: usize = 4096;
+
+/// A node as reasons name it for people: `name (…tail)`, the tail being the
+/// last 8 characters of its peer id as `baton members` and `baton watch`
+/// show it; the tail alone when the name is not known.
+pub(crate) fn node_label(key: &str, name: &str) -> String {
+    let chars = key.chars().count();
+    let tail: String = key.chars().skip(chars.saturating_sub(8)).collect();
+    if name.is_empty() {
+        format!("…{tail}")
+    } else {
+        format!("{name} (…{tail})")
+    }
+}
+
+/// `text` (a session's reason, a protocol message) with every compact node
+/// id (the 12 hex digits the protocol writes into records) of a node in
+/// `labels` replaced by how people know that node.
+pub(crate) fn name_nodes<'a>(
+    text: &str,
+    labels: impl IntoIterator<Item = (&'a str, String)>,
+) -> String {
+    let mut text = text.to_string();
+    for (compact, label) in labels {
+        if text.contains(compact) {
+            text = text.replace(compact, &label);
+        }
+    }
+    text
+}
+
 impl Driver {
     /// Mirrors one event of the node into the views, the event stream and
     /// the log.
@@ -55,6 +87,7 @@ impl Driver {
                 self.peers_dirty = true;
             }
             Event::DuplicateIdentity { peer, detail } => {
+                let detail = self.readable(&detail);
                 if peer == *self.node.id() {
                     tracing::error!(%detail, "THIS NODE'S IDENTITY RUNS TWICE");
                 } else {
@@ -99,14 +132,16 @@ impl Driver {
             Event::SessionFailed { id, why, moved_to } => {
                 let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
                 let reason = match &moved_to {
-                    Some(to) => format!("failed here ({why}): handed to {}", show(to)),
+                    Some(to) => format!("failed here ({why}): handed to {to}"),
                     None => format!("failed here ({why})"),
                 };
+                let reason = self.readable(&reason);
                 tracing::error!(session = %id, %reason, "session failed");
                 self.publish_session_event(&id, "failed", epoch, &reason);
                 self.publish_session(&id);
             }
             Event::SessionPaused { id, reason } => {
+                let reason = self.readable(&reason);
                 tracing::warn!(session = %id, %reason, "stream paused");
                 let epoch = self.node.engine().map().get(&id).map_or(0, |r| r.epoch);
                 self.publish_session_event(&id, "paused", epoch, &reason);
@@ -119,7 +154,7 @@ impl Driver {
                 self.publish_session(&id);
             }
             Event::SessionStopped { id, epoch, reason } => {
-                tracing::info!(session = %id, %reason, "stopping session");
+                tracing::info!(session = %id, reason = %self.readable(&reason), "stopping session");
                 self.publish_session_event(&id, "stopped", epoch, &reason);
             }
         }
@@ -138,6 +173,7 @@ impl Driver {
                     self.shared.metrics.suspicion_to_dead.observe(took);
                 }
                 let key = show(&id);
+                self.remember(&id);
                 let (at, at_ms) = wall_clock();
                 let name = {
                     let mut view =
@@ -172,7 +208,9 @@ impl Driver {
                     view.since = at.clone();
                     view.name.clone()
                 };
-                self.check_name(&key, &name);
+                if self.check_name(&key, &name) {
+                    self.republish_sessions();
+                }
                 tracing::info!(
                     peer = %key, name = %name, state = state.as_str(),
                     previous = previous.map(|p| p.as_str()).unwrap_or("-"), incarnation,
@@ -196,13 +234,17 @@ impl Driver {
                     tracing::debug!(peer = %show(&id), "unreadable member metadata");
                     return;
                 };
-                self.check_name(&show(&id), &meta.name);
+                self.remember(&id);
+                let twice = self.check_name(&show(&id), &meta.name);
                 if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
                     view.name = meta.name;
                     view.addrs = meta.addrs;
                     view.capacity = meta.capacity;
                     view.load = meta.load;
                     view.tags = meta.tags;
+                }
+                if twice {
+                    self.republish_sessions();
                 }
             }
             swim::Event::ProbeRtt { id, rtt } => {
@@ -255,9 +297,11 @@ impl Driver {
     /// Warns, once per peer, when a member's name is this node's or another
     /// member's: names are for people, and two alike make `baton sessions`
     /// ambiguous (the views then add the peer id, see [`Self::display_name`]).
-    fn check_name(&mut self, key: &str, name: &str) {
+    /// True when it warned: the session views, which may name the first
+    /// node of that name bare, are then to be published again.
+    fn check_name(&mut self, key: &str, name: &str) -> bool {
         if name.is_empty() || self.named_twice.contains(key) {
-            return;
+            return false;
         }
         let mine = *name == self.shared.local.name;
         let other = self
@@ -278,7 +322,51 @@ impl Driver {
                 "two nodes of the overlay share a name: give each node a name of its own \
                  (--name); until then views show the peer id beside it"
             );
+            return true;
         }
+        false
+    }
+
+    /// Publishes every session's view again (after names changed).
+    fn republish_sessions(&mut self) {
+        let ids: Vec<String> = self
+            .node
+            .engine()
+            .map()
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            self.publish_session(&id);
+        }
+    }
+
+    /// Remembers the peer id behind `id`'s compact form.
+    fn remember(&mut self, id: &NodeId) {
+        if self.node_keys.len() < MAX_NODE_KEYS {
+            self.node_keys.insert(id.to_string(), show(id));
+        }
+    }
+
+    /// `text` with the compact ids of the nodes met named as people know
+    /// them (see [`name_nodes`]): reasons and protocol messages show the
+    /// name and the end of the peer id that `baton members` shows.
+    pub(super) fn readable(&self, text: &str) -> String {
+        let me = self.node.id().to_string();
+        let mine = (
+            me.as_str(),
+            node_label(&self.shared.local.id, &self.shared.local.name),
+        );
+        let others = self.node_keys.iter().map(|(compact, key)| {
+            let name = self
+                .shared
+                .members
+                .get(key)
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            (compact.as_str(), node_label(key, &name))
+        });
+        name_nodes(text, std::iter::once(mine).chain(others))
     }
 
     /// How a node is named in views: its name, with the end of its peer id
@@ -316,7 +404,7 @@ impl Driver {
             state: state.to_string(),
             previous: None,
             incarnation: u32::try_from(epoch).unwrap_or(u32::MAX),
-            reason: Some(reason.to_string()),
+            reason: Some(self.readable(reason)),
         });
     }
 
@@ -372,14 +460,14 @@ impl Driver {
             params: record.params.clone(),
             started_ms: record.started_ms,
             updated_ms: record.updated_ms,
-            reason: record.reason.clone(),
+            reason: self.readable(&record.reason),
             history: engine
                 .history(id)
                 .iter()
                 .map(|m| views::Move {
                     epoch: m.epoch,
                     primary: show(&m.primary),
-                    reason: m.reason.clone(),
+                    reason: self.readable(&m.reason),
                     at_ms: m.at_ms,
                 })
                 .collect(),
@@ -484,5 +572,34 @@ impl Driver {
         m.copy_stats(self.node.stats(), &swim.stats());
         m.set_swim_self(swim.incarnation(), swim.local_health());
         m.copy_engine(self.node.engine());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_nodes_as_people_know_them() {
+        let labels = [
+            ("2397b6044c96", node_label("12D3KooWAbcdefghdT6ZLqVt", "b")),
+            ("8066af3cd502", node_label("12D3KooWXyz00000QQQQRRRR", "")),
+        ];
+        assert_eq!(
+            name_nodes("takeover: primary 2397b6044c96 is down", labels.clone()),
+            "takeover: primary b (…dT6ZLqVt) is down"
+        );
+        assert_eq!(
+            name_nodes(
+                "failed: the service would not run on 8066af3cd502: exit status: 3",
+                labels.clone()
+            ),
+            "failed: the service would not run on …QQQQRRRR: exit status: 3"
+        );
+        // Ids of nodes not met stay as they are.
+        assert_eq!(
+            name_nodes("service failed on 0123456789ab: x", labels),
+            "service failed on 0123456789ab: x"
+        );
     }
 }

@@ -1692,3 +1692,39 @@ mod bounded {
         }
     }
 }
+
+#[test]
+fn reasons_are_kept_whole_up_to_the_cap_and_a_cut_shows() {
+    // A failure reason of 100 characters is kept whole (a closing reason
+    // was once cut at 64 characters, mid-sentence).
+    let (mut map, _) = opened();
+    let why = format!(
+        "failed: the service would not run on {}: {}",
+        id_of(1),
+        "x".repeat(50)
+    );
+    assert!(why.len() > 64 && why.len() <= MAX_REASON_BYTES);
+    map.close_because(&key(1), "s1", &why, 2_000).unwrap();
+    assert_eq!(map.get("s1").unwrap().reason, why);
+    // Longer than the cap: cut at a character boundary, marked, valid.
+    let long = "é".repeat(200);
+    let fitted = fit_reason(&long);
+    assert!(fitted.len() <= MAX_REASON_BYTES, "{}", fitted.len());
+    assert!(fitted.ends_with('…') && long.starts_with(fitted.trim_end_matches('…')));
+    assert_eq!(fit_reason("short"), "short");
+    // A claim or handover with a long reason is written, cut, not refused.
+    let (mut a, created) = opened();
+    let mut b = replica_with(&[&created]);
+    let claimed = b
+        .claim(
+            &key(2),
+            "s1",
+            &"takeover ".repeat(40),
+            vec![id_of(3)],
+            3_000,
+        )
+        .unwrap();
+    assert!(claimed.record.reason.ends_with('…'));
+    a.apply(claimed, 4_000).unwrap();
+    assert_eq!(a.get("s1").unwrap().primary, id_of(2));
+}

@@ -833,15 +833,31 @@ fn a_service_that_fails_everywhere_closes_its_session_saying_why() {
     c.crash(other);
     c.tick(Duration::from_millis(200));
     let (now, now_ms) = (c.now, c.now_ms);
-    assert_eq!(
-        c.engines[p].service_failed(now, now_ms, "s1", "exit status 1"),
-        None
-    );
+    // As the exec service says it: the reason keeps it whole.
+    let why = "gave up after 5 quick exits (exit status: 3); last stderr: cannot read the clip";
+    assert_eq!(c.engines[p].service_failed(now, now_ms, "s1", why), None);
     c.settle();
     let r = c.engines[p].map().get("s1").unwrap();
     assert_eq!(r.state, SessionState::Closed);
-    assert!(r.reason.contains("failed") && r.reason.contains("exit status 1"));
+    assert_eq!(
+        r.reason,
+        format!("failed: the service would not run on {}: {why}", c.ids[p])
+    );
     assert!(c.hosting(p).is_empty());
+    // A longer message is cut, visibly, and the reason still fits a record.
+    let mut c = Cluster::new(1);
+    c.open(0, "s2");
+    let (now, now_ms) = (c.now, c.now_ms);
+    let long = "é".repeat(300);
+    assert_eq!(c.engines[0].service_failed(now, now_ms, "s2", &long), None);
+    let r = c.engines[0].map().get("s2").unwrap();
+    assert_eq!(r.state, SessionState::Closed);
+    assert!(
+        r.reason
+            .starts_with("failed: the service would not run on ")
+    );
+    assert!(r.reason.ends_with("é…"), "{}", r.reason);
+    assert!(r.reason.len() <= crate::map::MAX_REASON_BYTES);
 }
 
 #[test]
