@@ -662,7 +662,7 @@ fn one_session_streaming(test: &str) -> Streaming {
     let api_b = ApiClient::new(&b.api(), None).unwrap();
     let alive = |api: &ApiClient| {
         api.get::<Vec<baton_node::views::Member>>("/v1/members")
-            .is_ok_and(|m| m.iter().any(|m| m.state == "alive"))
+            .is_ok_and(|m| m.iter().any(|m| m.state == "alive" && !m.local))
     };
     assert!(
         eventually(Duration::from_secs(20), || alive(&api_a) && alive(&api_b)),

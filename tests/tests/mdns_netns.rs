@@ -51,7 +51,10 @@ fn nodes_in_namespaces_discover_each_other_by_mdns() {
                     .ok()
                     .and_then(|j| j.as_array().cloned())
                     .is_some_and(|members| {
-                        members.len() == n - 1 && members.iter().all(|m| m["state"] == "alive")
+                        // The list names this node too (`local`).
+                        let others: Vec<_> =
+                            members.iter().filter(|m| m["local"] != true).collect();
+                        others.len() == n - 1 && others.iter().all(|m| m["state"] == "alive")
                     })
             });
             if all {

@@ -156,7 +156,11 @@ fn overlay(names: &[&str]) -> Vec<Batond> {
     wait_for("converged membership", Duration::from_secs(30), || {
         nodes
             .iter()
-            .all(|n| n.members().iter().filter(|m| m.state == "alive").count() == others)
+            .all(|n| {
+                let members = n.members();
+                let alive = members.iter().filter(|m| m.state == "alive" && !m.local);
+                alive.count() == others
+            })
             .then_some(())
     });
     nodes
