@@ -320,13 +320,14 @@ fn render(outcomes: &[Outcome], quick: bool) -> String {
          below comes from a report under `docs/eval/`, and beside each is the \
          command that produced it. Targets are the project's design targets, \
          written once in `testnet/src/targets.rs`. To regenerate everything \
-         (about 45 minutes, as root, from the repository root):\n\n\
+         (about 45 minutes, and about an hour more for the trade-off study's \
+         sweep; as root, from the repository root):\n\n\
          ```sh\n\
          cargo build --release --workspace --bins\n\
          sudo ./target/release/testnet evaluate --docs docs\n\
          ```\n\n\
          `--only PREFIX` re-runs the steps whose key starts with PREFIX (e.g. \
-         `kill`, `sim-`, `bench`) and keeps the other reports.\n",
+         `kill`, `sim-`, `study-`, `bench`) and keeps the other reports.\n",
         if quick {
             " in **quick mode** (small sizes, short runs: not the documented configuration)"
         } else {

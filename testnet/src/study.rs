@@ -252,6 +252,10 @@ pub fn render<'a>(md: &mut String, quick: bool, report: impl Fn(&str) -> &'a Val
              `testnet study` runs them."
         );
     }
+    let reading = reading(quick, &report);
+    if !reading.is_empty() {
+        let _ = writeln!(md, "\n**Reading the sweep.** {}", reading.join(" "));
+    }
     let _ = writeln!(
         md,
         "\nFor scale: Serf 0.8 (LAN profile, 10 agents, measured on this kind of \
@@ -260,6 +264,66 @@ pub fn render<'a>(md: &mut String, quick: bool, report: impl Fn(&str) -> &'a Val
          testnet's side (N=16, LAN and WAN, real processes) is not swept yet.\n",
         SERF.0, SERF.1
     );
+}
+
+/// What the sweep says, from its numbers: the point that spends what Serf
+/// spends, the cheapest point that detects as fast as the paper, and what
+/// loss costs. Empty when the points it needs have no reports.
+fn reading<'a>(quick: bool, report: impl Fn(&str) -> &'a Value) -> Vec<String> {
+    let all: Vec<(Point, Measured)> = points(quick)
+        .into_iter()
+        .map(|p| (p, measured(&p, &report)))
+        .collect();
+    let mut out = Vec::new();
+    let clean = |n: usize| {
+        all.iter()
+            .filter(move |(p, _)| p.nodes == n && p.loss == 0.0)
+            .filter_map(|(p, m)| Some((p, m.bytes?, m.detection?)))
+    };
+    if let Some((p, bytes, (_, p99, _))) =
+        clean(100).min_by(|a, b| (a.1 - SERF.0).abs().total_cmp(&(b.1 - SERF.0).abs()))
+    {
+        out.push(format!(
+            "At about Serf's traffic ({bytes:.0} B/s per node, probe interval {} ms, N=100), \
+             detection p99 is {:.1} s, against Serf's ~{:.0} s.",
+            p.interval_ms,
+            p99 / 1000.0,
+            SERF.1
+        ));
+    }
+    if let Some((p, bytes, (_, p99, _))) = clean(100)
+        .filter(|(_, _, (_, p99, _))| *p99 <= PAPER_DETECTION_S * 1000.0)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+    {
+        out.push(format!(
+            "The cheapest point that detects within the paper's ~{PAPER_DETECTION_S} s \
+             (p99 {:.2} s) spends {bytes:.0} B/s per node (interval {} ms, N=100).",
+            p99 / 1000.0,
+            p.interval_ms
+        ));
+    }
+    let ratios: Vec<f64> = INTERVALS_MS
+        .iter()
+        .filter_map(|&i| {
+            let at = |loss: f64| {
+                all.iter()
+                    .find(|(p, _)| p.nodes == 100 && p.interval_ms == i && p.loss == loss)
+                    .and_then(|(_, m)| m.bytes)
+            };
+            Some(at(0.05)? / at(0.0)?)
+        })
+        .collect();
+    if let (Some(lo), Some(hi)) = (
+        ratios.iter().copied().reduce(f64::min),
+        ratios.iter().copied().reduce(f64::max),
+    ) {
+        out.push(format!(
+            "5% loss on every link costs {lo:.1}-{hi:.1}x the bytes of no loss at N=100 \
+             (failed direct probes start indirect ones through k members; suspicions \
+             spread and are refuted)."
+        ));
+    }
+    out
 }
 
 /// Writes the plot next to the reports.
@@ -300,6 +364,46 @@ mod tests {
         };
         assert!(p.detection_args(false).contains("--probe-timeout 25ms"));
         assert!(p.idle_args(false).contains("--loss 0.05"));
+    }
+
+    #[test]
+    fn the_reading_names_serfs_point_the_papers_and_what_loss_costs() {
+        let mut reports = BTreeMap::new();
+        for (interval_ms, bytes, p99) in [
+            (100, 1400.0, 950.0),
+            (200, 700.0, 1600.0),
+            (500, 320.0, 5000.0),
+        ] {
+            for (loss, factor) in [(0.0, 1.0), (0.05, 2.0)] {
+                let p = Point {
+                    nodes: 100,
+                    interval_ms,
+                    loss,
+                };
+                reports.insert(
+                    p.detection_key(),
+                    serde_json::json!({"detection_ms": {"p50": p99 / 2.0, "p99": p99, "samples": 99}, "false_positives": 0}),
+                );
+                reports.insert(
+                    p.idle_key(),
+                    serde_json::json!({"bytes_per_node_per_s": bytes * factor, "false_positives": 0}),
+                );
+            }
+        }
+        let null = Value::Null;
+        let get = |k: &str| reports.get(k).unwrap_or(&null);
+        let said = reading(false, get).join(" ");
+        assert!(
+            said.contains("Serf's traffic (320 B/s per node, probe interval 500 ms"),
+            "{said}"
+        );
+        assert!(said.contains("p99 is 5.0 s"), "{said}");
+        assert!(
+            said.contains("(p99 1.60 s) spends 700 B/s per node (interval 200 ms"),
+            "{said}"
+        );
+        assert!(said.contains("costs 2.0-2.0x"), "{said}");
+        assert!(reading(false, |_: &str| &null).is_empty());
     }
 
     #[test]
