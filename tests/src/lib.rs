@@ -1,6 +1,8 @@
 //! Helpers shared by Baton's integration and end-to-end tests; the tests
 //! themselves live in `tests/tests/`.
 
+pub mod batond;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

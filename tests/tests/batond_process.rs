@@ -9,105 +9,14 @@
 //! refused without a second sender. Bootstrap mistakes and a name two
 //! nodes share are warned about.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_node::cli::client::ApiClient;
 use baton_node::views::{OpenRequest, Session};
-use baton_tests::{TempDir, workspace_bin};
-
-/// A `batond` process, its stderr collected line by line; killed with
-/// SIGKILL (and waited for) on drop, so a failing test leaves none behind.
-struct Batond {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Batond {
-    fn start(args: &[&str]) -> Batond {
-        let mut child = Command::new(workspace_bin("batond"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start batond");
-        let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Batond { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits until a log line contains `text`; returns that line.
-    fn wait_for(&self, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "batond did not log {text:?} within {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The API address of a node started with `--log-format json`.
-    fn api(&self) -> String {
-        let line = self.wait_for("\"node started\"", Duration::from_secs(20));
-        let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-        json["fields"]["api_addr"]
-            .as_str()
-            .expect("node started names api_addr")
-            .to_string()
-    }
-
-    /// Its exit status, if it exits within `timeout`.
-    fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for batond") {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Batond {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
+use baton_tests::TempDir;
+use baton_tests::batond::Batond;
 
 /// Process `pid`'s state letter, parent and process group, from /proc.
 fn stat(pid: u32) -> Option<(char, u32, u32)> {
@@ -194,7 +103,7 @@ fn kill_9_of_batond_leaves_no_exec_command_and_a_restart_ends_the_leftovers() {
     let mut args = loopback_args(&data, "orphans");
     args.extend(["--config", &conf]);
     let mut node = Batond::start(&args);
-    let api = ApiClient::new(&node.api(), None).unwrap();
+    let api = ApiClient::new(&node.api_addr(), None).unwrap();
     let mut cleanup = Groups::default();
     for template in ["direct", "nested"] {
         let session: Session = api
@@ -242,7 +151,7 @@ fn kill_9_of_batond_leaves_no_exec_command_and_a_restart_ends_the_leftovers() {
 
     // ...and the next run on the same data directory ends it.
     let restarted = Batond::start(&args);
-    restarted.api();
+    restarted.api_addr();
     assert!(
         eventually(Duration::from_secs(2), || group(nested).is_empty()),
         "a restart on the same data directory left group {nested} running: {:?}\n{}",
@@ -260,7 +169,7 @@ fn a_second_batond_on_a_held_data_dir_refuses_naming_the_holder() {
     let dir = TempDir::new("lock");
     let data = dir.0.join("data").display().to_string();
     let first = Batond::start(&loopback_args(&data, "first"));
-    first.api();
+    first.api_addr();
     let mut second = Batond::start(&loopback_args(&data, "second"));
     let status = second.exit_within(Duration::from_secs(10));
     let log = second.log();
@@ -349,7 +258,7 @@ fn a_held_udp_or_tcp_port_stops_batond_with_the_os_reason() {
     };
     let holder_args = tcp_args(&data);
     let holder = Batond::start(&holder_args.iter().map(String::as_str).collect::<Vec<_>>());
-    holder.api();
+    holder.api_addr();
     let second_args = tcp_args(&second);
     assert_refused(
         &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -422,7 +331,7 @@ fn a_token_is_enforced_on_loopback_and_a_rebound_host_is_refused() {
         "read-token",
     ]);
     let node = Batond::start(&args);
-    let api = node.api();
+    let api = node.api_addr();
     let host = format!("Host: {api}\r\n");
     assert!(http_status(&api, "/v1/status", &host).contains(" 401 "));
     let full = format!("{host}Authorization: Bearer full-token\r\n");
@@ -468,7 +377,7 @@ fn members_with_other_exec_templates_are_warned_about_on_both_sides() {
     args_a[5] = &listen;
     args_a.extend(["--config", &conf_a]);
     let a = Batond::start(&args_a);
-    a.api();
+    a.api_addr();
     let mut args_b = loopback_args(&data_b, "b");
     args_b.extend(["--config", &conf_b, "--bootstrap", &listen]);
     let b = Batond::start(&args_b);
@@ -496,7 +405,7 @@ fn bootstrap_mistakes_and_a_shared_name_are_warned_about() {
     args_a[5] = &listen;
     args_a.extend(["--bootstrap", &listen]);
     let a = Batond::start(&args_a);
-    a.api();
+    a.api_addr();
     a.wait_for(
         "every bootstrap address is this node itself",
         Duration::from_secs(5),
@@ -655,11 +564,11 @@ fn one_session_streaming(test: &str) -> Streaming {
     args_a[5] = &listen;
     args_a.extend(["--config", &conf]);
     let a = Batond::start(&args_a);
-    let api_a = ApiClient::new(&a.api(), None).unwrap();
+    let api_a = ApiClient::new(&a.api_addr(), None).unwrap();
     let mut args_b = loopback_args(&data_b, "b");
     args_b.extend(["--config", &conf, "--bootstrap", &listen]);
     let b = Batond::start(&args_b);
-    let api_b = ApiClient::new(&b.api(), None).unwrap();
+    let api_b = ApiClient::new(&b.api_addr(), None).unwrap();
     let alive = |api: &ApiClient| {
         api.get::<Vec<baton_node::views::Member>>("/v1/members")
             .is_ok_and(|m| m.iter().any(|m| m.state == "alive" && !m.local))

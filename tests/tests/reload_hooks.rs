@@ -5,125 +5,13 @@
 //! new one is broken; `[hooks]` run the operator's command on a member's
 //! death and a session's takeover, and a hung hook is killed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use baton_node::cli::client::ApiClient;
 use baton_node::views::{OpenRequest, Peer, Session, Status};
+use baton_tests::batond::Batond;
 use baton_tests::{TempDir, workspace_bin};
-
-/// A `batond` process, its stderr collected line by line; killed with
-/// SIGKILL (and waited for) on drop.
-struct Batond {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Batond {
-    fn start(args: &[&str]) -> Batond {
-        let mut child = Command::new(workspace_bin("batond"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start batond");
-        let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Batond { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn lines(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    /// Log lines from number `from` on.
-    fn log_since(&self, from: usize) -> String {
-        self.log.lock().unwrap()[from..].join("\n")
-    }
-
-    fn wait_for(&self, text: &str, timeout: Duration) -> String {
-        self.wait_for_since(0, text, timeout)
-    }
-
-    /// Waits until a log line from number `from` on contains `text`.
-    fn wait_for_since(&self, from: usize, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.log.lock().unwrap()[from..]
-                .iter()
-                .find(|l| l.contains(text))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "batond did not log {text:?} within {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The API of a node started with `--log-format json`.
-    fn api(&self) -> ApiClient {
-        let line = self.wait_for("\"node started\"", Duration::from_secs(20));
-        let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-        let addr = json["fields"]["api_addr"].as_str().expect("api_addr");
-        ApiClient::new(addr, None).unwrap()
-    }
-
-    fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Batond {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
 
 fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

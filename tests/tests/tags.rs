@@ -4,92 +4,11 @@
 //! ... --state ...` filters through the API, `baton rtt` reads the
 //! coordinates, and tags beyond the caps stop `batond` at start.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use baton_tests::batond::Batond;
 use baton_tests::{TempDir, workspace_bin};
-
-/// A `batond` process, its stderr collected; killed (and waited for) on
-/// drop, so that a failing test leaves none behind.
-struct Batond {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Batond {
-    fn start(args: &[&str]) -> Batond {
-        let mut child = Command::new(workspace_bin("batond"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start batond");
-        let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Batond { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// The API address, from the JSON "node started" line.
-    fn api(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let line = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains("\"node started\""))
-                .cloned();
-            if let Some(line) = line {
-                let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log");
-                return json["fields"]["api_addr"]
-                    .as_str()
-                    .expect("api_addr")
-                    .into();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "batond did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Its exit code, if it exits within `timeout`.
-    fn exit_within(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait for batond") {
-                std::thread::sleep(Duration::from_millis(100));
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Batond {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node_args<'a>(dir: &'a str, name: &'a str) -> Vec<&'a str> {
     vec![
@@ -152,7 +71,7 @@ fn tags_travel_with_the_metadata_and_members_filter_by_them_end_to_end() {
     let mut args0 = node_args(&d0, "t0");
     args0.extend(["--tag", "region=eu", "--tag", "tier=media"]);
     let n0 = Batond::start(&args0);
-    let api0 = n0.api();
+    let api0 = n0.api_addr();
     let (code, status, err) = baton(&api0, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -169,8 +88,8 @@ fn tags_travel_with_the_metadata_and_members_filter_by_them_end_to_end() {
     let mut args2 = node_args(&d2, "t2");
     args2.extend(["--tag", "region=us", "--bootstrap", &seed]);
     let n2 = Batond::start(&args2);
-    let api2 = n2.api();
-    let _ = n1.api();
+    let api2 = n2.api_addr();
+    let _ = n1.api_addr();
 
     // Every node sees the three, itself included and marked.
     let mut last = String::new();
@@ -251,7 +170,9 @@ fn tags_beyond_the_caps_stop_batond_at_start_with_the_reason() {
         (bad_value, "may hold only letters, digits"),
     ] {
         let mut node = Batond::start(&args);
-        let code = node.exit_within(Duration::from_secs(10));
+        let code = node
+            .exit_within(Duration::from_secs(10))
+            .and_then(|s| s.code());
         let log = node.log();
         assert_eq!(
             code,
