@@ -9,7 +9,6 @@
 //! one owner, agreed by every node.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -104,25 +103,15 @@ fn hosted_by(h: &Harness, i: usize) -> Option<Vec<String>> {
 /// The longest run of consecutive 100 ms bins (from `from`) in which
 /// packets came from two senders or more, ms.
 pub fn longest_double_heard(arrivals: &[Arrival], from: Instant) -> f64 {
-    let mut bins: std::collections::BTreeMap<u128, Vec<SocketAddr>> = Default::default();
-    for a in arrivals.iter().filter(|a| a.at >= from) {
-        let bin = a.at.duration_since(from).as_millis() / 100;
-        let senders = bins.entry(bin).or_default();
-        if !senders.contains(&a.from) {
-            senders.push(a.from);
-        }
-    }
     let (mut longest, mut run, mut last) = (0u128, 0u128, None::<u128>);
-    for (bin, senders) in &bins {
-        if senders.len() > 1 {
-            run = if last == Some(bin.wrapping_sub(1)) {
-                run + 1
-            } else {
-                1
-            };
-            last = Some(*bin);
-            longest = longest.max(run);
-        }
+    for bin in super::harness::two_sender_bins(arrivals, from) {
+        run = if last == Some(bin.wrapping_sub(1)) {
+            run + 1
+        } else {
+            1
+        };
+        last = Some(bin);
+        longest = longest.max(run);
     }
     (longest * 100) as f64
 }
@@ -378,6 +367,7 @@ pub fn cut(opts: &Options) -> Result<Report, TestbedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn arrival(at: Instant, from: SocketAddr) -> Arrival {
         Arrival {

@@ -397,18 +397,26 @@ pub(super) fn node_of(addr: &std::net::SocketAddr) -> String {
 /// 100 ms intervals (from the first arrival) with packets from two or more
 /// senders.
 pub fn two_source_bins(arrivals: &[Arrival]) -> u64 {
-    let Some(first) = arrivals.first() else {
-        return 0;
-    };
-    let mut bins: HashMap<u128, Vec<std::net::SocketAddr>> = HashMap::new();
-    for a in arrivals {
-        let bin = a.at.saturating_duration_since(first.at).as_millis() / 100;
+    arrivals
+        .first()
+        .map_or(0, |first| two_sender_bins(arrivals, first.at).len() as u64)
+}
+
+/// The 100 ms intervals, counted from `from`, in which packets arrived from
+/// two senders or more (arrivals before `from` left out).
+pub fn two_sender_bins(arrivals: &[Arrival], from: Instant) -> std::collections::BTreeSet<u128> {
+    let mut bins: std::collections::BTreeMap<u128, Vec<std::net::SocketAddr>> = Default::default();
+    for a in arrivals.iter().filter(|a| a.at >= from) {
+        let bin = a.at.duration_since(from).as_millis() / 100;
         let senders = bins.entry(bin).or_default();
         if !senders.contains(&a.from) {
             senders.push(a.from);
         }
     }
-    bins.values().filter(|s| s.len() > 1).count() as u64
+    bins.into_iter()
+        .filter(|(_, s)| s.len() > 1)
+        .map(|(bin, _)| bin)
+        .collect()
 }
 
 /// Sleeps `d` in small steps, failing at Ctrl-C.
