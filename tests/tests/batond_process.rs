@@ -10,7 +10,6 @@
 //! nodes share are warned about.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_node::cli::client::ApiClient;
@@ -440,50 +439,39 @@ fn bootstrap_mistakes_and_a_shared_name_are_warned_about() {
     assert!(line.contains("\"error\""), "{line}");
 }
 
-/// An RTP receiver on 127.0.0.1 that notes, for every packet, when it came,
-/// from which address and with which SSRC: a client that counts senders.
+/// A client that counts senders: the testnet's RTP receiver on 127.0.0.1
+/// (silent: it sends no RTCP), read as (arrival, source address, SSRC).
 struct Senders {
     addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<(Instant, std::net::SocketAddr, u32)>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    rx: baton_testnet::rtp_receiver::RtpReceiver,
 }
 
 impl Senders {
     fn bind() -> Senders {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the receiver");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (into, stopped) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                // RTP version 2, not RTCP (payload types 72-76 with the
-                // marker bit: 200-204).
-                if n >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&(buf[1] & 0x7f)) {
-                    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-                    into.lock().unwrap().push((Instant::now(), from, ssrc));
-                }
-            }
-        });
-        Senders { addr, seen, stop }
+        let rx = baton_testnet::rtp_receiver::RtpReceiver::bind_silent("127.0.0.1:0")
+            .expect("bind the receiver");
+        Senders {
+            addr: rx.local_addr(),
+            rx,
+        }
+    }
+
+    /// Every packet from `from` on: when, from which address, which SSRC.
+    fn seen(&self, from: Instant) -> Vec<(Instant, std::net::SocketAddr, u32)> {
+        self.rx
+            .arrivals()
+            .into_iter()
+            .filter(|a| a.at >= from)
+            .map(|a| (a.at, a.from, a.ssrc))
+            .collect()
     }
 
     /// The distinct senders (source address, SSRC) heard from `from` on.
     fn since(&self, from: Instant) -> Vec<(std::net::SocketAddr, u32)> {
         let mut out: Vec<_> = self
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(at, _, _)| *at >= from)
-            .map(|&(_, addr, ssrc)| (addr, ssrc))
+            .seen(from)
+            .into_iter()
+            .map(|(_, addr, ssrc)| (addr, ssrc))
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -492,15 +480,14 @@ impl Senders {
 
     /// The most distinct senders heard within any `window` from `from` on.
     fn most_at_once(&self, from: Instant, window: Duration) -> usize {
-        let seen = self.seen.lock().unwrap();
-        let packets: Vec<_> = seen.iter().filter(|(at, _, _)| *at >= from).collect();
+        let packets = self.seen(from);
         packets
             .iter()
             .map(|(start, _, _)| {
                 let mut in_window: Vec<_> = packets
                     .iter()
                     .filter(|(at, _, _)| *at >= *start && *at < *start + window)
-                    .map(|&&(_, addr, ssrc)| (addr, ssrc))
+                    .map(|&(_, addr, ssrc)| (addr, ssrc))
                     .collect();
                 in_window.sort_unstable();
                 in_window.dedup();
@@ -512,19 +499,12 @@ impl Senders {
 
     /// When `sender` was last heard.
     fn last_from(&self, sender: (std::net::SocketAddr, u32)) -> Option<Instant> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|&&(_, addr, ssrc)| (addr, ssrc) == sender)
-            .map(|(at, _, _)| *at)
+        self.rx
+            .arrivals()
+            .into_iter()
+            .filter(|a| (a.from, a.ssrc) == sender)
+            .map(|a| a.at)
             .max()
-    }
-}
-
-impl Drop for Senders {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -675,9 +655,7 @@ fn after_kill_9_of_the_primary_the_client_hears_one_sender_the_backups() {
          heard {:?} after it",
         last_old.saturating_duration_since(killed),
         receiver
-            .seen
-            .lock()
-            .unwrap()
+            .seen(killed)
             .iter()
             .find(|(_, a, s)| (*a, *s) == new)
             .map(|(at, _, _)| at.duration_since(killed))
