@@ -56,6 +56,20 @@ pub(super) fn bound_bodies(app: Router<AppState>, limit: Duration) -> Router<App
 
 async fn read_body(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let response = read_body_then(limit, parts, body, next).await;
+    // One DEBUG line per request (never the query: it may hold a token).
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "api request");
+    response
+}
+
+async fn read_body_then(
+    limit: Duration,
+    parts: axum::http::request::Parts,
+    body: Body,
+    next: Next,
+) -> Response {
     let read = async {
         let mut body = body;
         let mut bytes = Vec::new();
