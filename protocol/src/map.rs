@@ -968,7 +968,14 @@ impl Map {
             self.stats.accepted += 1;
             return Ok(self.insert(delta, now_ms));
         };
-        let fp = fingerprint(record);
+        // The version held, byte for byte (the common case: each delta
+        // reaches a node many times): its fingerprint is known, so the
+        // record need not be serialized and hashed again.
+        let fp = if *record == entry.delta.record {
+            entry.fingerprint
+        } else {
+            fingerprint(record)
+        };
         let order = rank(record)
             .cmp(&rank(&entry.delta.record))
             .then_with(|| fp.cmp(&entry.fingerprint));

@@ -49,6 +49,13 @@ pub struct Config {
     pub max_local_health: u32,
     /// An update is piggybacked `retransmit_mult · ceil(log10(n + 1))` times.
     pub retransmit_mult: u32,
+    /// An application payload (a session-map delta) is piggybacked
+    /// `app_retransmit_mult · ceil(log10(n + 1))` times. Fewer than
+    /// membership updates: every node that learns a payload also pushes it
+    /// at once to `gossip_fanout` members, and the map's anti-entropy (its
+    /// root on every sync) repairs what gossip missed, whereas SWIM's own
+    /// updates must reach every member by gossip alone.
+    pub app_retransmit_mult: u32,
     /// Members a fresh update is pushed to at once, and members a leaving
     /// node tells (twice as many).
     pub gossip_fanout: usize,
@@ -101,6 +108,7 @@ impl Config {
             suspicion_confirmations: 3,
             max_local_health: 8,
             retransmit_mult: 4,
+            app_retransmit_mult: 4,
             gossip_fanout: 3,
             max_piggyback: 16,
             sync_interval: Duration::from_secs(5),
@@ -135,6 +143,13 @@ impl Config {
     pub fn retransmit_limit(&self, n: usize) -> u32 {
         let scale = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
         self.retransmit_mult * scale
+    }
+
+    /// How many times an application payload is piggybacked in a group of
+    /// `n` members.
+    pub fn app_retransmit_limit(&self, n: usize) -> u32 {
+        let scale = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
+        self.app_retransmit_mult.max(1) * scale
     }
 }
 
@@ -464,10 +479,15 @@ impl AppQueue {
     /// number, counting a transmission for each; one sent `limit` times
     /// leaves the queue.
     fn take(&mut self, mut room: usize, max: usize, limit: u32) -> Vec<Vec<u8>> {
+        // Payloads that do not fit the room left are passed over, but only
+        // a few: scanning the whole queue for each message costs O(queue)
+        // per datagram once thousands of deltas wait (a crash at N=1000).
+        const MAX_MISFITS: usize = 8;
         let mut out = Vec::new();
         let mut kept = Vec::new();
         let mut budget = self.entries.len();
-        while out.len() < max && budget > 0 {
+        let mut misfits = 0;
+        while out.len() < max && budget > 0 && misfits < MAX_MISFITS {
             budget -= 1;
             let Some(mut q) = self.entries.pop_front() else {
                 break;
@@ -480,6 +500,7 @@ impl AppQueue {
             }
             let len = crate::wire::app_len(payload);
             if len > room {
+                misfits += 1;
                 kept.push(q);
                 continue;
             }
@@ -1938,7 +1959,7 @@ impl<R: Rng> Swim<R> {
         if self.app_broadcasts.is_empty() {
             return Vec::new();
         }
-        let limit = self.config.retransmit_limit(self.group_size());
+        let limit = self.config.app_retransmit_limit(self.group_size());
         self.app_broadcasts
             .take(room, crate::wire::MAX_APP_PAYLOADS / 2, limit)
     }

@@ -562,6 +562,10 @@ struct Tuning {
     #[arg(long, value_name = "N")]
     retransmit_mult: Option<u32>,
 
+    /// A session-map delta is piggybacked this many times ceil(log10(n + 1)).
+    #[arg(long, value_name = "N")]
+    app_retransmit_mult: Option<u32>,
+
     /// Members a fresh update is pushed to at once.
     #[arg(long, value_name = "N")]
     gossip_fanout: Option<usize>,
@@ -585,6 +589,7 @@ impl Tuning {
             suspicion_min_mult,
             suspicion_max_mult,
             retransmit_mult,
+            app_retransmit_mult,
             gossip_fanout,
             max_piggyback,
             sync_interval,
@@ -596,6 +601,7 @@ impl Tuning {
         set(&mut c.suspicion_min_mult, suspicion_min_mult);
         set(&mut c.suspicion_max_mult, suspicion_max_mult);
         set(&mut c.retransmit_mult, retransmit_mult);
+        set(&mut c.app_retransmit_mult, app_retransmit_mult);
         set(&mut c.gossip_fanout, gossip_fanout);
         set(&mut c.max_piggyback, max_piggyback);
         set(&mut c.sync_interval, sync_interval);

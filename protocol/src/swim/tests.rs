@@ -986,7 +986,7 @@ fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
     // A newer payload under the same key replaces the queued one.
     h.swim.broadcast_app(b"k".to_vec(), b"delta-2".to_vec());
     h.drain();
-    let limit = h.swim.config().retransmit_limit(6);
+    let limit = h.swim.config().app_retransmit_limit(6);
     let mut carried = 0;
     for seq in 0..(limit + 3) as u16 {
         h.recv(
@@ -1406,4 +1406,30 @@ fn queued_updates_counts_news_once_per_member_until_sent_out() {
         let _ = h.swim.broadcasts.take(16, 1024, limit, &id(0));
     }
     assert_eq!(h.swim.queued_updates(), 0, "sent out {limit} times each");
+}
+
+#[test]
+fn the_app_queue_passes_over_a_few_payloads_that_do_not_fit_then_stops_looking() {
+    let mut q = AppQueue::default();
+    // Pushed to the front: the small one ends up behind 20 large ones.
+    q.push(b"small".to_vec(), vec![0; 10], 0);
+    for i in 0..20u8 {
+        q.push(vec![b'L', i], vec![0; 500], 0);
+    }
+    // Room for the small payload only: the scan gives up after a few
+    // misfits instead of walking the whole queue for every datagram.
+    assert!(q.take(100, 8, 10).is_empty());
+    // The misfits went to the back; later scans reach the small one.
+    let mut found = false;
+    for _ in 0..3 {
+        let got = q.take(100, 8, 10);
+        if !got.is_empty() {
+            assert_eq!(got, vec![vec![0u8; 10]]);
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "the small payload was never reached");
+    // With room, the large ones still go, least sent first.
+    assert_eq!(q.take(2000, 8, 10).len(), 3);
 }

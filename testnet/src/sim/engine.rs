@@ -679,6 +679,12 @@ impl Sim {
         self.sessions.times.samples()
     }
 
+    /// Crash until a backup's claim is written at the claimer (the first
+    /// part of [`takeover_samples`](Self::takeover_samples)).
+    pub fn claim_samples(&self) -> &[Duration] {
+        self.sessions.times.claims()
+    }
+
     /// Takeovers that had not reached every live node when the run ended,
     /// and takeovers cut short by the crash of their claimer.
     pub fn takeovers_unfinished(&self) -> (usize, usize) {
@@ -1821,6 +1827,9 @@ impl Sim {
         self.push(at, What::ServiceStarted { node, life, id });
         self.sessions.ownership.start(i as u32, sid);
         self.sessions.lost.hosted(sid);
+        if record.reason.starts_with("takeover") {
+            self.sessions.times.on_claimed(sid, now);
+        }
         if record.reason.starts_with("takeover")
             && let Some(v) =
                 self.sessions

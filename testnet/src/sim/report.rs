@@ -74,6 +74,9 @@ pub struct Report {
     /// A primary's crash until every live node's map names the backup that
     /// claimed the session.
     pub takeover_ms: Summary,
+    /// A primary's crash until a backup has written its claim (at the
+    /// claimer): `takeover_ms` less the claim's spread to every node.
+    pub claim_ms: Summary,
     /// How the sessions were set up, and what became of takeovers.
     pub session_details: SessionReport,
     /// First node's start until every node sees every other alive.
@@ -363,6 +366,7 @@ impl fmt::Display for Report {
                 "  lost / doubly owned",
                 format!("{} / {}", self.sessions_lost, self.double_owned),
             )?;
+            row(f, "  claim (at the claimer)", summary(&self.claim_ms))?;
             row(
                 f,
                 "  takeover",

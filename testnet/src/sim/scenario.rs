@@ -542,6 +542,7 @@ fn report(
         sessions_lost: sim.sessions_lost(),
         double_owned: sim.double_owned(),
         takeover_ms: summary(sim.takeover_samples()),
+        claim_ms: summary(sim.claim_samples()),
         session_details: SessionReport {
             replication: if cfg.sessions == 0 {
                 "none".to_owned()

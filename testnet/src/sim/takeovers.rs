@@ -13,6 +13,8 @@ struct Open {
     at: Duration,
     /// Live nodes whose map still names the crashed primary.
     waiting: BTreeSet<u32>,
+    /// Whether a backup's claim was seen (its first takeover start).
+    claimed: bool,
 }
 
 /// Open takeovers and finished ones.
@@ -20,6 +22,7 @@ struct Open {
 pub struct TakeoverTimes {
     open: BTreeMap<Sid, Open>,
     samples: Vec<Duration>,
+    claims: Vec<Duration>,
     superseded: usize,
 }
 
@@ -42,6 +45,7 @@ impl TakeoverTimes {
                 crashed,
                 at: now,
                 waiting,
+                claimed: false,
             },
         );
         self.settle(sid, now);
@@ -58,6 +62,23 @@ impl TakeoverTimes {
             o.waiting.remove(&node);
             self.settle(sid, now);
         }
+    }
+
+    /// A backup started `sid` as a takeover at `now`: the first such start
+    /// of an open takeover is its claim time (crash until the claim is
+    /// written at the claimer, before it spreads).
+    pub fn on_claimed(&mut self, sid: Sid, now: Duration) {
+        if let Some(o) = self.open.get_mut(&sid)
+            && !o.claimed
+        {
+            o.claimed = true;
+            self.claims.push(now.saturating_sub(o.at));
+        }
+    }
+
+    /// Crash until claim, one per takeover that was claimed.
+    pub fn claims(&self) -> &[Duration] {
+        &self.claims
     }
 
     /// Node `node` stopped: it is not waited for.
@@ -106,11 +127,14 @@ mod tests {
         let mut t = TakeoverTimes::new();
         t.on_crash(4, 9, 100 * MS, [1, 2, 3].into());
         assert_eq!(t.crashed(4), Some(9));
+        t.on_claimed(4, 800 * MS);
         t.on_seen(4, 1, 900 * MS);
+        t.on_claimed(4, 900 * MS);
         t.on_gone(3, 950 * MS);
         assert!(t.samples().is_empty());
         t.on_seen(4, 2, 1100 * MS);
         assert_eq!(t.samples(), [1000 * MS]);
+        assert_eq!(t.claims(), [700 * MS], "the first claim only");
         assert_eq!(t.open_count(), 0);
     }
 }
