@@ -145,6 +145,14 @@ function onStreamEvent(kind, data) {
   } else if (kind === "refuted") {
     logEvent({ at, kind, source: "stream", id: e.id, state: e.state, cls: "",
                text: "this node refuted a suspicion about itself (incarnation " + e.incarnation + ")" });
+  } else if (kind === "reload") {
+    const list = (fields) => (fields && fields.length ? fields.join(", ") : "nothing");
+    const text = e.state === "refused"
+      ? "configuration reload refused on " + (e.name || "this node") + ": " + (e.reason || "")
+      : "configuration reloaded on " + (e.name || "this node") + ": changed " + list(e.applied) +
+        (e.restart && e.restart.length ? "; needs a restart: " + list(e.restart) : "");
+    logEvent({ at, kind, source: "stream", id: e.id, state: e.state, reason: e.reason,
+               cls: e.state === "refused" ? "refused" : "", text });
   } else if (kind === "lagged") {
     logEvent({ kind, source: "stream", cls: "", text: "missed " + e.missed + " events; refreshing" });
   } else {
@@ -162,7 +170,7 @@ function connectEvents() {
     set(source.readyState === EventSource.CLOSED ? "closed" : "connecting",
         source.readyState === EventSource.CLOSED ? "events: closed (reload the page)" : "events: reconnecting");
   };
-  for (const kind of ["member", "session", "refuted", "lagged"]) {
+  for (const kind of ["member", "session", "refuted", "reload", "lagged"]) {
     source.addEventListener(kind, (ev) => onStreamEvent(kind, ev.data));
   }
 }
