@@ -33,7 +33,7 @@ pub const DEFAULT_PORT: u16 = 7701;
                   batond --name berkeley --bootstrap /ip4/198.18.0.1/udp/7701/quic-v1\n  \
                   batond --name berkeley --tag region=us-west --tag tier=media\n  \
                   batond --config /etc/baton/batond.toml\n  \
-                  batond --name a --listen /ip4/127.0.0.1/udp/0/quic-v1 --no-mdns --api 127.0.0.1:7710"
+                  batond --name a --listen /ip4/127.0.0.1/udp/0/quic-v1 --mdns=false --api 127.0.0.1:7710"
 )]
 pub struct Flags {
     /// TOML configuration file.
@@ -59,8 +59,21 @@ pub struct Flags {
     /// /ip4/IP/tcp/PORT, with or without /p2p/<peer id> (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
-    /// Do not discover peers on the LAN with mDNS.
-    #[arg(long)]
+    /// Discover peers on the LAN with mDNS: true or false (also on/off,
+    /// yes/no, 1/0; `--mdns` alone is true). Wins over the file's `mdns`,
+    /// in both directions. Default: true.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        overrides_with = "no_mdns"
+    )]
+    pub mdns: Option<bool>,
+    /// The same as --mdns=false (kept for existing scripts). Of --mdns and
+    /// --no-mdns, the last given wins.
+    #[arg(long, overrides_with = "mdns")]
     pub no_mdns: bool,
     /// Address of the HTTP API: IP:PORT, a port (on 127.0.0.1), or
     /// localhost:PORT. Beyond loopback, requests need the api_token.
@@ -440,7 +453,13 @@ impl Config {
             })?,
             None => beside(&listen[0]),
         };
-        let mdns = !flags.no_mdns && file.mdns.unwrap_or(true);
+        // `--no-mdns` is `--mdns=false`; either wins over the file.
+        let mdns_flag = if flags.no_mdns {
+            Some(false)
+        } else {
+            flags.mdns
+        };
+        let mdns = mdns_flag.or(file.mdns).unwrap_or(true);
         let api_raw = flags
             .api
             .or(file.api)
@@ -1095,6 +1114,52 @@ mod tests {
         assert_eq!(c.capacity, 5);
         assert_eq!(c.swim.probe_interval, Duration::from_millis(250));
         assert!(!c.mdns);
+    }
+
+    #[test]
+    fn the_mdns_flag_wins_over_the_file_in_both_directions() {
+        let resolve = |args: &[&str], text: &str| {
+            let mut all = vec!["--name", "a"];
+            all.extend_from_slice(args);
+            Config::resolve(flags(&all), toml::from_str::<File>(text).unwrap())
+                .unwrap()
+                .mdns
+        };
+        // The flag turns it on over a file that turns it off...
+        for on in [
+            "--mdns",
+            "--mdns=true",
+            "--mdns=on",
+            "--mdns=yes",
+            "--mdns=1",
+        ] {
+            assert!(resolve(&[on], "mdns = false\n"), "{on}");
+        }
+        assert!(resolve(&["--mdns", "true"], "mdns = false\n"));
+        // ...and off over a file that turns it on; --no-mdns is --mdns=false.
+        for off in [
+            "--mdns=false",
+            "--mdns=off",
+            "--mdns=no",
+            "--mdns=0",
+            "--no-mdns",
+        ] {
+            assert!(!resolve(&[off], "mdns = true\n"), "{off}");
+            assert!(!resolve(&[off], ""), "{off}");
+        }
+        assert!(!resolve(&["--mdns", "false"], "mdns = true\n"));
+        // Without the flag, the file decides; without either, it is on.
+        assert!(!resolve(&[], "mdns = false\n"));
+        assert!(resolve(&[], "mdns = true\n"));
+        assert!(resolve(&[], ""));
+        // Of the two spellings, the last one given wins.
+        assert!(resolve(&["--no-mdns", "--mdns"], "mdns = false\n"));
+        assert!(!resolve(&["--mdns", "--no-mdns"], "mdns = true\n"));
+        // A value that is not a boolean is refused, naming the flag.
+        let err = Flags::try_parse_from(["batond", "--mdns=maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--mdns"), "{err}");
     }
 
     #[test]

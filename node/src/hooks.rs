@@ -1,5 +1,6 @@
 //! Hooks: the operator's commands, run on the events of `/v1/events`
-//! (member state changes, session takeovers, transfers, failures), as Serf
+//! (member state changes, session takeovers, transfers, failures,
+//! configuration reloads), as Serf
 //! runs its event handlers. Each run gets the event as one JSON object on
 //! stdin and as `BATON_*` environment variables (see [`environment`]).
 //!
@@ -35,8 +36,8 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_QUEUE: usize = 64;
 
 /// The event names a handler may list (besides `*` and `member-*`,
-/// `session-*`).
-pub const EVENTS: [&str; 13] = [
+/// `session-*`, `reload-*`).
+pub const EVENTS: [&str; 15] = [
     "member-alive",
     "member-suspect",
     "member-dead",
@@ -50,7 +51,12 @@ pub const EVENTS: [&str; 13] = [
     "session-restarted",
     "session-paused",
     "session-resumed",
+    "reload-applied",
+    "reload-refused",
 ];
+
+/// The patterns a handler may list besides the names of [`EVENTS`].
+pub const PATTERNS: [&str; 4] = ["*", "member-*", "session-*", "reload-*"];
 
 /// How much of a failing hook's stderr is logged.
 const STDERR_LOGGED: usize = 512;
@@ -82,7 +88,7 @@ pub struct File {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerFile {
-    /// Event names ([`EVENTS`]), `member-*`, `session-*` or `*`.
+    /// Event names ([`EVENTS`]) or patterns ([`PATTERNS`]).
     pub events: Vec<String>,
     /// The program and its arguments (no shell).
     pub command: Vec<String>,
@@ -130,8 +136,8 @@ impl Handler {
     }
 }
 
-/// Whether pattern `p` (an event name, `member-*`, `session-*`, `*`)
-/// matches `name`.
+/// Whether pattern `p` (an event name, `member-*`, `session-*`,
+/// `reload-*`, `*`) matches `name`.
 fn matches(p: &str, name: &str) -> bool {
     match p.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
@@ -160,12 +166,11 @@ impl File {
                 ));
             }
             for e in &h.events {
-                let known =
-                    e == "*" || e == "member-*" || e == "session-*" || EVENTS.contains(&e.as_str());
+                let known = PATTERNS.contains(&e.as_str()) || EVENTS.contains(&e.as_str());
                 if !known {
                     return Err(format!(
                         "{at}.events: unknown event {e:?}: expected one of {}, member-*, \
-                         session-* or *",
+                         session-*, reload-* or *",
                         EVENTS.join(", ")
                     ));
                 }
@@ -249,7 +254,8 @@ fn findable(program: &str) -> bool {
 /// The hook name of an event of `/v1/events`: `member-<state>`,
 /// `member-refuted`, `session-takeover` / `session-transfer` (a session
 /// started here for that reason), `session-started` (opened here, or
-/// another reason), `session-<state>` otherwise.
+/// another reason), `session-<state>` otherwise; `reload-applied` or
+/// `reload-refused` for a configuration reload (SIGHUP).
 pub fn event_name(event: &views::Event) -> Option<String> {
     match event.kind.as_str() {
         "member" => Some(format!("member-{}", event.state)),
@@ -266,6 +272,7 @@ pub fn event_name(event: &views::Event) -> Option<String> {
             }
             Some(format!("session-{}", event.state))
         }
+        "reload" => Some(format!("reload-{}", event.state)),
         _ => None,
     }
 }
@@ -293,7 +300,8 @@ pub struct Local {
 /// | `BATON_STATE`, `BATON_PREVIOUS` | the new and previous state (previous may be empty) |
 /// | `BATON_INCARNATION` | member events: the incarnation |
 /// | `BATON_EPOCH` | session events: the session's epoch |
-/// | `BATON_REASON` | session events: why (`takeover: primary ... is down`) |
+/// | `BATON_REASON` | session events: why (`takeover: primary ... is down`); `reload-refused`: the error |
+/// | `BATON_APPLIED`, `BATON_RESTART` | reload events: the fields applied, and those that need a restart (comma-separated, may be empty) |
 pub fn environment(name: &str, event: &views::Event, local: &Local) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: String| {
@@ -310,6 +318,10 @@ pub fn environment(name: &str, event: &views::Event, local: &Local) -> BTreeMap<
     if event.kind == "session" {
         set("BATON_SESSION", event.id.clone());
         set("BATON_EPOCH", event.incarnation.to_string());
+        set("BATON_REASON", event.reason.clone().unwrap_or_default());
+    } else if event.kind == "reload" {
+        set("BATON_APPLIED", event.applied.join(","));
+        set("BATON_RESTART", event.restart.join(","));
         set("BATON_REASON", event.reason.clone().unwrap_or_default());
     } else {
         set("BATON_MEMBER", event.name.clone());
@@ -595,6 +607,7 @@ mod tests {
             previous: previous.map(Into::into),
             incarnation: 3,
             reason: None,
+            ..Default::default()
         }
     }
 
@@ -609,6 +622,30 @@ mod tests {
             previous: None,
             incarnation: 7,
             reason: Some(reason.into()),
+            ..Default::default()
+        }
+    }
+
+    fn reload(state: &str) -> views::Event {
+        views::Event {
+            kind: "reload".into(),
+            at: "2026-12-02T00:00:02.000Z".into(),
+            at_ms: 1_796_169_602_000,
+            id: "12D3KooWme".into(),
+            name: "here".into(),
+            state: state.into(),
+            reason: (state == "refused").then(|| "invalid capacity".into()),
+            applied: if state == "applied" {
+                vec!["log_level".into(), "allow".into()]
+            } else {
+                Vec::new()
+            },
+            restart: if state == "applied" {
+                vec!["capacity".into()]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
         }
     }
 
@@ -644,6 +681,8 @@ mod tests {
         let mut other = member("alive", None);
         other.kind = "lagged".into();
         assert_eq!(event_name(&other), None);
+        assert_eq!(name(&reload("applied")), "reload-applied");
+        assert_eq!(name(&reload("refused")), "reload-refused");
         for e in [
             member("suspect", None),
             member("left", None),
@@ -651,6 +690,8 @@ mod tests {
             session("restarted", ""),
             session("paused", ""),
             session("resumed", ""),
+            reload("applied"),
+            reload("refused"),
         ] {
             assert!(EVENTS.contains(&name(&e).as_str()), "{}", name(&e));
         }
@@ -661,7 +702,8 @@ mod tests {
         let c = file(
             "[[handler]]\nevents = [\"member-dead\", \"session-takeover\"]\ncommand = [\"a\"]\n\
              [[handler]]\nevents = [\"member-*\"]\ncommand = [\"b\"]\n\
-             [[handler]]\nevents = [\"*\"]\ncommand = [\"c\"]\ntimeout = \"2s\"\n",
+             [[handler]]\nevents = [\"*\"]\ncommand = [\"c\"]\ntimeout = \"2s\"\n\
+             [[handler]]\nevents = [\"reload-*\"]\ncommand = [\"d\"]\n",
         )
         .unwrap();
         let run = |name: &str| -> Vec<&str> {
@@ -675,6 +717,7 @@ mod tests {
         assert_eq!(run("member-alive"), ["b", "c"]);
         assert_eq!(run("session-takeover"), ["a", "c"]);
         assert_eq!(run("session-transfer"), ["c"]);
+        assert_eq!(run("reload-refused"), ["c", "d"]);
         assert_eq!(c.handlers[0].timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.handlers[2].timeout, Duration::from_secs(2));
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
@@ -741,6 +784,23 @@ mod tests {
         assert_eq!(json["reason"], "takeover: primary x is down");
         assert_eq!(json["node"]["name"], "here");
         assert_eq!(json["node"]["id"], "12D3KooWme");
+
+        let env = environment("reload-applied", &reload("applied"), &local());
+        assert_eq!(env["BATON_EVENT"], "reload-applied");
+        assert_eq!(env["BATON_STATE"], "applied");
+        assert_eq!(env["BATON_APPLIED"], "log_level,allow");
+        assert_eq!(env["BATON_RESTART"], "capacity");
+        assert_eq!(env["BATON_REASON"], "");
+        assert!(!env.contains_key("BATON_MEMBER") && !env.contains_key("BATON_SESSION"));
+        let env = environment("reload-refused", &reload("refused"), &local());
+        assert_eq!(env["BATON_REASON"], "invalid capacity");
+        assert_eq!(env["BATON_APPLIED"], "");
+        let json: serde_json::Value =
+            serde_json::from_slice(&payload("reload-applied", &reload("applied"), &local()))
+                .unwrap();
+        assert_eq!(json["event"], "reload-applied");
+        assert_eq!(json["applied"], serde_json::json!(["log_level", "allow"]));
+        assert_eq!(json["restart"], serde_json::json!(["capacity"]));
     }
 
     #[tokio::test]

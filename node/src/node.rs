@@ -352,7 +352,8 @@ impl Node {
     /// time is applied at once (log filter, allowlist, member limit,
     /// services, session policy values, hooks); each changed field that
     /// needs a restart is named in a warning and in the answer. Counted in
-    /// `baton_config_reloads_total`.
+    /// `baton_config_reloads_total` and published as a `reload` event of
+    /// `/v1/events`.
     pub async fn reload(&mut self, new: Config) -> Result<Reloaded, ReloadError> {
         let services =
             match crate::service::Registry::builtin(&new.services, Some(self.groups.clone())) {
@@ -395,6 +396,9 @@ impl Node {
             "configuration reloaded"
         );
         self.shared.metrics.config_reloaded(true);
+        // After the hooks took the new configuration: its handlers run on
+        // this event.
+        self.publish_reload("applied", &applied, &restart, None);
         *self.applied = new;
         Ok(Reloaded {
             applied,
@@ -404,14 +408,41 @@ impl Node {
     }
 
     /// A reload that could not be applied (the file did not load or
-    /// check): logged, counted; the node runs on with what it had.
+    /// check): logged, counted, published as a `reload` event; the node
+    /// runs on with what it had.
     pub fn reload_failed<E: std::fmt::Display>(&self, error: E) -> E {
         tracing::error!(
             error = %error,
             "reload refused: the configuration is invalid; the node runs on with the previous one"
         );
         self.shared.metrics.config_reloaded(false);
+        self.publish_reload("refused", &[], &[], Some(error.to_string()));
         error
+    }
+
+    /// The `reload` event of `/v1/events` (and of hooks: `reload-applied`,
+    /// `reload-refused`).
+    fn publish_reload(
+        &self,
+        state: &str,
+        applied: &[&str],
+        restart: &[&str],
+        reason: Option<String>,
+    ) {
+        let (at, at_ms) = crate::state::wall_clock();
+        self.shared.publish(crate::views::Event {
+            kind: "reload".to_string(),
+            at,
+            at_ms,
+            id: self.shared.local.id.clone(),
+            name: self.shared.local.name.clone(),
+            state: state.to_string(),
+            previous: None,
+            incarnation: 0,
+            reason,
+            applied: applied.iter().map(ToString::to_string).collect(),
+            restart: restart.iter().map(ToString::to_string).collect(),
+        });
     }
 
     /// The addresses libp2p listens on, waiting up to `timeout` for the first.

@@ -221,13 +221,16 @@ pub struct Move {
 ///
 /// Every field may be missing when read: `baton watch` shows what there is
 /// of an event kind it does not know rather than stop.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// `member` (a member changed state), `refuted` (this node refuted a
-    /// suspicion about itself) or `session` (a session changed on this
+    /// suspicion about itself), `session` (a session changed on this
     /// node: `id` is the session, `state` `started` or `stopped` (hosting
     /// it), `failed` (its service failed here), `restarted` (its `exec`
-    /// command ended and was started again), `paused` or `resumed`).
+    /// command ended and was started again), `paused` or `resumed`) or
+    /// `reload` (this node reloaded its configuration on SIGHUP: `state`
+    /// `applied`, with [`Event::applied`] and [`Event::restart`], or
+    /// `refused`, with the error in `reason`).
     #[serde(default)]
     pub kind: String,
     /// Wall-clock time, RFC 3339 with milliseconds.
@@ -251,9 +254,19 @@ pub struct Event {
     /// The incarnation of the new state (the epoch, for `session` events).
     #[serde(default)]
     pub incarnation: u32,
-    /// Why, for `session` events (`takeover: ...`, `transfer: ...`, ...).
+    /// Why, for `session` events (`takeover: ...`, `transfer: ...`, ...);
+    /// for a refused `reload`, the error.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// `reload` events: the reloadable fields that changed and are in
+    /// effect now, by their names in the config file (`log_level`,
+    /// `allow`, `services.exec`, ...). Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub applied: Vec<String>,
+    /// `reload` events: the fields that changed but take effect only at a
+    /// restart (`capacity`, `listen`, ...). Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub restart: Vec<String>,
 }
 
 /// The event of `GET /v1/events` (SSE name `lagged`) that tells a
@@ -562,6 +575,7 @@ mod tests {
                 previous: Some("suspect".to_owned()),
                 incarnation: 3,
                 reason: None,
+                ..Default::default()
             },
             r#"{"kind":"member","at":"2026-03-01T12:34:56.789Z","at_ms":1772368496789,"id":"12D3KooWBravo","name":"bravo","state":"dead","previous":"suspect","incarnation":3}"#,
         );
@@ -580,8 +594,36 @@ mod tests {
                 previous: None,
                 incarnation: 2,
                 reason: Some("open".to_owned()),
+                ..Default::default()
             },
             r#"{"kind":"session","at":"2026-03-01T12:34:56.789Z","at_ms":1772368496789,"id":"s1","name":"alpha","state":"started","previous":null,"incarnation":2,"reason":"open"}"#,
+        );
+    }
+
+    #[test]
+    fn reload_events_round_trip_with_their_fields() {
+        round_trip(
+            &Event {
+                kind: "reload".to_owned(),
+                at: "2026-03-01T12:34:56.789Z".to_owned(),
+                at_ms: 1_772_368_496_789,
+                id: "12D3KooWLocal".to_owned(),
+                name: "alpha".to_owned(),
+                state: "applied".to_owned(),
+                applied: vec!["log_level".to_owned(), "allow".to_owned()],
+                restart: vec!["capacity".to_owned()],
+                ..Event::default()
+            },
+            r#"{"kind":"reload","at":"2026-03-01T12:34:56.789Z","at_ms":1772368496789,"id":"12D3KooWLocal","name":"alpha","state":"applied","previous":null,"incarnation":0,"applied":["log_level","allow"],"restart":["capacity"]}"#,
+        );
+        round_trip(
+            &Event {
+                kind: "reload".to_owned(),
+                state: "refused".to_owned(),
+                reason: Some("invalid capacity".to_owned()),
+                ..Event::default()
+            },
+            r#"{"kind":"reload","at":"","at_ms":0,"id":"","name":"","state":"refused","previous":null,"incarnation":0,"reason":"invalid capacity"}"#,
         );
     }
 

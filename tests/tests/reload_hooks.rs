@@ -2,14 +2,18 @@
 //! checks without binding, locking or creating anything; SIGHUP reloads
 //! what can change at run time (log filter, allowlist, exec templates),
 //! names what needs a restart, and keeps the old configuration when the
-//! new one is broken; `[hooks]` run the operator's command on a member's
+//! new one is broken, and says so as a `reload` event of `/v1/events` and
+//! to `reload-*` hooks; `[hooks]` run the operator's command on a member's
 //! death and a session's takeover, and a hung hook is killed.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use std::sync::mpsc;
+
 use baton_node::cli::client::ApiClient;
-use baton_node::views::{OpenRequest, Peer, Session, Status};
+use baton_node::cli::sse::Received;
+use baton_node::views::{Event, OpenRequest, Peer, Session, Status};
 use baton_tests::batond::Batond;
 use baton_tests::{TempDir, workspace_bin};
 
@@ -69,6 +73,25 @@ fn metric(api: &ApiClient, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The `reload` events of `api`'s event stream, as they arrive (a thread
+/// reads the stream until the node ends it).
+fn reload_events(api: &ApiClient) -> mpsc::Receiver<Event> {
+    let reader = api.events().expect("GET /v1/events");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for frame in reader {
+            let Ok(frame) = frame else { return };
+            if let Ok(Received::Event(e)) = Received::decode(&frame)
+                && frame.name == "reload"
+                && tx.send(e).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 fn dial_addr(api: &ApiClient) -> String {
@@ -227,6 +250,9 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
     );
     assert!(!a.log().contains("\"level\":\"DEBUG\""));
     open(&api_a, "one").expect("template one is configured");
+    let reloads = reload_events(&api_a);
+    let id_a = api_a.get::<Status>("/v1/status").unwrap().id;
+    let hooked = dir.0.join("hooked");
 
     // Debug logs, a new template in place of the old, an allowlist without
     // b, and a capacity that only a restart applies.
@@ -238,7 +264,10 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
         &conf,
         format!(
             "log_level = \"debug\"\ncapacity = 11\nallow = [\"{other}\"]\n\
-             [services.exec]\ntwo = \"sleep 1000\"\n"
+             [services.exec]\ntwo = \"sleep 1000\"\n\
+             [[hooks.handler]]\nevents = [\"reload-*\"]\n\
+             command = [\"sh\", \"-c\", \"echo \\\"$BATON_EVENT $BATON_RESTART $BATON_REASON\\\" >> {}\"]\n",
+            hooked.display()
         ),
     )
     .unwrap();
@@ -274,10 +303,9 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
     );
     let _: Status = api_a.get("/v1/status").unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || a
-            .log_since(mark)
-            .lines()
-            .any(|l| l.contains("\"level\":\"DEBUG\"") && l.contains("api request"))),
+        eventually(Duration::from_secs(10), || a.log_since(mark).lines().any(
+            |l| l.contains("\"level\":\"DEBUG\"") && l.contains("api request")
+        )),
         "no debug line after log_level = debug:\n{}",
         a.log_since(mark)
     );
@@ -286,6 +314,35 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
     assert_eq!(
         metric(&api_a, "baton_config_reloads_total{result=\"ok\"}"),
         Some(1.0)
+    );
+    // The event: what changed, what needs a restart; the new hooks ran on it.
+    let event = reloads
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no reload event on /v1/events");
+    assert_eq!(
+        (
+            event.kind.as_str(),
+            event.state.as_str(),
+            event.name.as_str()
+        ),
+        ("reload", "applied", "a"),
+        "{event:?}"
+    );
+    assert_eq!(event.id, id_a);
+    assert_eq!(
+        event.applied,
+        ["log_level", "allow", "services.exec", "hooks"],
+        "{event:?}"
+    );
+    assert_eq!(event.restart, ["capacity"], "{event:?}");
+    assert_eq!(event.reason, None);
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&hooked)
+            .is_ok_and(|t| t
+                .lines()
+                .any(|l| l.trim() == "reload-applied capacity"))),
+        "the reload-applied hook did not run:\n{}",
+        a.log_since(mark)
     );
 
     // A broken file: refused as a whole, the node runs on as it was.
@@ -313,16 +370,39 @@ fn sighup_reloads_log_level_allowlist_and_templates_and_keeps_the_old_config_whe
         metric(&api_a, "baton_config_reloads_total{result=\"error\"}"),
         Some(1.0)
     );
+    let event = reloads
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no reload event for the refused file");
+    assert_eq!(
+        (event.kind.as_str(), event.state.as_str()),
+        ("reload", "refused"),
+        "{event:?}"
+    );
+    let reason = event.reason.clone().unwrap_or_default();
+    assert!(reason.contains("capacity"), "{event:?}");
+    assert!(
+        event.applied.is_empty() && event.restart.is_empty(),
+        "{event:?}"
+    );
+    // The hooks in effect (those of the last good file) heard it too.
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&hooked)
+            .is_ok_and(|t| t
+                .split("reload-refused ")
+                .nth(1)
+                .is_some_and(|rest| rest.contains("capacity")))),
+        "the reload-refused hook did not run:\n{}",
+        a.log_since(mark)
+    );
     // Still at debug, as before the broken file.
     // Every API request is logged at DEBUG, so one request is a probe of
     // the filter that does not depend on what else the node is doing.
     let mark = a.lines();
     let _: Status = api_a.get("/v1/status").unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || a
-            .log_since(mark)
-            .lines()
-            .any(|l| l.contains("\"level\":\"DEBUG\"") && l.contains("api request"))),
+        eventually(Duration::from_secs(10), || a.log_since(mark).lines().any(
+            |l| l.contains("\"level\":\"DEBUG\"") && l.contains("api request")
+        )),
         "the log filter changed with a refused file:\n{}",
         a.log_since(mark)
     );

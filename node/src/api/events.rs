@@ -71,6 +71,7 @@ mod tests {
             previous: Some("alive".to_owned()),
             incarnation: 1,
             reason: None,
+            ..Default::default()
         }
     }
 

@@ -377,6 +377,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_page_listens_to_and_shows_every_event_kind() {
+        // EventSource hears only the names it listens to: a kind left out
+        // of the list would never reach the page's event log.
+        let listened = APP_JS
+            .lines()
+            .find(|l| l.contains("for (const kind of ["))
+            .expect("the list of event names the page listens to");
+        for kind in ["member", "session", "refuted", "reload", "lagged"] {
+            assert!(
+                listened.contains(&format!("\"{kind}\"")),
+                "{kind}: {listened}"
+            );
+            assert!(
+                APP_JS.contains(&format!("kind === \"{kind}\"")),
+                "the page does not render {kind} events"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_page_needs_the_token_and_gives_a_read_only_cookie() {
         let access = Access {

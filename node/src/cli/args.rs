@@ -65,7 +65,9 @@ Examples:
 
 Each line: local time, kind, member name, peer id, previous -> new state,
 incarnation. A session event (this node started or stopped running a
-session) shows this node's name, the session id, the epoch and why.
+session) shows this node's name, the session id, the epoch and why. A
+reload event (SIGHUP) shows whether the configuration was applied, with
+the fields that changed and those that need a restart, or refused, and why.
 With --json, one event per line as the API sends it.";
 
 const SESSIONS_EXAMPLES: &str = "\
@@ -188,7 +190,7 @@ pub(super) enum Command {
     /// Report a client's loss, jitter and RTT on a session
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
-    /// Follow member changes and this node's session events, until Ctrl-C
+    /// Follow member changes and this node's session and reload events, until Ctrl-C
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(Wide),
     /// Check that the node answers: exit 0 when its driver does

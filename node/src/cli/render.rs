@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::sse::Received;
-use crate::views::{Forwarded, Instance, Member, Peer, Report, Session, Status};
+use crate::views::{Event, Forwarded, Instance, Member, Peer, Report, Session, Status};
 
 /// Node names by peer id.
 pub type Names = BTreeMap<String, String>;
@@ -511,6 +511,9 @@ pub fn event_line(received: &Received, wide: bool, tz: &TimeZone) -> String {
         }
         Received::Event(event) => event,
     };
+    if event.kind == "reload" {
+        return reload_line(&time, event, wide);
+    }
     // A member event is a transition; a session event is what happened
     // (started, stopped, failed...), with no state before it.
     let transition = if event.kind == "session" {
@@ -540,6 +543,39 @@ pub fn event_line(received: &Received, wide: bool, tz: &TimeZone) -> String {
         line.push_str("  ");
         line.push_str(&sanitize(reason));
     }
+    line
+}
+
+/// A `reload` event: applied (what changed, what needs a restart) or
+/// refused (why).
+fn reload_line(time: &str, event: &Event, wide: bool) -> String {
+    let mut line = format!(
+        "{time}  {:<8}  {:<16}  {:<8}  {:<17}",
+        cell(&event.kind),
+        cell(&event.name),
+        short_id(&event.id, wide),
+        cell(&event.state),
+    );
+    let list = |fields: &[String]| {
+        if fields.is_empty() {
+            "nothing".to_owned()
+        } else {
+            sanitize(&fields.join(","))
+        }
+    };
+    if event.state == "applied" {
+        line.push_str("  changed: ");
+        line.push_str(&list(&event.applied));
+        if !event.restart.is_empty() {
+            line.push_str("; needs a restart: ");
+            line.push_str(&list(&event.restart));
+        }
+    }
+    if let Some(reason) = event.reason.as_deref().filter(|r| !r.is_empty()) {
+        line.push_str("  ");
+        line.push_str(&sanitize(reason));
+    }
+    line.truncate(line.trim_end().len());
     line
 }
 
@@ -576,7 +612,7 @@ mod tests {
         members.insert(0, me);
         members
     }
-    use crate::views::{Event, Lagged, Move};
+    use crate::views::{Lagged, Move};
 
     #[test]
     fn members_table_for_two_members() {
@@ -669,6 +705,7 @@ listening     /ip4/127.0.0.1/tcp/4000
             previous: Some("alive".to_owned()),
             incarnation: 4,
             reason: None,
+            ..Default::default()
         };
         assert_eq!(
             event_line(&Received::Event(event.clone()), false, &TimeZone::UTC),
@@ -917,11 +954,52 @@ backups  bravo, dddddddd
             previous: None,
             incarnation: 3,
             reason: Some("takeover: primary \u{1b}[2Jbravo is down".to_owned()),
+            ..Default::default()
         };
         assert_eq!(
             event_line(&Received::Event(event), false, &TimeZone::UTC),
             "12:34:56.789  session   alpha             aaaaaaaa  started            epoch 3  \
              takeover: primary ?[2Jbravo is down"
+        );
+    }
+
+    #[test]
+    fn reload_event_lines_show_what_changed_or_why_refused() {
+        let applied = Event {
+            kind: "reload".to_owned(),
+            at_ms: 1_772_368_496_789,
+            id: "12D3KooWAlpha000aaaaaaaa".to_owned(),
+            name: "alpha".to_owned(),
+            state: "applied".to_owned(),
+            applied: vec!["log_level".to_owned(), "allow".to_owned()],
+            restart: vec!["capacity".to_owned()],
+            ..Default::default()
+        };
+        assert_eq!(
+            event_line(&Received::Event(applied.clone()), false, &TimeZone::UTC),
+            "12:34:56.789  reload    alpha             aaaaaaaa  applied            \
+             changed: log_level,allow; needs a restart: capacity"
+        );
+        let unchanged = Event {
+            applied: Vec::new(),
+            restart: Vec::new(),
+            ..applied.clone()
+        };
+        assert!(
+            event_line(&Received::Event(unchanged), false, &TimeZone::UTC)
+                .ends_with("applied            changed: nothing")
+        );
+        let refused = Event {
+            state: "refused".to_owned(),
+            applied: Vec::new(),
+            restart: Vec::new(),
+            reason: Some("invalid capacity \u{1b}[2J".to_owned()),
+            ..applied
+        };
+        assert_eq!(
+            event_line(&Received::Event(refused), false, &TimeZone::UTC),
+            "12:34:56.789  reload    alpha             aaaaaaaa  refused            \
+             invalid capacity ?[2J"
         );
     }
 }

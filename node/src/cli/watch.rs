@@ -111,6 +111,7 @@ mod tests {
             previous: Some("suspect".to_owned()),
             incarnation: 12,
             reason: None,
+            ..Default::default()
         });
         timeout(LIMIT, async {
             while !out.text().contains('\n') {

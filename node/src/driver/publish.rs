@@ -226,6 +226,8 @@ impl Driver {
                     previous: previous.map(|p| p.as_str().to_string()),
                     incarnation,
                     reason: None,
+                    applied: Vec::new(),
+                    restart: Vec::new(),
                 });
                 self.peers_dirty = true;
             }
@@ -284,6 +286,8 @@ impl Driver {
                     previous: None,
                     incarnation,
                     reason: None,
+                    applied: Vec::new(),
+                    restart: Vec::new(),
                 });
             }
             swim::Event::Removed { id } => {
@@ -405,6 +409,8 @@ impl Driver {
             previous: None,
             incarnation: u32::try_from(epoch).unwrap_or(u32::MAX),
             reason: Some(self.readable(reason)),
+            applied: Vec::new(),
+            restart: Vec::new(),
         });
     }
 

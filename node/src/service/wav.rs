@@ -1,11 +1,23 @@
-//! WAV files as `rtp-audio` sources: RIFF/WAVE with 16-bit PCM, mono or
+//! WAV files as `rtp-audio` sources: RIFF/WAVE with PCM samples of 8, 16,
+//! 24 or 32 bits or 32-bit float (also as WAVE_FORMAT_EXTENSIBLE), mono or
 //! stereo, at any rate from 1 kHz to 384 kHz, converted once to 8 kHz mono
-//! with integer arithmetic only, so that every node derives the very same
-//! samples from the same file.
+//! with a deterministic resampler (integer arithmetic), so that every node
+//! derives the very same samples from the same file.
+//!
+//! The `hound` crate reads the format (the fmt chunk: format tags,
+//! WAVE_FORMAT_EXTENSIBLE sub-formats, sample sizes and containers) and
+//! decodes the samples. What hound 3.5 does not do is done here: finding
+//! the chunks, where chunks of odd size are padded to an even one (hound
+//! skips no pad byte) and a streamed file's `data` size may be 0xFFFFFFFF or
+//! larger than the file (hound refuses such a size, or fails at its end).
+//! Hound is then given the fmt chunk as it is and the `data` chunk with the
+//! length the file really holds.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+
+use hound::SampleFormat;
 
 /// The rate G.711 streams run at.
 pub const RATE: u32 = 8000;
@@ -14,28 +26,74 @@ pub const RATE: u32 = 8000;
 /// stereo. Longer files are cut there.
 pub const MAX_DATA: u64 = 256 << 20;
 
+/// The longest fmt chunk read (WAVE_FORMAT_EXTENSIBLE's is 40 bytes).
+const MAX_FMT: u64 = 1024;
+
 const FORMAT_PCM: u16 = 1;
 const FORMAT_EXTENSIBLE: u16 = 0xFFFE;
 const HOW_TO_CONVERT: &str =
     "convert it with: ffmpeg -i IN -ac 1 -ar 8000 -sample_fmt s16 -c:a pcm_s16le OUT.wav";
 
 /// What the header of a WAV file says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// 1 or 2.
     pub channels: u16,
     /// Samples per second per channel.
     pub rate: u32,
+    /// Bits of each sample (8, 16, 24 or 32; 32 for float).
+    pub bits: u16,
+    /// Whether the samples are IEEE floats (else integers).
+    pub float: bool,
+    /// Bytes of one frame (one sample of each channel, containers included).
+    pub block_align: u16,
     /// Where the sample data starts in the file.
     pub data_offset: u64,
     /// Bytes of whole frames of sample data present in the file.
     pub data_len: u64,
+    /// The fmt chunk's body, as the file holds it (for hound).
+    fmt: Vec<u8>,
 }
 
 impl Header {
     /// Frames (one sample per channel) in the data.
     pub fn frames(&self) -> u64 {
-        self.data_len / (2 * u64::from(self.channels))
+        self.data_len / u64::from(self.block_align)
+    }
+
+    /// A WAV file's beginning that hound reads: RIFF and WAVE, the fmt
+    /// chunk as it was, and a `data` chunk header of `data_len` bytes
+    /// (whole frames, so that hound takes it).
+    fn canonical(&self, data_len: u32) -> Vec<u8> {
+        let fmt_len = u32::try_from(self.fmt.len()).unwrap_or(u32::MAX);
+        let pad = self.fmt.len() % 2;
+        let mut out = Vec::with_capacity(28 + self.fmt.len());
+        out.extend_from_slice(b"RIFF");
+        let riff_len = 4u32
+            .saturating_add(8 + fmt_len + pad as u32)
+            .saturating_add(8)
+            .saturating_add(data_len);
+        out.extend_from_slice(&riff_len.to_le_bytes());
+        out.extend_from_slice(b"WAVE");
+        out.extend_from_slice(b"fmt ");
+        out.extend_from_slice(&fmt_len.to_le_bytes());
+        out.extend_from_slice(&self.fmt);
+        out.resize(out.len() + pad, 0);
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out
+    }
+
+    /// The format tag of the fmt chunk, for messages.
+    fn tag(&self) -> u16 {
+        u16_at(&self.fmt, 0)
+    }
+}
+
+fn u16_at(bytes: &[u8], i: usize) -> u16 {
+    match bytes.get(i..i + 2) {
+        Some(b) => u16::from_le_bytes([b[0], b[1]]),
+        None => 0,
     }
 }
 
@@ -52,11 +110,7 @@ pub fn load(path: &Path) -> Result<Vec<i16>, String> {
     let header = read_header(&mut file)?;
     file.seek(SeekFrom::Start(header.data_offset))
         .map_err(|e| format!("cannot read: {e}"))?;
-    let mut data = Vec::new();
-    file.take(header.data_len.min(MAX_DATA))
-        .read_to_end(&mut data)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    convert(&data, header)
+    convert(io::BufReader::new(file), &header)
 }
 
 /// Parses a whole WAV file held in memory and converts it to 8 kHz mono.
@@ -64,12 +118,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<i16>, String> {
     let mut cursor = io::Cursor::new(bytes);
     let header = read_header(&mut cursor)?;
     let start = usize::try_from(header.data_offset).map_err(|_| "too large".to_string())?;
-    let len = usize::try_from(header.data_len.min(MAX_DATA)).map_err(|_| "too large")?;
-    convert(&bytes[start..start + len], header)
+    convert(bytes.get(start..).unwrap_or_default(), &header)
 }
 
 /// Walks the RIFF chunks up to `data`, skipping those it does not need
-/// (LIST, fact, cue, ...).
+/// (LIST, fact, cue, ...); hound reads the fmt chunk.
 pub fn read_header<R: Read + Seek>(r: &mut R) -> Result<Header, String> {
     let file_len = r
         .seek(SeekFrom::End(0))
@@ -90,7 +143,7 @@ pub fn read_header<R: Read + Seek>(r: &mut R) -> Result<Header, String> {
     if &riff[8..12] != b"WAVE" {
         return Err("a RIFF file, but not WAVE".into());
     }
-    let mut format: Option<(u16, u32)> = None;
+    let mut format: Option<Header> = None;
     loop {
         let mut chunk = [0u8; 8];
         read_exact(r, &mut chunk, "a chunk header (no data chunk in the file)")?;
@@ -99,19 +152,21 @@ pub fn read_header<R: Read + Seek>(r: &mut R) -> Result<Header, String> {
             .stream_position()
             .map_err(|e| format!("cannot read: {e}"))?;
         match &chunk[0..4] {
-            b"fmt " => format = Some(read_format(r, size)?),
+            b"fmt " => {
+                if size > MAX_FMT {
+                    return Err(format!("fmt chunk too long ({size} bytes)"));
+                }
+                let mut bytes = vec![0; size as usize];
+                read_exact(r, &mut bytes, "the fmt chunk")?;
+                format = Some(read_format(bytes)?);
+            }
             b"data" => {
-                let (channels, rate) = format.ok_or("the data chunk comes before the fmt chunk")?;
-                let block = 2 * u64::from(channels);
+                let mut header = format.ok_or("the data chunk comes before the fmt chunk")?;
                 // Streamed WAVs carry a size of 0xFFFFFFFF or too large: use
                 // what the file holds.
                 let len = size.min(file_len.saturating_sub(body));
-                let header = Header {
-                    channels,
-                    rate,
-                    data_offset: body,
-                    data_len: len - len % block,
-                };
+                header.data_offset = body;
+                header.data_len = len - len % u64::from(header.block_align);
                 if header.frames() == 0 {
                     return Err("the data chunk holds no samples".into());
                 }
@@ -125,39 +180,47 @@ pub fn read_header<R: Read + Seek>(r: &mut R) -> Result<Header, String> {
     }
 }
 
-fn read_format<R: Read>(r: &mut R, size: u64) -> Result<(u16, u32), String> {
-    if size < 16 {
-        return Err(format!("fmt chunk too short ({size} bytes)"));
-    }
-    let mut fmt = [0u8; 40];
-    let n = size.min(40) as usize;
-    read_exact(r, &mut fmt[..n], "the fmt chunk")?;
-    let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
-    let mut tag = u16_at(0);
-    if tag == FORMAT_EXTENSIBLE {
-        if n < 26 {
-            return Err("WAVE_FORMAT_EXTENSIBLE fmt chunk too short".into());
-        }
-        // The sub-format GUID starts with the plain format tag.
-        tag = u16_at(24);
-    }
-    let channels = u16_at(2);
-    let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
-    let block_align = u16_at(12);
-    let bits = u16_at(14);
-    if tag != FORMAT_PCM {
-        return Err(format!(
-            "format tag {tag:#06x} is not PCM (compressed or float WAV); {HOW_TO_CONVERT}"
-        ));
-    }
-    if bits != 16 {
-        return Err(format!(
-            "{bits}-bit samples; only 16-bit PCM is supported; {HOW_TO_CONVERT}"
-        ));
-    }
+/// Has hound read the body of the fmt chunk, and checks that the format
+/// is one this node plays; the data's place is left for the caller.
+fn read_format(fmt: Vec<u8>) -> Result<Header, String> {
+    let mut header = Header {
+        channels: 0,
+        rate: 0,
+        bits: 0,
+        float: false,
+        block_align: 0,
+        data_offset: 0,
+        data_len: 0,
+        fmt,
+    };
+    let spec = hound::WavReader::new(io::Cursor::new(header.canonical(0)))
+        .map_err(|e| hound_error(e, header.tag()))?
+        .spec();
+    // hound checked that the chunk holds at least 16 bytes and that the
+    // block align is consistent with the channels and sample size.
+    header.block_align = u16_at(&header.fmt, 12);
+    header.channels = spec.channels;
+    header.rate = spec.sample_rate;
+    header.bits = spec.bits_per_sample;
+    header.float = spec.sample_format == SampleFormat::Float;
+    let channels = spec.channels;
+    let rate = spec.sample_rate;
     if channels != 1 && channels != 2 {
         return Err(format!(
             "{channels} channels; only mono and stereo are supported; {HOW_TO_CONVERT}"
+        ));
+    }
+    let bits_known = if header.float {
+        header.bits == 32
+    } else {
+        matches!(header.bits, 8 | 16 | 24 | 32)
+    };
+    if !bits_known {
+        return Err(format!(
+            "{}-bit {} samples; PCM of 8, 16, 24 or 32 bits and 32-bit float are supported; \
+             {HOW_TO_CONVERT}",
+            header.bits,
+            if header.float { "float" } else { "integer" }
         ));
     }
     if !(1000..=384_000).contains(&rate) {
@@ -165,12 +228,36 @@ fn read_format<R: Read>(r: &mut R, size: u64) -> Result<(u16, u32), String> {
             "sample rate {rate} Hz out of range 1000..384000; {HOW_TO_CONVERT}"
         ));
     }
-    if block_align != 2 * channels {
-        return Err(format!(
-            "block align {block_align} does not match {channels} channel(s) of 16 bits"
-        ));
+    if header.block_align == 0 {
+        return Err(format!("block align 0; {HOW_TO_CONVERT}"));
     }
-    Ok((channels, rate))
+    Ok(header)
+}
+
+/// A hound error in words for the person who picked the file; `tag` is the
+/// fmt chunk's format tag.
+fn hound_error(error: hound::Error, tag: u16) -> String {
+    match error {
+        hound::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "file ends inside a sample".into()
+        }
+        hound::Error::IoError(e) => format!("cannot read: {e}"),
+        hound::Error::FormatError(why) => {
+            format!("not a valid WAV file: {why}; {HOW_TO_CONVERT}")
+        }
+        hound::Error::Unsupported if tag == FORMAT_EXTENSIBLE => format!(
+            "WAVE_FORMAT_EXTENSIBLE with a sub-format other than PCM or float, or a sample \
+             size other than 8, 16, 24 or 32 bits; {HOW_TO_CONVERT}"
+        ),
+        hound::Error::Unsupported if tag == FORMAT_PCM => {
+            format!("a sample size other than 8, 16, 24 or 32 bits; {HOW_TO_CONVERT}")
+        }
+        hound::Error::Unsupported => format!(
+            "format tag {tag:#06x} is not supported (compressed WAV; PCM and float are); \
+             {HOW_TO_CONVERT}"
+        ),
+        other => format!("{other}; {HOW_TO_CONVERT}"),
+    }
 }
 
 fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), String> {
@@ -180,24 +267,62 @@ fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), Stri
     })
 }
 
-/// Interleaved little-endian 16-bit frames to 8 kHz mono.
-fn convert(data: &[u8], header: Header) -> Result<Vec<i16>, String> {
+/// The sample data (from the start of the `data` chunk) to 8 kHz mono:
+/// hound decodes the samples, each is brought to 16 bits (integers by a
+/// shift, floats scaled by 32768 and rounded), the channels are mixed, then
+/// [`resample`]d.
+fn convert<R: Read>(data: R, header: &Header) -> Result<Vec<i16>, String> {
+    let block = u64::from(header.block_align);
+    let len = header.data_len.min(MAX_DATA - MAX_DATA % block);
+    let len32 = u32::try_from(len).map_err(|_| "too large".to_string())?;
+    let stream = io::Cursor::new(header.canonical(len32)).chain(data.take(len));
+    let mut reader = hound::WavReader::new(stream).map_err(|e| hound_error(e, header.tag()))?;
+    let err = |e| hound_error(e, header.tag());
+    let samples: Vec<i32> = if header.float {
+        reader
+            .samples::<f32>()
+            .map(|s| s.map(float_to_16))
+            .collect::<Result<_, _>>()
+            .map_err(err)?
+    } else {
+        let bits = header.bits;
+        reader
+            .samples::<i32>()
+            .map(|s| s.map(|v| int_to_16(v, bits)))
+            .collect::<Result<_, _>>()
+            .map_err(err)?
+    };
     let channels = usize::from(header.channels);
-    let mono: Vec<i32> = data
-        .chunks_exact(2 * channels)
-        .map(|frame| {
-            let sum: i32 = frame
-                .chunks_exact(2)
-                .map(|s| i32::from(i16::from_le_bytes([s[0], s[1]])))
-                .sum();
-            sum >> (channels - 1)
-        })
+    let mono: Vec<i32> = samples
+        .chunks_exact(channels)
+        .map(|frame| frame.iter().sum::<i32>() >> (channels - 1))
         .collect();
     let out = resample(&mono, header.rate);
     if out.is_empty() {
         return Err("too short: less than one sample at 8 kHz".into());
     }
     Ok(out)
+}
+
+/// An integer sample of `bits` bits at 16 bits: the top 16 bits of wider
+/// ones (an arithmetic shift), narrower ones shifted up.
+fn int_to_16(v: i32, bits: u16) -> i32 {
+    if bits >= 16 {
+        v >> (bits - 16)
+    } else {
+        v << (16 - bits)
+    }
+}
+
+/// A float sample (full scale ±1.0) at 16 bits, rounded to nearest and
+/// clamped; NaN is 0. IEEE arithmetic: the same on every machine.
+fn float_to_16(v: f32) -> i32 {
+    if v.is_nan() {
+        return 0;
+    }
+    (f64::from(v) * 32768.0)
+        .round()
+        .clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i32
 }
 
 /// Resamples to 8 kHz: identity at 8 kHz; above it, each output sample is
@@ -262,6 +387,54 @@ pub fn encode(channels: u16, rate: u32, interleaved: &[i16]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The sub-format GUID of WAVE_FORMAT_EXTENSIBLE for a format tag (PCM:
+    /// 1, float: 3).
+    fn guid(tag: u16) -> [u8; 16] {
+        let mut g = [
+            0, 0, 0, 0, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xaa, 0x00, 0x38, 0x9b, 0x71,
+        ];
+        g[..2].copy_from_slice(&tag.to_le_bytes());
+        g
+    }
+
+    /// A WAV file of any format: `extensible` wraps `tag` in
+    /// WAVE_FORMAT_EXTENSIBLE; `container` is the bytes of one sample.
+    fn wav(
+        tag: u16,
+        extensible: bool,
+        channels: u16,
+        bits: u16,
+        container: u16,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let rate = 8000u32;
+        let block = container * channels;
+        let mut fmt = Vec::new();
+        fmt.extend_from_slice(&(if extensible { FORMAT_EXTENSIBLE } else { tag }).to_le_bytes());
+        fmt.extend_from_slice(&channels.to_le_bytes());
+        fmt.extend_from_slice(&rate.to_le_bytes());
+        fmt.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+        fmt.extend_from_slice(&block.to_le_bytes());
+        fmt.extend_from_slice(&(container * 8).to_le_bytes());
+        if extensible {
+            fmt.extend_from_slice(&22u16.to_le_bytes()); // cbSize
+            fmt.extend_from_slice(&bits.to_le_bytes()); // valid bits
+            fmt.extend_from_slice(&4u32.to_le_bytes()); // channel mask
+            fmt.extend_from_slice(&guid(tag));
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&((20 + fmt.len() + data.len()) as u32).to_le_bytes());
+        out.extend_from_slice(b"WAVE");
+        out.extend_from_slice(b"fmt ");
+        out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+        out.extend_from_slice(&fmt);
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
     /// Replaces the fmt chunk's u16 at `offset` (from the start of the file).
     fn patch_u16(mut wav: Vec<u8>, offset: usize, value: u16) -> Vec<u8> {
         wav[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
@@ -284,6 +457,46 @@ mod tests {
         let out = decode(&encode(2, 48_000, &interleaved)).unwrap();
         assert_eq!(out.len(), 800);
         assert!(out.iter().all(|&s| s == 300), "{:?}", &out[..8]);
+    }
+
+    #[test]
+    fn every_sample_format_gives_the_same_16_bit_samples() {
+        // Full scale, zero, and values whose low bits the wider formats
+        // carry beyond 16 bits (cut off by the shift, never rounded up).
+        let expected: [i16; 5] = [i16::MIN, -256, 0, 256, i16::MAX - 255];
+        let bytes =
+            |f: &dyn Fn(i16) -> Vec<u8>| expected.iter().flat_map(|&s| f(s)).collect::<Vec<u8>>();
+        let u8_pcm = bytes(&|s| vec![((s >> 8) as i8 as u8) ^ 0x80]);
+        let i16_pcm = bytes(&|s| s.to_le_bytes().to_vec());
+        let i24_pcm = bytes(&|s| ((i32::from(s) << 8) | 0x7f).to_le_bytes()[..3].to_vec());
+        let i32_pcm = bytes(&|s| ((i32::from(s) << 16) | 0x7fff).to_le_bytes().to_vec());
+        let i24_in_32 = bytes(&|s| ((i32::from(s) << 8) | 0x7f).to_le_bytes().to_vec());
+        let float = bytes(&|s| (f32::from(s) / 32768.0).to_le_bytes().to_vec());
+        let cases = [
+            ("8-bit", wav(1, false, 1, 8, 1, &u8_pcm)),
+            ("16-bit", wav(1, false, 1, 16, 2, &i16_pcm)),
+            ("24-bit", wav(1, false, 1, 24, 3, &i24_pcm)),
+            ("32-bit", wav(1, false, 1, 32, 4, &i32_pcm)),
+            ("float", wav(3, false, 1, 32, 4, &float)),
+            ("extensible 16-bit", wav(1, true, 1, 16, 2, &i16_pcm)),
+            ("extensible 24-bit", wav(1, true, 1, 24, 3, &i24_pcm)),
+            ("extensible 24 in 32", wav(1, true, 1, 24, 4, &i24_in_32)),
+            ("extensible float", wav(3, true, 1, 32, 4, &float)),
+        ];
+        for (what, file) in cases {
+            let header = read_header(&mut io::Cursor::new(&file)).unwrap();
+            assert_eq!(header.frames(), 5, "{what}");
+            assert_eq!(decode(&file).unwrap(), expected, "{what}");
+        }
+        // Floats beyond full scale are clamped, rounded to nearest, NaN is 0.
+        let loud: Vec<u8> = [2.0f32, -2.0, 0.5 / 32768.0, f32::NAN]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        assert_eq!(
+            decode(&wav(3, false, 1, 32, 4, &loud)).unwrap(),
+            [i16::MAX, i16::MIN, 1, 0]
+        );
     }
 
     #[test]
@@ -328,6 +541,10 @@ mod tests {
         wav[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
         wav.push(0xAA); // half a sample: dropped
         assert_eq!(decode(&wav).unwrap(), [5, 6, 7]);
+        // Stereo: half a frame is dropped too.
+        let mut wav = encode(2, 8000, &[5, 7, 9, 11, 13]);
+        wav[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&wav).unwrap(), [6, 10]);
     }
 
     #[test]
@@ -340,8 +557,7 @@ mod tests {
         wav.extend_from_slice(&22u16.to_le_bytes()); // cbSize
         wav.extend_from_slice(&16u16.to_le_bytes()); // valid bits
         wav.extend_from_slice(&4u32.to_le_bytes()); // channel mask
-        wav.extend_from_slice(&FORMAT_PCM.to_le_bytes()); // sub-format GUID...
-        wav.extend_from_slice(&[0; 14]);
+        wav.extend_from_slice(&guid(FORMAT_PCM)); // sub-format
         wav.extend_from_slice(&plain[36..]);
         assert_eq!(decode(&wav).unwrap(), [9, 8]);
     }
@@ -353,22 +569,97 @@ mod tests {
             (b"hello world, not a wav".to_vec(), "no RIFF header"),
             (good[..30].to_vec(), "file ends inside the fmt chunk"),
             (good[..36].to_vec(), "no data chunk"),
-            (patch_u16(good.clone(), 20, 3), "is not PCM"),
-            (patch_u16(good.clone(), 34, 8), "8-bit samples"),
-            (patch_u16(good.clone(), 22, 6), "6 channels"),
-            (patch_u16(good.clone(), 32, 4), "block align 4"),
+            (
+                patch_u16(good.clone(), 20, 0x55),
+                "format tag 0x0055 is not supported",
+            ),
+            (
+                patch_u16(good.clone(), 20, 2),
+                "format tag 0x0002 is not supported",
+            ),
+            (
+                patch_u16(good.clone(), 34, 12),
+                "bits per sample is not a multiple of 8",
+            ),
+            (encode(6, 8000, &[0; 12]), "6 channels"),
+            (patch_u16(good.clone(), 32, 4), "inconsistent fmt chunk"),
             ([b"RIFX", &good[4..]].concat(), "big-endian"),
+            (encode(1, 500, &[0; 16]), "500 Hz"),
+            (
+                patch_u16(wav(3, false, 1, 32, 4, &[0; 8]), 34, 64),
+                "sample bits exceeds size of sample",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let err = decode(&bytes).unwrap_err();
+            assert!(
+                err.to_lowercase().contains(&expected.to_lowercase()),
+                "{err:?} lacks {expected:?}"
+            );
+        }
+        let mut empty = encode(1, 8000, &[]);
+        empty.truncate(44);
+        assert!(decode(&empty).unwrap_err().contains("no samples"));
+    }
+
+    #[test]
+    fn headers_hound_rejects_are_errors_that_say_so() {
+        let good = wav(1, true, 1, 16, 2, &[0; 32]);
+        let fmt_len = |mut w: Vec<u8>, len: u32| {
+            w[16..20].copy_from_slice(&len.to_le_bytes());
+            w
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            // An extensible fmt chunk cut to a plain one's 18 bytes: the
+            // rest reads as chunks, but hound refuses the size first.
+            (
+                fmt_len(good.clone(), 18),
+                "not a valid WAV file: unexpected fmt chunk size",
+            ),
+            // A fmt chunk shorter than any format's.
+            (
+                fmt_len(good.clone(), 14),
+                "not a valid WAV file: invalid fmt chunk size",
+            ),
+            (
+                patch_u16(good.clone(), 22, 0),
+                "not a valid WAV file: file contains zero channels",
+            ),
+            // cbSize other than 22.
+            (
+                patch_u16(good.clone(), 36, 20),
+                "unexpected WAVEFORMATEXTENSIBLE size",
+            ),
+            // A sub-format that is neither PCM nor float (A-law).
+            (
+                {
+                    let mut w = good.clone();
+                    w[44..46].copy_from_slice(&6u16.to_le_bytes());
+                    w
+                },
+                "sub-format other than PCM or float",
+            ),
+            // 20 valid bits in a 3-byte container.
+            (patch_u16(good.clone(), 38, 20), "20-bit integer samples"),
+            // A float that is not 32 bits.
+            (
+                patch_u16(wav(3, false, 1, 32, 4, &[0; 8]), 34, 16),
+                "bits per sample is not 32",
+            ),
         ];
         for (bytes, expected) in cases {
             let err = decode(&bytes).unwrap_err();
             assert!(err.contains(expected), "{err:?} lacks {expected:?}");
         }
-        let mut no_rate = good.clone();
-        no_rate[24..28].copy_from_slice(&500u32.to_le_bytes());
-        assert!(decode(&no_rate).unwrap_err().contains("500 Hz"));
-        let mut empty = encode(1, 8000, &[]);
-        empty.truncate(44);
-        assert!(decode(&empty).unwrap_err().contains("no samples"));
+        // Every truncation of a valid file is an error or, once some
+        // samples are there, what they give; never a panic.
+        let file = wav(1, true, 2, 24, 3, &[7; 60]);
+        for len in 0..file.len() {
+            match decode(&file[..len]) {
+                Ok(samples) => assert!(len > 68 && !samples.is_empty(), "{len}"),
+                Err(e) => assert!(!e.is_empty(), "{len}"),
+            }
+        }
     }
 
     #[test]

@@ -145,6 +145,14 @@ function onStreamEvent(kind, data) {
   } else if (kind === "refuted") {
     logEvent({ at, kind, source: "stream", id: e.id, state: e.state, cls: "",
                text: "this node refuted a suspicion about itself (incarnation " + e.incarnation + ")" });
+  } else if (kind === "reload") {
+    const list = (fields) => (fields && fields.length ? fields.join(", ") : "nothing");
+    const text = e.state === "refused"
+      ? "configuration reload refused on " + (e.name || "this node") + ": " + (e.reason || "")
+      : "configuration reloaded on " + (e.name || "this node") + ": changed " + list(e.applied) +
+        (e.restart && e.restart.length ? "; needs a restart: " + list(e.restart) : "");
+    logEvent({ at, kind, source: "stream", id: e.id, state: e.state, reason: e.reason,
+               cls: e.state === "refused" ? "refused" : "", text });
   } else if (kind === "lagged") {
     logEvent({ kind, source: "stream", cls: "", text: "missed " + e.missed + " events; refreshing" });
   } else {
@@ -162,7 +170,7 @@ function connectEvents() {
     set(source.readyState === EventSource.CLOSED ? "closed" : "connecting",
         source.readyState === EventSource.CLOSED ? "events: closed (reload the page)" : "events: reconnecting");
   };
-  for (const kind of ["member", "session", "refuted", "lagged"]) {
+  for (const kind of ["member", "session", "refuted", "reload", "lagged"]) {
     source.addEventListener(kind, (ev) => onStreamEvent(kind, ev.data));
   }
 }
@@ -354,6 +362,59 @@ function niceScale(target) {
   return 10 * p;
 }
 
+// ---- label placement (pure; tests/tests/webview_labels.rs runs it in node) ----
+
+// Where the labels of the map's points go, so that labels of nearby points
+// do not overlap: each label, in order, takes the first of a few spots
+// around its point (right, left, above, below, then lines further up and
+// down) that overlaps no label placed before it, no point and stays inside
+// the map; when no spot is free, the one that overlaps least.
+// `points`: [x, y] centres of circles of radius `r`; `sizes`: [width,
+// height] of each label; `box`: [width, height] of the map. Answers
+// {x, y, anchor} per label: the text's anchor point (baseline) and its
+// text-anchor.
+function placeLabels(points, sizes, box, r) {
+  const gap = r + 5;
+  // Nearest first: right, left, above, below; then a line further up
+  // and down on each side, three times, each a little further out.
+  const spots = [[gap, 4, "start"], [-gap, 4, "end"], [0, -r - 5, "middle"], [0, r + 14, "middle"]];
+  for (let ring = 1; ring <= 3; ring++) {
+    const dx = gap + 6 * (ring - 1);
+    for (const dy of [4 - 14 * ring, 4 + 14 * ring]) spots.push([dx, dy, "start"], [-dx, dy, "end"]);
+    spots.push([0, -r - 5 - 14 * ring, "middle"], [0, r + 14 + 14 * ring, "middle"]);
+  }
+  // A label's rectangle [left, top, right, bottom] from its anchor point.
+  const rect = (x, y, anchor, [w, h]) => {
+    const left = anchor === "start" ? x : anchor === "end" ? x - w : x - w / 2;
+    return [left, y - h * 0.8, left + w, y + h * 0.2];
+  };
+  const overlap = (a, b) =>
+    Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0])) *
+    Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const dots = points.map(([x, y]) => [x - r, y - r, x + r, y + r]);
+  const inside = [0, 0, box[0], box[1]];
+  const placed = [];
+  return points.map(([x, y], i) => {
+    let best = null;
+    for (const [dx, dy, anchor] of spots) {
+      const at = rect(x + dx, y + dy, anchor, sizes[i]);
+      const area = (at[2] - at[0]) * (at[3] - at[1]);
+      let cost = area - overlap(at, inside);  // outside the map
+      for (const other of placed) cost += overlap(at, other);
+      for (const dot of dots) cost += overlap(at, dot);
+      if (!best || cost < best.cost) best = { cost, at, label: { x: x + dx, y: y + dy, anchor } };
+      if (cost === 0) break;
+    }
+    placed.push(best.at);
+    return best.label;
+  });
+}
+
+// ---- end of label placement ----
+
+// The size of a map label: 12px text (app.css), about 7px a character.
+const LABEL_CHAR = 7, LABEL_HEIGHT = 12;
+
 function renderMap() {
   const map = $("map");
   // Room around the points: labels go to the right of their point.
@@ -397,6 +458,9 @@ function renderMap() {
       }
     });
   }
+  // Labels: beside their point, moved where another is in the way.
+  const texts = nodes.map((m) => (m.name || shortId(m.id)) + (m.state === "alive" ? "" : " (" + m.state + ")"));
+  const spots = placeLabels(px, texts.map((t) => [t.length * LABEL_CHAR + 2, LABEL_HEIGHT]), [W, H], 8);
   nodes.forEach((m, i) => {
     const [x, y] = px[i];
     const g = svg("g", { "data-map-member": m.id, "data-state": m.state });
@@ -406,10 +470,8 @@ function renderMap() {
       (m.self ? "" : "\nestimated RTT from this node " + ms(d[0][i]))));
     if (m.self) g.append(svg("circle", { class: "ring", cx: x, cy: y, r: 12 }));
     g.append(svg("circle", { class: m.state, cx: x, cy: y, r: 8 }));
-    // Labels to the right of their point, but to the left near the edge.
-    const left = x > W - RIGHT - 10;
-    g.append(svg("text", { x: left ? x - 13 : x + 13, y: y + 4, "text-anchor": left ? "end" : "start" },
-                 (m.name || shortId(m.id)) + (m.state === "alive" ? "" : " (" + m.state + ")")));
+    const spot = spots[i];
+    g.append(svg("text", { x: spot.x, y: spot.y, "text-anchor": spot.anchor }, texts[i]));
     children.push(g);
   });
   // Scale bar.
