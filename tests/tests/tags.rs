@@ -34,6 +34,7 @@ fn baton(api: &str, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .env_remove("BATON_API")
         .env_remove("BATON_TOKEN")
+        .env_remove("BATON_API_TOKEN")
         .output()
         .expect("run baton");
     (

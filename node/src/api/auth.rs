@@ -122,7 +122,7 @@ async fn require_token(
     next: Next,
 ) -> Response {
     const HOW: &str = "pass it as the header 'Authorization: Bearer <token>' \
-                       (baton: --token TOKEN or the environment variable BATON_TOKEN)";
+                       (baton: --token TOKEN or the environment variable BATON_API_TOKEN)";
     if request.method() == Method::POST && request.uri().path() == LOGIN {
         return next.run(request).await;
     }

@@ -21,7 +21,9 @@ Examples:
   baton watch                       follow member and session events until Ctrl-C
 
 An API that listens beyond loopback needs its token: --token TOKEN or,
-better (it stays out of the process list), the environment variable BATON_TOKEN.";
+better (it stays out of the process list), the environment variable
+BATON_API_TOKEN, the same name batond reads (BATON_TOKEN, its older name,
+is still read).";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -151,7 +153,7 @@ pub(super) struct Cli {
     /// Address of the node's API: HOST:PORT, or a port on 127.0.0.1 [env: BATON_API] [default: 127.0.0.1:7700]
     #[arg(long, global = true, value_name = "ADDR")]
     pub(super) api: Option<String>,
-    /// Bearer token, needed when the API listens beyond loopback [env: BATON_TOKEN]
+    /// Bearer token, needed when the API listens beyond loopback [env: BATON_API_TOKEN]
     #[arg(long, global = true, value_name = "TOKEN")]
     pub(super) token: Option<String>,
     /// Print the API's JSON instead of a table: one document (or event) per line
@@ -190,7 +192,7 @@ pub(super) enum Command {
     /// Report a client's loss, jitter and RTT on a session
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
-    /// Follow member changes and this node's session and reload events, until Ctrl-C
+    /// Follow member changes and this node's session events and reloads, until Ctrl-C
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(Wide),
     /// Check that the node answers: exit 0 when its driver does
@@ -406,7 +408,7 @@ mod tests {
             "report",
             "watch",
             "Examples:",
-            "BATON_TOKEN",
+            "BATON_API_TOKEN",
         ] {
             assert!(help.contains(text), "{text} missing from\n{help}");
         }

@@ -60,7 +60,7 @@ where
         .api
         .or_else(|| env_var("BATON_API"))
         .unwrap_or_else(|| DEFAULT_API.to_owned());
-    let token = cli.token.or_else(|| env_var("BATON_TOKEN"));
+    let token = token_from(cli.token, env_var);
     // Commands about the programs themselves need no node.
     let result = match cli.command {
         Command::Completions(c) => generate::completions(c.shell, c.program, out),
@@ -234,6 +234,14 @@ fn node_names(client: &ApiClient) -> Names {
     names
 }
 
+/// The API token: `--token`, else `BATON_API_TOKEN` (the name `batond`
+/// reads too, so one exported variable serves both), else the older
+/// `BATON_TOKEN`.
+fn token_from(flag: Option<String>, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    flag.or_else(|| env("BATON_API_TOKEN"))
+        .or_else(|| env("BATON_TOKEN"))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
@@ -244,6 +252,22 @@ mod tests {
     use crate::cli::testing::{LIMIT, baton, closed_port, serve, shared, shared_local};
     use crate::state::Shared;
     use std::sync::Arc;
+
+    #[test]
+    fn the_token_comes_from_the_flag_then_the_daemons_variable_then_the_old_one() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let both = &[("BATON_API_TOKEN", "new"), ("BATON_TOKEN", "old")];
+        assert_eq!(token_from(Some("flag".into()), env(both)).as_deref(), Some("flag"));
+        assert_eq!(token_from(None, env(both)).as_deref(), Some("new"));
+        assert_eq!(token_from(None, env(&[("BATON_TOKEN", "old")])).as_deref(), Some("old"));
+        assert_eq!(token_from(None, env(&[])), None);
+    }
 
     #[test]
     fn bad_session_flags_are_usage_errors() {

@@ -685,6 +685,11 @@ impl Sim {
         self.sessions.times.claims()
     }
 
+    /// Claim until each waiting node's map names the claimer.
+    pub fn claim_spread_samples(&self) -> &[Duration] {
+        self.sessions.times.spread()
+    }
+
     /// Takeovers that had not reached every live node when the run ended,
     /// and takeovers cut short by the crash of their claimer.
     pub fn takeovers_unfinished(&self) -> (usize, usize) {

@@ -77,6 +77,9 @@ pub struct Report {
     /// A primary's crash until a backup has written its claim (at the
     /// claimer): `takeover_ms` less the claim's spread to every node.
     pub claim_ms: Summary,
+    /// The claim until one node's map names the claimer, over every node
+    /// that waited and every takeover: how the claim spreads.
+    pub claim_spread_ms: Summary,
     /// How the sessions were set up, and what became of takeovers.
     pub session_details: SessionReport,
     /// First node's start until every node sees every other alive.
@@ -367,6 +370,7 @@ impl fmt::Display for Report {
                 format!("{} / {}", self.sessions_lost, self.double_owned),
             )?;
             row(f, "  claim (at the claimer)", summary(&self.claim_ms))?;
+            row(f, "  claim spread (per node)", summary(&self.claim_spread_ms))?;
             row(
                 f,
                 "  takeover",

@@ -543,6 +543,7 @@ fn report(
         double_owned: sim.double_owned(),
         takeover_ms: summary(sim.takeover_samples()),
         claim_ms: summary(sim.claim_samples()),
+        claim_spread_ms: summary(sim.claim_spread_samples()),
         session_details: SessionReport {
             replication: if cfg.sessions == 0 {
                 "none".to_owned()

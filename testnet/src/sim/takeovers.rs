@@ -13,8 +13,8 @@ struct Open {
     at: Duration,
     /// Live nodes whose map still names the crashed primary.
     waiting: BTreeSet<u32>,
-    /// Whether a backup's claim was seen (its first takeover start).
-    claimed: bool,
+    /// When a backup's claim was written (its first takeover start).
+    claimed: Option<Duration>,
 }
 
 /// Open takeovers and finished ones.
@@ -23,6 +23,7 @@ pub struct TakeoverTimes {
     open: BTreeMap<Sid, Open>,
     samples: Vec<Duration>,
     claims: Vec<Duration>,
+    spread: Vec<Duration>,
     superseded: usize,
 }
 
@@ -45,7 +46,7 @@ impl TakeoverTimes {
                 crashed,
                 at: now,
                 waiting,
-                claimed: false,
+                claimed: None,
             },
         );
         self.settle(sid, now);
@@ -59,7 +60,11 @@ impl TakeoverTimes {
     /// Node `node`'s map names another primary for `sid` now.
     pub fn on_seen(&mut self, sid: Sid, node: u32, now: Duration) {
         if let Some(o) = self.open.get_mut(&sid) {
-            o.waiting.remove(&node);
+            if o.waiting.remove(&node)
+                && let Some(claimed) = o.claimed
+            {
+                self.spread.push(now.saturating_sub(claimed));
+            }
             self.settle(sid, now);
         }
     }
@@ -69,9 +74,9 @@ impl TakeoverTimes {
     /// written at the claimer, before it spreads).
     pub fn on_claimed(&mut self, sid: Sid, now: Duration) {
         if let Some(o) = self.open.get_mut(&sid)
-            && !o.claimed
+            && o.claimed.is_none()
         {
-            o.claimed = true;
+            o.claimed = Some(now);
             self.claims.push(now.saturating_sub(o.at));
         }
     }
@@ -79,6 +84,12 @@ impl TakeoverTimes {
     /// Crash until claim, one per takeover that was claimed.
     pub fn claims(&self) -> &[Duration] {
         &self.claims
+    }
+
+    /// Claim until one waiting node's map names the claimer, one sample
+    /// per node and takeover: how the claim spreads.
+    pub fn spread(&self) -> &[Duration] {
+        &self.spread
     }
 
     /// Node `node` stopped: it is not waited for.
@@ -135,6 +146,7 @@ mod tests {
         t.on_seen(4, 2, 1100 * MS);
         assert_eq!(t.samples(), [1000 * MS]);
         assert_eq!(t.claims(), [700 * MS], "the first claim only");
+        assert_eq!(t.spread(), [100 * MS, 300 * MS], "nodes 1 and 2, from the first claim");
         assert_eq!(t.open_count(), 0);
     }
 }
