@@ -96,6 +96,7 @@ struct Copied {
     syncs: Counter,
     claim_pulls: Counter,
     bad_payloads: Counter,
+    duplicate_deltas: Counter,
     rejected_records: Counter,
     perf_dropped: Counter,
     over_capacity: Counter,
@@ -202,7 +203,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 19] = [
+        let counters: [(&str, &str, &Counter); 20] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -279,6 +280,11 @@ impl Metrics {
                 "bad_payloads",
                 "Authentic application payloads that could not be decoded",
                 &copied.bad_payloads,
+            ),
+            (
+                "duplicate_deltas",
+                "Copies of session-map deltas dropped unread because the same bytes were taken in before",
+                &copied.duplicate_deltas,
             ),
             (
                 "rejected_records",
@@ -582,6 +588,7 @@ impl Metrics {
         set(&c.syncs, stats.syncs);
         set(&c.claim_pulls, stats.claim_pulls);
         set(&c.bad_payloads, stats.bad_payloads);
+        set(&c.duplicate_deltas, stats.duplicate_deltas);
     }
 
     /// What the session engine says of itself: whether this node is fenced,

@@ -263,9 +263,15 @@ mod tests {
             }
         };
         let both = &[("BATON_API_TOKEN", "new"), ("BATON_TOKEN", "old")];
-        assert_eq!(token_from(Some("flag".into()), env(both)).as_deref(), Some("flag"));
+        assert_eq!(
+            token_from(Some("flag".into()), env(both)).as_deref(),
+            Some("flag")
+        );
         assert_eq!(token_from(None, env(both)).as_deref(), Some("new"));
-        assert_eq!(token_from(None, env(&[("BATON_TOKEN", "old")])).as_deref(), Some("old"));
+        assert_eq!(
+            token_from(None, env(&[("BATON_TOKEN", "old")])).as_deref(),
+            Some("old")
+        );
         assert_eq!(token_from(None, env(&[])), None);
     }
 

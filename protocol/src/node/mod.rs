@@ -16,6 +16,7 @@
 //! thousands of these in virtual time.
 
 mod peers;
+mod seen;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -590,6 +591,9 @@ pub struct Stats {
     pub claim_pulls: u64,
     /// Application payloads that could not be decoded.
     pub bad_payloads: u64,
+    /// Copies of session-map deltas dropped unread: their bytes were taken
+    /// in before (see `seen.rs`).
+    pub duplicate_deltas: u64,
 }
 
 /// Timers are data: each names what it is about, and one whose reason is
@@ -704,6 +708,8 @@ pub struct Node<S, R> {
     /// highest incarnation it announced.
     impostor: Option<(u64, u32)>,
     stats: Stats,
+    /// Deltas taken in, so that their copies are dropped unread.
+    seen_deltas: seen::Seen,
 }
 
 impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
@@ -758,6 +764,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             leaving: false,
             impostor: None,
             stats: Stats::default(),
+            seen_deltas: seen::Seen::default(),
         };
         node.schedule(now, Timer::Walk);
         node.schedule(now + REKEY_AFTER, Timer::Rekey);
@@ -1443,8 +1450,19 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     fn deliver(&mut self, now: Instant, from: NodeId, decoded: wire::Decoded) {
         let wire::Decoded { mut message, app } = decoded;
         for payload in app {
+            let name = seen::name(&payload);
+            if self.seen_deltas.contains(&name) {
+                self.stats.duplicate_deltas += 1;
+                continue;
+            }
             match AppMessage::decode(&payload) {
                 Ok(AppMessage::Root(root)) => self.on_root(now, &from, root),
+                Ok(AppMessage::Delta(delta)) => {
+                    let now_ms = self.unix_ms(now);
+                    if self.engine.handle_delta(now, now_ms, *delta).is_ok() {
+                        self.seen_deltas.insert(name);
+                    }
+                }
                 Ok(m) => {
                     let now_ms = self.unix_ms(now);
                     self.engine.handle_app_message(now, now_ms, m, &payload);

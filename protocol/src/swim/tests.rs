@@ -1411,25 +1411,40 @@ fn queued_updates_counts_news_once_per_member_until_sent_out() {
 #[test]
 fn the_app_queue_passes_over_a_few_payloads_that_do_not_fit_then_stops_looking() {
     let mut q = AppQueue::default();
-    // Pushed to the front: the small one ends up behind 20 large ones.
     q.push(b"small".to_vec(), vec![0; 10], 0);
     for i in 0..20u8 {
-        q.push(vec![b'L', i], vec![0; 500], 0);
+        q.push(vec![b'L', i], vec![i; 500], 0);
     }
-    // Room for the small payload only: the scan gives up after a few
-    // misfits instead of walking the whole queue for every datagram.
+    // Room for the small payload only, but 20 large ones go first: the
+    // scan gives up after a few misfits instead of walking the whole queue
+    // for every datagram.
     assert!(q.take(100, 8, 10).is_empty());
-    // The misfits went to the back; later scans reach the small one.
-    let mut found = false;
-    for _ in 0..3 {
-        let got = q.take(100, 8, 10);
-        if !got.is_empty() {
-            assert_eq!(got, vec![vec![0u8; 10]]);
-            found = true;
-            break;
-        }
+    // With room, the newest go first.
+    assert_eq!(q.take(1100, 8, 10), vec![vec![19u8; 500], vec![18u8; 500]]);
+}
+
+#[test]
+fn the_app_queue_sends_the_least_sent_first_and_the_newest_among_equals() {
+    let mut q = AppQueue::default();
+    for i in 0..4u8 {
+        q.push(vec![i], vec![i; 10], 0);
     }
-    assert!(found, "the small payload was never reached");
-    // With room, the large ones still go, least sent first.
-    assert_eq!(q.take(2000, 8, 10).len(), 3);
+    // Newest first among the never sent.
+    assert_eq!(q.take(1000, 2, 10), vec![vec![3u8; 10], vec![2u8; 10]]);
+    // A fresh payload (pushed as sent once, as after an eager push) goes
+    // before the ones sent once and after the ones never sent.
+    q.push(vec![9], vec![9; 10], 1);
+    assert_eq!(q.take(1000, 2, 10), vec![vec![1u8; 10], vec![0u8; 10]]);
+    assert_eq!(q.take(1000, 1, 10), vec![vec![9u8; 10]]);
+    // A newer payload under a key replaces the queued one in its slot of
+    // the order: it counts as never sent.
+    q.push(vec![3], vec![33; 10], 0);
+    assert_eq!(q.take(1000, 1, 10), vec![vec![33u8; 10]]);
+    // At the limit a payload leaves the queue.
+    let mut q = AppQueue::default();
+    q.push(vec![1], vec![1; 10], 0);
+    assert_eq!(q.take(1000, 4, 2).len(), 1);
+    assert_eq!(q.take(1000, 4, 2).len(), 1);
+    assert!(q.take(1000, 4, 2).is_empty());
+    assert!(q.is_empty());
 }

@@ -370,7 +370,11 @@ impl fmt::Display for Report {
                 format!("{} / {}", self.sessions_lost, self.double_owned),
             )?;
             row(f, "  claim (at the claimer)", summary(&self.claim_ms))?;
-            row(f, "  claim spread (per node)", summary(&self.claim_spread_ms))?;
+            row(
+                f,
+                "  claim spread (per node)",
+                summary(&self.claim_spread_ms),
+            )?;
             row(
                 f,
                 "  takeover",

@@ -146,7 +146,11 @@ mod tests {
         t.on_seen(4, 2, 1100 * MS);
         assert_eq!(t.samples(), [1000 * MS]);
         assert_eq!(t.claims(), [700 * MS], "the first claim only");
-        assert_eq!(t.spread(), [100 * MS, 300 * MS], "nodes 1 and 2, from the first claim");
+        assert_eq!(
+            t.spread(),
+            [100 * MS, 300 * MS],
+            "nodes 1 and 2, from the first claim"
+        );
         assert_eq!(t.open_count(), 0);
     }
 }
