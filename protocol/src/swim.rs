@@ -50,11 +50,11 @@ pub struct Config {
     /// An update is piggybacked `retransmit_mult · ceil(log10(n + 1))` times.
     pub retransmit_mult: u32,
     /// An application payload (a session-map delta) is piggybacked
-    /// `app_retransmit_mult · ceil(log10(n + 1))` times. Fewer than
-    /// membership updates: every node that learns a payload also pushes it
-    /// at once to `gossip_fanout` members, and the map's anti-entropy (its
-    /// root on every sync) repairs what gossip missed, whereas SWIM's own
-    /// updates must reach every member by gossip alone.
+    /// `app_retransmit_mult · ceil(log10(n + 1))` times. Apart from
+    /// `retransmit_mult` so that it can be tuned: every node that learns a
+    /// payload also pushes it on, and the map's anti-entropy repairs what
+    /// gossip missed, but fewer retransmissions lengthen the tail of a
+    /// takeover's spread (docs/protocol.md section 8 has the measurements).
     pub app_retransmit_mult: u32,
     /// Members a fresh update is pushed to at once, and members a leaving
     /// node tells (twice as many).
@@ -108,7 +108,7 @@ impl Config {
             suspicion_confirmations: 3,
             max_local_health: 8,
             retransmit_mult: 4,
-            app_retransmit_mult: 2,
+            app_retransmit_mult: 4,
             gossip_fanout: 3,
             max_piggyback: 16,
             sync_interval: Duration::from_secs(5),
