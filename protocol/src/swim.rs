@@ -9,7 +9,7 @@
 //! from measured RTTs, expedited probes of a fresh suspect by a few random
 //! members (fast independent confirmations), and eager push of fresh updates.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
@@ -443,41 +443,32 @@ impl Suspicion {
 const MESSAGE_RESERVE: usize = 64;
 
 /// Application payloads waiting to be piggybacked, least transmitted
-/// first and, among those sent as often, newest first (as memberlist's
-/// transmit-limited queue): a fresh claim rides on the very next messages
-/// of every node that holds it, instead of waiting its turn behind every
-/// payload queued before it. A newer payload under the same key supersedes
-/// the queued one in O(log n).
+/// first; a newer payload under the same key supersedes the queued one in
+/// O(log n), like [`Queue`].
 #[derive(Debug, Default)]
 struct AppQueue {
-    /// The sending order: `(transmits, newest first)` to the key.
-    order: BTreeMap<(u32, Reverse<u64>), Vec<u8>>,
-    latest: BTreeMap<Vec<u8>, AppQueued>,
+    entries: VecDeque<AppQueued>,
+    latest: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
     next_gen: u64,
 }
 
 #[derive(Debug)]
 struct AppQueued {
+    key: Vec<u8>,
     generation: u64,
     transmits: u32,
-    payload: Vec<u8>,
 }
 
 impl AppQueue {
     /// Queues `payload` under `key`, counted as sent `transmits` times.
     fn push(&mut self, key: Vec<u8>, payload: Vec<u8>, transmits: u32) {
         self.next_gen += 1;
-        let generation = self.next_gen;
-        self.order
-            .insert((transmits, Reverse(generation)), key.clone());
-        let queued = AppQueued {
-            generation,
+        self.latest.insert(key.clone(), (self.next_gen, payload));
+        self.entries.push_front(AppQueued {
+            key,
+            generation: self.next_gen,
             transmits,
-            payload,
-        };
-        if let Some(old) = self.latest.insert(key, queued) {
-            self.order.remove(&(old.transmits, Reverse(old.generation)));
-        }
+        });
     }
 
     fn is_empty(&self) -> bool {
@@ -488,45 +479,35 @@ impl AppQueue {
     /// number, counting a transmission for each; one sent `limit` times
     /// leaves the queue.
     fn take(&mut self, mut room: usize, max: usize, limit: u32) -> Vec<Vec<u8>> {
-        // Payloads that do not fit the room left are passed over, but only
-        // a few: walking the whole queue for each message costs O(queue)
-        // per datagram once thousands of deltas wait (a crash at N=1000).
-        // Every payload fits an otherwise empty message, so none waits for
-        // ever.
-        const MAX_MISFITS: usize = 8;
-        let mut chosen = Vec::new();
-        let mut misfits = 0;
-        for (slot, key) in &self.order {
-            if chosen.len() >= max || misfits >= MAX_MISFITS {
+        let mut out = Vec::new();
+        let mut kept = Vec::new();
+        let mut budget = self.entries.len();
+        while out.len() < max && budget > 0 {
+            budget -= 1;
+            let Some(mut q) = self.entries.pop_front() else {
                 break;
+            };
+            let Some((generation, payload)) = self.latest.get(&q.key) else {
+                continue;
+            };
+            if *generation != q.generation {
+                continue;
             }
-            let len = self
-                .latest
-                .get(key)
-                .map_or(usize::MAX, |q| crate::wire::app_len(&q.payload));
+            let len = crate::wire::app_len(payload);
             if len > room {
-                misfits += 1;
+                kept.push(q);
                 continue;
             }
             room -= len;
-            chosen.push(*slot);
-        }
-        let mut out = Vec::with_capacity(chosen.len());
-        for slot in chosen {
-            let Some(key) = self.order.remove(&slot) else {
-                continue;
-            };
-            let Some(q) = self.latest.get_mut(&key) else {
-                continue;
-            };
+            out.push(payload.clone());
             q.transmits += 1;
             if q.transmits < limit {
-                out.push(q.payload.clone());
-                self.order.insert((q.transmits, Reverse(q.generation)), key);
-            } else if let Some(q) = self.latest.remove(&key) {
-                out.push(q.payload);
+                kept.push(q);
+            } else {
+                self.latest.remove(&q.key);
             }
         }
+        self.entries.extend(kept);
         out
     }
 }

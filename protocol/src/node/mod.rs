@@ -1459,7 +1459,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 Ok(AppMessage::Root(root)) => self.on_root(now, &from, root),
                 Ok(AppMessage::Delta(delta)) => {
                     let now_ms = self.unix_ms(now);
-                    if self.engine.handle_delta(now, now_ms, *delta).is_ok() {
+                    if self.engine.handle_delta(now, now_ms, *delta) == Ok(true) {
                         self.seen_deltas.insert(name);
                     }
                 }

@@ -4,9 +4,10 @@
 //! retransmissions); a copy whose bytes were taken in before is dropped
 //! before it is decoded, verified and compared with the map again.
 //!
-//! Only deltas the map took (news or stale, never a rejection) are
-//! remembered: a delta refused now (one that cites a version not seen yet,
-//! say) may be taken when it comes again. The set is bounded: past
+//! Only deltas that were news here are remembered: a copy of one is stale
+//! by construction, whereas a delta refused or found stale now (one that
+//! cites a version not seen yet, or a credential this node cannot link yet)
+//! may be taken when it comes again. The set is bounded: past
 //! [`CAPACITY`] digests the oldest is forgotten, and a copy of it is then
 //! handled in full, as it would be without this set.
 
