@@ -66,6 +66,23 @@ fn steps(quick: bool) -> Vec<Step> {
             });
         }
     }
+    // A region outage, WAN only: every node of a region killed at once, and
+    // (the variant) cut off; several nodes per region.
+    let outage = if quick {
+        "run outage --nodes 6 --wan --regions 3 --sessions 6 --faults 1 --settle 8s"
+    } else {
+        "run outage --nodes 12 --wan --regions 4 --sessions 12 --faults 4 --settle 20s"
+    };
+    for (key, cut) in [("outage-wan", false), ("outage-cut-wan", true)] {
+        let mut a = args(outage);
+        if cut {
+            a.push("--cut".into());
+        }
+        v.push(Step {
+            key: key.into(),
+            args: a,
+        });
+    }
     let sims: Vec<(&str, String)> = vec![
         (
             "sim-crash-32",
@@ -629,6 +646,28 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
             key,
         );
     }
+    for key in ["outage-wan", "outage-cut-wan"] {
+        let r = report(o, key);
+        let v = num(&r["sessions_lost"]);
+        row(
+            &format!("sessions with a backup outside a failed region lost ({key})"),
+            &fmt_num(targets::OUTAGE_SESSIONS_LOST),
+            v,
+            "",
+            le(v, targets::OUTAGE_SESSIONS_LOST),
+            key,
+        );
+        let limit = targets::GAP_P99_MS.on(wan);
+        let v = p99(key, "gap_ms");
+        row(
+            &format!("client gap, primary's region failed ({key})"),
+            &p99_within(limit),
+            v,
+            "ms",
+            le(v, limit),
+            key,
+        );
+    }
     let limit = targets::VIVALDI_MEDIAN_ERROR_PCT;
     let v = num(&report(o, "kill-wan")["vivaldi_median_rel_error"]).map(|v| v * 100.0);
     row(
@@ -916,6 +955,98 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
             let _ = writeln!(md);
         }
     }
+    render_outage(md, o);
+}
+
+/// The region outage: kill and cut side by side (WAN only).
+fn render_outage(md: &mut String, o: &[Outcome]) {
+    let _ = writeln!(
+        md,
+        "### outage\n\n\
+         Every node of one region fails at once for {} s: killed with SIGKILL \
+         (*kill*), or cut off from the other nodes and the client, both ways \
+         (*cut*); then restarted (healed), and again with the next region. The \
+         region is the one holding the primaries of the most sessions among \
+         those not failed yet. WAN only, on the first regions of the matrix so \
+         that a region holds several nodes; each node announces its region \
+         (`--tag region=...`), so the default placement (`spread`) keeps a \
+         backup of each session outside its primary's region. Sessions with \
+         their primary and every backup in the region may be lost (counted \
+         apart); every other one must be heard again by its client. Gap: the \
+         client's longest silence around the outage; new owner: outage until a \
+         node outside the region hosts the session (APIs polled every 100 ms).\n",
+        crate::scenarios::OUTAGE_HOLD.as_secs()
+    );
+    let _ = writeln!(md, "| | kill | cut |\n|---|---|---|");
+    let kill = report(o, "outage-wan");
+    let cut = report(o, "outage-cut-wan");
+    let both = |f: &dyn Fn(&Value) -> String| (f(kill), f(cut));
+    let rows: Vec<(&str, (String, String))> = vec![
+        ("nodes", both(&|r| r["nodes"].to_string())),
+        ("sessions", both(&|r| r["sessions"].to_string())),
+        (
+            "outages",
+            both(&|r| {
+                r["details"]["outages"]
+                    .as_array()
+                    .map_or_else(|| "-".into(), |a| a.len().to_string())
+            }),
+        ),
+        (
+            "sessions of the failed region with a backup outside / heard again",
+            both(&|r| {
+                format!(
+                    "{} / {}",
+                    r["details"]["with_backup_outside"], r["details"]["resumed"]
+                )
+            }),
+        ),
+        ("client gap", both(&|r| summary(&r["gap_ms"], "ms"))),
+        (
+            "new owner outside the region",
+            both(&|r| summary(&r["details"]["new_owner_ms"], "ms")),
+        ),
+        (
+            "sessions with every replica in the region / lost",
+            both(&|r| {
+                format!(
+                    "{} / {}",
+                    r["details"]["all_replicas_in_region"], r["details"]["lost_all_in_region"]
+                )
+            }),
+        ),
+        (
+            "sessions lost (backup outside)",
+            both(&|r| r["sessions_lost"].to_string()),
+        ),
+        ("doubly owned", both(&|r| r["double_owned"].to_string())),
+        (
+            "wall time",
+            both(&|r| {
+                r["duration_s"]
+                    .as_f64()
+                    .map(|s| format!("{s:.0} s"))
+                    .unwrap_or_else(|| "-".into())
+            }),
+        ),
+    ];
+    for (what, (a, b)) in rows {
+        let _ = writeln!(md, "| {what} | {a} | {b} |");
+    }
+    let _ = writeln!(md);
+    for key in ["outage-wan", "outage-cut-wan"] {
+        let _ = writeln!(
+            md,
+            "<a id=\"{key}\"></a>`{}` ([report](eval/{key}/report.md))\n",
+            command(o, key)
+        );
+    }
+    if !kill.is_null() {
+        for plot in plots_of("outage") {
+            let _ = writeln!(md, "![outage on the WAN: {plot}](eval/outage-wan/{plot})");
+        }
+        let _ = writeln!(md);
+    }
 }
 
 fn plots_of(name: &str) -> &'static [&'static str] {
@@ -926,6 +1057,7 @@ fn plots_of(name: &str) -> &'static [&'static str] {
         "pause" => &["suspicions.svg"],
         "churn" => &["gap.svg"],
         "degrade" => &["transfer.svg"],
+        "outage" => &["gap.svg", "new-owner.svg"],
         "scale" => &["traffic.svg", "cpu.svg", "rss.svg", "vivaldi.svg"],
         _ => &[],
     }
@@ -1176,6 +1308,17 @@ mod tests {
                 }
             }
             assert!(s.iter().any(|x| x.key == "bench"));
+            // The outage runs on the WAN only, killed and cut.
+            for key in ["outage-wan", "outage-cut-wan"] {
+                let step = s.iter().find(|x| x.key == key).unwrap();
+                assert_eq!(step.args[..2], ["run".to_string(), "outage".to_string()]);
+                assert!(step.args.contains(&"--wan".to_string()));
+                assert!(step.args.contains(&"--regions".to_string()));
+                assert_eq!(
+                    step.args.contains(&"--cut".to_string()),
+                    key.contains("cut")
+                );
+            }
         }
     }
 

@@ -212,12 +212,15 @@ enum Command {
         churn      rolling restarts (SIGTERM + start) of every node; sessions lost\n  \
         scale      idle overlays of 8, 16, 32, 64 nodes (up to --nodes); traffic, CPU, RSS\n  \
         degrade    a primary's path to the client degrades (10% loss, +150 ms); transfer_ms\n  \
-        cut        a primary cut one way (cannot hear, then cannot send) for 8 s, heal; fencing\n\n\
+        cut        a primary cut one way (cannot hear, then cannot send) for 8 s, heal; fencing\n  \
+        outage     every node of a region killed at once (--cut: cut off) for 10 s (WAN only)\n\n\
         EXAMPLES:\n  \
         testnet run kill --nodes 8 --wan --out /tmp/kill-wan\n  \
         testnet run partition --nodes 5 --out /tmp/partition\n  \
         testnet run loss --nodes 8 --duration 30min --out /tmp/loss\n  \
-        testnet run scale --nodes 64 --wan --out /tmp/scale")]
+        testnet run scale --nodes 64 --wan --out /tmp/scale\n  \
+        testnet run outage --nodes 6 --wan --regions 3 --sessions 6 --faults 1 --out /tmp/outage\n  \
+        testnet run outage --nodes 12 --wan --regions 4 --region eastus --cut --out /tmp/outage-cut")]
     Run(Box<RunArgs>),
 }
 
@@ -240,6 +243,11 @@ enum ScenarioName {
     /// A primary cut one way, alternately so that it cannot hear and so
     /// that it cannot send: it must fence itself within the fence bound.
     Cut,
+    /// Every node of one region killed at once (with --cut: cut off from
+    /// the rest and the client, both ways) for 10 s, then restarted
+    /// (healed); sessions with a backup outside the region must survive.
+    /// WAN only.
+    Outage,
 }
 
 /// How the testnet is built (`up` and `run`).
@@ -253,6 +261,10 @@ struct NetArgs {
     /// Azure regions. Without --wan: a LAN, no added delay.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "builtin")]
     wan: Option<String>,
+    /// Use only the first K regions of the matrix (2 to all), so that a
+    /// region holds several nodes (with --wan).
+    #[arg(long, value_name = "K", requires = "wan")]
+    regions: Option<usize>,
     /// Random loss on every link, 0 to 1.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     loss: f64,
@@ -296,10 +308,30 @@ struct RunArgs {
     /// Time for membership and coordinates to settle before the faults.
     #[arg(long, default_value = "15s", value_parser = duration)]
     settle: Duration,
+    /// outage: the region that fails, by its name in the matrix (default:
+    /// the one holding the primaries of the most sessions, another one at
+    /// each fault while there is one).
+    #[arg(long, value_name = "NAME")]
+    region: Option<String>,
+    /// outage: cut the region off from the other nodes and the client
+    /// (both ways) instead of killing its nodes; heal instead of restart.
+    #[arg(long)]
+    cut: bool,
 }
 
 impl NetArgs {
     fn matrix(&self) -> Result<Option<(RttMatrix, String)>, String> {
+        let full = self.full_matrix()?;
+        match (full, self.regions) {
+            (Some((m, label)), Some(k)) => Ok(Some((
+                baton_testnet::emu::first_regions(&m, k)?,
+                format!("{label}, first {k} regions"),
+            ))),
+            (full, _) => Ok(full),
+        }
+    }
+
+    fn full_matrix(&self) -> Result<Option<(RttMatrix, String)>, String> {
         match self.wan.as_deref() {
             None => Ok(None),
             Some("builtin") => Ok(Some((
@@ -362,7 +394,12 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Spray => Scenario::Spray,
         ScenarioName::Degrade => Scenario::Degrade,
         ScenarioName::Cut => Scenario::Cut,
+        ScenarioName::Outage => Scenario::Outage,
     };
+    if (args.region.is_some() || args.cut) && scenario != Scenario::Outage {
+        eprintln!("testnet: --region and --cut are options of `testnet run outage`");
+        return ExitCode::from(2);
+    }
     if usize::from(args.net.nodes) < 3 && scenario != Scenario::Scale {
         eprintln!(
             "testnet: --nodes {}: scenarios need at least 3 nodes",
@@ -382,6 +419,8 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         bootstrap: !args.net.no_bootstrap,
         seed: args.net.seed,
         out: args.out.clone(),
+        region: args.region.clone(),
+        cut: args.cut,
     };
     match scenarios::run(scenario, &opts) {
         Ok(report) => {
@@ -954,6 +993,55 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn outage_flags_parse_and_regions_restrict_the_matrix() {
+        let cli = Cli::try_parse_from([
+            "testnet",
+            "run",
+            "outage",
+            "--out",
+            "/tmp/x",
+            "--nodes",
+            "6",
+            "--wan",
+            "--regions",
+            "3",
+            "--region",
+            "centralus",
+            "--cut",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.scenario, ScenarioName::Outage);
+        assert_eq!(args.region.as_deref(), Some("centralus"));
+        assert!(args.cut);
+        let (m, label) = args.net.matrix().unwrap().unwrap();
+        assert_eq!(m.regions(), ["westus", "centralus", "eastus"]);
+        assert!(label.ends_with("first 3 regions"), "{label}");
+        // --regions needs --wan, and 2 to 16 of them.
+        assert!(
+            Cli::try_parse_from(["testnet", "run", "outage", "--out", "x", "--regions", "3"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "testnet",
+            "run",
+            "outage",
+            "--out",
+            "x",
+            "--wan",
+            "--regions",
+            "1",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert!(args.net.matrix().unwrap_err().contains("--regions 1"));
     }
 
     #[test]

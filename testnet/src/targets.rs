@@ -57,6 +57,11 @@ pub const TRAFFIC_RATIO: f64 = 1.2;
 pub const DISSEMINATION_P99_MS: f64 = 1200.0;
 /// Sessions lost 10 s after any single fault or partition heal.
 pub const SESSIONS_LOST: f64 = 0.0;
+/// Sessions lost in a region outage (`testnet run outage`) among those with
+/// a backup outside the failed region, at the end of the outage and 10 s
+/// after the region is back; the client gap is held to the WAN
+/// [`GAP_P99_MS`].
+pub const OUTAGE_SESSIONS_LOST: f64 = 0.0;
 /// Sessions doubly owned 10 s after any single fault or partition heal.
 pub const SESSIONS_DOUBLY_OWNED: f64 = 0.0;
 /// A crashed primary's session claimed at every live node, 1000 simulated

@@ -468,7 +468,18 @@ impl Testbed {
         if self.config.program == Program::Serf {
             return self.spawn_serf(i);
         }
-        let bootstrap = self.nodes[0].multiaddr();
+        // n1's address, or, while n1 is down (a region outage took it too),
+        // the first other node that runs: a node restarted then still finds
+        // the survivors without mDNS.
+        let bootstrap = if i != 0 && self.nodes[0].is_running() {
+            Some(self.nodes[0].multiaddr())
+        } else {
+            self.nodes
+                .iter()
+                .enumerate()
+                .find(|(j, n)| *j != i && n.is_running())
+                .map(|(_, n)| n.multiaddr())
+        };
         let node = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -480,8 +491,17 @@ impl Testbed {
             .arg(&node.data_dir)
             .args(["--listen", &node.multiaddr()])
             .args(["--api", API_ADDR]);
-        if i != 0 && self.config.bootstrap {
+        if let Some(bootstrap) = bootstrap.filter(|_| self.config.bootstrap) {
             cmd.args(["--bootstrap", &bootstrap]);
+        }
+        // On a WAN each node announces its region, so that placement spreads
+        // backups over regions (docs/operations.md, "Placement across
+        // failure domains").
+        if self.config.wan.is_some() {
+            cmd.args([
+                "--tag",
+                &format!("region={}", region_tag_value(&node.region)),
+            ]);
         }
         if !self.config.mdns {
             cmd.arg("--no-mdns");
@@ -543,6 +563,22 @@ impl Testbed {
             let _ = child.wait();
         }
         self.nodes[i].paused = false;
+    }
+
+    /// Kills the nodes of `group` with SIGKILL together: every signal is
+    /// sent before any of them is reaped (a region outage).
+    pub fn kill_many(&mut self, group: &[usize]) {
+        let mut children = Vec::new();
+        for &i in group {
+            if let Some(mut child) = self.nodes[i].child.take() {
+                let _ = child.kill();
+                children.push(child);
+            }
+            self.nodes[i].paused = false;
+        }
+        for mut child in children {
+            let _ = child.wait();
+        }
     }
 
     /// Restarts node `i` with its data directory (same identity).
@@ -876,6 +912,24 @@ fn serf_binary() -> Result<PathBuf, TestbedError> {
         })
 }
 
+/// A region's name as a tag value: at most 64 characters of letters,
+/// digits and `_ - . : / @ +` (batond refuses others), anything else
+/// replaced by `-`.
+pub fn region_tag_value(region: &str) -> String {
+    let v: String = region
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.:/@+".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if v.is_empty() { "-".into() } else { v }
+}
+
 /// Address of node `i` (0-based).
 pub fn node_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, (i + 1) as u8)
@@ -901,5 +955,21 @@ impl Drop for Testbed {
         }
         // Then the fields drop: the switch (closing the TAPs) and the
         // namespaces.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::region_tag_value;
+
+    #[test]
+    fn region_names_become_tag_values_batond_accepts() {
+        assert_eq!(region_tag_value("westus"), "westus");
+        assert_eq!(region_tag_value("eu west=1,x"), "eu-west-1-x");
+        assert_eq!(region_tag_value(""), "-");
+        assert_eq!(region_tag_value(&"a".repeat(80)).len(), 64);
+        for v in ["westus", "eu-west-1-x", "-"] {
+            baton_protocol::meta::parse_tag(&format!("region={v}")).expect(v);
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! `batond` processes in network namespaces behind the userspace WAN
 //! emulator with the built-in wide-area matrix, and `testnet run degrade`
 //! on a LAN behind it, and `testnet run cut` (a primary cut one way, so
-//! that it cannot hear, then so that it cannot send: self-fencing), checked
-//! through the report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
+//! that it cannot hear, then so that it cannot send: self-fencing), and
+//! `testnet run outage` (every node of a WAN region killed at once),
+//! checked through the report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
 //! they skip).
 //!
 //! What must hold is asserted (every kill detected by every survivor, the
@@ -419,4 +420,88 @@ fn a_node_cut_one_way_fences_itself_and_no_client_hears_two_senders() {
     // of the one that could not send, only packets in flight at the cut.
     assert!(ms(&cuts[0], "last_heard_ms") > 100.0, "{report:#}");
     assert!(ms(&cuts[1], "last_heard_ms") < 100.0, "{report:#}");
+}
+
+#[test]
+fn a_region_outage_on_the_wan_loses_no_session_with_a_backup_elsewhere() {
+    if !require_netns("a_region_outage_on_the_wan_loses_no_session_with_a_backup_elsewhere") {
+        return;
+    }
+    let dir = TempDir::new("e2e-outage");
+    let out = dir.0.join("outage");
+    // 6 nodes over the first 3 regions of the built-in matrix (2 each), a
+    // session opened on each; the region holding the most primaries is
+    // killed at once, held down 10 s, restarted.
+    let report = run(
+        &[
+            "outage",
+            "--nodes",
+            "6",
+            "--wan",
+            "--regions",
+            "3",
+            "--sessions",
+            "6",
+            "--faults",
+            "1",
+            "--settle",
+            "8s",
+        ],
+        &out,
+    );
+    assert_no_leftovers();
+    assert_eq!(report["scenario"], "outage");
+    let details = &report["details"];
+    // Every node announced its region as its `region` tag.
+    let announced = details["announced_regions"].as_object().expect("regions");
+    assert_eq!(announced.len(), 6, "{report:#}");
+    let regions = ["westus", "centralus", "eastus"];
+    for (i, r) in regions.iter().cycle().take(6).enumerate() {
+        assert_eq!(announced[&format!("n{}", i + 1)], *r, "{report:#}");
+    }
+    let outages = details["outages"].as_array().expect("outages");
+    assert_eq!(outages.len(), 1, "{report:#}");
+    let o = &outages[0];
+    eprintln!("{o}");
+    assert_eq!(o["variant"], "kill");
+    assert_eq!(o["nodes"].as_array().unwrap().len(), 2, "{o:#}");
+    assert!(regions.contains(&o["region"].as_str().unwrap()), "{o:#}");
+    // The region held primaries, each with a backup in another region
+    // (spread placement); every one of them was taken over outside it and
+    // heard again by its client, within the hold.
+    let covered = o["with_backup_outside"].as_u64().unwrap();
+    assert!(covered >= 1, "{o:#}");
+    assert_eq!(o["all_replicas_in_region"], 0, "{o:#}");
+    assert_eq!(
+        o["gaps_ms"].as_array().unwrap().len() as u64,
+        covered,
+        "{o:#}"
+    );
+    assert!(
+        o["new_owner_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_f64().is_some_and(|ms| ms < 10_000.0)),
+        "{o:#}"
+    );
+    assert_eq!(o["sessions_lost"], 0, "{o:#}");
+    assert_eq!(o["lost_after_restore"], 0, "{o:#}");
+    assert!(o["one_owner_after_restore_ms"].as_f64().is_some(), "{o:#}");
+    assert_eq!(report["sessions_lost"], 0, "{report:#}");
+    assert_eq!(report["double_owned"], 0, "{report:#}");
+    // A gap is reported, against the WAN kill target.
+    let gap = &report["gap_ms"];
+    assert_eq!(gap["samples"].as_u64(), Some(covered), "{report:#}");
+    let p99 = gap["p99"].as_f64().expect("gap p99");
+    assert!(p99 > 0.0 && p99 < 10_000.0, "{report:#}");
+    assert_eq!(
+        details["gap_limit_ms"].as_f64(),
+        Some(baton_testnet::targets::GAP_P99_MS.wan)
+    );
+    eprintln!(
+        "outage: gap {} new owner {} (limit {} ms)",
+        report["gap_ms"], details["new_owner_ms"], details["gap_limit_ms"]
+    );
+    assert!(out.join("gap.svg").exists());
 }

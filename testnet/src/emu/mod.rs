@@ -12,4 +12,4 @@ mod switch;
 mod topology;
 
 pub use switch::{Class, Impairment, PortCounters, Switch, SwitchHandle};
-pub use topology::{Delays, WAN_RTT_CSV, builtin_matrix, round_robin};
+pub use topology::{Delays, WAN_RTT_CSV, builtin_matrix, first_regions, round_robin};

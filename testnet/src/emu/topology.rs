@@ -75,6 +75,33 @@ impl Delays {
     }
 }
 
+/// The matrix restricted to its first `k` regions (at least 2, at most all
+/// of them), in their order: fewer regions for as many nodes, so that a
+/// region holds several (`--regions`).
+pub fn first_regions(matrix: &RttMatrix, k: usize) -> Result<RttMatrix, String> {
+    let all = matrix.regions().len();
+    if !(2..=all).contains(&k) {
+        return Err(format!(
+            "--regions {k}: the matrix has {all} regions; give 2 to {all}"
+        ));
+    }
+    let mut csv = String::from("a,b,rtt_ms\n");
+    for a in 0..k {
+        for b in 0..k {
+            if let Some(rtt) = matrix.rtt(a, b) {
+                let r = &matrix.regions();
+                csv.push_str(&format!(
+                    "{},{},{}\n",
+                    r[a],
+                    r[b],
+                    rtt.as_nanos() as f64 / 1e6
+                ));
+            }
+        }
+    }
+    RttMatrix::parse(&csv).map_err(|e| e.to_string())
+}
+
 /// Round-robin placement: node `i` (0-based) in region `i mod regions`.
 pub fn round_robin(nodes: usize, regions: usize) -> Vec<usize> {
     (0..nodes).map(|i| i % regions.max(1)).collect()
@@ -93,6 +120,21 @@ mod tests {
         let weu = m.regions().iter().position(|r| r == "westeurope").unwrap();
         assert_eq!(m.rtt(uks, weu), Some(Duration::from_millis(11)));
         assert_eq!(m.rtt(weu, uks), Some(Duration::from_millis(11)));
+    }
+
+    #[test]
+    fn the_first_regions_keep_their_rtts() {
+        let m = builtin_matrix();
+        let three = first_regions(&m, 3).unwrap();
+        assert_eq!(three.regions(), &m.regions()[..3]);
+        for a in 0..3 {
+            for b in 0..3 {
+                assert_eq!(three.rtt(a, b), m.rtt(a, b), "{a} {b}");
+            }
+        }
+        assert!(first_regions(&m, 1).is_err());
+        assert!(first_regions(&m, 17).is_err());
+        assert_eq!(first_regions(&m, 16).unwrap().regions(), m.regions());
     }
 
     #[test]

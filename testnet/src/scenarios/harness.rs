@@ -40,6 +40,12 @@ pub struct Options {
     pub seed: u64,
     /// Where reports go; node data and logs under `out/nodes`.
     pub out: std::path::PathBuf,
+    /// `outage`: the region that fails (else the one holding the primaries
+    /// of the most sessions, a fresh one each fault while there is one).
+    pub region: Option<String>,
+    /// `outage`: cut the region off (both ways, from the other nodes and
+    /// the client) instead of killing its nodes; heal instead of restart.
+    pub cut: bool,
 }
 
 /// One event as a node reported it.
@@ -157,7 +163,16 @@ impl Harness {
     /// until every receiver hears its stream.
     pub fn open_sessions(&mut self, count: usize) -> Result<(), TestbedError> {
         let n = self.tb.nodes.len();
-        for k in 0..count {
+        let on: Vec<usize> = (0..count).map(|k| k % n).collect();
+        self.open_sessions_on(&on)
+    }
+
+    /// Opens one rtp-audio session asking each node of `on` in turn (the
+    /// node asked usually becomes its primary: it is nearest to itself);
+    /// waits until every receiver hears its stream.
+    pub fn open_sessions_on(&mut self, on: &[usize]) -> Result<(), TestbedError> {
+        let count = on.len();
+        for &i in on {
             let receiver = self.tb.receiver()?;
             let client = receiver.local_addr();
             let body = OpenRequest {
@@ -165,7 +180,7 @@ impl Harness {
                 client: client.to_string(),
                 params: Default::default(),
             };
-            let session = self.open_on(k % n, &body)?;
+            let session = self.open_on(i, &body)?;
             self.sessions.push(Sess {
                 id: session.id,
                 receiver,

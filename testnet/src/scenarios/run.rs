@@ -41,6 +41,9 @@ pub enum Scenario {
     /// One node cut one way (it cannot hear, then another that cannot
     /// send): it must fence itself, and no client hear two senders.
     Cut,
+    /// Every node of one region killed at once (or cut off); sessions
+    /// with a backup elsewhere must survive.
+    Outage,
 }
 
 impl Scenario {
@@ -57,6 +60,7 @@ impl Scenario {
             Scenario::Spray => "spray",
             Scenario::Degrade => "degrade",
             Scenario::Cut => "cut",
+            Scenario::Outage => "outage",
         }
     }
 }
@@ -75,6 +79,7 @@ pub fn run(scenario: Scenario, opts: &Options) -> Result<Report, TestbedError> {
         Scenario::Spray => spray(opts)?,
         Scenario::Degrade => super::degrade::degrade(opts)?,
         Scenario::Cut => super::cut::cut(opts)?,
+        Scenario::Outage => super::outage::outage(opts)?,
     };
     report.duration_s = started.elapsed().as_secs_f64().round();
     report.write(&opts.out)?;
