@@ -9,7 +9,7 @@
 //! from measured RTTs, expedited probes of a fresh suspect by a few random
 //! members (fast independent confirmations), and eager push of fresh updates.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
@@ -442,33 +442,68 @@ impl Suspicion {
 /// and the list headers: the largest is an ack with a coordinate.
 const MESSAGE_RESERVE: usize = 64;
 
-/// Application payloads waiting to be piggybacked, least transmitted
-/// first; a newer payload under the same key supersedes the queued one in
-/// O(log n), like [`Queue`].
+/// Application payloads waiting to be piggybacked, in two orders that take
+/// turns filling a message's slots:
+///
+/// - **fewest sends, newest first** (memberlist's transmit-limited queue):
+///   a fresh claim rides on the very next messages of every node that holds
+///   it instead of waiting behind every payload queued before it;
+/// - **longest waiting first** (a rotation): every queued payload gets a
+///   turn within a bounded number of messages however many fresh ones keep
+///   arriving, which the first order alone does not give (a stream of new
+///   deltas after a healed partition starved older ones).
+///
+/// A newer payload under the same key supersedes the queued one in
+/// O(log n).
 #[derive(Debug, Default)]
 struct AppQueue {
-    entries: VecDeque<AppQueued>,
-    latest: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    latest: BTreeMap<Vec<u8>, AppQueued>,
+    /// `(transmits, newest first)` to the key.
+    by_sends: BTreeMap<(u32, Reverse<u64>), Vec<u8>>,
+    /// `(turn last sent or queued, generation)` to the key.
+    by_wait: BTreeMap<(u64, u64), Vec<u8>>,
     next_gen: u64,
+    /// Counts payload sends; stamps `by_wait`.
+    turn: u64,
+    /// Which order fills the first slot of the next message: they
+    /// alternate, so a message with room for one payload still serves both.
+    rotation_first: bool,
 }
 
 #[derive(Debug)]
 struct AppQueued {
-    key: Vec<u8>,
     generation: u64,
     transmits: u32,
+    waiting_since: u64,
+    payload: Vec<u8>,
 }
 
 impl AppQueue {
     /// Queues `payload` under `key`, counted as sent `transmits` times.
     fn push(&mut self, key: Vec<u8>, payload: Vec<u8>, transmits: u32) {
         self.next_gen += 1;
-        self.latest.insert(key.clone(), (self.next_gen, payload));
-        self.entries.push_front(AppQueued {
-            key,
+        let queued = AppQueued {
             generation: self.next_gen,
             transmits,
-        });
+            waiting_since: self.turn,
+            payload,
+        };
+        self.index(&key, &queued);
+        if let Some(old) = self.latest.insert(key, queued) {
+            self.unindex(&old);
+        }
+    }
+
+    fn index(&mut self, key: &[u8], q: &AppQueued) {
+        self.by_sends
+            .insert((q.transmits, Reverse(q.generation)), key.to_vec());
+        self.by_wait
+            .insert((q.waiting_since, q.generation), key.to_vec());
+    }
+
+    fn unindex(&mut self, q: &AppQueued) {
+        self.by_sends.remove(&(q.transmits, Reverse(q.generation)));
+        self.by_wait.remove(&(q.waiting_since, q.generation));
     }
 
     fn is_empty(&self) -> bool {
@@ -479,38 +514,93 @@ impl AppQueue {
     /// number, counting a transmission for each; one sent `limit` times
     /// leaves the queue.
     fn take(&mut self, mut room: usize, max: usize, limit: u32) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut kept = Vec::new();
-        let mut budget = self.entries.len();
-        while out.len() < max && budget > 0 {
-            budget -= 1;
-            let Some(mut q) = self.entries.pop_front() else {
+        // Payloads that do not fit the room left are passed over, but only
+        // a few: walking the whole queue for each message costs O(queue)
+        // per datagram once thousands of deltas wait (a crash at N=1000).
+        // Every payload fits an otherwise empty message, so none waits for
+        // ever.
+        let mut chosen: Vec<Vec<u8>> = Vec::new();
+        let mut misfits = 0;
+        let mut rotation = self.rotation_first;
+        self.rotation_first = !self.rotation_first;
+        while chosen.len() < max && misfits < MAX_PICK_MISFITS {
+            let picked = self
+                .pick(rotation, room, &chosen, &mut misfits)
+                .or_else(|| self.pick(!rotation, room, &chosen, &mut misfits));
+            let Some((key, len)) = picked else {
                 break;
             };
-            let Some((generation, payload)) = self.latest.get(&q.key) else {
+            room -= len;
+            chosen.push(key);
+            rotation = !rotation;
+        }
+        let mut out = Vec::with_capacity(chosen.len());
+        for key in chosen {
+            let Some(mut q) = self.latest.remove(&key) else {
                 continue;
             };
-            if *generation != q.generation {
-                continue;
-            }
-            let len = crate::wire::app_len(payload);
-            if len > room {
-                kept.push(q);
-                continue;
-            }
-            room -= len;
-            out.push(payload.clone());
+            self.unindex(&q);
+            self.turn += 1;
             q.transmits += 1;
+            q.waiting_since = self.turn;
             if q.transmits < limit {
-                kept.push(q);
+                out.push(q.payload.clone());
+                self.index(&key, &q);
+                self.latest.insert(key, q);
             } else {
-                self.latest.remove(&q.key);
+                out.push(q.payload);
             }
         }
-        self.entries.extend(kept);
         out
     }
+
+    /// The first payload in one order that is not `chosen` yet and fits
+    /// `room`, with its encoded length.
+    fn pick(
+        &self,
+        rotation: bool,
+        room: usize,
+        chosen: &[Vec<u8>],
+        misfits: &mut usize,
+    ) -> Option<(Vec<u8>, usize)> {
+        if rotation {
+            self.first_fit(self.by_wait.values(), room, chosen, misfits)
+        } else {
+            self.first_fit(self.by_sends.values(), room, chosen, misfits)
+        }
+    }
+
+    fn first_fit<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a Vec<u8>>,
+        room: usize,
+        chosen: &[Vec<u8>],
+        misfits: &mut usize,
+    ) -> Option<(Vec<u8>, usize)> {
+        for key in keys {
+            if *misfits >= MAX_PICK_MISFITS {
+                return None;
+            }
+            if chosen.contains(key) {
+                continue;
+            }
+            let len = self
+                .latest
+                .get(key)
+                .map_or(usize::MAX, |q| crate::wire::app_len(&q.payload));
+            if len > room {
+                *misfits += 1;
+                continue;
+            }
+            return Some((key.clone(), len));
+        }
+        None
+    }
 }
+
+/// How many payloads too large for the room left one message's filling
+/// passes over before it stops looking.
+const MAX_PICK_MISFITS: usize = 8;
 
 /// Updates waiting to be piggybacked, least transmitted first. A newer
 /// update about a member supersedes the queued one in O(1): queue entries
@@ -1049,7 +1139,7 @@ impl<R: Rng> Swim<R> {
         }
         if carrier.is_some_and(|c| c != update.id())
             && let Some(member) = self.members.get(update.id())
-            && implausible(update.incarnation(), member.vouched)
+            && implausible(update.incarnation(), member.incarnation, member.vouched)
         {
             self.stats.implausible += 1;
             if matches!(update, Update::Alive { .. }) {
@@ -1141,8 +1231,15 @@ impl<R: Rng> Swim<R> {
             | Update::Dead { incarnation, .. }
             | Update::Left { incarnation, .. } => !newer(self.incarnation, *incarnation),
         };
-        let stale_rumour = matches!(update, Update::Suspect { .. } | Update::Dead { .. })
-            && newer(self.incarnation, update.incarnation());
+        // A departure notice older than this node's incarnation is as stale
+        // as a death notice: a node that holds it never probes this one, so
+        // nothing else would ever tell it otherwise (a liar's relayed `Left`
+        // at the plausible limit left two honest members each holding the
+        // other as gone for good).
+        let stale_rumour = matches!(
+            update,
+            Update::Suspect { .. } | Update::Dead { .. } | Update::Left { .. }
+        ) && newer(self.incarnation, update.incarnation());
         if stale_rumour {
             // A rumour this node already refuted: its carrier missed the
             // refutation, so it gets it again (no new incarnation needed).
@@ -2014,10 +2111,17 @@ pub fn newer(a: u32, b: u32) -> bool {
     a != b && a.wrapping_sub(b) < 1 << 31
 }
 
-/// Whether a rumour's incarnation `a` is further ahead of the `known` one
-/// than any honest accuser could be (see [`PLAUSIBLE_LEAD`]).
-fn implausible(a: u32, known: u32) -> bool {
-    ahead(a, known) > PLAUSIBLE_LEAD
+/// Whether a relayed rumour's incarnation `a` is further ahead of what the
+/// member itself announced (`vouched`) than any honest accuser could be
+/// (see [`PLAUSIBLE_LEAD`]), given that this node holds `held`. A rumour
+/// older than `held` is stale, not a lie: it changes nothing here. Any
+/// other is measured forward from `vouched` modulo 2^32, never as "behind":
+/// serial arithmetic alone would let a lie 2^31 or more past `vouched`
+/// count as old there while it is not older than `held`, which lies a few
+/// announcements past `vouched`; exactly 2^31 from `held` is neither newer
+/// nor older, and the precedence rules would adopt it.
+fn implausible(a: u32, held: u32, vouched: u32) -> bool {
+    !newer(held, a) && a.wrapping_sub(vouched) > PLAUSIBLE_LEAD
 }
 
 /// How far incarnation `a` is ahead of `b`, 0 when it is not ahead. Exactly

@@ -1407,3 +1407,58 @@ fn queued_updates_counts_news_once_per_member_until_sent_out() {
     }
     assert_eq!(h.swim.queued_updates(), 0, "sent out {limit} times each");
 }
+
+/// The app queue sends a fresh payload in the very next message, and still
+/// gives every older payload a turn while fresh ones keep arriving.
+#[test]
+fn app_queue_serves_fresh_payloads_first_and_starves_none() {
+    let mut q = AppQueue::default();
+    let limit = 1000;
+    // Each payload is ~100 bytes, room for two per message.
+    let payload = |i: u32| {
+        let mut p = i.to_be_bytes().to_vec();
+        p.resize(100, 0);
+        p
+    };
+    let room = 2 * crate::wire::app_len(&payload(0)) + 1;
+    // Fifty payloads already sent a few times: in a queue ordered only by
+    // send count they would wait until every fresh one had caught up.
+    for i in 0..50u32 {
+        q.push(i.to_be_bytes().to_vec(), payload(i), 5);
+    }
+    let mut last_sent = BTreeMap::new();
+    for round in 0..400u32 {
+        // A fresh payload every message, as after a healed partition.
+        let fresh = 1000 + round;
+        q.push(fresh.to_be_bytes().to_vec(), payload(fresh), 1);
+        let out = q.take(room, 32, limit);
+        assert_eq!(out.len(), 2, "the room holds two");
+        assert!(
+            out.contains(&payload(fresh)),
+            "round {round}: the fresh payload goes in the next message"
+        );
+        for p in out {
+            last_sent.insert(p[..4].to_vec(), round);
+        }
+    }
+    // Every one of the 50 old payloads had its turn: none is starved.
+    for i in 0..50u32 {
+        assert!(
+            last_sent.contains_key(i.to_be_bytes().as_slice()),
+            "payload {i} was never sent"
+        );
+    }
+}
+
+#[test]
+fn app_queue_drops_a_payload_at_the_limit_and_a_superseded_one() {
+    let mut q = AppQueue::default();
+    q.push(b"a".to_vec(), b"one".to_vec(), 0);
+    q.push(b"a".to_vec(), b"two".to_vec(), 0);
+    assert_eq!(q.take(1000, 32, 3), vec![b"two".to_vec()]);
+    assert_eq!(q.take(1000, 32, 3), vec![b"two".to_vec()]);
+    assert_eq!(q.take(1000, 32, 3), vec![b"two".to_vec()]);
+    assert!(q.is_empty());
+    assert!(q.take(1000, 32, 3).is_empty());
+    assert!(q.by_sends.is_empty() && q.by_wait.is_empty());
+}
