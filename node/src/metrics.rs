@@ -95,6 +95,7 @@ struct Copied {
     handshake_failures: Counter,
     syncs: Counter,
     claim_pulls: Counter,
+    unlinked_pulls: Counter,
     bad_payloads: Counter,
     duplicate_deltas: Counter,
     rejected_records: Counter,
@@ -203,7 +204,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &Counter); 21] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -275,6 +276,11 @@ impl Metrics {
                 "claim_pulls",
                 "Session-map syncs started because a down member still led sessions here after the claims were due",
                 &copied.claim_pulls,
+            ),
+            (
+                "unlinked_pulls",
+                "Session-map syncs started because a peer's delta cited history this node lacked",
+                &copied.unlinked_pulls,
             ),
             (
                 "bad_payloads",
@@ -587,6 +593,7 @@ impl Metrics {
         set(&c.handshake_failures, stats.handshakes_failed);
         set(&c.syncs, stats.syncs);
         set(&c.claim_pulls, stats.claim_pulls);
+        set(&c.unlinked_pulls, stats.unlinked_pulls);
         set(&c.bad_payloads, stats.bad_payloads);
         set(&c.duplicate_deltas, stats.duplicate_deltas);
     }

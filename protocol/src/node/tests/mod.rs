@@ -1100,3 +1100,82 @@ fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_cha
     assert!(a.handle_reconfigure(now, update).is_empty());
     assert!(a.peer(&c).is_none_or(|p| p.refused.is_none()));
 }
+
+/// A delta citing history a node lacks (an epoch opened while it was cut
+/// off) makes it pull the map from the carrier at once, at most once per
+/// [`UNLINKED_PULL_EVERY`].
+#[test]
+fn a_delta_citing_unknown_history_pulls_the_map_from_its_carrier() {
+    let mut net = Net::new(3, 41);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(20)).is_some());
+    let (k0, k1) = (harness::key(0), harness::key(1));
+    let ids = net.ids.clone();
+    let now_ms = net.node(2).unix_ms(net.now);
+    // The history, as node 1 and then node 0 wrote it elsewhere: node 1
+    // opens, hands over to node 0 (epoch 2), node 0 changes its backups
+    // twice.
+    let mut m = crate::map::Map::new(net.node(2).engine().map().config().clone());
+    let created = m
+        .open(
+            &k1,
+            crate::map::NewSession {
+                id: "s1".into(),
+                service: "rtp-audio".into(),
+                params: BTreeMap::new(),
+                client: "198.18.5.7:5004".into(),
+                location: "198.18.5.0/24".into(),
+                backups: vec![ids[2].clone()],
+            },
+            now_ms,
+        )
+        .unwrap();
+    m.handover(
+        &k1,
+        "s1",
+        ids[0].clone(),
+        "test",
+        vec![ids[1].clone()],
+        now_ms + 1,
+    )
+    .unwrap();
+    m.update_backups(&k0, "s1", vec![ids[2].clone()], now_ms + 2)
+        .unwrap();
+    let latest = m
+        .update_backups(&k0, "s1", vec![ids[1].clone()], now_ms + 3)
+        .unwrap();
+    let gossip = |delta: &crate::map::Delta| wire::Decoded {
+        message: Message::Gossip(wire::Gossip { updates: vec![] }),
+        app: vec![AppMessage::Delta(Box::new(delta.clone())).encode()],
+    };
+    let now = net.now;
+    net.node_mut(2)
+        .deliver(now, ids[1].clone(), gossip(&created));
+    net.after(2);
+    assert_eq!(net.node(2).engine().map().get("s1").unwrap().epoch, 1);
+    assert_eq!(net.node(2).stats().unlinked_pulls, 0);
+    // Node 2 hears only the latest version: it cites a version written by
+    // a primary node 2 does not know of, so node 2 asks node 0 for the
+    // chain.
+    net.node_mut(2)
+        .deliver(now, ids[0].clone(), gossip(&latest));
+    net.after(2);
+    assert_eq!(net.node(2).stats().unlinked_pulls, 1);
+    let syncing = net
+        .node(2)
+        .streams
+        .values()
+        .any(|s| s.peer == ids[0] && matches!(s.kind, streams::Kind::SyncOut { .. }));
+    assert!(syncing, "a map sync with the carrier was started");
+    // Copies of the same delta do not make it pull again at once.
+    net.node_mut(2)
+        .deliver(now, ids[1].clone(), gossip(&latest));
+    net.after(2);
+    assert_eq!(net.node(2).stats().unlinked_pulls, 1);
+    net.run_for(UNLINKED_PULL_EVERY);
+    let now = net.now;
+    net.node_mut(2)
+        .deliver(now, ids[1].clone(), gossip(&latest));
+    net.after(2);
+    assert_eq!(net.node(2).stats().unlinked_pulls, 2);
+}
