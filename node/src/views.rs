@@ -21,7 +21,8 @@ pub struct Member {
     pub name: String,
     /// `alive`, `suspect`, `dead` or `left`.
     pub state: String,
-    /// Incarnation of that state.
+    /// The incarnation last heard from it: of its state, or of the
+    /// metadata it re-announced (a new load, new tags) since.
     #[serde(default)]
     pub incarnation: u32,
     /// Smoothed RTT of direct probes, in milliseconds.

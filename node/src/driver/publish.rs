@@ -63,6 +63,18 @@ pub(crate) fn name_nodes<'a>(
     text
 }
 
+/// `view` after its member announced `meta` at `incarnation`: a member
+/// re-announces its metadata (its load, its tags) at a new incarnation
+/// without changing state, and the view shows the incarnation last heard.
+fn apply_meta(view: &mut views::Member, meta: NodeMeta, incarnation: u32) {
+    view.name = meta.name;
+    view.addrs = meta.addrs;
+    view.capacity = meta.capacity;
+    view.load = meta.load;
+    view.tags = meta.tags;
+    view.incarnation = incarnation;
+}
+
 impl Driver {
     /// Mirrors one event of the node into the views, the event stream and
     /// the log.
@@ -231,7 +243,11 @@ impl Driver {
                 });
                 self.peers_dirty = true;
             }
-            swim::Event::MemberMeta { id, meta } => {
+            swim::Event::MemberMeta {
+                id,
+                meta,
+                incarnation,
+            } => {
                 let Ok(meta) = NodeMeta::decode(&meta) else {
                     tracing::debug!(peer = %show(&id), "unreadable member metadata");
                     return;
@@ -239,11 +255,7 @@ impl Driver {
                 self.remember(&id);
                 let twice = self.check_name(&show(&id), &meta.name);
                 if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
-                    view.name = meta.name;
-                    view.addrs = meta.addrs;
-                    view.capacity = meta.capacity;
-                    view.load = meta.load;
-                    view.tags = meta.tags;
+                    apply_meta(&mut view, meta, incarnation);
                 }
                 if twice {
                     self.republish_sessions();
@@ -584,6 +596,32 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_metadata_shows_the_incarnation_it_came_at() {
+        let mut view = views::Member {
+            id: "12D3KooWBravo".to_string(),
+            state: "alive".to_string(),
+            incarnation: 3,
+            ..views::Member::default()
+        };
+        let meta = NodeMeta {
+            name: "bravo".to_string(),
+            load: 1,
+            capacity: 10,
+            ..NodeMeta::default()
+        };
+        apply_meta(&mut view, meta, 4);
+        assert_eq!(
+            (
+                view.incarnation,
+                view.load,
+                view.name.as_str(),
+                view.state.as_str()
+            ),
+            (4, 1, "bravo", "alive")
+        );
+    }
 
     #[test]
     fn reasons_name_nodes_as_people_know_them() {
