@@ -127,7 +127,8 @@ pub struct Flags {
     pub probe_interval: Option<Duration>,
     // ---- reloading and checking (see `Reload` below) ----
     /// Log filter, such as `info` or `info,baton_node=debug` (RUST_LOG
-    /// syntax). Wins over RUST_LOG. In the file, SIGHUP changes it.
+    /// syntax). Wins over RUST_LOG. In the file, SIGHUP changes it. An
+    /// invalid RUST_LOG is ignored with a warning.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Check the configuration (the file and these flags) as a start would,
