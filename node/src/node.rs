@@ -164,9 +164,12 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let data_dir = DataDir::open(&config.data_dir)?;
         let key = identity::load_or_create(data_dir.path())?;
-        crate::data_dir::warn_if_exposed(&data_dir.path().join(identity::KEY_FILE), "identity key");
+        crate::data_dir::warn_if_exposed(
+            &data_dir.path().join(identity::KEY_FILE),
+            crate::data_dir::Secret::IdentityKey,
+        );
         if let Some(path) = &config.network_key_file {
-            crate::data_dir::warn_if_exposed(path, "network key file");
+            crate::data_dir::warn_if_exposed(path, crate::data_dir::Secret::NetworkKey);
         }
         let peer_id = key.public().to_peer_id();
         // Before anything binds: a held port should be the only complaint.
