@@ -31,7 +31,8 @@ pub struct Member {
     /// RTT estimated from Vivaldi coordinates, in milliseconds.
     #[serde(default)]
     pub distance_ms: Option<f64>,
-    /// Addresses it announced.
+    /// Addresses it announced; of a remote member, those beyond loopback
+    /// first (it announces its loopback ones too).
     #[serde(default)]
     pub addrs: Vec<String>,
     /// Sessions it will host.
