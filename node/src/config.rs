@@ -59,15 +59,16 @@ pub struct Flags {
     /// /ip4/IP/tcp/PORT, with or without /p2p/<peer id> (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
-    /// Discover peers on the LAN with mDNS: true or false (also on/off,
-    /// yes/no, 1/0; `--mdns` alone is true). Wins over the file's `mdns`,
-    /// in both directions. Default: true.
+    /// Discover peers on the LAN with mDNS. BOOL is any of true/false,
+    /// on/off, yes/no, 1/0; `--mdns` alone is true. Wins over the file's
+    /// `mdns`, in both directions. Default: true.
     #[arg(
         long,
         value_name = "BOOL",
         num_args = 0..=1,
         default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new(),
+        hide_possible_values = true,
         overrides_with = "no_mdns"
     )]
     pub mdns: Option<bool>,
@@ -127,11 +128,13 @@ pub struct Flags {
     pub probe_interval: Option<Duration>,
     // ---- reloading and checking (see `Reload` below) ----
     /// Log filter, such as `info` or `info,baton_node=debug` (RUST_LOG
-    /// syntax). Wins over RUST_LOG. In the file, SIGHUP changes it.
+    /// syntax). Wins over RUST_LOG. In the file, SIGHUP changes it. An
+    /// invalid RUST_LOG is ignored with a warning.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Check the configuration (the file and these flags) as a start would,
-    /// print a one-line summary and exit: 0 when it is valid, 2 with the
+    /// print a one-line summary (addresses, whether mDNS is on, the tags...)
+    /// and exit: 0 when it is valid, 2 with the
     /// error otherwise. Binds nothing, locks nothing, creates no file.
     #[arg(long)]
     pub check_config: bool,
@@ -1114,6 +1117,24 @@ mod tests {
         assert_eq!(c.capacity, 5);
         assert_eq!(c.swim.probe_interval, Duration::from_millis(250));
         assert!(!c.mdns);
+    }
+
+    #[test]
+    fn the_mdns_help_names_every_value_it_accepts() {
+        use clap::CommandFactory;
+        let help = Flags::command().render_long_help().to_string();
+        let start = help.find("--mdns").expect("--mdns in the help");
+        let end = help[start..].find("--no-mdns").expect("--no-mdns after it") + start;
+        let mdns = &help[start..end];
+        assert!(mdns.contains("true/false, on/off, yes/no, 1/0"), "{mdns}");
+        // clap's own list would say only true and false.
+        assert!(!mdns.contains("possible values"), "{mdns}");
+        for value in ["on", "off", "yes", "no", "1", "0", "true", "false"] {
+            assert!(
+                Flags::try_parse_from(["batond", &format!("--mdns={value}")]).is_ok(),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl DataDir {
             source,
         };
         create_private_dir(path).map_err(io)?;
-        warn_if_exposed(path, "data directory");
+        warn_if_exposed(path, Secret::DataDir);
         let lock_path = path.join(LOCK_FILE);
         let file = open_private(&lock_path, false).map_err(|source| DataDirError::Io {
             path: lock_path.clone(),
@@ -169,14 +169,45 @@ pub fn read_key_file(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A secret that [`warn_if_exposed`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    /// The data directory, which holds the identity key.
+    DataDir,
+    /// The node's identity key.
+    IdentityKey,
+    /// The overlay's network key file (`--network-key-file`).
+    NetworkKey,
+}
+
+impl Secret {
+    /// The warning for this secret readable by others: what a copy gives.
+    fn exposed_warning(self) -> &'static str {
+        match self {
+            Secret::DataDir => {
+                "the data directory is readable by other users: a copy of a key lets its \
+                 holder act as this node; chmod go-rwx it"
+            }
+            Secret::IdentityKey => {
+                "the identity key is readable by other users: a copy of a key lets its holder \
+                 act as this node; chmod go-rwx it"
+            }
+            Secret::NetworkKey => {
+                "the network key file is readable by other users: a copy of it lets its \
+                 holder join the overlay; chmod go-rwx it"
+            }
+        }
+    }
+}
+
 /// Logs a warning when users other than the owner may read `path`.
-pub fn warn_if_exposed(path: &Path, what: &str) {
+pub fn warn_if_exposed(path: &Path, what: Secret) {
     if let Some(mode) = exposed_mode(path) {
         tracing::warn!(
             path = %path.display(),
             mode = %format!("{mode:04o}"),
-            "the {what} is readable by other users: a copy of a key lets its holder act as \
-             this node; chmod go-rwx it"
+            "{}",
+            what.exposed_warning()
         );
     }
 }
@@ -244,6 +275,26 @@ mod tests {
         let again = DataDir::open(&dir).unwrap();
         drop(again);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn each_exposed_secret_says_what_a_copy_gives() {
+        let network = Secret::NetworkKey.exposed_warning();
+        assert!(
+            network.starts_with("the network key file is readable by other users")
+                && network.contains("lets its holder join the overlay")
+                && !network.contains("act as this node"),
+            "{network}"
+        );
+        for secret in [Secret::IdentityKey, Secret::DataDir] {
+            let w = secret.exposed_warning();
+            assert!(w.contains("lets its holder act as this node"), "{w}");
+        }
+        assert!(
+            Secret::IdentityKey
+                .exposed_warning()
+                .starts_with("the identity key is readable")
+        );
     }
 
     #[test]

@@ -31,6 +31,33 @@ fn filter(level: Option<&str>) -> EnvFilter {
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER))
 }
 
+/// A warning for `RUST_LOG` when it is set but is not a filter: it is then
+/// ignored (`log_level` and [`DEFAULT_FILTER`] apply instead), which an
+/// operator must hear of rather than find by missing lines. `None` when
+/// it is unset or a filter. `level` is the config's `log_level`.
+pub fn rust_log_warning(level: Option<&str>) -> Option<String> {
+    env_warning(level.is_some(), std::env::var_os("RUST_LOG"))
+}
+
+/// [`rust_log_warning`] for `RUST_LOG` set to `value`.
+fn env_warning(level_set: bool, value: Option<OsString>) -> Option<String> {
+    let value = value?;
+    let error = match value.to_str() {
+        Some(v) => EnvFilter::builder().parse(v).err()?.to_string(),
+        None => "not valid UTF-8".to_string(),
+    };
+    let instead = if level_set {
+        "log_level (--log-level) applies"
+    } else {
+        "the default filter applies"
+    };
+    Some(format!(
+        "RUST_LOG={:?} is not a log filter ({error}): it is ignored and {instead}; \
+         give a filter such as info, debug or info,baton_node=debug",
+        value.to_string_lossy()
+    ))
+}
+
 /// Starts logging to stderr in `format`, filtered by `level` (the config's
 /// `log_level`), `RUST_LOG` or [`DEFAULT_FILTER`], in that order.
 pub fn init(format: LogFormat, level: Option<&str>) {
@@ -80,6 +107,30 @@ mod tests {
         assert!(!colours(true, Some("1".into())));
         assert!(!colours(false, None));
         assert!(!colours(false, Some("".into())));
+    }
+
+    #[test]
+    fn an_invalid_rust_log_is_named_with_its_error() {
+        let w = env_warning(false, Some("bogus[[".into())).expect("a warning");
+        assert!(
+            w.starts_with("RUST_LOG=\"bogus[[\" is not a log filter ("),
+            "{w}"
+        );
+        let error = EnvFilter::builder()
+            .parse("bogus[[")
+            .unwrap_err()
+            .to_string();
+        assert!(w.contains(&error), "{w}");
+        assert!(w.contains("the default filter applies"), "{w}");
+        let w = env_warning(true, Some("bogus[[".into())).expect("a warning");
+        assert!(w.contains("log_level (--log-level) applies"), "{w}");
+        // Unset, or a filter: nothing to say.
+        assert_eq!(env_warning(false, None), None);
+        assert_eq!(
+            env_warning(false, Some("info,baton_node=debug".into())),
+            None
+        );
+        assert_eq!(env_warning(false, Some("debug".into())), None);
     }
 
     #[test]

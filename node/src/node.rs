@@ -92,9 +92,19 @@ pub fn check(config: &Config) -> Result<String, StartError> {
         Some(set) => format!("{} allowed peers", set.len()),
         None => "any peer of the overlay".to_string(),
     };
+    let tags = if config.tags.is_empty() {
+        "no tags".to_string()
+    } else {
+        let set: Vec<String> = config
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("tags {}", set.join(","))
+    };
     Ok(format!(
         "configuration OK: node {:?} ({identity}), overlay {:?}{}, {allow}, api {}, listen {}, \
-         {} exec templates, {} hook handlers",
+         mDNS {}, {tags}, {} exec templates, {} hook handlers",
         config.name,
         config.overlay,
         if config.network_key.is_some() {
@@ -109,6 +119,7 @@ pub fn check(config: &Config) -> Result<String, StartError> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" "),
+        if config.mdns { "on" } else { "off" },
         config.services.exec.len(),
         config.hooks.handlers.len(),
     ))
@@ -164,9 +175,12 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let data_dir = DataDir::open(&config.data_dir)?;
         let key = identity::load_or_create(data_dir.path())?;
-        crate::data_dir::warn_if_exposed(&data_dir.path().join(identity::KEY_FILE), "identity key");
+        crate::data_dir::warn_if_exposed(
+            &data_dir.path().join(identity::KEY_FILE),
+            crate::data_dir::Secret::IdentityKey,
+        );
         if let Some(path) = &config.network_key_file {
-            crate::data_dir::warn_if_exposed(path, "network key file");
+            crate::data_dir::warn_if_exposed(path, crate::data_dir::Secret::NetworkKey);
         }
         let peer_id = key.public().to_peer_id();
         // Before anything binds: a held port should be the only complaint.
@@ -566,5 +580,33 @@ fn probe(addr: SocketAddr, tcp: bool) -> std::io::Result<()> {
         std::net::TcpListener::bind(addr).map(drop)
     } else {
         std::net::UdpSocket::bind(addr).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Flags;
+
+    #[test]
+    fn the_config_check_says_whether_mdns_is_on_and_which_tags_are_set() {
+        // A data directory that does not exist: the check creates nothing.
+        let dir = std::env::temp_dir().join(format!("baton-check-{}", std::process::id()));
+        let dir = dir.to_str().unwrap();
+        let summary = |args: &[&str]| {
+            let base = ["batond", "--name", "a", "--data-dir", dir];
+            let flags = Flags::try_parse_from(base.iter().chain(args)).unwrap();
+            check(&Config::load(flags).unwrap()).unwrap()
+        };
+        let plain = summary(&[]);
+        assert!(plain.contains(", mDNS on, no tags, "), "{plain}");
+        let tagged = summary(&["--mdns=off", "--tag", "zone=b", "--tag", "region=eu"]);
+        assert!(
+            tagged.contains(", mDNS off, tags region=eu,zone=b, "),
+            "{tagged}"
+        );
+        assert!(!std::path::Path::new(dir).exists());
     }
 }

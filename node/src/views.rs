@@ -21,7 +21,8 @@ pub struct Member {
     pub name: String,
     /// `alive`, `suspect`, `dead` or `left`.
     pub state: String,
-    /// Incarnation of that state.
+    /// The incarnation last heard from it: of its state, or of the
+    /// metadata it re-announced (a new load, new tags) since.
     #[serde(default)]
     pub incarnation: u32,
     /// Smoothed RTT of direct probes, in milliseconds.
@@ -30,7 +31,8 @@ pub struct Member {
     /// RTT estimated from Vivaldi coordinates, in milliseconds.
     #[serde(default)]
     pub distance_ms: Option<f64>,
-    /// Addresses it announced.
+    /// Addresses it announced; of a remote member, those beyond loopback
+    /// first (it announces its loopback ones too).
     #[serde(default)]
     pub addrs: Vec<String>,
     /// Sessions it will host.

@@ -212,6 +212,9 @@ struct Consent {
     until: Instant,
     /// Since when it is paused for want of consent.
     paused_since: Option<Instant>,
+    /// When the client last consented, or, when it has not here, when this
+    /// node began to host the session (the open, a takeover or transfer).
+    since: Instant,
 }
 
 impl Default for Config {
@@ -1043,6 +1046,7 @@ impl<S: Signer> Engine<S> {
             return;
         };
         c.until = c.until.max(now + interval);
+        c.since = now;
         if c.paused_since.take().is_some() {
             self.actions
                 .push_back(Action::Resume { id: id.to_string() });
@@ -1066,7 +1070,9 @@ impl<S: Signer> Engine<S> {
         for (id, c) in &self.consent {
             match c.paused_since {
                 None if now >= c.until => pause.push(id.clone()),
-                Some(since) if now >= since + grace => close.push(id.clone()),
+                Some(paused) if now >= paused + grace => {
+                    close.push((id.clone(), now.saturating_duration_since(c.since)));
+                }
                 _ => {}
             }
         }
@@ -1081,10 +1087,12 @@ impl<S: Signer> Engine<S> {
                     .into(),
             });
         }
-        for id in close {
+        for (id, without) in close {
+            // The true time without consent: `first` + grace for a client
+            // that never consented, interval + grace after a report.
             let reason = format!(
                 "closed: no consent from the client for {} s",
-                (self.config.consent.grace + self.config.consent.interval).as_secs()
+                without.as_secs()
             );
             match self.map.close_because(&self.signer, &id, &reason, now_ms) {
                 Ok(delta) => {
@@ -1668,6 +1676,7 @@ impl<S: Signer> Engine<S> {
                         Consent {
                             until: now + window,
                             paused_since: None,
+                            since: now,
                         },
                     );
                 }

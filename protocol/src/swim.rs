@@ -303,6 +303,9 @@ pub enum Event {
         id: NodeId,
         /// Its metadata.
         meta: Vec<u8>,
+        /// The incarnation it announced the metadata at: a member
+        /// re-announces at a new incarnation, and the state may not change.
+        incarnation: u32,
     },
     /// A direct probe was answered after `rtt`.
     ProbeRtt {
@@ -1300,6 +1303,7 @@ impl<R: Rng> Swim<R> {
             self.events.push_back(Event::MemberMeta {
                 id: id.clone(),
                 meta: meta.to_vec(),
+                incarnation,
             });
             return true;
         };
@@ -1345,6 +1349,7 @@ impl<R: Rng> Swim<R> {
             self.events.push_back(Event::MemberMeta {
                 id: id.clone(),
                 meta: meta.to_vec(),
+                incarnation,
             });
         }
         true

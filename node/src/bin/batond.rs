@@ -17,6 +17,9 @@ fn main() -> std::process::ExitCode {
         return check_config(&config);
     }
     baton_node::logging::init(config.log_format, config.log_level.as_deref());
+    if let Some(warning) = baton_node::logging::rust_log_warning(config.log_level.as_deref()) {
+        tracing::warn!("{warning}");
+    }
     // Clients, peers and sessions each hold descriptors: the API's
     // connection cap, not the soft limit (often 1024), must run out first.
     match baton_node::api::raise_open_files() {
@@ -91,6 +94,11 @@ fn main() -> std::process::ExitCode {
 fn check_config(config: &Config) -> std::process::ExitCode {
     match baton_node::node::check(config) {
         Ok(summary) => {
+            if let Some(warning) =
+                baton_node::logging::rust_log_warning(config.log_level.as_deref())
+            {
+                eprintln!("batond: warning: {warning}");
+            }
             for program in config.hooks.missing_programs() {
                 eprintln!(
                     "batond: warning: [hooks] command {program:?} is not found (not executable, \

@@ -80,6 +80,29 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// A reason (a reload's error, a session's reason) after an event line:
+/// its first line on the event's line, each further one on a line of its
+/// own, indented under it (a config file's parse error points at the line
+/// and column with a few lines of context). Empty lines are left out; each
+/// line is sanitized, tabs shown as spaces.
+fn reason_text(reason: &str) -> String {
+    let mut lines = reason
+        .lines()
+        .map(|l| sanitize(&l.replace('\t', "    ")).trim_end().to_owned())
+        .filter(|l| !l.trim().is_empty());
+    let mut out = lines.next().unwrap_or_default();
+    for line in lines {
+        out.push('\n');
+        out.push_str(REASON_INDENT);
+        out.push_str(&line);
+    }
+    out
+}
+
+/// How far the further lines of a [`reason_text`] are indented: past the
+/// time of the event line.
+const REASON_INDENT: &str = "              ";
+
 /// A cell: sanitized, `-` when empty.
 fn cell(text: &str) -> String {
     if text.is_empty() {
@@ -541,7 +564,7 @@ pub fn event_line(received: &Received, wide: bool, tz: &TimeZone) -> String {
     );
     if let Some(reason) = event.reason.as_deref().filter(|r| !r.is_empty()) {
         line.push_str("  ");
-        line.push_str(&sanitize(reason));
+        line.push_str(&reason_text(reason));
     }
     line
 }
@@ -573,7 +596,7 @@ fn reload_line(time: &str, event: &Event, wide: bool) -> String {
     }
     if let Some(reason) = event.reason.as_deref().filter(|r| !r.is_empty()) {
         line.push_str("  ");
-        line.push_str(&sanitize(reason));
+        line.push_str(&reason_text(reason));
     }
     line.truncate(line.trim_end().len());
     line
@@ -997,9 +1020,28 @@ backups  bravo, dddddddd
             ..applied
         };
         assert_eq!(
-            event_line(&Received::Event(refused), false, &TimeZone::UTC),
+            event_line(&Received::Event(refused.clone()), false, &TimeZone::UTC),
             "12:34:56.789  reload    alpha             aaaaaaaa  refused            \
              invalid capacity ?[2J"
+        );
+        // A parse error over several lines: each on a line of its own,
+        // indented under the event, never a `?` for a newline.
+        let parse_error = Event {
+            reason: Some(
+                "TOML parse error at line 1, column 12\n  |\n1 | capacity = \"x\"\n  |       \
+                     \u{20}    ^^^\ninvalid type: string \"x\", expected u32\n"
+                    .to_owned(),
+            ),
+            ..refused
+        };
+        assert_eq!(
+            event_line(&Received::Event(parse_error), false, &TimeZone::UTC),
+            "12:34:56.789  reload    alpha             aaaaaaaa  refused            \
+             TOML parse error at line 1, column 12\n\
+             \u{20}               |\n\
+             \u{20}             1 | capacity = \"x\"\n\
+             \u{20}               |            ^^^\n\
+             \u{20}             invalid type: string \"x\", expected u32"
         );
     }
 }

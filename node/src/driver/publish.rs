@@ -63,6 +63,41 @@ pub(crate) fn name_nodes<'a>(
     text
 }
 
+/// `view` after its member announced `meta` at `incarnation`: a member
+/// re-announces its metadata (its load, its tags) at a new incarnation
+/// without changing state, and the view shows the incarnation last heard.
+/// The member is remote: its addresses beyond loopback come first (it
+/// announces its loopback ones too, which only reach it from its own
+/// host), the loopback ones after them (on a single-host overlay they are
+/// all there is).
+fn apply_meta(view: &mut views::Member, meta: NodeMeta, incarnation: u32) {
+    let mut addrs = meta.addrs;
+    addrs.sort_by_key(|a| is_loopback(a));
+    view.name = meta.name;
+    view.addrs = addrs;
+    view.capacity = meta.capacity;
+    view.load = meta.load;
+    view.tags = meta.tags;
+    view.incarnation = incarnation;
+}
+
+/// Whether the multiaddr `addr` is a loopback address (`/ip4/127.…`,
+/// `/ip6/::1`, `/dns…/localhost`). Text that is no multiaddr is not.
+fn is_loopback(addr: &str) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let Ok(addr) = addr.parse::<libp2p::Multiaddr>() else {
+        return false;
+    };
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        Some(Protocol::Dns(host) | Protocol::Dns4(host) | Protocol::Dns6(host)) => {
+            host.eq_ignore_ascii_case("localhost")
+        }
+        _ => false,
+    }
+}
+
 impl Driver {
     /// Mirrors one event of the node into the views, the event stream and
     /// the log.
@@ -231,7 +266,11 @@ impl Driver {
                 });
                 self.peers_dirty = true;
             }
-            swim::Event::MemberMeta { id, meta } => {
+            swim::Event::MemberMeta {
+                id,
+                meta,
+                incarnation,
+            } => {
                 let Ok(meta) = NodeMeta::decode(&meta) else {
                     tracing::debug!(peer = %show(&id), "unreadable member metadata");
                     return;
@@ -239,11 +278,7 @@ impl Driver {
                 self.remember(&id);
                 let twice = self.check_name(&show(&id), &meta.name);
                 if let Some(mut view) = self.shared.members.get_mut(&show(&id)) {
-                    view.name = meta.name;
-                    view.addrs = meta.addrs;
-                    view.capacity = meta.capacity;
-                    view.load = meta.load;
-                    view.tags = meta.tags;
+                    apply_meta(&mut view, meta, incarnation);
                 }
                 if twice {
                     self.republish_sessions();
@@ -584,6 +619,70 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_metadata_shows_the_incarnation_it_came_at() {
+        let mut view = views::Member {
+            id: "12D3KooWBravo".to_string(),
+            state: "alive".to_string(),
+            incarnation: 3,
+            ..views::Member::default()
+        };
+        let meta = NodeMeta {
+            name: "bravo".to_string(),
+            load: 1,
+            capacity: 10,
+            ..NodeMeta::default()
+        };
+        apply_meta(&mut view, meta, 4);
+        assert_eq!(
+            (
+                view.incarnation,
+                view.load,
+                view.name.as_str(),
+                view.state.as_str()
+            ),
+            (4, 1, "bravo", "alive")
+        );
+    }
+
+    #[test]
+    fn a_remote_member_shows_its_addresses_beyond_loopback_first() {
+        let addrs = |list: &[&str]| list.iter().map(|a| (*a).to_string()).collect::<Vec<_>>();
+        let mut view = views::Member::default();
+        let meta = |list: &[&str]| NodeMeta {
+            addrs: addrs(list),
+            ..NodeMeta::default()
+        };
+        apply_meta(
+            &mut view,
+            meta(&[
+                "/ip4/127.0.0.1/udp/7701/quic-v1",
+                "/ip4/198.18.0.2/udp/7701/quic-v1",
+                "/ip6/::1/udp/7701/quic-v1",
+                "/ip4/198.18.1.2/tcp/7701",
+                "/dns4/localhost/tcp/7701",
+            ]),
+            1,
+        );
+        // Loopback ones kept, after the others; each group in its order.
+        assert_eq!(
+            view.addrs,
+            addrs(&[
+                "/ip4/198.18.0.2/udp/7701/quic-v1",
+                "/ip4/198.18.1.2/tcp/7701",
+                "/ip4/127.0.0.1/udp/7701/quic-v1",
+                "/ip6/::1/udp/7701/quic-v1",
+                "/dns4/localhost/tcp/7701",
+            ])
+        );
+        // On a single-host overlay, loopback is all there is.
+        let local = ["/ip4/127.0.0.1/udp/7711/quic-v1", "/ip4/127.0.0.1/tcp/7711"];
+        apply_meta(&mut view, meta(&local), 2);
+        assert_eq!(view.addrs, addrs(&local));
+        // Text that is no multiaddr is kept where it was.
+        assert!(!is_loopback("not an address"));
+    }
 
     #[test]
     fn reasons_name_nodes_as_people_know_them() {

@@ -1624,7 +1624,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(id.clone(), 1));
                 }
             }
-            swim::Event::MemberMeta { id, meta } => {
+            swim::Event::MemberMeta { id, meta, .. } => {
                 if let Ok(meta) = NodeMeta::decode(meta) {
                     self.on_member_meta(now, id, &meta);
                 }

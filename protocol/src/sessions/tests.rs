@@ -634,8 +634,31 @@ fn a_stream_without_consent_pauses_then_its_session_closes() {
     c.tick(grace);
     let r = c.engines[1].map().get("s1").unwrap();
     assert_eq!(r.state, SessionState::Closed);
-    assert!(r.reason.contains("no consent"), "{}", r.reason);
+    // Closed 40 s after the open (the first window, then the grace).
+    assert_eq!(r.reason, "closed: no consent from the client for 40 s");
     assert!(c.hosting(p).is_empty());
+}
+
+#[test]
+fn a_session_closed_for_want_of_consent_says_how_long_since_the_last() {
+    let mut c = Cluster::new(3);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    let ok = Report {
+        loss: 0.0,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    c.tick(Duration::from_secs(5));
+    c.engines[p].report(c.now, "s1", ok);
+    // The last consent, then an interval and the grace (and a tick).
+    let consent = Config::default().consent;
+    c.tick(consent.interval + Duration::from_millis(200));
+    assert_eq!(pauses(&c, p, "s1"), 1);
+    c.tick(consent.grace);
+    let r = c.engines[1].map().get("s1").unwrap();
+    assert_eq!(r.state, SessionState::Closed);
+    assert_eq!(r.reason, "closed: no consent from the client for 60 s");
 }
 
 #[test]

@@ -162,7 +162,8 @@ fn new_members_are_announced_once_each() {
             },
             Event::MemberMeta {
                 id: id(1),
-                meta: Vec::new()
+                meta: Vec::new(),
+                incarnation: 2
             },
         ]
     );
@@ -177,6 +178,31 @@ fn new_members_are_announced_once_each() {
     );
     assert_eq!(swim.poll_event(), None);
     assert_eq!(swim.poll_transmit(), None);
+}
+
+#[test]
+fn new_metadata_is_announced_with_the_incarnation_it_came_at() {
+    let mut h = Harness::new(2);
+    // Member 1 (alive at 0) re-announces at 1 with a new load: its state
+    // does not change, so the metadata event alone says the incarnation.
+    h.recv(
+        1,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Alive {
+                id: id(1),
+                incarnation: 1,
+                meta: vec![4],
+            }],
+        }),
+    );
+    assert_eq!(
+        h.events(),
+        vec![Event::MemberMeta {
+            id: id(1),
+            meta: vec![4],
+            incarnation: 1
+        }]
+    );
 }
 
 #[test]

@@ -1693,7 +1693,7 @@ impl Sim {
                 }
                 self.check_watches();
             }
-            swim::Event::MemberMeta { id, meta } => {
+            swim::Event::MemberMeta { id, meta, .. } => {
                 // Decoded only while its announcement is being timed: load
                 // changes announce new metadata too, a thousand times over.
                 if let Some(m) = self.index_of(&id)
