@@ -523,10 +523,10 @@ impl AppQueue {
         // Every payload fits an otherwise empty message, so none waits for
         // ever.
         let mut chosen: Vec<Vec<u8>> = Vec::new();
-        let mut misfits = 0;
+        let mut misfits: Vec<Vec<u8>> = Vec::new();
         let mut rotation = self.rotation_first;
         self.rotation_first = !self.rotation_first;
-        while chosen.len() < max && misfits < MAX_PICK_MISFITS {
+        while chosen.len() < max && misfits.len() < MAX_PICK_MISFITS {
             let picked = self
                 .pick(rotation, room, &chosen, &mut misfits)
                 .or_else(|| self.pick(!rotation, room, &chosen, &mut misfits));
@@ -558,13 +558,14 @@ impl AppQueue {
     }
 
     /// The first payload in one order that is not `chosen` yet and fits
-    /// `room`, with its encoded length.
+    /// `room`, with its encoded length. Payloads too large for `room` are
+    /// noted in `misfits`, each once.
     fn pick(
         &self,
         rotation: bool,
         room: usize,
         chosen: &[Vec<u8>],
-        misfits: &mut usize,
+        misfits: &mut Vec<Vec<u8>>,
     ) -> Option<(Vec<u8>, usize)> {
         if rotation {
             self.first_fit(self.by_wait.values(), room, chosen, misfits)
@@ -578,13 +579,13 @@ impl AppQueue {
         keys: impl Iterator<Item = &'a Vec<u8>>,
         room: usize,
         chosen: &[Vec<u8>],
-        misfits: &mut usize,
+        misfits: &mut Vec<Vec<u8>>,
     ) -> Option<(Vec<u8>, usize)> {
         for key in keys {
-            if *misfits >= MAX_PICK_MISFITS {
+            if misfits.len() >= MAX_PICK_MISFITS {
                 return None;
             }
-            if chosen.contains(key) {
+            if chosen.contains(key) || misfits.contains(key) {
                 continue;
             }
             let len = self
@@ -592,7 +593,7 @@ impl AppQueue {
                 .get(key)
                 .map_or(usize::MAX, |q| crate::wire::app_len(&q.payload));
             if len > room {
-                *misfits += 1;
+                misfits.push(key.clone());
                 continue;
             }
             return Some((key.clone(), len));
@@ -602,7 +603,7 @@ impl AppQueue {
 }
 
 /// How many payloads too large for the room left one message's filling
-/// passes over before it stops looking.
+/// passes over (each counted once) before it stops looking.
 const MAX_PICK_MISFITS: usize = 8;
 
 /// Updates waiting to be piggybacked, least transmitted first. A newer
@@ -2125,6 +2126,11 @@ pub fn newer(a: u32, b: u32) -> bool {
 /// count as old there while it is not older than `held`, which lies a few
 /// announcements past `vouched`; exactly 2^31 from `held` is neither newer
 /// nor older, and the precedence rules would adopt it.
+///
+/// `held` lags `vouched` only when the member itself announced something
+/// this node did not adopt (a newer departure notice of a member held as
+/// left): relayed rumours between the two then count as implausible, which
+/// costs nothing, since the member is gone and answers a notice first-hand.
 fn implausible(a: u32, held: u32, vouched: u32) -> bool {
     !newer(held, a) && a.wrapping_sub(vouched) > PLAUSIBLE_LEAD
 }

@@ -23,7 +23,7 @@ mod tests;
 mod warm;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -619,6 +619,10 @@ enum Timer {
     /// if the map still names it, the claim has not reached this node yet
     /// (the `n`th look; see [`CLAIM_CHECK`]).
     ClaimCheck(NodeId, u8),
+    /// A delta of session `1` from peer `0` cited history this node lacks:
+    /// if it still waits, pull the map from that peer (see
+    /// [`HISTORY_CHECK`]).
+    HistoryCheck(NodeId, String),
 }
 
 #[derive(Debug)]
@@ -710,9 +714,11 @@ pub struct Node<S, R> {
     /// A foreign process announcing this node's id: its boot number and the
     /// highest incarnation it announced.
     impostor: Option<(u64, u32)>,
-    /// When a delta citing unknown history last made this node pull the
-    /// map from its carrier.
-    unlinked_pull_at: Option<Instant>,
+    /// Carriers of deltas citing unknown history with a look scheduled.
+    history_checks: BTreeSet<NodeId>,
+    /// When each carrier was last pulled from for such a delta (entries
+    /// older than [`UNLINKED_PULL_EVERY`] are pruned).
+    history_pulls: BTreeMap<NodeId, Instant>,
     stats: Stats,
     /// Deltas taken in, so that their copies are dropped unread.
     seen_deltas: seen::Seen,
@@ -769,7 +775,8 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             events: VecDeque::new(),
             leaving: false,
             impostor: None,
-            unlinked_pull_at: None,
+            history_checks: BTreeSet::new(),
+            history_pulls: BTreeMap::new(),
             stats: Stats::default(),
             seen_deltas: seen::Seen::default(),
         };
@@ -1311,6 +1318,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     }
                 }
             }
+            Timer::HistoryCheck(from, id) => self.pull_history(now, &from, &id),
             Timer::InboundGrace(peer) => {
                 let waiting = self
                     .peers
@@ -1470,8 +1478,8 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                         Ok(true) => {
                             self.seen_deltas.insert(name);
                         }
-                        Err(crate::map::Rejection::Unlinked { .. }) => {
-                            self.pull_history(now, &from)
+                        Err(crate::map::Rejection::Unlinked { id, .. }) => {
+                            self.check_history(now, &from, id);
                         }
                         _ => {}
                     }
@@ -1542,25 +1550,42 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
     }
 
-    /// A delta from `from` cited a version this node cannot vouch for: it
-    /// missed history (an epoch opened on the other side of a partition,
-    /// say), which gossip carries only once and the anti-entropy of the
-    /// whole chain brings. The carrier holds that chain, so the node pulls
-    /// from it now, at most every [`UNLINKED_PULL_EVERY`]. Waiting for the
+    /// A delta of session `id` from `from` cited a version this node cannot
+    /// vouch for: it missed history (an epoch opened, and changed since, on
+    /// the other side of a partition, say), which gossip carries only once
+    /// and the anti-entropy of the whole chain brings. Honest deltas also
+    /// overtake their predecessors, so the node looks again
+    /// [`HISTORY_CHECK`] later ([`Node::pull_history`]). Waiting for the
     /// periodic sync instead left two nodes serving one session 10 s after
     /// a partition healed (simulator, 16 nodes, seed 22): after a heal the
     /// membership tables differ for a while, and the map's root rides only
     /// on digest-only membership syncs.
-    fn pull_history(&mut self, now: Instant, from: &NodeId) {
-        if self
-            .unlinked_pull_at
-            .is_some_and(|at| now.saturating_duration_since(at) < UNLINKED_PULL_EVERY)
-        {
+    fn check_history(&mut self, now: Instant, from: &NodeId, id: String) {
+        if self.history_checks.insert(from.clone()) {
+            self.schedule(now + HISTORY_CHECK, Timer::HistoryCheck(from.clone(), id));
+        }
+    }
+
+    /// The look [`Node::check_history`] scheduled: if the delta of `id`
+    /// still waits for its history, pull the map from `from`, which holds
+    /// the chain if it is honest (a node forwards only versions it
+    /// adopted). At most once per [`UNLINKED_PULL_EVERY`] per carrier, so a
+    /// hostile member citing made-up history makes this node sync with it
+    /// at that rate at most, and does not hold back pulls from the others.
+    fn pull_history(&mut self, now: Instant, from: &NodeId, id: &str) {
+        self.history_checks.remove(from);
+        if self.engine.map().pending_of(id).next().is_none() {
             return;
         }
-        self.unlinked_pull_at = Some(now);
-        self.stats.unlinked_pulls += 1;
-        self.start_sync(now, from);
+        self.history_pulls
+            .retain(|_, at| now.saturating_duration_since(*at) < UNLINKED_PULL_EVERY);
+        if self.history_pulls.contains_key(from) {
+            return;
+        }
+        if self.start_sync(now, from) {
+            self.history_pulls.insert(from.clone(), now);
+            self.stats.unlinked_pulls += 1;
+        }
     }
 
     /// A peer's map root: a different one starts a sync with it.
@@ -1898,9 +1923,16 @@ const CLAIM_CHECK: Duration = Duration::from_millis(200);
 /// its stagger): the same 2 s as five looks 400 ms apart.
 const CLAIM_CHECKS: u8 = 10;
 
-/// The least time between two map pulls for a delta citing unknown
-/// history: a forged or orphaned delta, copied by gossip many times over,
-/// makes a node pull at most this often.
+/// How long after a delta citing unknown history arrived this node looks
+/// whether it still waits: an honest predecessor overtaken on the way
+/// arrives within a dissemination (about 130 ms to 1000 nodes at the 99th
+/// percentile), history from the other side of a healed partition never
+/// does by gossip.
+const HISTORY_CHECK: Duration = Duration::from_millis(200);
+
+/// The least time between two map pulls from one carrier for deltas citing
+/// unknown history: a forged or orphaned delta, copied by gossip many times
+/// over, makes a node pull from its carrier at most this often.
 const UNLINKED_PULL_EVERY: Duration = Duration::from_secs(1);
 
 /// Per member, the window over which members spread their handshakes with

@@ -316,10 +316,11 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     /// Starts a map sync with `peer`, unless one runs with it, too many run,
-    /// or it is not admitted.
-    pub(super) fn start_sync(&mut self, now: Instant, peer: &NodeId) {
+    /// or it is not admitted. Returns whether a sync with `peer` runs now
+    /// (started here or already running).
+    pub(super) fn start_sync(&mut self, now: Instant, peer: &NodeId) -> bool {
         if self.leaving || !self.admitted(peer) {
-            return;
+            return false;
         }
         let mut running = 0;
         for s in self.streams.values() {
@@ -328,14 +329,14 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 Kind::SyncOut { .. } | Kind::SyncIn { .. } | Kind::Done(Class::MapSync)
             );
             if sync && s.peer == *peer {
-                return;
+                return true;
             }
             if matches!(s.kind, Kind::SyncOut { .. }) {
                 running += 1;
             }
         }
         if running >= self.config.timing.max_syncs {
-            return;
+            return false;
         }
         let addrs = self
             .peers
@@ -351,6 +352,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         );
         let digest = SyncMessage::Digest(self.engine.map().digest()).encode();
         self.send_frame(stream, digest);
+        true
     }
 
     /// Syncs the map with a few random live members now: a write too large
@@ -359,7 +361,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         let mut alive = self.sync_candidates();
         alive.shuffle(&mut self.rng);
         for peer in alive.into_iter().take(self.config.swim.gossip_fanout) {
-            self.start_sync(now, &peer);
+            let _ = self.start_sync(now, &peer);
         }
     }
 

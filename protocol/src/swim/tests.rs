@@ -1488,3 +1488,105 @@ fn app_queue_drops_a_payload_at_the_limit_and_a_superseded_one() {
     assert!(q.take(1000, 32, 3).is_empty());
     assert!(q.by_sends.is_empty() && q.by_wait.is_empty());
 }
+
+/// With room for one payload per message, the two orders take turns: an
+/// old payload still goes out every other message while fresh ones keep
+/// coming.
+#[test]
+fn app_queue_with_room_for_one_alternates_the_orders() {
+    let mut q = AppQueue::default();
+    let payload = |i: u32| {
+        let mut p = i.to_be_bytes().to_vec();
+        p.resize(100, 0);
+        p
+    };
+    let room = crate::wire::app_len(&payload(0)) + 1;
+    for i in 0..10u32 {
+        q.push(i.to_be_bytes().to_vec(), payload(i), 5);
+    }
+    let mut old = 0;
+    for round in 0..20u32 {
+        let fresh = 1000 + round;
+        q.push(fresh.to_be_bytes().to_vec(), payload(fresh), 1);
+        let out = q.take(room, 32, 1000);
+        assert_eq!(out.len(), 1);
+        if u32::from_be_bytes(out[0][..4].try_into().unwrap()) < 10 {
+            old += 1;
+        }
+    }
+    assert_eq!(old, 10, "every other message carried an old payload");
+}
+
+/// Payloads too large for the room are each passed over once, not once
+/// per look: one large payload does not stop the filling early.
+#[test]
+fn app_queue_counts_a_payload_too_large_once() {
+    let mut q = AppQueue::default();
+    let mut big = vec![0xff];
+    big.resize(900, 0);
+    q.push(b"big".to_vec(), big, 1);
+    for i in 0..20u32 {
+        q.push(i.to_be_bytes().to_vec(), i.to_be_bytes().to_vec(), 1);
+    }
+    let out = q.take(500, 32, 1000);
+    assert_eq!(out.len(), 20, "all the small ones fit beside the misfit");
+}
+
+/// A relayed rumour is judged forward from what the member vouched, modulo
+/// 2^32, unless it is older than what is held.
+#[test]
+fn implausible_measures_leads_forward_from_what_was_vouched() {
+    // (rumour, held, vouched, implausible)
+    let cases = [
+        (64, 0, 0, false),
+        (65, 0, 0, true),
+        (u32::MAX, 0, 0, false), // older than held: stale, not a lie
+        (63, 0, u32::MAX, false),
+        (64, 0, u32::MAX, true),
+        (1 << 31, 0, 0, true),           // neither newer nor older than held
+        ((1 << 31) + 3, 3, 0, true),     // exactly 2^31 from held
+        ((1 << 31) + 4, 3, 0, false),    // older than held
+        (3 + (1 << 31) - 1, 3, 0, true), // newer than held, far past vouched
+        (10, 10, 0, false),              // what is held, within the lead
+    ];
+    for (a, held, vouched, want) in cases {
+        assert_eq!(
+            implausible(a, held, vouched),
+            want,
+            "rumour {a}, held {held}, vouched {vouched}"
+        );
+    }
+}
+
+/// A departure notice about this node older than its incarnation is
+/// answered like a stale death notice: the current `Alive`, to the carrier,
+/// without a new incarnation.
+#[test]
+fn a_stale_departure_notice_about_oneself_is_answered_to_its_carrier() {
+    let mut h = Harness::new(3);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(0),
+                incarnation: 0,
+                from: id(3),
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 1);
+    h.drain();
+    h.events();
+    h.recv(
+        3,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Left {
+                id: id(0),
+                incarnation: 0,
+            }],
+        }),
+    );
+    assert_eq!(h.swim.incarnation(), 1, "no new incarnation");
+    let out = gossip_to(&h.drain());
+    assert_eq!(out, vec![(id(3), vec![alive(0, 1)])]);
+}

@@ -1102,80 +1102,104 @@ fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_cha
 }
 
 /// A delta citing history a node lacks (an epoch opened while it was cut
-/// off) makes it pull the map from the carrier at once, at most once per
-/// [`UNLINKED_PULL_EVERY`].
+/// off) makes it pull the map from the carrier if the history has not come
+/// [`HISTORY_CHECK`] later; at most once per [`UNLINKED_PULL_EVERY`] per
+/// carrier; not at all when the predecessor, overtaken on the way, arrives
+/// in time.
 #[test]
 fn a_delta_citing_unknown_history_pulls_the_map_from_its_carrier() {
-    let mut net = Net::new(3, 41);
+    let mut net = Net::new(4, 41);
     net.join_all();
     assert!(net.converge(Duration::from_secs(20)).is_some());
     let (k0, k1) = (harness::key(0), harness::key(1));
     let ids = net.ids.clone();
     let now_ms = net.node(2).unix_ms(net.now);
-    // The history, as node 1 and then node 0 wrote it elsewhere: node 1
-    // opens, hands over to node 0 (epoch 2), node 0 changes its backups
-    // twice.
+    // Two sessions' histories, as node 1 and then node 0 wrote them
+    // elsewhere: node 1 opens, hands over to node 0 (epoch 2), node 0
+    // changes the backups twice.
     let mut m = crate::map::Map::new(net.node(2).engine().map().config().clone());
-    let created = m
-        .open(
-            &k1,
-            crate::map::NewSession {
-                id: "s1".into(),
-                service: "rtp-audio".into(),
-                params: BTreeMap::new(),
-                client: "198.18.5.7:5004".into(),
-                location: "198.18.5.0/24".into(),
-                backups: vec![ids[2].clone()],
-            },
-            now_ms,
-        )
-        .unwrap();
-    m.handover(
-        &k1,
-        "s1",
-        ids[0].clone(),
-        "test",
-        vec![ids[1].clone()],
-        now_ms + 1,
-    )
-    .unwrap();
-    m.update_backups(&k0, "s1", vec![ids[2].clone()], now_ms + 2)
-        .unwrap();
-    let latest = m
-        .update_backups(&k0, "s1", vec![ids[1].clone()], now_ms + 3)
-        .unwrap();
+    let mut history = |id: &str| {
+        let created = m
+            .open(
+                &k1,
+                crate::map::NewSession {
+                    id: id.into(),
+                    service: "rtp-audio".into(),
+                    params: BTreeMap::new(),
+                    client: "198.18.5.7:5004".into(),
+                    location: "198.18.5.0/24".into(),
+                    backups: vec![ids[2].clone()],
+                },
+                now_ms,
+            )
+            .unwrap();
+        let handover = m
+            .handover(
+                &k1,
+                id,
+                ids[0].clone(),
+                "test",
+                vec![ids[1].clone()],
+                now_ms + 1,
+            )
+            .unwrap();
+        let middle = m
+            .update_backups(&k0, id, vec![ids[2].clone()], now_ms + 2)
+            .unwrap();
+        let latest = m
+            .update_backups(&k0, id, vec![ids[1].clone()], now_ms + 3)
+            .unwrap();
+        [created, handover, middle, latest]
+    };
+    let [created, _, _, latest] = history("s1");
     let gossip = |delta: &crate::map::Delta| wire::Decoded {
         message: Message::Gossip(wire::Gossip { updates: vec![] }),
         app: vec![AppMessage::Delta(Box::new(delta.clone())).encode()],
+    };
+    let syncing = |net: &Net, peer: usize| {
+        net.node(2)
+            .streams
+            .values()
+            .any(|s| s.peer == ids[peer] && matches!(s.kind, streams::Kind::SyncOut { .. }))
     };
     let now = net.now;
     net.node_mut(2)
         .deliver(now, ids[1].clone(), gossip(&created));
     net.after(2);
     assert_eq!(net.node(2).engine().map().get("s1").unwrap().epoch, 1);
-    assert_eq!(net.node(2).stats().unlinked_pulls, 0);
     // Node 2 hears only the latest version: it cites a version written by
-    // a primary node 2 does not know of, so node 2 asks node 0 for the
-    // chain.
+    // a primary node 2 does not know of. Nothing yet: it may have been
+    // overtaken on the way.
     net.node_mut(2)
         .deliver(now, ids[0].clone(), gossip(&latest));
     net.after(2);
+    assert!(!syncing(&net, 0));
+    // The history does not come: node 2 asks node 0 for the chain.
+    net.run_for(HISTORY_CHECK);
     assert_eq!(net.node(2).stats().unlinked_pulls, 1);
-    let syncing = net
-        .node(2)
-        .streams
-        .values()
-        .any(|s| s.peer == ids[0] && matches!(s.kind, streams::Kind::SyncOut { .. }));
-    assert!(syncing, "a map sync with the carrier was started");
-    // Copies of the same delta do not make it pull again at once.
-    net.node_mut(2)
-        .deliver(now, ids[1].clone(), gossip(&latest));
-    net.after(2);
-    assert_eq!(net.node(2).stats().unlinked_pulls, 1);
-    net.run_for(UNLINKED_PULL_EVERY);
+    assert!(syncing(&net, 0), "a map sync with the carrier was started");
+    // Copies from the same carrier do not make it pull again at once; a
+    // copy from another carrier does.
     let now = net.now;
     net.node_mut(2)
-        .deliver(now, ids[1].clone(), gossip(&latest));
+        .deliver(now, ids[0].clone(), gossip(&latest));
     net.after(2);
+    net.node_mut(2)
+        .deliver(now, ids[3].clone(), gossip(&latest));
+    net.after(2);
+    net.run_for(HISTORY_CHECK);
+    assert!(syncing(&net, 3), "the other carrier was asked too");
     assert_eq!(net.node(2).stats().unlinked_pulls, 2);
+    // A predecessor that arrives in time makes no pull: the second
+    // session's versions arrive out of order.
+    let [created, handover, middle, latest] = history("s2");
+    let now = net.now;
+    for delta in [&created, &latest, &middle, &handover] {
+        net.node_mut(2).deliver(now, ids[1].clone(), gossip(delta));
+        net.after(2);
+    }
+    assert_eq!(net.node(2).engine().map().get("s2").unwrap().version, 2);
+    net.run_for(HISTORY_CHECK);
+    assert_eq!(net.node(2).stats().unlinked_pulls, 2);
+    assert!(!syncing(&net, 1));
 }
