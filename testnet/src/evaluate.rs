@@ -611,10 +611,13 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         le(v, limit),
         "sim-sessions-1000",
     );
+    // The target is for the 60 measured virtual seconds; the whole run
+    // (bootstrap, warm-up and settle besides, 86 virtual s) is in the
+    // simulator table's wall column.
     let limit = targets::SIM_1000_WALL_S;
-    let v = num(&r["wall_s"]);
+    let v = num(&r["wall_phases_s"]["measure"]);
     row(
-        "wall time of that run (60 virtual s)",
+        "wall time of that run's 60 measured virtual s",
         &format!("<= {limit} s"),
         v,
         "s",
@@ -1216,8 +1219,10 @@ is lower than either window shows; the target is still missed in them.
 each delta (a claim, a repair, a confirmation) is piggybacked about 16 \
 times by each of the 1000 nodes, so 20 crashes a minute with 2000 sessions \
 cost about 13 KB/s per node of piggybacked deltas, counted under `probe`. \
-Its wall time was measured on the project's 2 cores while other builds \
-ran (192-246 s on 2026-12-01); the 90 s target is missed either way.
+Its wall time depends on what else the 2 cores run: on 2026-12-02 the 60 \
+measured virtual seconds took 76-84 s with the machine otherwise idle or \
+running one smaller simulation, and 143 s while builds ran (whole runs \
+122, 134 and 228 s).
 - **Detection** is the time until the *last* survivor marks the node dead, \
 per fault; `detection_per_observer_ms` in each kill report has every \
 survivor's own delay.
