@@ -1222,7 +1222,11 @@ cost about 13 KB/s per node of piggybacked deltas, counted under `probe`. \
 Its wall time depends on what else the 2 cores run: on 2026-12-02 the 60 \
 measured virtual seconds took 76-84 s with the machine otherwise idle or \
 running one smaller simulation, and 143 s while builds ran (whole runs \
-122, 134 and 228 s).
+122, 134 and 228 s). Both targets hold for seed 1 only: seeds 2 and 3 \
+(same command, `--seed 2`/`--seed 3`, 2026-12-02) measured takeover p99 \
+1552 and 2452 ms (a claim 1257 ms after the crash; one node that learnt \
+a claim 1630 ms after it was written) and 92 and 96 s for the measured \
+window, 0 sessions lost and 0 doubly owned in both.
 - **Detection** is the time until the *last* survivor marks the node dead, \
 per fault; `detection_per_observer_ms` in each kill report has every \
 survivor's own delay.
