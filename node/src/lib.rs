@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod hooks;
 pub mod identity;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod reload;

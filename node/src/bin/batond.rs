@@ -58,6 +58,9 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
+        // Freed heap back to the kernel, or admissions' connection buffers
+        // stay in RSS for good (node/src/memory.rs).
+        tokio::spawn(baton_node::memory::trim_periodically());
         loop {
             tokio::select! {
                 signal = signals.next() => match signal {
