@@ -1303,9 +1303,15 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 }
             }
             Timer::ClaimCheck(down, n) => {
-                let led = self.engine.sessions_led_by(&down);
-                let still_down = self.swim.member(&down).is_none_or(|m| !m.state.is_active());
-                if led > 0 && still_down {
+                // Whether or not `down` looks alive again here: a death
+                // about an older incarnation gives way to a newer `Alive`
+                // rumour that this node had missed (the crashed member is
+                // a zombie in its view until someone declares the newer
+                // incarnation dead), yet the backups that saw the death
+                // claimed. Simulator, 1000 nodes, seed 3: ten nodes whose
+                // checks stopped on that learnt the claim 0.7-1.6 s late,
+                // by gossip.
+                if self.engine.sessions_led_by(&down) > 0 {
                     // Pull what the backups wrote from one random member,
                     // rather than wait for the next periodic anti-entropy.
                     let alive = self.sync_candidates();

@@ -357,6 +357,82 @@ fn a_node_still_naming_a_down_primary_pulls_the_map_a_bounded_number_of_times() 
 }
 
 #[test]
+fn the_claim_checks_go_on_when_a_newer_alive_rumour_revives_the_down_primary() {
+    let (mut net, victim, ids) = group_with_sessions(31);
+    let record = net
+        .node(victim)
+        .engine()
+        .map()
+        .get(&ids[0])
+        .unwrap()
+        .clone();
+    let mut gone = vec![victim];
+    for b in &record.backups {
+        gone.push(net.ids.iter().position(|x| x == b).unwrap());
+    }
+    for &i in &gone {
+        net.crash(i);
+    }
+    let watcher = (0..6).find(|i| !gone.contains(i)).unwrap();
+    let relay = (0..6)
+        .find(|&i| !gone.contains(&i) && i != watcher)
+        .unwrap();
+    // Until the watcher declares the victim dead.
+    let mut waited = Duration::ZERO;
+    while net.state(watcher, victim) != Some(State::Dead) {
+        net.run_for(Duration::from_millis(10));
+        waited += Duration::from_millis(10);
+        assert!(waited < Duration::from_secs(10), "never declared dead");
+    }
+    // Then an older piece of news it had missed arrives: the victim alive
+    // at a newer incarnation (it had refuted some suspicion before it
+    // crashed). The victim is a zombie in the watcher's view for a while.
+    let incarnation = net
+        .node(watcher)
+        .swim()
+        .member(&net.ids[victim])
+        .unwrap()
+        .incarnation
+        + 1;
+    let now = net.now;
+    let from = net.ids[relay].clone();
+    let update = wire::Update::Alive {
+        id: net.ids[victim].clone(),
+        incarnation,
+        meta: net
+            .node(watcher)
+            .swim()
+            .member(&net.ids[victim])
+            .unwrap()
+            .meta
+            .clone(),
+    };
+    net.node_mut(watcher).deliver(
+        now,
+        from,
+        wire::Decoded {
+            message: wire::Message::Gossip(wire::Gossip {
+                updates: vec![update],
+            }),
+            app: Vec::new(),
+        },
+    );
+    net.after(watcher);
+    assert_eq!(net.state(watcher, victim), Some(State::Alive));
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.state(watcher, victim), Some(State::Dead), "dead again");
+    // Its sessions still named the victim: the first series of checks went
+    // on pulling through the zombie spell, and a second one followed the
+    // second death (before, the first series stopped at its first look,
+    // the victim looking alive: only the second series pulled).
+    let pulls = net.node(watcher).stats().claim_pulls;
+    assert!(
+        (u64::from(CLAIM_CHECKS) + 1..=2 * u64::from(CLAIM_CHECKS)).contains(&pulls),
+        "pulled {pulls} times"
+    );
+}
+
+#[test]
 fn session_ids_come_from_the_seeded_rng() {
     let run = || {
         let mut net = Net::new(2, 9);
