@@ -495,7 +495,18 @@ struct Aggregate {
     jitter_s: f64,
     rtt_s: f64,
     samples: u32,
+    /// When the latest report came (a session's aggregate only).
+    last_at: Option<Instant>,
 }
+
+/// The longest span one client report is taken to cover. A receiver
+/// report's loss and jitter are about the time since the receiver's
+/// previous report (RFC 3550 6.4.1), so poor service that a report shows
+/// began no later than the previous report came: `poor_since` starts
+/// there, not at the report, or every transfer would wait one report
+/// interval more than `poor_for`. After a longer silence the report is
+/// taken to cover this much, RFC 3550's minimum report interval.
+pub const MAX_REPORT_SPAN: Duration = Duration::from_secs(5);
 
 /// Weight of a report that is worse than the average (fast attack).
 const WORSE_WEIGHT: f64 = 0.5;
@@ -1124,6 +1135,10 @@ impl<S: Signer> Engine<S> {
         };
         let location = record.location.clone();
         let aggregate = self.session_perf.entry(id.to_string()).or_default();
+        let covers_from = aggregate.last_at.map_or(now, |last| {
+            last.max(now.checked_sub(MAX_REPORT_SPAN).unwrap_or(last))
+        });
+        aggregate.last_at = Some(now);
         aggregate.add(&report);
         let perf = aggregate.perf();
         if !self.own_locations.contains_key(&location)
@@ -1143,7 +1158,7 @@ impl<S: Signer> Engine<S> {
         aggregate.add(&report);
         *last = now;
         if self.config.policy.is_poor(&perf) {
-            self.poor_since.entry(id.to_string()).or_insert(now);
+            self.poor_since.entry(id.to_string()).or_insert(covers_from);
         } else {
             self.poor_since.remove(id);
         }
@@ -1510,13 +1525,18 @@ impl<S: Signer> Engine<S> {
         if self.handing_over.contains_key(&record.id) {
             return;
         }
-        let Some(perf) = self.session_perf.get(&record.id).map(Aggregate::perf) else {
+        let Some(aggregate) = self.session_perf.get(&record.id) else {
             return;
         };
+        let perf = aggregate.perf();
+        // How long the reports show poor service: from the start of the
+        // span the first poor report covered to the latest report (not to
+        // now: a client that went quiet is not evidence of more).
+        let evidence_to = aggregate.last_at.unwrap_or(now);
         let poor_for = self
             .poor_since
             .get(&record.id)
-            .map(|t| now.saturating_duration_since(*t));
+            .map(|t| evidence_to.saturating_duration_since(*t));
         let since_move = self
             .last_move
             .get(&record.id)

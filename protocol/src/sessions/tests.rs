@@ -433,6 +433,69 @@ fn poor_service_moves_the_session_make_before_break() {
 }
 
 #[test]
+fn poor_service_counts_from_the_previous_report_the_first_poor_one_covers() {
+    let mut c = Cluster::new(3);
+    let (record, primary, peer) = c.ready_to_transfer();
+    let poor_for = Config::default().policy.poor_for;
+    let good = Report {
+        loss: 0.0,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    // Good reports once a second, then poor ones from the next second on:
+    // the first poor report covers the second since the last good one.
+    for _ in 0..3 {
+        c.engines[primary].report(c.now, "s1", good);
+        c.tick(Duration::from_secs(1));
+    }
+    c.engines[primary].report(c.now, "s1", good);
+    let secs = poor_for.as_secs() as u32;
+    // Poor reports covering one second short of poor_for since the last
+    // good report: stays.
+    c.tick(Duration::from_secs(1));
+    c.report_poor_service(primary, secs - 1);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        record.primary
+    );
+    // Reports covering poor_for after the last good one (counting the span
+    // the first poor report covered, not from its arrival): moves at the
+    // next check, a report interval sooner than counting from the first
+    // poor report's arrival would.
+    c.engines[primary].report(c.now, "s1", POOR);
+    c.tick(Config::default().check_interval);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer],
+        "moved poor_for after the last good report"
+    );
+}
+
+#[test]
+fn a_report_after_a_long_silence_covers_at_most_the_longest_report_span() {
+    let mut c = Cluster::new(3);
+    let (record, primary, _) = c.ready_to_transfer();
+    let poor_for = Config::default().policy.poor_for;
+    assert!(poor_for > MAX_REPORT_SPAN + Duration::from_secs(2));
+    let good = Report {
+        loss: 0.0,
+        jitter: Duration::from_millis(2),
+        rtt: Duration::from_millis(20),
+    };
+    c.engines[primary].report(c.now, "s1", good);
+    // A minute of silence (consent aside: the test only ticks reports),
+    // then poor reports: they count from MAX_REPORT_SPAN before the
+    // first, not from the last good one a minute ago.
+    c.tick(Duration::from_secs(60));
+    c.report_poor_service(primary, 2);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        record.primary,
+        "a minute-old good report does not make 2 s of poor reports 60 s"
+    );
+}
+
+#[test]
 fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
     let mut c = Cluster::new(3);
     let (_, primary, peer) = c.ready_to_transfer();
