@@ -134,6 +134,23 @@ impl Coordinate {
         if adjusted > 0.0 { adjusted } else { raw }
     }
 
+    /// How far this coordinate moved from `before`, in seconds: the
+    /// Euclidean shift plus the changes of height and adjustment, the most
+    /// that any distance estimate made with it can have changed.
+    pub fn moved_since(&self, before: &Coordinate) -> f64 {
+        let (a, b) = (&self.vec, &before.vec);
+        let squares: f64 = (0..a.len().max(b.len()))
+            .map(|i| {
+                let d = a.get(i).copied().unwrap_or(0.0) - b.get(i).copied().unwrap_or(0.0);
+                d * d
+            })
+            .sum();
+        let moved = squares.sqrt()
+            + (self.height - before.height).abs()
+            + (self.adjustment - before.adjustment).abs();
+        if moved.is_finite() { moved } else { f64::MAX }
+    }
+
     /// Distance in seconds without the adjustments.
     fn raw_distance_secs(&self, other: &Coordinate) -> f64 {
         let (a, b) = (&self.vec, &other.vec);

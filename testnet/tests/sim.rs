@@ -240,6 +240,13 @@ fn json_report_has_the_documented_keys() {
     }
     assert_eq!(json["scenario"], "crash");
     assert_eq!(json["nodes"], 8);
+    // Every node holds coordinates of the others by the end: the error is
+    // a number (on these uniform LAN links it is large, but finite).
+    let vivaldi = json["vivaldi_median_rel_error"].as_f64();
+    assert!(
+        vivaldi.is_some_and(|e| e.is_finite() && e >= 0.0),
+        "{vivaldi:?}"
+    );
     assert!(json["violations"].as_array().is_some_and(Vec::is_empty));
 }
 
@@ -315,6 +322,16 @@ fn crashed_primaries_sessions_are_taken_over_once_and_none_is_lost() {
         report.session_details.takeovers_superseded,
     );
     assert_eq!(unfinished, 0, "{report}");
+    // The map counters are summed over every life: the replication above
+    // ran anti-entropy, and each fanned-out delta reaches some nodes twice.
+    let map = report.session_details.map;
+    assert!(map.syncs > 0, "{report}");
+    assert!(map.duplicate_deltas > 0, "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(
+        json["session_details"]["map"]["syncs"].as_u64(),
+        Some(map.syncs)
+    );
 }
 
 #[test]

@@ -239,6 +239,63 @@ fn probe_and_ack_record_the_rtt() {
     assert_eq!(h.swim.local_health(), 0);
 }
 
+/// Node 1 pings node 0 (`want_coord` as given); whether node 0's ack
+/// carries its coordinate.
+fn ack_carries_coord(h: &mut Harness, seq: u16, want_coord: bool) -> bool {
+    h.recv(
+        1,
+        Message::Ping(Ping {
+            seq,
+            want_coord,
+            updates: vec![],
+        }),
+    );
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "{out:?}");
+    match &out[0].message {
+        Message::Ack(ack) => ack.coord.is_some(),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_ack_carries_the_coordinate_when_asked_or_when_it_moved_since_last_sent() {
+    let mut h = Harness::new(1);
+    // Never sent: only when asked.
+    assert!(!ack_carries_coord(&mut h, 1, false));
+    assert!(ack_carries_coord(&mut h, 2, true));
+    // Sent and unmoved: not again unasked.
+    assert!(!ack_carries_coord(&mut h, 3, false));
+    // A 200 ms RTT to node 1, whose coordinate sits at the origin, moves
+    // node 0's own coordinate by tens of milliseconds.
+    let before = h.swim.coordinate().clone();
+    let (target, seq) = h.probe();
+    assert_eq!(target, id(1));
+    h.now += Duration::from_millis(200);
+    h.recv(
+        1,
+        Message::Ack(Ack {
+            seq,
+            coord: Some(Coordinate::new(&coords::Config::default())),
+            updates: vec![],
+        }),
+    );
+    h.drain();
+    let moved = h.swim.coordinate().moved_since(&before);
+    let distance = h
+        .swim
+        .coordinate()
+        .distance_to(h.swim.member(&id(1)).unwrap().coord.as_ref().unwrap())
+        .as_secs_f64();
+    assert!(
+        moved > (distance * COORD_RESEND_FRACTION).max(COORD_RESEND_FLOOR.as_secs_f64()),
+        "moved {moved} s, distance {distance} s"
+    );
+    // Moved past the bound: sent unasked, once.
+    assert!(ack_carries_coord(&mut h, 4, false));
+    assert!(!ack_carries_coord(&mut h, 5, false));
+}
+
 #[test]
 fn ack_from_a_stranger_does_not_complete_a_probe() {
     let mut h = Harness::new(2);

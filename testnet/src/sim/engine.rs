@@ -38,6 +38,7 @@ use super::invariants::takeover_by_one_backup::Takeovers;
 use super::invariants::{Violation, transfer_keeps_owner, wire_round_trip};
 use super::network::{Dropped, Latency, Network, mix};
 use super::ownership::{Ownership, Sid};
+use super::report::MapCounts;
 use super::takeovers::TakeoverTimes;
 use super::traffic::Window;
 use super::transport::{Delivery, Resolved, StreamCounters, Transport};
@@ -361,6 +362,8 @@ pub struct Sim {
     converged: [Vec<Duration>; 3],
     violations: Vec<Violation>,
     counters: Counters,
+    /// Map counters of the lives that ended (crashes).
+    retired_map: MapCounts,
     window: Window,
     window_span: (Option<u64>, Option<u64>),
     unstarted: usize,
@@ -429,6 +432,7 @@ impl Sim {
             converged: Default::default(),
             violations: Vec::new(),
             counters: Counters::default(),
+            retired_map: MapCounts::default(),
             window: Window::default(),
             window_span: (None, None),
             unstarted: n,
@@ -565,6 +569,42 @@ impl Sim {
     /// Counts of the run so far.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Vivaldi's relative error now, one sample per ordered pair of running
+    /// nodes where the first holds a coordinate of the second: how far the
+    /// distance between the first's own coordinate and the one it holds of
+    /// the second is from the pair's mean RTT (the link's RTT plus the mean
+    /// jitter), over that RTT. What `/v1/members` shows as `distance_ms`,
+    /// judged as the testnet judges it.
+    pub fn vivaldi_errors(&self) -> Vec<f64> {
+        let mut errors = Vec::new();
+        for (i, slot) in self.nodes.iter().enumerate() {
+            let Some(node) = &slot.node else { continue };
+            let swim = node.swim();
+            for m in swim.members() {
+                let (Some(coord), Some(j)) = (&m.coord, self.index_of(&m.id)) else {
+                    continue;
+                };
+                let truth = self.net.rtt(i, j).as_secs_f64() * (1.0 + self.config.jitter / 2.0);
+                if truth > 0.0 && i != j {
+                    let est = swim.coordinate().distance_to(coord).as_secs_f64();
+                    errors.push((est - truth).abs() / truth);
+                }
+            }
+        }
+        errors
+    }
+
+    /// The maps' sync and delta counters over every life of every node.
+    pub fn map_counts(&self) -> MapCounts {
+        let mut total = self.retired_map;
+        for slot in &self.nodes {
+            if let Some(node) = &slot.node {
+                total.add(MapCounts::of(node.stats()));
+            }
+        }
+        total
     }
 
     /// The violations found so far (the first 100; all are counted).
@@ -852,6 +892,7 @@ impl Sim {
         };
         self.on_host_crash(i, &node);
         self.window.retire(i, node.stats());
+        self.retired_map.add(MapCounts::of(node.stats()));
         let incarnation = node.swim().incarnation();
         drop(node);
         let slot = &mut self.nodes[i];

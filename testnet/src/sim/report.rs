@@ -61,6 +61,10 @@ pub struct Report {
     pub msgs_per_node_per_s: f64,
     /// Bytes per second sent by the busiest node.
     pub max_bytes_per_node_per_s: f64,
+    /// Median over ordered pairs of Vivaldi's relative RTT error at the end
+    /// of the run (estimate from the coordinates a node holds against the
+    /// link's mean RTT), as the testnet's scale report measures it.
+    pub vivaldi_median_rel_error: Option<f64>,
     /// Traffic by the node's classes.
     pub traffic: TrafficReport,
     /// Sessions opened before the measurement window (`--sessions`).
@@ -171,6 +175,44 @@ pub struct SessionReport {
     pub signatures_verified: u64,
     /// Copies accepted from the simulator's memory of verified records.
     pub signatures_remembered: u64,
+    /// What the nodes' maps did to stay in step, over the whole run and
+    /// every life of every node.
+    pub map: MapCounts,
+}
+
+/// Map anti-entropy and delta counts summed over every node's lives (the
+/// node's own `Stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MapCounts {
+    /// Map sync exchanges completed.
+    pub syncs: u64,
+    /// Syncs started because a down member's sessions still named it
+    /// primary a while after it went down.
+    pub claim_pulls: u64,
+    /// Syncs started because a delta cited history the node lacked.
+    pub unlinked_pulls: u64,
+    /// Copies of deltas dropped unread (news already taken).
+    pub duplicate_deltas: u64,
+}
+
+impl MapCounts {
+    /// One node's counters.
+    pub fn of(stats: &baton_protocol::node::Stats) -> MapCounts {
+        MapCounts {
+            syncs: stats.syncs,
+            claim_pulls: stats.claim_pulls,
+            unlinked_pulls: stats.unlinked_pulls,
+            duplicate_deltas: stats.duplicate_deltas,
+        }
+    }
+
+    /// Adds `other` in.
+    pub fn add(&mut self, other: MapCounts) {
+        self.syncs += other.syncs;
+        self.claim_pulls += other.claim_pulls;
+        self.unlinked_pulls += other.unlinked_pulls;
+        self.duplicate_deltas += other.duplicate_deltas;
+    }
 }
 
 /// What happened to the streams and connections of a run.
@@ -349,6 +391,13 @@ impl fmt::Display for Report {
             .collect();
         classes.push(format!("headers {:.0}", t.header_bytes_per_node_per_s));
         row(f, "  by class (B/s)", classes.join(", "))?;
+        if let Some(e) = self.vivaldi_median_rel_error {
+            row(
+                f,
+                "Vivaldi error (median, end)",
+                format!("{:.1}%", e * 100.0),
+            )?;
+        }
         if self.sessions > 0 {
             let d = &self.session_details;
             row(
@@ -368,6 +417,14 @@ impl fmt::Display for Report {
                 f,
                 "  lost / doubly owned",
                 format!("{} / {}", self.sessions_lost, self.double_owned),
+            )?;
+            row(
+                f,
+                "  map (whole run)",
+                format!(
+                    "{} syncs ({} claim pulls, {} unlinked pulls), {} duplicate deltas dropped",
+                    d.map.syncs, d.map.claim_pulls, d.map.unlinked_pulls, d.map.duplicate_deltas
+                ),
             )?;
             row(f, "  claim (at the claimer)", summary(&self.claim_ms))?;
             row(

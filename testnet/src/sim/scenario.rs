@@ -520,6 +520,7 @@ fn report(
         bytes_per_node_per_s: round(rates.bytes),
         msgs_per_node_per_s: round(rates.packets),
         max_bytes_per_node_per_s: round(rates.max_bytes),
+        vivaldi_median_rel_error: median(sim.vivaldi_errors()).map(|m| (m * 1e4).round() / 1e4),
         traffic: TrafficReport {
             counted: format!(
                 "sealed datagrams and stream frame payloads as the node counts them, plus \
@@ -561,6 +562,7 @@ fn report(
             takeovers_superseded,
             signatures_verified: verifier.verified,
             signatures_remembered: verifier.remembered,
+            map: sim.map_counts(),
         },
         warmup_converged_ms: first_ms(sim.convergence_samples(Watch::Warmup)),
         rejoin_ms: (cfg.scenario == Scenario::Crash).then(|| summary(sim.rejoin_samples())),
@@ -640,4 +642,13 @@ fn split(rng: &mut SmallRng, n: usize, size: usize) -> (Vec<usize>, Vec<usize>) 
     }
     let majority = all.split_off(size.min(n));
     (all, majority)
+}
+
+/// The median of `xs`, if any.
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    Some(xs[xs.len() / 2])
 }
