@@ -505,7 +505,8 @@ struct Aggregate {
 /// began no later than the previous report came: `poor_since` starts
 /// there, not at the report, or every transfer would wait one report
 /// interval more than `poor_for`. After a longer silence the report is
-/// taken to cover this much, RFC 3550's minimum report interval.
+/// taken to cover this much, RFC 3550's minimum report interval (or half of
+/// `poor_for`, if that is less: one report alone never makes `poor_for`).
 pub const MAX_REPORT_SPAN: Duration = Duration::from_secs(5);
 
 /// Weight of a report that is worse than the average (fast attack).
@@ -1135,9 +1136,11 @@ impl<S: Signer> Engine<S> {
         };
         let location = record.location.clone();
         let aggregate = self.session_perf.entry(id.to_string()).or_default();
-        let covers_from = aggregate.last_at.map_or(now, |last| {
-            last.max(now.checked_sub(MAX_REPORT_SPAN).unwrap_or(last))
-        });
+        // At most half of poor_for, so that one report never makes it.
+        let span = MAX_REPORT_SPAN.min(self.config.policy.poor_for / 2);
+        let covers_from = aggregate
+            .last_at
+            .map_or(now, |last| last.max(now.checked_sub(span).unwrap_or(last)));
         aggregate.last_at = Some(now);
         aggregate.add(&report);
         let perf = aggregate.perf();
@@ -1682,7 +1685,9 @@ impl<S: Signer> Engine<S> {
             self.handing_over.remove(id);
             if !self.hosting.contains(id) {
                 self.hosting.insert(id.to_string());
-                self.last_move.entry(id.to_string()).or_insert(now);
+                // min_dwell counts from when this node starts hosting it,
+                // also when it comes back (not from when it left).
+                self.last_move.insert(id.to_string(), now);
                 if self.config.consent.applies_to(&record.client) {
                     // A new session's client consents within `first`; one
                     // that moved here keeps the consent it had.
@@ -1766,6 +1771,11 @@ impl<S: Signer> Engine<S> {
     fn stop(&mut self, id: &str, reason: &str) {
         self.consent.remove(id);
         self.confirming.remove(id);
+        // What this node's clients said of the session is over with it: a
+        // session that comes back starts its reports afresh, not from the
+        // poor ones that sent it away.
+        self.session_perf.remove(id);
+        self.poor_since.remove(id);
         if self.hosting.remove(id) {
             self.actions.push_back(Action::Stop {
                 id: id.to_string(),

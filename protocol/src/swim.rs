@@ -625,10 +625,10 @@ const MAX_PICK_MISFITS: usize = 8;
 /// 14.7% without resending; 6.1 / 6.8 / 8.4 / 9.4% at fractions 0.05 / 0.1
 /// / 0.2 / 0.3, for 217 / 98 / 48 / 28 more bytes per node per second
 /// (RTT jitter keeps coordinates moving by a few percent), with a 1 ms
-/// floor. On the testnet's WAN at N = 64, 0.1 (5 ms floor) measured 5.7%
-/// for about 150 B/s more, which took a node past the 1.5 KB/s budget:
-/// 0.2 halves that cost and stays within the 10% error target. On a LAN
-/// the floor keeps it from firing.
+/// floor; with the 5 ms floor, 6.8% at 0.1 (+86 B/s) and 8.3% at 0.2
+/// (+43 B/s). On the testnet's WAN at N = 64, 0.1 measured 5.7% at 1525 B/s
+/// per node, past the 1.5 KB/s budget; 0.2 measured 5.5% at 1468 B/s. On
+/// the simulated LAN the floor keeps it from firing.
 pub const COORD_RESEND_FRACTION: f64 = 0.2;
 
 /// The least movement that sends a coordinate unasked. RTT noise moves a
@@ -639,11 +639,14 @@ pub const COORD_RESEND_FRACTION: f64 = 0.2;
 pub const COORD_RESEND_FLOOR: Duration = Duration::from_millis(5);
 
 /// Whether `own` moved far enough from what `m` was last sent to send it
-/// again unasked (see [`COORD_RESEND_FRACTION`]). Never sent: no, the
-/// member asks when it holds none.
+/// again unasked (see [`COORD_RESEND_FRACTION`]). Never sent by this
+/// process: yes, once, for the member may hold one from before this node
+/// restarted and then it does not ask (45 bytes per member, once). A sent
+/// coordinate whose ack was lost counts as sent: the member's own asking
+/// (once every 2 s) is the fallback.
 fn coord_moved(own: &Coordinate, m: &Member) -> bool {
     let Some(sent) = &m.coord_sent else {
-        return false;
+        return true;
     };
     let distance = m
         .coord
@@ -1804,6 +1807,18 @@ impl<R: Rng> Swim<R> {
             let Some(relay) = self.relays.remove(&ack.seq) else {
                 return;
             };
+            // The target's coordinate, sent unasked to this relay, is the
+            // target's all the same: kept, or the target would not send it
+            // again until it moved (the relayed round trip says nothing of
+            // the distance, so it moves nothing here).
+            if let Some(coord) = ack.coord
+                && coord.is_valid()
+                && coord.is_compatible_with(self.vivaldi.coordinate())
+                && let Some(member) = self.members.get_mut(from)
+            {
+                member.coord = Some(coord);
+                member.coord_at = Some(now);
+            }
             let updates = self.piggyback(&relay.requester);
             self.send(
                 relay.requester,

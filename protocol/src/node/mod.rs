@@ -618,7 +618,7 @@ enum Timer {
     /// A member this node holds dead or departed led sessions when it went:
     /// if the map still names it, the claim has not reached this node yet
     /// (the `n`th look; see [`CLAIM_CHECK`]).
-    ClaimCheck(NodeId, u8),
+    ClaimCheck(NodeId, u8, u32),
     /// A delta of session `1` from peer `0` cited history this node lacks:
     /// if it still waits, pull the map from that peer (see
     /// [`HISTORY_CHECK`]).
@@ -1302,7 +1302,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     self.actions.push_back(Action::Disconnect { peer });
                 }
             }
-            Timer::ClaimCheck(down, n) => {
+            Timer::ClaimCheck(down, n, vouched) => {
                 // Whether or not `down` looks alive again here: a death
                 // about an older incarnation gives way to a newer `Alive`
                 // rumour that this node had missed (the crashed member is
@@ -1311,7 +1311,14 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 // claimed. Simulator, 1000 nodes, seed 3: ten nodes whose
                 // checks stopped on that learnt the claim 0.7-1.6 s late,
                 // by gossip.
-                if self.engine.sessions_led_by(&down) > 0 {
+                // A member heard from itself at a newer incarnation since
+                // (a refuted false death) is no zombie: its backups may
+                // not have claimed, and nothing is to be pulled.
+                let refuted = self
+                    .swim
+                    .member(&down)
+                    .is_some_and(|m| m.state.is_active() && swim::newer(m.vouched, vouched));
+                if self.engine.sessions_led_by(&down) > 0 && !refuted {
                     // Pull what the backups wrote from one random member,
                     // rather than wait for the next periodic anti-entropy.
                     let alive = self.sync_candidates();
@@ -1320,7 +1327,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                         self.start_sync(now, &peer);
                     }
                     if n < CLAIM_CHECKS {
-                        self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(down, n + 1));
+                        self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(down, n + 1, vouched));
                     }
                 }
             }
@@ -1652,7 +1659,8 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 }
                 if matches!(state, State::Dead | State::Left) && self.engine.sessions_led_by(id) > 0
                 {
-                    self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(id.clone(), 1));
+                    let vouched = self.swim.member(id).map_or(0, |m| m.vouched);
+                    self.schedule(now + CLAIM_CHECK, Timer::ClaimCheck(id.clone(), 1, vouched));
                 }
             }
             swim::Event::MemberMeta { id, meta, .. } => {

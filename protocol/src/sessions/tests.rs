@@ -474,24 +474,34 @@ fn poor_service_counts_from_the_previous_report_the_first_poor_one_covers() {
 #[test]
 fn a_report_after_a_long_silence_covers_at_most_the_longest_report_span() {
     let mut c = Cluster::new(3);
-    let (record, primary, _) = c.ready_to_transfer();
+    let (record, primary, peer) = c.ready_to_transfer();
     let poor_for = Config::default().policy.poor_for;
-    assert!(poor_for > MAX_REPORT_SPAN + Duration::from_secs(2));
+    let span = MAX_REPORT_SPAN.min(poor_for / 2);
+    let silence = poor_for * 2;
+    assert!(span + Duration::from_secs(2) < poor_for && silence > poor_for);
     let good = Report {
         loss: 0.0,
         jitter: Duration::from_millis(2),
         rtt: Duration::from_millis(20),
     };
     c.engines[primary].report(c.now, "s1", good);
-    // A minute of silence (consent aside: the test only ticks reports),
-    // then poor reports: they count from MAX_REPORT_SPAN before the
-    // first, not from the last good one a minute ago.
-    c.tick(Duration::from_secs(60));
+    // Silence longer than poor_for (shorter than the consent interval),
+    // then poor reports: they count from `span` before the first, not
+    // from the good one before the silence.
+    c.tick(silence);
+    c.peer_serves_the_location_well(primary, peer);
     c.report_poor_service(primary, 2);
     assert_eq!(
         c.engines[primary].map().get("s1").unwrap().primary,
         record.primary,
-        "a minute-old good report does not make 2 s of poor reports 60 s"
+        "a good report before a long silence does not make 2 s of poor reports poor_for"
+    );
+    // And the session does move once the reports cover poor_for: the
+    // candidate was there all along.
+    c.report_poor_until_handed(primary, peer, 20);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer]
     );
 }
 
