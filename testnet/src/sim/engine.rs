@@ -586,6 +586,9 @@ impl Sim {
                 let (Some(coord), Some(j)) = (&m.coord, self.index_of(&m.id)) else {
                     continue;
                 };
+                if self.nodes[j].node.is_none() {
+                    continue;
+                }
                 let truth = self.net.rtt(i, j).as_secs_f64() * (1.0 + self.config.jitter / 2.0);
                 if truth > 0.0 && i != j {
                     let est = swim.coordinate().distance_to(coord).as_secs_f64();
