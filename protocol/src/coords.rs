@@ -138,14 +138,7 @@ impl Coordinate {
     /// Euclidean shift plus the changes of height and adjustment, the most
     /// that any distance estimate made with it can have changed.
     pub fn moved_since(&self, before: &Coordinate) -> f64 {
-        let (a, b) = (&self.vec, &before.vec);
-        let squares: f64 = (0..a.len().max(b.len()))
-            .map(|i| {
-                let d = a.get(i).copied().unwrap_or(0.0) - b.get(i).copied().unwrap_or(0.0);
-                d * d
-            })
-            .sum();
-        let moved = squares.sqrt()
+        let moved = self.euclidean(before)
             + (self.height - before.height).abs()
             + (self.adjustment - before.adjustment).abs();
         if moved.is_finite() { moved } else { f64::MAX }
@@ -153,6 +146,12 @@ impl Coordinate {
 
     /// Distance in seconds without the adjustments.
     fn raw_distance_secs(&self, other: &Coordinate) -> f64 {
+        self.euclidean(other) + self.height + other.height
+    }
+
+    /// The Euclidean distance of the two vectors, in seconds; a missing
+    /// component counts as zero.
+    fn euclidean(&self, other: &Coordinate) -> f64 {
         let (a, b) = (&self.vec, &other.vec);
         let squares: f64 = (0..a.len().max(b.len()))
             .map(|i| {
@@ -160,7 +159,7 @@ impl Coordinate {
                 d * d
             })
             .sum();
-        squares.sqrt() + self.height + other.height
+        squares.sqrt()
     }
 }
 

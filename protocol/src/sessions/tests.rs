@@ -11,6 +11,13 @@ const POOR: Report = Report {
     rtt: Duration::from_millis(50),
 };
 
+/// A client's report of good service.
+const GOOD: Report = Report {
+    loss: 0.0,
+    jitter: Duration::from_millis(2),
+    rtt: Duration::from_millis(20),
+};
+
 struct Cluster {
     engines: Vec<Engine<LocalKey>>,
     ids: Vec<NodeId>,
@@ -437,18 +444,13 @@ fn poor_service_counts_from_the_previous_report_the_first_poor_one_covers() {
     let mut c = Cluster::new(3);
     let (record, primary, peer) = c.ready_to_transfer();
     let poor_for = Config::default().policy.poor_for;
-    let good = Report {
-        loss: 0.0,
-        jitter: Duration::from_millis(2),
-        rtt: Duration::from_millis(20),
-    };
     // Good reports once a second, then poor ones from the next second on:
     // the first poor report covers the second since the last good one.
     for _ in 0..3 {
-        c.engines[primary].report(c.now, "s1", good);
+        c.engines[primary].report(c.now, "s1", GOOD);
         c.tick(Duration::from_secs(1));
     }
-    c.engines[primary].report(c.now, "s1", good);
+    c.engines[primary].report(c.now, "s1", GOOD);
     let secs = poor_for.as_secs() as u32;
     // Poor reports covering one second short of poor_for since the last
     // good report: stays.
@@ -479,12 +481,7 @@ fn a_report_after_a_long_silence_covers_at_most_the_longest_report_span() {
     let span = MAX_REPORT_SPAN.min(poor_for / 2);
     let silence = poor_for * 2;
     assert!(span + Duration::from_secs(2) < poor_for && silence > poor_for);
-    let good = Report {
-        loss: 0.0,
-        jitter: Duration::from_millis(2),
-        rtt: Duration::from_millis(20),
-    };
-    c.engines[primary].report(c.now, "s1", good);
+    c.engines[primary].report(c.now, "s1", GOOD);
     // Silence longer than poor_for (shorter than the consent interval),
     // then poor reports: they count from `span` before the first, not
     // from the good one before the silence.
@@ -1010,15 +1007,10 @@ fn a_session_past_its_maximum_lifetime_is_closed_by_its_primary() {
 
 #[test]
 fn poor_service_shows_at_the_first_report_that_says_so_and_one_good_report_does_not_clear_it() {
-    let good = Report {
-        loss: 0.0,
-        jitter: Duration::from_millis(2),
-        rtt: Duration::from_millis(20),
-    };
-    let lossy = Report { loss: 0.08, ..good };
+    let lossy = Report { loss: 0.08, ..GOOD };
     let mut a = Aggregate::default();
     for _ in 0..10 {
-        a.add(&good);
+        a.add(&GOOD);
     }
     a.add(&lossy);
     assert!(
@@ -1026,14 +1018,14 @@ fn poor_service_shows_at_the_first_report_that_says_so_and_one_good_report_does_
         "8% loss shows over the 3% threshold after one report: {}",
         a.perf().loss
     );
-    a.add(&good);
+    a.add(&GOOD);
     assert!(
         a.perf().loss > 0.025,
         "one good report halves nothing: {}",
         a.perf().loss
     );
     for _ in 0..10 {
-        a.add(&good);
+        a.add(&GOOD);
     }
     assert!(a.perf().loss < 0.01, "sustained good service clears it");
 }

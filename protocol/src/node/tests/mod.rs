@@ -325,9 +325,10 @@ fn when_the_primary_crashes_its_first_live_backup_takes_over_once() {
     }
 }
 
-#[test]
-fn a_node_still_naming_a_down_primary_pulls_the_map_a_bounded_number_of_times() {
-    let (mut net, victim, ids) = group_with_sessions(31);
+/// A group with sessions, in which the primary of a session and all its
+/// backups crash at once: the group, that primary and every crashed node.
+fn crash_a_session_and_its_backups(seed: u64) -> (Net, usize, Vec<usize>) {
+    let (mut net, victim, ids) = group_with_sessions(seed);
     let record = net
         .node(victim)
         .engine()
@@ -339,11 +340,17 @@ fn a_node_still_naming_a_down_primary_pulls_the_map_a_bounded_number_of_times() 
     for b in &record.backups {
         gone.push(net.ids.iter().position(|x| x == b).unwrap());
     }
-    // The primary and every backup of the session go at once: no claim
-    // can come, and the survivors' maps keep naming the dead primary.
     for &i in &gone {
         net.crash(i);
     }
+    (net, victim, gone)
+}
+
+#[test]
+fn a_node_still_naming_a_down_primary_pulls_the_map_a_bounded_number_of_times() {
+    // The primary and every backup of the session go at once: no claim
+    // can come, and the survivors' maps keep naming the dead primary.
+    let (mut net, victim, gone) = crash_a_session_and_its_backups(31);
     let survivors: Vec<usize> = (0..6).filter(|i| !gone.contains(i)).collect();
     net.run_for(Duration::from_secs(6));
     for &i in &survivors {
@@ -358,21 +365,7 @@ fn a_node_still_naming_a_down_primary_pulls_the_map_a_bounded_number_of_times() 
 
 #[test]
 fn the_claim_checks_go_on_when_a_newer_alive_rumour_revives_the_down_primary() {
-    let (mut net, victim, ids) = group_with_sessions(31);
-    let record = net
-        .node(victim)
-        .engine()
-        .map()
-        .get(&ids[0])
-        .unwrap()
-        .clone();
-    let mut gone = vec![victim];
-    for b in &record.backups {
-        gone.push(net.ids.iter().position(|x| x == b).unwrap());
-    }
-    for &i in &gone {
-        net.crash(i);
-    }
+    let (mut net, victim, gone) = crash_a_session_and_its_backups(31);
     let watcher = (0..6).find(|i| !gone.contains(i)).unwrap();
     let relay = (0..6)
         .find(|&i| !gone.contains(&i) && i != watcher)
