@@ -22,17 +22,32 @@ const UNRESOLVED_TAG: u8 = 0xfe;
 
 /// An opaque, cheaply clonable node identity (the bytes of a libp2p peer id).
 /// Equality, order and hash are those of the bytes.
+///
+/// Every member table is keyed by `NodeId`, so comparing two of them is the
+/// hottest operation of a node at scale (a BTreeMap lookup is about ten
+/// comparisons). `key` holds the id's first 16 bytes, zero-padded, beside
+/// the short ref: comparing keys orders exactly as comparing the bytes does
+/// (a zero pad sorts a proper prefix first), and only equal keys read the
+/// bytes behind a second pointer. libp2p ed25519 peer ids share their first
+/// 6 bytes, so the 10 after them settle nearly every comparison. The key
+/// lives behind the `Arc` (one per distinct id), not in every copy: a
+/// `NodeId` stays one pointer wide in the records and tables that hold
+/// millions of them in the simulator.
 #[derive(Clone)]
-pub struct NodeId(Arc<Inner>);
+pub struct NodeId {
+    inner: Arc<Inner>,
+}
 
 struct Inner {
+    key: u128,
     short: u64,
     bytes: Box<[u8]>,
 }
 
 impl PartialEq for NodeId {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.bytes == other.0.bytes
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.key == other.inner.key && self.inner.bytes == other.inner.bytes)
     }
 }
 impl Eq for NodeId {}
@@ -42,13 +57,17 @@ impl PartialOrd for NodeId {
     }
 }
 impl Ord for NodeId {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.bytes.cmp(&other.0.bytes)
+        self.inner
+            .key
+            .cmp(&other.inner.key)
+            .then_with(|| self.inner.bytes.cmp(&other.inner.bytes))
     }
 }
 impl std::hash::Hash for NodeId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.bytes.hash(state);
+        self.inner.bytes.hash(state);
     }
 }
 
@@ -101,16 +120,22 @@ impl NodeId {
             let hash = Sha256::digest(bytes);
             u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
         };
-        NodeId(Arc::new(Inner {
-            short,
-            bytes: bytes.into(),
-        }))
+        let mut head = [0u8; 16];
+        let n = bytes.len().min(16);
+        head[..n].copy_from_slice(&bytes[..n]);
+        NodeId {
+            inner: Arc::new(Inner {
+                key: u128::from_be_bytes(head),
+                short,
+                bytes: bytes.into(),
+            }),
+        }
     }
 
     /// The 8-byte reference by which compact messages name this node: the
     /// first 8 bytes of the SHA-256 of its id, big-endian.
     pub fn short(&self) -> u64 {
-        self.0.short
+        self.inner.short
     }
 
     /// A stand-in for a node known only by its short ref (a compact message
@@ -125,7 +150,7 @@ impl NodeId {
 
     /// Whether this is a stand-in made by [`unresolved`](Self::unresolved).
     pub fn is_unresolved(&self) -> bool {
-        self.0.bytes.len() == 9 && self.0.bytes[0] == UNRESOLVED_TAG
+        self.inner.bytes.len() == 9 && self.inner.bytes[0] == UNRESOLVED_TAG
     }
 
     /// A deterministic 38-byte id for simulations and tests, the size of a
@@ -140,7 +165,7 @@ impl NodeId {
 
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0.bytes
+        &self.inner.bytes
     }
 }
 
@@ -217,5 +242,43 @@ mod tests {
         let b = NodeId::synthetic(2);
         assert_ne!(a, b);
         assert_eq!(a.as_bytes().len(), 38);
+    }
+
+    /// The inline key must never change what the bytes decide: maps keyed
+    /// by `NodeId` iterate in byte order, and the simulator's replays rely
+    /// on it. Ids differing only past the key, proper prefixes, and zero
+    /// bytes where the key pads with zeros.
+    #[test]
+    fn order_and_equality_are_those_of_the_bytes() {
+        let mut ids: Vec<Vec<u8>> = vec![
+            vec![1],
+            vec![1, 0],
+            vec![1, 0, 0],
+            vec![0],
+            vec![0, 0],
+            vec![2; 16],
+            vec![2; 17],
+            [vec![2; 16], vec![0]].concat(),
+            [vec![2; 16], vec![1]].concat(),
+            [vec![2; 15], vec![3]].concat(),
+            vec![0xff; 64],
+            [vec![0xff; 63], vec![0]].concat(),
+        ];
+        for n in 0..200u32 {
+            ids.push(NodeId::synthetic(n).as_bytes().to_vec());
+        }
+        // Real peer ids share their first bytes; these differ past 16.
+        for tail in 0..8u8 {
+            let mut b = NodeId::synthetic(7).as_bytes().to_vec();
+            b[30] = tail;
+            ids.push(b);
+        }
+        for a in &ids {
+            for b in &ids {
+                let (x, y) = (NodeId::new(a).unwrap(), NodeId::new(b).unwrap());
+                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
+            }
+        }
     }
 }

@@ -216,6 +216,9 @@ pub struct Member {
     /// at most [`PLAUSIBLE_LEAD`]. Judged against what this node holds
     /// instead, lies a little ahead each would add up, one relay at a time.
     pub vouched: u32,
+    /// What this member adds to [`Swim::digest`] as of its last change (0
+    /// when it is not active).
+    digest_part: u64,
 }
 
 impl Member {
@@ -233,6 +236,7 @@ impl Member {
             coord_at: None,
             coord_sent: None,
             vouched: incarnation,
+            digest_part: 0,
         }
     }
 
@@ -762,8 +766,10 @@ pub struct Swim<R> {
     next_seq: u16,
     suspicions: BTreeMap<NodeId, Suspicion>,
     broadcasts: Queue,
-    /// [`Swim::digest`], until the table changes.
-    digest_cache: std::cell::Cell<Option<u64>>,
+    /// The sum of every member's [`Member::digest_part`]: [`Swim::digest`]
+    /// adds this node's own entry, so that the digest costs O(1) however
+    /// large the table and however often it changes.
+    members_digest: u64,
     app_broadcasts: AppQueue,
     timers: BinaryHeap<Scheduled>,
     timer_order: u64,
@@ -819,7 +825,7 @@ impl<R: Rng> Swim<R> {
             next_seq: 0,
             suspicions: BTreeMap::new(),
             broadcasts: Queue::default(),
-            digest_cache: std::cell::Cell::new(None),
+            members_digest: 0,
             app_broadcasts: AppQueue::default(),
             timers: BinaryHeap::new(),
             timer_order: 0,
@@ -944,7 +950,6 @@ impl<R: Rng> Swim<R> {
         }
         self.meta = meta;
         self.incarnation = self.incarnation.wrapping_add(1);
-        self.digest_cache.set(None);
         let own = self.own_alive();
         self.enqueue_broadcast(own.clone());
         self.push(vec![own], None);
@@ -1109,20 +1114,22 @@ impl<R: Rng> Swim<R> {
 
     /// Order-independent digest of the live part of this node's view
     /// (itself, alive and suspect members), compared by anti-entropy.
-    /// Cached: recomputed only after the table changed.
+    /// Kept as a running sum (O(1)); debug builds check it against the table.
     pub fn digest(&self) -> u64 {
-        if let Some(digest) = self.digest_cache.get() {
-            return digest;
-        }
         let own = entry_hash(&self.id, self.incarnation, State::Alive, &self.meta);
-        let digest = self
-            .members
-            .values()
-            .filter(|m| m.state.is_active())
-            .fold(own, |acc, m| {
-                acc.wrapping_add(entry_hash(&m.id, m.incarnation, m.state, &m.meta))
-            });
-        self.digest_cache.set(Some(digest));
+        let digest = own.wrapping_add(self.members_digest);
+        // Every test (and the in-crate multi-node runs) checks the running
+        // sum against the table itself: a change that skipped it shows here.
+        debug_assert_eq!(
+            digest,
+            self.members
+                .values()
+                .filter(|m| m.state.is_active())
+                .fold(own, |acc, m| {
+                    acc.wrapping_add(entry_hash(&m.id, m.incarnation, m.state, &m.meta))
+                }),
+            "the running membership digest drifted from the table"
+        );
         digest
     }
 
@@ -1255,8 +1262,17 @@ impl<R: Rng> Swim<R> {
         };
         // Entries of an anti-entropy table are repairs, not news: they are
         // neither piggybacked nor pushed further.
-        if changed {
-            self.digest_cache.set(None);
+        if changed && let Some(member) = self.members.get_mut(update.id()) {
+            let part = if member.state.is_active() {
+                entry_hash(&member.id, member.incarnation, member.state, &member.meta)
+            } else {
+                0
+            };
+            self.members_digest = self
+                .members_digest
+                .wrapping_sub(member.digest_part)
+                .wrapping_add(part);
+            member.digest_part = part;
         }
         if changed && !quiet {
             self.enqueue_broadcast(update.clone());
@@ -1315,7 +1331,6 @@ impl<R: Rng> Swim<R> {
                 self.incarnation
             };
             self.incarnation = held.wrapping_add(1);
-            self.digest_cache.set(None);
             self.health = (self.health + 1).min(self.config.max_local_health);
             self.stats.refutations += 1;
             self.events.push_back(Event::Refuted {
@@ -1590,7 +1605,6 @@ impl<R: Rng> Swim<R> {
     }
 
     fn reclaim(&mut self, now: Instant) {
-        self.digest_cache.set(None);
         let expired: Vec<NodeId> = self
             .members
             .values()
@@ -1605,7 +1619,9 @@ impl<R: Rng> Swim<R> {
         let mut expired = expired;
         expired.sort_unstable();
         for id in expired {
-            self.members.remove(&id);
+            if let Some(member) = self.members.remove(&id) {
+                self.members_digest = self.members_digest.wrapping_sub(member.digest_part);
+            }
             self.vivaldi.forget(&id);
             self.broadcasts.remove(&id);
             self.events.push_back(Event::Removed { id });

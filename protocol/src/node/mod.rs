@@ -701,6 +701,11 @@ pub struct Node<S, R> {
     /// This node's receive key indices, to the peer each belongs to.
     indices: BTreeMap<u32, NodeId>,
     refused: BTreeMap<NodeId, Refused>,
+    /// Peers whose probes went unanswered [`REKEY_UNANSWERED`] times in a
+    /// row since they were last heard: a superset of those the rekey check
+    /// must look at (entries are dropped there once heard again), so that
+    /// the check costs what is stale, not one look at every peer a second.
+    unanswered: BTreeSet<NodeId>,
     /// Short refs of every member known, for decoding compact messages.
     shorts: BTreeMap<u64, NodeId>,
     streams: BTreeMap<StreamId, Stream>,
@@ -765,6 +770,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             peers: BTreeMap::new(),
             indices: BTreeMap::new(),
             refused: BTreeMap::new(),
+            unanswered: BTreeSet::new(),
             shorts,
             streams: BTreeMap::new(),
             next_stream: 0,
@@ -1347,19 +1353,27 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 // here (within a second of it) whether or not the peer comes
                 // back, so that a refused peer leaves `peers()` too.
                 self.refused.retain(|_, r| r.until > now);
+                let peers = &self.peers;
+                self.unanswered.retain(|id| {
+                    peers
+                        .get(id)
+                        .is_some_and(|p| p.unanswered >= REKEY_UNANSWERED)
+                });
                 let stale: Vec<NodeId> = self
-                    .peers
+                    .unanswered
                     .iter()
-                    .filter(|(_, p)| {
-                        p.has_session()
-                            && p.handshake.is_none()
-                            && p.unanswered >= REKEY_UNANSWERED
-                            && p.heard
-                                .is_some_and(|h| now.saturating_duration_since(h) >= REKEY_AFTER)
-                            && p.retry_at.is_none_or(|at| at <= now)
+                    .filter(|id| {
+                        self.peers.get(*id).is_some_and(|p| {
+                            p.has_session()
+                                && p.handshake.is_none()
+                                && p.heard.is_some_and(|h| {
+                                    now.saturating_duration_since(h) >= REKEY_AFTER
+                                })
+                                && p.retry_at.is_none_or(|at| at <= now)
+                        })
                     })
-                    .map(|(id, _)| id.clone())
                     .filter(|id| self.swim.member(id).is_some_and(|m| m.state.is_active()))
+                    .cloned()
                     .collect();
                 for peer in stale {
                     if !self.leaving && !self.is_refused(now, &peer) {
@@ -1861,6 +1875,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                         .is_some_and(|h| now.saturating_duration_since(h) < CONFIRM_WINDOW);
                     if expects_answer {
                         p.unanswered = p.unanswered.saturating_add(1);
+                        if p.unanswered == REKEY_UNANSWERED {
+                            self.unanswered.insert(to.clone());
+                        }
                     }
                     self.stats.sent.entry(class).or_default().add(bytes.len());
                     self.transmits.push_back(Transmit::Datagram {

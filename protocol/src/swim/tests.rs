@@ -1095,11 +1095,18 @@ fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
 }
 
 #[test]
-fn cached_digest_follows_every_change() {
+fn running_digest_follows_every_change() {
     let mut h = Harness::new(4);
+    // The digest as defined: this node's entry plus every active member's.
     let fresh = |h: &Harness| {
-        h.swim.digest_cache.set(None);
-        h.swim.digest()
+        let s = &h.swim;
+        let own = entry_hash(&s.id, s.incarnation, State::Alive, &s.meta);
+        s.members
+            .values()
+            .filter(|m| m.state.is_active())
+            .fold(own, |acc, m| {
+                acc.wrapping_add(entry_hash(&m.id, m.incarnation, m.state, &m.meta))
+            })
     };
     let before = h.swim.digest();
     h.recv(
