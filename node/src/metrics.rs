@@ -83,6 +83,8 @@ struct Copied {
     refutations: Counter,
     declared_dead: Counter,
     implausible: Counter,
+    coords_asked: Counter,
+    coords_unasked: Counter,
     /// SWIM messages, in and out.
     messages: [Counter; 2],
     /// Payload bytes of every class, in and out.
@@ -204,7 +206,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 21] = [
+        let counters: [(&str, &str, &Counter); 23] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -241,6 +243,17 @@ impl Metrics {
                 "SWIM rumours ignored because their incarnation was implausibly far ahead \
                  (a member lying about others, or about this node)",
                 &copied.implausible,
+            ),
+            (
+                "coordinates_asked",
+                "Acks that carried this node's Vivaldi coordinate because the prober asked",
+                &copied.coords_asked,
+            ),
+            (
+                "coordinates_unasked",
+                "Acks that carried this node's Vivaldi coordinate unasked, because it moved \
+                 by more than a fifth of the distance since that prober last got it",
+                &copied.coords_unasked,
             ),
             (
                 "dropped_messages",
@@ -550,6 +563,8 @@ impl Metrics {
         set(&c.refutations, swim.refutations);
         set(&c.declared_dead, swim.declared_dead);
         set(&c.implausible, swim.implausible);
+        set(&c.coords_asked, swim.coords_asked);
+        set(&c.coords_unasked, swim.coords_unasked);
         set(&c.messages[0], swim.messages_in);
         set(&c.messages[1], swim.messages_out);
         let mut totals = [0u64; 2];

@@ -356,6 +356,11 @@ pub struct Stats {
     /// Rumours ignored because their incarnation was further ahead of what
     /// this node knows than an honest member could put it (a lying member).
     pub implausible: u64,
+    /// Acks that carried this node's coordinate because the prober asked.
+    pub coords_asked: u64,
+    /// Acks that carried it unasked, because it moved since that prober
+    /// last got it ([`coord_moved`]).
+    pub coords_unasked: u64,
     /// Messages handled.
     pub messages_in: u64,
     /// Messages queued for sending.
@@ -1002,6 +1007,11 @@ impl<R: Rng> Swim<R> {
                 let coord = (ping.want_coord || moved).then(|| own.clone());
                 if let (Some(m), Some(c)) = (member, &coord) {
                     m.coord_sent = Some(c.clone());
+                }
+                if ping.want_coord {
+                    self.stats.coords_asked += 1;
+                } else if coord.is_some() {
+                    self.stats.coords_unasked += 1;
                 }
                 let updates = self.piggyback(&from);
                 self.send(

@@ -296,6 +296,12 @@ fn an_ack_carries_the_coordinate_when_asked_or_when_it_moved_since_last_sent() {
     // Moved past the bound: sent unasked, once.
     assert!(ack_carries_coord(&mut h, 4, false));
     assert!(!ack_carries_coord(&mut h, 5, false));
+    // Counted by why they went: asked once, unasked twice (never sent,
+    // moved); the acks without one count nowhere.
+    assert_eq!(
+        (h.swim.stats().coords_asked, h.swim.stats().coords_unasked),
+        (1, 2)
+    );
 }
 
 #[test]

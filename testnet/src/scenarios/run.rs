@@ -833,6 +833,15 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         };
         sleep(opts.settle)?;
         eprintln!("N={n}: measuring idle nodes for {:?} ...", opts.duration);
+        // Acks carrying a coordinate, by why: does the unasked resend fire
+        // at rest, and how often against the probes?
+        let coords = |h: &Harness| {
+            [
+                counters(h, &["baton_coordinates_asked_total"]),
+                counters(h, &["baton_coordinates_unasked_total"]),
+            ]
+        };
+        let coords_before = coords(&h);
         let (usage, traffic) = std::thread::scope(|scope| {
             let watched = scope.spawn(|| traffic_over(&h.tb, n, opts.duration, SAMPLE_STEP));
             let usage = h.usage_over(opts.duration);
@@ -840,6 +849,13 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
             (usage, traffic)
         });
         let (usage, traffic) = (usage?, traffic?);
+        let coords_after = coords(&h);
+        let per_node_s = |i: usize| {
+            coords_after[i].saturating_sub(coords_before[i]) as f64
+                / n as f64
+                / opts.duration.as_secs_f64().max(1e-3)
+        };
+        let (asked, unasked) = (per_node_s(0), per_node_s(1));
         let connections = h.connections();
         let errors = if is_wan(opts) {
             h.vivaldi_errors()
@@ -851,7 +867,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         let r = Summary::of(&usage.rss_mb);
         let v = Summary::of(&errors).p50;
         let line = format!(
-            "N={n}: {b:.0} B/s sent per node ({}); open connections per node p50 {} max {}; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
+            "N={n}: {b:.0} B/s sent per node ({}); acks with a coordinate per node {asked:.2}/s asked, {unasked:.2}/s unasked; open connections per node p50 {} max {}; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
             classes_line(&traffic),
             Summary::of(&connections)
                 .p50
@@ -873,6 +889,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         rows.push(
             json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
             "vivaldi_median_rel_error": v.map(|v| v / 100.0),
+            "coords_per_node_per_s": {"asked": asked, "unasked": unasked},
             "bytes_by_class": classes_json(&traffic.by_class),
             "frames_by_class": classes_json(&traffic.frames_by_class),
             "series_bytes_per_node_per_s": traffic.series,
@@ -1359,13 +1376,17 @@ fn spray(opts: &Options) -> Result<Report, TestbedError> {
 /// Datagrams every node counted as dropped so far (from `/v1/status`'s
 /// counters through `/metrics`).
 fn dropped(h: &Harness) -> u64 {
+    counters(h, &["baton_dropped", "baton_datagrams_dropped"])
+}
+
+/// The sum over every node of the `/metrics` samples whose line starts
+/// with one of `prefixes`.
+fn counters(h: &Harness, prefixes: &[&str]) -> u64 {
     (0..h.tb.nodes.len())
         .filter_map(|i| h.tb.get_text(i, "/metrics").ok())
         .map(|text| {
             text.lines()
-                .filter(|l| {
-                    l.starts_with("baton_dropped") || l.starts_with("baton_datagrams_dropped")
-                })
+                .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>() as u64
         })
