@@ -355,6 +355,20 @@ mod tests {
         assert_eq!(opener.open(&d), Err(OpenError::Replayed));
     }
 
+    /// MAX_PLAINTEXT is exactly what fills a datagram: the largest message
+    /// a node sends is one the receiver accepts, and one byte more is not.
+    #[test]
+    fn the_largest_plaintext_fills_the_largest_datagram_and_opens() {
+        let k = keys();
+        let mut sealer = Sealer::new(&k.initiator_to_responder, 1);
+        let mut opener = Opener::new(&k.initiator_to_responder);
+        let full = sealer.seal(&[0xab; MAX_PLAINTEXT]).unwrap();
+        assert_eq!(full.len(), MAX_DATAGRAM);
+        assert_eq!(opener.open(&full).unwrap().len(), MAX_PLAINTEXT);
+        let over = sealer.seal(&[0xab; MAX_PLAINTEXT + 1]).unwrap();
+        assert_eq!(opener.open(&over), Err(OpenError::BadSize));
+    }
+
     #[test]
     fn keys_differ_per_direction_binding_and_nonce() {
         let k = keys();

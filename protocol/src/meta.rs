@@ -244,6 +244,23 @@ mod tests {
         assert!(NodeMeta::decode(&bare.encode()).unwrap().tags.is_empty());
     }
 
+    /// A name too long to announce is cut to a prefix (halved until the
+    /// metadata fits), not dropped: members still see where it came from.
+    #[test]
+    fn an_overlong_name_keeps_the_longest_halving_that_fits() {
+        let meta = NodeMeta {
+            name: "n".repeat(4 * MAX_META_BYTES),
+            overlay: "demo".into(),
+            tags: [("region".into(), "eu".into())].into(),
+            ..NodeMeta::default()
+        };
+        let sent = NodeMeta::decode(&meta.encode()).unwrap();
+        // 4096 -> 2048 -> 1024 -> 512 characters: the first that fits.
+        assert_eq!(sent.name.len(), MAX_META_BYTES / 2);
+        assert!(meta.name.starts_with(&sent.name));
+        assert_eq!(sent.tags, meta.tags);
+    }
+
     /// The largest tags allowed.
     fn max_tags() -> Tags {
         (0..MAX_TAGS)

@@ -452,6 +452,28 @@ mod tests {
         assert_eq!(a.check_admission(&id(2), 0), Err(Refusal::Full { max: 0 }));
     }
 
+    /// The cap is inclusive: a hello of exactly MAX_HELLO_BYTES is read, one
+    /// byte more is refused for its size before any decoding.
+    #[test]
+    fn a_hello_of_exactly_the_cap_is_read_and_one_byte_more_is_not() {
+        let confirm = |n: usize| Hello::Confirm {
+            proof: vec![1; n],
+            twins: vec![],
+        };
+        // Past 255 bytes a CBOR byte string's head is 3 bytes: the size
+        // grows one for one with the proof.
+        let fixed = encode(&confirm(300)).len() - 300;
+        let exact = confirm(MAX_HELLO_BYTES - fixed);
+        let bytes = encode(&exact);
+        assert_eq!(bytes.len(), MAX_HELLO_BYTES);
+        assert_eq!(decode(&bytes).unwrap(), exact);
+        let over = encode(&confirm(MAX_HELLO_BYTES - fixed + 1));
+        match decode(&over) {
+            Err(Refusal::Malformed(why)) => assert!(why.contains("at most"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn hello_round_trips_and_garbage_is_refused() {
         let hello = Hello::Challenge(Challenge {

@@ -170,8 +170,11 @@ fn domain<'a>(c: &'a Candidate, config: &Config) -> Domain<'a> {
     }
 }
 
-/// A comparable badness of a candidate: lower is better. Known poor service
-/// at the location dominates, then measured performance, then distance.
+/// A comparable badness of a candidate, in milliseconds: lower is better.
+/// Known poor service at the location dominates (10 s), then measured
+/// performance (50 ms per percent lost, the jitter, and the one-way delay:
+/// half the client's RTT), then the distance from the deciding node (500 ms
+/// when unknown).
 fn score(c: &Candidate, config: &Config) -> f64 {
     let distance_ms = c.distance.map_or(500.0, |d| d.as_secs_f64() * 1e3);
     let perf = match c.perf {
@@ -387,6 +390,38 @@ mod tests {
     fn region_of(c: &[Candidate], id: &NodeId) -> String {
         let c = c.iter().find(|c| c.id == *id).unwrap();
         c.tags["region"].clone()
+    }
+
+    /// The weights as documented on `score`, one term at a time.
+    #[test]
+    fn a_score_adds_loss_jitter_half_the_rtt_and_the_distance() {
+        let config = Config::default();
+        let perf = |loss: f64, jitter: u64, rtt: u64, samples: u32| Perf {
+            loss,
+            jitter: Duration::from_millis(jitter),
+            rtt: Duration::from_millis(rtt),
+            samples,
+        };
+        let with = |p: Option<Perf>| Candidate {
+            perf: p,
+            ..cand(1, 30, 10, 0)
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(score(&with(None), &config), 30.0));
+        let unknown = Candidate {
+            distance: None,
+            ..with(None)
+        };
+        assert!(close(score(&unknown, &config), 500.0));
+        // 1% lost (50), 5 ms jitter, 40 ms RTT (20 one way), 30 ms away.
+        let good = with(Some(perf(0.01, 5, 40, 3)));
+        assert!(close(score(&good, &config), 50.0 + 5.0 + 20.0 + 30.0));
+        // Too few reports count for nothing yet.
+        let early = with(Some(perf(0.01, 5, 40, 2)));
+        assert!(close(score(&early, &config), 30.0));
+        // Poor service (5% lost) outweighs any distance.
+        let poor = with(Some(perf(0.05, 0, 0, 3)));
+        assert!(close(score(&poor, &config), 10_000.0 + 250.0 + 30.0));
     }
 
     #[test]

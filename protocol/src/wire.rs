@@ -829,6 +829,50 @@ mod tests {
         }
     }
 
+    /// 1 to MAX_DIMENSIONALITY dimensions are read; none or one more are
+    /// refused as over the limit.
+    #[test]
+    fn coordinates_of_one_to_the_most_dimensions_are_read() {
+        let ack = |dims: usize| {
+            encode_message(&Message::Ack(Ack {
+                seq: 1,
+                coord: Some(Coordinate {
+                    vec: vec![0.25; dims],
+                    error: 1.0,
+                    adjustment: 0.0,
+                    height: 0.0,
+                }),
+                updates: vec![],
+            }))
+        };
+        for dims in [1, crate::coords::MAX_DIMENSIONALITY] {
+            let Message::Ack(back) = decode(&ack(dims), &known).unwrap().message else {
+                panic!()
+            };
+            assert_eq!(back.coord.unwrap().vec.len(), dims);
+        }
+        // The encoder never writes more (it caps); a peer's bytes may.
+        let max = crate::coords::MAX_DIMENSIONALITY;
+        let most = ack(max);
+        assert_eq!(
+            usize::from(most[3]),
+            max,
+            "the dimension count follows the seq"
+        );
+        let mut over = most.clone();
+        over[3] = max as u8 + 1;
+        over.splice(4..4, 0.25f32.to_be_bytes());
+        let mut none = most;
+        none[3] = 0;
+        none.drain(4..4 + 4 * max);
+        for (bytes, dims) in [(over, max + 1), (none, 0)] {
+            assert!(
+                matches!(decode(&bytes, &known), Err(DecodeError::Limit(_))),
+                "{dims} dimensions"
+            );
+        }
+    }
+
     #[test]
     fn coordinates_vivaldi_cannot_digest_are_refused() {
         let ack = |error: f64, x: f64| {

@@ -540,6 +540,14 @@ fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
     );
     let confirmed = c.engines[primary].map().get("s1").unwrap().clone();
     assert_eq!(confirmed.writer, c.ids[peer]);
+    // A handover is confirmed once: confirming again writes nothing, and
+    // neither does the old primary, which no longer leads the session.
+    let now_ms = c.now_ms;
+    c.engines[peer].confirm(now_ms, "s1");
+    c.engines[primary].confirm(now_ms, "s1");
+    for e in [peer, primary] {
+        assert_eq!(c.engines[e].map().get("s1").unwrap(), &confirmed);
+    }
 }
 
 #[test]
@@ -1249,4 +1257,54 @@ fn a_primary_repairing_its_backups_keeps_them_spread() {
         c.index(&after.backups[1]) >= 3 && after.backups[1] != c.ids[far],
         "the dead backup of region b is replaced in region b: {after:?}"
     );
+}
+
+/// A version whose signature does not cover what it says is refused by
+/// the engine as by the map: counted, and nothing changes or spreads.
+#[test]
+fn a_forged_version_is_rejected_counted_and_changes_nothing() {
+    let mut c = Cluster::new(2);
+    let record = c.open(0, "s1");
+    let mut forged = c.engines[0].map().delta("s1").cloned().unwrap();
+    forged.record.client = "198.18.6.6:5004".into();
+    forged.record.version += 1;
+    let (now, now_ms) = (c.now, c.now_ms);
+    let changed = c.engines[1].handle_deltas(now, now_ms, [forged]);
+    assert!(changed.is_empty());
+    assert_eq!(c.engines[1].rejected(), 1);
+    assert_eq!(c.engines[1].map().get("s1").unwrap(), &record);
+    assert!(c.engines[1].poll_action().is_none(), "nothing spreads");
+}
+
+/// Once a closed session's tombstone is collected, nothing is kept about
+/// it: its history, its last move, its reports.
+#[test]
+fn a_collected_session_leaves_nothing_behind() {
+    let mut c = Cluster::new(2);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let now = c.now;
+    c.engines[primary].report(now, "s1", GOOD);
+    let (now, now_ms) = (c.now, c.now_ms);
+    c.engines[primary].close(now, now_ms, "s1").unwrap();
+    c.settle();
+    let kept = |e: &Engine<LocalKey>| {
+        [
+            e.history.contains_key("s1"),
+            e.last_move.contains_key("s1"),
+            e.session_perf.contains_key("s1"),
+        ]
+    };
+    assert!(
+        kept(&c.engines[primary]).contains(&true),
+        "kept while the tombstone lives"
+    );
+    // One collection round, the one that drops the tombstone, forgets it.
+    c.tick(
+        Duration::from_millis(crate::map::DEFAULT_TOMBSTONE_TTL_MS) + Config::default().gc_interval,
+    );
+    for e in &c.engines {
+        assert!(e.map().get("s1").is_none(), "the tombstone is collected");
+        assert_eq!(kept(e), [false; 3]);
+    }
 }

@@ -1301,6 +1301,11 @@ fn a_stall_raises_local_health_by_the_periods_missed() {
         h.swim.handle_timeout(h.now);
     }
     assert_eq!(h.swim.local_health(), 0);
+    // Up to one period late is scheduling jitter, not a stall.
+    let due = h.swim.poll_timeout().unwrap();
+    h.now = due + h.swim.config().probe_interval;
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.swim.local_health(), 0);
     // Three periods late (a SIGSTOP, a swap-out): three steps.
     let due = h.swim.poll_timeout().unwrap();
     h.now = due + Duration::from_millis(310);
@@ -1648,4 +1653,106 @@ fn implausible_measures_leads_forward_from_what_was_vouched() {
             "rumour {a}, held {held}, vouched {vouched}"
         );
     }
+}
+
+/// Expedited probing is a coin flip per fresh suspicion (about 2K of N
+/// members check a suspect at once), not a probe of every suspect.
+#[test]
+fn a_fresh_suspicion_expedites_a_probe_with_probability_2k_over_n() {
+    let mut h = Harness::new(40);
+    h.drain();
+    for n in 1..=30 {
+        h.recv(
+            40,
+            Message::Gossip(Gossip {
+                updates: vec![Update::Suspect {
+                    id: id(n),
+                    incarnation: 0,
+                    from: id(40),
+                }],
+            }),
+        );
+    }
+    // 2 x 3 / 38 = 16% of 30 suspicions: about 5 (seed 7 gives the count).
+    let expedited = h.swim.stats().expedited_probes;
+    assert!((1..=12).contains(&expedited), "{expedited}");
+}
+
+/// A member that died in the middle of a round-robin pass is not probed
+/// for the rest of it.
+#[test]
+fn the_rest_of_a_pass_skips_members_that_went_down() {
+    let mut h = Harness::new(4);
+    let (first, seq) = h.probe();
+    h.recv_ack(&first, seq);
+    let down: Vec<NodeId> = (1..=4).map(id).filter(|m| *m != first).take(2).collect();
+    h.recv(
+        9,
+        Message::Gossip(Gossip {
+            updates: down
+                .iter()
+                .map(|m| Update::Dead {
+                    id: m.clone(),
+                    incarnation: 0,
+                    from: id(9),
+                })
+                .collect(),
+        }),
+    );
+    h.drain();
+    let now = h.now;
+    h.swim.schedule(now, Timer::ProbeRound);
+    h.advance(h.swim.config().probe_interval * 3);
+    let pinged: Vec<NodeId> = h
+        .drain()
+        .into_iter()
+        .filter(|t| matches!(t.message, Message::Ping(_)))
+        .map(|t| t.to)
+        .collect();
+    assert!(!pinged.is_empty());
+    assert!(
+        pinged.iter().all(|t| !down.contains(t)),
+        "{pinged:?} {down:?}"
+    );
+}
+
+/// Coming back late to a suspicion's deadline, the node grants the suspect
+/// the minimum timeout again and counts the lateness against its own
+/// health: one step more than the periods it missed.
+#[test]
+fn a_late_suspicion_deadline_is_extended_once_and_costs_a_step_of_health() {
+    let mut h = Harness::new(3);
+    h.swim.timers.retain(|s| s.timer != Timer::ProbeRound);
+    h.recv(
+        2,
+        Message::Gossip(Gossip {
+            updates: vec![Update::Suspect {
+                id: id(1),
+                incarnation: 0,
+                from: id(2),
+            }],
+        }),
+    );
+    h.drain();
+    let deadline = h
+        .swim
+        .timers
+        .iter()
+        .find(|s| matches!(s.timer, Timer::Suspicion { .. }))
+        .map(|s| s.at)
+        .unwrap();
+    // Not running from before the deadline until well after it.
+    h.swim
+        .timers
+        .retain(|s| matches!(s.timer, Timer::Suspicion { .. }));
+    let interval = h.swim.config().probe_interval;
+    h.now = deadline + interval * 2 + Duration::from_millis(1);
+    let health = h.swim.local_health();
+    h.swim.handle_timeout(h.now);
+    assert_eq!(h.swim.local_health(), health + 2 + 1);
+    assert_eq!(
+        h.swim.member(&id(1)).unwrap().state,
+        State::Suspect,
+        "extended, not dead"
+    );
 }

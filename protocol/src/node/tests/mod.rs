@@ -79,6 +79,77 @@ fn a_discovered_peer_is_dialled_and_the_dialler_challenges_it() {
     assert_eq!(c.boot, net.node(0).boot());
 }
 
+/// A member whose keys are gone and whose handshake failed is tried again
+/// when the backoff ends: exactly then, not a moment before, and without
+/// waiting for something else to need the peer.
+#[test]
+fn a_failed_handshake_with_a_member_is_retried_when_its_backoff_ends() {
+    let mut net = Net::new(2, 1);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    let now = net.now;
+    let backoff = harness::config(0).timing.handshake_backoff;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    drain(a);
+    // B's keys are void (as after its restart): A challenges it again.
+    for index in a.peers.get_mut(&b).unwrap().drop_sessions() {
+        a.indices.remove(&index);
+    }
+    a.start_handshake(now, &b);
+    let (t, _, _) = drain(a);
+    let Some(Transmit::Open { stream, .. }) = t.first() else {
+        panic!("{t:?}")
+    };
+    a.handle_stream_closed(now, *stream, Some("reset by peer".into()));
+    let (_, _, events) = drain(a);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::HandshakeFailed { .. })),
+        "{events:?}"
+    );
+    let opens = |t: &[Transmit]| {
+        t.iter()
+            .filter(|t| {
+                matches!(
+                    t,
+                    Transmit::Open {
+                        protocol: Protocol::Hello,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    a.handle_timeout(now + backoff - Duration::from_millis(1));
+    assert_eq!(opens(&drain(a).0), 0, "not before the backoff ends");
+    a.handle_timeout(now + backoff);
+    assert_eq!(opens(&drain(a).0), 1, "a new challenge when it ends");
+}
+
+/// The side that was dialled waits for the dialler's challenge, and after
+/// the grace challenges it itself (a dialler that never speaks first, such
+/// as a peer that connected for the DHT only).
+#[test]
+fn an_inbound_peer_that_never_challenges_is_challenged_after_the_grace() {
+    let mut net = Net::new(2, 1);
+    let now = net.now;
+    let grace = harness::config(1).timing.inbound_grace;
+    let a = net.ids[0].clone();
+    let b = net.node_mut(1);
+    drain(b);
+    b.handle_connected(now, a.clone(), Some(addr(0).ip()), false);
+    assert!(drain(b).0.is_empty(), "the dialled side waits");
+    b.handle_timeout(now + grace - Duration::from_millis(1));
+    assert!(drain(b).0.is_empty());
+    b.handle_timeout(now + grace);
+    let (t, _, _) = drain(b);
+    let frames = frames_of(&t);
+    assert_eq!(frames.len(), 1, "{t:?}");
+    assert!(matches!(hello(&frames[0].1), Hello::Challenge(_)));
+}
+
 /// Runs a handshake between nodes 0 (initiator) and 1 by hand, asserting
 /// each step's exact output.
 #[test]
@@ -207,6 +278,41 @@ fn a_peer_without_the_key_is_refused_by_the_side_that_has_one() {
             .iter()
             .any(|e| matches!(e, Event::RefusedBy { .. }))
     );
+}
+
+/// Sender and receiver classify each datagram on their own: over a run
+/// without loss no class is received more often than it was sent, and the
+/// session deltas that travel alone are counted as deltas at both ends.
+#[test]
+fn both_ends_count_every_datagram_in_the_same_class() {
+    let mut net = Net::new(4, 6);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    for at in 0..4 {
+        open(&mut net, at);
+    }
+    net.run_for(Duration::from_secs(3));
+    let total = |net: &Net, sent: bool| {
+        let mut by: BTreeMap<Class, u64> = BTreeMap::new();
+        for i in 0..4 {
+            let s = net.node(i).stats();
+            for (class, flow) in if sent { &s.sent } else { &s.received } {
+                *by.entry(*class).or_default() += flow.packets;
+            }
+        }
+        by
+    };
+    let (sent, received) = (total(&net, true), total(&net, false));
+    assert!(
+        received.get(&Class::Deltas).copied().unwrap_or(0) > 0,
+        "{received:?}"
+    );
+    for (class, n) in &received {
+        assert!(
+            sent.get(class).copied().unwrap_or(0) >= *n,
+            "{class:?}: sent {sent:?}, received {received:?}"
+        );
+    }
 }
 
 #[test]
@@ -702,6 +808,54 @@ fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
     }
 }
 
+/// The rule in `watch_for_impostor`, one announcement at a time: another
+/// boot is a twin once it is heard raising its incarnation (a replayed or
+/// stale announcement is not), and a third boot replaces the one watched.
+#[test]
+fn a_twin_is_named_once_it_raises_its_incarnation_and_a_new_boot_is_watched_instead() {
+    let mut net = Net::new(1, 31);
+    let node = net.node_mut(0);
+    let me = node.id().clone();
+    let announce = |boot: u64, incarnation: u32| {
+        let meta = NodeMeta {
+            boot,
+            ..node.meta().clone()
+        };
+        Message::Gossip(wire::Gossip {
+            updates: vec![wire::Update::Alive {
+                id: me.clone(),
+                incarnation,
+                meta: meta.encode(),
+            }],
+        })
+    };
+    let (own, a, b) = (node.boot(), 0xa, 0xb);
+    let twins = |node: &mut harness::TestNode| {
+        drain(node)
+            .2
+            .into_iter()
+            .filter(|e| matches!(e, Event::DuplicateIdentity { .. }))
+            .count()
+    };
+    let (first_a, again_a, first_b, up_b, mine) = (
+        announce(a, 5),
+        announce(a, 5),
+        announce(b, 3),
+        announce(b, 4),
+        announce(own, 9),
+    );
+    node.watch_for_impostor(&mine);
+    node.watch_for_impostor(&first_a);
+    node.watch_for_impostor(&again_a);
+    assert_eq!(twins(node), 0, "its own boot, a first sighting, a repeat");
+    // Boot b is watched from now on: its own raise names it.
+    node.watch_for_impostor(&first_b);
+    assert_eq!(twins(node), 0);
+    node.watch_for_impostor(&up_b);
+    assert_eq!(twins(node), 1);
+    assert_eq!(node.impostor, Some((b, 4)));
+}
+
 #[test]
 fn members_with_other_service_templates_are_named_once_and_again_after_a_reload() {
     // Nodes 0 and 1 share a service configuration; node 2's differs.
@@ -1168,6 +1322,40 @@ fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_cha
     let a = net.node_mut(0);
     assert!(a.handle_reconfigure(now, update).is_empty());
     assert!(a.peer(&c).is_none_or(|p| p.refused.is_none()));
+}
+
+/// A new allowlist also drops a peer that is merely connected (it has no
+/// keys and no handshake yet: a dialled side waiting for the challenge),
+/// and map syncs go to admitted members only.
+#[test]
+fn a_new_allowlist_drops_a_connected_stranger_and_syncs_need_admission() {
+    let mut net = Net::new(2, 22);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let stranger = NodeId::synthetic(77);
+    let a = net.node_mut(0);
+    assert!(!a.start_sync(now, &stranger), "not admitted: no sync");
+    assert!(a.start_sync(now, &b), "a member: a sync");
+    a.handle_connected(now, stranger.clone(), Some(addr(7).ip()), false);
+    drain(a);
+    let update = Reconfigure {
+        allowlist: Some([b.clone()].into()),
+        max_members: 8,
+        clients: ClientPolicy::default(),
+        placement: a.config().sessions.policy.clone(),
+        standby: a.config().sessions.standby,
+        max_lifetime: None,
+        tags: Default::default(),
+        services: 0,
+    };
+    assert_eq!(a.handle_reconfigure(now, update), vec![stranger.clone()]);
+    let (_, actions, _) = drain(a);
+    assert!(
+        actions.contains(&Action::Disconnect { peer: stranger }),
+        "{actions:?}"
+    );
 }
 
 /// A delta citing history a node lacks (an epoch opened while it was cut
