@@ -1245,7 +1245,13 @@ with unanswered probes, the digest is a running sum, and an id compares \
 a 16-byte key first: back to back on the otherwise idle machine at \
 15:10, the same command took 217 s in all before and 183 s after, the \
 measured window 136.9 s and 112.8 s (18% less), reports identical but \
-for the wall times. The run above (15:20, after them): 120.4 s.
+for the wall times. The run above (15:20, after them): 120.4 s. Its \
+healthy members suspected, 1855 against 935 in the report before: the \
+difference (920) is what one more suspicion of a healthy member counts \
+once it reaches nearly every node, and refutations went 21 -> 22; it came \
+with the review fixes of \
+65670aa (the back-to-back run of 10b81b1 has it too), the takeover and \
+detection figures moved by under 1%.
 - **Idle RSS** was mostly heap that glibc kept after freeing it: each \
 admission opens a QUIC connection, runs the hello and closes it, and the \
 freed buffers stayed in the allocator's arenas, so RSS grew with N (p50 \
