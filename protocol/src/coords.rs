@@ -824,6 +824,25 @@ mod tests {
         assert_eq!(client.latency_filter(&a, 0.5), 0.5);
     }
 
+    /// Coincident coordinates part in a random direction of unit length:
+    /// any direction, so every axis is taken both ways.
+    #[test]
+    fn coincident_coordinates_part_both_ways_along_every_axis() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        let at = [0.02; 8];
+        let (mut up, mut down) = ([false; 8], [false; 8]);
+        for _ in 0..100 {
+            let (unit, mag) = unit_vector_at(&at, &at, &mut rng);
+            assert_eq!(mag, 0.0);
+            assert!((magnitude(&unit) - 1.0).abs() < 1e-9, "{unit:?}");
+            for (axis, x) in unit.iter().enumerate() {
+                up[axis] |= *x > 0.0;
+                down[axis] |= *x < 0.0;
+            }
+        }
+        assert_eq!((up, down), ([true; 8], [true; 8]));
+    }
+
     #[test]
     fn update_rejects_invalid_input_and_changes_nothing() {
         let config = Config::default();

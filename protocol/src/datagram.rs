@@ -470,6 +470,21 @@ mod tests {
     }
 
     #[test]
+    fn sent_counts_the_datagrams_sealed_and_not_a_refused_one() {
+        let k = keys();
+        let mut sealer = Sealer::new(&k.initiator_to_responder, 1);
+        assert_eq!(sealer.sent(), 0);
+        for _ in 0..3 {
+            sealer.seal(b"x").unwrap();
+        }
+        assert_eq!(sealer.sent(), 3);
+        sealer.next = COUNTER_LIMIT - 1;
+        assert!(sealer.seal(b"x").is_some());
+        assert!(sealer.seal(b"x").is_none());
+        assert_eq!(sealer.sent(), COUNTER_LIMIT);
+    }
+
+    #[test]
     fn an_exhausted_counter_stops_sealing() {
         let k = keys();
         let mut sealer = Sealer::new(&k.initiator_to_responder, 1);

@@ -374,6 +374,15 @@ mod tests {
         c
     }
 
+    #[test]
+    fn placement_parses_each_spelling_it_prints_and_nothing_else() {
+        for p in [Placement::Spread, Placement::Nearest] {
+            assert_eq!(Placement::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Placement::parse("Spread"), None);
+        assert_eq!(Placement::parse(""), None);
+    }
+
     /// Node 0 (the primary) and 1-3 in region a at 5-15 ms, 4-5 in region
     /// b at 80-90 ms.
     fn two_regions() -> Vec<Candidate> {

@@ -502,6 +502,33 @@ fn a_report_after_a_long_silence_covers_at_most_the_longest_report_span() {
     );
 }
 
+/// With `poor_for` under twice [`MAX_REPORT_SPAN`], a report after a
+/// silence covers half of `poor_for`: one poor report alone does not move
+/// the session, and the reports that follow do once they cover `poor_for`.
+#[test]
+fn a_report_after_a_silence_covers_at_most_half_of_a_short_poor_for() {
+    let mut c = Cluster::new(3);
+    let (record, primary, peer) = c.ready_to_transfer();
+    let poor_for = Duration::from_secs(4);
+    assert!(poor_for / 2 < MAX_REPORT_SPAN);
+    c.engines[primary].config.policy.poor_for = poor_for;
+    c.engines[primary].report(c.now, "s1", GOOD);
+    c.tick(poor_for * 2);
+    c.peer_serves_the_location_well(primary, peer);
+    c.engines[primary].report(c.now, "s1", POOR);
+    c.tick(Config::default().check_interval);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        record.primary,
+        "one report covers poor_for / 2, not poor_for"
+    );
+    c.report_poor_until_handed(primary, peer, 5);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer]
+    );
+}
+
 #[test]
 fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
     let mut c = Cluster::new(3);

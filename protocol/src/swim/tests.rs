@@ -1548,6 +1548,21 @@ fn queued_updates_counts_news_once_per_member_until_sent_out() {
     assert_eq!(h.swim.queued_updates(), 0, "sent out {limit} times each");
 }
 
+/// The update queue leaves out the update about the member a message goes
+/// to and any update that does not fit the room left; both stay queued.
+#[test]
+fn update_queue_skips_the_addressee_and_what_does_not_fit() {
+    let mut q = Queue::default();
+    q.push(alive(1, 0));
+    q.push(alive(2, 0));
+    assert_eq!(q.take(16, 1024, 3, &id(1)), vec![alive(2, 0)]);
+    let len = alive(1, 0).encoded_len();
+    assert_eq!(q.take(16, len - 1, 3, &id(9)), vec![]);
+    let mut both = q.take(16, 2 * len, 3, &id(9));
+    both.sort_by_key(|u| u.id().clone());
+    assert_eq!(both, vec![alive(1, 0), alive(2, 0)]);
+}
+
 /// The app queue sends a fresh payload in the very next message, and still
 /// gives every older payload a turn while fresh ones keep arriving.
 #[test]

@@ -1460,3 +1460,134 @@ fn a_delta_citing_unknown_history_pulls_the_map_from_its_carrier() {
     assert_eq!(net.node(2).stats().unlinked_pulls, 2);
     assert!(!syncing(&net, 1));
 }
+
+/// An undecodable frame on a member's SWIM stream resets the stream: the
+/// peer is told (a reset, not a finish) and the node forgets the stream.
+#[test]
+fn a_garbled_swim_stream_is_reset_and_forgotten() {
+    let mut net = Net::new(2, 51);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    drain(a);
+    let (stream, _, _) = a
+        .handle_stream_accepted(now, b, Protocol::Swim)
+        .expect("a member may open a SWIM stream");
+    let undecodable = a.stats().drops.undecodable;
+    a.handle_frame(now, stream, &[0xff; 8]);
+    let (t, _, _) = drain(a);
+    assert_eq!(a.stats().drops.undecodable, undecodable + 1);
+    assert!(
+        t.iter()
+            .any(|t| matches!(t, Transmit::Reset { stream: s } if *s == stream)),
+        "{t:?}"
+    );
+    assert!(!a.streams.contains_key(&stream), "the stream is forgotten");
+}
+
+/// The member limit counts the members a node has: with `max_members`
+/// of 2, the first two peers are admitted one after the other and the
+/// third is refused as the overlay being full.
+#[test]
+fn a_node_with_max_members_refuses_the_next_peer_as_full() {
+    let mut net = Net::with_config(4, 52, |i| {
+        let mut c = harness::config(i);
+        c.policy.max_members = 2;
+        c
+    });
+    for i in 1..4 {
+        net.discover(i, 0);
+        net.run_for(Duration::from_secs(2));
+    }
+    let (a, ids) = (net.node(0), &net.ids);
+    assert_eq!(a.swim().num_active(), 2);
+    assert!(a.peer(&ids[1]).unwrap().admitted);
+    assert!(a.peer(&ids[2]).unwrap().admitted);
+    assert!(!a.peer(&ids[3]).is_some_and(|p| p.admitted));
+    assert!(
+        net.events[0].iter().any(|e| matches!(e,
+            Event::Refused { peer, reason } if *peer == ids[3] && reason.contains("full"))),
+        "{:?}",
+        net.events[0]
+    );
+}
+
+/// Probes unanswered [`REKEY_UNANSWERED`] times make a member with keys
+/// suspect of holding other keys, but it gets a new handshake only once
+/// nothing at all came from it for [`REKEY_AFTER`], and only one.
+#[test]
+fn a_member_missing_probes_is_rekeyed_only_once_silent_for_rekey_after() {
+    let mut net = Net::new(2, 53);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    // Past the first rekey check: one runs every second from now on.
+    net.run_for(REKEY_AFTER);
+    let b = net.ids[1].clone();
+    let start = net.now;
+    let a = net.node_mut(0);
+    drain(a);
+    let hello_opens = |t: &[Transmit]| {
+        t.iter()
+            .filter(|t| {
+                matches!(
+                    t,
+                    Transmit::Open {
+                        protocol: Protocol::Hello,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let missed = |a: &mut harness::TestNode, at: Instant, heard: Instant| {
+        let p = a.peers.get_mut(&b).unwrap();
+        p.unanswered = REKEY_UNANSWERED;
+        p.heard = Some(heard);
+        a.unanswered.insert(b.clone());
+        // The rekey check runs once a second.
+        a.handle_timeout(at);
+        hello_opens(&drain(a).0)
+    };
+    let at = start + Duration::from_secs(1);
+    let recently = at - REKEY_AFTER + Duration::from_millis(100);
+    assert_eq!(missed(a, at, recently), 0, "heard from lately: keys kept");
+    let at = at + Duration::from_secs(1);
+    assert_eq!(
+        missed(a, at, at - REKEY_AFTER),
+        1,
+        "silent: a new handshake"
+    );
+    let at = at + Duration::from_secs(1);
+    assert_eq!(
+        missed(a, at, at - REKEY_AFTER),
+        0,
+        "one handshake at a time"
+    );
+}
+
+/// At most `max_syncs` map syncs run at once as initiator: one with a
+/// further peer waits.
+#[test]
+fn map_syncs_beyond_max_syncs_are_not_started() {
+    let mut net = Net::new(4, 54);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let ids = net.ids.clone();
+    let a = net.node_mut(0);
+    drain(a);
+    assert_eq!(a.config().timing.max_syncs, 2);
+    let syncs_out = |a: &harness::TestNode| {
+        a.streams
+            .values()
+            .filter(|s| matches!(s.kind, streams::Kind::SyncOut { .. }))
+            .count()
+    };
+    assert_eq!(syncs_out(a), 0);
+    assert!(a.start_sync(now, &ids[1]));
+    assert!(a.start_sync(now, &ids[2]));
+    assert!(!a.start_sync(now, &ids[3]), "two run already");
+    assert_eq!(syncs_out(a), 2);
+}
