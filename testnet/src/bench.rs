@@ -18,11 +18,18 @@ use crate::sim::stats::Summary;
 pub struct BenchConfig {
     /// Nodes to start.
     pub nodes: usize,
+    /// Time from convergence until the idle measurement starts, so that
+    /// start-up work (the first Kademlia walks, the first coordinate
+    /// exchanges, the first anti-entropy rounds) is not counted as idle.
+    pub settle: Duration,
     /// Length of the idle measurement.
     pub idle: Duration,
     /// Kills to time (each victim is restarted afterwards).
     pub kills: usize,
 }
+
+/// How often the idle phase samples each node's CPU time for the series.
+const CPU_WINDOW: Duration = Duration::from_secs(10);
 
 /// The measured results.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +44,14 @@ pub struct BenchReport {
     pub rss_mb: Summary,
     /// CPU per node during the idle phase, percent of one core.
     pub cpu_pct: Summary,
+    /// The idle phase as a time series: CPU per node (mean over the nodes,
+    /// percent of one core) in each consecutive window of
+    /// `cpu_window_s` seconds, so a periodic task shows as a bump.
+    pub cpu_series_pct: Vec<f64>,
+    /// Length of each window of `cpu_series_pct`, seconds.
+    pub cpu_window_s: f64,
+    /// Seconds between convergence and the start of the idle phase.
+    pub settle_s: f64,
     /// Bytes per node per second on the wire (loopback counters: UDP, IP,
     /// QUIC and the payload), received side.
     pub bytes_per_node_per_s: f64,
@@ -77,8 +92,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
     eprintln!("starting {n} batond processes on 127.0.0.1 ...");
     let mut cluster = LocalCluster::start(n, &[])?;
     let converge = cluster.wait_converged(Duration::from_secs(30))?;
-    eprintln!("membership converged in {converge:?}; settling ...");
-    std::thread::sleep(Duration::from_secs(3));
+    eprintln!(
+        "membership converged in {converge:?}; settling for {:?} ...",
+        config.settle
+    );
+    std::thread::sleep(config.settle);
 
     eprintln!("measuring idle nodes for {:?} ...", config.idle);
     let ticks_per_s = 100.0; // USER_HZ on Linux
@@ -86,7 +104,31 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
     let payload_before: Vec<f64> = (0..n).map(|i| payload_bytes_out(&cluster, i)).collect();
     let lo_before = loopback_bytes();
     let started = Instant::now();
-    std::thread::sleep(config.idle);
+    let mut series = Vec::new();
+    let mut window_start = before.clone();
+    let mut window_at = started;
+    while started.elapsed() < config.idle {
+        let left = config.idle.saturating_sub(started.elapsed());
+        std::thread::sleep(left.min(CPU_WINDOW));
+        let now: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
+        let window = window_at.elapsed().as_secs_f64();
+        let per_node: Vec<f64> = window_start
+            .iter()
+            .zip(&now)
+            .filter_map(|(b, a)| match (b, a) {
+                (Some((_, t0)), Some((_, t1))) => {
+                    Some(t1.saturating_sub(*t0) as f64 / ticks_per_s / window * 100.0)
+                }
+                _ => None,
+            })
+            .collect();
+        if !per_node.is_empty() && window > 0.0 {
+            let mean = per_node.iter().sum::<f64>() / per_node.len() as f64;
+            series.push((mean * 100.0).round() / 100.0);
+        }
+        window_start = now;
+        window_at = Instant::now();
+    }
     let secs = started.elapsed().as_secs_f64();
     let lo_after = loopback_bytes();
     let after: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
@@ -217,6 +259,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
         idle_s: (secs * 10.0).round() / 10.0,
         rss_mb: Summary::of(&rss),
         cpu_pct: Summary::of(&cpu),
+        cpu_series_pct: series,
+        cpu_window_s: CPU_WINDOW.as_secs_f64(),
+        settle_s: config.settle.as_secs_f64(),
         bytes_per_node_per_s: wire.round(),
         payload_bytes_per_node_per_s: payload.round(),
         detection_ms: Summary::of(&detections),

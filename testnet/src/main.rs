@@ -75,8 +75,13 @@ enum Command {
         /// Nodes to start.
         #[arg(long, default_value_t = 5)]
         nodes: usize,
-        /// Length of the idle measurement.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        /// Time between convergence and the idle measurement, so that
+        /// start-up work is not counted as idle.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        /// Length of the idle measurement (CPU is also sampled every 10 s
+        /// for the report's time series).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         idle: Duration,
         /// Kills to time (each victim is restarted).
         #[arg(long, default_value_t = 5)]
@@ -682,11 +687,17 @@ fn main() -> ExitCode {
         }
         Command::Bench {
             nodes,
+            settle,
             idle,
             kills,
             json,
         } => {
-            let config = baton_testnet::bench::BenchConfig { nodes, idle, kills };
+            let config = baton_testnet::bench::BenchConfig {
+                nodes,
+                settle,
+                idle,
+                kills,
+            };
             match baton_testnet::bench::run(&config) {
                 Ok(report) => {
                     if json {
