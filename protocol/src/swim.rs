@@ -475,11 +475,17 @@ const MESSAGE_RESERVE: usize = 64;
 /// O(log n).
 #[derive(Debug, Default)]
 struct AppQueue {
-    latest: BTreeMap<Vec<u8>, AppQueued>,
-    /// `(transmits, newest first)` to the key.
-    by_sends: BTreeMap<(u32, Reverse<u64>), Vec<u8>>,
-    /// `(turn last sent or queued, generation)` to the key.
-    by_wait: BTreeMap<(u64, u64), Vec<u8>>,
+    /// Key to the generation of its queued payload.
+    latest: BTreeMap<Vec<u8>, u64>,
+    /// Generation to the queued payload. A generation names one queued
+    /// payload for as long as it is queued (a newer payload under the same
+    /// key gets a new one), so the two orders below and a message's
+    /// choices compare integers, not keys.
+    queued: BTreeMap<u64, AppQueued>,
+    /// `(transmits, newest first)`: the generations by fewest sends.
+    by_sends: BTreeSet<(u32, Reverse<u64>)>,
+    /// `(turn last sent or queued, generation)`: the generations by wait.
+    by_wait: BTreeSet<(u64, u64)>,
     next_gen: u64,
     /// Counts payload sends; stamps `by_wait`.
     turn: u64,
@@ -490,9 +496,11 @@ struct AppQueue {
 
 #[derive(Debug)]
 struct AppQueued {
-    generation: u64,
+    key: Vec<u8>,
     transmits: u32,
     waiting_since: u64,
+    /// The payload's encoded length in a message.
+    len: usize,
     payload: Vec<u8>,
 }
 
@@ -500,28 +508,31 @@ impl AppQueue {
     /// Queues `payload` under `key`, counted as sent `transmits` times.
     fn push(&mut self, key: Vec<u8>, payload: Vec<u8>, transmits: u32) {
         self.next_gen += 1;
+        let generation = self.next_gen;
+        if let Some(old) = self.latest.insert(key.clone(), generation)
+            && let Some(q) = self.queued.remove(&old)
+        {
+            self.unindex(old, &q);
+        }
         let queued = AppQueued {
-            generation: self.next_gen,
+            key,
             transmits,
             waiting_since: self.turn,
+            len: crate::wire::app_len(&payload),
             payload,
         };
-        self.index(&key, &queued);
-        if let Some(old) = self.latest.insert(key, queued) {
-            self.unindex(&old);
-        }
+        self.index(generation, &queued);
+        self.queued.insert(generation, queued);
     }
 
-    fn index(&mut self, key: &[u8], q: &AppQueued) {
-        self.by_sends
-            .insert((q.transmits, Reverse(q.generation)), key.to_vec());
-        self.by_wait
-            .insert((q.waiting_since, q.generation), key.to_vec());
+    fn index(&mut self, generation: u64, q: &AppQueued) {
+        self.by_sends.insert((q.transmits, Reverse(generation)));
+        self.by_wait.insert((q.waiting_since, generation));
     }
 
-    fn unindex(&mut self, q: &AppQueued) {
-        self.by_sends.remove(&(q.transmits, Reverse(q.generation)));
-        self.by_wait.remove(&(q.waiting_since, q.generation));
+    fn unindex(&mut self, generation: u64, q: &AppQueued) {
+        self.by_sends.remove(&(q.transmits, Reverse(generation)));
+        self.by_wait.remove(&(q.waiting_since, generation));
     }
 
     fn is_empty(&self) -> bool {
@@ -537,35 +548,36 @@ impl AppQueue {
         // per datagram once thousands of deltas wait (a crash at N=1000).
         // Every payload fits an otherwise empty message, so none waits for
         // ever.
-        let mut chosen: Vec<Vec<u8>> = Vec::new();
-        let mut misfits: Vec<Vec<u8>> = Vec::new();
+        let mut chosen: Vec<u64> = Vec::new();
+        let mut misfits: Vec<u64> = Vec::new();
         let mut rotation = self.rotation_first;
         self.rotation_first = !self.rotation_first;
         while chosen.len() < max && misfits.len() < MAX_PICK_MISFITS {
             let picked = self
                 .pick(rotation, room, &chosen, &mut misfits)
                 .or_else(|| self.pick(!rotation, room, &chosen, &mut misfits));
-            let Some((key, len)) = picked else {
+            let Some((generation, len)) = picked else {
                 break;
             };
             room -= len;
-            chosen.push(key);
+            chosen.push(generation);
             rotation = !rotation;
         }
         let mut out = Vec::with_capacity(chosen.len());
-        for key in chosen {
-            let Some(mut q) = self.latest.remove(&key) else {
+        for generation in chosen {
+            let Some(mut q) = self.queued.remove(&generation) else {
                 continue;
             };
-            self.unindex(&q);
+            self.unindex(generation, &q);
             self.turn += 1;
             q.transmits += 1;
             q.waiting_since = self.turn;
             if q.transmits < limit {
                 out.push(q.payload.clone());
-                self.index(&key, &q);
-                self.latest.insert(key, q);
+                self.index(generation, &q);
+                self.queued.insert(generation, q);
             } else {
+                self.latest.remove(&q.key);
                 out.push(q.payload);
             }
         }
@@ -573,45 +585,47 @@ impl AppQueue {
     }
 
     /// The first payload in one order that is not `chosen` yet and fits
-    /// `room`, with its encoded length. Payloads too large for `room` are
-    /// noted in `misfits`, each once.
+    /// `room`: its generation and encoded length. Payloads too large for
+    /// `room` are noted in `misfits`, each once.
     fn pick(
         &self,
         rotation: bool,
         room: usize,
-        chosen: &[Vec<u8>],
-        misfits: &mut Vec<Vec<u8>>,
-    ) -> Option<(Vec<u8>, usize)> {
+        chosen: &[u64],
+        misfits: &mut Vec<u64>,
+    ) -> Option<(u64, usize)> {
         if rotation {
-            self.first_fit(self.by_wait.values(), room, chosen, misfits)
+            self.first_fit(self.by_wait.iter().map(|(_, g)| *g), room, chosen, misfits)
         } else {
-            self.first_fit(self.by_sends.values(), room, chosen, misfits)
+            self.first_fit(
+                self.by_sends.iter().map(|(_, g)| g.0),
+                room,
+                chosen,
+                misfits,
+            )
         }
     }
 
-    fn first_fit<'a>(
+    fn first_fit(
         &self,
-        keys: impl Iterator<Item = &'a Vec<u8>>,
+        generations: impl Iterator<Item = u64>,
         room: usize,
-        chosen: &[Vec<u8>],
-        misfits: &mut Vec<Vec<u8>>,
-    ) -> Option<(Vec<u8>, usize)> {
-        for key in keys {
+        chosen: &[u64],
+        misfits: &mut Vec<u64>,
+    ) -> Option<(u64, usize)> {
+        for generation in generations {
             if misfits.len() >= MAX_PICK_MISFITS {
                 return None;
             }
-            if chosen.contains(key) || misfits.contains(key) {
+            if chosen.contains(&generation) || misfits.contains(&generation) {
                 continue;
             }
-            let len = self
-                .latest
-                .get(key)
-                .map_or(usize::MAX, |q| crate::wire::app_len(&q.payload));
+            let len = self.queued.get(&generation).map_or(usize::MAX, |q| q.len);
             if len > room {
-                misfits.push(key.clone());
+                misfits.push(generation);
                 continue;
             }
-            return Some((key.clone(), len));
+            return Some((generation, len));
         }
         None
     }

@@ -200,25 +200,22 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             drops.unknown_key += 1;
             return None;
         };
-        let Some(session) = self
-            .peers
-            .get_mut(peer)
-            .and_then(|p| p.sessions.iter_mut().find(|s| s.local_index == index))
-        else {
+        let Some(p) = self.peers.get_mut(peer) else {
+            drops.unknown_key += 1;
+            return None;
+        };
+        let Some(session) = p.sessions.iter_mut().find(|s| s.local_index == index) else {
             drops.unknown_key += 1;
             return None;
         };
         match session.opener.open(bytes) {
             Ok(plain) => {
-                let peer = peer.clone();
                 // Like WireGuard, a peer is wherever its authentic datagrams
                 // come from: a new address (NAT rebinding) just works.
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.endpoint = Some(from);
-                    p.heard = Some(now);
-                    p.unanswered = 0;
-                }
-                Some((peer, plain))
+                p.endpoint = Some(from);
+                p.heard = Some(now);
+                p.unanswered = 0;
+                Some((peer.clone(), plain))
             }
             Err(datagram::OpenError::Replayed) => {
                 drops.replayed += 1;
