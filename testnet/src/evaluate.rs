@@ -1266,8 +1266,18 @@ with unanswered probes, the digest is a running sum, and an id compares \
 a 16-byte key first: back to back on the otherwise idle machine at \
 15:10, the same command took 217 s in all before and 183 s after, the \
 measured window 136.9 s and 112.8 s (18% less), reports identical but \
-for the wall times. The run above (15:20, after them): 120.4 s. Its \
-healthy members suspected, 1855 against 935 in the report before: the \
+for the wall times. A run at 15:20, after them: 120.4 s. A second \
+profile of the measured window alone (perf attached 70 s into the run) \
+found it bound by memory: a datagram's receive-index lookup (a \
+`BTreeMap<u32, _>`, 6% in cache misses), its peer looked up twice, and \
+the app-payload queue copying and comparing keys (3.4%, most of the 10% \
+in memcmp). The index map is now a fixed-hasher hash map (looked up, \
+never iterated), the peer is looked up once, and the queue orders by \
+integer generations: back to back at 17:30, 82.8 s -> 75.7 s of \
+measured window, reports identical. (Holding each id's first 8 bytes \
+inline beside its pointer, tried next, gained nothing measurable: the \
+misses are the tree nodes themselves; it was left out.) The run above \
+(17:57): 74.8 s. Its healthy members suspected, 1855 against 935 in the report before: the \
 difference (920) is what one more suspicion of a healthy member counts \
 once it reaches nearly every node, and refutations went 21 -> 22; it came \
 with the review fixes of \
