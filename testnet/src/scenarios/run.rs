@@ -836,10 +836,13 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         // Acks carrying a coordinate, by why: does the unasked resend fire
         // at rest, and how often against the probes?
         let coords = |h: &Harness| {
-            [
-                counters(h, &["baton_coordinates_asked_total"]),
-                counters(h, &["baton_coordinates_unasked_total"]),
-            ]
+            counter_groups(
+                h,
+                &[
+                    &["baton_coordinates_asked_total"],
+                    &["baton_coordinates_unasked_total"],
+                ],
+            )
         };
         let coords_before = coords(&h);
         let (usage, traffic) = std::thread::scope(|scope| {
@@ -1382,13 +1385,50 @@ fn dropped(h: &Harness) -> u64 {
 /// The sum over every node of the `/metrics` samples whose line starts
 /// with one of `prefixes`.
 fn counters(h: &Harness, prefixes: &[&str]) -> u64 {
-    (0..h.tb.nodes.len())
-        .filter_map(|i| h.tb.get_text(i, "/metrics").ok())
-        .map(|text| {
-            text.lines()
-                .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        })
+    counter_groups(h, &[prefixes])[0]
+}
+
+/// For each group of prefixes, the sum over every node of the `/metrics`
+/// samples whose line starts with one of the group's: one GET per node
+/// for all the groups.
+fn counter_groups(h: &Harness, groups: &[&[&str]]) -> Vec<u64> {
+    let mut sums = vec![0.0f64; groups.len()];
+    for text in (0..h.tb.nodes.len()).filter_map(|i| h.tb.get_text(i, "/metrics").ok()) {
+        for (sum, prefixes) in sums.iter_mut().zip(groups) {
+            *sum += metric_sum(&text, prefixes);
+        }
+    }
+    sums.into_iter().map(|s| s as u64).collect()
+}
+
+/// The sum of the samples in a `/metrics` text whose line starts with one
+/// of `prefixes`.
+fn metric_sum(text: &str, prefixes: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sum_adds_the_samples_of_the_named_families_only() {
+        let text = "# HELP baton_coordinates_asked_total Acks.\n\
+                    # TYPE baton_coordinates_asked_total counter\n\
+                    baton_coordinates_asked_total 12\n\
+                    baton_coordinates_unasked_total 3\n\
+                    baton_dropped_total{reason=\"bad_tag\"} 2\n\
+                    baton_dropped_total{reason=\"replayed\"} 5\n\
+                    baton_datagrams_dropped_total 1.5\n";
+        assert_eq!(metric_sum(text, &["baton_coordinates_asked_total"]), 12.0);
+        assert_eq!(metric_sum(text, &["baton_coordinates_unasked"]), 3.0);
+        assert_eq!(
+            metric_sum(text, &["baton_dropped", "baton_datagrams_dropped"]),
+            8.5
+        );
+        assert_eq!(metric_sum(text, &["baton_nothing"]), 0.0);
+    }
 }
