@@ -475,6 +475,33 @@ mod tests {
     }
 
     #[test]
+    fn a_response_or_confirm_with_more_than_max_twins_is_malformed() {
+        let response = |twins: usize| {
+            Hello::Response(Response {
+                overlay: "x".into(),
+                proof: vec![1; 32],
+                nonce: vec![1; NONCE_LEN],
+                index: 7,
+                boot: 9,
+                datagram: String::new(),
+                twins: (1..=twins as u64).collect(),
+            })
+        };
+        let confirm = |twins: usize| Hello::Confirm {
+            proof: vec![1; 32],
+            twins: (1..=twins as u64).collect(),
+        };
+        for make in [&response as &dyn Fn(usize) -> Hello, &confirm] {
+            let most = make(MAX_TWINS);
+            assert_eq!(decode(&encode(&most)).unwrap(), most);
+            match decode(&encode(&make(MAX_TWINS + 1))) {
+                Err(Refusal::Malformed(why)) => assert!(why.contains("twin"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn hello_round_trips_and_garbage_is_refused() {
         let hello = Hello::Challenge(Challenge {
             overlay: "x".into(),

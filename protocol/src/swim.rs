@@ -552,7 +552,8 @@ impl AppQueue {
         let mut misfits: Vec<u64> = Vec::new();
         let mut rotation = self.rotation_first;
         self.rotation_first = !self.rotation_first;
-        while chosen.len() < max && misfits.len() < MAX_PICK_MISFITS {
+        // `first_fit` stops once MAX_PICK_MISFITS were passed over.
+        while chosen.len() < max {
             let picked = self
                 .pick(rotation, room, &chosen, &mut misfits)
                 .or_else(|| self.pick(!rotation, room, &chosen, &mut misfits));

@@ -772,6 +772,37 @@ fn a_second_creation_of_a_held_session_is_refused() {
     assert_eq!(replica.apply(created, 2_000), Ok(Applied::Stale));
 }
 
+/// The map refuses a second creation before it reaches the history (see
+/// `Map::root`), and every bare delta it checks is a creation: the history
+/// holds its own rule all the same.
+#[test]
+fn a_history_keeps_its_first_creation_as_root_and_roots_nothing_else() {
+    let learn = |history: &mut History, delta: &Delta| {
+        let delta = Arc::new(delta.clone());
+        history.learn(
+            &delta,
+            short(&fingerprint(&delta.record)),
+            None,
+            &delta.record,
+        );
+    };
+    let (_, created) = opened();
+    let mut other = created.record.clone();
+    other.primary = id_of(9);
+    let other: Delta = signed(other, &mallory()).into();
+    let mut history = History::default();
+    learn(&mut history, &created);
+    learn(&mut history, &other);
+    assert_eq!(history.root().map(|d| &**d), Some(&created));
+    // A bare version other than a creation roots nothing.
+    let mut update = created.record.clone();
+    update.version = 1;
+    let update: Delta = signed(update, &key(1)).into();
+    let mut history = History::default();
+    learn(&mut history, &update);
+    assert!(history.root().is_none());
+}
+
 #[test]
 fn a_creation_roots_a_session_trusted_on_first_use() {
     let (created, claim_b, claim_d) = two_takeovers();

@@ -953,6 +953,23 @@ fn a_service_that_fails_sends_its_session_to_the_next_cluster() {
 }
 
 #[test]
+fn a_service_error_is_cut_to_at_most_max_why_bytes_with_an_ellipsis() {
+    for why in ["x".repeat(MAX_WHY_BYTES), "é".repeat(MAX_WHY_BYTES / 2)] {
+        assert_eq!(short_why(&why), why, "a message that fits is kept whole");
+    }
+    for len in MAX_WHY_BYTES + 1..MAX_WHY_BYTES + 8 {
+        for unit in ["x", "é", "€"] {
+            let why = unit.repeat(len.div_ceil(unit.len()));
+            let cut = short_why(&why);
+            assert!(cut.len() <= MAX_WHY_BYTES, "{} bytes: {cut}", cut.len());
+            assert!(cut.len() > MAX_WHY_BYTES - 3 - unit.len(), "{cut}");
+            let kept = cut.strip_suffix('…').expect("ends with an ellipsis");
+            assert!(why.starts_with(kept));
+        }
+    }
+}
+
+#[test]
 fn a_service_that_fails_everywhere_closes_its_session_saying_why() {
     let mut c = Cluster::new(2);
     c.open(0, "s1");

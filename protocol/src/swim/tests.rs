@@ -30,11 +30,16 @@ impl Harness {
 
     /// [`Harness::new`] with node 0's RNG seeded with `seed`.
     fn with_seed(members: u32, seed: u64) -> Self {
+        Self::with_config(members, seed, Config::lan())
+    }
+
+    /// [`Harness::with_seed`] with node 0 running `config`.
+    fn with_config(members: u32, seed: u64, config: Config) -> Self {
         let now = Instant::now();
         let swim = Swim::new(
             id(0),
             Vec::new(),
-            Config::lan(),
+            config,
             SmallRng::seed_from_u64(seed),
             now,
         );
@@ -448,6 +453,38 @@ fn a_released_ping_that_is_not_answered_fails_a_timeout_after_its_release() {
 }
 
 #[test]
+fn releasing_a_ping_that_was_never_held_changes_neither_its_timeout_nor_its_rtt() {
+    // The ping left at once: its probe fails a timeout (50 ms) after it
+    // left, not a timeout after a stray release.
+    let mut h = Harness::new(5);
+    let (_, seq) = h.probe();
+    h.advance(Duration::from_millis(40));
+    h.swim.probe_released(h.now, seq);
+    h.advance(Duration::from_millis(15));
+    let reqs = h
+        .drain()
+        .iter()
+        .filter(|t| matches!(t.message, Message::PingReq(_)))
+        .count();
+    assert_eq!(reqs, 3, "the direct timeout counts from the ping");
+    assert_eq!(h.swim.stats().indirect_probes, 1);
+    // Its round trip counts from when it left too.
+    let mut h = Harness::new(1);
+    let (target, seq) = h.probe();
+    h.now += Duration::from_millis(20);
+    h.swim.probe_released(h.now, seq);
+    h.now += Duration::from_millis(10);
+    h.recv_ack(&target, seq);
+    assert_eq!(
+        h.events(),
+        vec![Event::ProbeRtt {
+            id: target,
+            rtt: Duration::from_millis(30)
+        }]
+    );
+}
+
+#[test]
 fn failed_probe_makes_the_target_suspect_and_pushes_the_news() {
     let mut h = Harness::new(5);
     let target = h.failed_probe();
@@ -497,6 +534,32 @@ fn local_health_stretches_probe_interval_and_timeout() {
     let base = Config::lan();
     let target = id(1);
     assert_eq!(h.swim.probe_timeout_for(&target), base.probe_timeout * 4);
+}
+
+#[test]
+fn a_wan_probe_waits_at_least_60_ms_however_small_the_measured_rtt() {
+    let mut h = Harness::with_config(1, 7, Config::wan());
+    // A first probe measures 1 ms: srtt 1 ms, rttvar 0.5 ms, so the
+    // estimate (3 ms) is below every minimum.
+    let (target, seq) = h.probe();
+    h.now += Duration::from_millis(1);
+    h.recv_ack(&target, seq);
+    assert_eq!(
+        h.swim.member(&target).unwrap().srtt,
+        Some(Duration::from_millis(1))
+    );
+    // The next probe of the same member, never answered.
+    h.swim.schedule(h.now, Timer::ProbeRound);
+    let (again, _) = h.probe();
+    assert_eq!(again, target);
+    h.advance(Duration::from_millis(59));
+    assert_eq!(
+        h.swim.stats().indirect_probes,
+        0,
+        "the WAN minimum is 60 ms, not the LAN's 25"
+    );
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.swim.stats().indirect_probes, 1);
 }
 
 #[test]

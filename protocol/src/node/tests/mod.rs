@@ -808,6 +808,26 @@ fn two_processes_with_one_identity_are_noticed_by_both_and_by_their_peers() {
     }
 }
 
+/// Four processes that share one identity and take turns are still
+/// noticed: a peer remembers the last four boot numbers it was told.
+#[test]
+fn a_boot_number_among_the_last_four_that_comes_back_names_a_twin() {
+    let mut peer = Peer::default();
+    for boot in 1..=4 {
+        assert_eq!(peer.note_boot(boot), None, "boot {boot} is new");
+    }
+    assert!(peer.note_boot(1).is_some(), "boot 1 came back");
+    assert!(peer.twinned);
+    assert_eq!(peer.twins_of(1), vec![2, 3, 4]);
+    // A boot number five boots old is forgotten: a plain restart.
+    let mut peer = Peer::default();
+    for boot in 1..=5 {
+        assert_eq!(peer.note_boot(boot), None);
+    }
+    assert_eq!(peer.note_boot(1), None);
+    assert!(!peer.twinned);
+}
+
 /// The rule in `watch_for_impostor`, one announcement at a time: another
 /// boot is a twin once it is heard raising its incarnation (a replayed or
 /// stale announcement is not), and a third boot replaces the one watched.
@@ -1208,6 +1228,55 @@ fn a_restarted_node_rejoins_without_suspecting_healthy_members() {
     );
     let probes = net.node(r).swim().stats().probes;
     assert!(probes > 20, "it probed ({probes} probes)");
+}
+
+/// Members known before any keys are agreed with them (as after an
+/// anti-entropy exchange) are probed before their handshakes end, which
+/// are throttled here to one at a time: their pings wait for the keys,
+/// and SWIM times each from when it leaves. Nobody goes indirect, nobody
+/// is suspected, and every round trip measured is the network's, not the
+/// handshake's.
+#[test]
+fn pings_held_for_keys_are_timed_from_their_release() {
+    let n = 5;
+    let mut net = Net::with_config(n, 61, |i| {
+        let mut config = harness::config(i);
+        config.timing.max_handshakes = 1;
+        config.timing.handshake_backoff = Duration::from_millis(200);
+        config
+    });
+    net.latency = Duration::from_millis(2);
+    let now = net.now;
+    let mut nodes: Vec<&mut harness::TestNode> = net.nodes.iter_mut().flatten().collect();
+    warm_tables(&mut nodes, now);
+    for i in 0..n {
+        net.after(i);
+    }
+    // Some pings do wait for keys.
+    let mut held = 0;
+    for _ in 0..100 {
+        net.run_for(Duration::from_millis(10));
+        held += (0..n)
+            .flat_map(|i| net.node(i).peers.values())
+            .flat_map(|p| &p.pending)
+            .filter(|m| m.plain.first().map(|h| h & 0x0f) == Some(wire::KIND_PING))
+            .count();
+    }
+    assert!(held > 0, "no ping waited for keys");
+    net.run_for(Duration::from_secs(2));
+    assert!(net.converged());
+    let network_rtt = net.latency * 2;
+    for i in 0..n {
+        let stats = net.node(i).swim().stats();
+        assert!(stats.probes > 20, "node {i} probed: {stats:?}");
+        assert_eq!(stats.indirect_probes, 0, "node {i}: {stats:?}");
+        assert_eq!(stats.suspicions, 0, "node {i}: {stats:?}");
+        for e in &net.events[i] {
+            if let Event::Member(swim::Event::ProbeRtt { id, rtt }) = e {
+                assert!(*rtt <= network_rtt, "node {i} measured {rtt:?} to {id}");
+            }
+        }
+    }
 }
 
 /// The tags node `j` announced, as node `i` holds them.
