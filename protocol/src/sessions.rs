@@ -380,7 +380,6 @@ impl AppMessage {
         out
     }
 
-    /// Decodes bytes from a peer (at most one SWIM message's worth).
     /// A report to send to a session's primary.
     pub fn report(id: &str, report: &Report) -> AppMessage {
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
@@ -392,6 +391,7 @@ impl AppMessage {
         }
     }
 
+    /// Decodes bytes from a peer (at most one SWIM message's worth).
     pub fn decode(bytes: &[u8]) -> Result<AppMessage, String> {
         if bytes.len() > crate::wire::MAX_MESSAGE_BYTES {
             return Err(format!("application payload of {} bytes", bytes.len()));

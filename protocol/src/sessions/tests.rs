@@ -1352,3 +1352,75 @@ fn a_collected_session_leaves_nothing_behind() {
         assert_eq!(kept(e), [false; 3]);
     }
 }
+
+/// A report to a primary carries loss in permille (clamped to 0-1000)
+/// and jitter and RTT in whole milliseconds.
+#[test]
+fn a_report_message_carries_permille_loss_and_milliseconds() {
+    let report = Report {
+        loss: 0.05,
+        jitter: Duration::from_millis(12),
+        rtt: Duration::from_micros(80_400),
+    };
+    let message = AppMessage::report("s1", &report);
+    let expected = AppMessage::Report {
+        id: "s1".into(),
+        loss_permille: 50,
+        jitter_ms: 12,
+        rtt_ms: 80,
+    };
+    assert_eq!(message, expected);
+    assert_eq!(AppMessage::decode(&message.encode()), Ok(expected));
+    let lossy = Report {
+        loss: 1.5,
+        ..report
+    };
+    assert!(matches!(
+        AppMessage::report("s1", &lossy),
+        AppMessage::Report {
+            loss_permille: 1000,
+            ..
+        }
+    ));
+}
+
+/// An engine tells its driver when to call it next: at the latest when
+/// its resume grace ends after a fence lifts, even when its regular check
+/// is further off.
+#[test]
+fn an_unfenced_engine_asks_to_be_woken_when_its_resume_grace_ends() {
+    let mut c = Cluster::new(2);
+    let now = c.now;
+    let e = &mut c.engines[0];
+    e.config.check_interval = Duration::from_secs(5);
+    e.config.resume_grace = Duration::from_secs(1);
+    e.handle_timeout(now, c.now_ms);
+    let next = e.poll_timeout().expect("an engine always has a next check");
+    assert!(
+        next > now && next <= now + Duration::from_secs(5),
+        "{next:?}"
+    );
+    e.set_fenced(now, true);
+    e.set_fenced(now, false);
+    assert_eq!(e.poll_timeout(), Some(now + Duration::from_secs(1)));
+}
+
+/// A closed session's tombstone is kept ten minutes by default, so that
+/// a late delta about it cannot bring it back, and then collected.
+#[test]
+fn a_tombstone_is_kept_ten_minutes_by_default() {
+    let mut c = Cluster::new(2);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let (now, now_ms) = (c.now, c.now_ms);
+    c.engines[primary].close(now, now_ms, "s1").unwrap();
+    c.settle();
+    c.tick(Duration::from_secs(9 * 60));
+    for e in &c.engines {
+        assert!(e.map().get("s1").is_some(), "kept for ten minutes");
+    }
+    c.tick(Duration::from_secs(60) + Config::default().gc_interval);
+    for e in &c.engines {
+        assert!(e.map().get("s1").is_none(), "collected after ten");
+    }
+}

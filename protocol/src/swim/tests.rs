@@ -1135,6 +1135,17 @@ fn oversized_metadata_is_refused() {
     assert_eq!(h.swim.incarnation(), before + 1);
 }
 
+/// Each eager push of an app payload is a message sent, and counted so.
+#[test]
+fn app_payload_pushes_are_counted_as_messages_out() {
+    let mut h = Harness::new(5);
+    let before = h.swim.stats().messages_out;
+    assert!(h.swim.broadcast_app(b"k".to_vec(), b"delta".to_vec()));
+    let pushed = h.drain().len() as u64;
+    assert_eq!(pushed, 3);
+    assert_eq!(h.swim.stats().messages_out, before + pushed);
+}
+
 #[test]
 fn app_payloads_are_pushed_then_piggybacked_up_to_the_retransmit_limit() {
     let mut h = Harness::new(5);
