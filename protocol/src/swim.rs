@@ -74,6 +74,13 @@ pub struct Config {
     /// long: coordinates change slowly, and asking on every probe would
     /// cost more bytes than the probes themselves.
     pub coord_interval: Duration,
+    /// At most this many acks a second carry this node's coordinate
+    /// unasked, on average (bursts of [`COORD_RESEND_BURST`]): the resend
+    /// of a coordinate that moved ([`COORD_RESEND_FRACTION`]) fires more
+    /// often as N grows (a prober comes back every N probe periods, the
+    /// coordinate has walked further by then), so without a budget its
+    /// cost would grow with N. Acks asked for a coordinate are not counted.
+    pub coord_resend_per_s: f64,
     /// The largest encoded message (updates and application payloads
     /// included) this node builds for the datagram plane; piggybacking
     /// stops there. Tables and other larger messages are sent as they are
@@ -115,6 +122,7 @@ impl Config {
             dead_reclaim: Duration::from_secs(120),
             coords: coords::Config::default(),
             coord_interval: Duration::from_secs(2),
+            coord_resend_per_s: 1.0,
             max_message_bytes: crate::datagram::MAX_PLAINTEXT,
             isolation_after: Duration::from_secs(1),
             max_probe_hold: Duration::from_secs(2),
@@ -662,12 +670,51 @@ pub const COORD_RESEND_FRACTION: f64 = 0.2;
 /// a coordinate on most acks (1534 B/s per node against 1378 at N=32).
 pub const COORD_RESEND_FLOOR: Duration = Duration::from_millis(5);
 
+/// Unasked coordinates an ack may carry back to back after a quiet spell
+/// (the bucket of [`Config::coord_resend_per_s`]).
+pub const COORD_RESEND_BURST: f64 = 3.0;
+
+/// A token bucket: at most `rate` a second on average, `burst` at once.
+/// Starts full. Deterministic: it reads only the `now` it is given.
+#[derive(Debug, Clone)]
+struct Budget {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Budget {
+    fn full() -> Self {
+        Budget {
+            tokens: COORD_RESEND_BURST,
+            at: None,
+        }
+    }
+
+    /// Takes one token if there is one (refilled at `rate` a second up to
+    /// `burst` since the last call).
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        if let Some(at) = self.at {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * rate.max(0.0)).min(burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Whether `own` moved far enough from what `m` was last sent to send it
 /// again unasked (see [`COORD_RESEND_FRACTION`]). Never sent by this
 /// process: yes, once, for the member may hold one from before this node
 /// restarted and then it does not ask (45 bytes per member, once). A sent
 /// coordinate whose ack was lost counts as sent: the member's own asking
-/// (once every 2 s) is the fallback.
+/// (once every 2 s) is the fallback. Whether it then goes is up to the
+/// budget ([`Config::coord_resend_per_s`]): a member refused one now is
+/// still owed it, and gets it on a later ack once there is budget.
 fn coord_moved(own: &Coordinate, m: &Member) -> bool {
     let Some(sent) = &m.coord_sent else {
         return true;
@@ -800,6 +847,8 @@ pub struct Swim<R> {
     vivaldi: coords::Client,
     /// When a probe last asked for a coordinate.
     coord_asked: Option<Instant>,
+    /// What is left of [`Config::coord_resend_per_s`].
+    coord_budget: Budget,
     /// When an answer to one of this node's probes last came (or when it
     /// started).
     heard: Instant,
@@ -855,6 +904,7 @@ impl<R: Rng> Swim<R> {
             leaving: false,
             vivaldi,
             coord_asked: None,
+            coord_budget: Budget::full(),
             heard: now,
             stats: Stats::default(),
         };
@@ -1018,7 +1068,13 @@ impl<R: Rng> Swim<R> {
             Message::Ping(ping) => {
                 let own = self.vivaldi.coordinate();
                 let member = self.members.get_mut(&from);
-                let moved = member.as_ref().is_some_and(|m| coord_moved(own, m));
+                let moved = !ping.want_coord
+                    && member.as_ref().is_some_and(|m| coord_moved(own, m))
+                    && self.coord_budget.take(
+                        now,
+                        self.config.coord_resend_per_s,
+                        COORD_RESEND_BURST,
+                    );
                 let coord = (ping.want_coord || moved).then(|| own.clone());
                 if let (Some(m), Some(c)) = (member, &coord) {
                     m.coord_sent = Some(c.clone());

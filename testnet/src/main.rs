@@ -621,6 +621,11 @@ struct Tuning {
     /// Time between two anti-entropy exchanges.
     #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     sync_interval: Option<Duration>,
+
+    /// Acks a second that may carry a node's coordinate unasked (0: only
+    /// when asked).
+    #[arg(long, value_name = "RATE", value_parser = non_negative_number)]
+    coord_resend_per_s: Option<f64>,
 }
 
 impl Tuning {
@@ -637,6 +642,7 @@ impl Tuning {
             gossip_fanout,
             max_piggyback,
             sync_interval,
+            coord_resend_per_s,
         } = *self;
         set(&mut c.probe_interval, probe_interval);
         set(&mut c.probe_timeout, probe_timeout);
@@ -649,6 +655,7 @@ impl Tuning {
         set(&mut c.gossip_fanout, gossip_fanout);
         set(&mut c.max_piggyback, max_piggyback);
         set(&mut c.sync_interval, sync_interval);
+        set(&mut c.coord_resend_per_s, coord_resend_per_s);
     }
 }
 
@@ -971,6 +978,15 @@ fn jitter(s: &str) -> Result<f64, String> {
         Err(format!(
             "{j} is out of range: use a fraction from 0 to 10, e.g. 0.1 for 10%"
         ))
+    }
+}
+
+fn non_negative_number(s: &str) -> Result<f64, String> {
+    let x = number(s)?;
+    if x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("{x} must be zero or more"))
     }
 }
 

@@ -252,8 +252,13 @@ fn probe_and_ack_record_the_rtt() {
 /// Node 1 pings node 0 (`want_coord` as given); whether node 0's ack
 /// carries its coordinate.
 fn ack_carries_coord(h: &mut Harness, seq: u16, want_coord: bool) -> bool {
+    ack_to_carries_coord(h, 1, seq, want_coord)
+}
+
+/// Whether node 0's ack to a ping from member `from` carries its coordinate.
+fn ack_to_carries_coord(h: &mut Harness, from: u32, seq: u16, want_coord: bool) -> bool {
     h.recv(
-        1,
+        from,
         Message::Ping(Ping {
             seq,
             want_coord,
@@ -312,6 +317,33 @@ fn an_ack_carries_the_coordinate_when_asked_or_when_it_moved_since_last_sent() {
         (h.swim.stats().coords_asked, h.swim.stats().coords_unasked),
         (1, 2)
     );
+}
+
+#[test]
+fn unasked_coordinates_keep_within_their_budget_and_asked_ones_do_not_count() {
+    let mut h = Harness::new(30);
+    // Nobody was ever sent node 0's coordinate, so every ack would carry
+    // it unasked: the bucket lets COORD_RESEND_BURST through at once.
+    let burst = COORD_RESEND_BURST as u32;
+    let carried = |h: &mut Harness, members: std::ops::RangeInclusive<u32>, seq: u16| {
+        members
+            .filter(|m| ack_to_carries_coord(h, *m, seq, false))
+            .count() as u32
+    };
+    assert_eq!(carried(&mut h, 1..=10, 1), burst);
+    // Asked for, the coordinate always goes and takes nothing.
+    assert!(ack_to_carries_coord(&mut h, 11, 2, true));
+    assert!(ack_to_carries_coord(&mut h, 12, 2, true));
+    // Then one a second (Config::lan: 1.0), however many probers come.
+    h.now += Duration::from_secs(2);
+    assert_eq!(carried(&mut h, 13..=20, 3), 2);
+    h.now += Duration::from_millis(500);
+    assert_eq!(carried(&mut h, 21..=30, 4), 0);
+    // A long quiet spell refills the bucket to its burst, not beyond.
+    h.now += Duration::from_secs(60);
+    assert_eq!(carried(&mut h, 21..=30, 5), burst);
+    assert_eq!(h.swim.stats().coords_unasked, u64::from(burst) * 2 + 2);
+    assert_eq!(h.swim.stats().coords_asked, 2);
 }
 
 #[test]

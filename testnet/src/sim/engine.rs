@@ -48,6 +48,10 @@ use super::views::{Seen, Views};
 /// The node the simulator runs.
 pub type SimNode = Node<LocalKey, SmallRng>;
 
+fn counts(node: &SimNode) -> super::traffic::Counts {
+    super::traffic::Counts::of(node.stats(), &node.swim().stats())
+}
+
 /// Keep at most this many violations in memory (all are counted).
 const MAX_KEPT_VIOLATIONS: usize = 100;
 
@@ -894,7 +898,7 @@ impl Sim {
             return;
         };
         self.on_host_crash(i, &node);
-        self.window.retire(i, node.stats());
+        self.window.retire(i, counts(&node));
         self.retired_map.add(MapCounts::of(node.stats()));
         let incarnation = node.swim().incarnation();
         drop(node);
@@ -1114,7 +1118,7 @@ impl Sim {
     pub fn start_measurement(&mut self) {
         let nodes = &self.nodes;
         self.window
-            .open(nodes.len(), |i| nodes[i].node.as_ref().map(|n| n.stats()));
+            .open(nodes.len(), |i| nodes[i].node.as_deref().map(counts));
         self.window_span = (Some(self.now), None);
     }
 
@@ -1124,14 +1128,13 @@ impl Sim {
             return;
         }
         let nodes = &self.nodes;
-        self.window
-            .close(|i| nodes[i].node.as_ref().map(|n| n.stats()));
+        self.window.close(|i| nodes[i].node.as_deref().map(counts));
         self.window_span.1 = Some(self.now);
     }
 
     /// What each node sent over the (closed) window, by class, and its
     /// length.
-    pub fn traffic(&self) -> (&[super::traffic::ByClass], Duration) {
+    pub fn traffic(&self) -> (Vec<super::traffic::ByClass>, Duration) {
         let (since, until) = self.window_span;
         let since = since.unwrap_or(self.now);
         let until = until.unwrap_or(self.now);
@@ -1139,6 +1142,12 @@ impl Sim {
             self.window.per_node(),
             Duration::from_nanos(until.saturating_sub(since)),
         )
+    }
+
+    /// Acks that carried a coordinate over the (closed) window, all nodes
+    /// together: `[asked, unasked]`.
+    pub fn coords_sent(&self) -> [u64; 2] {
+        self.window.coords()
     }
 
     /// Runs the session checks now (the run does every [`CHECK_EVERY`]).

@@ -150,6 +150,12 @@ pub struct TrafficReport {
     pub bytes_per_node_per_s_by_class: BTreeMap<&'static str, f64>,
     /// Datagrams or frames by class.
     pub packets_per_node_per_s_by_class: BTreeMap<&'static str, f64>,
+    /// Acks that carried the sender's Vivaldi coordinate because the
+    /// prober asked (once every `coord_interval`), per node per second.
+    pub coords_asked_per_node_per_s: f64,
+    /// Acks that carried it unasked, because it moved since that prober
+    /// last got it (`swim::COORD_RESEND_FRACTION`), per node per second.
+    pub coords_unasked_per_node_per_s: f64,
 }
 
 /// How the sessions were set up, and what became of takeovers.
@@ -391,6 +397,14 @@ impl fmt::Display for Report {
             .collect();
         classes.push(format!("headers {:.0}", t.header_bytes_per_node_per_s));
         row(f, "  by class (B/s)", classes.join(", "))?;
+        row(
+            f,
+            "  coordinates sent (/s)",
+            format!(
+                "{:.2} asked, {:.2} unasked",
+                t.coords_asked_per_node_per_s, t.coords_unasked_per_node_per_s
+            ),
+        )?;
         if let Some(e) = self.vivaldi_median_rel_error {
             row(
                 f,

@@ -482,7 +482,13 @@ fn report(
     let wall_s = wall.total.as_secs_f64();
     let measure_wall_s = wall.measure.as_secs_f64();
     let (per_node, window) = sim.traffic();
-    let rates = Rates::of(per_node, window.as_secs_f64());
+    let rates = Rates::of(&per_node, window.as_secs_f64());
+    let [asked, unasked] = sim.coords_sent();
+    // Hundredths: a rate well under one a second.
+    let coord_rate = |n: u64| {
+        let rate = n as f64 / per_node.len().max(1) as f64 / window.as_secs_f64().max(1e-9);
+        (rate * 100.0).round() / 100.0
+    };
     let c = sim.counters();
     let to_ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     let summary = |ds: &[Duration]| Summary::of(&ds.iter().map(to_ms).collect::<Vec<_>>());
@@ -538,6 +544,8 @@ fn report(
                 .iter()
                 .map(|(class, _, p)| (class.as_str(), round(*p)))
                 .collect(),
+            coords_asked_per_node_per_s: coord_rate(asked),
+            coords_unasked_per_node_per_s: coord_rate(unasked),
         },
         sessions: cfg.sessions,
         sessions_lost: sim.sessions_lost(),

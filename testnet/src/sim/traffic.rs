@@ -36,10 +36,35 @@ fn of(stats: &Stats) -> ByClass {
     out
 }
 
-fn add(into: &mut ByClass, now: &ByClass, base: &ByClass) {
-    for k in 0..CLASSES {
-        into[k].packets += now[k].packets.saturating_sub(base[k].packets);
-        into[k].bytes += now[k].bytes.saturating_sub(base[k].bytes);
+/// What one process has counted since it started: what it sent by class,
+/// and its acks that carried its coordinate, asked and unasked
+/// (`swim::Stats::coords_{asked,unasked}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    /// Sent, by class.
+    pub sent: ByClass,
+    /// Acks that carried the coordinate: `[asked, unasked]`.
+    pub coords: [u64; 2],
+}
+
+impl Counts {
+    /// A node's counters now.
+    pub fn of(stats: &Stats, swim: &baton_protocol::swim::Stats) -> Counts {
+        Counts {
+            sent: of(stats),
+            coords: [swim.coords_asked, swim.coords_unasked],
+        }
+    }
+
+    /// Adds what `now` counted past `base` (a process's counters only grow).
+    fn add_since(&mut self, now: &Counts, base: &Counts) {
+        for k in 0..CLASSES {
+            self.sent[k].packets += now.sent[k].packets.saturating_sub(base.sent[k].packets);
+            self.sent[k].bytes += now.sent[k].bytes.saturating_sub(base.sent[k].bytes);
+        }
+        for k in 0..2 {
+            self.coords[k] += now.coords[k].saturating_sub(base.coords[k]);
+        }
     }
 }
 
@@ -47,48 +72,48 @@ fn add(into: &mut ByClass, now: &ByClass, base: &ByClass) {
 #[derive(Debug, Clone, Default)]
 pub struct Window {
     open: bool,
-    /// Per node: sent by finished lives (and the current one, once closed).
-    total: Vec<ByClass>,
+    /// Per node: counted by finished lives (and the current one, once
+    /// closed).
+    total: Vec<Counts>,
     /// Per node: the current life's counts when the window opened (zero
     /// for a life that began inside it).
-    base: Vec<ByClass>,
+    base: Vec<Counts>,
 }
 
 impl Window {
-    /// Opens the window for `n` nodes; `stats(i)` are node `i`'s counters
+    /// Opens the window for `n` nodes; `counts(i)` are node `i`'s counters
     /// now, if it runs.
-    pub fn open<'a>(&mut self, n: usize, stats: impl Fn(usize) -> Option<&'a Stats>) {
+    pub fn open(&mut self, n: usize, counts: impl Fn(usize) -> Option<Counts>) {
         self.open = true;
-        self.total = vec![ByClass::default(); n];
-        self.base = (0..n)
-            .map(|i| stats(i).map(of).unwrap_or_default())
-            .collect();
+        self.total = vec![Counts::default(); n];
+        self.base = (0..n).map(|i| counts(i).unwrap_or_default()).collect();
     }
 
     /// Node `i`'s process ends (crash) with these counters.
-    pub fn retire(&mut self, i: usize, stats: &Stats) {
+    pub fn retire(&mut self, i: usize, counts: Counts) {
         if self.open {
-            add(&mut self.total[i], &of(stats), &self.base[i]);
-            self.base[i] = ByClass::default();
+            let base = self.base[i];
+            self.total[i].add_since(&counts, &base);
+            self.base[i] = Counts::default();
         }
     }
 
     /// Node `i` starts a new process (its counters start at zero).
     pub fn restart(&mut self, i: usize) {
         if self.open {
-            self.base[i] = ByClass::default();
+            self.base[i] = Counts::default();
         }
     }
 
-    /// Closes the window; `stats(i)` as for [`open`](Self::open).
-    pub fn close<'a>(&mut self, stats: impl Fn(usize) -> Option<&'a Stats>) {
+    /// Closes the window; `counts(i)` as for [`open`](Self::open).
+    pub fn close(&mut self, counts: impl Fn(usize) -> Option<Counts>) {
         if !self.open {
             return;
         }
         for i in 0..self.total.len() {
-            if let Some(s) = stats(i) {
-                let now = of(s);
-                add(&mut self.total[i], &now, &self.base[i]);
+            if let Some(now) = counts(i) {
+                let base = self.base[i];
+                self.total[i].add_since(&now, &base);
                 self.base[i] = now;
             }
         }
@@ -97,8 +122,16 @@ impl Window {
 
     /// What each node sent, by class (the window must be closed, or the
     /// current lives are left out).
-    pub fn per_node(&self) -> &[ByClass] {
-        &self.total
+    pub fn per_node(&self) -> Vec<ByClass> {
+        self.total.iter().map(|c| c.sent).collect()
+    }
+
+    /// Acks that carried a coordinate over the window, all nodes together:
+    /// `[asked, unasked]` (closed window, as for [`per_node`](Self::per_node)).
+    pub fn coords(&self) -> [u64; 2] {
+        self.total
+            .iter()
+            .fold([0, 0], |[a, u], c| [a + c.coords[0], u + c.coords[1]])
     }
 }
 
@@ -185,19 +218,31 @@ mod tests {
         s
     }
 
+    fn counts(probe: (u64, u64), sync: (u64, u64), coords: [u64; 2]) -> Counts {
+        let swim = baton_protocol::swim::Stats {
+            coords_asked: coords[0],
+            coords_unasked: coords[1],
+            ..Default::default()
+        };
+        Counts::of(&stats(probe, sync), &swim)
+    }
+
     #[test]
     fn a_crashed_life_counts_up_to_its_crash_and_a_new_one_from_zero() {
         let mut w = Window::default();
-        let before = stats((10, 1000), (0, 0));
-        w.open(2, |i| (i == 0).then_some(&before));
-        w.retire(0, &stats((15, 1500), (1, 100)));
+        let before = counts((10, 1000), (0, 0), [3, 5]);
+        w.open(2, |i| (i == 0).then_some(before));
+        w.retire(0, counts((15, 1500), (1, 100), [4, 9]));
         w.restart(0);
-        let new_life = stats((2, 200), (0, 0));
-        w.close(|i| (i == 0).then_some(&new_life));
-        let n0 = &w.per_node()[0];
+        let new_life = counts((2, 200), (0, 0), [1, 2]);
+        w.close(|i| (i == 0).then_some(new_life));
+        let per_node = w.per_node();
+        let n0 = &per_node[0];
         assert_eq!((n0[0].packets, n0[0].bytes), (7, 700));
         assert_eq!(n0[slot(Class::MapSync)].bytes, 100);
-        let r = Rates::of(w.per_node(), 1.0);
+        // Coordinates likewise: 1 + 4 before the crash, 1 + 2 after.
+        assert_eq!(w.coords(), [2, 6]);
+        let r = Rates::of(&per_node, 1.0);
         // Two nodes; headers only on the 7 datagrams.
         assert_eq!(r.header_bytes, 7.0 * 42.0 / 2.0);
         assert_eq!(r.bytes, (800.0 + 7.0 * 42.0) / 2.0);
