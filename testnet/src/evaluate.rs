@@ -30,6 +30,14 @@ fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
+/// The `transcode` kill runs: key, network, standby.
+const TRANSCODE_STEPS: [(&str, &str, &str); 4] = [
+    ("transcode-warm-lan", "LAN", "warm"),
+    ("transcode-cold-lan", "LAN", "cold"),
+    ("transcode-warm-wan", "WAN", "warm"),
+    ("transcode-cold-wan", "WAN", "cold"),
+];
+
 fn steps(quick: bool) -> Vec<Step> {
     let mut v = Vec::new();
     let scenarios: [(&str, &str, &str); 7] = if quick {
@@ -77,6 +85,25 @@ fn steps(quick: bool) -> Vec<Step> {
         let mut a = args(outage);
         if cut {
             a.push("--cut".into());
+        }
+        v.push(Step {
+            key: key.into(),
+            args: a,
+        });
+    }
+    // The seed's own service: ffmpeg behind the RTP gate (the shipped
+    // `transcode` template), its primary killed, warm and cold standby.
+    let transcode = if quick {
+        "run kill --nodes 5 --sessions 3 --faults 2 --settle 8s --service transcode"
+    } else {
+        "run kill --nodes 16 --sessions 8 --faults 10 --settle 20s --service transcode"
+    };
+    for (key, _, _) in TRANSCODE_STEPS {
+        let mut a = args(transcode);
+        a.push("--standby".into());
+        a.push(if key.contains("warm") { "warm" } else { "cold" }.into());
+        if key.ends_with("-wan") {
+            a.push("--wan".into());
         }
         v.push(Step {
             key: key.into(),
@@ -372,6 +399,7 @@ fn render(outcomes: &[Outcome], quick: bool) -> String {
             ""
         }
     );
+    render_summary(&mut md, outcomes);
     render_targets(&mut md, outcomes);
     render_testnet(&mut md, outcomes);
     render_sim(&mut md, outcomes);
@@ -414,6 +442,68 @@ fn render(outcomes: &[Outcome], quick: bool) -> String {
         );
     }
     md
+}
+
+/// The trade-off on one screen: what each knob buys and costs, from the
+/// reports below (a number whose report is missing shows as `-`).
+fn render_summary(md: &mut String, o: &[Outcome]) {
+    let p99 = |key: &str, field: &str| {
+        num(&report(o, key)[field]["p99"]).map_or_else(|| "-".into(), |v| format!("{v:.0} ms"))
+    };
+    let bytes = |key: &str| {
+        num(&report(o, key)["bytes_per_node_per_s"])
+            .map_or_else(|| "-".into(), |b| format!("{b:.0} B/s"))
+    };
+    let study = |interval: u64| {
+        (
+            p99(&format!("study-det-n100-p{interval}-l0"), "detection_ms"),
+            bytes(&format!("study-idle-n100-p{interval}-l0")),
+        )
+    };
+    let instance = |key: &str, field: &str| {
+        num(&report(o, key)["details"]["instances"][field]).map_or_else(|| "-".into(), fmt_num)
+    };
+    let (d100, b100) = study(100);
+    let (d200, b200) = study(200);
+    let (d500, b500) = study(500);
+    let _ = writeln!(
+        md,
+        "## The trade-off on one screen\n\n\
+         The seed paper's three quantities, as measured by the runs of the \
+         sections that follow (their commands are there):\n\n\
+         | knob | setting | client sees (p99) | it costs |\n|---|---|---|---|\n\
+         | monitoring: SWIM probe interval (simulator, N=100) | 100 ms (default) | detection {d100} | {b100} per node |\n\
+         | | 200 ms | detection {d200} | {b200} per node |\n\
+         | | 500 ms (about Serf's bytes) | detection {d500} | {b500} per node |\n\
+         | re-instantiation: standby of a `transcode` session (ffmpeg, testnet N=16) | warm | gap {} LAN, {} WAN | one more ffmpeg per session on its first backup: {}% of a core, {} B/s of source read |\n\
+         | | cold (default) | gap {} LAN, {} WAN | nothing until a takeover |\n\
+         | same, built-in `rtp-audio` generator (testnet N=32) | cold | gap {} LAN, {} WAN | nothing (it computes its stream from the session id and time) |\n\
+         | pre-provisioning: backup placement (WAN, region outage) | `spread` (default): a backup outside the primary's region | sessions lost {}, gap {} | a farther backup than `nearest` |\n\n\
+         **What to pick.** Interactive media through a transcoding proxy (a call, \
+         live audio), where a second of silence is what the user notices: the \
+         default 100 ms probes and a *warm* standby; the price is a second \
+         instance per session on its first backup. Video-on-demand and other \
+         services whose instance starts fast or whose client buffers: *cold* \
+         standby, no instance held, the gap is the start-up of the command on \
+         top of detection. An overlay that must spend fewer bytes on monitoring: \
+         200 ms probes halve them and still detect within the paper's ~1.8 s; \
+         500 ms match Serf's bytes and still detect faster than Serf's ~8 s. \
+         Keep `placement = \"spread\"` wherever a region (a site) can fail as a \
+         whole: with `nearest`, a session's backups tend to sit in its \
+         primary's region and go down with it. Not measured yet: the number of \
+         backups (1-3) against correlated failures of k clusters, and the \
+         testnet side of the probe-interval sweep.\n",
+        p99("transcode-warm-lan", "gap_ms"),
+        p99("transcode-warm-wan", "gap_ms"),
+        instance("transcode-warm-lan", "cpu_pct_per_instance"),
+        instance("transcode-warm-lan", "source_read_bytes_per_s_per_instance"),
+        p99("transcode-cold-lan", "gap_ms"),
+        p99("transcode-cold-wan", "gap_ms"),
+        p99("kill-lan", "gap_ms"),
+        p99("kill-wan", "gap_ms"),
+        count(&report(o, "outage-wan")["sessions_lost"]),
+        p99("outage-wan", "gap_ms"),
+    );
 }
 
 fn today() -> String {
@@ -583,6 +673,41 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         "ms",
         le(v, limit),
         "kill-wan",
+    );
+    for (key, net, standby) in TRANSCODE_STEPS {
+        let wan = net == "WAN";
+        let limit = if standby == "warm" {
+            targets::TRANSCODE_WARM_GAP_P99_MS.on(wan)
+        } else {
+            targets::GAP_P99_MS.on(wan)
+        };
+        let v = p99(key, "gap_ms");
+        row(
+            &format!("client gap, `transcode` primary killed, {net}, {standby} standby"),
+            &p99_within(limit),
+            v,
+            "ms",
+            le(v, limit),
+            key,
+        );
+    }
+    let ssrcs = TRANSCODE_STEPS
+        .iter()
+        .filter_map(|(key, _, _)| {
+            report(o, key)["clients"].as_array().and_then(|c| {
+                c.iter()
+                    .filter_map(|c| c["ssrcs"].as_f64())
+                    .reduce(f64::max)
+            })
+        })
+        .reduce(f64::max);
+    row(
+        "SSRCs a `transcode` client heard across takeovers, max over the four runs",
+        "1",
+        ssrcs,
+        "",
+        le(ssrcs, 1.0),
+        "transcode",
     );
     let limit = targets::DISSEMINATION_P99_MS;
     let v = num(&report(o, "sim-crash-1000")["dissemination_ms"]["p99"]);
@@ -981,6 +1106,7 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
         }
     }
     render_outage(md, o);
+    render_transcode(md, o);
 }
 
 /// The region outage: kill and cut side by side (WAN only).
@@ -1065,6 +1191,98 @@ fn render_outage(md: &mut String, o: &[Outcome]) {
             let _ = writeln!(md, "![outage on the WAN: {plot}](eval/outage-wan/{plot})");
         }
         let _ = writeln!(md);
+    }
+}
+
+fn render_transcode(md: &mut String, o: &[Outcome]) {
+    let _ = writeln!(
+        md,
+        "### <a id=\"transcode\"></a>transcode\n\n\
+         The seed's own service: sessions run the `transcode` template \
+         docs/operations.md ships (ffmpeg reading a WAV file of the run's media \
+         directory, seeking to `{{elapsed_s}}`, re-encoding to G.711 mu-law and \
+         sending to the node's RTP gate, which forwards it to the client on the \
+         session's one continuous stream while the node is primary). The \
+         primary of a session is killed with SIGKILL as in *kill*. *Warm*: the \
+         first backup runs its own ffmpeg for the session, its gate closed, so \
+         the takeover only opens the gate; *cold*: ffmpeg starts at the \
+         takeover. What a warm instance costs is measured on the running \
+         instances before the first kill (every instance does the same work, \
+         primary or warm: ffmpeg does not know its gate is closed): CPU from \
+         /proc, source read from /proc/PID/io.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| | {} |\n|---|---|---|---|---|",
+        TRANSCODE_STEPS
+            .iter()
+            .map(|(_, net, standby)| format!("{net}, {standby}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let runs: Vec<&Value> = TRANSCODE_STEPS
+        .iter()
+        .map(|(k, _, _)| report(o, k))
+        .collect();
+    let each =
+        |f: &dyn Fn(&Value) -> String| runs.iter().map(|r| f(r)).collect::<Vec<_>>().join(" | ");
+    let instances = |r: &Value, field: &str| -> String {
+        r["details"]["instances"][field]
+            .as_f64()
+            .map_or_else(|| "-".into(), fmt_num)
+    };
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "nodes / sessions",
+            each(&|r| format!("{} / {}", count(&r["nodes"]), count(&r["sessions"]))),
+        ),
+        ("detection", each(&|r| summary(&r["detection_ms"], "ms"))),
+        ("client gap", each(&|r| summary(&r["gap_ms"], "ms"))),
+        (
+            "SSRCs per client, max",
+            each(&|r| {
+                r["clients"]
+                    .as_array()
+                    .and_then(|c| {
+                        c.iter()
+                            .filter_map(|c| c["ssrcs"].as_f64())
+                            .reduce(f64::max)
+                    })
+                    .map_or_else(|| "-".into(), fmt_num)
+            }),
+        ),
+        (
+            "ffmpeg instances running / beyond one per session",
+            each(&|r| {
+                format!(
+                    "{} / {}",
+                    instances(r, "running"),
+                    instances(r, "beyond_one_per_session")
+                )
+            }),
+        ),
+        (
+            "CPU per instance, % of a core",
+            each(&|r| instances(r, "cpu_pct_per_instance")),
+        ),
+        (
+            "source read per instance, B/s",
+            each(&|r| instances(r, "source_read_bytes_per_s_per_instance")),
+        ),
+        ("sessions lost", each(&|r| count(&r["sessions_lost"]))),
+        ("doubly owned", each(&|r| count(&r["double_owned"]))),
+        ("wall time", each(&wall_time)),
+    ];
+    for (what, cells) in rows {
+        let _ = writeln!(md, "| {what} | {cells} |");
+    }
+    let _ = writeln!(md);
+    for (key, _, _) in TRANSCODE_STEPS {
+        let _ = writeln!(
+            md,
+            "<a id=\"{key}\"></a>`{}` ([report](eval/{key}/report.md))\n",
+            command(o, key)
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_protocol::swim;
 use baton_testnet::control::{self, Request};
-use baton_testnet::scenarios::{self, Options, Scenario};
+use baton_testnet::scenarios::{self, Options, Scenario, SessionService, Standby};
 use baton_testnet::sim::{self, Latency, RttMatrix, ScenarioConfig};
 use baton_testnet::sys;
 use baton_testnet::testbed::TestbedConfig;
@@ -230,6 +230,22 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServiceName {
+    /// The built-in generator.
+    RtpAudio,
+    /// ffmpeg behind the RTP gate (docs/operations.md's template).
+    Transcode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StandbyName {
+    /// The instance starts on takeover.
+    Cold,
+    /// The first backup runs it too, its gate closed.
+    Warm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ScenarioName {
     Kill,
     Partition,
@@ -318,6 +334,15 @@ struct RunArgs {
     /// each fault while there is one).
     #[arg(long, value_name = "NAME")]
     region: Option<String>,
+    /// What the sessions run: the built-in generator, or the `transcode`
+    /// template of docs/operations.md (ffmpeg re-encoding a file to G.711
+    /// behind the node's RTP gate; needs ffmpeg).
+    #[arg(long, value_enum, default_value_t = ServiceName::RtpAudio)]
+    service: ServiceName,
+    /// The sessions' standby mode: `warm` runs the instance on the first
+    /// backup too, its gate closed (default: the node's, cold).
+    #[arg(long, value_enum)]
+    standby: Option<StandbyName>,
     /// outage: cut the region off from the other nodes and the client
     /// (both ways) instead of killing its nodes; heal instead of restart.
     #[arg(long)]
@@ -401,6 +426,12 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         ScenarioName::Cut => Scenario::Cut,
         ScenarioName::Outage => Scenario::Outage,
     };
+    if args.service == ServiceName::Transcode && scenario == Scenario::Degrade {
+        eprintln!(
+            "testnet: --service transcode: degrade sets the nodes' config itself; use rtp-audio"
+        );
+        return ExitCode::from(2);
+    }
     if (args.region.is_some() || args.cut) && scenario != Scenario::Outage {
         eprintln!("testnet: --region and --cut are options of `testnet run outage`");
         return ExitCode::from(2);
@@ -426,6 +457,14 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         out: args.out.clone(),
         region: args.region.clone(),
         cut: args.cut,
+        service: match args.service {
+            ServiceName::RtpAudio => SessionService::RtpAudio,
+            ServiceName::Transcode => SessionService::Transcode,
+        },
+        standby: args.standby.map(|s| match s {
+            StandbyName::Cold => Standby::Cold,
+            StandbyName::Warm => Standby::Warm,
+        }),
     };
     match scenarios::run(scenario, &opts) {
         Ok(report) => {

@@ -31,6 +31,13 @@ pub const GAP_P99_MS: ByNet = ByNet {
     lan: 1500.0,
     wan: 2000.0,
 };
+/// The same with a `transcode` session (ffmpeg behind the RTP gate) whose
+/// first backup keeps a warm standby (its instance runs, its gate closed);
+/// a cold one has [`GAP_P99_MS`] (ms).
+pub const TRANSCODE_WARM_GAP_P99_MS: ByNet = ByNet {
+    lan: 1000.0,
+    wan: 1500.0,
+};
 /// A node cut one way (it cannot hear, or cannot send) is fenced and
 /// stops serving within this of the cut, and no client hears two senders
 /// for longer (ms; docs/protocol.md 7.12, "Bound").

@@ -233,6 +233,17 @@ fn json_report_has_the_documented_keys() {
             "missing traffic class {class}"
         );
     }
+    // Coordinates sent, by kind, over the window: a probe asks for one
+    // every 2 s, so asked ones are counted (about 0.5 a second per node).
+    let asked = json["traffic"]["coords_asked_per_node_per_s"].as_f64();
+    assert!(asked.is_some_and(|a| a > 0.1 && a < 2.0), "{asked:?}");
+    assert!(
+        json["traffic"]["coords_unasked_per_node_per_s"]
+            .as_f64()
+            .is_some_and(|u| u >= 0.0),
+        "{}",
+        json["traffic"]
+    );
     for key in ["detection_ms", "dissemination_ms", "takeover_ms"] {
         for sub in ["p50", "p99", "max", "samples"] {
             assert!(json[key].get(sub).is_some(), "missing {key}.{sub}");
@@ -289,6 +300,54 @@ fn the_binary_reports_json_and_rejects_bad_flags() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read RTT matrix"));
+}
+
+#[test]
+fn the_quick_study_writes_its_reports_its_plot_and_its_section() {
+    let docs = std::env::temp_dir().join(format!("baton-study-quick-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&docs);
+    std::fs::create_dir_all(&docs).unwrap();
+    // Run from the repository root, as the docs say.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testnet"))
+        .current_dir(root)
+        .args(["study", "--quick", "--docs"])
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let cleanup = || std::fs::remove_dir_all(&docs).ok();
+    if !out.status.success() {
+        cleanup();
+        panic!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let eval = docs.join("eval");
+    let mut reports = Vec::new();
+    for key in [
+        "study-det-n100-p100-l0",
+        "study-idle-n100-p100-l0",
+        "study-det-n100-p500-l0",
+        "study-idle-n100-p500-l0",
+    ] {
+        let text = std::fs::read_to_string(eval.join(format!("{key}.json")))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        reports.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+    }
+    let svg = std::fs::read_to_string(eval.join("study-monitoring.svg")).unwrap();
+    let md = std::fs::read_to_string(docs.join("evaluation.md")).unwrap();
+    cleanup();
+    // The crash runs detected crashes; the idle runs measured traffic, less
+    // at the longer probe interval.
+    for det in [&reports[0], &reports[2]] {
+        assert!(det["detection_ms"]["samples"].as_u64() > Some(0), "{det}");
+    }
+    let idle = |r: &serde_json::Value| r["bytes_per_node_per_s"].as_f64().unwrap();
+    assert!(idle(&reports[3]) < idle(&reports[1]) / 2.0);
+    assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{svg}");
+    assert!(md.contains("## Trade-off study"), "{md}");
+    assert!(md.contains("![monitoring cost against detection](eval/study-monitoring.svg)"));
+    assert!(md.contains("| 100 | 0% | 500 ms |"), "{md}");
 }
 
 /// A short run of `scenario` with `sessions` sessions.

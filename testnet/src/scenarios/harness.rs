@@ -46,6 +46,115 @@ pub struct Options {
     /// `outage`: cut the region off (both ways, from the other nodes and
     /// the client) instead of killing its nodes; heal instead of restart.
     pub cut: bool,
+    /// What the sessions run.
+    pub service: SessionService,
+    /// The `standby` parameter of every session (else the node's default,
+    /// `cold`).
+    pub standby: Option<Standby>,
+}
+
+/// The service of the sessions a scenario opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionService {
+    /// The built-in generator (`rtp-audio`).
+    #[default]
+    RtpAudio,
+    /// The `transcode` template docs/operations.md ships: ffmpeg
+    /// re-encoding a WAV file of the run's media directory to G.711 behind
+    /// the node's RTP gate.
+    Transcode,
+}
+
+impl SessionService {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionService::RtpAudio => "rtp-audio",
+            SessionService::Transcode => "transcode",
+        }
+    }
+}
+
+/// A session's standby mode (the `standby` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standby {
+    /// The instance starts on takeover.
+    Cold,
+    /// The first backup runs the instance too, its gate closed.
+    Warm,
+}
+
+impl Standby {
+    /// The parameter's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Standby::Cold => "cold",
+            Standby::Warm => "warm",
+        }
+    }
+}
+
+/// The source every `transcode` session plays, in the run's media
+/// directory.
+pub const TRANSCODE_SOURCE: &str = "source.wav";
+
+/// The `[services.exec.transcode]` block of docs/operations.md, as it
+/// ships (the e2e tests run the same text).
+pub fn shipped_transcode_template() -> Result<String, TestbedError> {
+    let doc = include_str!("../../../docs/operations.md");
+    let start = doc.find("[services.exec.transcode]\n").ok_or_else(|| {
+        TestbedError::Invalid("docs/operations.md ships no transcode template".into())
+    })?;
+    let block = &doc[start..];
+    let end = block.find("\n\n").unwrap_or(block.len());
+    Ok(block[..end].to_string())
+}
+
+/// Writes the media (a tone of `seconds`, 8 kHz mono, made by ffmpeg) and
+/// a node config that serves the shipped `transcode` template from it;
+/// returns the config's path.
+pub fn transcode_config(
+    out: &std::path::Path,
+    seconds: u64,
+) -> Result<std::path::PathBuf, TestbedError> {
+    let media = out.join("media");
+    std::fs::create_dir_all(&media)?;
+    let source = media.join(TRANSCODE_SOURCE);
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=8000:duration={seconds}"
+        ))
+        .args(["-ac", "1", "-acodec", "pcm_s16le"])
+        .arg(&source)
+        .status()
+        .map_err(|e| TestbedError::Invalid(format!("--service transcode needs ffmpeg: {e}")))?;
+    if !status.success() {
+        return Err(TestbedError::Invalid(format!(
+            "ffmpeg could not write {}: {status}",
+            source.display()
+        )));
+    }
+    let media = std::fs::canonicalize(&media)?;
+    let config = out.join("transcode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[services]\nmedia_dir = {:?}\n\n{}\n",
+            media.display().to_string(),
+            shipped_transcode_template()?
+        ),
+    )?;
+    Ok(config)
 }
 
 /// One event as a node reported it.
@@ -85,6 +194,8 @@ pub struct Harness {
     pub sessions: Vec<Sess>,
     /// When the run began (Unix ms), for timelines.
     pub t0_ms: f64,
+    /// What sessions are opened with (their client aside).
+    pub open: OpenRequest,
 }
 
 impl Harness {
@@ -94,7 +205,37 @@ impl Harness {
     }
 
     /// [`up`](Self::up), with more `batond` flags for every node.
-    pub fn up_with(opts: &Options, n: usize, flags: Vec<String>) -> Result<Harness, TestbedError> {
+    pub fn up_with(
+        opts: &Options,
+        n: usize,
+        mut flags: Vec<String>,
+    ) -> Result<Harness, TestbedError> {
+        let mut open = OpenRequest {
+            service: "rtp-audio".to_owned(),
+            client: String::new(),
+            params: Default::default(),
+        };
+        if opts.service == SessionService::Transcode {
+            if flags.iter().any(|f| f == "--config") {
+                return Err(TestbedError::Invalid(
+                    "--service transcode: this scenario sets the nodes' config itself".into(),
+                ));
+            }
+            std::fs::create_dir_all(&opts.out)?;
+            // Long enough for the run: the source plays in real time.
+            let seconds = (900 + 60 * opts.faults as u64).min(3600);
+            let config = transcode_config(&opts.out, seconds)?;
+            flags.extend(["--config".to_owned(), config.display().to_string()]);
+            open.service = "exec".to_owned();
+            open.params
+                .insert("template".to_owned(), "transcode".to_owned());
+            open.params
+                .insert("input".to_owned(), TRANSCODE_SOURCE.to_owned());
+        }
+        if let Some(standby) = opts.standby {
+            open.params
+                .insert("standby".to_owned(), standby.name().to_owned());
+        }
         let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
         config.extra_flags = flags;
         config.bootstrap = opts.bootstrap;
@@ -119,6 +260,7 @@ impl Harness {
             events: Arc::new(Mutex::new(Vec::new())),
             sessions: Vec::new(),
             t0_ms: unix_ms(),
+            open,
         };
         for i in 0..n {
             harness.follow(i)?;
@@ -159,7 +301,7 @@ impl Harness {
             .collect()
     }
 
-    /// Opens `count` rtp-audio sessions, asking the nodes in turn; waits
+    /// Opens `count` sessions, asking the nodes in turn; waits
     /// until every receiver hears its stream.
     pub fn open_sessions(&mut self, count: usize) -> Result<(), TestbedError> {
         let n = self.tb.nodes.len();
@@ -167,7 +309,7 @@ impl Harness {
         self.open_sessions_on(&on)
     }
 
-    /// Opens one rtp-audio session asking each node of `on` in turn (the
+    /// Opens one session asking each node of `on` in turn (the
     /// node asked usually becomes its primary: it is nearest to itself);
     /// waits until every receiver hears its stream.
     pub fn open_sessions_on(&mut self, on: &[usize]) -> Result<(), TestbedError> {
@@ -176,9 +318,8 @@ impl Harness {
             let receiver = self.tb.receiver()?;
             let client = receiver.local_addr();
             let body = OpenRequest {
-                service: "rtp-audio".to_owned(),
                 client: client.to_string(),
-                params: Default::default(),
+                ..self.open.clone()
             };
             let session = self.open_on(i, &body)?;
             self.sessions.push(Sess {
@@ -195,7 +336,18 @@ impl Harness {
             }
         }
         if count > 0 {
-            eprintln!("{count} rtp-audio sessions streaming to {CLIENT_ADDR}");
+            eprintln!(
+                "{count} {} sessions{} streaming to {CLIENT_ADDR}",
+                self.open
+                    .params
+                    .get("template")
+                    .map_or(self.open.service.as_str(), String::as_str),
+                self.open
+                    .params
+                    .get("standby")
+                    .map(|s| format!(" ({s} standby)"))
+                    .unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -361,6 +513,36 @@ impl Harness {
         Ok(usage)
     }
 
+    /// What the nodes' child processes (the `exec` instances) used over
+    /// `d`: CPU from /proc/PID/stat, bytes read (the source) from
+    /// /proc/PID/io `rchar`, per instance on average.
+    pub fn instance_usage_over(&self, d: Duration) -> Result<InstanceUsage, TestbedError> {
+        let parents: Vec<u32> = (0..self.tb.nodes.len())
+            .filter_map(|i| self.tb.nodes[i].pid())
+            .collect();
+        let before = children_usage(&parents);
+        let started = Instant::now();
+        sleep(d)?;
+        let secs = started.elapsed().as_secs_f64();
+        let after = children_usage(&parents);
+        // Only instances that ran the whole interval.
+        let (mut ticks, mut read, mut count) = (0u64, 0u64, 0usize);
+        for (pid, (t1, r1)) in &after {
+            if let Some((t0, r0)) = before.get(pid) {
+                ticks += t1.saturating_sub(*t0);
+                read += r1.saturating_sub(*r0);
+                count += 1;
+            }
+        }
+        let per = |x: u64| x as f64 / count.max(1) as f64 / secs;
+        Ok(InstanceUsage {
+            instances: count,
+            // USER_HZ is 100 on Linux.
+            cpu_pct_per_instance: per(ticks),
+            read_bytes_per_s_per_instance: per(read),
+        })
+    }
+
     /// Open libp2p connections of each node (from `/v1/peers`): with SWIM
     /// on datagrams, a small number whatever N.
     pub fn connections(&self) -> Vec<f64> {
@@ -376,6 +558,68 @@ impl Harness {
     pub fn t(&self, at_ms: f64) -> f64 {
         (at_ms - self.t0_ms) / 1e3
     }
+}
+
+/// What the sessions' instances (the nodes' child processes) used over
+/// an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InstanceUsage {
+    /// Instances that ran through the interval.
+    pub instances: usize,
+    /// CPU per instance, percent of one core.
+    pub cpu_pct_per_instance: f64,
+    /// Bytes each instance read per second (its source).
+    pub read_bytes_per_s_per_instance: f64,
+}
+
+/// CPU ticks and bytes read (`rchar`) of every child of `parents`, by pid.
+fn children_usage(parents: &[u32]) -> HashMap<u32, (u64, u64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((ppid, ticks)) = parse_stat(&stat) else {
+            continue;
+        };
+        if !parents.contains(&ppid) {
+            continue;
+        }
+        let rchar = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| parse_rchar(&io))
+            .unwrap_or(0);
+        out.insert(pid, (ticks, rchar));
+    }
+    out
+}
+
+/// The parent pid and CPU ticks (utime + stime) of a /proc/PID/stat line.
+fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    // After the parenthesised command name: state, ppid, ... utime and
+    // stime are the 14th and 15th fields of the whole line.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+/// `rchar` of a /proc/PID/io text.
+fn parse_rchar(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What nodes used over an interval.
@@ -455,6 +699,29 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
     use std::time::Instant;
+
+    #[test]
+    fn a_stat_line_gives_its_parent_and_cpu_ticks_and_io_its_bytes_read() {
+        // A command name with spaces and a parenthesis, as /proc shows it.
+        let stat = "4242 (ff mpeg)) S 77 4242 77 0 -1 4194304 900 0 0 0 31 9 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_stat(stat), Some((77, 40)));
+        assert_eq!(parse_stat("4242 (x) S"), None);
+        let io = "rchar: 160044\nwchar: 99\nsyscr: 10\n";
+        assert_eq!(parse_rchar(io), Some(160_044));
+        assert_eq!(parse_rchar("wchar: 1\n"), None);
+    }
+
+    #[test]
+    fn the_transcode_template_is_the_one_docs_ship_and_sends_to_the_gate() {
+        let t = shipped_transcode_template().unwrap();
+        assert!(
+            t.starts_with("[services.exec.transcode]\ncommand = "),
+            "{t}"
+        );
+        assert!(t.contains("rtp://{gate}"), "{t}");
+        assert!(t.contains("-ss {elapsed_s}"), "{t}");
+        assert!(!t.contains("\n\n"), "one block: {t}");
+    }
 
     fn arrival(at: Instant, from: SocketAddr) -> Arrival {
         Arrival {
