@@ -316,10 +316,7 @@ impl Client {
         let size = self.config.latency_filter_size.max(1);
         let samples = self.latency_samples.entry(node.clone()).or_default();
         samples.push(rtt_secs);
-        if samples.len() > size {
-            let excess = samples.len() - size;
-            samples.drain(..excess);
-        }
+        samples.drain(..samples.len().saturating_sub(size));
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
         sorted[sorted.len() / 2]

@@ -1652,11 +1652,6 @@ pub struct Digest {
 }
 
 impl Digest {
-    /// The hash of one bucket.
-    pub fn bucket(&self, bucket: u8) -> u64 {
-        self.sums[usize::from(bucket)]
-    }
-
     /// One number for the whole digest (FNV-1a over the bucket sums): two
     /// maps with equal roots are equal (up to hash collisions), so a sync
     /// between equal maps costs 8 bytes instead of the 2 KiB digest.

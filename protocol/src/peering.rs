@@ -538,4 +538,38 @@ mod tests {
         };
         assert!(decode(&encode(&long_reason)).is_err());
     }
+
+    #[test]
+    fn a_challenge_or_response_whose_key_index_is_not_24_bits_is_malformed() {
+        // The index is the datagram header's 24-bit key id.
+        let challenge = |index| {
+            Hello::Challenge(Challenge {
+                overlay: "x".into(),
+                nonce: vec![1; NONCE_LEN],
+                index,
+                boot: 9,
+                datagram: String::new(),
+            })
+        };
+        let response = |index| {
+            Hello::Response(Response {
+                overlay: "x".into(),
+                proof: vec![1; 32],
+                nonce: vec![1; NONCE_LEN],
+                index,
+                boot: 9,
+                datagram: String::new(),
+                twins: vec![],
+            })
+        };
+        let limit = crate::datagram::INDEX_LIMIT;
+        for make in [&challenge as &dyn Fn(u32) -> Hello, &response] {
+            let largest = make(limit - 1);
+            assert_eq!(decode(&encode(&largest)).unwrap(), largest);
+            match decode(&encode(&make(limit))) {
+                Err(Refusal::Malformed(why)) => assert!(why.contains("24 bits"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

@@ -1424,3 +1424,51 @@ fn a_tombstone_is_kept_ten_minutes_by_default() {
         assert!(e.map().get("s1").is_none(), "collected after ten");
     }
 }
+
+/// What a node shares about a client location carries the reported
+/// jitter and RTT in milliseconds (and the loss in permille).
+#[test]
+fn a_shared_summary_carries_the_locations_jitter_and_rtt_in_milliseconds() {
+    let mut c = Cluster::new(2);
+    let record = c.open(0, "s1");
+    let host = c
+        .engines
+        .iter()
+        .position(|e| e.me == record.primary)
+        .expect("the primary is one of the engines");
+    let now = c.now;
+    c.engines[host].report(
+        now,
+        "s1",
+        Report {
+            loss: 0.05,
+            jitter: Duration::from_millis(12),
+            rtt: Duration::from_micros(80_400),
+        },
+    );
+    let AppMessage::Perf(summary) = c.engines[host].perf_summary(c.now_ms) else {
+        panic!("a perf summary");
+    };
+    let (loss, jitter_ms, rtt_ms, samples) = summary.locations["198.18.9.0/24"];
+    assert_eq!((loss, jitter_ms, rtt_ms, samples), (50, 12, 80, 1));
+}
+
+/// A fenced engine (its node hears nothing from the overlay) claims
+/// nothing: its view of who is dead may be its own isolation. The next
+/// live backup claims once its stagger has passed.
+#[test]
+fn a_fenced_backup_does_not_take_over_and_the_next_one_does() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let backup = c.index(&record.backups[0]);
+    let second = c.index(&record.backups[1]);
+    let now = c.now;
+    c.engines[backup].set_fenced(now, true);
+    c.crash(primary);
+    c.tick(Duration::from_millis(250));
+    assert!(c.hosting(backup).is_empty(), "claimed while fenced");
+    c.tick(Duration::from_secs(3));
+    assert!(c.hosting(backup).is_empty(), "claimed while fenced");
+    assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+}

@@ -1906,3 +1906,65 @@ fn a_late_suspicion_deadline_is_extended_and_costs_a_step_of_health() {
         "extended, not dead"
     );
 }
+
+#[test]
+fn a_coordinate_that_moved_exactly_the_bound_is_not_sent_unasked() {
+    // "Moved by more than the bound": at the bound itself it stays unsent.
+    let config = coords::Config::default();
+    let mut m = Member::new(id(1), 0, Vec::new(), Instant::now());
+    let sent = Coordinate::new(&config);
+    let floor = COORD_RESEND_FLOOR.as_secs_f64();
+    let mut own = sent.clone();
+    own.adjustment = sent.adjustment + floor;
+    m.coord_sent = Some(sent);
+    // No coordinate of the member: the bound is the floor.
+    let moved = own.moved_since(m.coord_sent.as_ref().unwrap());
+    assert_eq!(moved, floor);
+    assert!(!coord_moved(&own, &m));
+    own.adjustment += 1e-6;
+    assert!(coord_moved(&own, &m));
+}
+
+#[test]
+fn app_payloads_are_piggybacked_mult_times_the_digits_of_the_group_size() {
+    let config = Config {
+        app_retransmit_mult: 4,
+        ..Config::lan()
+    };
+    // ceil(log10(n + 1)): 1 up to 9 members, 2 from 10 to 99, 3 from 100.
+    assert_eq!(config.app_retransmit_limit(9), 4);
+    assert_eq!(config.app_retransmit_limit(10), 8);
+    assert_eq!(config.app_retransmit_limit(99), 8);
+    assert_eq!(config.app_retransmit_limit(100), 12);
+    // A multiplier of zero still sends each payload once per digit.
+    let zero = Config {
+        app_retransmit_mult: 0,
+        ..Config::lan()
+    };
+    assert_eq!(zero.app_retransmit_limit(10), 2);
+}
+
+#[test]
+fn timer_entries_are_equal_exactly_when_they_order_equal() {
+    // The timer heap's Eq must agree with its Ord (time, then insertion
+    // order; the timer itself does not count).
+    let now = Instant::now();
+    let entry = |order, timer| Scheduled {
+        at: now,
+        order,
+        timer,
+    };
+    let a = entry(1, Timer::Sync);
+    let same_slot = entry(1, Timer::Reclaim);
+    let later = entry(2, Timer::Sync);
+    assert_eq!(a, same_slot);
+    assert_ne!(a, later);
+    assert_ne!(
+        a,
+        Scheduled {
+            at: now + Duration::from_millis(1),
+            order: 1,
+            timer: Timer::Sync,
+        }
+    );
+}

@@ -3,6 +3,7 @@
 
 mod byzantine;
 mod harness;
+mod mutants;
 mod refusals;
 
 use std::collections::BTreeMap;
