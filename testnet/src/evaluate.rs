@@ -481,11 +481,15 @@ fn render_summary(md: &mut String, o: &[Outcome]) {
          | pre-provisioning: backup placement (WAN, region outage) | `spread` (default): a backup outside the primary's region | sessions lost {}, gap {} | a farther backup than `nearest` |\n\n\
          **What to pick.** Interactive media through a transcoding proxy (a call, \
          live audio), where a second of silence is what the user notices: the \
-         default 100 ms probes and a *warm* standby; the price is a second \
-         instance per session on its first backup. Video-on-demand and other \
-         services whose instance starts fast or whose client buffers: *cold* \
-         standby, no instance held, the gap is the start-up of the command on \
-         top of detection. An overlay that must spend fewer bytes on monitoring: \
+         default 100 ms probes, which detect a kill within about a second. \
+         Standby: on these runs a *warm* standby did not shorten the gap (ffmpeg \
+         reading a local file starts within about 80 ms of a takeover, and the \
+         promoted warm instance was no faster; see the notes below), so *cold* \
+         is the pick today, and warm only for a command that takes long to \
+         produce its first packet (a remote source, a slow decoder), at the \
+         price of a second instance per session on its first backup. \
+         Video-on-demand and other services whose client buffers: cold. An \
+         overlay that must spend fewer bytes on monitoring: \
          200 ms probes halve them and still detect within the paper's ~1.8 s; \
          500 ms match Serf's bytes and still detect faster than Serf's ~8 s. \
          Keep `placement = \"spread\"` wherever a region (a site) can fail as a \
@@ -1515,6 +1519,21 @@ once it reaches nearly every node, and refutations went 21 -> 22; it came \
 with the review fixes of \
 65670aa (the back-to-back run of 10b81b1 has it too), the takeover and \
 detection figures moved by under 1%.
+- **transcode, warm against cold** (first runs, 2026-12-03, N=16, 10 \
+kills each, the gap per affected client minus the first survivor's \
+detection of the kill): on the LAN 36-205 ms warm (median 132) against \
+73-109 ms cold (median 83); on the WAN median 272 ms warm against 151 \
+cold. So here a warm standby did not shorten the gap: ffmpeg reading a \
+local file starts and sends its first packet within about 80 ms of the \
+takeover, and the promoted warm instance was slower and more variable \
+than that. Where the time goes between the claim and the first \
+forwarded packet of a promoted instance (the gate opens on the next \
+packet ffmpeg sends, 20 ms apart) is not yet understood; until it is, \
+the WAN warm run misses its 1.5 s target (p99 1657 ms) while the cold \
+run meets its 2.0 s one (1525 ms). A warm instance costs what a running \
+one does: 0.18-0.19% of a core and 16 KB/s of source read (the WAV's \
+128 kbit/s) per instance on this machine. Vivaldi's median error in the \
+WAN warm run was 10.2% at N=16 (target 10%).
 - **Idle CPU on loopback** (`bench`) read 1.1 % of a core until 2026-12-02, against \
 0.6 % for the same nodes in `scale-lan`: the bench measured 30 s starting 3 s after the \
 nodes converged, so it counted start-up (the first Kademlia walks, coordinate and key \
