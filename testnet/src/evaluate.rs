@@ -482,12 +482,11 @@ fn render_summary(md: &mut String, o: &[Outcome]) {
          **What to pick.** Interactive media through a transcoding proxy (a call, \
          live audio), where a second of silence is what the user notices: the \
          default 100 ms probes, which detect a kill within about a second. \
-         Standby: on these runs a *warm* standby did not shorten the gap (ffmpeg \
-         reading a local file starts within about 80 ms of a takeover, and the \
-         promoted warm instance was no faster; see the notes below), so *cold* \
-         is the pick today, and warm only for a command that takes long to \
-         produce its first packet (a remote source, a slow decoder), at the \
-         price of a second instance per session on its first backup. \
+         Standby: a *warm* standby cuts what comes after detection from about \
+         80 ms (ffmpeg starting) to about 30 ms on the LAN and from 151 to 110 \
+         ms (medians) on the WAN, for a second instance per session on its \
+         first backup; worth it where the command starts slowly (a remote \
+         source, a heavy decoder) or every 50 ms count. \
          Video-on-demand and other services whose client buffers: cold. An \
          overlay that must spend fewer bytes on monitoring: \
          200 ms probes halve them and still detect within the paper's ~1.8 s; \
@@ -1519,21 +1518,27 @@ once it reaches nearly every node, and refutations went 21 -> 22; it came \
 with the review fixes of \
 65670aa (the back-to-back run of 10b81b1 has it too), the takeover and \
 detection figures moved by under 1%.
-- **transcode, warm against cold** (first runs, 2026-12-03, N=16, 10 \
-kills each, the gap per affected client minus the first survivor's \
-detection of the kill): on the LAN 36-205 ms warm (median 132) against \
-73-109 ms cold (median 83); on the WAN median 272 ms warm against 151 \
-cold. So here a warm standby did not shorten the gap: ffmpeg reading a \
-local file starts and sends its first packet within about 80 ms of the \
-takeover, and the promoted warm instance was slower and more variable \
-than that. Where the time goes between the claim and the first \
-forwarded packet of a promoted instance (the gate opens on the next \
-packet ffmpeg sends, 20 ms apart) is not yet understood; until it is, \
-the WAN warm run misses its 1.5 s target (p99 1657 ms) while the cold \
-run meets its 2.0 s one (1525 ms). A warm instance costs what a running \
-one does: 0.18-0.19% of a core and 16 KB/s of source read (the WAV's \
-128 kbit/s) per instance on this machine. Vivaldi's median error in the \
-WAN warm run was 10.2% at N=16 (target 10%).
+- **transcode, warm against cold**: the gap per affected client minus \
+the first survivor's detection of the kill is what standby changes. The \
+first runs (2026-12-03, N=16, 10 kills each) had warm *slower* than cold: \
+36-205 ms warm (median 132) against 73-109 ms cold (median 83) on the \
+LAN, median 272 against 151 ms on the WAN, and the WAN warm run missed \
+its 1.5 s target (gap p99 1657 ms). The cause was the gate: ffmpeg reads \
+a WAV file 256 ms at a time (4096-byte packets, `ffprobe -show_packets`) \
+and with `-re` sends each 256 ms of RTP in one burst, and a closed gate \
+dropped what arrived, so a promoted instance forwarded nothing until the \
+command's next burst, 128 ms later on average; a cold start sends its \
+first burst as soon as ffmpeg runs (about 80 ms here). A closed gate now \
+gives every packet its slot, holds it and drops it when the slot comes, \
+so at promotion the packet of the next slot is already there \
+(`node/src/service/gate.rs`). Re-run (the warm rows above): 5-47 ms \
+(median 32) on the LAN, median 110 ms on the WAN; gap p99 584 ms LAN, \
+1414 ms WAN. A warm instance costs what a running one does: 0.18-0.19% \
+of a core and 16 KB/s of source read (the WAV's 128 kbit/s) per instance \
+on this machine. Vivaldi's median error in the N=16 WAN runs was \
+10.4-10.7% (the target, 10%, is held at N=32 and 64: see kill-wan and \
+scale-wan); with 16 nodes on 16 regions each node has one neighbour per \
+region.
 - **Idle CPU on loopback** (`bench`) read 1.1 % of a core until 2026-12-02, against \
 0.6 % for the same nodes in `scale-lan`: the bench measured 30 s starting 3 s after the \
 nodes converged, so it counted start-up (the first Kademlia walks, coordinate and key \

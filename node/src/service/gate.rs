@@ -34,7 +34,12 @@
 //!
 //! The gate forwards only while the instance is not paused (no consent, or
 //! a warm standby: the command runs, the gate is closed; promotion opens
-//! it). RTCP is `rtp-audio`'s: the stream goes out from an even port with
+//! it). A closed gate still gives each packet its slot and holds it, and
+//! drops it when the slot comes instead of sending it: commands send in
+//! bursts (ffmpeg reading a WAV file sends 256 ms of packets at once), so
+//! a gate that dropped what came while closed would, once opened, wait
+//! for the command's next burst (128 ms on average) where a held burst
+//! has the packet of the very next slot ready. RTCP is `rtp-audio`'s: the stream goes out from an even port with
 //! an RTCP socket above it, receiver reports from the client reach the node,
 //! sender reports go out.
 
@@ -62,8 +67,6 @@ pub enum Refusal {
     Foreign,
     /// Not RTP version 2 with consistent lengths, or empty.
     Malformed,
-    /// The gate is closed (paused, or standing by warm).
-    Closed,
     /// Too many packets held already.
     Overflow,
 }
@@ -105,15 +108,15 @@ impl Translator {
     }
 
     /// Takes `datagram` from `from`, arrived at `unix_us` during the
-    /// command's run number `run`; `closed`: the gate is closed. Taken
-    /// packets come out of [`ready`](Self::ready).
+    /// command's run number `run`. Taken packets come out of
+    /// [`ready`](Self::ready) when their slot comes (or are dropped then by
+    /// [`discard_ready`](Self::discard_ready) while the gate is closed).
     pub fn accept(
         &mut self,
         datagram: &[u8],
         from: SocketAddr,
         run: u32,
         unix_us: u64,
-        closed: bool,
     ) -> Result<(), Refusal> {
         if !from.ip().to_canonical().is_loopback() {
             return Err(Refusal::Foreign);
@@ -131,10 +134,6 @@ impl Translator {
                 }
             }
             _ => self.latched = Some((run, from)),
-        }
-        if closed {
-            self.held.clear();
-            return Err(Refusal::Closed);
         }
         if self.held.len() >= MAX_HELD {
             return Err(Refusal::Overflow);
@@ -177,9 +176,12 @@ impl Translator {
         stream::due_us(self.started_ms, k).saturating_sub(PACKET_US / 2)
     }
 
-    /// Drops what is held (the gate closed).
-    pub fn close(&mut self) {
-        self.held.clear();
+    /// Drops the packets [`ready`](Self::ready) would send now (the gate
+    /// is closed); returns how many. Later ones stay held, so that a gate
+    /// opened in the middle of a burst sends the next slot's packet on
+    /// time.
+    pub fn discard_ready(&mut self, unix_us: u64) -> usize {
+        self.ready(unix_us).len()
     }
 }
 
@@ -287,10 +289,9 @@ impl Gate {
                 got = gate.recv_from(&mut buf) => {
                     // Errors of an unconnected UDP socket are transient.
                     let Ok((n, from)) = got else { continue };
-                    let closed = lock(&status).paused;
                     let run = self.runs.load(Ordering::Acquire);
-                    match translator.accept(&buf[..n], from, run, clock.unix_us(), closed) {
-                        Ok(()) | Err(Refusal::Closed) => {}
+                    match translator.accept(&buf[..n], from, run, clock.unix_us()) {
+                        Ok(()) => {}
                         Err(why) => {
                             lock(&status).packets_dropped += 1;
                             tracing::trace!(?why, %from, "gate dropped a datagram");
@@ -299,7 +300,7 @@ impl Gate {
                 }
             }
             if lock(&status).paused {
-                translator.close();
+                translator.discard_ready(clock.unix_us());
                 continue;
             }
             for packet in translator.ready(clock.unix_us()) {
@@ -367,32 +368,20 @@ mod tests {
         let ids = stream::Ids::derive("call-7");
         let mut gate = Translator::new(ids, STARTED_MS);
         // The command numbers from 9000 and has its own SSRC: irrelevant.
-        gate.accept(
-            &from_command(9000, &[1; 160]),
-            COMMAND,
-            0,
-            due(50) + 3_000,
-            false,
-        )
-        .unwrap();
+        gate.accept(&from_command(9000, &[1; 160]), COMMAND, 0, due(50) + 3_000)
+            .unwrap();
         let sent = gate.ready(due(50) + 3_000);
         assert_eq!(sent.len(), 1);
         assert_eq!(header(&sent[0]), expected(ids, 50));
         assert_eq!(sent[0][HEADER_LEN..], [1; 160], "the command's payload");
         // 8 ms before slot 51 is nearest to it: sent at once, as 51.
-        gate.accept(
-            &from_command(9001, &[2; 160]),
-            COMMAND,
-            0,
-            due(51) - 8_000,
-            false,
-        )
-        .unwrap();
+        gate.accept(&from_command(9001, &[2; 160]), COMMAND, 0, due(51) - 8_000)
+            .unwrap();
         assert_eq!(header(&gate.ready(due(51) - 8_000)[0]), expected(ids, 51));
         // A burst of three at slot 53 (slot 52 went unsent: a gap): each
         // gets the slot after the last, and waits for it.
         for seq in 9002..9005 {
-            gate.accept(&from_command(seq, &[3; 160]), COMMAND, 0, due(53), false)
+            gate.accept(&from_command(seq, &[3; 160]), COMMAND, 0, due(53))
                 .unwrap();
         }
         let now = gate.ready(due(53));
@@ -404,7 +393,7 @@ mod tests {
         assert_eq!(header(&gate.ready(due(60))[0]), expected(ids, 55));
         assert_eq!(gate.next_release_us(), None);
         // A late packet never goes back nor repeats: after 55 comes 56.
-        gate.accept(&from_command(1, &[4; 160]), COMMAND, 0, due(40), false)
+        gate.accept(&from_command(1, &[4; 160]), COMMAND, 0, due(40))
             .unwrap();
         assert_eq!(header(&gate.ready(due(60))[0]), expected(ids, 56));
     }
@@ -415,8 +404,8 @@ mod tests {
         let mut gate = Translator::new(ids, STARTED_MS);
         let mut p = from_command(7, &[9; 160]);
         p[1] = 8; // PCMA, no marker
-        gate.accept(&p, COMMAND, 0, due(0), false).unwrap();
-        gate.accept(&p, COMMAND, 0, due(0), false).unwrap();
+        gate.accept(&p, COMMAND, 0, due(0)).unwrap();
+        gate.accept(&p, COMMAND, 0, due(0)).unwrap();
         let sent = gate.ready(due(1));
         assert_eq!(header(&sent[0]), (true, 8, ids.seq(0), ids.ts0, ids.ssrc));
         assert_eq!(
@@ -434,7 +423,7 @@ mod tests {
             Translator::new(ids, STARTED_MS),
             Translator::new(ids, STARTED_MS),
         );
-        a.accept(&from_command(1, &[1; 160]), COMMAND, 0, due(100), false)
+        a.accept(&from_command(1, &[1; 160]), COMMAND, 0, due(100))
             .unwrap();
         a.ready(due(100));
         for k in 101..110 {
@@ -443,8 +432,8 @@ mod tests {
                 from_command(k as u16, &[1; 160]),
                 from_command(7, &[2; 160]),
             );
-            a.accept(&pa, COMMAND, 3, due(k) + jitter, false).unwrap();
-            b.accept(&pb, COMMAND, 0, due(k) + jitter, false).unwrap();
+            a.accept(&pa, COMMAND, 3, due(k) + jitter).unwrap();
+            b.accept(&pb, COMMAND, 0, due(k) + jitter).unwrap();
             let (sa, sb) = (a.ready(due(k) + jitter), b.ready(due(k) + jitter));
             assert_eq!(header(&sa[0]), header(&sb[0]), "packet {k}");
             assert_eq!(header(&sb[0]), expected(ids, k));
@@ -462,29 +451,20 @@ mod tests {
         sr.extend_from_slice(&[0; 24]);
         let muxer_rtcp: SocketAddr = "127.0.0.1:40009".parse().unwrap();
         assert_eq!(
-            gate.accept(&sr, muxer_rtcp, 0, due(1), false),
+            gate.accept(&sr, muxer_rtcp, 0, due(1)),
             Err(Refusal::Malformed)
         );
         let remote: SocketAddr = "198.18.0.1:40000".parse().unwrap();
-        assert_eq!(
-            gate.accept(&p, remote, 0, due(1), false),
-            Err(Refusal::Foreign)
-        );
+        assert_eq!(gate.accept(&p, remote, 0, due(1)), Err(Refusal::Foreign));
         // The first loopback source of the run is latched...
-        gate.accept(&p, COMMAND, 0, due(1), false).unwrap();
+        gate.accept(&p, COMMAND, 0, due(1)).unwrap();
         let other: SocketAddr = "127.0.0.1:40002".parse().unwrap();
-        assert_eq!(
-            gate.accept(&p, other, 0, due(2), false),
-            Err(Refusal::Foreign)
-        );
+        assert_eq!(gate.accept(&p, other, 0, due(2)), Err(Refusal::Foreign));
         let v6: SocketAddr = "[::1]:40000".parse().unwrap();
-        assert_eq!(gate.accept(&p, v6, 0, due(2), false), Err(Refusal::Foreign));
+        assert_eq!(gate.accept(&p, v6, 0, due(2)), Err(Refusal::Foreign));
         // ...until the command runs again, from another port.
-        gate.accept(&p, other, 1, due(3), false).unwrap();
-        assert_eq!(
-            gate.accept(&p, COMMAND, 1, due(4), false),
-            Err(Refusal::Foreign)
-        );
+        gate.accept(&p, other, 1, due(3)).unwrap();
+        assert_eq!(gate.accept(&p, COMMAND, 1, due(4)), Err(Refusal::Foreign));
         assert_eq!(gate.ready(due(10)).len(), 2);
     }
 
@@ -513,7 +493,7 @@ mod tests {
         cases.extend([version1, rtcp, csrcs, extension, padding]);
         for case in &cases {
             assert_eq!(
-                gate.accept(case, COMMAND, 0, due(1), false),
+                gate.accept(case, COMMAND, 0, due(1)),
                 Err(Refusal::Malformed),
                 "{case:?}"
             );
@@ -538,25 +518,31 @@ mod tests {
                 *byte = x as u8;
             }
             p[0] = 0x80 | (p[0] & 0x3F);
-            let _ = gate.accept(&p[..(x % 49) as usize], COMMAND, 0, due(1), false);
+            let _ = gate.accept(&p[..(x % 49) as usize], COMMAND, 0, due(1));
         }
     }
 
     #[test]
-    fn a_closed_gate_forwards_nothing_and_opens_at_the_slot_of_the_moment() {
+    fn a_closed_gate_drops_each_packet_at_its_slot_and_opens_with_the_next_one_ready() {
         let ids = stream::Ids::derive("s");
         let mut gate = Translator::new(ids, STARTED_MS);
         let p = from_command(1, &[0; 160]);
-        for _ in 0..3 {
-            gate.accept(&p, COMMAND, 0, due(10), false).unwrap();
+        // A burst of 13 packets (ffmpeg reads 256 ms of a WAV file at
+        // once) arrives at slot 10 while the gate is closed: slots 10-22.
+        for _ in 0..13 {
+            gate.accept(&p, COMMAND, 0, due(10)).unwrap();
         }
-        // Closing drops what was held, and what comes while closed.
-        assert_eq!(
-            gate.accept(&p, COMMAND, 0, due(11), true),
-            Err(Refusal::Closed)
-        );
-        assert!(gate.ready(due(20)).is_empty());
-        gate.accept(&p, COMMAND, 0, due(500), false).unwrap();
+        // Closed until slot 15: what was due goes nowhere.
+        assert_eq!(gate.discard_ready(due(15)), 6);
+        // Opened then: slot 16's packet is held, ready on time, not a
+        // burst (256 ms) later.
+        assert_eq!(gate.next_release_us(), Some(due(16) - PACKET_US / 2));
+        let sent = gate.ready(due(16));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(header(&sent[0]), expected(ids, 16));
+        // A packet after a long closed spell takes the slot of its moment.
+        assert_eq!(gate.discard_ready(due(400)), 6);
+        gate.accept(&p, COMMAND, 0, due(500)).unwrap();
         assert_eq!(header(&gate.ready(due(500))[0]), expected(ids, 500));
     }
 
@@ -565,11 +551,10 @@ mod tests {
         let mut gate = Translator::new(stream::Ids::derive("s"), STARTED_MS);
         let p = from_command(1, &[0; 160]);
         for _ in 0..MAX_HELD {
-            gate.accept(&p, COMMAND, 0, due(10) - 15_000, false)
-                .unwrap();
+            gate.accept(&p, COMMAND, 0, due(10) - 15_000).unwrap();
         }
         assert_eq!(
-            gate.accept(&p, COMMAND, 0, due(10) - 15_000, false),
+            gate.accept(&p, COMMAND, 0, due(10) - 15_000),
             Err(Refusal::Overflow)
         );
         assert_eq!(gate.ready(due(10 + MAX_HELD as u64)).len(), MAX_HELD);
