@@ -112,3 +112,108 @@ fn news_of_a_refused_peer_from_a_member_is_not_taken() {
     // nothing.
     assert!(net.node(0).tracked_peers() >= 1);
 }
+
+/// What a node held for a member while their handshake ran, and cannot
+/// seal once admitted (the hello named no datagram socket), is counted
+/// as dropped.
+#[test]
+fn datagrams_held_for_a_peer_without_a_datagram_socket_are_counted_as_dropped() {
+    let mut net = Net::with_config(3, 11, |i| {
+        let mut c = harness::config(i);
+        if i == 2 {
+            c.datagram = None;
+        }
+        c
+    });
+    net.discover(1, 0);
+    net.run_for(Duration::from_secs(1));
+    let c = net.ids[2].clone();
+    // Node 2 joins through node 1; node 0 learns of it by gossip and
+    // holds its probe while it handshakes.
+    net.discover(2, 1);
+    let admitted = |net: &Net| {
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Admitted { peer } if *peer == c))
+    };
+    let deadline = net.now + Duration::from_secs(5);
+    let mut before = 0;
+    while !admitted(&net) {
+        assert!(net.now < deadline, "node 0 never admitted node 2");
+        before = net.node(0).stats().drops.no_session;
+        net.run_for(Duration::from_micros(100));
+    }
+    let info = net.node(0).peer(&c).expect("tracked");
+    assert!(info.admitted && info.endpoint.is_none(), "{info:?}");
+    // Counted up, by at most what it may hold for a peer.
+    let cap = net.node(0).config().timing.pending_per_peer as u64;
+    let after = net.node(0).stats().drops.no_session;
+    assert!(
+        (before + 1..=before + cap).contains(&after),
+        "{before} -> {after}"
+    );
+}
+
+/// A map sync this node answered counts as done only when the initiator
+/// ends it cleanly, not when the stream breaks after the answer.
+#[test]
+fn an_answered_map_sync_that_breaks_is_not_counted_as_done() {
+    let mut net = Net::new(2, 12);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let a = net.ids[0].clone();
+    let digest = SyncMessage::Digest(net.node(0).engine().map().digest()).encode();
+    let b = net.node_mut(1);
+    drain(b);
+    let syncs = b.stats().syncs;
+    // The responder answers each digest (nothing differs: it finishes),
+    // then the initiator's end breaks on one and ends on the other.
+    for (error, counted) in [(Some("reset".to_string()), 0), (None, 1)] {
+        let (s, _, _) = b
+            .handle_stream_accepted(now, a.clone(), Protocol::Sync)
+            .expect("an admitted member may sync");
+        b.handle_frame(now, s, &digest);
+        let (t, _, _) = drain(b);
+        assert!(
+            t.iter()
+                .any(|t| matches!(t, Transmit::Finish { stream } if *stream == s)),
+            "{t:?}"
+        );
+        b.handle_stream_closed(now, s, error);
+        assert_eq!(b.stats().syncs, syncs + counted);
+    }
+}
+
+/// A node that fenced itself (it heard nothing) pulls the map from its
+/// members the moment the fence lifts, for what it missed; not when the
+/// fence goes up.
+#[test]
+fn a_node_pulls_the_map_when_its_fence_lifts_not_when_it_fences() {
+    let mut net = Net::new(4, 13);
+    net.warm();
+    net.run_for(Duration::from_secs(2));
+    let syncs_sent = |net: &Net| {
+        let sent = &net.node(0).stats().sent;
+        sent.get(&Class::MapSync).map_or(0, |f| f.packets)
+    };
+    // Runs 1 ms steps until node 0 reports `fenced`; answers whether it
+    // sent map-sync frames in that step.
+    let step_to = |net: &mut Net, fenced: bool| {
+        let deadline = net.now + Duration::from_secs(5);
+        loop {
+            assert!(net.now < deadline, "never fenced: {fenced}");
+            let before = syncs_sent(net);
+            net.run_for(Duration::from_millis(1));
+            if net.events[0].contains(&Event::Fenced { fenced }) {
+                return syncs_sent(net) > before;
+            }
+        }
+    };
+    for j in 1..4 {
+        net.cuts.insert((j, 0));
+    }
+    assert!(!step_to(&mut net, true), "pulled as it fenced");
+    net.cuts.clear();
+    assert!(step_to(&mut net, false), "did not pull as the fence lifted");
+}
