@@ -493,9 +493,11 @@ fn render_summary(md: &mut String, o: &[Outcome]) {
          500 ms match Serf's bytes and still detect faster than Serf's ~8 s. \
          Keep `placement = \"spread\"` wherever a region (a site) can fail as a \
          whole: with `nearest`, a session's backups tend to sit in its \
-         primary's region and go down with it. Not measured yet: the number of \
-         backups (1-3) against correlated failures of k clusters, and the \
-         testnet side of the probe-interval sweep.\n",
+         primary's region and go down with it. Backups: against k clusters \
+         failing at once, each more backup cuts the sessions lost whole by one \
+         to two orders of magnitude (simulator, see the notes), for a longer \
+         takeover tail and more bytes. Not measured yet: the testnet side of \
+         the probe-interval sweep.\n",
         p99("transcode-warm-lan", "gap_ms"),
         p99("transcode-warm-wan", "gap_ms"),
         instance("transcode-warm-lan", "cpu_pct_per_instance"),
@@ -1518,6 +1520,37 @@ once it reaches nearly every node, and refutations went 21 -> 22; it came \
 with the review fixes of \
 65670aa (the back-to-back run of 10b81b1 has it too), the takeover and \
 detection figures moved by under 1%.
+- **Correlated failures against the number of backups** (simulator, \
+2026-12-03; `testnet sim --nodes 100 --seed 1 --scenario crash --sessions \
+400 --duration 120s --crash-together K --backups B --json`): every ~3 s, \
+K random nodes crash at the same instant and restart 2.5 s later (40-41 \
+bursts); `sessions_all_replicas_crashed` counts the sessions whose \
+primary and every backup were in a burst (against the chance level, \
+sessions x bursts x C(N-B-1, K-B-1) / C(N, K)):
+
+  | K | B | every replica crashed (chance) | lost with a backup alive | takeover p99 | bytes/s per node | invariant violations |
+  |---|---|---|---|---|---|---|
+  | 1 | 1 / 2 / 3 | 0 / 0 / 0 (0) | 0 | 972 / 1166 / 1198 ms | 29 / 39 / 46 KB/s | 0 / 0 / 1 |
+  | 5 | 1 / 2 / 3 | 24 / 0 / 0 (32.3 / 0.99 / 0.02) | 0 | 1459 / 1597 / 1787 ms | 114 / 132 / 158 KB/s | 26 / 7 / 0 |
+  | 10 | 1 / 2 / 3 | 168 / 6 / 3 (149 / 12.2 / 0.88) | 0 | 1487 / 1722 / 2109 ms | 212 / 228 / 286 KB/s | 148 / 25 / 15 |
+
+  One more backup cuts the sessions a burst takes whole by one to two \
+orders of magnitude, as the formula says, and costs a longer takeover \
+tail (the ranks ahead of a live backup crash with the primary, so it \
+claims after their staggers) and more bytes (each backup is one more \
+replica to repair after every crash). No session was lost while a \
+backup lived, none was doubly owned. But the invariant that exactly one \
+live *backup* claims a dead primary's session broke (`takeover_by_one_backup`): \
+when every replica crashed, the restarted primary picks its session up \
+again (a claim by a node that is no longer a backup) or nobody claims it \
+while a restarted, empty backup is alive; with bursts, a backup ranked \
+behind crashed ones waits its stagger and the primary restarts first; \
+once with single crashes (K=1, B=3) a restarted primary claimed its own \
+session. Whether the protocol should let a restarted primary resume \
+(the session survives) or the invariant should allow it is the next \
+question for this study. The traffic at 400 sessions on 100 nodes with \
+a crash every 3 s is session-map deltas piggybacked on every probe, not \
+monitoring.
 - **transcode, warm against cold**: the gap per affected client minus \
 the first survivor's detection of the kill is what standby changes. The \
 first runs (2026-12-03, N=16, 10 kills each) had warm *slower* than cold: \

@@ -594,6 +594,18 @@ struct SimArgs {
     #[arg(long, value_name = "S", default_value_t = 0)]
     sessions: usize,
 
+    /// Correlated crashes: each crash takes down K distinct random nodes at
+    /// the same instant (1 to nodes/2; crash scenario only). The report
+    /// counts sessions_all_replicas_crashed, sessions whose primary and
+    /// every backup were in one burst [default: 1].
+    #[arg(long, value_name = "K")]
+    crash_together: Option<usize>,
+
+    /// Backups each session gets, 1 to 8 (the placement policy's `backups`)
+    /// [default: the policy's, 2].
+    #[arg(long, value_name = "B", value_parser = clap::value_parser!(u8).range(1..=8))]
+    backups: Option<u8>,
+
     /// Length of the final phase without faults, after which the membership
     /// must have converged.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = positive_duration)]
@@ -710,6 +722,10 @@ enum CliError {
     RttRange { min: Duration, max: Duration },
     #[error(transparent)]
     Matrix(#[from] sim::MatrixError),
+    #[error("--crash-together {k} is out of range: 1 to {max} (half of --nodes {nodes})")]
+    CrashTogether { k: usize, max: usize, nodes: u32 },
+    #[error("--crash-together only applies to --scenario crash, not {0}")]
+    CrashTogetherScenario(sim::Scenario),
 }
 
 fn main() -> ExitCode {
@@ -895,6 +911,23 @@ fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
         cfg.warm_start = args.warm_start;
     }
     cfg.sessions = args.sessions;
+    if let Some(b) = args.backups {
+        cfg.sim.sessions.policy.backups = usize::from(b);
+    }
+    if let Some(k) = args.crash_together {
+        if scenario != sim::Scenario::Crash {
+            return Err(CliError::CrashTogetherScenario(scenario));
+        }
+        let max = args.nodes as usize / 2;
+        if !(1..=max).contains(&k) {
+            return Err(CliError::CrashTogether {
+                k,
+                max,
+                nodes: args.nodes,
+            });
+        }
+        cfg.crash_together = k;
+    }
     cfg.settle = args.settle;
     cfg.replay = replay_command(seed);
 

@@ -602,3 +602,164 @@ fn spread_backups_survive_a_region_outage_and_nearest_ones_do_not() {
     }
     assert_eq!(hosted, 0, "the sessions go down with eu");
 }
+
+/// The nodes hosting session `id` and the backups their records name.
+fn replicas(sim: &Sim, id: &str) -> (Vec<usize>, Vec<usize>) {
+    let hosts = sim.hosts(id);
+    let backups = hosts
+        .iter()
+        .filter_map(|&h| {
+            sim.node(h)?
+                .engine()
+                .map()
+                .get(id)
+                .map(|r| r.backups.clone())
+        })
+        .flatten()
+        .map(|b| sim.index_of(&b).expect("a backup of the group"))
+        .collect();
+    (hosts, backups)
+}
+
+#[test]
+fn a_burst_counts_the_sessions_it_holds_every_replica_of() {
+    let mut sim = converged(8, 41);
+    let ids: Vec<String> = (0..8)
+        .filter_map(|i| sim.open_session(i, &format!("198.18.4.{}:5004", i + 1)))
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 8);
+    sim.run_for(5 * S);
+    assert!(sim.sessions_settled());
+    // Every replica of each burst's sessions, counted by hand.
+    let by_hand = |burst: &[usize]| {
+        ids.iter()
+            .filter(|id| {
+                let (hosts, backups) = replicas(&sim, id);
+                !hosts.is_empty() && hosts.iter().chain(&backups).all(|n| burst.contains(n))
+            })
+            .count()
+    };
+    let (hosts, backups) = replicas(&sim, &ids[0]);
+    assert_eq!(
+        (hosts.len(), backups.len()),
+        (1, 2),
+        "{hosts:?} {backups:?}"
+    );
+    let mut all = hosts.clone();
+    all.extend(&backups);
+    // The primary alone, or with one backup of two, leaves a replica.
+    for burst in [hosts.clone(), all[..2].to_vec()] {
+        assert_eq!(sim.sessions_all_replicas_in(&burst), by_hand(&burst));
+        assert_eq!(by_hand(&burst), 0, "{burst:?}");
+    }
+    // Every replica: at least this session.
+    assert!(by_hand(&all) >= 1);
+    assert_eq!(sim.sessions_all_replicas_in(&all), by_hand(&all));
+    // Half the group: whatever it holds whole.
+    let half: Vec<usize> = (0..4).collect();
+    assert_eq!(sim.sessions_all_replicas_in(&half), by_hand(&half));
+    assert_eq!(sim.sessions_all_replicas_in(&[]), 0);
+}
+
+/// A crash run at 12 nodes with 24 sessions, four nodes crashing at once.
+fn bursts(backups: usize) -> sim::Report {
+    let mut cfg = with_sessions(Scenario::Crash, 12, 24, 2, 15 * S);
+    cfg.crash_together = 4;
+    cfg.sim.sessions.policy.backups = backups;
+    sim::run(&cfg)
+}
+
+#[test]
+fn correlated_crashes_take_every_replica_of_some_sessions_fewer_with_more_backups() {
+    let one = bursts(1);
+    assert_eq!((one.crash_together, one.backups), (4, 1));
+    assert_eq!(one.crashes % 4, 0, "{one}");
+    // A random 4 of 12 holds both replicas of a session with probability
+    // 4*3/(12*11): ~2 of 24 sessions a burst.
+    assert!(one.sessions_all_replicas_crashed > 0, "{one}");
+    // Summed over the bursts, between a quarter of what chance gives and
+    // three times as much (8.7 for the 4 bursts of this seed).
+    let crashes_at_once = (one.crashes / 4) as f64;
+    let expected = 24.0 * crashes_at_once * (4.0 * 3.0) / (12.0 * 11.0);
+    let count = one.sessions_all_replicas_crashed as f64;
+    assert!(
+        count > expected / 4.0 && count < 3.0 * expected,
+        "{expected:.1} expected: {one}"
+    );
+    // Not lost: no backup lived while they were hosted nowhere.
+    assert_eq!((one.sessions_lost, one.double_owned), (0, 0), "{one}");
+    // What does break: once the crashed replicas restart (empty), the
+    // restarted primary picks such a session up again although it is none
+    // of its backups, or no backup claims it although a (restarted) backup
+    // lives. takeover_by_one_backup sees that; nothing else may break.
+    assert!(
+        one.violations
+            .iter()
+            .all(|v| v.invariant == "takeover_by_one_backup"),
+        "{one}"
+    );
+    let three = bursts(3);
+    assert_eq!(three.backups, 3);
+    assert!(
+        three.sessions_all_replicas_crashed < one.sessions_all_replicas_crashed,
+        "{three}"
+    );
+    assert_eq!((three.sessions_lost, three.double_owned), (0, 0), "{three}");
+    assert_passed(&three);
+    let json: serde_json::Value = serde_json::from_str(&three.to_json()).unwrap();
+    for key in ["sessions_all_replicas_crashed", "crash_together", "backups"] {
+        assert!(json.get(key).is_some_and(|v| v.is_u64()), "missing {key}");
+    }
+    assert!(three.to_string().contains("every replica crashed"));
+}
+
+#[test]
+fn the_binary_checks_crash_together_and_backups() {
+    let bin = env!("CARGO_BIN_EXE_testnet");
+    let sim = |args: &[&str]| Command::new(bin).arg("sim").args(args).output().unwrap();
+    for (bad, says) in [
+        (&["--nodes", "8", "--crash-together", "5"][..], "1 to 4"),
+        (&["--nodes", "8", "--crash-together", "0"], "1 to 4"),
+        (
+            &["--scenario", "loss", "--crash-together", "2"],
+            "only applies to --scenario crash",
+        ),
+        (&["--backups", "0"], "1..=8"),
+        (&["--backups", "9"], "1..=8"),
+    ] {
+        let out = sim(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{bad:?}: {stderr}");
+    }
+    let out = sim(&[
+        "--nodes",
+        "8",
+        "--seed",
+        "5",
+        "--sessions",
+        "8",
+        "--duration",
+        "4s",
+        "--warmup",
+        "3s",
+        "--settle",
+        "10s",
+        "--crash-together",
+        "2",
+        "--backups",
+        "3",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (json["crash_together"].as_u64(), json["backups"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let replay = json["replay"].as_str().unwrap();
+    assert!(
+        replay.ends_with("--crash-together 2 --backups 3 --json --seed 5"),
+        "{replay}"
+    );
+}

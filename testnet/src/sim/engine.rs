@@ -710,6 +710,33 @@ impl Sim {
             .unwrap_or_default()
     }
 
+    /// Sessions every replica of which is in `burst` now: each node hosting
+    /// it (the ground truth of [`hosts`](Self::hosts)) and every backup its
+    /// record there names. Crashing `burst` at once leaves nobody to take
+    /// them over (not a `not_lost` violation: no backup lives). A session
+    /// whose record names no backup counts once its hosts are all in.
+    pub fn sessions_all_replicas_in(&self, burst: &[usize]) -> usize {
+        let o = &self.sessions.ownership;
+        let inside = |n: u32| burst.contains(&(n as usize));
+        let hosted: BTreeSet<Sid> = burst
+            .iter()
+            .filter(|&&i| i < self.nodes.len())
+            .flat_map(|&i| o.hosted_by(i as u32))
+            .collect();
+        hosted
+            .into_iter()
+            .filter(|&sid| {
+                o.hosts(sid).iter().all(|&h| {
+                    inside(h)
+                        && self.nodes[h as usize]
+                            .node
+                            .as_ref()
+                            .is_none_or(|n| self.backups_in(n, sid).into_iter().all(inside))
+                })
+            })
+            .count()
+    }
+
     /// Sessions that broke the not-lost invariant.
     pub fn sessions_lost(&self) -> usize {
         self.sessions.lost.flagged()

@@ -72,6 +72,14 @@ pub struct Report {
     /// Sessions hosted by no live node for longer than the bound while a
     /// backup lived (invariant `not_lost`).
     pub sessions_lost: usize,
+    /// Sessions whose primary and every backup were in one crash burst,
+    /// summed over the bursts: nobody was left to take them over (not
+    /// counted in `sessions_lost`, whose clock waits while no backup lives).
+    pub sessions_all_replicas_crashed: u64,
+    /// Nodes each crash takes down at once (`--crash-together`).
+    pub crash_together: usize,
+    /// Backups per session (`--backups`, the policy's `backups`).
+    pub backups: usize,
     /// Sessions hosted by two live nodes for longer than the bound after
     /// they could hear each other (invariant `not_doubly_owned`).
     pub double_owned: usize,
@@ -431,6 +439,14 @@ impl fmt::Display for Report {
                 f,
                 "  lost / doubly owned",
                 format!("{} / {}", self.sessions_lost, self.double_owned),
+            )?;
+            row(
+                f,
+                "  every replica crashed",
+                format!(
+                    "{} (bursts of {} crashes, {} backups per session)",
+                    self.sessions_all_replicas_crashed, self.crash_together, self.backups
+                ),
             )?;
             row(
                 f,

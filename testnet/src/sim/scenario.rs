@@ -144,6 +144,10 @@ pub struct ScenarioConfig {
     pub update_every: Duration,
     /// Mean time between two crashes (crash scenario).
     pub crash_every: Duration,
+    /// Distinct settled nodes each crash takes down at the same instant
+    /// (fewer if fewer are settled): correlated failures, as of a cluster
+    /// or a rack (crash scenario).
+    pub crash_together: usize,
     /// A crashed node restarts this long after its crash (or once every
     /// live node has declared it dead, if that is later).
     pub restart_after: Duration,
@@ -185,6 +189,7 @@ impl ScenarioConfig {
             asymmetric: false,
             update_every: Duration::from_secs(2),
             crash_every: Duration::from_secs(3),
+            crash_together: 1,
             restart_after: Duration::from_millis(2500),
             partition_every: Duration::from_secs(20),
             partition_for: Duration::from_secs(10),
@@ -258,6 +263,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
     );
     let paused = if n > 1 { rng.random_range(1..n) } else { 0 };
     let mut heal_unconverged = 0;
+    let mut all_replicas_crashed = 0u64;
     sim.set_loss(cfg.loss);
     match cfg.scenario {
         Scenario::Crash => plan(
@@ -295,7 +301,17 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
                 );
             }
             Act::Crash => {
-                if let Some(i) = pick(&sim, &mut rng, |sim, i| sim.is_settled(i)) {
+                // With one node a burst draws exactly what a single crash did.
+                let mut burst = Vec::with_capacity(cfg.crash_together);
+                while burst.len() < cfg.crash_together {
+                    let ok = |sim: &Sim, i| sim.is_settled(i) && !burst.contains(&i);
+                    let Some(i) = pick(&sim, &mut rng, ok) else {
+                        break;
+                    };
+                    burst.push(i);
+                }
+                all_replicas_crashed += sim.sessions_all_replicas_in(&burst) as u64;
+                for &i in &burst {
                     sim.crash(i);
                     sim.restart_at(i, at + cfg.restart_after);
                 }
@@ -363,15 +379,14 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         warmup: warmup_wall,
         measure: measure_wall,
     };
-    let report = report(
-        cfg,
-        &sim,
-        &wall,
+    let outcome = Outcome {
         start,
         drained,
         heal_unconverged,
         replicated,
-    );
+        all_replicas_crashed,
+    };
+    let report = report(cfg, &sim, &wall, &outcome);
     // Freeing a thousand nodes' maps takes seconds: let a thread do it
     // while the report is printed (the process may exit first).
     std::thread::spawn(move || drop(sim));
@@ -470,15 +485,30 @@ struct Wall {
     measure: Duration,
 }
 
-fn report(
-    cfg: &ScenarioConfig,
-    sim: &Sim,
-    wall: &Wall,
+/// What the run itself found, besides the simulator's counters.
+#[derive(Debug)]
+struct Outcome {
+    /// When the measurement window started.
     start: Duration,
+    /// Whether the join wave had drained by then.
     drained: bool,
+    /// Heals after which the views had not converged at the next cut.
     heal_unconverged: usize,
+    /// How long session replication took, if it completed.
     replicated: Option<Duration>,
-) -> Report {
+    /// Sessions every replica of which was in a crash burst, summed over
+    /// the bursts.
+    all_replicas_crashed: u64,
+}
+
+fn report(cfg: &ScenarioConfig, sim: &Sim, wall: &Wall, outcome: &Outcome) -> Report {
+    let &Outcome {
+        start,
+        drained,
+        heal_unconverged,
+        replicated,
+        all_replicas_crashed,
+    } = outcome;
     let wall_s = wall.total.as_secs_f64();
     let measure_wall_s = wall.measure.as_secs_f64();
     let (per_node, window) = sim.traffic();
@@ -549,6 +579,9 @@ fn report(
         },
         sessions: cfg.sessions,
         sessions_lost: sim.sessions_lost(),
+        sessions_all_replicas_crashed: all_replicas_crashed,
+        crash_together: cfg.crash_together,
+        backups: cfg.sim.sessions.policy.backups,
         double_owned: sim.double_owned(),
         takeover_ms: summary(sim.takeover_samples()),
         claim_ms: summary(sim.claim_samples()),
