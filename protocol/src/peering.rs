@@ -537,6 +537,11 @@ mod tests {
             reason: "x".repeat(MAX_REASON_LEN + 1),
         };
         assert!(decode(&encode(&long_reason)).is_err());
+        // A reason of exactly the cap is read.
+        let longest_reason = Hello::Refused {
+            reason: "x".repeat(MAX_REASON_LEN),
+        };
+        assert_eq!(decode(&encode(&longest_reason)).unwrap(), longest_reason);
     }
 
     #[test]

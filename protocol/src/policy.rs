@@ -667,6 +667,29 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_not_poor_but_with_more_than_half_the_loss_is_not_moved_to() {
+        // Poor at 4% loss (the bound is 3%); a peer at 2.5% is not poor,
+        // but not clearly better either: it needs at most half, 2%.
+        let config = Config::default();
+        let current = perf(0.04, 10);
+        let long = Some(Duration::from_secs(15));
+        let dwell = Duration::from_secs(120);
+        let with_loss = |loss| {
+            let mut c = cand(2, 30, 10, 0);
+            c.perf = Some(perf(loss, 5));
+            [c]
+        };
+        assert_eq!(
+            transfer_to(&current, long, dwell, &with_loss(0.025), &config),
+            None
+        );
+        assert_eq!(
+            transfer_to(&current, long, dwell, &with_loss(0.02), &config),
+            Some(id(2))
+        );
+    }
+
+    #[test]
     fn location_keys() {
         assert_eq!(
             location_key(&"198.18.3.7:5004".parse().unwrap()),

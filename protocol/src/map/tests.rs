@@ -1759,3 +1759,15 @@ fn reasons_are_kept_whole_up_to_the_cap_and_a_cut_shows() {
     a.apply(claimed, 4_000).unwrap();
     assert_eq!(a.get("s1").unwrap().primary, id_of(2));
 }
+
+#[test]
+fn untrusted_text_is_shown_quoted_and_cut_at_64_characters_with_an_ellipsis() {
+    assert_eq!(shown("abc"), "\"abc\"");
+    let exactly = "x".repeat(64);
+    assert_eq!(shown(&exactly), format!("{exactly:?}"));
+    let longer = "y".repeat(65);
+    assert_eq!(shown(&longer), format!("{:?}...", "y".repeat(64)));
+    // Characters, not bytes: 64 two-byte letters are not cut.
+    let wide = "é".repeat(64);
+    assert_eq!(shown(&wide), format!("{wide:?}"));
+}

@@ -1968,3 +1968,14 @@ fn timer_entries_are_equal_exactly_when_they_order_equal() {
         }
     );
 }
+
+#[test]
+fn updates_are_piggybacked_mult_times_the_digits_of_the_group_size() {
+    let config = Config {
+        retransmit_mult: 4,
+        ..Config::lan()
+    };
+    assert_eq!(config.retransmit_limit(9), 4);
+    assert_eq!(config.retransmit_limit(10), 8);
+    assert_eq!(config.retransmit_limit(100), 12);
+}
