@@ -698,13 +698,7 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
     }
     let ssrcs = TRANSCODE_STEPS
         .iter()
-        .filter_map(|(key, _, _)| {
-            report(o, key)["clients"].as_array().and_then(|c| {
-                c.iter()
-                    .filter_map(|c| c["ssrcs"].as_f64())
-                    .reduce(f64::max)
-            })
-        })
+        .filter_map(|(key, _, _)| most_ssrcs(report(o, key)))
         .reduce(f64::max);
     row(
         "SSRCs a `transcode` client heard across takeovers, max over the four runs",
@@ -1199,6 +1193,15 @@ fn render_outage(md: &mut String, o: &[Outcome]) {
     }
 }
 
+/// The most SSRCs one client of a run's report heard.
+fn most_ssrcs(report: &Value) -> Option<f64> {
+    report["clients"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c["ssrcs"].as_f64())
+        .reduce(f64::max)
+}
+
 fn render_transcode(md: &mut String, o: &[Outcome]) {
     let _ = writeln!(
         md,
@@ -1245,16 +1248,7 @@ fn render_transcode(md: &mut String, o: &[Outcome]) {
         ("client gap", each(&|r| summary(&r["gap_ms"], "ms"))),
         (
             "SSRCs per client, max",
-            each(&|r| {
-                r["clients"]
-                    .as_array()
-                    .and_then(|c| {
-                        c.iter()
-                            .filter_map(|c| c["ssrcs"].as_f64())
-                            .reduce(f64::max)
-                    })
-                    .map_or_else(|| "-".into(), fmt_num)
-            }),
+            each(&|r| most_ssrcs(r).map_or_else(|| "-".into(), fmt_num)),
         ),
         (
             "ffmpeg instances running / beyond one per session",

@@ -93,11 +93,19 @@ pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let (_, ticks) = parse_stat(&stat)?;
+    Some((rss_kb, ticks))
+}
+
+/// The parent pid and CPU time (utime + stime, clock ticks) of a
+/// /proc/PID/stat line.
+pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    // After the parenthesised command name (which may hold spaces and
+    // parentheses): state, ppid, ...; utime and stime are the 14th and
+    // 15th fields of the whole line.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((rss_kb, utime + stime))
+    Some((ppid, utime + stime))
 }

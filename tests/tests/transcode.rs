@@ -15,6 +15,7 @@ use baton_node::service::{g711, wav};
 use baton_node::state::SessionCommand;
 use baton_protocol::stream::Ids;
 use baton_testnet::rtp_receiver::{Arrival, RtpReceiver};
+use baton_testnet::scenarios::shipped_transcode_template;
 use baton_tests::{TempDir, dial_addr, eventually, loopback_config};
 use tokio::sync::oneshot;
 
@@ -63,19 +64,6 @@ fn position_of(samples: &[i16]) -> f64 {
     (hz - F0) / RATE
 }
 
-/// The `transcode` template as docs/operations.md ships it.
-fn shipped_template() -> String {
-    let doc = include_str!("../../docs/operations.md");
-    let start = doc
-        .find("[services.exec.transcode]\n")
-        .expect("docs/operations.md ships a transcode template");
-    let block = &doc[start..];
-    let end = block
-        .find("\n\n")
-        .expect("the template ends with a blank line");
-    block[..end].to_string()
-}
-
 async fn start(
     name: &str,
     dir: &TempDir,
@@ -89,7 +77,7 @@ async fn start(
         format!(
             "[services]\nmedia_dir = {:?}\n{}\n[sessions]\n{sessions}\n",
             media.display().to_string(),
-            shipped_template()
+            shipped_transcode_template().expect("docs/operations.md ships a transcode template")
         ),
     )
     .unwrap();

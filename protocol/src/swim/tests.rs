@@ -1926,16 +1926,19 @@ fn a_coordinate_that_moved_exactly_the_bound_is_not_sent_unasked() {
 }
 
 #[test]
-fn app_payloads_are_piggybacked_mult_times_the_digits_of_the_group_size() {
+fn updates_and_app_payloads_are_piggybacked_mult_times_the_digits_of_the_group_size() {
     let config = Config {
+        retransmit_mult: 4,
         app_retransmit_mult: 4,
         ..Config::lan()
     };
     // ceil(log10(n + 1)): 1 up to 9 members, 2 from 10 to 99, 3 from 100.
-    assert_eq!(config.app_retransmit_limit(9), 4);
-    assert_eq!(config.app_retransmit_limit(10), 8);
-    assert_eq!(config.app_retransmit_limit(99), 8);
-    assert_eq!(config.app_retransmit_limit(100), 12);
+    for limit in [Config::retransmit_limit, Config::app_retransmit_limit] {
+        assert_eq!(limit(&config, 9), 4);
+        assert_eq!(limit(&config, 10), 8);
+        assert_eq!(limit(&config, 99), 8);
+        assert_eq!(limit(&config, 100), 12);
+    }
     // A multiplier of zero still sends each payload once per digit.
     let zero = Config {
         app_retransmit_mult: 0,
@@ -1967,15 +1970,4 @@ fn timer_entries_are_equal_exactly_when_they_order_equal() {
             timer: Timer::Sync,
         }
     );
-}
-
-#[test]
-fn updates_are_piggybacked_mult_times_the_digits_of_the_group_size() {
-    let config = Config {
-        retransmit_mult: 4,
-        ..Config::lan()
-    };
-    assert_eq!(config.retransmit_limit(9), 4);
-    assert_eq!(config.retransmit_limit(10), 8);
-    assert_eq!(config.retransmit_limit(100), 12);
 }

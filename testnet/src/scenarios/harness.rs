@@ -589,7 +589,7 @@ fn children_usage(parents: &[u32]) -> HashMap<u32, (u64, u64)> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let Some((ppid, ticks)) = parse_stat(&stat) else {
+        let Some((ppid, ticks)) = crate::http::parse_stat(&stat) else {
             continue;
         };
         if !parents.contains(&ppid) {
@@ -602,17 +602,6 @@ fn children_usage(parents: &[u32]) -> HashMap<u32, (u64, u64)> {
         out.insert(pid, (ticks, rchar));
     }
     out
-}
-
-/// The parent pid and CPU ticks (utime + stime) of a /proc/PID/stat line.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    // After the parenthesised command name: state, ppid, ... utime and
-    // stime are the 14th and 15th fields of the whole line.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ppid = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
 }
 
 /// `rchar` of a /proc/PID/io text.
@@ -704,8 +693,8 @@ mod tests {
     fn a_stat_line_gives_its_parent_and_cpu_ticks_and_io_its_bytes_read() {
         // A command name with spaces and a parenthesis, as /proc shows it.
         let stat = "4242 (ff mpeg)) S 77 4242 77 0 -1 4194304 900 0 0 0 31 9 0 0 20 0 1 0 5 0 0";
-        assert_eq!(parse_stat(stat), Some((77, 40)));
-        assert_eq!(parse_stat("4242 (x) S"), None);
+        assert_eq!(crate::http::parse_stat(stat), Some((77, 40)));
+        assert_eq!(crate::http::parse_stat("4242 (x) S"), None);
         let io = "rchar: 160044\nwchar: 99\nsyscr: 10\n";
         assert_eq!(parse_rchar(io), Some(160_044));
         assert_eq!(parse_rchar("wchar: 1\n"), None);

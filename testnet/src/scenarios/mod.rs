@@ -12,7 +12,7 @@ mod run;
 
 pub use cut::{CutResult, Direction, HOLD, longest_double_heard};
 pub use degrade::{DEGRADED, Move, POOR_FOR, measure_move};
-pub use harness::{Harness, Options, SessionService, Standby};
+pub use harness::{Harness, Options, SessionService, Standby, shipped_transcode_template};
 pub use outage::{HOLD as OUTAGE_HOLD, OutageResult, choose_region};
 pub use report::{Report, Target, fmt_num};
 pub use run::{Scenario, run};
