@@ -495,6 +495,7 @@ fn transfer(rtt_ms: (u64, u64), handover_timeout: Duration) -> (Sim, String, boo
         loss,
         jitter: Duration::from_millis(2),
         rtt: Duration::from_millis(20),
+        packets: 0,
     };
     let mut both = false;
     for step in 0..2_000 {

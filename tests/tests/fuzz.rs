@@ -194,6 +194,7 @@ fn engine_app() {
             loss_permille: 100,
             jitter_ms: 5,
             rtt_ms: 40,
+            packets: 45,
         }
         .encode(),
     ));

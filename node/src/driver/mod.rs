@@ -514,6 +514,7 @@ fn report_of(report: &views::Report) -> Report {
         loss: report.loss.clamp(0.0, 1.0),
         jitter: ms(report.jitter_ms),
         rtt: ms(report.rtt_ms),
+        packets: report.packets,
     }
 }
 

@@ -210,7 +210,9 @@ impl Reporter {
     ///
     /// `rtt_ms` is now - LSR - DLSR when the client echoes one of our SRs
     /// (LSR not 0), else 0. `packets` is the packets received since the
-    /// previous report (0 for the first one).
+    /// previous report (0 for the first one) and `loss` the fraction lost
+    /// since then, from the cumulative counters (the first report's, and
+    /// one whose counters went backwards: the block's fraction lost).
     pub fn reports(&mut self, datagram: &[u8], unix_us: u64) -> Vec<crate::views::Report> {
         let now = ntp_middle(unix_us);
         report_blocks(datagram)
@@ -228,17 +230,26 @@ impl Reporter {
                         0.0
                     }
                 };
-                let packets = match self.last {
+                // Since the previous report that reached us, from the
+                // cumulative counters: also over the span of reports lost
+                // on the way, which the fraction (since the receiver's
+                // previous report) leaves out.
+                let (loss, packets) = match self.last {
                     Some((seq, lost)) => {
                         let expected = i64::from(b.highest_seq.wrapping_sub(seq));
-                        let lost = i64::from(b.cumulative_lost) - i64::from(lost);
-                        (expected - lost).clamp(0, i64::from(u32::MAX)) as u64
+                        let lost = (i64::from(b.cumulative_lost) - i64::from(lost)).max(0);
+                        let received = (expected - lost).clamp(0, i64::from(u32::MAX)) as u64;
+                        if expected > 0 && expected < 1 << 31 && lost <= expected {
+                            (lost as f64 / expected as f64, received)
+                        } else {
+                            (f64::from(b.fraction_lost) / 256.0, received)
+                        }
                     }
-                    None => 0,
+                    None => (f64::from(b.fraction_lost) / 256.0, 0),
                 };
                 self.last = Some((b.highest_seq, b.cumulative_lost));
                 crate::views::Report {
-                    loss: f64::from(b.fraction_lost) / 256.0,
+                    loss,
                     jitter_ms: f64::from(b.jitter) * 1000.0 / 8000.0,
                     rtt_ms,
                     packets,
@@ -328,7 +339,30 @@ pub(crate) mod tests {
         // Packets between two reports: 100 more expected, 10 more lost.
         let bodies = Reporter::new(5).reports(&p, 0);
         assert_eq!(bodies.len(), 2);
-        assert_eq!((bodies[1].loss, bodies[1].packets), (0.0, 90));
+        // The loss since the previous report that reached us is 10 of 100,
+        // from the counters; the block's fraction (0) is about the
+        // receiver's interval only, whose earlier reports may have been
+        // lost on the way.
+        assert_eq!((bodies[1].loss, bodies[1].packets), (0.1, 90));
+    }
+
+    /// Counters that went backwards (a receiver that restarted) say
+    /// nothing about the span: the block's fraction is taken.
+    #[test]
+    fn counters_that_went_backwards_give_the_blocks_fraction() {
+        let mut r = Reporter::new(5);
+        let first = block(5);
+        r.reports(&report(false, 9, &[first]), 0);
+        let mut back = first;
+        back.highest_seq -= 40;
+        back.fraction_lost = 32;
+        assert_eq!(r.reports(&report(false, 9, &[back]), 0)[0].loss, 0.125);
+        let mut fewer_lost = back;
+        fewer_lost.highest_seq += 20;
+        fewer_lost.cumulative_lost -= 30;
+        fewer_lost.fraction_lost = 0;
+        let body = r.reports(&report(false, 9, &[fewer_lost]), 0)[0];
+        assert_eq!((body.loss, body.packets), (0.0, 20));
     }
 
     #[test]

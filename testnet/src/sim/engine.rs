@@ -1964,6 +1964,7 @@ impl Sim {
             loss: 0.0,
             jitter: Duration::from_millis(2),
             rtt: Duration::from_millis(10),
+            packets: 0,
         };
         let now = self.instant();
         for sid in 0..self.sessions.ownership.len() as Sid {

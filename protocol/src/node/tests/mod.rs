@@ -943,6 +943,7 @@ fn any_node_takes_a_report_or_a_close_and_the_primary_carries_it_out() {
             loss: 0.0,
             jitter: Duration::from_millis(1),
             rtt: Duration::from_millis(1),
+            packets: 0,
         };
         let went = net.node_mut(other).report(now, &r.id, report).unwrap();
         assert_eq!(went, Some(r.primary.clone()));
