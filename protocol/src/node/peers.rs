@@ -232,14 +232,26 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
     }
 
-    /// A fresh receive index, unused by any key this node holds.
+    /// A fresh receive index, unused by any key this node holds and by
+    /// any handshake still running: two handshakes that drew the same
+    /// index would install two keys under it, and the later would take
+    /// the earlier peer's datagrams.
     pub(super) fn new_index(&mut self) -> u32 {
         loop {
             let index = self.rng.random::<u32>() % datagram::INDEX_LIMIT;
-            if !self.indices.contains_key(&index) {
+            if !self.indices.contains_key(&index) && !self.handshake_holds(index) {
                 return index;
             }
         }
+    }
+
+    /// Whether a running handshake offered `index` as this node's.
+    fn handshake_holds(&self, index: u32) -> bool {
+        self.streams.values().any(|s| match &s.kind {
+            Kind::HelloOut { index: held, .. } => *held == index,
+            Kind::HelloIn { offer: Some(offer) } => offer.2 == index,
+            _ => false,
+        })
     }
 
     pub(super) fn nonce(&mut self) -> Vec<u8> {

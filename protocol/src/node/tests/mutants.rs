@@ -217,3 +217,49 @@ fn a_node_pulls_the_map_when_its_fence_lifts_not_when_it_fences() {
     net.cuts.clear();
     assert!(step_to(&mut net, false), "did not pull as the fence lifted");
 }
+
+/// A receive index offered by a handshake still running is not drawn
+/// again for another: two keys installed under one index would hand the
+/// earlier peer's datagrams to the later one's key (dropped as forged).
+#[test]
+fn a_running_handshakes_receive_index_is_not_drawn_again() {
+    use crate::node::streams::{Kind, Stream};
+    use rand::Rng;
+    let mut net = Net::new(2, 7);
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    let rng = a.rng.clone();
+    let next = a.rng.clone().random::<u32>() % datagram::INDEX_LIMIT;
+    assert_eq!(a.new_index(), next, "nothing holds it: drawn");
+    let offer = |index| crate::peering::Challenge {
+        overlay: String::new(),
+        nonce: Vec::new(),
+        index,
+        boot: 0,
+        datagram: String::new(),
+    };
+    let running = [
+        Kind::HelloOut {
+            nonce: Vec::new(),
+            index: next,
+            keys: None,
+        },
+        Kind::HelloIn {
+            offer: Some(Box::new((offer(1), Vec::new(), next))),
+        },
+    ];
+    for kind in running {
+        a.rng = rng.clone();
+        let stream = StreamId(u64::MAX);
+        a.streams.insert(
+            stream,
+            Stream {
+                peer: b.clone(),
+                kind,
+            },
+        );
+        let drawn = a.new_index();
+        assert_ne!(drawn, next, "{:?}", a.streams[&stream].kind);
+        a.streams.remove(&stream);
+    }
+}
