@@ -876,15 +876,15 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         // Acks carrying a coordinate, by why: does the unasked resend fire
         // at rest, and how often against the probes?
         let coords = |h: &Harness| {
-            counter_groups(
+            metric_sums(
                 h,
                 &[
-                    &["baton_coordinates_asked_total"],
-                    &["baton_coordinates_unasked_total"],
+                    "baton_coordinates_asked_total",
+                    "baton_coordinates_unasked_total",
                 ],
             )
         };
-        let coords_before = coords(&h);
+        let coords_before = coords(&h)?;
         let (usage, traffic) = std::thread::scope(|scope| {
             let watched = scope.spawn(|| traffic_over(&h.tb, n, opts.duration, SAMPLE_STEP));
             let usage = h.usage_over(opts.duration);
@@ -892,7 +892,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
             (usage, traffic)
         });
         let (usage, traffic) = (usage?, traffic?);
-        let coords_after = coords(&h);
+        let coords_after = coords(&h)?;
         let per_node_s = |i: usize| {
             coords_after[i].saturating_sub(coords_before[i]) as f64
                 / n as f64
@@ -1315,7 +1315,7 @@ fn spray(opts: &Options) -> Result<Report, TestbedError> {
         .collect();
     eprintln!("baseline for 5 s ...");
     let before = h.usage_over(Duration::from_secs(5))?;
-    let dropped_before = dropped(&h);
+    let dropped_before = dropped(&h)?;
     let since = unix_ms();
     eprintln!(
         "spraying {} datagrams/s at each of {n} nodes for {:?} ...",
@@ -1359,7 +1359,7 @@ fn spray(opts: &Options) -> Result<Report, TestbedError> {
         .join()
         .map_err(|_| TestbedError::Invalid("the sprayer panicked".into()))??;
     sleep(Duration::from_secs(2))?;
-    let dropped_after = dropped(&h);
+    let dropped_after = dropped(&h)?;
     let suspicions =
         h.events_where(|e| e.kind == "member" && e.state == "suspect" && e.at_ms >= since);
     let deaths = h.events_where(|e| e.kind == "member" && e.state == "dead" && e.at_ms >= since);
@@ -1416,36 +1416,34 @@ fn spray(opts: &Options) -> Result<Report, TestbedError> {
     Ok(report)
 }
 
-/// Datagrams every node counted as dropped so far (from `/v1/status`'s
-/// counters through `/metrics`).
-fn dropped(h: &Harness) -> u64 {
-    counters(h, &["baton_dropped", "baton_datagrams_dropped"])
+/// Datagrams every node counted as dropped so far: the sum of their
+/// `baton_dropped_messages_total` (every reason together).
+fn dropped(h: &Harness) -> Result<u64, TestbedError> {
+    Ok(metric_sums(h, &["baton_dropped_messages_total"])?[0])
 }
 
-/// The sum over every node of the `/metrics` samples whose line starts
-/// with one of `prefixes`.
-fn counters(h: &Harness, prefixes: &[&str]) -> u64 {
-    counter_groups(h, &[prefixes])[0]
-}
-
-/// For each group of prefixes, the sum over every node of the `/metrics`
-/// samples whose line starts with one of the group's: one GET per node
-/// for all the groups.
-fn counter_groups(h: &Harness, groups: &[&[&str]]) -> Vec<u64> {
-    let mut sums = vec![0.0f64; groups.len()];
-    for text in (0..h.tb.nodes.len()).filter_map(|i| h.tb.get_text(i, "/metrics").ok()) {
-        for (sum, prefixes) in sums.iter_mut().zip(groups) {
-            *sum += metric_sum(&text, prefixes);
+/// For each metric family named, the sum over every node of its samples:
+/// one GET of `/metrics` per node. A node whose `/metrics` cannot be read
+/// is an error, not a zero.
+fn metric_sums(h: &Harness, names: &[&str]) -> Result<Vec<u64>, TestbedError> {
+    let mut sums = vec![0.0f64; names.len()];
+    for i in 0..h.tb.nodes.len() {
+        let text = h.tb.get_text(i, "/metrics")?;
+        for (sum, name) in sums.iter_mut().zip(names) {
+            *sum += metric_sum(&text, name);
         }
     }
-    sums.into_iter().map(|s| s as u64).collect()
+    Ok(sums.into_iter().map(|s| s as u64).collect())
 }
 
-/// The sum of the samples in a `/metrics` text whose line starts with one
-/// of `prefixes`.
-fn metric_sum(text: &str, prefixes: &[&str]) -> f64 {
+/// The sum of the samples of the metric family `name` in a `/metrics`
+/// text (every label set; not other families that merely begin with it).
+fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -1455,20 +1453,16 @@ mod tests {
     use super::metric_sum;
 
     #[test]
-    fn metric_sum_adds_the_samples_of_the_named_families_only() {
-        let text = "# HELP baton_coordinates_asked_total Acks.\n\
-                    # TYPE baton_coordinates_asked_total counter\n\
-                    baton_coordinates_asked_total 12\n\
-                    baton_coordinates_unasked_total 3\n\
-                    baton_dropped_total{reason=\"bad_tag\"} 2\n\
-                    baton_dropped_total{reason=\"replayed\"} 5\n\
-                    baton_datagrams_dropped_total 1.5\n";
-        assert_eq!(metric_sum(text, &["baton_coordinates_asked_total"]), 12.0);
-        assert_eq!(metric_sum(text, &["baton_coordinates_unasked"]), 3.0);
-        assert_eq!(
-            metric_sum(text, &["baton_dropped", "baton_datagrams_dropped"]),
-            8.5
-        );
-        assert_eq!(metric_sum(text, &["baton_nothing"]), 0.0);
+    fn metric_sum_adds_the_samples_of_the_named_family_only() {
+        let text = "# HELP baton_dropped_messages_total Datagrams dropped.\n\
+                    # TYPE baton_dropped_messages_total counter\n\
+                    baton_dropped_messages_total 7\n\
+                    baton_dropped_perf_summaries_total 3\n\
+                    baton_datagram_drops_total{reason=\"bad_tag\"} 2\n\
+                    baton_datagram_drops_total{reason=\"replayed\"} 5.5\n";
+        assert_eq!(metric_sum(text, "baton_dropped_messages_total"), 7.0);
+        assert_eq!(metric_sum(text, "baton_datagram_drops_total"), 7.5);
+        assert_eq!(metric_sum(text, "baton_dropped"), 0.0, "no prefix match");
+        assert_eq!(metric_sum(text, "baton_nothing"), 0.0);
     }
 }
