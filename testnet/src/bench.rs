@@ -100,9 +100,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
 
     eprintln!("measuring idle nodes for {:?} ...", config.idle);
     let ticks_per_s = 100.0; // USER_HZ on Linux
-    let before: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
+    // The counters read over HTTP first: the CPU the nodes spend answering
+    // must fall before the first window, not into it unaccounted.
     let payload_before: Vec<f64> = (0..n).map(|i| payload_bytes_out(&cluster, i)).collect();
     let lo_before = loopback_bytes();
+    let before: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
     let started = Instant::now();
     let mut series = Vec::new();
     let mut window_start = before.clone();
@@ -111,7 +113,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
         let left = config.idle.saturating_sub(started.elapsed());
         std::thread::sleep(left.min(CPU_WINDOW));
         let now: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
-        let window = window_at.elapsed().as_secs_f64();
+        let at = Instant::now();
+        let window = at.duration_since(window_at).as_secs_f64();
         let per_node: Vec<f64> = window_start
             .iter()
             .zip(&now)
@@ -127,11 +130,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
             series.push((mean * 100.0).round() / 100.0);
         }
         window_start = now;
-        window_at = Instant::now();
+        window_at = at;
     }
+    let after: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
     let secs = started.elapsed().as_secs_f64();
     let lo_after = loopback_bytes();
-    let after: Vec<Option<(u64, u64)>> = (0..n).map(|i| cluster.proc_usage(i)).collect();
     let payload_after: Vec<f64> = (0..n).map(|i| payload_bytes_out(&cluster, i)).collect();
     let mut rss = Vec::new();
     let mut cpu = Vec::new();
