@@ -201,6 +201,10 @@ pub const BUCKETS: usize = 256;
 /// The largest encoded [`SyncMessage`] accepted, in bytes.
 pub const MAX_SYNC_BYTES: usize = 4 * 1024 * 1024;
 
+/// The bytes of encoded deltas one [`SyncMessage::Records`] carries at
+/// most: [`MAX_SYNC_BYTES`] less room for the enum and array headers.
+pub(crate) const RECORDS_BUDGET: usize = MAX_SYNC_BYTES - 64;
+
 /// The most deltas one [`SyncMessage::Records`] carries.
 pub const MAX_RECORDS_PER_MESSAGE: usize = 256;
 
@@ -1747,8 +1751,7 @@ impl SyncMessage {
     /// Splits deltas into `Records` messages of at most
     /// [`MAX_RECORDS_PER_MESSAGE`] deltas and [`MAX_SYNC_BYTES`] bytes.
     pub fn records(deltas: Vec<Delta>) -> Vec<SyncMessage> {
-        // Room for the enum and array headers.
-        const BUDGET: usize = MAX_SYNC_BYTES - 64;
+        const BUDGET: usize = RECORDS_BUDGET;
         let mut out = Vec::new();
         let mut chunk = Vec::new();
         let mut bytes = 0;

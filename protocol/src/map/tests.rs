@@ -1450,6 +1450,65 @@ fn records_are_sent_in_bounded_chunks() {
     }
 }
 
+/// Deltas whose encodings add up to exactly the byte budget go in one
+/// message; one byte more starts a second.
+#[test]
+fn records_filling_the_byte_budget_exactly_go_in_one_message() {
+    let mut big = new_map();
+    let value = "v".repeat(MAX_PARAM_VALUE_BYTES);
+    let mut n = 0;
+    let mut delta = |map: &mut Map, full: usize, last: usize| {
+        let mut s = new_session(&format!("big{n:05}"), vec![]);
+        n += 1;
+        s.params = (0..full)
+            .map(|i| (format!("{i:02}"), value.clone()))
+            .collect();
+        s.params.insert("zz".into(), "v".repeat(last));
+        map.open(&key(1), s, 0).unwrap()
+    };
+    let full = delta(&mut big, MAX_PARAMS - 1, MAX_PARAM_VALUE_BYTES);
+    let size = full.encode().len();
+    let count = RECORDS_BUDGET / size;
+    let mut deltas: Vec<Delta> = (0..count - 1)
+        .map(|_| delta(&mut big, MAX_PARAMS - 1, MAX_PARAM_VALUE_BYTES))
+        .collect();
+    deltas.push(full);
+    let used: usize = deltas.iter().map(|d| d.encode().len()).sum();
+    // A last delta of exactly `want` bytes (and one of `want + 1`): some
+    // full parameters and one whose value is cut to fit.
+    let mut exactly = |map: &mut Map, want: usize| {
+        let scratch = &mut new_map();
+        for full in 0..MAX_PARAMS {
+            let (mut lo, mut hi) = (0, MAX_PARAM_VALUE_BYTES);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if delta(scratch, full, mid).encode().len() < want {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            let d = delta(map, full, lo);
+            if d.encode().len() == want {
+                return d;
+            }
+        }
+        panic!("no delta of {want} bytes");
+    };
+    let rest = RECORDS_BUDGET - used;
+    let fits = exactly(&mut big, rest);
+    let over = exactly(&mut big, rest + 1);
+    let chunks = |last: Delta| {
+        let mut all = deltas.clone();
+        all.push(last);
+        SyncMessage::records(all)
+    };
+    let one = chunks(fits);
+    assert_eq!(one.len(), 1, "exactly the budget: one message");
+    assert!(one[0].encode().len() <= MAX_SYNC_BYTES);
+    assert_eq!(chunks(over).len(), 2, "a byte over: two");
+}
+
 #[test]
 fn reconcile_sends_only_differing_versions_both_ways() {
     let k = key(1);

@@ -1971,3 +1971,104 @@ fn timer_entries_are_equal_exactly_when_they_order_equal() {
         }
     );
 }
+
+/// Messages from others are counted as they are taken in; this node's
+/// own (a relay's loop) are not taken in at all.
+#[test]
+fn messages_taken_in_are_counted() {
+    let mut h = Harness::new(3);
+    let before = h.swim.stats().messages_in;
+    let empty = || Message::Gossip(Gossip { updates: vec![] });
+    h.recv(1, empty());
+    h.recv(2, empty());
+    assert_eq!(h.swim.stats().messages_in, before + 2);
+    h.recv(0, empty());
+    assert_eq!(h.swim.stats().messages_in, before + 2, "not its own");
+}
+
+/// An indirect phase whose timeout fires late (this node was not running)
+/// is inconclusive: the target is not suspected, and the node counts it
+/// against its own health, one step beyond the stall's own steps.
+#[test]
+fn a_late_indirect_timeout_is_inconclusive_and_counts_against_local_health() {
+    let mut h = Harness::new(5);
+    let (target, _) = h.probe();
+    h.fire_next(); // direct timeout: ping-reqs
+    h.drain();
+    h.events();
+    assert_eq!(h.swim.local_health(), 0);
+    let interval = h.swim.config().probe_interval;
+    let indirect = h
+        .swim
+        .timers
+        .iter()
+        .find(|s| matches!(s.timer, Timer::IndirectTimeout(_)))
+        .expect("the indirect phase runs")
+        .at;
+    let first = h.swim.poll_timeout().unwrap();
+    h.now = indirect + interval + interval / 2;
+    let stalled = ((h.now - first).as_nanos() / interval.as_nanos()) as u32;
+    assert!(stalled >= 1);
+    h.swim.handle_timeout(h.now);
+    assert_eq!(
+        h.swim.local_health(),
+        (stalled + 1).min(h.swim.config().max_local_health)
+    );
+    assert_eq!(h.state_of(&target), State::Alive, "not suspected");
+}
+
+/// A late suspicion timer asks the suspect directly even while another
+/// member's probe is in flight (only a probe of the suspect itself makes
+/// a new one unnecessary).
+#[test]
+fn a_late_suspicion_timer_asks_the_suspect_while_another_member_is_probed() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    h.drain();
+    h.events();
+    assert!(!h.swim.probes.values().any(|p| p.target == target));
+    let other = (1..=5).map(id).find(|n| *n != target).unwrap();
+    h.swim.start_probe(h.now, other.clone());
+    assert!(
+        h.drain()
+            .iter()
+            .any(|t| t.to == other && matches!(t.message, Message::Ping(_)))
+    );
+    let incarnation = h.swim.member(&target).unwrap().incarnation;
+    let late = h.swim.suspicions[&target].deadline() + Duration::from_secs(2);
+    h.swim
+        .suspicion_timeout(late, target.clone(), incarnation, true);
+    assert_eq!(h.state_of(&target), State::Suspect, "extended");
+    assert!(
+        h.drain()
+            .iter()
+            .any(|t| t.to == target && matches!(t.message, Message::Ping(_))),
+        "the suspect is asked"
+    );
+}
+
+/// A probe round skips a member whose probe is still in flight.
+#[test]
+fn a_member_already_probed_is_skipped_by_the_next_round() {
+    let mut h = Harness::new(3);
+    h.swim.start_probe(h.now, id(1));
+    h.drain();
+    h.swim.probe_order = vec![id(1), id(2)];
+    h.swim.probe_next = 0;
+    assert_eq!(h.swim.next_probe_target(), Some(id(2)));
+}
+
+/// Timers due at the same instant fire in the order they were set.
+#[test]
+fn timers_due_at_the_same_instant_fire_in_the_order_they_were_set() {
+    let mut h = Harness::new(0);
+    h.swim.timers.clear();
+    let at = h.now + Duration::from_secs(1);
+    for seq in 0..8 {
+        h.swim.schedule(at, Timer::RelayTimeout(seq));
+    }
+    let fired: Vec<Timer> = std::iter::from_fn(|| h.swim.timers.pop())
+        .map(|s| s.timer)
+        .collect();
+    assert_eq!(fired, (0..8).map(Timer::RelayTimeout).collect::<Vec<_>>());
+}

@@ -1612,10 +1612,11 @@ fn a_member_missing_probes_is_rekeyed_only_once_silent_for_rekey_after() {
             })
             .count()
     };
-    let missed = |a: &mut harness::TestNode, at: Instant, heard: Instant| {
+    let missed = |a: &mut harness::TestNode, at: Instant, heard: Instant, retry_at| {
         let p = a.peers.get_mut(&b).unwrap();
         p.unanswered = REKEY_UNANSWERED;
         p.heard = Some(heard);
+        p.retry_at = retry_at;
         a.unanswered.insert(b.clone());
         // The rekey check runs once a second.
         a.handle_timeout(at);
@@ -1623,16 +1624,27 @@ fn a_member_missing_probes_is_rekeyed_only_once_silent_for_rekey_after() {
     };
     let at = start + Duration::from_secs(1);
     let recently = at - REKEY_AFTER + Duration::from_millis(100);
-    assert_eq!(missed(a, at, recently), 0, "heard from lately: keys kept");
-    let at = at + Duration::from_secs(1);
     assert_eq!(
-        missed(a, at, at - REKEY_AFTER),
-        1,
-        "silent: a new handshake"
+        missed(a, at, recently, None),
+        0,
+        "heard from lately: keys kept"
+    );
+    let at = at + Duration::from_secs(1);
+    let backing_off = Some(at + Duration::from_millis(1));
+    assert_eq!(
+        missed(a, at, at - REKEY_AFTER, backing_off),
+        0,
+        "silent, but a failed handshake's backoff runs: not yet"
     );
     let at = at + Duration::from_secs(1);
     assert_eq!(
-        missed(a, at, at - REKEY_AFTER),
+        missed(a, at, at - REKEY_AFTER, Some(at)),
+        1,
+        "silent and the backoff over: a new handshake"
+    );
+    let at = at + Duration::from_secs(1);
+    assert_eq!(
+        missed(a, at, at - REKEY_AFTER, None),
         0,
         "one handshake at a time"
     );

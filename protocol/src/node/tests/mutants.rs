@@ -263,3 +263,40 @@ fn a_running_handshakes_receive_index_is_not_drawn_again() {
         a.streams.remove(&stream);
     }
 }
+
+/// Discovery's addresses are kept for later dials (a handshake's stream,
+/// a rekey): each once, at most eight.
+#[test]
+fn discovered_addresses_are_kept_once_each_and_at_most_eight() {
+    let mut net = Net::new(2, 9);
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    drain(a);
+    a.handle_discovered(now, b.clone(), vec!["/mem/1".into(), "/mem/2".into()]);
+    a.handle_discovered(now, b.clone(), vec!["/mem/2".into(), "/mem/3".into()]);
+    assert_eq!(a.peers[&b].addrs, ["/mem/1", "/mem/2", "/mem/3"]);
+    let many: Vec<String> = (0..20).map(|i| format!("/mem/x{i}")).collect();
+    a.handle_discovered(now, b.clone(), many);
+    assert_eq!(a.peers[&b].addrs.len(), 8);
+    assert_eq!(a.peers[&b].addrs[..3], ["/mem/1", "/mem/2", "/mem/3"]);
+}
+
+/// A datagram for a peer whose keys are agreed but whose socket is not
+/// known cannot be sealed: it is dropped and counted as having no session.
+#[test]
+fn a_datagram_that_cannot_be_sealed_is_counted_as_dropped() {
+    let mut net = Net::new(2, 11);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    drain(a);
+    a.peers.get_mut(&b).unwrap().endpoint = None;
+    for n in 1..=2 {
+        a.send_datagram(now, &b, vec![0], Class::Gossip, None);
+        assert_eq!(a.stats.drops.no_session, n);
+    }
+    assert!(drain(a).0.is_empty(), "nothing sent");
+}
