@@ -68,9 +68,10 @@ pub struct Config {
     pub perf_repeat: Duration,
     /// How often collected tombstones are looked for.
     pub gc_interval: Duration,
-    /// After a fence lifts, how long this node waits (while anti-entropy
-    /// brings it what it missed) before it serves again the sessions its
-    /// map says it is primary of.
+    /// After a fence lifts, and after the engine starts, how long this node
+    /// waits (while anti-entropy brings it what it missed) before it serves
+    /// the sessions its map says it is primary of. Sessions it opens itself
+    /// are served at once.
     pub resume_grace: Duration,
     /// The map's parameters.
     pub map: map::Config,
@@ -731,6 +732,7 @@ pub struct Engine<S> {
 impl<S: Signer> Engine<S> {
     /// An engine for the node `signer` speaks for, hosting up to `capacity`.
     pub fn new(signer: S, capacity: u32, config: Config, now: Instant) -> Self {
+        let resume_at = now + config.resume_grace;
         Engine {
             me: signer.id().clone(),
             map: Map::new(config.map.clone()),
@@ -758,7 +760,11 @@ impl<S: Signer> Engine<S> {
             next_check: now,
             next_gc: now,
             fenced: false,
-            resume_at: None,
+            // A process that just started serves nothing its map names it
+            // primary of before the grace: what it learns first may be an
+            // old version (its previous process's, before a backup took
+            // the session over) that anti-entropy has not yet superseded.
+            resume_at: Some(resume_at),
             consent: BTreeMap::new(),
             warm: BTreeSet::new(),
             last_perf: None,
@@ -1162,7 +1168,8 @@ impl<S: Signer> Engine<S> {
                 .map_err(OpenError::Write)?;
             self.broadcast_delta(&delta);
         }
-        self.after_change(now, &id);
+        // Written here and now: served at once, grace or not.
+        self.reconcile(now, &id, true);
         Ok(self.map.get(&id).cloned().expect("just written"))
     }
 
@@ -1788,6 +1795,12 @@ impl<S: Signer> Engine<S> {
 
     /// Reconciles what this node hosts with the map after `id` changed.
     fn after_change(&mut self, now: Instant, id: &str) {
+        self.reconcile(now, id, false);
+    }
+
+    /// [`after_change`](Self::after_change); `fresh` for a session this
+    /// node just opened, which it serves during the resume grace too.
+    fn reconcile(&mut self, now: Instant, id: &str, fresh: bool) {
         self.reindex(id);
         let Some(record) = self.map.get(id).cloned() else {
             return;
@@ -1795,7 +1808,7 @@ impl<S: Signer> Engine<S> {
         self.note_move(&record);
         let mine = record.primary == self.me && record.state == SessionState::Active;
         self.keep_standby(&record, mine);
-        if mine && (self.fenced || self.resume_at.is_some()) {
+        if mine && (self.fenced || (self.resume_at.is_some() && !fresh)) {
             // Served again when the fence lifts and the grace has passed.
             return;
         }
