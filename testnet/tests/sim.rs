@@ -440,7 +440,7 @@ fn backups_claiming_at_once_are_caught_as_a_double_takeover() {
         .iter()
         .find(|v| v.invariant == "takeover_by_one_backup")
         .expect("a double claim");
-    assert!(v.details.contains("claimed by 2 backups"), "{}", v.details);
+    assert!(v.details.contains("claimed by 2 nodes"), "{}", v.details);
     assert!(report.replay.contains("--seed 26"), "{}", report.replay);
 }
 

@@ -1915,7 +1915,10 @@ impl Sim {
         if record.reason.starts_with("takeover") {
             self.sessions.times.on_claimed(sid, now);
         }
-        if record.reason.starts_with("takeover")
+        // A claim: a takeover's start, or the crashed primary, restarted,
+        // resuming its own session (takeover_by_one_backup).
+        let resumed = self.sessions.claims.primary_of(sid) == Some(i as u32);
+        if (record.reason.starts_with("takeover") || resumed)
             && let Some(v) =
                 self.sessions
                     .claims

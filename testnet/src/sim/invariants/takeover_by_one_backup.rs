@@ -1,5 +1,5 @@
 //! Every session of a crashed primary is claimed by exactly one of its live
-//! backups.
+//! backups, or resumed by its primary once that restarted.
 //!
 //! Raman & Katz ("A Framework for Highly-Available Session-Oriented
 //! Internet Services", §3: peer clusters as mutual backups, backups
@@ -11,6 +11,15 @@
 //! `takeover` reason), not by two (two clusters would stream to the client
 //! at once), and not by none while a backup lives, within the bound (10 s
 //! by default). A later crash of the claimer starts a new episode.
+//!
+//! The primary itself, restarted before any backup claimed (all of them
+//! crashed with it, or it came back within the detection time), resumes
+//! the session from the map: that start is the episode's one claim too (the
+//! session survives; the paper re-instantiates a session wherever a replica
+//! can), and a backup claiming as well is two claims. Until 2026-12-03 such
+//! a resumption counted as a claim only when the resumed record's reason
+//! happened to say `takeover` (an earlier episode's), and then as one by a
+//! node that is no backup: the correlated-crash sweep's violations.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,7 +32,8 @@ use crate::sim::ownership::Sid;
 pub const NAME: &str = "takeover_by_one_backup";
 /// Where it comes from.
 pub const SOURCE: &str = "Raman & Katz §3 (peer clusters as pre-provisioned backups) / DESIGN.md \
-targets: every session of a crashed primary is claimed by exactly one live backup";
+targets: every session of a crashed primary is claimed by exactly one live backup (or resumed by \
+its restarted primary)";
 
 #[derive(Debug, Clone)]
 struct Episode {
@@ -77,7 +87,7 @@ impl Takeovers {
             return None;
         }
         e.claimers.push(node);
-        let why = if !e.backups.contains(&node) {
+        let why = if !e.backups.contains(&node) && node != e.primary {
             format!(
                 "claimed by {}, which is not among its backups ({})",
                 name(node),
@@ -85,7 +95,7 @@ impl Takeovers {
             )
         } else if e.claimers.len() > 1 {
             format!(
-                "claimed by {} backups: {}",
+                "claimed by {} nodes: {}",
                 e.claimers.len(),
                 names(&e.claimers, &name)
             )
@@ -123,6 +133,11 @@ impl Takeovers {
             }
         }
         out
+    }
+
+    /// The crashed primary of `sid`'s open episode.
+    pub fn primary_of(&self, sid: Sid) -> Option<u32> {
+        self.open.get(&sid).map(|e| e.primary)
     }
 
     /// Whether an episode is open for `sid`.
@@ -185,7 +200,7 @@ mod tests {
         let v = t.on_claim(0, 3, 3 * S, name, "s").expect("a violation");
         assert_eq!(v.invariant, NAME);
         assert!(
-            v.details.contains("claimed by 2 backups: n2, n3"),
+            v.details.contains("claimed by 2 nodes: n2, n3"),
             "{}",
             v.details
         );
@@ -198,6 +213,23 @@ mod tests {
         let v = t.on_claim(0, 4, 2 * S, name, "s").expect("a violation");
         assert!(
             v.details.contains("n4, which is not among"),
+            "{}",
+            v.details
+        );
+    }
+
+    #[test]
+    fn the_restarted_primary_resuming_is_the_claim_and_a_backup_as_well_is_two() {
+        let mut t = Takeovers::new(10 * S);
+        t.on_crash(0, 1, vec![2, 3], S);
+        assert_eq!(t.primary_of(0), Some(1));
+        assert!(t.on_claim(0, 1, 4 * S, name, "s").is_none(), "resumed");
+        assert!(t.check(11 * S, |_| true, name, |_| "s".into()).is_empty());
+        t.on_crash(1, 1, vec![2, 3], S);
+        assert!(t.on_claim(1, 1, 4 * S, name, "s").is_none());
+        let v = t.on_claim(1, 2, 5 * S, name, "s").expect("two claims");
+        assert!(
+            v.details.contains("claimed by 2 nodes: n1, n2"),
             "{}",
             v.details
         );
