@@ -2072,3 +2072,40 @@ fn timers_due_at_the_same_instant_fire_in_the_order_they_were_set() {
         .collect();
     assert_eq!(fired, (0..8).map(Timer::RelayTimeout).collect::<Vec<_>>());
 }
+
+/// A queued update about a third member rides on the next probe.
+#[test]
+fn a_queued_update_rides_on_the_next_probe() {
+    let mut h = Harness::new(5);
+    let news = alive(9, 3);
+    h.swim.enqueue_broadcast(news.clone());
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        h.fire_next();
+        out = h.drain();
+        if out.iter().any(|t| matches!(t.message, Message::Ping(_))) {
+            break;
+        }
+    }
+    let carried = out.iter().any(|t| match &t.message {
+        Message::Ping(p) => p.updates.contains(&news),
+        _ => false,
+    });
+    assert!(carried, "{out:?}");
+}
+
+/// A suspect declared dead is counted.
+#[test]
+fn a_declared_death_is_counted() {
+    let mut h = Harness::new(5);
+    let target = h.failed_probe();
+    assert_eq!(h.swim.stats().declared_dead, 0);
+    let (_, max) = h.swim.config().suspicion_bounds(6);
+    h.swim.heard = h.now + max;
+    h.advance(max + Duration::from_millis(1));
+    assert_eq!(h.state_of(&target), State::Dead);
+    let dead = (1..=5)
+        .filter(|n| h.state_of(&id(*n)) == State::Dead)
+        .count();
+    assert_eq!(h.swim.stats().declared_dead, dead as u64);
+}

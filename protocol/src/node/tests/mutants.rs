@@ -300,3 +300,92 @@ fn a_datagram_that_cannot_be_sealed_is_counted_as_dropped() {
     }
     assert!(drain(a).0.is_empty(), "nothing sent");
 }
+
+// ---- the sixth sample (shard 3/25 on 0601c22) ----
+
+/// A map sync this node started counts as done when the responder ends it
+/// cleanly after this node answered; not when it breaks.
+#[test]
+fn an_answered_map_sync_this_node_started_counts_when_it_ends_cleanly() {
+    use crate::node::streams::{Kind, Stream};
+    let mut net = Net::new(2, 14);
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    let syncs = a.stats().syncs;
+    for (n, (error, counted)) in [(Some("reset".to_string()), 0), (None, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = StreamId(u64::MAX - n as u64);
+        a.streams.insert(
+            stream,
+            Stream {
+                peer: b.clone(),
+                kind: Kind::SyncOut { answered: true },
+            },
+        );
+        a.handle_stream_closed(now, stream, error);
+        assert_eq!(a.stats().syncs, syncs + counted);
+        assert!(!a.streams.contains_key(&stream));
+    }
+}
+
+/// A datagram to a peer heard from within [`CONFIRM_WINDOW`] tells the
+/// driver the path is confirmed; to one silent longer, not.
+#[test]
+fn a_datagram_is_confirmed_only_to_a_peer_heard_from_lately() {
+    let mut net = Net::new(2, 15);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    drain(a);
+    for (heard, confirmed) in [
+        (now, true),
+        (now - CONFIRM_WINDOW + Duration::from_millis(1), true),
+        (now - CONFIRM_WINDOW, false),
+    ] {
+        a.peers.get_mut(&b).unwrap().heard = Some(heard);
+        a.send_datagram(now, &b, vec![0], Class::Gossip, None);
+        let (t, _, _) = drain(a);
+        assert!(
+            matches!(t[..], [Transmit::Datagram { confirm, .. }] if confirm == confirmed),
+            "{t:?}"
+        );
+    }
+}
+
+/// A datagram under an index that names a peer but none of its keys (a
+/// key dropped since) is dropped as an unknown key, unread.
+#[test]
+fn a_datagram_under_an_index_none_of_the_peers_keys_holds_is_an_unknown_key() {
+    let mut net = Net::new(2, 16);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    drain(a);
+    let index = a.new_index();
+    a.indices.insert(index, b.clone());
+    let mut bytes = vec![0u8; datagram::HEADER_LEN + datagram::TAG_LEN + 8];
+    bytes[..3].copy_from_slice(&index.to_be_bytes()[1..]);
+    let before = a.stats().drops;
+    a.handle_datagram(now, addr(1), &bytes);
+    let after = a.stats().drops;
+    assert_eq!(after.unknown_key, before.unknown_key + 1);
+    assert!(drain(a).2.is_empty(), "nothing read");
+}
+
+/// `is_leaving` says whether `leave` was called.
+#[test]
+fn a_node_is_leaving_once_it_was_told_to_leave() {
+    let mut net = Net::new(2, 17);
+    let now = net.now;
+    let a = net.node_mut(0);
+    assert!(!a.is_leaving() && !a.swim().is_leaving());
+    a.leave(now);
+    assert!(a.is_leaving() && a.swim().is_leaving());
+}
