@@ -1541,7 +1541,9 @@ process served at once whatever version of its old sessions it learned \
 first, often its previous process's, which a backup's claim had \
 superseded, so both served the client until anti-entropy brought the claim; \
 a fresh engine now waits `resume_grace` (2 s) before it serves what its \
-map names it primary of (sessions it opens itself are served at once; test \
+map names it primary of, and claims nothing meanwhile (sessions it opens \
+itself are served at once; letting it claim within the grace added two \
+double claims at K=10 B=2, from a stale list of backups; test \
 `a_fresh_engine_waits_its_grace_before_serving_what_it_learns_but_serves_its_own_opens`; \
 without it, the rest unchanged, K=5 B=2 had 8 double claims, K=10 B=2 30, \
 K=10 B=3 19). And the invariant took a restarted primary's resumption for \

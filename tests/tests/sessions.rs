@@ -45,6 +45,7 @@ async fn a_session_survives_the_kill_of_its_primary() {
     for (i, dir) in dirs.iter().enumerate().skip(1) {
         nodes.push(start(&format!("s{i}"), dir, &["--bootstrap", &seed]).await);
     }
+    let last_started = Instant::now();
     assert!(
         eventually(Duration::from_secs(20), || nodes.iter().all(|n| n
             .shared
@@ -88,6 +89,9 @@ async fn a_session_survives_the_kill_of_its_primary() {
         nodes[victim].shared.local.name,
         &primary_id[primary_id.len() - 8..]
     );
+    // A node claims nothing for its first `resume_grace` (2 s): its map
+    // may still be stale (protocol.md 7.12). The kill comes after that.
+    tokio::time::sleep_until((last_started + Duration::from_millis(2500)).into()).await;
     let killed_at = Instant::now();
     nodes.remove(victim).kill();
 

@@ -1657,6 +1657,55 @@ fn a_fresh_engine_waits_its_grace_before_serving_what_it_learns_but_serves_its_o
     assert_eq!(starts(&mut fresh), 1, "after the grace: served");
 }
 
+/// A fresh engine claims nothing within its start grace either: its map
+/// may be stale (an old list of backups, a claim it has not heard of), so
+/// the next backup takes the session after its stagger; once the grace
+/// has passed, the engine claims what it is still the first live backup
+/// of.
+#[test]
+fn a_fresh_engine_claims_only_once_its_start_grace_has_passed() {
+    let mut c = Cluster::new(3);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let first = c.index(&record.backups[0]);
+    let key = LocalKey::from_seed([first as u8 + 1; 32]);
+    let mut fresh = Engine::new(key, 10, Config::default(), c.now);
+    let meta = NodeMeta {
+        capacity: 10,
+        ..NodeMeta::default()
+    };
+    for (j, id) in c.ids.iter().enumerate() {
+        if j != first {
+            fresh.handle_member(c.now, id.clone(), State::Alive, Some(&meta), None);
+        }
+    }
+    for delta in c.engines[primary].map().chain("s1") {
+        fresh.handle_app(
+            c.now,
+            c.now_ms,
+            &AppMessage::Delta(Box::new(delta)).encode(),
+        );
+    }
+    std::iter::from_fn(|| fresh.poll_action()).for_each(drop);
+    fresh.handle_member(c.now, c.ids[primary].clone(), State::Dead, None, None);
+    let grace = Config::default().resume_grace;
+    fresh.handle_timeout(c.now + grace / 2, c.now_ms + 1_000);
+    assert_eq!(
+        fresh.map().get("s1").unwrap().primary,
+        c.ids[primary],
+        "no claim within the grace"
+    );
+    fresh.handle_timeout(c.now + grace, c.now_ms + 2_000);
+    let actions: Vec<Action> = std::iter::from_fn(|| fresh.poll_action()).collect();
+    assert_eq!(fresh.map().get("s1").unwrap().primary, c.ids[first]);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Start(r) if r.id == "s1")),
+        "claimed and served after it: {actions:?}"
+    );
+}
+
 /// An engine tells its driver when to call it next: at the latest when
 /// its resume grace ends after a fence lifts, even when its regular check
 /// is further off.
@@ -1746,4 +1795,22 @@ fn a_fenced_backup_does_not_take_over_and_the_next_one_does() {
     c.tick(Duration::from_secs(3));
     assert!(c.hosting(backup).is_empty(), "claimed while fenced");
     assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+}
+
+/// The standby parameter's spellings, as the API and the config take them.
+#[test]
+fn standby_modes_are_spelled_cold_and_warm() {
+    assert_eq!(Standby::Cold.as_str(), "cold");
+    assert_eq!(Standby::Warm.as_str(), "warm");
+}
+
+/// An application payload of exactly the largest message size is read
+/// (and found malformed here); one byte more is refused for its size.
+#[test]
+fn an_application_payload_of_exactly_the_cap_is_read() {
+    let cap = crate::wire::MAX_MESSAGE_BYTES;
+    let at_cap = AppMessage::decode(&vec![0xff; cap]).unwrap_err();
+    assert!(!at_cap.starts_with("application payload of"), "{at_cap}");
+    let over = AppMessage::decode(&vec![0xff; cap + 1]).unwrap_err();
+    assert_eq!(over, format!("application payload of {} bytes", cap + 1));
 }
