@@ -219,6 +219,15 @@ impl<'de> Deserialize<'de> for NodeId {
 mod tests {
     use super::*;
 
+    /// Only a nine-byte id that starts with the stand-in tag is one: nine
+    /// other bytes are an id like any other.
+    #[test]
+    fn nine_bytes_without_the_tag_are_not_a_stand_in() {
+        assert!(!NodeId::new(&[7; 9]).unwrap().is_unresolved());
+        assert!(!NodeId::synthetic(1).is_unresolved());
+        assert!(NodeId::unresolved(5).is_unresolved());
+    }
+
     #[test]
     fn rejects_empty_and_oversized_ids() {
         assert_eq!(NodeId::new(&[]), Err(IdError::Empty));

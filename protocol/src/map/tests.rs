@@ -1830,3 +1830,30 @@ fn untrusted_text_is_shown_quoted_and_cut_at_64_characters_with_an_ellipsis() {
     let wide = "é".repeat(64);
     assert_eq!(shown(&wide), format!("{wide:?}"));
 }
+
+/// A version 0 opens an epoch only over a version of an earlier epoch: one
+/// whose predecessor is of its own epoch opens nothing.
+#[test]
+fn a_first_version_opens_an_epoch_only_over_an_earlier_one() {
+    let (_, created) = opened();
+    let mut prev = created.record.clone();
+    let mut next = created.record.clone();
+    next.epoch = prev.epoch + 1;
+    let over_earlier = Delta {
+        record: next.clone(),
+        prev: Some(prev.clone()),
+    };
+    assert_eq!(
+        super::link::Opening::of(&over_earlier),
+        super::link::Opening::Opener
+    );
+    prev.epoch = next.epoch;
+    let over_same = Delta {
+        record: next,
+        prev: Some(prev),
+    };
+    assert_eq!(
+        super::link::Opening::of(&over_same),
+        super::link::Opening::No
+    );
+}

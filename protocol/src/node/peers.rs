@@ -774,7 +774,7 @@ fn hello_name(hello: &Hello) -> &'static str {
     }
 }
 
-fn truncate(reason: &str) -> String {
+pub(super) fn truncate(reason: &str) -> String {
     let mut out = String::new();
     for c in reason.chars() {
         if out.len() + c.len_utf8() > peering::MAX_REASON_LEN {

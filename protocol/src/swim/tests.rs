@@ -2109,3 +2109,17 @@ fn a_declared_death_is_counted() {
         .count();
     assert_eq!(h.swim.stats().declared_dead, dead as u64);
 }
+
+/// A membership table of a few members goes in one message (chunks are
+/// cut at 32 KiB or 256 members, not sooner).
+#[test]
+fn a_small_table_goes_in_one_sync_message() {
+    let mut h = Harness::new(20);
+    h.swim.send_table(&id(1), false);
+    let syncs = h
+        .drain()
+        .into_iter()
+        .filter(|t| matches!(t.message, Message::Sync(_)))
+        .count();
+    assert_eq!(syncs, 1);
+}

@@ -1356,8 +1356,10 @@ fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_cha
     };
     let a = net.node_mut(0);
     drain(a);
+    let refusals = a.stats().refusals;
     let refused = a.handle_reconfigure(now, update.clone());
     assert_eq!(refused, vec![c.clone()]);
+    assert_eq!(a.stats().refusals, refusals + 1, "counted");
     let (_, actions, events) = drain(a);
     assert!(
         actions.contains(&Action::Disconnect { peer: c.clone() }),

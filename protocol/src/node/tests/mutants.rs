@@ -389,3 +389,83 @@ fn a_node_is_leaving_once_it_was_told_to_leave() {
     a.leave(now);
     assert!(a.is_leaving() && a.swim().is_leaving());
 }
+
+/// A node that is leaving dials nobody discovery proposes.
+#[test]
+fn a_leaving_node_does_not_dial_what_discovery_proposes() {
+    let mut net = Net::new(2, 18);
+    let now = net.now;
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    a.leave(now);
+    drain(a);
+    a.handle_discovered(now, b.clone(), vec!["/mem/1".into()]);
+    let (_, actions, _) = drain(a);
+    assert!(
+        !actions.iter().any(|x| matches!(x, Action::Dial { .. })),
+        "{actions:?}"
+    );
+}
+
+/// The node's timer heap: two timers are equal only when due at the same
+/// instant in the same order (what `Ord` says), so the heap keeps both.
+#[test]
+fn the_node_timer_heaps_eq_agrees_with_its_ord() {
+    let now = Instant::now();
+    let a = Scheduled {
+        at: now,
+        order: 1,
+        timer: Timer::Rekey,
+    };
+    let b = Scheduled {
+        at: now,
+        order: 2,
+        timer: Timer::Rekey,
+    };
+    assert_ne!(a, b);
+    assert_eq!(a.cmp(&b) == std::cmp::Ordering::Equal, a == b);
+    assert_eq!(
+        a,
+        Scheduled {
+            at: now,
+            order: 1,
+            timer: Timer::Rekey
+        }
+    );
+}
+
+/// A peer's receive indices are those of its keys, the ones the node
+/// holds for it: what is removed when its keys are dropped.
+#[test]
+fn a_peers_receive_indices_are_those_of_its_keys() {
+    let mut net = Net::new(2, 19);
+    net.join_all();
+    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let b = net.ids[1].clone();
+    let a = net.node_mut(0);
+    let held: Vec<u32> = a
+        .indices
+        .iter()
+        .filter(|(_, p)| **p == b)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(!held.is_empty() && held != [0], "{held:?}");
+    let mut listed = a.peers[&b].indices();
+    listed.sort_unstable();
+    assert_eq!(listed, held);
+}
+
+/// A refusal reason is cut to at most `MAX_REASON_LEN` bytes on a
+/// character boundary; one of exactly that many is kept whole.
+#[test]
+fn a_refusal_reason_is_cut_to_the_cap_on_a_character_boundary() {
+    use crate::peering::MAX_REASON_LEN;
+    let exact = "r".repeat(MAX_REASON_LEN);
+    assert_eq!(super::super::peers::truncate(&exact), exact);
+    let long = format!("{exact}s");
+    assert_eq!(super::super::peers::truncate(&long), exact);
+    let wide = "é".repeat(MAX_REASON_LEN);
+    let cut = super::super::peers::truncate(&wide);
+    assert_eq!(cut.len(), MAX_REASON_LEN);
+    assert!(cut.chars().all(|c| c == 'é'));
+}
