@@ -719,6 +719,10 @@ pub struct Engine<S> {
     fenced: bool,
     /// When a lifted fence lets this node serve again.
     resume_at: Option<Instant>,
+    /// When this node could last begin to act on its map: the end of its
+    /// start grace, or of the grace after its fence lifted. Takeover
+    /// staggers count from there for primaries that went down before it.
+    serving_since: Instant,
     /// Consent of the hosted sessions that need it.
     consent: BTreeMap<String, Consent>,
     /// Sessions this node stands by for, warm (it is their first backup).
@@ -734,6 +738,7 @@ impl<S: Signer> Engine<S> {
     pub fn new(signer: S, capacity: u32, config: Config, now: Instant) -> Self {
         let resume_at = now + config.resume_grace;
         Engine {
+            serving_since: resume_at,
             me: signer.id().clone(),
             map: Map::new(config.map.clone()),
             signer,
@@ -865,6 +870,7 @@ impl<S: Signer> Engine<S> {
             }
         } else {
             self.resume_at = Some(now + self.config.resume_grace);
+            self.serving_since = now + self.config.resume_grace;
             self.next_check = self.next_check.min(now + self.config.resume_grace);
         }
     }
@@ -1506,7 +1512,18 @@ impl<S: Signer> Engine<S> {
         let Some(rank) = live.iter().position(|b| **b == self.me) else {
             return;
         };
-        if now < down_since + self.config.claim_stagger * rank as u32 {
+        // The primary went down while this node could not act (its start
+        // or resume grace): the other backups' staggers ran meanwhile and
+        // one of them may have claimed already, unheard of here. It waits
+        // behind every live backup, from when it could act, keeping its
+        // rank among the late (found in CI: two backups both in their
+        // start grace claimed at its end, as their staggers had passed).
+        let (from, wait) = if down_since >= self.serving_since {
+            (down_since, rank)
+        } else {
+            (self.serving_since, live.len() + rank)
+        };
+        if now < from + self.config.claim_stagger * wait as u32 {
             return;
         }
         // A full node leaves the session to a later live backup with room

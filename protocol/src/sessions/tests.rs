@@ -1658,10 +1658,10 @@ fn a_fresh_engine_waits_its_grace_before_serving_what_it_learns_but_serves_its_o
 }
 
 /// A fresh engine claims nothing within its start grace either: its map
-/// may be stale (an old list of backups, a claim it has not heard of), so
-/// the next backup takes the session after its stagger; once the grace
-/// has passed, the engine claims what it is still the first live backup
-/// of.
+/// may be stale (an old list of backups, a claim it has not heard of).
+/// For a primary that went down meanwhile it then waits behind every live
+/// backup (their staggers ran during its grace; one may have claimed
+/// unheard of), keeping its rank, and claims only if none did.
 #[test]
 fn a_fresh_engine_claims_only_once_its_start_grace_has_passed() {
     let mut c = Cluster::new(3);
@@ -1696,6 +1696,14 @@ fn a_fresh_engine_claims_only_once_its_start_grace_has_passed() {
         "no claim within the grace"
     );
     fresh.handle_timeout(c.now + grace, c.now_ms + 2_000);
+    assert_eq!(
+        fresh.map().get("s1").unwrap().primary,
+        c.ids[primary],
+        "not at the grace's end either: the other backups' staggers ran"
+    );
+    let live = record.backups.len() as u32;
+    let stagger = Config::default().claim_stagger;
+    fresh.handle_timeout(c.now + grace + stagger * live, c.now_ms + 3_000);
     let actions: Vec<Action> = std::iter::from_fn(|| fresh.poll_action()).collect();
     assert_eq!(fresh.map().get("s1").unwrap().primary, c.ids[first]);
     assert!(
