@@ -573,27 +573,51 @@ struct LossRun {
 }
 
 /// What this node knows of one of its sessions' service: the average its
-/// location summary uses (jitter and RTT decide from it too), the run of
-/// poor loss, and whether the latest report's own loss was poor.
+/// location summary uses (jitter and RTT decide from it too), since when
+/// that average's jitter or RTT is over its threshold, the run of poor
+/// loss, and whether the latest report's own loss was poor.
 #[derive(Debug, Default)]
 struct SessionPerf {
     aggregate: Aggregate,
+    slow_since: Option<Instant>,
     run: Option<LossRun>,
     latest_lossy: bool,
 }
 
 impl SessionPerf {
-    /// Takes a client's report that came at `now`; returns the start of
-    /// the span it covers: since the previous report, at most `span`.
-    fn add(&mut self, now: Instant, report: &Report, span: Duration, max_loss: f64) -> Instant {
+    /// Takes a client's report that came at `now`, covering the time since
+    /// the previous report, at most `span`.
+    fn add(&mut self, now: Instant, report: &Report, span: Duration, policy: &policy::Config) {
         let covers_from = self
             .aggregate
             .last_at
             .map_or(now, |last| last.max(now.checked_sub(span).unwrap_or(last)));
         self.aggregate.last_at = Some(now);
         self.aggregate.add(report);
-        self.add_loss(covers_from, now, report, max_loss);
-        covers_from
+        let perf = self.aggregate.perf();
+        if perf.jitter > policy.max_jitter || perf.rtt > policy.max_rtt {
+            self.slow_since.get_or_insert(covers_from);
+        } else {
+            self.slow_since = None;
+        }
+        self.add_loss(covers_from, now, report, policy.max_loss);
+    }
+
+    /// Since when service is poor (the earlier of slow and lossy), and the
+    /// loss to judge it by: the run's pooled loss while loss is poor, else
+    /// the average's.
+    fn poor(&self) -> (Option<Instant>, Perf) {
+        let mut perf = self.aggregate.perf();
+        let lossy = self.lossy_since();
+        if let Some((_, pooled)) = lossy {
+            perf.loss = pooled;
+        }
+        let since = lossy
+            .map(|(t, _)| t)
+            .into_iter()
+            .chain(self.slow_since)
+            .min();
+        (since, perf)
     }
 
     /// Adds a report covering `from..to` to the run of poor loss.
@@ -686,9 +710,6 @@ pub struct Engine<S> {
     confirming: BTreeMap<String, Instant>,
     /// Reports per session (this node's clients), and per location.
     session_perf: BTreeMap<String, SessionPerf>,
-    /// Since when a session's jitter or RTT average is over its threshold
-    /// (its loss: [`SessionPerf::lossy_since`]).
-    slow_since: BTreeMap<String, Instant>,
     last_move: BTreeMap<String, Instant>,
     /// Per location of this node's clients: their average, and when the
     /// last report came ([`MAX_SUMMARY_LOCATIONS`], [`OWN_LOCATION_TTL`]).
@@ -750,7 +771,6 @@ impl<S: Signer> Engine<S> {
             handing_over: BTreeMap::new(),
             confirming: BTreeMap::new(),
             session_perf: BTreeMap::new(),
-            slow_since: BTreeMap::new(),
             last_move: BTreeMap::new(),
             own_locations: BTreeMap::new(),
             peer_perf: BTreeMap::new(),
@@ -1264,12 +1284,10 @@ impl<S: Signer> Engine<S> {
             return;
         };
         let location = record.location.clone();
-        let max_loss = self.config.policy.max_loss;
         let session = self.session_perf.entry(id.to_string()).or_default();
         // At most half of poor_for, so that one report never makes it.
         let span = MAX_REPORT_SPAN.min(self.config.policy.poor_for / 2);
-        let covers_from = session.add(now, &report, span, max_loss);
-        let perf = session.aggregate.perf();
+        session.add(now, &report, span, &self.config.policy);
         if !self.own_locations.contains_key(&location)
             && self.own_locations.len() >= MAX_SUMMARY_LOCATIONS
             && let Some(oldest) = self
@@ -1286,12 +1304,6 @@ impl<S: Signer> Engine<S> {
             .or_insert_with(|| (Aggregate::default(), now));
         aggregate.add(&report);
         *last = now;
-        let policy = &self.config.policy;
-        if perf.jitter > policy.max_jitter || perf.rtt > policy.max_rtt {
-            self.slow_since.entry(id.to_string()).or_insert(covers_from);
-        } else {
-            self.slow_since.remove(id);
-        }
     }
 
     /// This node's performance summary by location, as shared with peers:
@@ -1430,7 +1442,6 @@ impl<S: Signer> Engine<S> {
                 self.history.retain(|id, _| map.get(id).is_some());
                 self.last_move.retain(|id, _| map.get(id).is_some());
                 self.session_perf.retain(|id, _| map.get(id).is_some());
-                self.slow_since.retain(|id, _| map.get(id).is_some());
             }
         }
     }
@@ -1669,21 +1680,12 @@ impl<S: Signer> Engine<S> {
         let Some(session) = self.session_perf.get(&record.id) else {
             return;
         };
-        let mut perf = session.aggregate.perf();
-        let lossy = session.lossy_since();
-        if let Some((_, pooled)) = lossy {
-            perf.loss = pooled;
-        }
+        let (since, perf) = session.poor();
         // How long the reports show poor service: from the start of the
         // span the first poor report covered to the latest report (not to
         // now: a client that went quiet is not evidence of more).
         let evidence_to = session.aggregate.last_at.unwrap_or(now);
-        let poor_for = lossy
-            .map(|(since, _)| since)
-            .into_iter()
-            .chain(self.slow_since.get(&record.id).copied())
-            .min()
-            .map(|t| evidence_to.saturating_duration_since(t));
+        let poor_for = since.map(|t| evidence_to.saturating_duration_since(t));
         let since_move = self
             .last_move
             .get(&record.id)
@@ -1717,7 +1719,6 @@ impl<S: Signer> Engine<S> {
                 (epoch, now + self.config.handover_timeout),
             );
             self.last_move.insert(record.id.clone(), now);
-            self.slow_since.remove(&record.id);
             self.session_perf.remove(&record.id);
             self.broadcast_delta(&delta);
             self.after_change(now, &record.id);
@@ -1925,7 +1926,6 @@ impl<S: Signer> Engine<S> {
         // session that comes back starts its reports afresh, not from the
         // poor ones that sent it away.
         self.session_perf.remove(id);
-        self.slow_since.remove(id);
         if self.hosting.remove(id) {
             self.actions.push_back(Action::Stop {
                 id: id.to_string(),

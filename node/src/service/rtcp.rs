@@ -234,18 +234,21 @@ impl Reporter {
                 // cumulative counters: also over the span of reports lost
                 // on the way, which the fraction (since the receiver's
                 // previous report) leaves out.
+                let fraction = f64::from(b.fraction_lost) / 256.0;
                 let (loss, packets) = match self.last {
                     Some((seq, lost)) => {
                         let expected = i64::from(b.highest_seq.wrapping_sub(seq));
                         let lost = (i64::from(b.cumulative_lost) - i64::from(lost)).max(0);
                         let received = (expected - lost).clamp(0, i64::from(u32::MAX)) as u64;
-                        if expected > 0 && expected < 1 << 31 && lost <= expected {
-                            (lost as f64 / expected as f64, received)
+                        let counted = expected > 0 && expected < 1 << 31 && lost <= expected;
+                        let loss = if counted {
+                            lost as f64 / expected as f64
                         } else {
-                            (f64::from(b.fraction_lost) / 256.0, received)
-                        }
+                            fraction
+                        };
+                        (loss, received)
                     }
-                    None => (f64::from(b.fraction_lost) / 256.0, 0),
+                    None => (fraction, 0),
                 };
                 self.last = Some((b.highest_seq, b.cumulative_lost));
                 crate::views::Report {

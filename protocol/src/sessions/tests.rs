@@ -116,6 +116,32 @@ impl Cluster {
         v
     }
 
+    /// A fresh engine for node `i` (its process restarted: an empty map),
+    /// knowing the others alive and fed `source`'s chain of "s1", its
+    /// actions so far drained.
+    fn fresh_engine(&self, i: usize, source: usize) -> Engine<LocalKey> {
+        let key = LocalKey::from_seed([i as u8 + 1; 32]);
+        let mut fresh = Engine::new(key, 10, Config::default(), self.now);
+        let meta = NodeMeta {
+            capacity: 10,
+            ..NodeMeta::default()
+        };
+        for (j, id) in self.ids.iter().enumerate() {
+            if j != i {
+                fresh.handle_member(self.now, id.clone(), State::Alive, Some(&meta), None);
+            }
+        }
+        for delta in self.engines[source].map().chain("s1") {
+            fresh.handle_app(
+                self.now,
+                self.now_ms,
+                &AppMessage::Delta(Box::new(delta)).encode(),
+            );
+        }
+        std::iter::from_fn(|| fresh.poll_action()).for_each(drop);
+        fresh
+    }
+
     fn crash(&mut self, i: usize) {
         self.down[i] = true;
         let id = self.ids[i].clone();
@@ -1217,7 +1243,7 @@ fn lossy_service_is_decided_about_poor_for_after_it_began() {
                 packets: expected - lost,
                 ..GOOD
             };
-            session.add(at, &report, span, max_loss);
+            session.add(at, &report, span, &Config::default().policy);
             (expected, lost) = (0, 0);
             if let Some((since, pooled)) = session.lossy_since()
                 && at.duration_since(since) >= poor_for
@@ -1609,24 +1635,10 @@ fn a_fresh_engine_waits_its_grace_before_serving_what_it_learns_but_serves_its_o
     let mut c = Cluster::new(3);
     let record = c.open(0, "s1");
     let primary = c.index(&record.primary);
-    // The primary's process restarts: a fresh engine, its map empty.
-    let key = LocalKey::from_seed([primary as u8 + 1; 32]);
-    let mut fresh = Engine::new(key, 10, Config::default(), c.now);
-    for (j, id) in c.ids.iter().enumerate() {
-        if j != primary {
-            fresh.handle_member(c.now, id.clone(), State::Alive, None, None);
-        }
-    }
-    // It learns its old process's version of s1 (as a stale peer's
-    // delta would bring it): not served yet.
-    let old = c.engines[(primary + 1) % 3].map().chain("s1");
-    for delta in old {
-        fresh.handle_app(
-            c.now,
-            c.now_ms,
-            &AppMessage::Delta(Box::new(delta)).encode(),
-        );
-    }
+    // The primary's process restarts: a fresh engine, its map empty. It
+    // learns its old process's version of s1 (as a stale peer's delta
+    // would bring it): not served yet.
+    let mut fresh = c.fresh_engine(primary, (primary + 1) % 3);
     assert_eq!(fresh.map().get("s1").unwrap().primary, c.ids[primary]);
     let starts = |e: &mut Engine<LocalKey>| {
         std::iter::from_fn(|| e.poll_action())
@@ -1668,25 +1680,7 @@ fn a_fresh_engine_claims_only_once_its_start_grace_has_passed() {
     let record = c.open(0, "s1");
     let primary = c.index(&record.primary);
     let first = c.index(&record.backups[0]);
-    let key = LocalKey::from_seed([first as u8 + 1; 32]);
-    let mut fresh = Engine::new(key, 10, Config::default(), c.now);
-    let meta = NodeMeta {
-        capacity: 10,
-        ..NodeMeta::default()
-    };
-    for (j, id) in c.ids.iter().enumerate() {
-        if j != first {
-            fresh.handle_member(c.now, id.clone(), State::Alive, Some(&meta), None);
-        }
-    }
-    for delta in c.engines[primary].map().chain("s1") {
-        fresh.handle_app(
-            c.now,
-            c.now_ms,
-            &AppMessage::Delta(Box::new(delta)).encode(),
-        );
-    }
-    std::iter::from_fn(|| fresh.poll_action()).for_each(drop);
+    let mut fresh = c.fresh_engine(first, primary);
     fresh.handle_member(c.now, c.ids[primary].clone(), State::Dead, None, None);
     let grace = Config::default().resume_grace;
     fresh.handle_timeout(c.now + grace / 2, c.now_ms + 1_000);

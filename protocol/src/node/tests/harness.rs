@@ -567,6 +567,14 @@ impl Net {
         self.node(i).swim().member(&self.ids[j]).map(|m| m.state)
     }
 
+    /// `n` nodes (seed `seed`) joined and converged within 5 s.
+    pub fn joined(n: usize, seed: u64) -> Self {
+        let mut net = Net::new(n, seed);
+        net.join_all();
+        assert!(net.converge(Duration::from_secs(5)).is_some(), "converges");
+        net
+    }
+
     /// Runs until converged, at most `limit`; returns how long it took.
     pub fn converge(&mut self, limit: Duration) -> Option<Duration> {
         let start = self.now;

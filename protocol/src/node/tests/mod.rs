@@ -362,9 +362,7 @@ fn three_nodes_find_each_other_through_one_and_probe_over_datagrams() {
 
 #[test]
 fn a_crashed_node_is_declared_dead_by_every_survivor() {
-    let mut net = Net::new(4, 7);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(4, 7);
     net.crash(3);
     net.run_for(Duration::from_secs(3));
     for i in 0..3 {
@@ -390,9 +388,7 @@ fn open(net: &mut Net, at: usize) -> Record {
 
 #[test]
 fn when_the_primary_crashes_its_first_live_backup_takes_over_once() {
-    let mut net = Net::new(4, 8);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(4, 8);
     net.run_for(Duration::from_secs(2));
     let record = open(&mut net, 0);
     net.run_for(Duration::from_secs(1));
@@ -545,9 +541,7 @@ fn session_ids_come_from_the_seeded_rng() {
 
 #[test]
 fn a_map_sync_exchange_carries_only_what_differs() {
-    let mut net = Net::new(2, 10);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 10);
     // Node 1 writes sessions while cut off from node 0's datagrams.
     net.cuts.insert((1, 0));
     net.cuts.insert((0, 1));
@@ -1336,9 +1330,7 @@ fn tags_travel_with_the_metadata_and_a_change_is_announced() {
 
 #[test]
 fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_change() {
-    let mut net = Net::new(3, 21);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(3, 21);
     let now = net.now;
     let (b, c) = (net.ids[1].clone(), net.ids[2].clone());
     let mut update = Reconfigure {
@@ -1402,9 +1394,7 @@ fn a_reconfigured_allowlist_refuses_a_member_it_leaves_out_and_policy_values_cha
 /// and map syncs go to admitted members only.
 #[test]
 fn a_new_allowlist_drops_a_connected_stranger_and_syncs_need_admission() {
-    let mut net = Net::new(2, 22);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 22);
     let now = net.now;
     let b = net.ids[1].clone();
     let stranger = NodeId::synthetic(77);
@@ -1538,9 +1528,7 @@ fn a_delta_citing_unknown_history_pulls_the_map_from_its_carrier() {
 /// peer is told (a reset, not a finish) and the node forgets the stream.
 #[test]
 fn a_garbled_swim_stream_is_reset_and_forgotten() {
-    let mut net = Net::new(2, 51);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 51);
     let now = net.now;
     let b = net.ids[1].clone();
     let a = net.node_mut(0);
@@ -1592,9 +1580,7 @@ fn a_node_with_max_members_refuses_the_next_peer_as_full() {
 /// nothing at all came from it for [`REKEY_AFTER`], and only one.
 #[test]
 fn a_member_missing_probes_is_rekeyed_only_once_silent_for_rekey_after() {
-    let mut net = Net::new(2, 53);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 53);
     // Past the first rekey check: one runs every second from now on.
     net.run_for(REKEY_AFTER);
     let b = net.ids[1].clone();
@@ -1656,9 +1642,7 @@ fn a_member_missing_probes_is_rekeyed_only_once_silent_for_rekey_after() {
 /// further peer waits.
 #[test]
 fn map_syncs_beyond_max_syncs_are_not_started() {
-    let mut net = Net::new(4, 54);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(4, 54);
     let now = net.now;
     let ids = net.ids.clone();
     let a = net.node_mut(0);

@@ -158,9 +158,7 @@ fn datagrams_held_for_a_peer_without_a_datagram_socket_are_counted_as_dropped() 
 /// ends it cleanly, not when the stream breaks after the answer.
 #[test]
 fn an_answered_map_sync_that_breaks_is_not_counted_as_done() {
-    let mut net = Net::new(2, 12);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 12);
     let now = net.now;
     let a = net.ids[0].clone();
     let digest = SyncMessage::Digest(net.node(0).engine().map().digest()).encode();
@@ -286,9 +284,7 @@ fn discovered_addresses_are_kept_once_each_and_at_most_eight() {
 /// known cannot be sealed: it is dropped and counted as having no session.
 #[test]
 fn a_datagram_that_cannot_be_sealed_is_counted_as_dropped() {
-    let mut net = Net::new(2, 11);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 11);
     let now = net.now;
     let b = net.ids[1].clone();
     let a = net.node_mut(0);
@@ -335,9 +331,7 @@ fn an_answered_map_sync_this_node_started_counts_when_it_ends_cleanly() {
 /// driver the path is confirmed; to one silent longer, not.
 #[test]
 fn a_datagram_is_confirmed_only_to_a_peer_heard_from_lately() {
-    let mut net = Net::new(2, 15);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 15);
     let now = net.now;
     let b = net.ids[1].clone();
     let a = net.node_mut(0);
@@ -361,9 +355,7 @@ fn a_datagram_is_confirmed_only_to_a_peer_heard_from_lately() {
 /// key dropped since) is dropped as an unknown key, unread.
 #[test]
 fn a_datagram_under_an_index_none_of_the_peers_keys_holds_is_an_unknown_key() {
-    let mut net = Net::new(2, 16);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 16);
     let now = net.now;
     let b = net.ids[1].clone();
     let a = net.node_mut(0);
@@ -438,9 +430,7 @@ fn the_node_timer_heaps_eq_agrees_with_its_ord() {
 /// holds for it: what is removed when its keys are dropped.
 #[test]
 fn a_peers_receive_indices_are_those_of_its_keys() {
-    let mut net = Net::new(2, 19);
-    net.join_all();
-    assert!(net.converge(Duration::from_secs(5)).is_some());
+    let mut net = Net::joined(2, 19);
     let b = net.ids[1].clone();
     let a = net.node_mut(0);
     let held: Vec<u32> = a
