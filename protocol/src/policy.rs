@@ -451,6 +451,21 @@ mod tests {
         assert!(b.iter().all(|b| region_of(&c, b) == "a"));
     }
 
+    /// The first backup goes where the smallest share of the spare
+    /// capacity is promised already: none of node 2's 10 over 5 of node
+    /// 1's 100 (0 against 50 per mille), though node 1 is nearer.
+    #[test]
+    fn the_first_backup_is_where_the_least_of_the_spare_is_promised() {
+        let c = vec![cand(0, 0, 10, 0), cand(1, 5, 100, 0), cand(2, 10, 10, 0)];
+        let first_of: BTreeMap<NodeId, u32> = [(id(1), 5)].into();
+        let b = choose_backups(&id(0), &c, &first_of, &Config::default());
+        assert_eq!(b, vec![id(2), id(1)]);
+        // Promised 2 of 10 (200) against 5 of 100 (50): node 1.
+        let first_of: BTreeMap<NodeId, u32> = [(id(1), 5), (id(2), 2)].into();
+        let b = choose_backups(&id(0), &c, &first_of, &Config::default());
+        assert_eq!(b, vec![id(1), id(2)]);
+    }
+
     #[test]
     fn a_lone_spread_backup_is_of_another_region() {
         let c = two_regions();

@@ -745,6 +745,29 @@ mod tests {
         decode(&bytes, &known).unwrap()
     }
 
+    /// A list's count is checked against what is left after the reader's
+    /// position, not against the whole input.
+    #[test]
+    fn a_list_longer_than_the_bytes_left_is_refused_before_reading_it() {
+        let bytes = [0xaa, 0xbb, 3, 1, 2];
+        let mut r = Reader {
+            bytes: &bytes,
+            at: 2,
+        };
+        match r.count(10, "things") {
+            Err(DecodeError::Malformed(why)) => {
+                assert_eq!(why, "3 things cannot fit in 2 bytes");
+            }
+            other => panic!("{other:?}"),
+        }
+        let fits = [0xaa, 0xbb, 2, 1, 2];
+        let mut r = Reader {
+            bytes: &fits,
+            at: 2,
+        };
+        assert_eq!(r.count(10, "things").unwrap(), 2);
+    }
+
     #[test]
     fn a_bare_ping_and_ack_are_a_few_bytes() {
         let ping = Message::Ping(Ping {

@@ -99,7 +99,16 @@ pub(super) enum Kind {
 pub(super) struct Stream {
     pub(super) peer: NodeId,
     pub(super) kind: Kind,
+    /// A map sync's records of the last session its latest frame named,
+    /// held back until the next frame or the end: a session's chain (its
+    /// creation, epoch openers and current version) may span two frames,
+    /// and the engine must not act on its older half alone.
+    pub(super) held: Vec<map::Delta>,
 }
+
+/// The most records of one session a sync holds back (see
+/// [`Stream::held`]); a longer chain is applied in parts.
+const MAX_HELD: usize = 4 * map::MAX_RECORDS_PER_MESSAGE;
 
 impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// Names a new stream, opens it and arms its deadline.
@@ -141,6 +150,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             Stream {
                 peer: peer.clone(),
                 kind,
+                held: Vec::new(),
             },
         );
         let timeout = match protocol {
@@ -252,6 +262,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         stream: StreamId,
         error: Option<String>,
     ) {
+        self.release_held(now, stream);
         let Some(s) = self.streams.get(&stream) else {
             return;
         };
@@ -277,6 +288,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     pub(super) fn stream_deadline(&mut self, now: Instant, stream: StreamId) {
+        self.release_held(now, stream);
         let Some(s) = self.streams.get(&stream) else {
             return;
         };
@@ -388,6 +400,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         };
         let Ok(message) = SyncMessage::decode(bytes) else {
             self.stats.drops.undecodable += 1;
+            self.release_held(now, stream);
             self.reset(stream);
             return;
         };
@@ -412,11 +425,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 self.send_frame(stream, SyncMessage::WantIds(want).encode());
                 self.transmits.push_back(Transmit::Finish { stream });
             }
-            ((_, true), SyncMessage::Records(deltas)) => {
-                let now_ms = self.unix_ms(now);
-                self.engine.handle_deltas(now, now_ms, deltas);
-            }
+            ((_, true), SyncMessage::Records(deltas)) => self.on_records(now, stream, deltas),
             ((false, true), SyncMessage::WantIds(ids)) => {
+                // The initiator's records have all come.
+                self.release_held(now, stream);
                 let records = self.engine.map().records_named(&ids);
                 for message in SyncMessage::records(records) {
                     self.send_frame(stream, message.encode());
@@ -425,9 +437,53 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             }
             _ => {
                 self.stats.drops.undecodable += 1;
+                self.release_held(now, stream);
                 self.reset(stream);
             }
         }
+    }
+
+    /// A frame of a sync's records: what it completes goes to the engine,
+    /// in one import; the records of the session it ends on wait for the
+    /// next frame, which may continue that session's chain. Found in the
+    /// simulator (100 nodes, seed 1, one crash at a time, three backups): a
+    /// restarted primary whose first sync brought its session's creation in
+    /// one frame and the backup's claim in the next resumed the session in
+    /// between, and two nodes started it.
+    fn on_records(&mut self, now: Instant, stream: StreamId, deltas: Vec<map::Delta>) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        s.held.extend(deltas);
+        let last = s.held.last().map(|d| d.id().to_string());
+        let split = match last {
+            Some(last) => s
+                .held
+                .iter()
+                .rposition(|d| d.id() != last)
+                .map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let tail = s.held.len() - split;
+        let ready: Vec<map::Delta> = if tail > MAX_HELD {
+            std::mem::take(&mut s.held)
+        } else {
+            s.held.drain(..split).collect()
+        };
+        if !ready.is_empty() {
+            let now_ms = self.unix_ms(now);
+            self.engine.handle_deltas(now, now_ms, ready);
+        }
+    }
+
+    /// Gives the engine what a sync held back (its stream ends).
+    fn release_held(&mut self, now: Instant, stream: StreamId) {
+        let held = match self.streams.get_mut(&stream) {
+            Some(s) if !s.held.is_empty() => std::mem::take(&mut s.held),
+            _ => return,
+        };
+        let now_ms = self.unix_ms(now);
+        self.engine.handle_deltas(now, now_ms, held);
     }
 
     fn set_kind(&mut self, stream: StreamId, kind: Kind) {

@@ -1711,6 +1711,18 @@ fn app_queue_serves_fresh_payloads_first_and_starves_none() {
     }
 }
 
+/// A message carries at most `max` payloads, however much room is left.
+#[test]
+fn app_queue_takes_at_most_max_payloads() {
+    let mut q = AppQueue::default();
+    for i in 0..10u8 {
+        q.push(vec![i], vec![i; 3], 0);
+    }
+    assert_eq!(q.take(10_000, 4, 100).len(), 4);
+    assert_eq!(q.take(10_000, 1, 100).len(), 1);
+    assert_eq!(q.take(10_000, 32, 100).len(), 10);
+}
+
 #[test]
 fn app_queue_drops_a_payload_at_the_limit_and_a_superseded_one() {
     let mut q = AppQueue::default();

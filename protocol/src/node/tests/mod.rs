@@ -602,10 +602,85 @@ fn a_map_sync_exchange_carries_only_what_differs() {
     };
     assert_eq!(deltas.len(), 3);
     a.handle_frame(now, sa, &records[0].1);
+    // The last session's chain may go on in a next frame: it is applied
+    // when the responder ends the stream.
+    assert_eq!(a.engine().map().len(), b.engine().map().len() - 1);
+    a.handle_stream_closed(now, sa, None);
     assert_eq!(
         a.engine().map().digest().root(),
         b.engine().map().digest().root()
     );
+}
+
+#[test]
+fn a_chain_split_over_two_sync_frames_is_acted_on_whole() {
+    // Node 0 created a session in an earlier life (epoch 1, it primary,
+    // node 1 its backup) and node 1 has since claimed it (epoch 2); node 0,
+    // past its grace, never saw either. A sync brings it the chain, split
+    // by the responder over two frames: creation, then claim.
+    let mut net = Net::joined(3, 14);
+    net.run_for(Duration::from_secs(3));
+    let now_ms = net.node(0).unix_ms(net.now);
+    let mut old = crate::map::Map::new(crate::map::Config::default());
+    let created = old
+        .open(
+            &harness::key(0),
+            crate::map::NewSession {
+                id: "split-chain".into(),
+                service: "rtp-audio".into(),
+                params: BTreeMap::new(),
+                client: "198.18.5.7:5004".into(),
+                location: "198.18.5.0/24".into(),
+                backups: vec![net.ids[1].clone()],
+            },
+            now_ms - 5000,
+        )
+        .unwrap();
+    let claimed = old
+        .claim(
+            &harness::key(1),
+            "split-chain",
+            "takeover: test",
+            Vec::new(),
+            now_ms - 1000,
+        )
+        .unwrap();
+    let now = net.now;
+    let b_id = net.ids[1].clone();
+    let mut a = net.nodes[0].take().unwrap();
+    let mut b = net.nodes[1].take().unwrap();
+    b.engine
+        .handle_deltas(now, now_ms, vec![created.clone(), claimed.clone()]);
+    drain(&mut a);
+    drain(&mut b);
+    a.on_root(now, &b_id, b.engine().map().digest().root());
+    let (t, _, _) = drain(&mut a);
+    let (sa, digest) = frames_of(&t)[0].clone();
+    let (sb, _, _) = b
+        .handle_stream_accepted(now, net.ids[0].clone(), Protocol::Sync)
+        .unwrap();
+    b.handle_frame(now, sb, &digest);
+    let (t, _, _) = drain(&mut b);
+    a.handle_frame(now, sa, &frames_of(&t)[0].1);
+    let (t, _, _) = drain(&mut a);
+    b.handle_frame(now, sb, &frames_of(&t)[0].1);
+    let (t, _, _) = drain(&mut b);
+    let records = frames_of(&t);
+    let Ok(SyncMessage::Records(whole)) = SyncMessage::decode(&records[0].1) else {
+        panic!("{records:?}")
+    };
+    assert_eq!(whole, vec![created.clone(), claimed.clone()]);
+    a.handle_frame(now, sa, &SyncMessage::Records(vec![created]).encode());
+    let (_, actions, _) = drain(&mut a);
+    assert!(actions.is_empty(), "acted on half a chain: {actions:?}");
+    assert!(a.engine().map().get("split-chain").is_none());
+    a.handle_frame(now, sa, &SyncMessage::Records(vec![claimed]).encode());
+    a.handle_stream_closed(now, sa, None);
+    let (_, actions, _) = drain(&mut a);
+    assert!(actions.is_empty(), "node 0 serves nothing: {actions:?}");
+    let record = a.engine().map().get("split-chain").unwrap();
+    assert_eq!((record.epoch, &record.primary), (2, &b_id));
+    assert!(a.engine().hosting().all(|id| id != "split-chain"));
 }
 
 #[test]

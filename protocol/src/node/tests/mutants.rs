@@ -254,6 +254,7 @@ fn a_running_handshakes_receive_index_is_not_drawn_again() {
             Stream {
                 peer: b.clone(),
                 kind,
+                held: Vec::new(),
             },
         );
         let drawn = a.new_index();
@@ -319,6 +320,7 @@ fn an_answered_map_sync_this_node_started_counts_when_it_ends_cleanly() {
             Stream {
                 peer: b.clone(),
                 kind: Kind::SyncOut { answered: true },
+                held: Vec::new(),
             },
         );
         a.handle_stream_closed(now, stream, error);
