@@ -117,7 +117,7 @@ pub fn map_apply(data: &[u8]) {
 pub fn engine_app(data: &[u8]) {
     let now = Instant::now();
     let key = LocalKey::from_seed([1; 32]);
-    let mut engine = Engine::new(key, 10, sessions::Config::default(), now);
+    let mut engine = Engine::new(key, 10, sessions::Config::default(), now, 0);
     let peers: Vec<NodeId> = (2..4)
         .map(|i| LocalKey::from_seed([i; 32]).id().clone())
         .collect();

@@ -73,6 +73,11 @@ pub struct Config {
     /// the sessions its map says it is primary of. Sessions it opens itself
     /// are served at once.
     pub resume_grace: Duration,
+    /// How long a session this node's previous process (or this process
+    /// before a fence) left it primary of waits, at most, for the map
+    /// comparisons with its live backups (see [`Action::Compare`]) before
+    /// it is served all the same.
+    pub compare_timeout: Duration,
     /// The map's parameters.
     pub map: map::Config,
     /// Whether clients must show they want their stream.
@@ -229,6 +234,7 @@ impl Default for Config {
             perf_repeat: Duration::from_secs(30),
             gc_interval: Duration::from_secs(10),
             resume_grace: Duration::from_secs(2),
+            compare_timeout: Duration::from_secs(3),
             consent: ConsentConfig::default(),
             standby: Standby::Cold,
             max_lifetime: None,
@@ -266,6 +272,15 @@ pub enum Action {
     /// nothing. A later [`Action::Start`] of the same session promotes it;
     /// an [`Action::Stop`] ends it.
     Warm(Box<Record>),
+    /// Compare maps with these members now (a map sync), and tell the
+    /// engine when each comparison ends, done or failed
+    /// ([`Engine::handle_compared`]): a session this node was primary of
+    /// before it restarted (or was fenced) waits for them, as one of them
+    /// may have taken it over meanwhile.
+    Compare {
+        /// The members.
+        peers: Vec<NodeId>,
+    },
     /// Spread this payload to every member (piggybacked on SWIM); `key`
     /// identifies what a newer payload replaces.
     Broadcast {
@@ -744,6 +759,17 @@ pub struct Engine<S> {
     /// start grace, or of the grace after its fence lifted. Takeover
     /// staggers count from there for primaries that went down before it.
     serving_since: Instant,
+    /// When (Unix ms, this node's clock) this process began, or its last
+    /// fence lifted: a version of its own written before is inherited.
+    life_ms: u64,
+    /// Members whose maps this node compared with its own since `life_ms`
+    /// (the comparison done or failed).
+    compared: BTreeSet<NodeId>,
+    /// Members a comparison was asked of since `life_ms`.
+    compare_asked: BTreeSet<NodeId>,
+    /// Inherited sessions waiting for comparisons before they are served,
+    /// with when they are served all the same.
+    comparing: BTreeMap<String, Instant>,
     /// Consent of the hosted sessions that need it.
     consent: BTreeMap<String, Consent>,
     /// Sessions this node stands by for, warm (it is their first backup).
@@ -755,11 +781,17 @@ pub struct Engine<S> {
 }
 
 impl<S: Signer> Engine<S> {
-    /// An engine for the node `signer` speaks for, hosting up to `capacity`.
-    pub fn new(signer: S, capacity: u32, config: Config, now: Instant) -> Self {
+    /// An engine for the node `signer` speaks for, hosting up to `capacity`;
+    /// `now` and `now_ms` are the same moment on the monotonic and the wall
+    /// clock.
+    pub fn new(signer: S, capacity: u32, config: Config, now: Instant, now_ms: u64) -> Self {
         let resume_at = now + config.resume_grace;
         Engine {
             serving_since: resume_at,
+            life_ms: now_ms,
+            compared: BTreeSet::new(),
+            compare_asked: BTreeSet::new(),
+            comparing: BTreeMap::new(),
             me: signer.id().clone(),
             map: Map::new(config.map.clone()),
             signer,
@@ -870,7 +902,7 @@ impl<S: Signer> Engine<S> {
     /// claims, repairs, transfers and starts nothing. Unfenced, it serves
     /// again what its map still names it primary of, after
     /// [`Config::resume_grace`].
-    pub fn set_fenced(&mut self, now: Instant, fenced: bool) {
+    pub fn set_fenced(&mut self, now: Instant, now_ms: u64, fenced: bool) {
         if fenced == self.fenced {
             return;
         }
@@ -891,6 +923,12 @@ impl<S: Signer> Engine<S> {
         } else {
             self.resume_at = Some(now + self.config.resume_grace);
             self.serving_since = now + self.config.resume_grace;
+            // What it wrote before the fence may have been superseded by a
+            // backup's claim it has not heard of yet.
+            self.life_ms = now_ms;
+            self.compared.clear();
+            self.compare_asked.clear();
+            self.comparing.clear();
             self.next_check = self.next_check.min(now + self.config.resume_grace);
         }
     }
@@ -940,6 +978,25 @@ impl<S: Signer> Engine<S> {
         if !state.is_active() {
             // Act on a death at once rather than at the next check.
             self.next_check = now;
+            // A session waiting to compare with it waits no more for it.
+            let waiting: Vec<String> = self.comparing.keys().cloned().collect();
+            for session in waiting {
+                self.after_change(now, &session);
+            }
+        }
+    }
+
+    /// A map comparison with `peer` asked for by [`Action::Compare`] (or
+    /// one the peer started) ended, done or failed: what it brought has
+    /// been handled, and the inherited sessions that waited only for it are
+    /// served now.
+    pub fn handle_compared(&mut self, now: Instant, peer: &NodeId) {
+        if !self.compared.insert(peer.clone()) {
+            return;
+        }
+        let waiting: Vec<String> = self.comparing.keys().cloned().collect();
+        for id in waiting {
+            self.after_change(now, &id);
         }
     }
 
@@ -1112,6 +1169,8 @@ impl<S: Signer> Engine<S> {
         self.down.remove(id);
         self.peer_perf.retain(|(_, node), _| node != id);
         self.peer_perf_at.remove(id);
+        self.compared.remove(id);
+        self.compare_asked.remove(id);
     }
 
     /// A session version from a peer, gossiped. Returns whether it changed
@@ -1381,6 +1440,17 @@ impl<S: Signer> Engine<S> {
             .filter(|(_, deadline)| now >= **deadline)
             .map(|(id, _)| id.clone())
             .collect();
+        let compared: Vec<String> = self
+            .comparing
+            .iter()
+            .filter(|(_, until)| now >= **until)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in compared {
+            // Served all the same: a backup that cannot be reached cannot
+            // be serving it either, or its claim will win.
+            self.after_change(now, &id);
+        }
         for id in unconfirmed {
             // No first packet was seen (a service that sends nothing the
             // node watches, or it lags): confirm anyway, before the old
@@ -1449,7 +1519,12 @@ impl<S: Signer> Engine<S> {
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let confirm = self.confirming.values().min().copied();
+        let confirm = self
+            .confirming
+            .values()
+            .chain(self.comparing.values())
+            .min()
+            .copied();
         let next = self.next_check.min(self.next_perf);
         Some(confirm.map_or(next, |c| c.min(next)))
     }
@@ -1830,6 +1905,11 @@ impl<S: Signer> Engine<S> {
             // Served again when the fence lifts and the grace has passed.
             return;
         }
+        if !mine || self.hosting.contains(id) {
+            self.comparing.remove(id);
+        } else if !fresh && self.awaits_comparison(now, &record) {
+            return;
+        }
         if mine {
             // Primary again (a transfer whose new primary died before it
             // confirmed came back here): no handover is pending any more.
@@ -1932,6 +2012,46 @@ impl<S: Signer> Engine<S> {
                 reason: reason.to_string(),
             });
         }
+    }
+
+    /// Whether `record`, which names this node primary of a session it
+    /// does not host, waits for map comparisons before it is served: a
+    /// version this node wrote before its process started (or its fence
+    /// lifted) may have been superseded by a backup's claim, and that claim
+    /// may not have reached this node yet (the peers it synced with may not
+    /// hold it, and the gossip spreading it may be over). Every live backup
+    /// the version lists is asked; the claimer is one of them, so once each
+    /// has been compared with, the claim would be here. Found in the
+    /// simulator (100 nodes, five crashing at once, two backups): a
+    /// restarted primary learnt its old version after its grace, served
+    /// it, and learnt the backup's claim half a second later.
+    fn awaits_comparison(&mut self, now: Instant, record: &Record) -> bool {
+        let inherited = record.writer == self.me && record.updated_ms < self.life_ms;
+        if !inherited {
+            return false;
+        }
+        let until = *self
+            .comparing
+            .entry(record.id.clone())
+            .or_insert(now + self.config.compare_timeout);
+        let missing: Vec<NodeId> = record
+            .backups
+            .iter()
+            .filter(|b| **b != self.me && self.is_alive(b) && !self.compared.contains(*b))
+            .cloned()
+            .collect();
+        if now >= until || missing.is_empty() {
+            self.comparing.remove(&record.id);
+            return false;
+        }
+        let ask: Vec<NodeId> = missing
+            .into_iter()
+            .filter(|b| self.compare_asked.insert(b.clone()))
+            .collect();
+        if !ask.is_empty() {
+            self.actions.push_back(Action::Compare { peers: ask });
+        }
+        true
     }
 
     fn note_move(&mut self, record: &Record) {

@@ -734,6 +734,10 @@ pub struct Node<S, R> {
     /// When each carrier was last pulled from for such a delta (entries
     /// older than [`UNLINKED_PULL_EVERY`] are pruned).
     history_pulls: BTreeMap<NodeId, Instant>,
+    /// Members the engine asked to compare maps with
+    /// ([`sessions::Action::Compare`]) that are not admitted yet: synced
+    /// once they are.
+    compare_wanted: BTreeSet<NodeId>,
     stats: Stats,
     /// Deltas taken in, so that their copies are dropped unread.
     seen_deltas: seen::Seen,
@@ -764,7 +768,13 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             swim_rng,
             now,
         );
-        let mut engine = Engine::new(signer, config.capacity, config.sessions.clone(), now);
+        let mut engine = Engine::new(
+            signer,
+            config.capacity,
+            config.sessions.clone(),
+            now,
+            unix_ms,
+        );
         engine.set_tags(meta.tags.clone());
         let mut shorts = BTreeMap::new();
         shorts.insert(me.short(), me.clone());
@@ -793,6 +803,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             impostor: None,
             history_checks: BTreeSet::new(),
             history_pulls: BTreeMap::new(),
+            compare_wanted: BTreeSet::new(),
             stats: Stats::default(),
             seen_deltas: seen::Seen::default(),
         };
@@ -1640,7 +1651,8 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         // fails fences itself before the others finish taking its sessions.
         let isolated = self.swim.is_isolated(now);
         if isolated != self.engine.is_fenced() {
-            self.engine.set_fenced(now, isolated);
+            let now_ms = self.unix_ms(now);
+            self.engine.set_fenced(now, now_ms, isolated);
             self.events.push_back(Event::Fenced { fenced: isolated });
             if !isolated {
                 // What it missed meanwhile comes by anti-entropy, now.
@@ -1698,6 +1710,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             swim::Event::Removed { id } => {
                 self.shorts.remove(&id.short());
                 self.engine.forget(id);
+                self.compare_wanted.remove(id);
                 if let Some(p) = self.peers.remove(id) {
                     for index in p.indices() {
                         self.indices.remove(&index);
@@ -1786,6 +1799,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     self.push_sync(now);
                 }
             }
+            sessions::Action::Compare { peers } => self.compare_with(now, peers),
             sessions::Action::Start(record) => {
                 self.events.push_back(Event::SessionStarted {
                     id: record.id.clone(),

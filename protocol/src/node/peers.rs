@@ -623,6 +623,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         self.stats.handshakes += 1;
         self.events
             .push_back(Event::Admitted { peer: peer.clone() });
+        if self.compare_wanted.remove(peer) && !self.open_sync(now, peer, false) {
+            self.engine.handle_compared(now, peer);
+        }
         let known = self.swim.member(peer).is_some_and(|m| m.state.is_active());
         if join && !known && !self.leaving {
             self.swim.join(now, [peer.clone()]);
@@ -752,6 +755,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             peer: peer.clone(),
             why,
         });
+        if self.compare_wanted.remove(peer) {
+            self.engine.handle_compared(now, peer);
+        }
     }
 
     fn end_handshake(&mut self, stream: StreamId, peer: &NodeId) {

@@ -262,7 +262,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         stream: StreamId,
         error: Option<String>,
     ) {
-        self.release_held(now, stream);
+        self.end_sync(now, stream);
         let Some(s) = self.streams.get(&stream) else {
             return;
         };
@@ -288,7 +288,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 
     pub(super) fn stream_deadline(&mut self, now: Instant, stream: StreamId) {
-        self.release_held(now, stream);
+        self.end_sync(now, stream);
         let Some(s) = self.streams.get(&stream) else {
             return;
         };
@@ -331,6 +331,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// or it is not admitted. Returns whether a sync with `peer` runs now
     /// (started here or already running).
     pub(super) fn start_sync(&mut self, now: Instant, peer: &NodeId) -> bool {
+        self.open_sync(now, peer, true)
+    }
+
+    /// [`start_sync`](Self::start_sync); `capped` false for the engine's
+    /// comparisons, which a restarted node's sessions wait for.
+    pub(super) fn open_sync(&mut self, now: Instant, peer: &NodeId, capped: bool) -> bool {
         if self.leaving || !self.admitted(peer) {
             return false;
         }
@@ -347,7 +353,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 running += 1;
             }
         }
-        if running >= self.config.timing.max_syncs {
+        if capped && running >= self.config.timing.max_syncs {
             return false;
         }
         let addrs = self
@@ -400,7 +406,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         };
         let Ok(message) = SyncMessage::decode(bytes) else {
             self.stats.drops.undecodable += 1;
-            self.release_held(now, stream);
+            self.end_sync(now, stream);
             self.reset(stream);
             return;
         };
@@ -437,7 +443,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             }
             _ => {
                 self.stats.drops.undecodable += 1;
-                self.release_held(now, stream);
+                self.end_sync(now, stream);
                 self.reset(stream);
             }
         }
@@ -473,6 +479,43 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         if !ready.is_empty() {
             let now_ms = self.unix_ms(now);
             self.engine.handle_deltas(now, now_ms, ready);
+        }
+    }
+
+    /// Map comparisons the engine asked for ([`crate::sessions::Action::Compare`]):
+    /// a sync with each member (beyond `max_syncs`: sessions wait for
+    /// them); one not admitted yet is synced once it is; one this node
+    /// cannot reach is reported compared at once.
+    pub(super) fn compare_with(&mut self, now: Instant, peers: Vec<NodeId>) {
+        for peer in peers {
+            if self.open_sync(now, &peer, false) {
+                continue;
+            }
+            let active = self.swim.member(&peer).is_some_and(|m| m.state.is_active());
+            let reachable = active && !self.leaving && !self.is_refused(now, &peer);
+            if reachable && !self.admitted(&peer) {
+                self.compare_wanted.insert(peer.clone());
+                self.ensure_session(now, &peer);
+            } else {
+                self.engine.handle_compared(now, &peer);
+            }
+        }
+    }
+
+    /// A stream ends (closed, reset, timed out): a sync's held records go
+    /// to the engine, and the engine learns that the comparison with its
+    /// peer is over.
+    fn end_sync(&mut self, now: Instant, stream: StreamId) {
+        self.release_held(now, stream);
+        let Some(s) = self.streams.get(&stream) else {
+            return;
+        };
+        if matches!(
+            s.kind,
+            Kind::SyncOut { .. } | Kind::SyncIn { .. } | Kind::Done(Class::MapSync)
+        ) {
+            let peer = s.peer.clone();
+            self.engine.handle_compared(now, &peer);
         }
     }
 
