@@ -683,6 +683,81 @@ fn a_chain_split_over_two_sync_frames_is_acted_on_whole() {
     assert!(a.engine().hosting().all(|id| id != "split-chain"));
 }
 
+/// A session node 0 inherited (a version it wrote before its process
+/// started) is served only once it has compared maps with each live
+/// backup the version lists: the node opens a map sync with each, beyond
+/// its sync cap, and the engine serves the session when they have ended
+/// (here: failed, which counts, as an unreachable backup cannot serve it).
+#[test]
+fn an_inherited_session_waits_for_map_syncs_with_its_live_backups() {
+    let mut net = Net::joined(3, 15);
+    net.run_for(Duration::from_secs(3));
+    let now = net.now;
+    let now_ms = net.node(0).unix_ms(now);
+    let backups = vec![net.ids[1].clone(), net.ids[2].clone()];
+    let mut old = crate::map::Map::new(crate::map::Config::default());
+    let created = old
+        .open(
+            &harness::key(0),
+            crate::map::NewSession {
+                id: "inherited".into(),
+                service: "rtp-audio".into(),
+                params: BTreeMap::new(),
+                client: "198.18.5.7:5004".into(),
+                location: "198.18.5.0/24".into(),
+                backups: backups.clone(),
+            },
+            now_ms - 60_000,
+        )
+        .unwrap();
+    let a = net.node_mut(0);
+    a.config.timing.max_syncs = 0;
+    drain(a);
+    a.engine.handle_deltas(now, now_ms, vec![created]);
+    a.pump(now);
+    let (t, actions, _) = drain(a);
+    assert!(
+        !actions.iter().any(|x| matches!(x, Action::Start(_))),
+        "served before comparing: {actions:?}"
+    );
+    let mut synced: Vec<(NodeId, StreamId)> = t
+        .iter()
+        .filter_map(|x| match x {
+            Transmit::Open {
+                stream,
+                peer,
+                protocol: Protocol::Sync,
+                ..
+            } => Some((peer.clone(), *stream)),
+            _ => None,
+        })
+        .collect();
+    synced.sort();
+    assert_eq!(
+        synced.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        {
+            let mut b = backups.clone();
+            b.sort();
+            b
+        },
+        "a sync with each live backup, past the cap of 0"
+    );
+    a.handle_stream_closed(now, synced[0].1, Some("unreachable".into()));
+    let (_, actions, _) = drain(a);
+    assert!(
+        !actions.iter().any(|x| matches!(x, Action::Start(_))),
+        "served with a backup still to compare: {actions:?}"
+    );
+    a.handle_stream_closed(now, synced[1].1, Some("unreachable".into()));
+    let (_, actions, _) = drain(a);
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Start(r) if r.id == "inherited")),
+        "both compared: served: {actions:?}"
+    );
+}
+
 #[test]
 fn a_warm_started_group_is_converged_keyed_and_shares_its_maps() {
     let mut net = Net::new(12, 11);
