@@ -1513,7 +1513,17 @@ difference (920) is what one more suspicion of a healthy member counts \
 once it reaches nearly every node, and refutations went 21 -> 22; it came \
 with the review fixes of \
 65670aa (the back-to-back run of 10b81b1 has it too), the takeover and \
-detection figures moved by under 1%.
+detection figures moved by under 1%. Re-run on 75fe954 (2026-12-04, the \
+row above, 63.9 s of measured window): takeover p50 1051 / p99 1367.6 ms \
+against 1004 / 1345.4 at c74aed6 (re-measured there the same day: the \
+same takeover figures, 2711 suspicions of healthy members), and 0 \
+suspicions of healthy members. Bisected to 0e89170 (a map sync holds back \
+the records of the session its latest frame ends on until the next frame \
+or the stream's end): 0e89170 alone gives this report exactly, so the \
+comparison a restarted primary now makes (05b5b73) does not change this \
+run; why holding those records ends the suspicions, and whether the \
+claims a pull brings now wait for the stream's end (the +22 ms), is not \
+analysed yet.
 - **Correlated failures against the number of backups** (simulator, \
 2026-12-03; `testnet sim --nodes 100 --seed 1 --scenario crash --sessions \
 400 --duration 120s --crash-together K --backups B --json`): every ~3 s, \
