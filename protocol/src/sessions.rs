@@ -979,10 +979,7 @@ impl<S: Signer> Engine<S> {
             // Act on a death at once rather than at the next check.
             self.next_check = now;
             // A session waiting to compare with it waits no more for it.
-            let waiting: Vec<String> = self.comparing.keys().cloned().collect();
-            for session in waiting {
-                self.after_change(now, &session);
-            }
+            self.recheck_comparing(now, false);
         }
     }
 
@@ -991,12 +988,8 @@ impl<S: Signer> Engine<S> {
     /// been handled, and the inherited sessions that waited only for it are
     /// served now.
     pub fn handle_compared(&mut self, now: Instant, peer: &NodeId) {
-        if !self.compared.insert(peer.clone()) {
-            return;
-        }
-        let waiting: Vec<String> = self.comparing.keys().cloned().collect();
-        for id in waiting {
-            self.after_change(now, &id);
+        if self.compared.insert(peer.clone()) {
+            self.recheck_comparing(now, false);
         }
     }
 
@@ -1434,23 +1427,16 @@ impl<S: Signer> Engine<S> {
             self.next_perf = now + self.config.perf_interval;
             self.share_perf(now, now_ms);
         }
+        // Inherited sessions whose comparisons ran out of time are served
+        // all the same: a backup that cannot be reached cannot be serving
+        // one either, or its claim will win.
+        self.recheck_comparing(now, true);
         let unconfirmed: Vec<String> = self
             .confirming
             .iter()
             .filter(|(_, deadline)| now >= **deadline)
             .map(|(id, _)| id.clone())
             .collect();
-        let compared: Vec<String> = self
-            .comparing
-            .iter()
-            .filter(|(_, until)| now >= **until)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in compared {
-            // Served all the same: a backup that cannot be reached cannot
-            // be serving it either, or its claim will win.
-            self.after_change(now, &id);
-        }
         for id in unconfirmed {
             // No first packet was seen (a service that sends nothing the
             // node watches, or it lags): confirm anyway, before the old
@@ -2052,6 +2038,20 @@ impl<S: Signer> Engine<S> {
             self.actions.push_back(Action::Compare { peers: ask });
         }
         true
+    }
+
+    /// Reconciles again the inherited sessions waiting for comparisons:
+    /// every one, or (`expired_only`) those whose wait ran out by `now`.
+    fn recheck_comparing(&mut self, now: Instant, expired_only: bool) {
+        let ids: Vec<String> = self
+            .comparing
+            .iter()
+            .filter(|(_, until)| !expired_only || now >= **until)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.after_change(now, &id);
+        }
     }
 
     fn note_move(&mut self, record: &Record) {

@@ -1582,19 +1582,21 @@ started or its fence lifted) is now served only after a map comparison \
 of them; one it cannot reach counts as compared, and after \
 `compare_timeout` (3 s) it is served all the same (tests \
 `a_restarted_primary_serves_what_it_inherited_only_once_its_live_backups_were_compared`, \
-`a_claim_by_a_restarted_backup_is_served_at_once`). The table is the \
+`a_fresh_engine_claims_only_once_its_start_grace_has_passed`). The table is the \
 re-run on both (2026-12-04): no restarted primary serves a superseded \
 version any more. What remains, 8 violations in four episodes, all at \
 K=10, is two backups claiming the same session (K=10 B=2: five sessions \
 of n69 by n36 and n52 at one instant, one of n31 by n65 and n94; K=10 \
-B=3: one of n77 by n44 and n79, one of n24 by n65 and n2), not traced \
-yet; the staggers count from each backup's own detection of the death, \
-and in a burst of ten crashes the ranks' detections can be further apart \
-than a stagger (500 ms). The claims conflict, one wins everywhere (the \
+B=3: one of n77 by n44 and n79, one of n24 by n65 and n2). One traced \
+(n31's, K=10 B=2): both backups declared the primary dead at 109.148 s, \
+n65 claimed at 109.749 and n94 at 109.948, 200 ms later, before n65's \
+claim reached it; neither claimed at detection, so a backup ranked ahead \
+of both still looked alive (most likely crashed in the same burst): n65 \
+claimed once it learnt that death, while n94's stagger counts from the \
+primary's death, which left it 200 ms of the 500 ms stagger. The claims conflict, one wins everywhere (the \
 map's precedence order), and the other stops: none was doubly owned 10 s after a \
-burst. Next: trace them; a stagger counted from a time of death the \
-declaring node writes into the death rumour would not depend on when \
-each backup heard it. The traffic at 400 sessions on 100 nodes with \
+burst. Next: count a backup's stagger from the latest of the primary's death \
+and the deaths of the backups ranked ahead of it. The traffic at 400 sessions on 100 nodes with \
 a crash every 3 s is session-map deltas piggybacked on every probe, not \
 monitoring.
 - **transcode, warm against cold**: the gap per affected client minus \

@@ -612,6 +612,31 @@ fn a_map_sync_exchange_carries_only_what_differs() {
     );
 }
 
+/// A map in which node 0 (key 0) opened session `id` with `backups` at
+/// `at_ms`, as in an earlier life of its process, and that version.
+fn opened_earlier(
+    id: &str,
+    backups: Vec<NodeId>,
+    at_ms: u64,
+) -> (crate::map::Map, crate::map::Delta) {
+    let mut old = crate::map::Map::new(crate::map::Config::default());
+    let created = old
+        .open(
+            &harness::key(0),
+            crate::map::NewSession {
+                id: id.into(),
+                service: "rtp-audio".into(),
+                params: BTreeMap::new(),
+                client: "198.18.5.7:5004".into(),
+                location: "198.18.5.0/24".into(),
+                backups,
+            },
+            at_ms,
+        )
+        .unwrap();
+    (old, created)
+}
+
 #[test]
 fn a_chain_split_over_two_sync_frames_is_acted_on_whole() {
     // Node 0 created a session in an earlier life (epoch 1, it primary,
@@ -621,21 +646,7 @@ fn a_chain_split_over_two_sync_frames_is_acted_on_whole() {
     let mut net = Net::joined(3, 14);
     net.run_for(Duration::from_secs(3));
     let now_ms = net.node(0).unix_ms(net.now);
-    let mut old = crate::map::Map::new(crate::map::Config::default());
-    let created = old
-        .open(
-            &harness::key(0),
-            crate::map::NewSession {
-                id: "split-chain".into(),
-                service: "rtp-audio".into(),
-                params: BTreeMap::new(),
-                client: "198.18.5.7:5004".into(),
-                location: "198.18.5.0/24".into(),
-                backups: vec![net.ids[1].clone()],
-            },
-            now_ms - 5000,
-        )
-        .unwrap();
+    let (mut old, created) = opened_earlier("split-chain", vec![net.ids[1].clone()], now_ms - 5000);
     let claimed = old
         .claim(
             &harness::key(1),
@@ -695,21 +706,7 @@ fn an_inherited_session_waits_for_map_syncs_with_its_live_backups() {
     let now = net.now;
     let now_ms = net.node(0).unix_ms(now);
     let backups = vec![net.ids[1].clone(), net.ids[2].clone()];
-    let mut old = crate::map::Map::new(crate::map::Config::default());
-    let created = old
-        .open(
-            &harness::key(0),
-            crate::map::NewSession {
-                id: "inherited".into(),
-                service: "rtp-audio".into(),
-                params: BTreeMap::new(),
-                client: "198.18.5.7:5004".into(),
-                location: "198.18.5.0/24".into(),
-                backups: backups.clone(),
-            },
-            now_ms - 60_000,
-        )
-        .unwrap();
+    let (_, created) = opened_earlier("inherited", backups.clone(), now_ms - 60_000);
     let a = net.node_mut(0);
     a.config.timing.max_syncs = 0;
     drain(a);
@@ -720,7 +717,7 @@ fn an_inherited_session_waits_for_map_syncs_with_its_live_backups() {
         !actions.iter().any(|x| matches!(x, Action::Start(_))),
         "served before comparing: {actions:?}"
     );
-    let mut synced: Vec<(NodeId, StreamId)> = t
+    let synced: BTreeMap<NodeId, StreamId> = t
         .iter()
         .filter_map(|x| match x {
             Transmit::Open {
@@ -732,23 +729,22 @@ fn an_inherited_session_waits_for_map_syncs_with_its_live_backups() {
             _ => None,
         })
         .collect();
-    synced.sort();
     assert_eq!(
-        synced.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
-        {
-            let mut b = backups.clone();
-            b.sort();
-            b
-        },
+        synced
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        backups.iter().cloned().collect(),
         "a sync with each live backup, past the cap of 0"
     );
-    a.handle_stream_closed(now, synced[0].1, Some("unreachable".into()));
+    let synced: Vec<StreamId> = synced.into_values().collect();
+    a.handle_stream_closed(now, synced[0], Some("unreachable".into()));
     let (_, actions, _) = drain(a);
     assert!(
         !actions.iter().any(|x| matches!(x, Action::Start(_))),
         "served with a backup still to compare: {actions:?}"
     );
-    a.handle_stream_closed(now, synced[1].1, Some("unreachable".into()));
+    a.handle_stream_closed(now, synced[1], Some("unreachable".into()));
     let (_, actions, _) = drain(a);
     assert!(
         actions
