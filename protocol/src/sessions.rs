@@ -740,6 +740,13 @@ pub struct Engine<S> {
     /// older than one already held.
     perf_dropped: u64,
     history: BTreeMap<String, Vec<Move>>,
+    /// Sessions whose version naming this node a backup it learnt when
+    /// their primary was dead in its view already, and when: the other
+    /// backups' staggers may have run meanwhile ([`Engine::examine`]).
+    learnt_late: BTreeMap<String, Instant>,
+    /// Sessions of a down primary this node, full, left to a later backup
+    /// with room ([`Engine::examine`]).
+    left_to_later: BTreeSet<String>,
     /// Active sessions by primary, so that a check looks only at this
     /// node's own sessions and those of down primaries, not at the whole
     /// map.
@@ -788,6 +795,8 @@ impl<S: Signer> Engine<S> {
         let resume_at = now + config.resume_grace;
         Engine {
             serving_since: resume_at,
+            learnt_late: BTreeMap::new(),
+            left_to_later: BTreeSet::new(),
             life_ms: now_ms,
             compared: BTreeSet::new(),
             compare_asked: BTreeSet::new(),
@@ -1497,6 +1506,8 @@ impl<S: Signer> Engine<S> {
                 let map = &self.map;
                 self.history.retain(|id, _| map.get(id).is_some());
                 self.last_move.retain(|id, _| map.get(id).is_some());
+                self.learnt_late.retain(|id, _| map.get(id).is_some());
+                self.left_to_later.retain(|id| map.get(id).is_some());
                 self.session_perf.retain(|id, _| map.get(id).is_some());
             }
         }
@@ -1584,23 +1595,51 @@ impl<S: Signer> Engine<S> {
         let Some(rank) = live.iter().position(|b| **b == self.me) else {
             return;
         };
+        // Its rank counts from the latest death that moved it up: when a
+        // backup ranked ahead of it died after the primary (or its death
+        // was learnt later), the backup now ranked first claims only once
+        // it learns of that death, and this one's stagger must leave that
+        // claim its time to arrive.
+        let down_since = record
+            .backups
+            .iter()
+            .take_while(|b| **b != self.me)
+            .filter_map(|b| self.is_down(b))
+            .fold(down_since, Instant::max);
         // The primary went down while this node could not act (its start
-        // or resume grace): the other backups' staggers ran meanwhile and
+        // or resume grace), or before this node learnt the version that
+        // names it a backup: the other backups' staggers ran meanwhile and
         // one of them may have claimed already, unheard of here. It waits
         // behind every live backup, from when it could act, keeping its
         // rank among the late (found in CI: two backups both in their
         // start grace claimed at its end, as their staggers had passed).
-        let (from, wait) = if down_since >= self.serving_since {
+        // The same holds for a version learnt late: a primary that named a
+        // new first backup just before it crashed, the second claiming
+        // after its stagger, and the first learning the version from a
+        // peer that had not heard that claim.
+        let could_act = match self.learnt_late.get(id) {
+            Some(&learnt) => learnt.max(self.serving_since),
+            None => self.serving_since,
+        };
+        let (from, wait) = if down_since >= could_act {
             (down_since, rank)
         } else {
-            (self.serving_since, live.len() + rank)
+            (could_act, live.len() + rank)
         };
         if now < from + self.config.claim_stagger * wait as u32 {
             return;
         }
         // A full node leaves the session to a later live backup with room
         // (it claims after its own stagger); when none has room, it claims
-        // all the same, as losing the session is worse, and says so.
+        // all the same, as losing the session is worse, and says so. One
+        // that left it to a later backup claims only once every live
+        // backup's stagger has passed, and one more for a claim to arrive
+        // (keeping its rank among those that do the same): the backup it
+        // left it to may be full now because it claimed (simulator, ten
+        // crashes at once: the first backup, full, left a session to the
+        // second, which claimed it with others and announced its load, and
+        // the first, seeing no room left behind it, claimed 200 ms later,
+        // before it heard).
         let full = self.load() >= self.capacity;
         if full {
             let roomier = live[rank + 1..].iter().any(|b| {
@@ -1609,6 +1648,13 @@ impl<S: Signer> Engine<S> {
                     .is_some_and(|m| m.capacity > 0 && m.load < m.capacity)
             });
             if roomier {
+                self.left_to_later.insert(id.to_string());
+                return;
+            }
+            let behind_all = wait + live.len();
+            if self.left_to_later.contains(id)
+                && now < from + self.config.claim_stagger * behind_all as u32
+            {
                 return;
             }
         }
@@ -1885,6 +1931,15 @@ impl<S: Signer> Engine<S> {
             return;
         };
         self.note_move(&record);
+        if record.state == SessionState::Active
+            && record.backups.contains(&self.me)
+            && self.is_down(&record.primary).is_some()
+        {
+            self.learnt_late.insert(id.to_string(), now);
+        } else {
+            self.learnt_late.remove(id);
+            self.left_to_later.remove(id);
+        }
         let mine = record.primary == self.me && record.state == SessionState::Active;
         self.keep_standby(&record, mine);
         if mine && (self.fenced || (self.resume_at.is_some() && !fresh)) {

@@ -33,8 +33,13 @@ struct Cluster {
 impl Cluster {
     /// `n` engines that have run for their start's resume grace.
     fn new(n: usize) -> Self {
+        Self::with_config(n, Config::default())
+    }
+
+    /// Like [`new`](Self::new), every engine with `config`.
+    fn with_config(n: usize, config: Config) -> Self {
         let started = Instant::now();
-        let now = started + Config::default().resume_grace;
+        let now = started + config.resume_grace;
         let keys: Vec<LocalKey> = (0..n)
             .map(|i| LocalKey::from_seed([i as u8 + 1; 32]))
             .collect();
@@ -42,7 +47,7 @@ impl Cluster {
         let mut engines: Vec<Engine<LocalKey>> = keys
             .into_iter()
             .map(|k| {
-                let mut e = Engine::new(k, 10, Config::default(), started, 998_000);
+                let mut e = Engine::new(k, 10, config.clone(), started, 998_000);
                 e.handle_timeout(now, 1_000_000);
                 e
             })
@@ -378,6 +383,59 @@ fn a_full_backup_leaves_a_takeover_to_a_later_one_with_room_or_claims_and_counts
     assert_eq!(c.engines[first].over_capacity(), 1);
 }
 
+/// A full first backup leaves the session to the second, which has room;
+/// the second claims it (and others), so that the first soon sees it full
+/// too, before the claim reaches it: the first must not take the session
+/// back as though no backup behind it had room (simulator, ten crashes at
+/// once: both claimed, 200 ms apart).
+#[test]
+fn a_full_backup_that_left_a_session_to_another_waits_for_its_claim() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let first = c.index(&record.backups[0]);
+    let second = c.index(&record.backups[1]);
+    c.engines[first].capacity = 0;
+    c.down[first] = true;
+    c.crash(primary);
+    let stagger = Config::default().claim_stagger;
+    let check = Config::default().check_interval;
+    c.tick(stagger + check);
+    assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+    // The first, its view of the second roomy, leaves the session to it.
+    let (mut now, mut now_ms) = (c.now, c.now_ms);
+    c.engines[first].handle_timeout(now, now_ms);
+    assert!(c.hosting(first).is_empty());
+    // The second's load, now full, reaches the first; its claim does not.
+    let full = NodeMeta {
+        capacity: 10,
+        load: 10,
+        ..NodeMeta::default()
+    };
+    let id = c.ids[second].clone();
+    c.engines[first].handle_member(now, id, State::Alive, Some(&full), None);
+    let died = c.now - stagger - check;
+    while now + check < died + stagger * 2 {
+        now += check;
+        now_ms += check.as_millis() as u64;
+        c.engines[first].handle_timeout(now, now_ms);
+        assert!(
+            c.hosting(first).is_empty(),
+            "the full first backup claimed {:?} after the primary's death, \
+             before the second's claim had its stagger to arrive",
+            now - died
+        );
+    }
+    for delta in c.engines[second].map().chain("s1") {
+        let m = AppMessage::Delta(Box::new(delta)).encode();
+        c.engines[first].handle_app(now, now_ms, &m);
+    }
+    c.down[first] = false;
+    c.tick(stagger * 4);
+    assert!(c.hosting(first).is_empty());
+    assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+}
+
 #[test]
 fn a_restarted_node_acts_on_where_a_chain_ends_not_on_its_steps() {
     let mut c = Cluster::new(5);
@@ -426,6 +484,113 @@ fn the_second_backup_takes_over_if_the_first_is_dead_too() {
     c.crash(first);
     c.crash(primary);
     c.tick(Duration::from_millis(250));
+    assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+}
+
+/// The primary and its first backup crash together and the survivors
+/// learn of the backup's death later than of the primary's: the second
+/// backup, first among the live now, claims once it learns of it, and the
+/// third's stagger counts from that death too, not from the primary's,
+/// so that the second's claim has its stagger to arrive.
+#[test]
+fn a_later_backup_staggers_from_the_death_that_moved_it_up() {
+    let mut config = Config::default();
+    config.policy.backups = 3;
+    let mut c = Cluster::with_config(5, config);
+    let record = c.open(0, "s1");
+    assert_eq!(record.backups.len(), 3);
+    let primary = c.index(&record.primary);
+    let [first, second, third] = [0, 1, 2].map(|k| c.index(&record.backups[k]));
+    c.crash(primary);
+    c.down[first] = true;
+    // The survivors know the primary dead; the first backup still looks
+    // alive, so the second and third wait their staggers behind it.
+    let stagger = Config::default().claim_stagger;
+    c.tick(stagger / 2);
+    let first_id = c.ids[first].clone();
+    let learnt = c.now;
+    // The third backup learns of the first's death; the second's claim
+    // (it learns of it at the same moment) does not reach the third.
+    for i in [second, third] {
+        c.engines[i].handle_member(learnt, first_id.clone(), State::Dead, None, None);
+    }
+    c.down[second] = true;
+    let mut elapsed = Duration::ZERO;
+    while elapsed + c.engines[0].config.check_interval < stagger {
+        c.tick(c.engines[0].config.check_interval);
+        elapsed += c.engines[0].config.check_interval;
+        assert!(
+            c.hosting(third).is_empty(),
+            "the third backup claimed {elapsed:?} after the first's death, \
+             less than a stagger ({stagger:?}), {:?} after the primary's",
+            c.now - (learnt - stagger / 2)
+        );
+    }
+    // Past a stagger from that death, with no claim heard, it claims.
+    c.tick(stagger);
+    assert_eq!(c.hosting(third), vec!["s1".to_string()]);
+}
+
+/// The primary names a new first backup just before it crashes, and that
+/// node learns the new version only after it saw the primary dead, from a
+/// peer that had not heard of the second backup's claim: it waits behind
+/// every live backup from when it learnt it, instead of claiming at once
+/// as the first.
+#[test]
+fn a_backup_that_learns_of_its_role_after_the_primary_died_waits_behind_the_others() {
+    let mut c = Cluster::new(5);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let second = c.index(&record.backups[0]);
+    let late = (0..5)
+        .find(|i| *i != primary && !record.backups.contains(&c.ids[*i]))
+        .unwrap();
+    // `late` hears nothing for now.
+    c.down[late] = true;
+    let update = {
+        let e = &mut c.engines[primary];
+        let backups = vec![c.ids[late].clone(), c.ids[second].clone()];
+        e.map
+            .update_backups(&e.signer, "s1", backups, c.now_ms)
+            .unwrap()
+    };
+    let message = AppMessage::Delta(Box::new(update)).encode();
+    for i in (0..5).filter(|i| *i != primary && *i != late) {
+        let (now, now_ms) = (c.now, c.now_ms);
+        c.engines[i].handle_app(now, now_ms, &message);
+    }
+    c.settle();
+    c.crash(primary);
+    // `second` waits a stagger behind `late` (alive in its view), then
+    // claims.
+    let stagger = Config::default().claim_stagger;
+    let check = Config::default().check_interval;
+    c.tick(stagger + check);
+    assert_eq!(c.hosting(second), vec!["s1".to_string()]);
+    // `late` learns the version naming it first, not the claim.
+    let (mut now, mut now_ms) = (c.now, c.now_ms);
+    let learnt = now;
+    c.engines[late].handle_app(now, now_ms, &message);
+    while now + check < learnt + stagger * 2 {
+        now += check;
+        now_ms += check.as_millis() as u64;
+        c.engines[late].handle_timeout(now, now_ms);
+        assert!(
+            c.hosting(late).is_empty(),
+            "claimed {:?} after learning it was the first backup, {:?} after the primary's \
+             death, behind a live backup",
+            now - learnt,
+            now - (learnt - stagger - check)
+        );
+    }
+    // The claim reaches it; it never serves the session.
+    for delta in c.engines[second].map().chain("s1") {
+        let m = AppMessage::Delta(Box::new(delta)).encode();
+        c.engines[late].handle_app(now, now_ms, &m);
+    }
+    c.down[late] = false;
+    c.tick(stagger * 4);
+    assert!(c.hosting(late).is_empty());
     assert_eq!(c.hosting(second), vec!["s1".to_string()]);
 }
 
