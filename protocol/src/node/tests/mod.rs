@@ -1372,6 +1372,36 @@ fn a_restarted_node_rejoins_without_suspecting_healthy_members() {
     assert!(probes > 20, "it probed ({probes} probes)");
 }
 
+/// A node restarted with an empty map learns the map's root in the reply
+/// to its join and syncs at once, instead of at its first periodic
+/// membership sync (every 5 s, jittered to at least 3.75 s): its
+/// sessions' takeovers and resumptions depend on what it holds.
+#[test]
+fn a_node_restarted_empty_pulls_the_map_from_its_first_peer_at_once() {
+    let mut net = Net::new(5, 21);
+    net.warm();
+    for at in 0..3 {
+        open(&mut net, at);
+    }
+    net.run_for(Duration::from_secs(2));
+    let held = |net: &Net, i: usize| net.node(i).engine().map().len();
+    assert_eq!(held(&net, 0), 3);
+    let r = 4;
+    net.crash(r);
+    net.run_for(Duration::from_millis(200));
+    net.restart(r);
+    assert_eq!(held(&net, r), 0);
+    net.discover(r, 0);
+    net.run_for(Duration::from_millis(1500));
+    assert_eq!(
+        held(&net, r),
+        3,
+        "the restarted node holds {} of the 3 sessions 1.5 s after it started",
+        held(&net, r)
+    );
+    assert!(net.node(r).stats().syncs >= 1);
+}
+
 /// Members known before any keys are agreed with them (as after an
 /// anti-entropy exchange) are probed before their handshakes end, which
 /// are throttled here to one at a time: their pings wait for the keys,
