@@ -11,6 +11,7 @@ pub mod emu;
 pub mod evaluate;
 pub mod http;
 pub mod local;
+pub mod mapscale;
 pub mod netns;
 pub mod plot;
 pub mod rtp_receiver;

@@ -90,6 +90,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How far the replicated session map goes: per session count, what one
+    /// node holds (heap per session, from the allocator), receives (a
+    /// delta, a whole map pulled after a restart, the CPU to verify and
+    /// apply it) and exchanges in anti-entropy with a replica differing in
+    /// 1 session, 1 % and 10 % of them; on the real map and session engine.
+    #[command(
+        name = "map-scale",
+        after_help = "EXAMPLES:\n  testnet map-scale --json\n  testnet map-scale --sessions 1000,10000"
+    )]
+    MapScale {
+        /// Session counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = baton_testnet::mapscale::DEFAULT_SESSIONS)]
+        sessions: Vec<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Brings up a testnet that stays up (root): one network namespace per
     /// node (198.18.1.N/16, a TAP device as eth0) and a client namespace
     /// (198.18.2.1), joined by the userspace WAN emulator, which delays each
@@ -747,6 +764,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::MapScale { sessions, json } => match baton_testnet::mapscale::run(&sessions) {
+            Ok(report) if json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(report) => {
+                print!("{}", baton_testnet::mapscale::table(&report));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("testnet map-scale: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Bench {
             nodes,
             settle,
@@ -844,7 +878,10 @@ fn run_net(command: Command) -> ExitCode {
         Command::Run(args) => run_scenario(&args),
         Command::Study { docs, quick } => evaluate(&docs, quick, Some("study-")),
         Command::Evaluate { docs, quick, only } => evaluate(&docs, quick, only.as_deref()),
-        Command::Sim(_) | Command::Demo { .. } | Command::Bench { .. } => ExitCode::from(2),
+        Command::Sim(_)
+        | Command::Demo { .. }
+        | Command::Bench { .. }
+        | Command::MapScale { .. } => ExitCode::from(2),
     }
 }
 

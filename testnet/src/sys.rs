@@ -2,7 +2,8 @@
 //! devices, entering a network namespace, signals and `poll`, through
 //! `nix`. Every `unsafe` of the workspace lives here, each block with the
 //! reason it is sound; what remains unsafe is what has no safe wrapper
-//! (an ioctl, `pre_exec`, installing a signal handler, `setpriority`).
+//! (an ioctl, `pre_exec`, installing a signal handler, `setpriority`,
+//! reading the allocator's counters).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -204,6 +205,17 @@ pub fn catch_interrupts() {
 /// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Bytes the C allocator (glibc's malloc, which Rust's global allocator
+/// uses here) has handed out and not taken back: `mallinfo2`'s in-use
+/// small blocks plus its mmapped large ones. For measuring what a data
+/// structure holds, by difference.
+pub fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct of
+    // counters by value; it only reads the allocator's own statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks + info.hblkhd
 }
 
 #[cfg(test)]

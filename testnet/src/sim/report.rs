@@ -105,6 +105,15 @@ pub struct Report {
     /// Heals after which the views had not converged when the next cut came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heal_unconverged: Option<usize>,
+    /// Partition heal until the sessions settled: every running node's map
+    /// the same and every session hosted by exactly one node (checked every
+    /// 100 ms; partition scenario with sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heal_sessions_settled_ms: Option<Summary>,
+    /// Heals after which the sessions had not settled when the next cut
+    /// came or the run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heal_sessions_unsettled: Option<usize>,
     /// Faults stopping until every live node sees every other alive.
     pub settle_converged_ms: Option<f64>,
     /// Crashes injected.
@@ -385,6 +394,14 @@ impl fmt::Display for Report {
                 f,
                 "convergence after heal",
                 format!("{} ({unconverged} unconverged at next cut)", summary(heal)),
+            )?;
+        }
+        if let Some(settled) = &self.heal_sessions_settled_ms {
+            let unsettled = self.heal_sessions_unsettled.unwrap_or(0);
+            row(
+                f,
+                "sessions settled after heal",
+                format!("{} ({unsettled} unsettled at next cut)", summary(settled)),
             )?;
         }
         row(f, "settle converged", ms(self.settle_converged_ms))?;

@@ -211,7 +211,16 @@ enum Act {
     Cut,
     Heal,
     Pause,
+    /// Whether the sessions settled since the heal of partition `cut`
+    /// (its count), healed at the given time.
+    SessionsSettled {
+        cut: u64,
+        healed: Duration,
+    },
 }
+
+/// How often the sessions are checked for having settled after a heal.
+const SETTLED_CHECK: Duration = Duration::from_millis(100);
 
 /// Runs a scenario to the end and reports what it measured.
 pub fn run(cfg: &ScenarioConfig) -> Report {
@@ -263,6 +272,12 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
     );
     let paused = if n > 1 { rng.random_range(1..n) } else { 0 };
     let mut heal_unconverged = 0;
+    // Partitions cut so far; heal until the sessions settled (the maps
+    // equal, every session hosted once), and heals that had not settled
+    // them when the next cut came.
+    let mut cuts = 0u64;
+    let mut sessions_settled = Vec::new();
+    let mut sessions_unsettled = 0usize;
     let mut all_replicas_crashed = 0u64;
     sim.set_loss(cfg.loss);
     match cfg.scenario {
@@ -281,6 +296,11 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
     }
     while let Some(Reverse((at, _, act))) = agenda.pop() {
         if at >= end {
+            // A heal whose sessions had not settled when the run ended.
+            sessions_unsettled += std::iter::once(act)
+                .chain(agenda.drain().map(|Reverse((_, _, a))| a))
+                .filter(|a| matches!(a, Act::SessionsSettled { .. }))
+                .count();
             break;
         }
         sim.run_until(at);
@@ -322,6 +342,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
                 );
             }
             Act::Cut => {
+                cuts += 1;
                 sim.interrupt_dissemination();
                 if sim.cancel_watch(Watch::Heal) {
                     heal_unconverged += 1;
@@ -339,6 +360,22 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
             Act::Heal => {
                 sim.heal();
                 sim.watch(Watch::Heal);
+                if cfg.sessions > 0 {
+                    let check = Act::SessionsSettled {
+                        cut: cuts,
+                        healed: at,
+                    };
+                    plan(&mut agenda, at + SETTLED_CHECK, check);
+                }
+            }
+            Act::SessionsSettled { cut, healed } => {
+                if cut != cuts {
+                    sessions_unsettled += 1;
+                } else if sim.sessions_settled() {
+                    sessions_settled.push(at - healed);
+                } else {
+                    plan(&mut agenda, at + SETTLED_CHECK, act);
+                }
             }
             Act::Pause => {
                 sim.pause(paused);
@@ -383,6 +420,8 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
         start,
         drained,
         heal_unconverged,
+        sessions_settled,
+        sessions_unsettled,
         replicated,
         all_replicas_crashed,
     };
@@ -494,6 +533,10 @@ struct Outcome {
     drained: bool,
     /// Heals after which the views had not converged at the next cut.
     heal_unconverged: usize,
+    /// Heal until the sessions settled (partition scenario with sessions).
+    sessions_settled: Vec<Duration>,
+    /// Heals after which they had not settled at the next cut or the end.
+    sessions_unsettled: usize,
     /// How long session replication took, if it completed.
     replicated: Option<Duration>,
     /// Sessions every replica of which was in a crash burst, summed over
@@ -502,13 +545,15 @@ struct Outcome {
 }
 
 fn report(cfg: &ScenarioConfig, sim: &Sim, wall: &Wall, outcome: &Outcome) -> Report {
-    let &Outcome {
+    let Outcome {
         start,
         drained,
         heal_unconverged,
+        ref sessions_settled,
+        sessions_unsettled,
         replicated,
         all_replicas_crashed,
-    } = outcome;
+    } = *outcome;
     let wall_s = wall.total.as_secs_f64();
     let measure_wall_s = wall.measure.as_secs_f64();
     let (per_node, window) = sim.traffic();
@@ -610,6 +655,10 @@ fn report(cfg: &ScenarioConfig, sim: &Sim, wall: &Wall, outcome: &Outcome) -> Re
         heal_converge_ms: (cfg.scenario == Scenario::Partition)
             .then(|| summary(sim.convergence_samples(Watch::Heal))),
         heal_unconverged: (cfg.scenario == Scenario::Partition).then_some(heal_unconverged),
+        heal_sessions_settled_ms: (cfg.scenario == Scenario::Partition && cfg.sessions > 0)
+            .then(|| summary(sessions_settled)),
+        heal_sessions_unsettled: (cfg.scenario == Scenario::Partition && cfg.sessions > 0)
+            .then_some(sessions_unsettled),
         settle_converged_ms: first_ms(sim.convergence_samples(Watch::Settle)),
         crashes: c.crashes,
         restarts: c.restarts,
