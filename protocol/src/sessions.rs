@@ -1651,12 +1651,13 @@ impl<S: Signer> Engine<S> {
                 self.left_to_later.insert(id.to_string());
                 return;
             }
-            let behind_all = wait + live.len();
-            if self.left_to_later.contains(id)
-                && now < from + self.config.claim_stagger * behind_all as u32
-            {
-                return;
-            }
+        }
+        // (Full or not by now: its load may have dropped since.)
+        let behind_all = wait + live.len();
+        if self.left_to_later.contains(id)
+            && now < from + self.config.claim_stagger * behind_all as u32
+        {
+            return;
         }
         let candidates = self.candidates(&record.location, Some(&record.primary));
         let first_of = self.first_backup_counts(&self.me.clone());

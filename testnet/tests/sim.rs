@@ -400,13 +400,9 @@ fn a_healed_partition_leaves_every_session_with_one_owner() {
     assert_eq!(report.double_owned, 0);
     assert!(report.streams.broken > 0 || report.messages.cut > 0);
     // Every heal is timed until the sessions settled (maps equal, each
-    // session hosted once), within the 10 s before the next cut.
+    // session hosted once), before the next cut.
     let settled = report.heal_sessions_settled_ms.expect("timed");
     assert!(settled.samples >= 1, "{settled:?}");
-    assert!(
-        settled.max.is_some_and(|m| m > 0.0 && m < 10_000.0),
-        "{settled:?}"
-    );
     assert_eq!(report.heal_sessions_unsettled, Some(0));
 }
 

@@ -1850,14 +1850,19 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         let mut app = t.app;
         if let Message::Sync(sync) = &t.message
             && sync.reply
+            && (sync.updates.is_empty() || is_join(sync, &self.me))
         {
             // The map's root rides on membership anti-entropy: one periodic
-            // datagram checks both. Also on a reply with updates, as the
-            // one to a joining node is: a node restarted empty learns the
-            // sessions at once, not at its first periodic sync 4-6 s later
-            // (simulator, ten crashes at once with one backup: a primary
-            // and its backup restarted together held no map six seconds
-            // later, and the session waited for one of them).
+            // datagram checks both. And on a join (the joiner's own entry
+            // alone): the member joined through sees the joiner's root
+            // differ and syncs maps with it at once, so a node restarted
+            // empty learns the sessions now, not at its first periodic sync
+            // 4-6 s later (simulator, ten crashes at once with one backup:
+            // a primary and its backup restarted together held no map six
+            // seconds later, and the session waited for one of them). Not
+            // on a table that asks back: the digest-only sync it answers
+            // carried a root already, and a second would start a second
+            // map sync the other way.
             app.push(AppMessage::Root(self.engine.map().digest().root()).encode());
         }
         let class = classify(&t.message, !app.is_empty());
@@ -1962,6 +1967,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
         self.start_handshake(now, peer);
     }
+}
+
+/// Whether `sync` is a join as [`swim::Swim::join`] sends it: the sender's
+/// own entry alone, asking for the receiver's table.
+fn is_join(sync: &wire::Sync, me: &NodeId) -> bool {
+    sync.reply && matches!(sync.updates.as_slice(), [own] if own.id() == me)
 }
 
 /// How long after a member leading sessions goes down this node expects

@@ -436,6 +436,38 @@ fn a_full_backup_that_left_a_session_to_another_waits_for_its_claim() {
     assert_eq!(c.hosting(second), vec!["s1".to_string()]);
 }
 
+/// The same, but the first backup's own load drops after it left the
+/// session to the second: no longer full, it still waits for the claim it
+/// left room for, rather than claim at once as the first live backup.
+#[test]
+fn a_backup_no_longer_full_still_waits_for_the_claim_it_left_to_another() {
+    let mut c = Cluster::new(4);
+    let record = c.open(0, "s1");
+    let primary = c.index(&record.primary);
+    let first = c.index(&record.backups[0]);
+    c.engines[first].capacity = 0;
+    c.down[first] = true;
+    c.crash(primary);
+    let stagger = Config::default().claim_stagger;
+    let check = Config::default().check_interval;
+    let died = c.now;
+    let (mut now, mut now_ms) = (c.now + check, c.now_ms + check.as_millis() as u64);
+    c.engines[first].handle_timeout(now, now_ms);
+    assert!(c.hosting(first).is_empty(), "left to the second");
+    c.engines[first].capacity = 10;
+    while now + check < died + stagger * 2 {
+        now += check;
+        now_ms += check.as_millis() as u64;
+        c.engines[first].handle_timeout(now, now_ms);
+        assert!(
+            c.hosting(first).is_empty(),
+            "claimed {:?} after the primary's death, its load down, before the \
+             second's claim had its stagger to arrive",
+            now - died
+        );
+    }
+}
+
 #[test]
 fn a_restarted_node_acts_on_where_a_chain_ends_not_on_its_steps() {
     let mut c = Cluster::new(5);

@@ -401,7 +401,10 @@ impl fmt::Display for Report {
             row(
                 f,
                 "sessions settled after heal",
-                format!("{} ({unsettled} unsettled at next cut)", summary(settled)),
+                format!(
+                    "{} ({unsettled} unsettled at the next cut or the end)",
+                    summary(settled)
+                ),
             )?;
         }
         row(f, "settle converged", ms(self.settle_converged_ms))?;
