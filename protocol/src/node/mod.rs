@@ -1969,10 +1969,10 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     }
 }
 
-/// Whether `sync` is a join as [`swim::Swim::join`] sends it: the sender's
-/// own entry alone, asking for the receiver's table.
+/// Whether `sync` (asking for a reply) is a join as [`swim::Swim::join`]
+/// sends it: the sender's own entry alone.
 fn is_join(sync: &wire::Sync, me: &NodeId) -> bool {
-    sync.reply && matches!(sync.updates.as_slice(), [own] if own.id() == me)
+    matches!(sync.updates.as_slice(), [own] if own.id() == me)
 }
 
 /// How long after a member leading sessions goes down this node expects

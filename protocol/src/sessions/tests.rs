@@ -111,6 +111,22 @@ impl Cluster {
         self.settle();
     }
 
+    /// Advances the clock by `by` and wakes node `i` alone: one that hears
+    /// nothing (`down`), whose timers still run; the others wait.
+    fn tick_alone(&mut self, i: usize, by: Duration) {
+        self.now += by;
+        self.now_ms += by.as_millis() as u64;
+        self.engines[i].handle_timeout(self.now, self.now_ms);
+    }
+
+    /// Gives node `to` the chain of "s1" as node `from` holds it.
+    fn hand_chain(&mut self, from: usize, to: usize) {
+        for delta in self.engines[from].map().chain("s1") {
+            let m = AppMessage::Delta(Box::new(delta)).encode();
+            self.engines[to].handle_app(self.now, self.now_ms, &m);
+        }
+    }
+
     fn index(&self, id: &NodeId) -> usize {
         self.ids.iter().position(|i| i == id).expect("known id")
     }
@@ -403,7 +419,7 @@ fn a_full_backup_that_left_a_session_to_another_waits_for_its_claim() {
     c.tick(stagger + check);
     assert_eq!(c.hosting(second), vec!["s1".to_string()]);
     // The first, its view of the second roomy, leaves the session to it.
-    let (mut now, mut now_ms) = (c.now, c.now_ms);
+    let (now, now_ms) = (c.now, c.now_ms);
     c.engines[first].handle_timeout(now, now_ms);
     assert!(c.hosting(first).is_empty());
     // The second's load, now full, reaches the first; its claim does not.
@@ -415,21 +431,16 @@ fn a_full_backup_that_left_a_session_to_another_waits_for_its_claim() {
     let id = c.ids[second].clone();
     c.engines[first].handle_member(now, id, State::Alive, Some(&full), None);
     let died = c.now - stagger - check;
-    while now + check < died + stagger * 2 {
-        now += check;
-        now_ms += check.as_millis() as u64;
-        c.engines[first].handle_timeout(now, now_ms);
+    while c.now + check < died + stagger * 2 {
+        c.tick_alone(first, check);
         assert!(
             c.hosting(first).is_empty(),
             "the full first backup claimed {:?} after the primary's death, \
              before the second's claim had its stagger to arrive",
-            now - died
+            c.now - died
         );
     }
-    for delta in c.engines[second].map().chain("s1") {
-        let m = AppMessage::Delta(Box::new(delta)).encode();
-        c.engines[first].handle_app(now, now_ms, &m);
-    }
+    c.hand_chain(second, first);
     c.down[first] = false;
     c.tick(stagger * 4);
     assert!(c.hosting(first).is_empty());
@@ -451,19 +462,16 @@ fn a_backup_no_longer_full_still_waits_for_the_claim_it_left_to_another() {
     let stagger = Config::default().claim_stagger;
     let check = Config::default().check_interval;
     let died = c.now;
-    let (mut now, mut now_ms) = (c.now + check, c.now_ms + check.as_millis() as u64);
-    c.engines[first].handle_timeout(now, now_ms);
+    c.tick_alone(first, check);
     assert!(c.hosting(first).is_empty(), "left to the second");
     c.engines[first].capacity = 10;
-    while now + check < died + stagger * 2 {
-        now += check;
-        now_ms += check.as_millis() as u64;
-        c.engines[first].handle_timeout(now, now_ms);
+    while c.now + check < died + stagger * 2 {
+        c.tick_alone(first, check);
         assert!(
             c.hosting(first).is_empty(),
             "claimed {:?} after the primary's death, its load down, before the \
              second's claim had its stagger to arrive",
-            now - died
+            c.now - died
         );
     }
 }
@@ -600,26 +608,20 @@ fn a_backup_that_learns_of_its_role_after_the_primary_died_waits_behind_the_othe
     c.tick(stagger + check);
     assert_eq!(c.hosting(second), vec!["s1".to_string()]);
     // `late` learns the version naming it first, not the claim.
-    let (mut now, mut now_ms) = (c.now, c.now_ms);
-    let learnt = now;
-    c.engines[late].handle_app(now, now_ms, &message);
-    while now + check < learnt + stagger * 2 {
-        now += check;
-        now_ms += check.as_millis() as u64;
-        c.engines[late].handle_timeout(now, now_ms);
+    let (learnt, now_ms) = (c.now, c.now_ms);
+    c.engines[late].handle_app(learnt, now_ms, &message);
+    while c.now + check < learnt + stagger * 2 {
+        c.tick_alone(late, check);
         assert!(
             c.hosting(late).is_empty(),
             "claimed {:?} after learning it was the first backup, {:?} after the primary's \
              death, behind a live backup",
-            now - learnt,
-            now - (learnt - stagger - check)
+            c.now - learnt,
+            c.now - (learnt - stagger - check)
         );
     }
     // The claim reaches it; it never serves the session.
-    for delta in c.engines[second].map().chain("s1") {
-        let m = AppMessage::Delta(Box::new(delta)).encode();
-        c.engines[late].handle_app(now, now_ms, &m);
-    }
+    c.hand_chain(second, late);
     c.down[late] = false;
     c.tick(stagger * 4);
     assert!(c.hosting(late).is_empty());
