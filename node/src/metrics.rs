@@ -97,6 +97,7 @@ struct Copied {
     handshake_failures: Counter,
     syncs: Counter,
     claim_pulls: Counter,
+    walks: Counter,
     unlinked_pulls: Counter,
     bad_payloads: Counter,
     duplicate_deltas: Counter,
@@ -206,7 +207,7 @@ impl Metrics {
         );
 
         let mut copied = Copied::default();
-        let counters: [(&str, &str, &Counter); 23] = [
+        let counters: [(&str, &str, &Counter); 24] = [
             ("probes", "SWIM probes started", &copied.probes),
             (
                 "indirect_probes",
@@ -284,6 +285,11 @@ impl Metrics {
                 "map_syncs",
                 "Session-map anti-entropy exchanges completed",
                 &copied.syncs,
+            ),
+            (
+                "discovery_walks",
+                "Discovery walks (a Kademlia lookup of the overlay's providers) this node made",
+                &copied.walks,
             ),
             (
                 "claim_pulls",
@@ -608,6 +614,7 @@ impl Metrics {
         set(&c.handshake_failures, stats.handshakes_failed);
         set(&c.syncs, stats.syncs);
         set(&c.claim_pulls, stats.claim_pulls);
+        set(&c.walks, stats.walks);
         set(&c.unlinked_pulls, stats.unlinked_pulls);
         set(&c.bad_payloads, stats.bad_payloads);
         set(&c.duplicate_deltas, stats.duplicate_deltas);

@@ -76,7 +76,12 @@ pub struct Timing {
     pub alone_walk: Duration,
     /// Discovery walks while in a group: they find providers SWIM cannot
     /// know of (another partition, forgotten members), so rarely is enough.
+    /// A duty of the group, not of each member: a group of `m` members
+    /// walks about `group_walkers` times per `group_walk` in all, each
+    /// member every `group_walk * max(1, m / group_walkers)`.
     pub group_walk: Duration,
+    /// Walks a group makes per `group_walk`, whatever its size (at least 1).
+    pub group_walkers: u32,
     /// Map sync exchanges this node runs at once as initiator.
     pub max_syncs: usize,
     /// SWIM messages held per peer while its handshake runs.
@@ -96,6 +101,7 @@ impl Default for Timing {
             inbound_grace: Duration::from_secs(2),
             alone_walk: Duration::from_secs(10),
             group_walk: Duration::from_secs(600),
+            group_walkers: 1,
             max_syncs: 2,
             pending_per_peer: 8,
         }
@@ -599,6 +605,8 @@ pub struct Stats {
     /// Copies of session-map deltas dropped unread: their bytes were taken
     /// in before (see `seen.rs`).
     pub duplicate_deltas: u64,
+    /// Discovery walks this node asked for (`Action::Walk`).
+    pub walks: u64,
 }
 
 /// Timers are data: each names what it is about, and one whose reason is
@@ -1304,9 +1312,17 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         match timer {
             Timer::Stream(stream) => self.stream_deadline(now, stream),
             Timer::Walk => {
-                let alone = self.swim.num_active() == 0;
-                if !self.leaving {
-                    if alone {
+                // The timer comes every `alone_walk` (jittered); in a group
+                // it walks with the chance that makes its rate one per
+                // `walk_interval`, decided afresh each time, so a group that
+                // shrinks (a partition, the others dead) walks more at once.
+                let active = self.swim.num_active();
+                let timing = &self.config.timing;
+                let chance = timing.alone_walk.as_secs_f64()
+                    / walk_interval(timing, active).as_secs_f64().max(1e-9);
+                let walk = chance >= 1.0 || self.rng.random_bool(chance);
+                if !self.leaving && walk {
+                    if active == 0 {
                         for addr in self.config.bootstrap.clone() {
                             self.actions.push_back(Action::Dial {
                                 peer: None,
@@ -1315,12 +1331,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                         }
                     }
                     self.actions.push_back(Action::Walk);
+                    self.stats.walks += 1;
                 }
-                let every = if alone {
-                    self.config.timing.alone_walk
-                } else {
-                    self.config.timing.group_walk
-                };
+                let every = self.config.timing.alone_walk;
                 let at = now + every.mul_f64(self.rng.random_range(0.75..1.25));
                 self.schedule(at, Timer::Walk);
             }
@@ -1967,6 +1980,21 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
         }
         self.start_handshake(now, peer);
     }
+}
+
+/// Time to the next discovery walk (before jitter) of a node that knows
+/// `active` other members: often while alone; in a group the walk is the
+/// group's duty, shared so that the group walks about `group_walkers`
+/// times per `group_walk` however large it is. Each walk dials peers of
+/// its own (a libp2p connection each, closed when idle), so a walk per
+/// member per period would grow the group's discovery traffic with N.
+fn walk_interval(timing: &Timing, active: usize) -> Duration {
+    if active == 0 {
+        return timing.alone_walk;
+    }
+    let members = active as f64 + 1.0;
+    let share = (members / f64::from(timing.group_walkers.max(1))).max(1.0);
+    timing.group_walk.mul_f64(share)
 }
 
 /// Whether `sync` (asking for a reply) is a join as [`swim::Swim::join`]

@@ -881,6 +881,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
                 &[
                     "baton_coordinates_asked_total",
                     "baton_coordinates_unasked_total",
+                    "baton_discovery_walks_total",
                 ],
             )
         };
@@ -899,6 +900,18 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
                 / opts.duration.as_secs_f64().max(1e-3)
         };
         let (asked, unasked) = (per_node_s(0), per_node_s(1));
+        // Discovery walks in the window, and what the libp2p class carried
+        // per walk (walks are its main steady-state traffic): the window
+        // may hold none, the rate is what a long run averages.
+        let walks = coords_after[2].saturating_sub(coords_before[2]);
+        let libp2p_total = traffic
+            .by_class
+            .iter()
+            .find(|(c, _)| *c == "libp2p")
+            .map_or(0.0, |(_, b)| *b)
+            * n as f64
+            * opts.duration.as_secs_f64();
+        let per_walk = (walks > 0).then(|| libp2p_total / walks as f64);
         let connections = h.connections();
         let errors = if is_wan(opts) {
             h.vivaldi_errors()
@@ -910,8 +923,11 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         let r = Summary::of(&usage.rss_mb);
         let v = Summary::of(&errors).p50;
         let line = format!(
-            "N={n}: {b:.0} B/s sent per node ({}); acks with a coordinate per node {asked:.2}/s asked, {unasked:.2}/s unasked; open connections per node p50 {} max {}; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
+            "N={n}: {b:.0} B/s sent per node ({}); acks with a coordinate per node {asked:.2}/s asked, {unasked:.2}/s unasked; discovery walks {walks}{}; open connections per node p50 {} max {}; CPU p50 {} max {} %; RSS p50 {} max {} MB{}",
             classes_line(&traffic),
+            per_walk
+                .map(|w| format!(" (libp2p {:.0} KB per walk)", w / 1e3))
+                .unwrap_or_default(),
             Summary::of(&connections)
                 .p50
                 .map(fmt_num)
@@ -933,6 +949,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
             json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
             "vivaldi_median_rel_error": v.map(|v| v / 100.0),
             "coords_per_node_per_s": {"asked": asked, "unasked": unasked},
+            "walks": walks, "libp2p_bytes_per_walk": per_walk.map(f64::round),
             "bytes_by_class": classes_json(&traffic.by_class),
             "frames_by_class": classes_json(&traffic.frames_by_class),
             "series_bytes_per_node_per_s": traffic.series,

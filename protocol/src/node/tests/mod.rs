@@ -1836,3 +1836,95 @@ fn map_syncs_beyond_max_syncs_are_not_started() {
     assert!(!a.start_sync(now, &ids[3]), "two run already");
     assert_eq!(syncs_out(a), 2);
 }
+
+/// Discovery walks each node made during `d` (its `Action::Walk`s).
+fn walks_during(net: &mut Net, d: Duration) -> Vec<usize> {
+    let before: Vec<usize> = net.actions.iter().map(|a| walks_in(a)).collect();
+    net.run_for(d);
+    net.actions
+        .iter()
+        .zip(before)
+        .map(|(a, b)| walks_in(a) - b)
+        .collect()
+}
+
+fn walks_in(actions: &[Action]) -> usize {
+    actions.iter().filter(|a| matches!(a, Action::Walk)).count()
+}
+
+#[test]
+fn the_walk_interval_is_the_groups_share_and_short_alone() {
+    let t = Timing {
+        alone_walk: Duration::from_secs(10),
+        group_walk: Duration::from_secs(600),
+        group_walkers: 2,
+        ..Timing::default()
+    };
+    assert_eq!(walk_interval(&t, 0), Duration::from_secs(10));
+    // Two members: each walks once a period, the group twice.
+    assert_eq!(walk_interval(&t, 1), Duration::from_secs(600));
+    assert_eq!(walk_interval(&t, 15), Duration::from_secs(600 * 8));
+    assert_eq!(walk_interval(&t, 999), Duration::from_secs(600 * 500));
+    let none = Timing {
+        group_walkers: 0,
+        ..t.clone()
+    };
+    assert_eq!(walk_interval(&none, 3), Duration::from_secs(600 * 4));
+}
+
+#[test]
+fn a_group_walks_about_its_walkers_per_period_whatever_its_size() {
+    // group_walk 20 s, 2 walkers: 16 nodes walk about twice per 20 s in
+    // all (20 in 200 s), not each once (160).
+    let timing = Timing {
+        alone_walk: Duration::from_secs(1),
+        group_walk: Duration::from_secs(20),
+        group_walkers: 2,
+        ..Timing::default()
+    };
+    let mut net = Net::with_config(16, 41, |i| Config {
+        timing: timing.clone(),
+        ..harness::config(i)
+    });
+    net.warm();
+    let walks: usize = walks_during(&mut net, Duration::from_secs(200))
+        .iter()
+        .sum();
+    assert!((8..=40).contains(&walks), "{walks} walks in 200 s");
+    assert!(net.converged());
+}
+
+#[test]
+fn the_side_a_partition_leaves_small_walks_at_its_own_share_at_once() {
+    // 12 nodes, group_walk 20 s, 2 walkers: each walks every 120 s. Cut
+    // {0, 1} off: once they hold the other ten dead, the pair is a group of
+    // two and each walks every 20 s from then on (about 12 walks between
+    // them in 120 s), not at the share it drew as one of twelve (2).
+    let timing = Timing {
+        alone_walk: Duration::from_secs(1),
+        group_walk: Duration::from_secs(20),
+        group_walkers: 2,
+        ..Timing::default()
+    };
+    let mut net = Net::with_config(12, 42, |i| Config {
+        timing: timing.clone(),
+        ..harness::config(i)
+    });
+    net.warm();
+    net.run_for(Duration::from_secs(5));
+    for a in 0..2 {
+        for b in 2..12 {
+            net.cuts.insert((a, b));
+            net.cuts.insert((b, a));
+        }
+    }
+    let until = net.now + Duration::from_secs(60);
+    while (0..2).any(|i| net.node(i).swim().num_active() > 1) && net.now < until {
+        net.run_for(Duration::from_millis(100));
+    }
+    for i in 0..2 {
+        assert_eq!(net.node(i).swim().num_active(), 1, "node {i} sees the cut");
+    }
+    let walks = walks_during(&mut net, Duration::from_secs(120));
+    assert!(walks[0] + walks[1] >= 6, "{walks:?}");
+}
