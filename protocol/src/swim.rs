@@ -109,7 +109,7 @@ impl Config {
             min_probe_timeout: Duration::from_millis(25),
             max_probe_timeout: Duration::from_millis(500),
             indirect_timeout_factor: 2,
-            indirect_probes: 3,
+            indirect_probes: 5,
             suspicion_min_mult: 2.0,
             suspicion_max_mult: 3.0,
             suspicion_confirmations: 3,

@@ -28,9 +28,18 @@ impl Harness {
         Self::with_seed(members, 7)
     }
 
-    /// [`Harness::new`] with node 0's RNG seeded with `seed`.
+    /// [`Harness::new`] with node 0's RNG seeded with `seed`, and SWIM's
+    /// `k = 3` relays (the numbers of these tests were worked out with it;
+    /// `lan()`'s own 5 is tested on its own).
     fn with_seed(members: u32, seed: u64) -> Self {
-        Self::with_config(members, seed, Config::lan())
+        Self::with_config(
+            members,
+            seed,
+            Config {
+                indirect_probes: 3,
+                ..Config::lan()
+            },
+        )
     }
 
     /// [`Harness::with_seed`] with node 0 running `config`.
@@ -383,6 +392,19 @@ fn probe_timeout_sends_ping_req_through_k_other_members() {
     }
     // The deadline of the indirect stage is three direct timeouts after the ping.
     assert_eq!(h.swim.stats().indirect_probes, 1);
+}
+
+#[test]
+fn the_lan_profile_asks_five_relays_and_a_silent_five_cost_five_health() {
+    let mut h = Harness::with_config(8, 7, Config::lan());
+    let (target, _) = h.probe();
+    h.fire_next();
+    let relays: Vec<NodeId> = h.drain().into_iter().map(|t| t.to).collect();
+    assert_eq!(relays.len(), 5, "{relays:?}");
+    assert!(!relays.contains(&target));
+    h.fire_next();
+    assert_eq!(h.state_of(&target), State::Suspect);
+    assert_eq!(h.swim.local_health(), 5);
 }
 
 #[test]
