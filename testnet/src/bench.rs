@@ -71,6 +71,8 @@ pub struct BenchReport {
     pub lost_packets: Summary,
     /// Sessions whose stream did not resume within 10 s.
     pub sessions_lost: usize,
+    /// The whole run, start-up to the last rejoin, seconds of wall time.
+    pub wall_s: f64,
 }
 
 fn unix_ms() -> f64 {
@@ -88,6 +90,7 @@ fn payload_bytes_out(cluster: &LocalCluster, i: usize) -> f64 {
 
 /// Runs the benchmark, printing progress to stderr.
 pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
+    let run_started = Instant::now();
     let n = config.nodes.max(2);
     eprintln!("starting {n} batond processes on 127.0.0.1 ...");
     let mut cluster = LocalCluster::start(n, &[])?;
@@ -273,5 +276,6 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, LocalError> {
         reinstantiation_ms: Summary::of(&reinstantiations),
         lost_packets: Summary::of(&lost),
         sessions_lost,
+        wall_s: (run_started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     })
 }

@@ -302,25 +302,32 @@ fn reading<'a>(quick: bool, report: impl Fn(&str) -> &'a Value) -> Vec<String> {
             p.interval_ms
         ));
     }
-    let ratios: Vec<f64> = INTERVALS_MS
-        .iter()
-        .filter_map(|&i| {
-            let at = |loss: f64| {
-                all.iter()
-                    .find(|(p, _)| p.nodes == 100 && p.interval_ms == i && p.loss == loss)
-                    .and_then(|(_, m)| m.bytes)
-            };
-            Some(at(0.05)? / at(0.0)?)
-        })
-        .collect();
-    if let (Some(lo), Some(hi)) = (
-        ratios.iter().copied().reduce(f64::min),
-        ratios.iter().copied().reduce(f64::max),
-    ) {
+    let mut per_size = Vec::new();
+    for n in SIZES {
+        let ratios: Vec<f64> = INTERVALS_MS
+            .iter()
+            .filter_map(|&i| {
+                let at = |loss: f64| {
+                    all.iter()
+                        .find(|(p, _)| p.nodes == n && p.interval_ms == i && p.loss == loss)
+                        .and_then(|(_, m)| m.bytes)
+                };
+                Some(at(0.05)? / at(0.0)?)
+            })
+            .collect();
+        if let (Some(lo), Some(hi)) = (
+            ratios.iter().copied().reduce(f64::min),
+            ratios.iter().copied().reduce(f64::max),
+        ) {
+            per_size.push(format!("{lo:.1}-{hi:.1}x at N={n}"));
+        }
+    }
+    if !per_size.is_empty() {
         out.push(format!(
-            "5% loss on every link costs {lo:.1}-{hi:.1}x the bytes of no loss at N=100 \
-             (failed direct probes start indirect ones through k members; suspicions \
-             spread and are refuted)."
+            "5% loss on every link costs {} the bytes of no loss (failed direct \
+             probes start indirect ones through k members; the rare suspicions of \
+             healthy members spread to all and are refuted).",
+            per_size.join(" and ")
         ));
     }
     out

@@ -945,18 +945,26 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         );
         eprintln!("{line}");
         report.timeline.push(line);
-        rows.push(
-            json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
+        let mut row = json!({"nodes": n, "bytes_per_node_per_s": b.round(), "cpu_pct": c, "rss_mb": r,
             "vivaldi_median_rel_error": v.map(|v| v / 100.0),
             "coords_per_node_per_s": {"asked": asked, "unasked": unasked},
             "walks": walks, "libp2p_bytes_per_walk": per_walk.map(f64::round),
             "bytes_by_class": classes_json(&traffic.by_class),
             "frames_by_class": classes_json(&traffic.frames_by_class),
             "series_bytes_per_node_per_s": traffic.series,
-            "connections_per_node": Summary::of(&connections)}),
-        );
+            "connections_per_node": Summary::of(&connections)});
+        let steady = steady_bytes(&row);
+        row["steady_bytes_per_node_per_s"] = json!(steady);
+        if let Some(st) = steady {
+            let line = format!(
+                "N={n}: steady state (walks at their rate, not as the window caught them) {st:.0} B/s per node"
+            );
+            eprintln!("{line}");
+            report.timeline.push(line);
+        }
+        rows.push(row);
         series.push((n, traffic.series.clone()));
-        bytes.push((n as f64, b));
+        bytes.push((n as f64, steady.unwrap_or(b)));
         cpu.push((n as f64, c.p50.unwrap_or(f64::NAN)));
         rss.push((n as f64, r.p50.unwrap_or(f64::NAN)));
         if let Some(v) = v {
@@ -984,7 +992,7 @@ fn scale(opts: &Options) -> Result<Report, TestbedError> {
         "",
     ));
     report.targets.push(Target::at_most(
-        "monitoring traffic per node at the largest N",
+        "monitoring traffic per node at the largest N (steady state)",
         report.bytes_per_node_per_s,
         targets::TRAFFIC_BYTES_PER_NODE_PER_S,
         "B/s",
@@ -1087,6 +1095,36 @@ fn classes_json(classes: &[(&'static str, f64)]) -> serde_json::Value {
             .map(|(name, v)| ((*name).to_string(), json!((v * 10.0).round() / 10.0)))
             .collect(),
     )
+}
+
+/// Bytes a discovery walk sends per peer of the group, overlay-wide: a
+/// QUIC connection, identify and the Kademlia requests (measured: 1675 KB
+/// for a walk of a 64-node LAN group, 63 peers, `testnet run scale --nodes
+/// 64 --duration 600s --settle 40s`, 2026-12-04, docs/eval/idle-long).
+/// Used for a window that held no walk.
+pub const WALK_BYTES_PER_PEER: f64 = 26_600.0;
+
+/// A scale step's steady-state bytes per node per second: the window's
+/// traffic without its libp2p class (in an idle overlay, discovery walks),
+/// plus the walks' share at the rate the protocol walks (a group of any
+/// size about `group_walkers` per `group_walk`): a walk is a rare burst, so
+/// a 30 s window either misses it or divides a whole walk over 30 s. The
+/// walk's cost is the one measured in the window when it held one, else
+/// [`WALK_BYTES_PER_PEER`] per peer. `None` for a step recorded before
+/// walks were counted.
+pub fn steady_bytes(step: &serde_json::Value) -> Option<f64> {
+    let bytes = step["bytes_per_node_per_s"].as_f64()?;
+    let n = step["nodes"].as_f64()?.max(1.0);
+    let walks = step["walks"].as_u64()?;
+    let libp2p = step["bytes_by_class"]["libp2p"].as_f64().unwrap_or(0.0);
+    let per_walk = match step["libp2p_bytes_per_walk"].as_f64() {
+        Some(b) if walks > 0 => b,
+        _ => WALK_BYTES_PER_PEER * (n - 1.0),
+    };
+    let timing = baton_protocol::node::Timing::default();
+    let walks_per_s =
+        f64::from(timing.group_walkers.max(1)) / timing.group_walk.as_secs_f64().max(1.0);
+    Some((bytes - libp2p + per_walk * walks_per_s / n).round())
 }
 
 fn classes_line(traffic: &Traffic) -> String {
@@ -1467,7 +1505,29 @@ fn metric_sum(text: &str, name: &str) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_sum;
+    use super::{WALK_BYTES_PER_PEER, metric_sum, steady_bytes};
+    use serde_json::json;
+
+    #[test]
+    fn steady_traffic_spreads_a_walk_over_its_period_not_over_the_window() {
+        // A 30 s window of 64 nodes that held one walk of 2.3 MB: 1201 B/s
+        // of libp2p in the window; at one walk per 600 s per group the
+        // share is 2.3 MB / 600 s / 64 nodes = 60 B/s.
+        let caught = json!({"nodes": 64, "bytes_per_node_per_s": 2640.0,
+            "bytes_by_class": {"libp2p": 1201.0}, "walks": 1,
+            "libp2p_bytes_per_walk": 2_304_000.0});
+        assert_eq!(steady_bytes(&caught), Some(1439.0 + 60.0));
+        // No walk in the window: the measured cost per peer stands in.
+        let missed = json!({"nodes": 8, "bytes_per_node_per_s": 1368.0,
+            "bytes_by_class": {"libp2p": 0.0}, "walks": 0});
+        let share = (WALK_BYTES_PER_PEER * 7.0 / 600.0 / 8.0).round();
+        assert_eq!(steady_bytes(&missed), Some(1368.0 + share));
+        // A report from before walks were counted says nothing.
+        assert_eq!(
+            steady_bytes(&json!({"nodes": 8, "bytes_per_node_per_s": 1.0})),
+            None
+        );
+    }
 
     #[test]
     fn metric_sum_adds_the_samples_of_the_named_family_only() {
