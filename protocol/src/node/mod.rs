@@ -1333,7 +1333,12 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                     self.actions.push_back(Action::Walk);
                     self.stats.walks += 1;
                 }
-                let every = self.config.timing.alone_walk;
+                // Floored: a zero alone_walk must not make the timer spin.
+                let every = self
+                    .config
+                    .timing
+                    .alone_walk
+                    .max(Duration::from_millis(100));
                 let at = now + every.mul_f64(self.rng.random_range(0.75..1.25));
                 self.schedule(at, Timer::Walk);
             }

@@ -1114,12 +1114,19 @@ pub const WALK_BYTES_PER_PEER: f64 = 26_600.0;
 /// walks were counted.
 pub fn steady_bytes(step: &serde_json::Value) -> Option<f64> {
     let bytes = step["bytes_per_node_per_s"].as_f64()?;
-    let n = step["nodes"].as_f64()?.max(1.0);
+    let n = step["nodes"].as_f64()?;
+    // A node alone walks every few seconds: no group share to spread.
+    if n < 2.0 {
+        return None;
+    }
     let walks = step["walks"].as_u64()?;
     let libp2p = step["bytes_by_class"]["libp2p"].as_f64().unwrap_or(0.0);
+    // A walk the window cut short (or mDNS in the same class) must not
+    // make it look cheaper than a whole one.
+    let whole = WALK_BYTES_PER_PEER * (n - 1.0);
     let per_walk = match step["libp2p_bytes_per_walk"].as_f64() {
-        Some(b) if walks > 0 => b,
-        _ => WALK_BYTES_PER_PEER * (n - 1.0),
+        Some(b) if walks > 0 => b.max(whole),
+        _ => whole,
     };
     let timing = baton_protocol::node::Timing::default();
     let walks_per_s =
@@ -1522,11 +1529,17 @@ mod tests {
             "bytes_by_class": {"libp2p": 0.0}, "walks": 0});
         let share = (WALK_BYTES_PER_PEER * 7.0 / 600.0 / 8.0).round();
         assert_eq!(steady_bytes(&missed), Some(1368.0 + share));
-        // A report from before walks were counted says nothing.
+        // A walk the window cut short counts as a whole one.
+        let cut = json!({"nodes": 8, "bytes_per_node_per_s": 1400.0,
+            "bytes_by_class": {"libp2p": 30.0}, "walks": 1, "libp2p_bytes_per_walk": 900.0});
+        assert_eq!(steady_bytes(&cut), Some(1370.0 + share));
+        // A report from before walks were counted, or a node alone, says nothing.
         assert_eq!(
             steady_bytes(&json!({"nodes": 8, "bytes_per_node_per_s": 1.0})),
             None
         );
+        let alone = json!({"nodes": 1, "bytes_per_node_per_s": 1.0, "walks": 3});
+        assert_eq!(steady_bytes(&alone), None);
     }
 
     #[test]
