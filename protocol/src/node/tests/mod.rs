@@ -1852,6 +1852,21 @@ fn walks_in(actions: &[Action]) -> usize {
     actions.iter().filter(|a| matches!(a, Action::Walk)).count()
 }
 
+/// `n` nodes whose walks come fast: the timer every 1 s, a group walking
+/// twice per 20 s in all (each member every `20 s * m / 2`).
+fn fast_walking(n: usize, seed: u64) -> Net {
+    let timing = Timing {
+        alone_walk: Duration::from_secs(1),
+        group_walk: Duration::from_secs(20),
+        group_walkers: 2,
+        ..Timing::default()
+    };
+    Net::with_config(n, seed, |i| Config {
+        timing: timing.clone(),
+        ..harness::config(i)
+    })
+}
+
 #[test]
 fn the_walk_interval_is_the_groups_share_and_short_alone() {
     let t = Timing {
@@ -1876,16 +1891,7 @@ fn the_walk_interval_is_the_groups_share_and_short_alone() {
 fn a_group_walks_about_its_walkers_per_period_whatever_its_size() {
     // group_walk 20 s, 2 walkers: 16 nodes walk about twice per 20 s in
     // all (20 in 200 s), not each once (160).
-    let timing = Timing {
-        alone_walk: Duration::from_secs(1),
-        group_walk: Duration::from_secs(20),
-        group_walkers: 2,
-        ..Timing::default()
-    };
-    let mut net = Net::with_config(16, 41, |i| Config {
-        timing: timing.clone(),
-        ..harness::config(i)
-    });
+    let mut net = fast_walking(16, 41);
     net.warm();
     let counted = |net: &Net| -> u64 { (0..16).map(|i| net.node(i).stats().walks).sum() };
     let before = counted(&net);
@@ -1907,16 +1913,7 @@ fn the_side_a_partition_leaves_small_walks_at_its_own_share_at_once() {
     // {0, 1} off: once they hold the other ten dead, the pair is a group of
     // two and each walks every 20 s from then on (about 12 walks between
     // them in 120 s), not at the share it drew as one of twelve (2).
-    let timing = Timing {
-        alone_walk: Duration::from_secs(1),
-        group_walk: Duration::from_secs(20),
-        group_walkers: 2,
-        ..Timing::default()
-    };
-    let mut net = Net::with_config(12, 42, |i| Config {
-        timing: timing.clone(),
-        ..harness::config(i)
-    });
+    let mut net = fast_walking(12, 42);
     net.warm();
     net.run_for(Duration::from_secs(5));
     for a in 0..2 {
