@@ -21,7 +21,8 @@ mod clap_free {
     }
 }
 
-/// A temporary directory removed on drop, even when the test fails.
+/// A temporary directory removed on drop, even when the test fails (its
+/// logs' tails are printed then); `BATON_TEST_KEEP=1` keeps it.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
 
@@ -39,7 +40,47 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(&self.0);
+        }
+        if std::env::var_os("BATON_TEST_KEEP").is_some() {
+            eprintln!("kept {} (BATON_TEST_KEEP)", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lines of each log kept in a failed test's output.
+const LOG_TAIL: usize = 80;
+
+/// Prints the tail of every `*.log` directly under `dir` to stderr, so a
+/// test that fails in CI shows what its nodes said before the directory
+/// goes.
+fn dump_logs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let Ok(text) = std::fs::read_to_string(&log) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL);
+        eprintln!(
+            "---- {} (last {} of {} lines) ----",
+            log.display(),
+            lines.len() - from,
+            lines.len()
+        );
+        for line in &lines[from..] {
+            eprintln!("{line}");
+        }
     }
 }
 

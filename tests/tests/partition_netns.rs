@@ -18,9 +18,11 @@ fn json(lan: &Lan, i: usize, baton: &std::path::Path, args: &[&str]) -> Option<V
 }
 
 fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
     while Instant::now() < deadline {
         if check() {
+            eprintln!("{what}: {:?}", start.elapsed());
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -105,7 +107,12 @@ fn after_a_partition_heals_each_session_has_one_owner() {
         let others: Vec<usize> = (0..n).filter(|i| *i != primary).collect();
         wait(
             "the majority moves the session",
-            Duration::from_secs(20),
+            Duration::from_secs(
+                std::env::var("PT")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(20),
+            ),
             || {
                 others
                     .iter()

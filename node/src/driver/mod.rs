@@ -329,7 +329,7 @@ impl Driver {
                     );
                     return;
                 };
-                for addr in addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                for addr in swarm::dialable(addrs.iter().filter_map(|a| a.parse().ok())) {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                 }
                 self.streams.open(stream, peer, protocol, max_frame);

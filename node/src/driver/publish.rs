@@ -12,7 +12,7 @@ use baton_protocol::session::SessionState;
 use baton_protocol::swim;
 
 use super::Driver;
-use super::swarm::peer_id;
+use super::swarm::{is_loopback_text, peer_id};
 use crate::state::wall_clock;
 use crate::views;
 
@@ -72,30 +72,13 @@ pub(crate) fn name_nodes<'a>(
 /// all there is).
 fn apply_meta(view: &mut views::Member, meta: NodeMeta, incarnation: u32) {
     let mut addrs = meta.addrs;
-    addrs.sort_by_key(|a| is_loopback(a));
+    addrs.sort_by_key(|a| is_loopback_text(a));
     view.name = meta.name;
     view.addrs = addrs;
     view.capacity = meta.capacity;
     view.load = meta.load;
     view.tags = meta.tags;
     view.incarnation = incarnation;
-}
-
-/// Whether the multiaddr `addr` is a loopback address (`/ip4/127.…`,
-/// `/ip6/::1`, `/dns…/localhost`). Text that is no multiaddr is not.
-fn is_loopback(addr: &str) -> bool {
-    use libp2p::multiaddr::Protocol;
-    let Ok(addr) = addr.parse::<libp2p::Multiaddr>() else {
-        return false;
-    };
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
-        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
-        Some(Protocol::Dns(host) | Protocol::Dns4(host) | Protocol::Dns6(host)) => {
-            host.eq_ignore_ascii_case("localhost")
-        }
-        _ => false,
-    }
 }
 
 impl Driver {
@@ -681,7 +664,7 @@ mod tests {
         apply_meta(&mut view, meta(&local), 2);
         assert_eq!(view.addrs, addrs(&local));
         // Text that is no multiaddr is kept where it was.
-        assert!(!is_loopback("not an address"));
+        assert!(!is_loopback_text("not an address"));
     }
 
     #[test]
