@@ -872,6 +872,190 @@ fn relay_nacks_when_the_target_stays_silent() {
     }));
 }
 
+/// The relay nacks at 80% of its timeout, and an ack that comes after the
+/// nack is still forwarded until the entry expires (1.5 timeouts later):
+/// with a steady path the timeout is barely above the round trip, and a
+/// relay that dropped the late ack made a healthy member a suspect.
+#[test]
+fn a_relay_forwards_an_ack_that_comes_after_its_nack_until_the_entry_expires() {
+    let mut h = Harness::new(3);
+    let ping_req = |seq| {
+        Message::PingReq(PingReq {
+            seq,
+            target: id(2),
+            updates: vec![],
+        })
+    };
+    let ping_seq = |out: &[Transmit]| match out.iter().find(|t| t.to == id(2)) {
+        Some(Transmit {
+            message: Message::Ping(ping),
+            ..
+        }) => ping.seq,
+        _ => panic!("expected a ping to the target: {out:?}"),
+    };
+    let ack_from_target = |h: &mut Harness, seq| {
+        h.recv(
+            2,
+            Message::Ack(Ack {
+                seq,
+                coord: None,
+                updates: vec![],
+            }),
+        );
+    };
+    let forwarded = |out: &[Transmit], seq| {
+        out.iter()
+            .any(|t| t.to == id(1) && matches!(&t.message, Message::Ack(a) if a.seq == seq))
+    };
+    h.recv(1, ping_req(79));
+    let seq = ping_seq(&h.drain());
+    h.advance(Duration::from_millis(40));
+    assert!(
+        h.drain()
+            .iter()
+            .any(|t| t.to == id(1) && t.message == Message::Nack(Nack { seq: 79 })),
+        "the nack goes at 80% of the 50 ms timeout"
+    );
+    h.advance(Duration::from_millis(30));
+    ack_from_target(&mut h, seq);
+    assert!(forwarded(&h.drain(), 79), "the late ack is forwarded");
+    // Once the entry expired (40 + 75 ms), a late ack is not.
+    h.recv(1, ping_req(80));
+    let seq = ping_seq(&h.drain());
+    h.advance(Duration::from_millis(114));
+    assert_eq!(h.swim.relays.len(), 1, "kept until it expires");
+    h.advance(Duration::from_millis(1));
+    assert!(h.swim.relays.is_empty(), "then gone");
+    let nacks = h
+        .drain()
+        .iter()
+        .filter(|t| t.message == Message::Nack(Nack { seq: 80 }))
+        .count();
+    assert_eq!(nacks, 1, "one nack, none at the expiry");
+    ack_from_target(&mut h, seq);
+    assert!(!forwarded(&h.drain(), 80));
+}
+
+/// A flood of ping-reqs is relayed up to `MAX_RELAYS` at once; the rest are
+/// dropped, and the relay's sequence numbers never take one still in use.
+#[test]
+fn a_flood_of_ping_reqs_is_relayed_up_to_a_bound() {
+    let mut h = Harness::new(3);
+    for seq in 0..(MAX_RELAYS as u16 + 10) {
+        h.recv(
+            1,
+            Message::PingReq(PingReq {
+                seq,
+                target: id(2),
+                updates: vec![],
+            }),
+        );
+    }
+    assert_eq!(h.swim.relays.len(), MAX_RELAYS);
+    let pings = h
+        .drain()
+        .iter()
+        .filter(|t| t.to == id(2) && matches!(t.message, Message::Ping(_)))
+        .count();
+    assert_eq!(pings, MAX_RELAYS);
+    // The counter comes round: the numbers still held are skipped.
+    let held: Vec<u16> = h.swim.relays.keys().copied().collect();
+    h.swim.next_seq = held[0].wrapping_sub(1);
+    let next = h.swim.take_seq();
+    assert!(!held.contains(&next), "{next} is in use");
+    // Expired, they make room again.
+    h.advance(Duration::from_millis(200));
+    assert!(h.swim.relays.is_empty());
+}
+
+/// On the requester's side, a relay's nack then its forwarded ack complete
+/// the probe: the target stays alive and the local health is untouched.
+#[test]
+fn a_nack_then_a_forwarded_ack_from_one_relay_completes_the_probe() {
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    h.fire_next(); // direct timeout: ping-reqs
+    let relay = h
+        .drain()
+        .into_iter()
+        .find(|t| matches!(t.message, Message::PingReq(_)))
+        .expect("a ping-req")
+        .to;
+    h.swim
+        .handle_message(h.now, relay.clone(), Message::Nack(Nack { seq }));
+    h.recv_ack(&relay, seq);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.state_of(&target), State::Alive);
+    assert_eq!(h.swim.local_health(), 0);
+}
+
+/// A probe of a near target through far relays: the indirect stage waits
+/// for the relays' estimated round trip (the RTT to the relay plus the
+/// coordinates' distance from relay to target, half again, plus a minimum
+/// timeout), not only the near target's timeouts; without coordinates it
+/// is the target's, as before.
+#[test]
+fn the_indirect_stage_waits_for_the_far_relays_round_trip() {
+    let far = |h: &mut Harness, target: &NodeId| {
+        let mut origin = Coordinate::new(&coords::Config::default());
+        origin.height = 0.0;
+        let mut away = origin.clone();
+        away.vec[0] = 0.3;
+        for (id, m) in h.swim.members.iter_mut() {
+            if id == target {
+                m.coord = Some(origin.clone());
+            } else {
+                m.coord = Some(away.clone());
+                m.srtt = Some(Duration::from_millis(300));
+            }
+        }
+    };
+    // 300 ms to each relay, 300 ms on to the target: 600 ms, 900 with
+    // half again, 925 with lan's 25 ms minimum timeout (under its cap of
+    // 2 x 500 ms).
+    for (wait, suspected) in [(924, false), (925, true)] {
+        let mut h = Harness::new(5);
+        let (target, _) = h.probe();
+        far(&mut h, &target);
+        h.fire_next(); // direct timeout: ping-reqs
+        assert!(
+            h.drain()
+                .iter()
+                .any(|t| matches!(t.message, Message::PingReq(_)))
+        );
+        h.advance(Duration::from_millis(wait));
+        assert_eq!(
+            h.state_of(&target) == State::Suspect,
+            suspected,
+            "after {wait} ms"
+        );
+    }
+    // A relay's ack late in that window saves the target.
+    let mut h = Harness::new(5);
+    let (target, seq) = h.probe();
+    far(&mut h, &target);
+    h.fire_next();
+    let relay = h
+        .drain()
+        .into_iter()
+        .find(|t| matches!(t.message, Message::PingReq(_)))
+        .expect("a ping-req")
+        .to;
+    h.advance(Duration::from_millis(700));
+    h.recv_ack(&relay, seq);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.state_of(&target), State::Alive);
+    // Without coordinates: the target's timeouts (50 ms direct, then two
+    // more).
+    let mut h = Harness::new(5);
+    let (target, _) = h.probe();
+    h.fire_next();
+    h.advance(Duration::from_millis(99));
+    assert_eq!(h.state_of(&target), State::Alive);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.state_of(&target), State::Suspect);
+}
+
 #[test]
 fn leave_is_announced_and_final_for_its_incarnation() {
     let mut h = Harness::new(8);
