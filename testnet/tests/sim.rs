@@ -482,6 +482,16 @@ fn transfer(rtt_ms: (u64, u64), handover_timeout: Duration) -> (Sim, String, boo
         max_rtt: Duration::from_millis(rtt_ms.1),
     };
     cfg.protocol = baton_protocol::swim::Config::wan();
+    // Round trips beyond the WAN profile's probe timeouts (400 ms before a
+    // member's RTT is known, 1 s at most) fail every probe and the members
+    // declare each other dead by the dozen, whichever way the relays
+    // answer; which sessions that takes down then hangs on chance (it
+    // took node 5's when relays began to forward late acks). The
+    // timeouts here fit the round trips, so that only the handover is
+    // tested.
+    let max_rtt = Duration::from_millis(rtt_ms.1);
+    cfg.protocol.probe_timeout = cfg.protocol.probe_timeout.max(max_rtt * 2);
+    cfg.protocol.max_probe_timeout = cfg.protocol.max_probe_timeout.max(max_rtt * 3);
     cfg.sessions.policy.min_dwell = Duration::ZERO;
     cfg.sessions.policy.poor_for = S;
     cfg.sessions.handover_timeout = handover_timeout;
