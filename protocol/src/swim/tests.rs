@@ -129,6 +129,17 @@ impl Harness {
         }
     }
 
+    /// Fires the open probe's direct timeout and returns the first relay
+    /// asked for a ping-req.
+    fn first_relay(&mut self) -> NodeId {
+        self.fire_next();
+        self.drain()
+            .into_iter()
+            .find(|t| matches!(t.message, Message::PingReq(_)))
+            .expect("a ping-req")
+            .to
+    }
+
     /// Runs a probe whose target never answers, up to the suspicion.
     fn failed_probe(&mut self) -> NodeId {
         let (target, _) = self.probe();
@@ -974,13 +985,7 @@ fn a_flood_of_ping_reqs_is_relayed_up_to_a_bound() {
 fn a_nack_then_a_forwarded_ack_from_one_relay_completes_the_probe() {
     let mut h = Harness::new(5);
     let (target, seq) = h.probe();
-    h.fire_next(); // direct timeout: ping-reqs
-    let relay = h
-        .drain()
-        .into_iter()
-        .find(|t| matches!(t.message, Message::PingReq(_)))
-        .expect("a ping-req")
-        .to;
+    let relay = h.first_relay();
     h.swim
         .handle_message(h.now, relay.clone(), Message::Nack(Nack { seq }));
     h.recv_ack(&relay, seq);
@@ -1034,13 +1039,7 @@ fn the_indirect_stage_waits_for_the_far_relays_round_trip() {
     let mut h = Harness::new(5);
     let (target, seq) = h.probe();
     far(&mut h, &target);
-    h.fire_next();
-    let relay = h
-        .drain()
-        .into_iter()
-        .find(|t| matches!(t.message, Message::PingReq(_)))
-        .expect("a ping-req")
-        .to;
+    let relay = h.first_relay();
     h.advance(Duration::from_millis(700));
     h.recv_ack(&relay, seq);
     h.advance(Duration::from_millis(500));
