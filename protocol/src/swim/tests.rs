@@ -1055,6 +1055,80 @@ fn the_indirect_stage_waits_for_the_far_relays_round_trip() {
     assert_eq!(h.state_of(&target), State::Suspect);
 }
 
+/// Places `target` at the origin and every other member `ms(member)`
+/// milliseconds from it and from node 0 (measured RTT and coordinates
+/// alike): a probe through that member is estimated at twice `ms`.
+fn place(h: &mut Harness, target: &NodeId, ms: impl Fn(&NodeId) -> u64) {
+    let mut origin = Coordinate::new(&coords::Config::default());
+    origin.height = 0.0;
+    for (id, m) in h.swim.members.iter_mut() {
+        let mut at = origin.clone();
+        if id != target {
+            at.vec[0] = ms(id) as f64 / 1000.0;
+            m.srtt = Some(Duration::from_millis(ms(id)));
+        }
+        m.coord = Some(at);
+    }
+}
+
+fn ping_reqs_to(out: &[Transmit]) -> BTreeSet<NodeId> {
+    out.iter()
+        .filter(|t| matches!(t.message, Message::PingReq(_)))
+        .map(|t| t.to.clone())
+        .collect()
+}
+
+/// The relays asked are, of the members drawn, those on the shortest
+/// estimated paths to the target. With 9 members node 0 draws all 8 but
+/// the target (3 x 3 relays), so the 3 near ones must be the ones asked,
+/// wherever the draw put them.
+#[test]
+fn relays_are_chosen_on_the_shortest_paths_to_the_target() {
+    for seed in 0..8 {
+        let mut h = Harness::with_seed(9, seed);
+        let (target, _) = h.probe();
+        let others: Vec<NodeId> = (1..=9).map(id).filter(|n| *n != target).collect();
+        let near: BTreeSet<NodeId> = others[3..6].iter().cloned().collect();
+        place(&mut h, &target, |n| if near.contains(n) { 10 } else { 300 });
+        h.fire_next(); // direct timeout: ping-reqs
+        assert_eq!(ping_reqs_to(&h.drain()), near, "seed {seed}");
+    }
+    // Without estimates the relays are any 3, varying with the draw.
+    let mut seen = BTreeSet::new();
+    for seed in 0..8 {
+        let mut h = Harness::with_seed(9, seed);
+        h.probe();
+        h.fire_next();
+        let asked = ping_reqs_to(&h.drain());
+        assert_eq!(asked.len(), 3);
+        seen.extend(asked);
+    }
+    assert!(seen.len() > 3, "always the same relays: {seen:?}");
+}
+
+/// The indirect stage waits for the second quickest relay's estimated
+/// round trip, not the slowest's: through relays 100, 200 and 600 ms
+/// long, 200 ms, half again, plus lan's 25 ms minimum timeout: 325 ms
+/// after the direct timeout (the slowest would make it 925).
+#[test]
+fn the_indirect_stage_waits_for_the_second_quickest_relay() {
+    for (wait, suspected) in [(324, false), (325, true)] {
+        let mut h = Harness::new(4);
+        let (target, _) = h.probe();
+        let others: Vec<NodeId> = (1..=4).map(id).filter(|n| *n != target).collect();
+        let ms = |n: &NodeId| [50, 100, 300][others.iter().position(|o| o == n).unwrap()];
+        place(&mut h, &target, ms);
+        h.fire_next(); // direct timeout: ping-reqs
+        assert_eq!(ping_reqs_to(&h.drain()).len(), 3);
+        h.advance(Duration::from_millis(wait));
+        assert_eq!(
+            h.state_of(&target) == State::Suspect,
+            suspected,
+            "after {wait} ms"
+        );
+    }
+}
+
 #[test]
 fn leave_is_announced_and_final_for_its_incarnation() {
     let mut h = Harness::new(8);
