@@ -221,6 +221,9 @@ struct Consent {
     /// When the client last consented, or, when it has not here, when this
     /// node began to host the session (the open, a takeover or transfer).
     since: Instant,
+    /// When the client last consented here (a report, or a member's
+    /// word); `None` while it has not.
+    heard: Option<Instant>,
 }
 
 impl Default for Config {
@@ -281,6 +284,15 @@ pub enum Action {
         /// The members.
         peers: Vec<NodeId>,
     },
+    /// Send `to` this node's word that the client of session `id`
+    /// consented to its stream here lately ([`AppMessage::Vouch`]): this
+    /// node stops hosting it, superseded by `to`'s version.
+    Vouch {
+        /// The session.
+        id: String,
+        /// Its primary now.
+        to: NodeId,
+    },
     /// Spread this payload to every member (piggybacked on SWIM); `key`
     /// identifies what a newer payload replaces.
     Broadcast {
@@ -330,6 +342,21 @@ pub enum AppMessage {
     /// the session's primary (unicast).
     #[serde(rename = "c")]
     Close {
+        /// The session.
+        #[serde(rename = "i")]
+        id: String,
+    },
+    /// The sender hosted session `id` until a newer version made another
+    /// node its primary, and its client consented to the stream there
+    /// within the consent interval: the primary takes it as the client's
+    /// consent (unicast to the primary). After a partition healed, the
+    /// version that wins may be one claimed on the side the client could
+    /// not reach, whose stream paused for want of consent; the client
+    /// reports only to the sources it hears, so without this word the
+    /// winner stayed silent and the session was closed (testnet
+    /// partition-wan, partitions of 31 s).
+    #[serde(rename = "v")]
+    Vouch {
         /// The session.
         #[serde(rename = "i")]
         id: String,
@@ -779,6 +806,12 @@ pub struct Engine<S> {
     comparing: BTreeMap<String, Instant>,
     /// Consent of the hosted sessions that need it.
     consent: BTreeMap<String, Consent>,
+    /// Sessions this node stopped hosting, superseded, while its client's
+    /// consent here was fresh: when the client last consented, and the
+    /// primary last vouched to ([`Action::Vouch`]). A later version naming
+    /// another primary (concurrent claims, learnt one by one) is vouched
+    /// to as well, while the consent is within its interval.
+    vouched: BTreeMap<String, (Instant, NodeId)>,
     /// Sessions this node stands by for, warm (it is their first backup).
     warm: BTreeSet<String>,
     /// When the summary was last shared, and what it said.
@@ -832,6 +865,7 @@ impl<S: Signer> Engine<S> {
             // the session over) that anti-entropy has not yet superseded.
             resume_at: Some(resume_at),
             consent: BTreeMap::new(),
+            vouched: BTreeMap::new(),
             warm: BTreeSet::new(),
             last_perf: None,
             next_perf: now,
@@ -1044,6 +1078,13 @@ impl<S: Signer> Engine<S> {
                         packets: u64::from(packets),
                     };
                     self.report(now, &id, report);
+                }
+                false
+            }
+            AppMessage::Vouch { id } => {
+                // Only the host acts on it, as on a forwarded report.
+                if self.hosting.contains(&id) {
+                    self.consent_given(now, &id);
                 }
                 false
             }
@@ -1269,6 +1310,7 @@ impl<S: Signer> Engine<S> {
         };
         c.until = c.until.max(now + interval);
         c.since = now;
+        c.heard = Some(now);
         if c.paused_since.take().is_some() {
             self.actions
                 .push_back(Action::Resume { id: id.to_string() });
@@ -1287,6 +1329,9 @@ impl<S: Signer> Engine<S> {
     /// longer than the grace.
     fn check_consent(&mut self, now: Instant, now_ms: u64) {
         let grace = self.config.consent.grace;
+        let interval = self.config.consent.interval;
+        self.vouched
+            .retain(|_, (heard, _)| now.saturating_duration_since(*heard) < interval);
         let mut pause = Vec::new();
         let mut close = Vec::new();
         for (id, c) in &self.consent {
@@ -1975,6 +2020,7 @@ impl<S: Signer> Engine<S> {
                             until: now + window,
                             paused_since: None,
                             since: now,
+                            heard: None,
                         },
                     );
                 }
@@ -1991,6 +2037,7 @@ impl<S: Signer> Engine<S> {
             return;
         }
         if !self.hosting.contains(id) {
+            self.vouch(now, &record);
             return;
         }
         // Make-before-break: a handover this node wrote keeps running until
@@ -2012,7 +2059,40 @@ impl<S: Signer> Engine<S> {
         } else {
             format!("moved to {} ({})", record.primary, record.reason)
         };
+        // The client's word here is passed on to the new primary: it may
+        // be one the client could not reach, and so could not consent to.
+        let interval = self.config.consent.interval;
+        if let Some(heard) = self.consent.get(id).and_then(|c| c.heard)
+            && now.saturating_duration_since(heard) < interval
+            && record.state == SessionState::Active
+        {
+            self.vouched
+                .insert(id.to_string(), (heard, self.me.clone()));
+        }
         self.stop(id, &reason);
+        self.vouch(now, &record);
+    }
+
+    /// Passes on the client's consent to `record`'s primary when this node
+    /// stopped hosting the session with the consent fresh and has not
+    /// vouched to that primary yet (see `vouched`).
+    fn vouch(&mut self, now: Instant, record: &Record) {
+        let Some((heard, to)) = self.vouched.get_mut(&record.id) else {
+            return;
+        };
+        let stale = now.saturating_duration_since(*heard) >= self.config.consent.interval;
+        if stale || record.state != SessionState::Active {
+            self.vouched.remove(&record.id);
+            return;
+        }
+        if record.primary == self.me || record.primary == *to {
+            return;
+        }
+        *to = record.primary.clone();
+        self.actions.push_back(Action::Vouch {
+            id: record.id.clone(),
+            to: record.primary.clone(),
+        });
     }
 
     /// Starts or stops this node's warm instance of `record` as it is or

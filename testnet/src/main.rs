@@ -228,7 +228,7 @@ enum Command {
     /// made.
     #[command(after_help = "SCENARIOS:\n  \
         kill       SIGKILL the primary of a session, restart it; detection, client gap\n  \
-        partition  cut a minority away for 10 s, heal; owners after the heal\n  \
+        partition  cut a minority away (--cut-for, 10 s), heal; owners after the heal\n  \
         loss       5% loss on every link for --duration; false positives\n  \
         pause      one node SIGSTOPped 0.5-2.5 s every 3-6 s; only it may be suspected\n  \
         churn      rolling restarts (SIGTERM + start) of every node; sessions lost\n  \
@@ -364,6 +364,11 @@ struct RunArgs {
     /// (both ways) instead of killing its nodes; heal instead of restart.
     #[arg(long)]
     cut: bool,
+    /// partition: how long each cut lasts before the heal. Past the
+    /// consent interval (30 s), a session claimed on the side its client
+    /// cannot reach has paused for want of consent by the heal.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    cut_for: Duration,
 }
 
 impl NetArgs {
@@ -449,6 +454,10 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if args.cut_for != Duration::from_secs(10) && scenario != Scenario::Partition {
+        eprintln!("testnet: --cut-for is an option of `testnet run partition`");
+        return ExitCode::from(2);
+    }
     if (args.region.is_some() || args.cut) && scenario != Scenario::Outage {
         eprintln!("testnet: --region and --cut are options of `testnet run outage`");
         return ExitCode::from(2);
@@ -482,6 +491,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
             StandbyName::Cold => Standby::Cold,
             StandbyName::Warm => Standby::Warm,
         }),
+        cut_for: args.cut_for,
     };
     match scenarios::run(scenario, &opts) {
         Ok(report) => {

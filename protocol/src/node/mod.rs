@@ -1818,6 +1818,7 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 }
             }
             sessions::Action::Compare { peers } => self.compare_with(now, peers),
+            sessions::Action::Vouch { id, to } => self.unicast(now, &to, AppMessage::Vouch { id }),
             sessions::Action::Start(record) => {
                 self.events.push_back(Event::SessionStarted {
                     id: record.id.clone(),

@@ -1075,6 +1075,93 @@ fn consent_survives_a_takeover_for_a_full_interval() {
     assert_eq!(pauses(&c, first_backup, "s1"), 1);
 }
 
+/// After a partition heals, the version that wins may be a backup's
+/// claim made on the side the client could not reach, its stream paused
+/// for want of consent, while the client kept reporting to the old
+/// primary. Superseded, the old primary vouches for the client's consent
+/// to the new one, which resumes; one whose client never consented says
+/// nothing.
+#[test]
+fn a_superseded_primary_vouches_for_its_clients_consent_to_the_new_one() {
+    for consented in [true, false] {
+        let mut c = Cluster::new(4);
+        c.open(0, "s1");
+        let p = primary_of(&c, "s1");
+        // The partition: the others see p dead; p hears none of them.
+        c.crash(p);
+        let interval = Config::default().consent.interval;
+        let mut cut_for = Duration::ZERO;
+        while cut_for < interval + Duration::from_secs(5) {
+            if consented {
+                c.engines[p].report(c.now, "s1", GOOD);
+            }
+            c.tick(Duration::from_secs(1));
+            cut_for += Duration::from_secs(1);
+        }
+        let b = primary_of(&c, "s1");
+        assert_ne!(b, p, "a backup claimed it");
+        assert!(
+            c.engines[b].is_paused("s1"),
+            "no consent reached the claimer"
+        );
+        // The heal: p learns the claim, stops, and vouches (or not).
+        c.down[p] = false;
+        c.hand_chain(b, p);
+        c.settle();
+        assert!(c.hosting(p).is_empty(), "superseded, p stopped");
+        let vouches: Vec<(String, NodeId)> = c.log[p]
+            .iter()
+            .filter_map(|a| match a {
+                Action::Vouch { id, to } => Some((id.clone(), to.clone())),
+                _ => None,
+            })
+            .collect();
+        if !consented {
+            assert!(vouches.is_empty(), "{vouches:?}");
+            continue;
+        }
+        // Ticks of a second let both backups claim (their staggers pass
+        // within one tick, as with concurrent claims), and p learns the
+        // two claims one after the other: it vouches to each primary in
+        // turn, the winner last.
+        let claimers: Vec<usize> = c.engines[b]
+            .map()
+            .chain("s1")
+            .iter()
+            .filter(|d| d.record.epoch == 2)
+            .map(|d| c.index(&d.record.primary))
+            .collect();
+        assert_eq!(claimers.len(), 2, "two claims: {claimers:?}");
+        assert_eq!(claimers.last(), Some(&b));
+        let expected: Vec<(String, NodeId)> = claimers
+            .iter()
+            .map(|i| ("s1".to_string(), c.ids[*i].clone()))
+            .collect();
+        assert_eq!(vouches, expected);
+        let word = AppMessage::Vouch { id: "s1".into() }.encode();
+        // A node that does not host the session ignores it.
+        let other = claimers[0];
+        c.engines[other].handle_app(c.now, c.now_ms, &word);
+        c.settle();
+        assert!(
+            !c.log[other]
+                .iter()
+                .any(|a| matches!(a, Action::Resume { .. }))
+        );
+        c.engines[b].handle_app(c.now, c.now_ms, &word);
+        c.settle();
+        assert!(
+            c.log[b]
+                .iter()
+                .any(|a| matches!(a, Action::Resume { id } if id == "s1"))
+        );
+        assert!(!c.engines[b].is_paused("s1"));
+        // A full interval from the word, as from a report.
+        c.tick(interval - Duration::from_secs(1));
+        assert!(!c.engines[b].is_paused("s1"));
+    }
+}
+
 #[test]
 fn clients_in_exempt_networks_and_nodes_that_do_not_ask_need_no_consent() {
     let exempt = ConsentConfig {

@@ -51,6 +51,8 @@ pub struct Options {
     /// The `standby` parameter of every session (else the node's default,
     /// `cold`).
     pub standby: Option<Standby>,
+    /// `partition`: how long each cut lasts before the heal.
+    pub cut_for: Duration,
 }
 
 /// The service of the sessions a scenario opens.
