@@ -69,7 +69,7 @@ impl Services {
         if let Some(first) = self.warm.remove(&record.id)
             && let Some(instance) = self.instances.get(&record.id)
         {
-            instance.pause(false);
+            instance.stand_by(false);
             tracing::info!(session = %record.id, epoch = record.epoch, reason = %record.reason, "hosting session: warm standby promoted");
             return Ok(first);
         }
@@ -99,7 +99,7 @@ impl Services {
             .start(spec)
             .inspect_err(|e| self.failed_to_start(&record.id, e))?;
         self.failed.remove(&record.id);
-        instance.pause(true);
+        instance.stand_by(true);
         let first = instance.first_packet();
         tracing::info!(session = %record.id, "standing by warm");
         if let Some(old) = self.instances.insert(record.id.clone(), instance) {

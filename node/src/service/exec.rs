@@ -926,7 +926,7 @@ mod tests {
         let ssrc = baton_protocol::stream::Ids::derive(&session.id).ssrc;
         // Warm: the command runs, the gate is closed.
         let mut instance = e.start(session).unwrap();
-        instance.pause(true);
+        instance.stand_by(true);
         let mut first = instance.first_packet().expect("a gate tells");
         wait_until(instance.as_ref(), |s| s.pid.is_some()).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -934,7 +934,7 @@ mod tests {
         assert!(client.try_recv(&mut buf).is_err(), "nothing while closed");
         assert!(first.try_recv().is_err());
         // Promoted: the gate opens.
-        instance.pause(false);
+        instance.stand_by(false);
         let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
             .await
             .expect("a packet within 2 s")

@@ -53,7 +53,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::rtp::{Clock, HEADER_LEN, SR_INTERVAL, Sender, recv_rtcp};
-use super::{Error, Reports, SessionSpec, SharedStatus, lock};
+use super::{Error, Outlet, Reports, SessionSpec, SharedStatus, lock};
 
 /// Most packets held for a later slot (500 ms).
 pub const MAX_HELD: usize = 25;
@@ -263,6 +263,7 @@ impl Gate {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut octets = 0u64;
         let mut next_report = Instant::now() + SR_INTERVAL / 10;
+        let mut outlet = Outlet::default();
         loop {
             let release = translator.next_release_us().map(|us| clock.instant(us));
             tokio::select! {
@@ -270,11 +271,11 @@ impl Gate {
                 _ = &mut stop => break,
                 () = tokio::time::sleep_until(release.unwrap_or(next_report)), if release.is_some() => {}
                 () = tokio::time::sleep_until(next_report), if rtcp.is_some() => {
-                    let (paused, sent) = {
+                    let (quiet, sent) = {
                         let s = lock(&status);
-                        (s.paused, s.packets_sent)
+                        (s.paused || s.standby, s.packets_sent)
                     };
-                    if let (false, Some(rtcp)) = (paused, &rtcp) {
+                    if let (false, Some(rtcp)) = (quiet, &rtcp) {
                         let ids = (self.ids, self.started_ms);
                         rtcp.send_report(ids, clock.unix_us(), sent, octets).await;
                     }
@@ -299,11 +300,22 @@ impl Gate {
                     }
                 }
             }
-            if lock(&status).paused {
+            let (paused, standby) = {
+                let s = lock(&status);
+                (s.paused, s.standby)
+            };
+            if standby {
                 translator.discard_ready(clock.unix_us());
                 continue;
             }
-            for packet in translator.ready(clock.unix_us()) {
+            // Paused for want of consent: one packet a second goes out, the
+            // others are dropped in their slots.
+            let now = std::time::Instant::now();
+            for packet in translator
+                .ready(clock.unix_us())
+                .into_iter()
+                .filter(|_| outlet.admits(paused, false, now))
+            {
                 let result = socket.send(&packet).await;
                 let mut s = lock(&status);
                 match result {
@@ -587,7 +599,7 @@ mod tests {
         let (addr, ids) = (gate.addr(), gate.ids());
         assert!(addr.ip().is_loopback() && addr.port() != 0);
         let status = SharedStatus::default();
-        lock(&status).paused = true; // a warm standby
+        lock(&status).standby = true; // a warm standby
         let (first_sent, mut first) = oneshot::channel();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(gate.run(status.clone(), first_sent, stopped));
@@ -605,7 +617,7 @@ mod tests {
         assert!(first.try_recv().is_err(), "nothing sent yet");
 
         // Opened: the command's packets go out on the session's stream.
-        lock(&status).paused = false;
+        lock(&status).standby = false;
         command
             .send_to(&from_command(2, &[6; 160]), addr)
             .await
@@ -629,6 +641,23 @@ mod tests {
         assert_eq!(&buf[12..n], &[8u8; 160][..], "the intruder's never came");
         let s = lock(&status).clone();
         assert_eq!((s.packets_sent, s.packets_dropped), (2, 2));
+
+        // Paused for want of consent: one packet a second goes out (a
+        // probe the client can answer), the others are dropped.
+        lock(&status).paused = true;
+        for seq in 5..15 {
+            command
+                .send_to(&from_command(seq, &[9; 160]), addr)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut forwarded = 0;
+        while client.try_recv(&mut buf).is_ok() {
+            forwarded += 1;
+        }
+        assert_eq!(forwarded, 1, "one probe in 0.4 s paused");
         drop(stop);
         within(task).await.unwrap();
     }

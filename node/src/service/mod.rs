@@ -251,12 +251,57 @@ pub trait Instance: Send + fmt::Debug {
         None
     }
 
-    /// Stops sending to the client for now (`true`: its client gave no
-    /// consent) or goes on (`false`); the instance keeps running. Services
-    /// that cannot pause ignore it (the session is closed if consent does
-    /// not come back).
+    /// Holds the stream back for now (`true`: its client gave no consent)
+    /// or sends it all again (`false`); the instance keeps running. Paused,
+    /// a stream still sends one packet every [`CONSENT_PROBE`], so that a
+    /// client that reports only to the sources it hears (as RTP clients
+    /// do) can consent again: after a partition that cut the client off
+    /// for longer than the consent interval, the stream had paused and the
+    /// client, hearing nothing, never reported again. Services that cannot
+    /// pause ignore it (the session is closed if consent does not come
+    /// back).
     fn pause(&self, paused: bool) {
         let _ = paused;
+    }
+
+    /// Holds the whole stream back while the instance stands by warm
+    /// (`true`), and sends it when promoted (`false`).
+    fn stand_by(&self, standby: bool) {
+        let _ = standby;
+    }
+}
+
+/// How often a stream paused for want of consent sends one packet (see
+/// [`Instance::pause`]). A victim of a session aimed at it gets at most
+/// one a second for the consent grace (30 s by default), then nothing:
+/// the session is closed.
+pub const CONSENT_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Which packets of a stream go out, as its status says: all of them, one
+/// every [`CONSENT_PROBE`] while paused for want of consent, none while
+/// standing by warm.
+#[derive(Debug, Default)]
+pub(crate) struct Outlet {
+    last_probe: Option<std::time::Instant>,
+}
+
+impl Outlet {
+    /// Whether a packet due at `now` goes out.
+    pub(crate) fn admits(&mut self, paused: bool, standby: bool, now: std::time::Instant) -> bool {
+        if standby {
+            return false;
+        }
+        if !paused {
+            return true;
+        }
+        if self
+            .last_probe
+            .is_some_and(|at| now.saturating_duration_since(at) < CONSENT_PROBE)
+        {
+            return false;
+        }
+        self.last_probe = Some(now);
+        true
     }
 }
 
@@ -273,8 +318,11 @@ pub struct Status {
     /// that kept exiting): it will not run again, the driver hears of it
     /// as an [`Event::Failed`].
     pub failed: Option<String>,
-    /// Sending nothing for now: the client gave no consent.
+    /// Sending one packet every [`CONSENT_PROBE`] only: the client gave no
+    /// consent.
     pub paused: bool,
+    /// Sending nothing: a warm standby, not promoted yet.
+    pub standby: bool,
     /// `exec`: how many times the command was started again.
     pub restarts: u32,
     /// `exec`: process id of the current child.
@@ -483,6 +531,10 @@ impl TaskInstance {
 impl Instance for TaskInstance {
     fn pause(&self, paused: bool) {
         lock(&self.status).paused = paused;
+    }
+
+    fn stand_by(&self, standby: bool) {
+        lock(&self.status).standby = standby;
     }
 
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, Status> {

@@ -64,7 +64,7 @@ use super::rtcp::{self, Reporter};
 use super::{
     Channels, Error, Instance, Reports, Service, SessionSpec, SharedStatus, Status, TaskInstance,
 };
-use super::{g711, lock, wav};
+use super::{Outlet, g711, lock, wav};
 
 /// RTP clock rate of PCMU (Hz).
 pub use baton_protocol::stream::CLOCK_RATE;
@@ -660,6 +660,7 @@ async fn run(
     (mut stop, first_sent): (oneshot::Receiver<()>, oneshot::Sender<std::time::Instant>),
 ) {
     let mut first_sent = Some(first_sent);
+    let mut outlet = Outlet::default();
     let fail = |error: String| {
         let mut s = lock(&status);
         s.last_error = Some(error);
@@ -711,11 +712,11 @@ async fn run(
             // error after a sender report): ignored.
             (Wake::Rtcp(_), _) => continue,
             (Wake::SenderReport, Some(rtcp)) => {
-                let (paused, sent) = {
+                let (quiet, sent) = {
                     let s = lock(&status);
-                    (s.paused, s.packets_sent)
+                    (s.paused || s.standby, s.packets_sent)
                 };
-                if !paused {
+                if !quiet {
                     let ids = (stream.ids, stream.started_ms);
                     let octets = sent * SAMPLES as u64;
                     rtcp.send_report(ids, clock.unix_us(), sent, octets).await;
@@ -728,14 +729,19 @@ async fn run(
             (Wake::Stop, _) => true,
         };
         let (packets, skipped) = pacer.take_due(&stream, clock.unix_us());
-        let paused = {
+        let (paused, standby) = {
             let mut s = lock(&status);
             s.packets_skipped += skipped;
-            s.paused
+            (s.paused, s.standby)
         };
-        // Paused, the stream keeps its place: what is due is not sent, and
+        // Paused or standing by, the stream keeps its place: what is due is
+        // not sent (but for a consent probe a second while paused), and
         // resuming sends what is due then, as a takeover would.
-        for k in packets.into_iter().filter(|_| !paused) {
+        let now = std::time::Instant::now();
+        for k in packets
+            .into_iter()
+            .filter(|_| outlet.admits(paused, standby, now))
+        {
             let result = socket.send(&stream.packet(k)).await;
             let mut s = lock(&status);
             match result {
@@ -991,6 +997,51 @@ mod tests {
         assert_eq!(n, PACKET_LEN);
         assert!(sent >= before);
         assert!(instance.status().packets_sent >= 1);
+        instance.stop().await;
+    }
+
+    /// Paused for want of consent, a stream sends one packet a second, so
+    /// that a client that reports only to the sources it hears can consent
+    /// again; standing by warm, it sends nothing; resumed, all of it.
+    #[tokio::test]
+    async fn a_paused_stream_probes_once_a_second_and_a_standby_is_silent() {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let registry =
+            crate::service::Registry::builtin(&crate::service::Config::default(), None).unwrap();
+        let instance = registry
+            .start(spec(
+                "probe",
+                &client.local_addr().unwrap().to_string(),
+                &[],
+            ))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        // Counts what reaches the client over `d`.
+        async fn count(client: &tokio::net::UdpSocket, buf: &mut [u8], d: Duration) -> usize {
+            let end = tokio::time::Instant::now() + d;
+            let mut n = 0;
+            while let Ok(Ok(_)) = tokio::time::timeout_at(end, client.recv(buf)).await {
+                n += 1;
+            }
+            n
+        }
+        assert!(count(&client, &mut buf, Duration::from_millis(500)).await >= 20);
+        instance.stand_by(true);
+        count(&client, &mut buf, Duration::from_millis(100)).await; // in flight
+        assert_eq!(
+            count(&client, &mut buf, Duration::from_millis(2500)).await,
+            0
+        );
+        instance.stand_by(false);
+        instance.pause(true);
+        count(&client, &mut buf, Duration::from_millis(100)).await; // in flight
+        let probes = count(&client, &mut buf, Duration::from_millis(3500)).await;
+        assert!(
+            (3..=4).contains(&probes),
+            "{probes} packets in 3.5 s paused"
+        );
+        instance.pause(false);
+        assert!(count(&client, &mut buf, Duration::from_millis(500)).await >= 20);
         instance.stop().await;
     }
 
