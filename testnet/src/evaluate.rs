@@ -74,6 +74,18 @@ fn steps(quick: bool) -> Vec<Step> {
             });
         }
     }
+    // Partitions longer than the consent interval (30 s): the sessions
+    // claimed, or left, on the side their client cannot reach pause for
+    // want of consent before the heal, and must come back after it.
+    let long = if quick {
+        "run partition --nodes 5 --sessions 3 --faults 1 --settle 8s --wan --cut-for 35s"
+    } else {
+        "run partition --nodes 16 --sessions 8 --faults 2 --settle 30s --wan --cut-for 40s"
+    };
+    v.push(Step {
+        key: "partition-long-wan".into(),
+        args: args(long),
+    });
     // A region outage, WAN only: every node of a region killed at once, and
     // (the variant) cut off; several nodes per region.
     let outage = if quick {
@@ -766,6 +778,7 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         "kill-wan",
         "partition-lan",
         "partition-wan",
+        "partition-long-wan",
         "churn-lan",
         "churn-wan",
         "degrade-lan",
@@ -1147,8 +1160,42 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
             let _ = writeln!(md);
         }
     }
+    render_long_partition(md, o);
     render_outage(md, o);
     render_transcode(md, o);
+}
+
+/// The partition run whose cuts outlast the consent interval (WAN only).
+fn render_long_partition(md: &mut String, o: &[Outcome]) {
+    let key = "partition-long-wan";
+    let r = report(o, key);
+    let _ = writeln!(
+        md,
+        "### partition, cuts longer than the consent interval\n\n\
+         The partition scenario with 40 s cuts (`--cut-for`), past the 30 s \
+         consent interval: a session claimed on the side its client cannot \
+         reach, or left there with every replica, pauses for want of consent \
+         before the heal, and must be heard again after it (a paused stream \
+         sends one packet a second, which the client answers; a primary \
+         superseded at the heal vouches for its client's consent to the \
+         winner). Before both (2026-12-04), the same run lost 6 and 7 of 8 \
+         sessions at its two cuts.\n\n\
+         | | WAN |\n|---|---|\n\
+         | nodes / sessions | {} / {} |\n\
+         | client gap (takeovers during the cut) | {} |\n\
+         | heal until one owner per session | {} |\n\
+         | sessions lost / doubly owned 10 s after each heal | {} / {} |\n\
+         | wall time | {} |\n\n\
+         <a id=\"{key}\"></a>`{}` ([report](eval/{key}/report.md))\n",
+        count(&r["nodes"]),
+        count(&r["sessions"]),
+        summary(&r["gap_ms"], "ms"),
+        summary(&r["details"]["one_owner_after_heal_ms"], "ms"),
+        count(&r["sessions_lost"]),
+        count(&r["double_owned"]),
+        wall_time(r),
+        command(o, key),
+    );
 }
 
 /// The region outage: kill and cut side by side (WAN only).
@@ -1804,11 +1851,42 @@ gone: kill-wan measured detection p99 1719 ms (1262 before), over the \
 1.5 s target. The relays are now the five on the shortest estimated \
 paths of fifteen drawn, and the wait is for the second quickest \
 (protocol.md section 10 (8), with the simulator's table of variants): \
-kill-wan re-run, detection p99 1176 ms, client gap p99 1132 ms. The \
-other kept WAN reports and the study's points predate these changes. \
-The loss-wan run \
-misses the Vivaldi target (10.4 % median error against 10 %; 10.8 % \
-before): coordinates under 5% loss settle more slowly, open.
+kill-wan re-run, detection p99 1176 ms, client gap p99 1132 ms. \
+loss-wan, pause-wan and scale-wan were re-run on it too (loss-wan: 40 \
+suspicions, 3 refutations, 0 false deaths in 300 s; pause-wan: 0 false \
+deaths; scale-wan N=64: 1462 B/s per node). The study's points predate \
+these changes.
+- **Vivaldi error in the runs of 16-32 nodes on the WAN** (kill-wan \
+10.4 %, loss-wan 10.3 %, pause-wan 10.3 %: over the 10 % target; 5.4 % \
+and 8.7 % in the runs of 2026-11-26 and 2026-12-02) is measured once, \
+at the end of the settle, 20-30 s after a cold start, and the \
+coordinates are still settling then. In the simulator \
+(`testnet sim --nodes 32 --seed S --scenario loss --loss 0 --wan \
+testnet/data/wan-rtt.csv --warmup W --duration D --json`, seeds 1/2, \
+2026-12-04) the median error is 10.2 / 9.9 % 30 s after the start, \
+9.6 / 9.4 % at 40 s, 8.3 / 8.6 % at 50 s and 8.0 / 8.0 % at 70 s. The \
+runs since 2026-12-03 have the budget for unasked coordinates (one a \
+second per node), which slows the start: a node's coordinate moves most \
+while it settles, and the budget then holds back most of the moves its \
+members should hear. Exempting a settling coordinate (its own error \
+estimate over 0.5) from the budget, tried in the simulator, gave 8.8 / \
+9.3 % at 30 s and the same steady state (7.8-8.3 % at N=64), at no \
+measurable cost in bytes; it was not kept, as the scale-wan budget has \
+38 B/s of room and the gain is small. Open: the settle of these runs is \
+the start-up transient, not the steady state the target is about.
+- **partition-wan lost 24 of 24 sessions on 2026-12-04**, two causes. The \
+scenario waited up to 10 s for each session of the cut side to resume, \
+one after the other, so its \"10 s\" cuts lasted 31 s; and past the \
+consent interval (30 s) the sessions claimed, or left, on the side their \
+client could not reach had paused for want of consent, and stayed silent \
+after the heal: the client reports only to the sources it hears, so it \
+never consented again, and the sessions were closed 30 s later (a cut \
+of 10 s as meant never showed it). The scenario now waits under one \
+deadline and reports how long each cut lasted; a paused stream sends \
+one packet a second, which the client answers; a primary superseded at \
+the heal vouches for its client's consent to the winner (`Vouch`, \
+protocol.md section 19). [partition-long-wan](#partition-long-wan) runs \
+the 40 s cuts on every evaluation.
 - **Simulator traffic** is measured over 30 s after a warm start and 120 s \
 of warm-up: a warm-started node holds its members but none of their \
 Vivaldi coordinates, and a probe asks for the target's when it holds none \
