@@ -369,6 +369,11 @@ struct RunArgs {
     /// cannot reach has paused for want of consent by the heal.
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     cut_for: Duration,
+    /// SWIM's probe interval on every node (`batond --probe-interval`;
+    /// default: the profile's, 100 ms). Timeouts and suspicion scale with
+    /// it: the knob of the trade-off between detection and traffic.
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION")]
+    probe_interval: Option<Duration>,
 }
 
 impl NetArgs {
@@ -492,6 +497,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
             StandbyName::Warm => Standby::Warm,
         }),
         cut_for: args.cut_for,
+        probe_interval: args.probe_interval,
     };
     match scenarios::run(scenario, &opts) {
         Ok(report) => {
@@ -1188,6 +1194,28 @@ mod tests {
             panic!("not run")
         };
         assert!(args.net.matrix().unwrap_err().contains("--regions 1"));
+    }
+
+    #[test]
+    fn run_takes_a_probe_interval_and_a_cut_length() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["testnet", "run", "partition", "--out", "/tmp/x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        let Command::Run(args) = parse(&[]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(args.probe_interval, None);
+        assert_eq!(args.cut_for, Duration::from_secs(10));
+        let cli = parse(&["--probe-interval", "250ms", "--cut-for", "40s"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.probe_interval, Some(Duration::from_millis(250)));
+        assert_eq!(args.cut_for, Duration::from_secs(40));
+        assert!(parse(&["--probe-interval", "0s"]).is_err());
+        assert!(parse(&["--probe-interval", "fast"]).is_err());
     }
 
     #[test]

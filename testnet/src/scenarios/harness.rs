@@ -53,6 +53,9 @@ pub struct Options {
     pub standby: Option<Standby>,
     /// `partition`: how long each cut lasts before the heal.
     pub cut_for: Duration,
+    /// SWIM's probe interval on every node (`batond --probe-interval`),
+    /// else the profile's (100 ms): the trade-off study's knob.
+    pub probe_interval: Option<Duration>,
 }
 
 /// The service of the sessions a scenario opens.
@@ -237,6 +240,12 @@ impl Harness {
         if let Some(standby) = opts.standby {
             open.params
                 .insert("standby".to_owned(), standby.name().to_owned());
+        }
+        if let Some(interval) = opts.probe_interval {
+            flags.extend([
+                "--probe-interval".to_owned(),
+                format!("{}ms", interval.as_millis()),
+            ]);
         }
         let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
         config.extra_flags = flags;
