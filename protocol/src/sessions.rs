@@ -292,6 +292,8 @@ pub enum Action {
         id: String,
         /// Its primary now.
         to: NodeId,
+        /// How long ago the client last consented (ms).
+        age_ms: u32,
     },
     /// Spread this payload to every member (piggybacked on SWIM); `key`
     /// identifies what a newer payload replaces.
@@ -360,6 +362,11 @@ pub enum AppMessage {
         /// The session.
         #[serde(rename = "i")]
         id: String,
+        /// How long before the sending the client last consented (ms): the
+        /// consent counts from then, so that it is never stretched by
+        /// being passed on.
+        #[serde(rename = "a")]
+        age_ms: u32,
     },
 }
 
@@ -1081,10 +1088,11 @@ impl<S: Signer> Engine<S> {
                 }
                 false
             }
-            AppMessage::Vouch { id } => {
+            AppMessage::Vouch { id, age_ms } => {
                 // Only the host acts on it, as on a forwarded report.
                 if self.hosting.contains(&id) {
-                    self.consent_given(now, &id);
+                    let age = Duration::from_millis(u64::from(age_ms));
+                    self.consent_vouched(now, &id, age);
                 }
                 false
             }
@@ -1312,6 +1320,23 @@ impl<S: Signer> Engine<S> {
         c.since = now;
         c.heard = Some(now);
         if c.paused_since.take().is_some() {
+            self.actions
+                .push_back(Action::Resume { id: id.to_string() });
+        }
+    }
+
+    /// A member's word that the client of `id` consented to it `age` ago
+    /// ([`AppMessage::Vouch`]): the consent counts from then, a full
+    /// interval and no more, however often it is passed on; the time since
+    /// this node began to host the session (`since`) stays.
+    fn consent_vouched(&mut self, now: Instant, id: &str, age: Duration) {
+        let interval = self.config.consent.interval;
+        let (Some(heard), Some(c)) = (now.checked_sub(age), self.consent.get_mut(id)) else {
+            return;
+        };
+        c.until = c.until.max(heard + interval);
+        c.heard = Some(c.heard.map_or(heard, |h| h.max(heard)));
+        if now < c.until && c.paused_since.take().is_some() {
             self.actions
                 .push_back(Action::Resume { id: id.to_string() });
         }
@@ -2089,9 +2114,11 @@ impl<S: Signer> Engine<S> {
             return;
         }
         *to = record.primary.clone();
+        let age = now.saturating_duration_since(*heard);
         self.actions.push_back(Action::Vouch {
             id: record.id.clone(),
             to: record.primary.clone(),
+            age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
         });
     }
 

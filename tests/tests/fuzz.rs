@@ -198,6 +198,14 @@ fn engine_app() {
         }
         .encode(),
     ));
+    parts.push((
+        3,
+        AppMessage::Vouch {
+            id: "s1".into(),
+            age_ms: 1200,
+        }
+        .encode(),
+    ));
     parts.push((0x10, Vec::new()));
     parts.push((0x11, Vec::new()));
     run("engine_app", fuzz::engine_app, &[framed(&parts)]);

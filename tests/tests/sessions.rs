@@ -249,7 +249,6 @@ async fn a_performance_triggered_transfer_loses_no_packets() {
     y.shutdown().await;
 }
 
-/// The arrival time of the last packet `receiver` got, if any.
 /// Asserts that what reached `receiver` after `from` is a paused stream's
 /// consent probes only: at most one packet a second, each at least 0.9 s
 /// after the one before.

@@ -63,7 +63,7 @@ impl Services {
     /// Starts an instance of the session (replacing one that runs), or
     /// promotes its warm instance: a takeover that only opens a gate.
     /// Answers when the instance sends its first packet, if its service can
-    /// tell (a warm instance has sent nothing yet: it was paused from the
+    /// tell (a warm instance has sent nothing yet: it stood by from the
     /// start).
     pub fn start(&mut self, record: &Record) -> Result<Option<FirstPacket>, crate::service::Error> {
         if let Some(first) = self.warm.remove(&record.id)

@@ -32,9 +32,10 @@
 //! users are trusted. Templates should keep the command's own RTCP away
 //! (`-rtpflags skip_rtcp` for ffmpeg): the gate sends the session's.
 //!
-//! The gate forwards only while the instance is not paused (no consent, or
-//! a warm standby: the command runs, the gate is closed; promotion opens
-//! it). A closed gate still gives each packet its slot and holds it, and
+//! The gate forwards while the instance is neither paused for want of
+//! consent (then one packet a second goes out, a probe the client can
+//! answer) nor standing by warm (the command runs, the gate is closed;
+//! promotion opens it). A closed gate still gives each packet its slot and holds it, and
 //! drops it when the slot comes instead of sending it: commands send in
 //! bursts (ffmpeg reading a WAV file sends 256 ms of packets at once), so
 //! a gate that dropped what came while closed would, once opened, wait

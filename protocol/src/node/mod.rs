@@ -1818,7 +1818,9 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
                 }
             }
             sessions::Action::Compare { peers } => self.compare_with(now, peers),
-            sessions::Action::Vouch { id, to } => self.unicast(now, &to, AppMessage::Vouch { id }),
+            sessions::Action::Vouch { id, to, age_ms } => {
+                self.unicast(now, &to, AppMessage::Vouch { id, age_ms });
+            }
             sessions::Action::Start(record) => {
                 self.events.push_back(Event::SessionStarted {
                     id: record.id.clone(),

@@ -1112,7 +1112,11 @@ fn a_superseded_primary_vouches_for_its_clients_consent_to_the_new_one() {
         let vouches: Vec<(String, NodeId)> = c.log[p]
             .iter()
             .filter_map(|a| match a {
-                Action::Vouch { id, to } => Some((id.clone(), to.clone())),
+                Action::Vouch { id, to, age_ms } => {
+                    // The client's last report, a second before the heal.
+                    assert_eq!(*age_ms, 1000);
+                    Some((id.clone(), to.clone()))
+                }
                 _ => None,
             })
             .collect();
@@ -1138,7 +1142,11 @@ fn a_superseded_primary_vouches_for_its_clients_consent_to_the_new_one() {
             .map(|i| ("s1".to_string(), c.ids[*i].clone()))
             .collect();
         assert_eq!(vouches, expected);
-        let word = AppMessage::Vouch { id: "s1".into() }.encode();
+        let word = AppMessage::Vouch {
+            id: "s1".into(),
+            age_ms: 1000,
+        }
+        .encode();
         // A node that does not host the session ignores it.
         let other = claimers[0];
         c.engines[other].handle_app(c.now, c.now_ms, &word);
@@ -1156,9 +1164,15 @@ fn a_superseded_primary_vouches_for_its_clients_consent_to_the_new_one() {
                 .any(|a| matches!(a, Action::Resume { id } if id == "s1"))
         );
         assert!(!c.engines[b].is_paused("s1"));
-        // A full interval from the word, as from a report.
-        c.tick(interval - Duration::from_secs(1));
+        // A full interval from the client's report, not from the word: a
+        // consent passed on is not stretched.
+        c.tick(interval - Duration::from_secs(2));
         assert!(!c.engines[b].is_paused("s1"));
+        c.tick(Duration::from_secs(2));
+        assert!(
+            c.engines[b].is_paused("s1"),
+            "paused an interval after the report"
+        );
     }
 }
 
