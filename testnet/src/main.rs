@@ -459,6 +459,12 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Some(interval) = args.probe_interval
+        && !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&interval)
+    {
+        eprintln!("testnet: --probe-interval {interval:?}: batond takes 10ms to 60s");
+        return ExitCode::from(2);
+    }
     if args.cut_for != Duration::from_secs(10) && scenario != Scenario::Partition {
         eprintln!("testnet: --cut-for is an option of `testnet run partition`");
         return ExitCode::from(2);
