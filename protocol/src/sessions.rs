@@ -1092,7 +1092,7 @@ impl<S: Signer> Engine<S> {
                 // Only the host acts on it, as on a forwarded report.
                 if self.hosting.contains(&id) {
                     let age = Duration::from_millis(u64::from(age_ms));
-                    self.consent_vouched(now, &id, age);
+                    self.consent_as_of(now, &id, age);
                 }
                 false
             }
@@ -1312,24 +1312,17 @@ impl<S: Signer> Engine<S> {
     /// The client of `id` consents to its stream (a report from it or
     /// vouching for it).
     pub fn consent_given(&mut self, now: Instant, id: &str) {
-        let interval = self.config.consent.interval;
-        let Some(c) = self.consent.get_mut(id) else {
-            return;
-        };
-        c.until = c.until.max(now + interval);
-        c.since = now;
-        c.heard = Some(now);
-        if c.paused_since.take().is_some() {
-            self.actions
-                .push_back(Action::Resume { id: id.to_string() });
+        if let Some(c) = self.consent.get_mut(id) {
+            c.since = now;
         }
+        self.consent_as_of(now, id, Duration::ZERO);
     }
 
-    /// A member's word that the client of `id` consented to it `age` ago
-    /// ([`AppMessage::Vouch`]): the consent counts from then, a full
-    /// interval and no more, however often it is passed on; the time since
-    /// this node began to host the session (`since`) stays.
-    fn consent_vouched(&mut self, now: Instant, id: &str, age: Duration) {
+    /// The client of `id` consented `age` ago: a report (`age` 0) or a
+    /// member's word ([`AppMessage::Vouch`]). The consent counts from then,
+    /// a full interval and no more, however often it is passed on; a paused
+    /// stream resumes.
+    fn consent_as_of(&mut self, now: Instant, id: &str, age: Duration) {
         let interval = self.config.consent.interval;
         let (Some(heard), Some(c)) = (now.checked_sub(age), self.consent.get_mut(id)) else {
             return;

@@ -1879,8 +1879,9 @@ impl<R: Rng> Swim<R> {
         let probe = &self.probes[&seq];
         let target = probe.target.clone();
         let (sent, timeout) = (probe.sent, probe.timeout);
-        let relays = self.choose_relays(&target);
-        let deadline = self.indirect_deadline(now, sent, timeout, &target, &relays);
+        let (relays, paths): (Vec<NodeId>, Vec<Option<Duration>>) =
+            self.choose_relays(&target).into_iter().unzip();
+        let deadline = self.indirect_deadline(now, sent, timeout, &paths);
         self.stats.indirect_probes += 1;
         for relay in &relays {
             let updates = self.piggyback(relay);
@@ -1910,17 +1911,21 @@ impl<R: Rng> Swim<R> {
     /// (simulator, 32 nodes on the WAN matrix: detection p50 ~1500 ->
     /// ~1100 ms; protocol.md section 10 (8)). On a LAN every path is about
     /// as short, and the choice stays about as random as the draw.
-    fn choose_relays(&mut self, target: &NodeId) -> Vec<NodeId> {
+    /// Answers each relay with its estimated path, shortest first.
+    fn choose_relays(&mut self, target: &NodeId) -> Vec<(NodeId, Option<Duration>)> {
         let want = self.config.indirect_probes;
         let drawn = self.random_active(want * RELAY_DRAW, std::slice::from_ref(target));
-        let mut keyed: Vec<(Duration, NodeId)> = drawn
+        let mut keyed: Vec<(NodeId, Option<Duration>)> = drawn
             .into_iter()
-            .map(|r| (self.relay_path(&r, target).unwrap_or(Duration::MAX), r))
+            .map(|r| {
+                let path = self.relay_path(&r, target);
+                (r, path)
+            })
             .collect();
-        // Stable: ties keep the draw's random order.
-        keyed.sort_by_key(|(path, _)| *path);
+        // Stable: ties keep the draw's random order; unknown paths last.
+        keyed.sort_by_key(|(_, path)| path.unwrap_or(Duration::MAX));
         keyed.truncate(want);
-        keyed.into_iter().map(|(_, r)| r).collect()
+        keyed
     }
 
     /// The estimated round trip of a probe through `relay`: the measured
@@ -1961,17 +1966,13 @@ impl<R: Rng> Swim<R> {
         now: Instant,
         sent: Instant,
         timeout: Duration,
-        target: &NodeId,
-        relays: &[NodeId],
+        paths: &[Option<Duration>],
     ) -> Instant {
         let factor = self.config.indirect_timeout_factor;
         let floor = sent + timeout * (1 + factor);
-        let mut paths: Vec<Duration> = relays
-            .iter()
-            .filter_map(|r| self.relay_path(r, target))
-            .collect();
-        paths.sort();
-        let Some(&relayed) = paths.get(1).or(paths.first()) else {
+        // The relays' estimated paths, shortest first (`choose_relays`).
+        let known: Vec<Duration> = paths.iter().flatten().copied().collect();
+        let Some(&relayed) = known.get(1).or(known.first()) else {
             return floor;
         };
         let cap = self.config.max_probe_timeout * factor * (self.health + 1);

@@ -977,6 +977,13 @@ fn pauses(c: &Cluster, i: usize, id: &str) -> usize {
         .count()
 }
 
+/// Whether node `i` resumed the stream of `id` at some point.
+fn resumed(c: &Cluster, i: usize, id: &str) -> bool {
+    c.log[i]
+        .iter()
+        .any(|a| matches!(a, Action::Resume { id: s } if s == id))
+}
+
 /// The primary of `id` as the first live node sees it.
 fn primary_of(c: &Cluster, id: &str) -> usize {
     let observer = c.down.iter().position(|d| !d).expect("a live node");
@@ -1048,11 +1055,7 @@ fn a_report_renews_consent_and_resumes_a_paused_stream() {
     assert_eq!(pauses(&c, p, "s1"), 1);
     c.engines[p].report(c.now, "s1", ok);
     c.settle();
-    assert!(
-        c.log[p]
-            .iter()
-            .any(|a| matches!(a, Action::Resume { id } if id == "s1"))
-    );
+    assert!(resumed(&c, p, "s1"));
     assert!(!c.engines[p].is_paused("s1"));
 }
 
@@ -1158,11 +1161,7 @@ fn a_superseded_primary_vouches_for_its_clients_consent_to_the_new_one() {
         );
         c.engines[b].handle_app(c.now, c.now_ms, &word);
         c.settle();
-        assert!(
-            c.log[b]
-                .iter()
-                .any(|a| matches!(a, Action::Resume { id } if id == "s1"))
-        );
+        assert!(resumed(&c, b, "s1"));
         assert!(!c.engines[b].is_paused("s1"));
         // A full interval from the client's report, not from the word: a
         // consent passed on is not stretched.
