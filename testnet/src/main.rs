@@ -584,6 +584,11 @@ struct SimArgs {
     #[arg(long)]
     asymmetric: bool,
 
+    /// Share of the nodes cut away in each partition, over 0 and at most
+    /// 0.5 (partition scenario) [default: 0.2].
+    #[arg(long, value_name = "F", value_parser = minority_share)]
+    minority: Option<f64>,
+
     /// Protocol profile [default: wan with --wan, lan otherwise].
     #[arg(long, value_enum)]
     profile: Option<Profile>,
@@ -965,6 +970,9 @@ fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
         cfg.loss = loss;
     }
     cfg.asymmetric = args.asymmetric;
+    if let Some(f) = args.minority {
+        cfg.partition_fraction = f;
+    }
     cfg.warmup = args.warmup;
     if args.warm_start || args.cold_start {
         cfg.warm_start = args.warm_start;
@@ -1101,6 +1109,17 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
+fn minority_share(s: &str) -> Result<f64, String> {
+    let f = number(s)?;
+    if f > 0.0 && f <= 0.5 {
+        Ok(f)
+    } else {
+        Err(format!(
+            "{f} is not a minority's share: use a value over 0 and at most 0.5, e.g. 0.44"
+        ))
+    }
+}
+
 fn jitter(s: &str) -> Result<f64, String> {
     let j = number(s)?;
     if (0.0..=10.0).contains(&j) {
@@ -1148,6 +1167,8 @@ mod tests {
             &["testnet", "sim", "--duration", "soon"],
             &["testnet", "sim", "--scenario", "meteor"],
             &["testnet", "sim", "--wan", "x.csv", "--min-rtt", "1ms"],
+            &["testnet", "sim", "--minority", "0"],
+            &["testnet", "sim", "--minority", "0.6"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
@@ -1222,6 +1243,14 @@ mod tests {
         assert_eq!(args.cut_for, Duration::from_secs(40));
         assert!(parse(&["--probe-interval", "0s"]).is_err());
         assert!(parse(&["--probe-interval", "fast"]).is_err());
+    }
+
+    #[test]
+    fn a_minority_share_up_to_half_is_taken() {
+        assert_eq!(minority_share("0.44"), Ok(0.44));
+        assert_eq!(minority_share("0.5"), Ok(0.5));
+        assert!(minority_share("0.51").is_err());
+        assert!(minority_share("-0.1").is_err());
     }
 
     #[test]

@@ -589,6 +589,23 @@ fn nacks_spare_the_local_health() {
 }
 
 #[test]
+fn one_relays_nack_spares_the_local_health_the_silent_relays_are_their_own_fault() {
+    let mut h = Harness::new(5);
+    let (_, seq) = h.probe();
+    h.fire_next();
+    let relays: Vec<NodeId> = h.drain().into_iter().map(|t| t.to).collect();
+    assert!(relays.len() >= 2, "{relays:?}");
+    let n = (1..=5).find(|n| id(*n) == relays[0]).unwrap();
+    h.recv(n, Message::Nack(Nack { seq }));
+    h.fire_next();
+    assert_eq!(
+        h.swim.local_health(),
+        0,
+        "the others' silence is not this node's doing"
+    );
+}
+
+#[test]
 fn local_health_stretches_probe_interval_and_timeout() {
     let mut h = Harness::new(5);
     h.failed_probe();
@@ -1104,6 +1121,49 @@ fn relays_are_chosen_on_the_shortest_paths_to_the_target() {
         seen.extend(asked);
     }
     assert!(seen.len() > 3, "always the same relays: {seen:?}");
+}
+
+/// A suspect is a relay only when too few alive members were drawn, however
+/// short its path: in a partition the suspects are the cut-off side, whose
+/// silence as relays would only delay the verdict.
+#[test]
+fn suspects_are_asked_to_relay_last() {
+    for seed in 0..8 {
+        let mut h = Harness::with_seed(9, seed);
+        let (target, _) = h.probe();
+        let others: Vec<NodeId> = (1..=9).map(id).filter(|n| *n != target).collect();
+        let near: BTreeSet<NodeId> = others[3..6].iter().cloned().collect();
+        place(&mut h, &target, |n| if near.contains(n) { 10 } else { 300 });
+        for n in &near {
+            let from = (1..=9).find(|i| id(*i) != *n && id(*i) != target).unwrap();
+            h.recv(
+                from,
+                Message::Gossip(Gossip {
+                    updates: vec![Update::Suspect {
+                        id: n.clone(),
+                        incarnation: 0,
+                        from: id(from),
+                    }],
+                }),
+            );
+            assert_eq!(h.state_of(n), State::Suspect);
+        }
+        h.drain();
+        // The direct timeout; hearing of a suspect may ask about it too, so
+        // only the ping-reqs about this probe's target count.
+        let mut asked = BTreeSet::new();
+        while asked.is_empty() {
+            h.fire_next();
+            asked = h
+                .drain()
+                .into_iter()
+                .filter(|t| matches!(&t.message, Message::PingReq(r) if r.target == target))
+                .map(|t| t.to)
+                .collect();
+        }
+        assert_eq!(asked.len(), 3, "seed {seed}: {asked:?}");
+        assert!(asked.is_disjoint(&near), "seed {seed}: {asked:?}");
+    }
 }
 
 /// The indirect stage waits for the second quickest relay's estimated

@@ -26,6 +26,7 @@ use baton_protocol::swim::{self, State};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::cut_detection::CutDetection;
 use super::dissemination::Dissemination;
 use super::health::Health;
 use super::identity;
@@ -359,6 +360,7 @@ pub struct Sim {
     views: Views,
     health: Health,
     completeness: Completeness,
+    cut_detection: CutDetection,
     rejoins: Rejoins,
     dissemination: Dissemination,
     sessions: Sessions,
@@ -416,6 +418,7 @@ impl Sim {
             views: Views::new(n),
             health: Health::new(n, grace),
             completeness: Completeness::new(config.detection_bound),
+            cut_detection: CutDetection::new(),
             rejoins: Rejoins::new(config.rejoin_bound),
             dissemination: Dissemination::new(config.dissemination_timeout),
             sessions: Sessions {
@@ -948,6 +951,7 @@ impl Sim {
         self.health.set_paused(i, false, incarnation, now);
         self.rejoins.on_stop(i);
         self.dissemination.on_stop(i, now);
+        self.cut_detection.on_gone(i, now);
         for detected in self.completeness.on_observer_gone(i) {
             self.detected(detected);
         }
@@ -1104,8 +1108,26 @@ impl Sim {
         self.cuts_changed();
     }
 
+    /// Times how long the majority takes to declare the whole minority
+    /// dead, from now (the cut between them made by the caller) until the
+    /// next heal.
+    pub fn watch_cut(&mut self, minority: &[usize], majority: &[usize]) {
+        let now = self.now();
+        self.cut_detection.on_cut(now, minority, majority);
+    }
+
+    /// Cut until the whole minority was dead at every majority node, and
+    /// the cuts healed before that.
+    pub fn cut_detection(&self) -> (&[Duration], usize) {
+        (
+            self.cut_detection.samples(),
+            self.cut_detection.undetected(),
+        )
+    }
+
     /// Removes every cut.
     pub fn heal(&mut self) {
+        self.cut_detection.close();
         self.net.heal();
         self.cuts_changed();
     }
@@ -1763,6 +1785,7 @@ impl Sim {
                 match state {
                     State::Dead => {
                         self.judge(i, m, incarnation, true);
+                        self.cut_detection.on_dead(i, m, now);
                         if let Some(detected) = self.completeness.on_dead(i, m, now) {
                             self.detected(detected);
                         }

@@ -11,6 +11,7 @@
 //! lost and doubly owned sessions and traffic, and a failure names the
 //! seed that replays it.
 
+pub mod cut_detection;
 pub mod dissemination;
 pub mod engine;
 pub mod health;

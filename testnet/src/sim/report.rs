@@ -105,6 +105,13 @@ pub struct Report {
     /// Heals after which the views had not converged when the next cut came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heal_unconverged: Option<usize>,
+    /// Cut until every majority node declared every minority node dead
+    /// (symmetric partitions; what a takeover across the cut waits for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_detection_ms: Option<Summary>,
+    /// Cuts healed before the majority had declared the whole minority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_undetected: Option<usize>,
     /// Partition heal until the sessions settled: every running node's map
     /// the same and every session hosted by exactly one node (checked every
     /// 100 ms; partition scenario with sessions).
@@ -394,6 +401,14 @@ impl fmt::Display for Report {
                 f,
                 "convergence after heal",
                 format!("{} ({unconverged} unconverged at next cut)", summary(heal)),
+            )?;
+        }
+        if let Some(cut) = &self.cut_detection_ms {
+            let undetected = self.cut_undetected.unwrap_or(0);
+            row(
+                f,
+                "whole minority dead at every majority node",
+                format!("{} ({undetected} cuts healed before)", summary(cut)),
             )?;
         }
         if let Some(settled) = &self.heal_sessions_settled_ms {

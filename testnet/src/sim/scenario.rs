@@ -352,7 +352,8 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
                 if cfg.asymmetric {
                     sim.cut_one_way_between(&minority, &majority);
                 } else {
-                    sim.partition(&[majority, minority]);
+                    sim.partition(&[majority.clone(), minority.clone()]);
+                    sim.watch_cut(&minority, &majority);
                 }
                 plan(&mut agenda, at + cfg.partition_for, Act::Heal);
                 plan(&mut agenda, at + cfg.partition_every, Act::Cut);
@@ -655,6 +656,10 @@ fn report(cfg: &ScenarioConfig, sim: &Sim, wall: &Wall, outcome: &Outcome) -> Re
         heal_converge_ms: (cfg.scenario == Scenario::Partition)
             .then(|| summary(sim.convergence_samples(Watch::Heal))),
         heal_unconverged: (cfg.scenario == Scenario::Partition).then_some(heal_unconverged),
+        cut_detection_ms: (cfg.scenario == Scenario::Partition && !cfg.asymmetric)
+            .then(|| summary(sim.cut_detection().0)),
+        cut_undetected: (cfg.scenario == Scenario::Partition && !cfg.asymmetric)
+            .then(|| sim.cut_detection().1),
         heal_sessions_settled_ms: (cfg.scenario == Scenario::Partition && cfg.sessions > 0)
             .then(|| summary(sessions_settled)),
         heal_sessions_unsettled: (cfg.scenario == Scenario::Partition && cfg.sessions > 0)
