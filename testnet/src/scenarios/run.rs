@@ -254,21 +254,35 @@ fn gap_target(report: &mut Report, opts: &Options) {
 
 pub(super) fn ownership_targets(report: &mut Report) {
     report.targets.push(Target::at_most(
-        "sessions lost 10 s after a fault",
+        "sessions lost after a fault (checked as the scenario says)",
         report.sessions_lost.map(|v| v as f64),
         targets::SESSIONS_LOST,
         "",
     ));
     report.targets.push(Target::at_most(
-        "sessions doubly owned 10 s after a fault",
+        "sessions doubly owned after a fault (checked as the scenario says)",
         report.double_owned.map(|v| v as f64),
         targets::SESSIONS_DOUBLY_OWNED,
         "",
     ));
 }
 
+/// When the kill scenario checks ownership: 5 s after the kill, the last
+/// 2 s of each client's reception must come from one source (a takeover
+/// that took longer than 3 s shows as lost). The restarted victim is
+/// checked by the next kill's check and by one at the end, so a fault
+/// costs about 8 s on the LAN and a run can afford the 50 kills whose p99
+/// is more than the maximum of a handful (it waited 10 s before, and ran
+/// 10 kills).
+const KILL_CHECK_AFTER: Duration = Duration::from_secs(5);
+
+/// On the WAN, the kill scenario measures Vivaldi's error again after
+/// every this many kills (once the restarted victim has converged).
+const VIVALDI_EVERY: usize = 10;
+
 /// `kill`: SIGKILL the primary of a session, time detection and the gap,
-/// check ownership 10 s later, restart it, repeat.
+/// check ownership 5 s later, restart it, repeat; check once more at the
+/// end.
 fn kill(opts: &Options) -> Result<Report, TestbedError> {
     let mut report = new_report(Scenario::Kill, opts, opts.loss);
     let mut h = prepare(opts, &mut report)?;
@@ -293,6 +307,10 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
     let mut gaps = Vec::new();
     let (mut lost, mut double) = (0, 0);
     let mut rows = Vec::new();
+    // Vivaldi's error as the run goes (WAN): the one `prepare` measured
+    // comes 20-30 s after a cold start, while coordinates still settle.
+    let settled = Instant::now();
+    let mut vivaldi_series = Vec::new();
     for k in 0..opts.faults.max(1) {
         let before = primaries(&h, 0);
         // The primary of a session, not n1 (the others bootstrap from it).
@@ -326,12 +344,12 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
         }
         let (fault_gaps, fault_lost) = resumed_gaps(&h, &affected, &counts, at);
         gaps.extend(&fault_gaps);
-        sleep((at + Duration::from_secs(10)).saturating_duration_since(Instant::now()))?;
+        sleep((at + KILL_CHECK_AFTER).saturating_duration_since(Instant::now()))?;
         let (l, d, notes) = h.ownership();
         lost += l;
         double += d;
         let line = format!(
-            "kill {}: {} (primary of {} session(s)) dead at every survivor after {}; client gaps {:?} ms; 10 s later {l} lost, {d} doubly owned {}",
+            "kill {}: {} (primary of {} session(s)) dead at every survivor after {}; client gaps {:?} ms; {} s later {l} lost, {d} doubly owned {}",
             k + 1,
             h.tb.nodes[victim].name,
             affected.len(),
@@ -341,6 +359,7 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
                 format!("-- not all of them within 20 s ({delays:?})")
             },
             fault_gaps.iter().map(|g| g.round()).collect::<Vec<_>>(),
+            KILL_CHECK_AFTER.as_secs(),
             notes.join("; ")
         );
         eprintln!("{line}");
@@ -354,14 +373,35 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
         h.tb.wait_api(victim, Duration::from_secs(15))?;
         h.follow(victim)?;
         h.tb.wait_converged(Duration::from_secs(60))?;
-        sleep(Duration::from_secs(2))?;
+        sleep(Duration::from_secs(1))?;
+        if is_wan(opts) && (k + 1) % VIVALDI_EVERY == 0 {
+            let median = Summary::of(&h.vivaldi_errors()).p50;
+            let after_s = settled.elapsed().as_secs_f64().round();
+            eprintln!("Vivaldi median error {median:?} % after {after_s} s more");
+            vivaldi_series.push(json!({"after_kill": k + 1, "s_after_settle": after_s,
+                "median_pct": median.map(|m| (m * 100.0).round() / 100.0)}));
+        }
     }
+    // The last victim's restart, checked as the others' were by the next
+    // kill's check.
+    sleep(KILL_CHECK_AFTER)?;
+    let (l, d, notes) = h.ownership();
+    lost += l;
+    double += d;
+    let line = format!(
+        "after the last restart: {} s later {l} lost, {d} doubly owned {}",
+        KILL_CHECK_AFTER.as_secs(),
+        notes.join("; ")
+    );
+    eprintln!("{line}");
+    report.timeline.push(line);
     report.detection_ms = Some(Summary::of(&detections));
     report.gap_ms = Some(Summary::of(&gaps));
     report.sessions_lost = Some(lost);
     report.double_owned = Some(double);
     let undetected = opts.faults.max(1) - detections.len();
     report.details = json!({"kills": rows, "undetected_kills": undetected,
+    "vivaldi_series": vivaldi_series,
     "detection_per_observer_ms": Summary::of(&per_observer),
     "service": opts.service.name(),
     "standby": opts.standby.map_or("cold (the node's default)", |s| s.name()),

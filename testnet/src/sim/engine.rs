@@ -776,6 +776,12 @@ impl Sim {
         )
     }
 
+    /// Crashed primaries' sessions that no running backup could take over
+    /// (not timed in `takeover_ms`).
+    pub fn takeovers_without_replica(&self) -> usize {
+        self.sessions.times.without_replica()
+    }
+
     /// Whether every running node's map is the same (equal digest roots)
     /// and every session is hosted by exactly one node.
     pub fn sessions_settled(&self) -> bool {
@@ -2034,6 +2040,7 @@ impl Sim {
             .collect();
         self.sessions.ownership.crash(i as u32);
         self.sessions.times.on_gone(i as u32, now);
+        self.sessions.times.on_replica_down(i as u32);
         for (sid, primary) in primary_of {
             if !self.sessions.ownership.hosts(sid).is_empty() {
                 continue;
@@ -2043,6 +2050,11 @@ impl Sim {
             if !primary {
                 continue;
             }
+            let running: BTreeSet<u32> = backups
+                .iter()
+                .copied()
+                .filter(|&b| self.nodes[b as usize].status == Status::Running)
+                .collect();
             self.sessions.claims.on_crash(sid, i as u32, backups, now);
             let id = self.sessions.ownership.id(sid);
             let crashed = &self.nodes[i].id;
@@ -2057,7 +2069,9 @@ impl Sim {
                 })
                 .map(|o| o as u32)
                 .collect();
-            self.sessions.times.on_crash(sid, i as u32, now, waiting);
+            self.sessions
+                .times
+                .on_crash(sid, i as u32, now, waiting, running);
         }
     }
 }

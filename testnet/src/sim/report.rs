@@ -84,7 +84,8 @@ pub struct Report {
     /// they could hear each other (invariant `not_doubly_owned`).
     pub double_owned: usize,
     /// A primary's crash until every live node's map names the backup that
-    /// claimed the session.
+    /// claimed the session; sessions with no backup running to claim them
+    /// are counted in `session_details.takeovers_without_replica` instead.
     pub takeover_ms: Summary,
     /// A primary's crash until a backup has written its claim (at the
     /// claimer): `takeover_ms` less the claim's spread to every node.
@@ -201,6 +202,10 @@ pub struct SessionReport {
     pub takeovers_unfinished: usize,
     /// Takeovers cut short by a crash of the backup that claimed.
     pub takeovers_superseded: usize,
+    /// Crashed primaries' sessions no running backup could take over (every
+    /// replica down at once): they resume when a replica restarts, and are
+    /// not timed in `takeover_ms`.
+    pub takeovers_without_replica: usize,
     /// Record signatures verified for real.
     pub signatures_verified: u64,
     /// Copies accepted from the simulator's memory of verified records.
@@ -501,10 +506,11 @@ impl fmt::Display for Report {
                 f,
                 "  takeover",
                 format!(
-                    "{} ({} unfinished, {} superseded)",
+                    "{} ({} unfinished, {} superseded, {} without a running backup)",
                     summary(&self.takeover_ms),
                     d.takeovers_unfinished,
-                    d.takeovers_superseded
+                    d.takeovers_superseded,
+                    d.takeovers_without_replica
                 ),
             )?;
         }

@@ -647,6 +647,7 @@ fn report(cfg: &ScenarioConfig, sim: &Sim, wall: &Wall, outcome: &Outcome) -> Re
             closed: c.closed,
             takeovers_unfinished,
             takeovers_superseded,
+            takeovers_without_replica: sim.takeovers_without_replica(),
             signatures_verified: verifier.verified,
             signatures_remembered: verifier.remembered,
             map: sim.map_counts(),

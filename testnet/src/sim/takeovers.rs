@@ -15,6 +15,8 @@ struct Open {
     waiting: BTreeSet<u32>,
     /// When a backup's claim was written (its first takeover start).
     claimed: Option<Duration>,
+    /// The backups the crashed primary's record named that still run.
+    backups: BTreeSet<u32>,
 }
 
 /// Open takeovers and finished ones.
@@ -25,6 +27,7 @@ pub struct TakeoverTimes {
     claims: Vec<Duration>,
     spread: Vec<Duration>,
     superseded: usize,
+    without_replica: usize,
 }
 
 impl TakeoverTimes {
@@ -34,11 +37,25 @@ impl TakeoverTimes {
     }
 
     /// `crashed`, the only host of `sid`, crashed at `now`; `waiting` are
-    /// the live nodes whose map names it as the primary.
-    pub fn on_crash(&mut self, sid: Sid, crashed: u32, now: Duration, waiting: BTreeSet<u32>) {
+    /// the live nodes whose map names it as the primary, `backups` the
+    /// running backups its record names. Without one, nobody can take the
+    /// session over (it resumes when a replica restarts): that is counted
+    /// apart, not timed.
+    pub fn on_crash(
+        &mut self,
+        sid: Sid,
+        crashed: u32,
+        now: Duration,
+        waiting: BTreeSet<u32>,
+        backups: BTreeSet<u32>,
+    ) {
         if self.open.remove(&sid).is_some() {
             // Its claimer crashed before the claim reached everyone.
             self.superseded += 1;
+        }
+        if backups.is_empty() {
+            self.without_replica += 1;
+            return;
         }
         self.open.insert(
             sid,
@@ -47,9 +64,31 @@ impl TakeoverTimes {
                 at: now,
                 waiting,
                 claimed: None,
+                backups,
             },
         );
         self.settle(sid, now);
+    }
+
+    /// Node `node` crashed: a takeover not claimed yet whose every backup
+    /// is now down has nobody left to claim it (counted apart, not timed).
+    pub fn on_replica_down(&mut self, node: u32) {
+        let mut orphaned = Vec::new();
+        for (sid, o) in &mut self.open {
+            if o.claimed.is_none() && o.backups.remove(&node) && o.backups.is_empty() {
+                orphaned.push(*sid);
+            }
+        }
+        for sid in orphaned {
+            self.open.remove(&sid);
+            self.without_replica += 1;
+        }
+    }
+
+    /// Takeovers that had no running backup to claim them: every replica
+    /// of the session was down (a correlated crash).
+    pub fn without_replica(&self) -> usize {
+        self.without_replica
     }
 
     /// The node whose crash `sid` waits on, if it does.
@@ -136,7 +175,7 @@ mod tests {
     #[test]
     fn a_takeover_ends_when_the_last_live_node_knows() {
         let mut t = TakeoverTimes::new();
-        t.on_crash(4, 9, 100 * MS, [1, 2, 3].into());
+        t.on_crash(4, 9, 100 * MS, [1, 2, 3].into(), [2].into());
         assert_eq!(t.crashed(4), Some(9));
         t.on_claimed(4, 800 * MS);
         t.on_seen(4, 1, 900 * MS);
@@ -152,5 +191,25 @@ mod tests {
             "nodes 1 and 2, from the first claim"
         );
         assert_eq!(t.open_count(), 0);
+    }
+
+    #[test]
+    fn a_takeover_with_no_backup_running_is_counted_apart_not_timed() {
+        let mut t = TakeoverTimes::new();
+        t.on_crash(4, 9, 100 * MS, [1, 2].into(), BTreeSet::new());
+        assert_eq!((t.open_count(), t.without_replica()), (0, 1));
+        // Its backups crash after it, in the same burst.
+        t.on_crash(5, 9, 100 * MS, [1, 2].into(), [1, 2].into());
+        t.on_replica_down(1);
+        assert_eq!(t.open_count(), 1, "backup 2 still runs");
+        t.on_replica_down(2);
+        assert_eq!((t.open_count(), t.without_replica()), (0, 2));
+        // A claimed takeover is timed to its end whatever its backups do.
+        t.on_crash(6, 9, 100 * MS, [1].into(), [3].into());
+        t.on_claimed(6, 500 * MS);
+        t.on_replica_down(3);
+        t.on_seen(6, 1, 700 * MS);
+        assert_eq!(t.samples(), [600 * MS]);
+        assert!(t.samples().iter().all(|s| *s < 86 * 1000 * MS));
     }
 }
