@@ -1975,7 +1975,10 @@ impl<R: Rng> Swim<R> {
     ) -> Instant {
         let factor = self.config.indirect_timeout_factor;
         let floor = sent + timeout * (1 + factor);
-        // The relays' estimated paths, shortest first (`choose_relays`).
+        // The relays' estimated paths in preference order (`choose_relays`:
+        // alive relays shortest first, then suspects): the second is the
+        // second alive relay's when two were asked, as a suspect relay is
+        // the least likely to answer.
         let known: Vec<Duration> = paths.iter().flatten().copied().collect();
         let Some(&relayed) = known.get(1).or(known.first()) else {
             return floor;

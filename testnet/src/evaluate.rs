@@ -330,11 +330,11 @@ pub fn evaluate(docs: &Path, quick: bool, only: Option<&str>) -> Result<PathBuf,
             "pooled_parallel": PARALLEL_SIMS,
             "total_s": (alone_s + pool_s).round(),
         });
-        let file = eval.join(WALL_FILE);
+        let file = eval.join(wall_file(quick));
         std::fs::write(&file, format!("{wall:#}\n"))
             .map_err(|e| format!("{}: {e}", file.display()))?;
     }
-    let whole = std::fs::read_to_string(eval.join(WALL_FILE))
+    let whole = std::fs::read_to_string(eval.join(wall_file(quick)))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .filter(|w| w["quick"].as_bool() == Some(quick));
@@ -350,15 +350,25 @@ pub fn evaluate(docs: &Path, quick: bool, only: Option<&str>) -> Result<PathBuf,
 /// cores; a step is one thread).
 const PARALLEL_SIMS: usize = 2;
 
-/// Where a whole evaluation records how long it took, under eval/.
+/// Where a whole evaluation records how long it took, under eval/ (a
+/// `--quick` one in `evaluate-wall-quick.json`).
 const WALL_FILE: &str = "evaluate-wall.json";
+
+fn wall_file(quick: bool) -> &'static str {
+    if quick {
+        "evaluate-wall-quick.json"
+    } else {
+        WALL_FILE
+    }
+}
 
 impl Step {
     /// Whether the step needs the machine to itself: the real nodes time
-    /// the network, the bench times loopback, and sim-sessions-1000's wall
-    /// time is a target.
+    /// the network, the bench times loopback, map-scale times the map's
+    /// work (its projection uses it), and sim-sessions-1000's wall time is
+    /// a target.
     fn runs_alone(&self) -> bool {
-        !matches!(self.args[0].as_str(), "sim" | "map-scale") || self.key == "sim-sessions-1000"
+        self.args[0] != "sim" || self.key == "sim-sessions-1000"
     }
 }
 

@@ -29,14 +29,26 @@ impl CutDetection {
         Self::default()
     }
 
-    /// `minority` was cut from `majority` at `now`. A cut still open is
-    /// counted undetected.
-    pub fn on_cut(&mut self, now: Duration, minority: &[usize], majority: &[usize]) {
+    /// `minority` was cut from `majority` at `now`; `dead(o, m)` says
+    /// whether `o` holds `m` dead already (such a pair has nothing left to
+    /// detect). A cut still open is counted undetected.
+    pub fn on_cut(
+        &mut self,
+        now: Duration,
+        minority: &[usize],
+        majority: &[usize],
+        dead: impl Fn(usize, usize) -> bool,
+    ) {
         self.close();
-        let pairs = majority
+        let pairs: BTreeSet<(usize, usize)> = majority
             .iter()
             .flat_map(|&o| minority.iter().map(move |&m| (o, m)))
+            .filter(|&(o, m)| !dead(o, m))
             .collect();
+        if pairs.is_empty() {
+            self.samples.push(Duration::ZERO);
+            return;
+        }
         self.open = Some(Open { at: now, pairs });
     }
 
@@ -90,7 +102,7 @@ mod tests {
     #[test]
     fn a_cut_is_detected_when_every_majority_node_declared_every_minority_node() {
         let mut c = CutDetection::new();
-        c.on_cut(100 * MS, &[0, 1], &[2, 3]);
+        c.on_cut(100 * MS, &[0, 1], &[2, 3], |_, _| false);
         c.on_dead(2, 0, 300 * MS);
         c.on_dead(2, 1, 400 * MS);
         c.on_dead(0, 2, 450 * MS); // the minority's view does not count
@@ -98,14 +110,19 @@ mod tests {
         assert!(c.samples().is_empty());
         c.on_dead(3, 1, 900 * MS);
         assert_eq!(c.samples(), [800 * MS]);
-        c.on_cut(1000 * MS, &[0], &[1, 2]);
+        c.on_cut(1000 * MS, &[0], &[1, 2], |_, _| false);
         c.on_dead(1, 0, 1100 * MS);
         c.on_gone(2, 1200 * MS);
         assert_eq!(c.samples(), [800 * MS, 200 * MS]);
-        c.on_cut(2000 * MS, &[0], &[1]);
+        c.on_cut(2000 * MS, &[0], &[1], |_, _| false);
         c.close();
         assert_eq!(c.undetected(), 1);
         c.close();
         assert_eq!(c.undetected(), 1, "closing twice counts once");
+        // A pair already dead at the cut waits for nothing.
+        c.on_cut(3000 * MS, &[0, 1], &[2], |_, m| m == 1);
+        c.on_dead(2, 0, 3200 * MS);
+        assert_eq!(c.samples(), [800 * MS, 200 * MS, 200 * MS]);
+        assert_eq!(c.undetected(), 1);
     }
 }

@@ -1119,7 +1119,10 @@ impl Sim {
     /// next heal.
     pub fn watch_cut(&mut self, minority: &[usize], majority: &[usize]) {
         let now = self.now();
-        self.cut_detection.on_cut(now, minority, majority);
+        let views = &self.views;
+        self.cut_detection.on_cut(now, minority, majority, |o, m| {
+            views.get(o, m) == Seen::Dead
+        });
     }
 
     /// Cut until the whole minority was dead at every majority node, and

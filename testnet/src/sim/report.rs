@@ -204,7 +204,10 @@ pub struct SessionReport {
     pub takeovers_superseded: usize,
     /// Crashed primaries' sessions no running backup could take over (every
     /// replica down at once): they resume when a replica restarts, and are
-    /// not timed in `takeover_ms`.
+    /// not timed in `takeover_ms`. Decided at the crash: a backup down then
+    /// that restarts and claims is not timed either (it comes back within
+    /// `restart_after`), and a running backup that cannot claim before the
+    /// primary restarts leaves the takeover open until the session moves.
     pub takeovers_without_replica: usize,
     /// Record signatures verified for real.
     pub signatures_verified: u64,
