@@ -45,33 +45,30 @@ impl CutDetection {
             .flat_map(|&o| minority.iter().map(move |&m| (o, m)))
             .filter(|&(o, m)| !dead(o, m))
             .collect();
-        if pairs.is_empty() {
-            self.samples.push(Duration::ZERO);
-            return;
-        }
         self.open = Some(Open { at: now, pairs });
+        self.settle(now);
     }
 
     /// `observer` marked `member` dead at `now`.
     pub fn on_dead(&mut self, observer: usize, member: usize, now: Duration) {
-        let Some(open) = &mut self.open else {
-            return;
-        };
-        if open.pairs.remove(&(observer, member)) && open.pairs.is_empty() {
-            self.samples.push(now.saturating_sub(open.at));
-            self.open = None;
+        if let Some(open) = &mut self.open {
+            open.pairs.remove(&(observer, member));
+            self.settle(now);
         }
     }
 
     /// `observer` stopped (crashed): it is not waited for.
     pub fn on_gone(&mut self, observer: usize, now: Duration) {
-        let Some(open) = &mut self.open else {
-            return;
-        };
-        open.pairs.retain(|(o, _)| *o != observer);
-        if open.pairs.is_empty() {
+        if let Some(open) = &mut self.open {
+            open.pairs.retain(|(o, _)| *o != observer);
+            self.settle(now);
+        }
+    }
+
+    /// The open cut is detected once no pair is left.
+    fn settle(&mut self, now: Duration) {
+        if let Some(open) = self.open.take_if(|o| o.pairs.is_empty()) {
             self.samples.push(now.saturating_sub(open.at));
-            self.open = None;
         }
     }
 

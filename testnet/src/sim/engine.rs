@@ -2043,7 +2043,6 @@ impl Sim {
             .collect();
         self.sessions.ownership.crash(i as u32);
         self.sessions.times.on_gone(i as u32, now);
-        self.sessions.times.on_replica_down(i as u32);
         for (sid, primary) in primary_of {
             if !self.sessions.ownership.hosts(sid).is_empty() {
                 continue;

@@ -70,21 +70,6 @@ impl TakeoverTimes {
         self.settle(sid, now);
     }
 
-    /// Node `node` crashed: a takeover not claimed yet whose every backup
-    /// is now down has nobody left to claim it (counted apart, not timed).
-    pub fn on_replica_down(&mut self, node: u32) {
-        let mut orphaned = Vec::new();
-        for (sid, o) in &mut self.open {
-            if o.claimed.is_none() && o.backups.remove(&node) && o.backups.is_empty() {
-                orphaned.push(*sid);
-            }
-        }
-        for sid in orphaned {
-            self.open.remove(&sid);
-            self.without_replica += 1;
-        }
-    }
-
     /// Takeovers that had no running backup to claim them: every replica
     /// of the session was down (a correlated crash).
     pub fn without_replica(&self) -> usize {
@@ -131,7 +116,9 @@ impl TakeoverTimes {
         &self.spread
     }
 
-    /// Node `node` stopped: it is not waited for.
+    /// Node `node` stopped: it is not waited for, and a takeover not
+    /// claimed yet whose every backup is now down has nobody left to claim
+    /// it (counted apart, not timed).
     pub fn on_gone(&mut self, node: u32, now: Duration) {
         let sids: Vec<Sid> = self
             .open
@@ -140,6 +127,16 @@ impl TakeoverTimes {
             .collect();
         for sid in sids {
             self.settle(sid, now);
+        }
+        let mut orphaned = Vec::new();
+        for (sid, o) in &mut self.open {
+            if o.claimed.is_none() && o.backups.remove(&node) && o.backups.is_empty() {
+                orphaned.push(*sid);
+            }
+        }
+        for sid in orphaned {
+            self.open.remove(&sid);
+            self.without_replica += 1;
         }
     }
 
@@ -199,15 +196,15 @@ mod tests {
         t.on_crash(4, 9, 100 * MS, [1, 2].into(), BTreeSet::new());
         assert_eq!((t.open_count(), t.without_replica()), (0, 1));
         // Its backups crash after it, in the same burst.
-        t.on_crash(5, 9, 100 * MS, [1, 2].into(), [1, 2].into());
-        t.on_replica_down(1);
+        t.on_crash(5, 9, 100 * MS, [7, 8].into(), [1, 2].into());
+        t.on_gone(1, 100 * MS);
         assert_eq!(t.open_count(), 1, "backup 2 still runs");
-        t.on_replica_down(2);
+        t.on_gone(2, 100 * MS);
         assert_eq!((t.open_count(), t.without_replica()), (0, 2));
         // A claimed takeover is timed to its end whatever its backups do.
         t.on_crash(6, 9, 100 * MS, [1].into(), [3].into());
         t.on_claimed(6, 500 * MS);
-        t.on_replica_down(3);
+        t.on_gone(3, 600 * MS);
         t.on_seen(6, 1, 700 * MS);
         assert_eq!(t.samples(), [600 * MS]);
         assert!(t.samples().iter().all(|s| *s < 86 * 1000 * MS));
