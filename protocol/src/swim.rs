@@ -98,6 +98,18 @@ pub struct Config {
     /// its course as if sent, so that a target nobody can handshake with
     /// is still found dead.
     pub max_probe_hold: Duration,
+    /// Probe on the overlay's shared schedule once a wall clock is given
+    /// ([`Swim::set_wall_clock`]): protocol periods are numbered from the
+    /// Unix epoch, members are ordered by id, and in period `r` the member
+    /// at place `i` probes the one at `i + 1 + r mod (n - 1)`, so that
+    /// every member is probed by exactly one other in every period (when
+    /// views agree) and a dead member's first probe comes within about
+    /// one period. Off, or without a wall clock, each node walks its own
+    /// random permutation (SWIM 4.3): every member is still probed once per
+    /// `n - 1` periods by each node, but the wait for the first probe of a
+    /// dead member is about exponential (mean one period, p99.9 about
+    /// seven). docs/protocol.md 7.2 has the measurements.
+    pub shared_probe_schedule: bool,
 }
 
 impl Config {
@@ -126,6 +138,7 @@ impl Config {
             max_message_bytes: crate::datagram::MAX_PLAINTEXT,
             isolation_after: Duration::from_secs(1),
             max_probe_hold: Duration::from_secs(2),
+            shared_probe_schedule: true,
         }
     }
 
@@ -845,6 +858,15 @@ pub struct Swim<R> {
     active_index: BTreeMap<NodeId, usize>,
     probe_order: Vec<NodeId>,
     probe_next: usize,
+    /// The active members in id order: the shared probe schedule's ring
+    /// (this node takes its own place in it).
+    ring: Vec<NodeId>,
+    /// When `now` was `.0`, the wall clock said `.1` (since the Unix
+    /// epoch): numbers the protocol periods of the shared probe schedule.
+    wall: Option<(Instant, Duration)>,
+    /// Where in each protocol period this node probes, as a fraction of it
+    /// (random, so that the nodes of a group do not probe in lockstep).
+    probe_phase: f64,
     probes: BTreeMap<u16, Probe>,
     relays: BTreeMap<u16, Relay>,
     next_seq: u16,
@@ -906,6 +928,9 @@ impl<R: Rng> Swim<R> {
             active_index: BTreeMap::new(),
             probe_order: Vec::new(),
             probe_next: 0,
+            ring: Vec::new(),
+            wall: None,
+            probe_phase: 0.0,
             probes: BTreeMap::new(),
             relays: BTreeMap::new(),
             next_seq: 0,
@@ -926,7 +951,8 @@ impl<R: Rng> Swim<R> {
             stats: Stats::default(),
         };
         // Random phases keep the nodes of a group from probing in lockstep.
-        let phase = swim.config.probe_interval.mul_f64(swim.rng.random::<f64>());
+        swim.probe_phase = swim.rng.random::<f64>();
+        let phase = swim.config.probe_interval.mul_f64(swim.probe_phase);
         swim.schedule(now + phase, Timer::ProbeRound);
         let sync = swim.jittered(swim.config.sync_interval);
         swim.schedule(now + sync, Timer::Sync);
@@ -939,6 +965,19 @@ impl<R: Rng> Swim<R> {
     /// This node's id.
     pub fn local_id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// Tells the state machine that at `now` the wall clock says `since_epoch`
+    /// (since the Unix epoch), which turns on the shared probe schedule
+    /// ([`Config::shared_probe_schedule`]). Its nodes' clocks should agree
+    /// to within a fraction of a protocol period (NTP keeps them within
+    /// milliseconds); clocks further apart make the schedule's periods
+    /// disagree, and the wait for a dead member's first probe returns to
+    /// the random permutation's, never worse: every node still probes
+    /// every member once per `n - 1` of its periods. Call again to follow
+    /// the wall clock's corrections.
+    pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        self.wall = Some((now, since_epoch));
     }
 
     /// This node's current incarnation.
@@ -1234,12 +1273,24 @@ impl<R: Rng> Swim<R> {
     fn fire(&mut self, now: Instant, timer: Timer, late: bool) {
         match timer {
             Timer::ProbeRound => {
+                let period = self.period(now);
                 if !self.leaving
-                    && let Some(target) = self.next_probe_target()
+                    && let Some(target) = self.next_probe_target(period.map(|(r, _)| r))
                 {
                     self.start_probe(now, target);
                 }
-                let next = self.config.probe_interval * (self.health + 1);
+                let next = match period {
+                    // The shared schedule's next period for this node, at
+                    // its phase: a timer that fired late or early (the first
+                    // one) falls back into step.
+                    Some((_, into)) => {
+                        let interval = self.config.probe_interval;
+                        let ahead =
+                            interval * (self.health + 1) + interval.mul_f64(self.probe_phase);
+                        ahead.saturating_sub(into).max(interval / 2)
+                    }
+                    None => self.config.probe_interval * (self.health + 1),
+                };
                 self.schedule(now + next, Timer::ProbeRound);
             }
             Timer::DirectTimeout(seq) => self.direct_timeout(now, seq),
@@ -1747,7 +1798,54 @@ impl<R: Rng> Swim<R> {
 
     // ---- probing ----
 
-    fn next_probe_target(&mut self) -> Option<NodeId> {
+    /// The shared schedule's protocol period at `now`, and how far into it
+    /// `now` is; `None` without a wall clock or with the schedule off.
+    fn period(&self, now: Instant) -> Option<(u64, Duration)> {
+        if !self.config.shared_probe_schedule {
+            return None;
+        }
+        let (at, since_epoch) = self.wall?;
+        let wall = if now >= at {
+            since_epoch.saturating_add(now - at)
+        } else {
+            since_epoch.saturating_sub(at - now)
+        };
+        let interval = self.config.probe_interval.as_nanos().max(1);
+        let wall = wall.as_nanos();
+        let period = u64::try_from(wall / interval).ok()?;
+        let into = u64::try_from(wall % interval).ok()?;
+        Some((period, Duration::from_nanos(into)))
+    }
+
+    /// The member this node probes in period `r` of the shared schedule:
+    /// in the ring of the `n` live members (itself included) in id order,
+    /// the one `1 + r mod (n - 1)` places on. Over `n - 1` periods that is
+    /// every member once, and in each period each member is the target of
+    /// exactly one other.
+    fn scheduled_target(&self, r: u64) -> Option<&NodeId> {
+        let others = self.ring.len();
+        if others == 0 {
+            return None;
+        }
+        let n = others + 1;
+        let step = 1 + usize::try_from(r % others as u64).unwrap_or(0);
+        let me = self.ring.partition_point(|m| *m < self.id);
+        let place = (me + step) % n;
+        // `place` is never `me` (0 < step < n); the ring skips this node.
+        Some(if place < me {
+            &self.ring[place]
+        } else {
+            &self.ring[place - 1]
+        })
+    }
+
+    fn next_probe_target(&mut self, period: Option<u64>) -> Option<NodeId> {
+        if let Some(r) = period
+            && let Some(target) = self.scheduled_target(r)
+            && !self.probes.values().any(|p| p.target == *target)
+        {
+            return Some(target.clone());
+        }
         for _ in 0..2 {
             while self.probe_next < self.probe_order.len() {
                 let candidate = self.probe_order[self.probe_next].clone();
@@ -2283,6 +2381,9 @@ impl<R: Rng> Swim<R> {
         }
         self.active_index.insert(id.clone(), self.active.len());
         self.active.push(id.clone());
+        if let Err(at) = self.ring.binary_search(id) {
+            self.ring.insert(at, id.clone());
+        }
         // SWIM 4.3: a new member goes to a random place in the probe order.
         let at = self
             .rng
@@ -2295,6 +2396,9 @@ impl<R: Rng> Swim<R> {
             return;
         };
         self.active.swap_remove(index);
+        if let Ok(at) = self.ring.binary_search(id) {
+            self.ring.remove(at);
+        }
         if let Some(moved) = self.active.get(index) {
             self.active_index.insert(moved.clone(), index);
         }

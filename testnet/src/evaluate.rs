@@ -2059,32 +2059,38 @@ estimate over 0.5) from the budget, tried in the simulator, gave 8.8 / \
 measurable cost in bytes; it was not kept, as the scale-wan budget has \
 38 B/s of room and the gain is small. The settle of these runs is the \
 start-up transient, not the steady state the target is about: kill-wan \
-now measures it through the run as well (two bullets below; 5.3 % after \
-331 s), and the target row takes that; loss-wan and pause-wan still \
+now measures it through the run as well (two bullets below; 5.8 % after \
+329 s), and the target row takes that; loss-wan and pause-wan still \
 measure it once, at the end of their settle.
-- **Fifty kills per run (2026-12-04): the first probe's tail.** With 10 \
-kills a run, kill-lan's and kill-wan's p99 was the maximum of ten; they \
-now kill 50 times (ownership checked 5 s after each kill and after the \
-last restart, not 10 s: about 7 s per kill, 360-375 s per run), and the \
-p99 (nearest rank: at n = 50 still the largest sample) found the tail ten \
-could not: 1021 ms on the LAN (target 1.0 s; the next largest 715 ms) \
-and 1568 ms on the WAN (target 1.5 s; the next 1455 ms). Both tails are \
-the wait for the first probe of the killed node: its first suspicion \
-came 703 ms after the kill on the LAN (median 200 ms) and 988 ms on the \
-WAN, while what follows it is steady (310-340 ms on the LAN, the \
-suspicion's minimum timeout and its spread). Each of the N-1 members \
-probes a random permutation of the others, so the wait for the first \
-probe of a given member is about exponential with a mean of one probe \
-interval, whatever N: p99 about 460 ms, p99.9 about 690 ms, and the \
-largest of 50 exceeds 600 ms about one run in ten. Not fixed yet; the \
-way to bound it is a probe schedule that the members share (each member \
-probed by exactly one other in every period, from a common order and \
-clock), which SWIM's random order does not give. The ten-kill runs \
-before measured 572 and 1176 ms.
+- **Fifty kills per run (2026-12-04): the first probe's tail, bounded.** \
+With 10 kills a run, kill-lan's and kill-wan's p99 was the maximum of \
+ten; they now kill 50 times (ownership checked 5 s after each kill and \
+after the last restart, not 10 s: about 7 s per kill, 360-375 s per run), \
+and the p99 (nearest rank: at n = 50 still the largest sample) found the \
+tail ten could not: 1021 ms on the LAN (target 1.0 s; the next largest \
+715 ms) and 1568 ms on the WAN (target 1.5 s; the next 1455 ms). Both \
+tails were the wait for the first probe of the killed node: its first \
+suspicion came 703 ms after the kill on the LAN (median 200 ms) and 988 \
+ms on the WAN, while what follows it is steady. Each member walked its \
+own random permutation of the others, so the wait for the first probe \
+of a given member was about exponential with a mean of one probe \
+interval, whatever N. The members now share a probe schedule (periods \
+numbered on the wall clock, members in id order, each member probed by \
+exactly one other in every period; protocol.md section 10 (10)), which \
+bounds that wait to about two periods. Re-run on it (the reports \
+above): kill-lan detection p50 / p99 449 / 593 ms, first suspicion \
+median 136 ms and at most 273 ms, client gap p99 621 ms (was 1028); \
+kill-wan 1014 / 1226 ms, first suspicion at most 680 ms, client gap p99 \
+1323 ms (was 1765); 0 sessions lost, 0 doubly owned in both. In the \
+simulator (`testnet sim --nodes 32 --seed S --scenario crash --duration \
+300s --json`, seeds 1-3, 100 detections each) p99 865 / 729 / 768 -> \
+547 / 516 / 534 ms. The other real-node steps predate the schedule \
+unless their report says otherwise.
 - **Vivaldi's error over a run** (kill-wan, from 2026-12-04): the run \
-measures it again after every ten kills: 12.5 % at the end of the settle \
-(30 s after the cold start), then 7.0 / 6.2 / 5.6 / 5.5 / 5.3 % at 67 / \
-133 / 198 / 264 / 331 s after it. The target row takes the last, the \
+measures it again after every ten kills: 10.6 % at the end of the settle \
+(30 s after the cold start), then 7.5 / 6.5 / 6.4 / 5.9 / 5.8 % at 66 / \
+131 / 197 / 263 / 329 s after it (the run before the shared probe \
+schedule: 12.5 %, then 7.0 / 6.2 / 5.6 / 5.5 / 5.3 %). The target row takes the last, the \
 steady state; the settle's figure is the start-up transient (two bullets \
 above).
 - **Partition detection on the LAN (fixed 2026-12-04).** The partition \

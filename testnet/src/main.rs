@@ -661,12 +661,28 @@ struct SimArgs {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = positive_duration)]
     update_every: Duration,
 
+    /// Wall clocks of the nodes disagree by up to this much (each node
+    /// gets a fixed offset in [0, SKEW)): the shared probe schedule numbers
+    /// its periods on them [default: 0s].
+    #[arg(long, value_name = "SKEW", default_value = "0s", value_parser = duration)]
+    clock_skew: Duration,
+
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 
     #[command(flatten)]
     tuning: Tuning,
+}
+
+/// How each node chooses whom to probe (`--probe-schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProbeSchedule {
+    /// The overlay's shared schedule: every member probed by exactly one
+    /// other in every protocol period (the default).
+    Shared,
+    /// Each node's own random permutation (SWIM 4.3).
+    Random,
 }
 
 /// Overrides of the protocol profile, for experiments.
@@ -721,6 +737,10 @@ struct Tuning {
     /// when asked).
     #[arg(long, value_name = "RATE", value_parser = non_negative_number)]
     coord_resend_per_s: Option<f64>,
+
+    /// Whom each node probes in a protocol period.
+    #[arg(long, value_enum, value_name = "SCHEDULE")]
+    probe_schedule: Option<ProbeSchedule>,
 }
 
 impl Tuning {
@@ -738,6 +758,7 @@ impl Tuning {
             max_piggyback,
             sync_interval,
             coord_resend_per_s,
+            probe_schedule,
         } = *self;
         set(&mut c.probe_interval, probe_interval);
         set(&mut c.probe_timeout, probe_timeout);
@@ -751,6 +772,10 @@ impl Tuning {
         set(&mut c.max_piggyback, max_piggyback);
         set(&mut c.sync_interval, sync_interval);
         set(&mut c.coord_resend_per_s, coord_resend_per_s);
+        set(
+            &mut c.shared_probe_schedule,
+            probe_schedule.map(|s| s == ProbeSchedule::Shared),
+        );
     }
 }
 
@@ -996,6 +1021,7 @@ fn run_sim(args: &SimArgs) -> Result<ExitCode, CliError> {
         cfg.crash_together = k;
     }
     cfg.settle = args.settle;
+    cfg.sim.clock_skew = args.clock_skew;
     cfg.replay = replay_command(seed);
 
     let report = sim::run(&cfg);

@@ -129,6 +129,32 @@ fn a_partition_heals_and_the_views_converge() {
     assert!(report.messages.cut > 0);
 }
 
+/// Both sides of a cut of 7 nodes out of 16 declare each other dead within
+/// a second (protocol.md section 10 (9): when a silent relay cost local
+/// health, the majority's multiplier climbed to 7-8 and either side took
+/// 1.7-4.2 s, seeds 1-4).
+#[test]
+fn both_sides_of_a_partition_declare_each_other_within_a_second() {
+    for asymmetric in [false, true] {
+        let mut cfg = short(Scenario::Partition, 16, 12, 45 * S);
+        cfg.partition_fraction = 0.44;
+        cfg.asymmetric = asymmetric;
+        let report = sim::run(&cfg);
+        assert_passed(&report);
+        let majority = report.cut_detection_ms.expect("cut_detection_ms");
+        let minority = report.minority_verdict_ms.expect("minority_verdict_ms");
+        assert!(majority.samples >= 2 && minority.samples >= 2, "{report}");
+        assert_eq!(report.cut_undetected, Some(0), "{report}");
+        assert_eq!(report.minority_verdict_undetected, Some(0), "{report}");
+        for side in [majority, minority] {
+            assert!(
+                side.max.is_some_and(|ms| ms < 1_200.0),
+                "asymmetric {asymmetric}: {side:?}\n{report}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_asymmetric_partition_heals_too() {
     let mut cfg = short(Scenario::Partition, 16, 13, 25 * S);

@@ -44,6 +44,8 @@ const LEAVE_GRACE: Duration = Duration::from_millis(300);
 
 /// Datagrams read in one turn of the loop before other work gets a turn.
 const DATAGRAM_BURST: usize = 256;
+/// How often the node re-reads the wall clock for the shared probe schedule.
+const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
 
 /// The protocol node as the driver runs it.
 pub type ProtoNode = proto::Node<KeySigner, StdRng>;
@@ -199,6 +201,10 @@ impl Driver {
         self.flush();
         let mut buf = vec![0u8; 2048];
         let mut leaving: Option<(tokio::time::Instant, oneshot::Sender<()>)> = None;
+        // The shared probe schedule numbers its periods on the wall clock:
+        // follow its corrections (an NTP step) without waiting for a restart.
+        let mut wall_clock = tokio::time::interval(WALL_CLOCK_EVERY);
+        wall_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             let wake = self
@@ -247,6 +253,9 @@ impl Driver {
                 Some((id, event)) = self.service_events.recv() => self.on_service_event(&id, event),
                 Some(id) = self.first_packets.recv() => self.node.handle_service_started(Instant::now(), &id),
                 () = self.streams.reap() => {}
+                _ = wall_clock.tick() => {
+                    self.node.handle_wall_clock(Instant::now(), crate::state::wall_clock().1);
+                }
             }
             self.flush();
         }

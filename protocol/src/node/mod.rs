@@ -769,13 +769,14 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
             tags: checked_tags(&config.tags),
         };
         let swim_rng = R::from_rng(&mut rng);
-        let swim = Swim::new(
+        let mut swim = Swim::new(
             me.clone(),
             meta.encode(),
             config.swim.clone(),
             swim_rng,
             now,
         );
+        swim.set_wall_clock(now, Duration::from_millis(unix_ms));
         let mut engine = Engine::new(
             signer,
             config.capacity,
@@ -879,6 +880,15 @@ impl<S: Signer, R: Rng + SeedableRng> Node<S, R> {
     /// Whether `leave` was called.
     pub fn is_leaving(&self) -> bool {
         self.leaving
+    }
+
+    /// Re-reads the wall clock: at `now` it says `unix_ms`. Numbers the
+    /// shared probe schedule's periods (so that a clock stepped by NTP is
+    /// followed); record timestamps keep the anchor given at start, which
+    /// keeps them monotonic.
+    pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.swim
+            .set_wall_clock(now, Duration::from_millis(unix_ms));
     }
 
     /// Wall-clock time (Unix ms) at `now`, from the anchor given at start.

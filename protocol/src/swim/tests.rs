@@ -825,7 +825,7 @@ fn ping_to_a_suspect_carries_the_suspicion() {
     );
     h.swim.broadcasts.clear();
     h.drain();
-    let (_, _) = (h.swim.next_probe_target(), ());
+    let (_, _) = (h.swim.next_probe_target(None), ());
     let updates = h.swim.piggyback(&id(1));
     assert_eq!(
         updates,
@@ -2406,7 +2406,7 @@ fn a_member_already_probed_is_skipped_by_the_next_round() {
     h.drain();
     h.swim.probe_order = vec![id(1), id(2)];
     h.swim.probe_next = 0;
-    assert_eq!(h.swim.next_probe_target(), Some(id(2)));
+    assert_eq!(h.swim.next_probe_target(None), Some(id(2)));
 }
 
 /// Timers due at the same instant fire in the order they were set.
@@ -2473,4 +2473,115 @@ fn a_small_table_goes_in_one_sync_message() {
         .filter(|t| matches!(t.message, Message::Sync(_)))
         .count();
     assert_eq!(syncs, 1);
+}
+
+/// Node `me` of the group `0..n`, knowing every other member, its wall
+/// clock at `since_epoch` when `now`.
+fn scheduled_node(me: u32, n: u32, now: Instant, since_epoch: Duration) -> Swim<SmallRng> {
+    let mut swim = Swim::new(
+        id(me),
+        Vec::new(),
+        Config::lan(),
+        SmallRng::seed_from_u64(u64::from(me)),
+        now,
+    );
+    swim.handle_message(
+        now,
+        id((me + 1) % n),
+        Message::Gossip(Gossip {
+            updates: (0..n).filter(|m| *m != me).map(|m| alive(m, 0)).collect(),
+        }),
+    );
+    swim.set_wall_clock(now, since_epoch);
+    swim
+}
+
+/// The shared schedule: in every period each member is the target of
+/// exactly one other, and over `n - 1` periods each node probes every
+/// other once (SWIM's round-robin bound, kept).
+#[test]
+fn the_shared_schedule_probes_each_member_once_a_period_and_every_member_in_n_minus_1() {
+    let now = Instant::now();
+    let n = 7;
+    let nodes: Vec<_> = (0..n)
+        .map(|m| scheduled_node(m, n, now, Duration::from_secs(1_700_000_000)))
+        .collect();
+    let mut probed_by: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); n as usize];
+    for r in 1_000..1_000 + u64::from(n - 1) {
+        let targets: BTreeSet<NodeId> = nodes
+            .iter()
+            .map(|s| s.scheduled_target(r).expect("a target").clone())
+            .collect();
+        assert_eq!(targets.len(), n as usize, "period {r}: one prober each");
+        for (m, node) in nodes.iter().enumerate() {
+            let target = node.scheduled_target(r).expect("a target");
+            assert_ne!(target, &id(m as u32), "never itself");
+            probed_by[m].insert(target.clone());
+        }
+    }
+    for (m, seen) in probed_by.iter().enumerate() {
+        assert_eq!(seen.len(), n as usize - 1, "node {m} probed every other");
+    }
+}
+
+/// With a wall clock, the probe rounds follow the shared periods: one
+/// probe a period, at this node's phase, of the period's scheduled target
+/// (and the first round, at a random instant, falls into step after it).
+#[test]
+fn probe_rounds_follow_the_shared_periods_at_the_nodes_phase() {
+    let now = Instant::now();
+    let interval = Config::lan().probe_interval;
+    // The wall clock is 30 ms into a period.
+    let epoch = interval * 17_000_000 + Duration::from_millis(30);
+    let mut swim = scheduled_node(2, 6, now, epoch);
+    let wall = |at: Instant| epoch + (at - now);
+    let mut t = now;
+    let mut periods = Vec::new();
+    for _ in 0..8 {
+        let at = swim.poll_timeout().expect("armed");
+        // Skip the probe's own timers: answer nothing, fire only rounds.
+        swim.timers.retain(|s| s.timer == Timer::ProbeRound);
+        let at = swim.poll_timeout().unwrap_or(at);
+        t = t.max(at);
+        swim.handle_timeout(t);
+        let pings: Vec<Transmit> = std::iter::from_fn(|| swim.poll_transmit())
+            .filter(|x| matches!(x.message, Message::Ping(_)))
+            .collect();
+        assert_eq!(pings.len(), 1, "one probe a round");
+        let r = (wall(t).as_nanos() / interval.as_nanos()) as u64;
+        assert_eq!(Some(&pings[0].to), swim.scheduled_target(r), "period {r}");
+        // Let the probe end (answered) so that the target is free again.
+        swim.probes.clear();
+        periods.push((r, wall(t).as_nanos() % interval.as_nanos()));
+    }
+    let phase = (interval.as_nanos() as f64 * swim.probe_phase) as u128;
+    for pair in periods[1..].windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "one round a period: {periods:?}");
+    }
+    for (_, into) in &periods[1..] {
+        assert!(into.abs_diff(phase) <= 1, "at the phase: {periods:?}");
+    }
+}
+
+/// Without a wall clock, or with the schedule off, a node walks its own
+/// random permutation (the scheduled target would be another member).
+#[test]
+fn with_the_shared_schedule_off_the_random_permutation_decides() {
+    let now = Instant::now();
+    let epoch = Duration::from_secs(1_700_000_000);
+    let mut on = scheduled_node(0, 8, now, epoch);
+    let mut off = scheduled_node(0, 8, now, epoch);
+    off.config.shared_probe_schedule = false;
+    let mut unset = scheduled_node(0, 8, now, epoch);
+    unset.wall = None;
+    let at = now + Duration::from_millis(1_000);
+    let r = on.period(at).expect("a period").0;
+    assert!(off.period(at).is_none() && unset.period(at).is_none());
+    let mut differs = false;
+    for k in 0..7 {
+        let scheduled = on.scheduled_target(r + k).cloned();
+        assert_eq!(on.next_probe_target(Some(r + k)), scheduled);
+        differs |= off.next_probe_target(None) != scheduled;
+    }
+    assert!(differs, "the permutation is not the schedule");
 }

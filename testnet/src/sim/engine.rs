@@ -123,6 +123,11 @@ pub struct SimConfig {
     /// with [`Latency::Matrix`], `region` tags that follow the matrix's
     /// round-robin regions let placement spread backups over them.
     pub tags: Vec<baton_protocol::meta::Tags>,
+    /// Wall clocks disagree by up to this much: node `i`'s SWIM reads the
+    /// virtual wall clock shifted by a fixed offset drawn from the seed,
+    /// uniform in `[0, clock_skew)` (the shared probe schedule numbers its
+    /// periods on it; record timestamps keep the common clock).
+    pub clock_skew: Duration,
 }
 
 impl SimConfig {
@@ -155,6 +160,7 @@ impl SimConfig {
             client_reports: None,
             service_start: Duration::from_millis(20),
             tags: Vec::new(),
+            clock_skew: Duration::ZERO,
         }
     }
 }
@@ -361,6 +367,9 @@ pub struct Sim {
     health: Health,
     completeness: Completeness,
     cut_detection: CutDetection,
+    /// The other side of the same cuts: until every minority node has
+    /// every majority node dead.
+    minority_verdict: CutDetection,
     rejoins: Rejoins,
     dissemination: Dissemination,
     sessions: Sessions,
@@ -419,6 +428,7 @@ impl Sim {
             health: Health::new(n, grace),
             completeness: Completeness::new(config.detection_bound),
             cut_detection: CutDetection::new(),
+            minority_verdict: CutDetection::new(),
             rejoins: Rejoins::new(config.rejoin_bound),
             dissemination: Dissemination::new(config.dissemination_timeout),
             sessions: Sessions {
@@ -958,6 +968,7 @@ impl Sim {
         self.rejoins.on_stop(i);
         self.dissemination.on_stop(i, now);
         self.cut_detection.on_gone(i, now);
+        self.minority_verdict.on_gone(i, now);
         for detected in self.completeness.on_observer_gone(i) {
             self.detected(detected);
         }
@@ -1115,14 +1126,24 @@ impl Sim {
     }
 
     /// Times how long the majority takes to declare the whole minority
-    /// dead, from now (the cut between them made by the caller) until the
-    /// next heal.
+    /// dead, and the minority the whole majority, from now (the cut between
+    /// them made by the caller) until the next heal.
     pub fn watch_cut(&mut self, minority: &[usize], majority: &[usize]) {
         let now = self.now();
         let views = &self.views;
-        self.cut_detection.on_cut(now, minority, majority, |o, m| {
-            views.get(o, m) == Seen::Dead
-        });
+        let dead = |o: usize, m: usize| views.get(o, m) == Seen::Dead;
+        self.cut_detection.on_cut(now, minority, majority, dead);
+        self.minority_verdict.on_cut(now, majority, minority, dead);
+    }
+
+    /// Cut until every minority node had the whole majority dead, and the
+    /// cuts healed before that (a minority that hears nothing fences
+    /// itself instead: `Swim::is_isolated`).
+    pub fn minority_verdict(&self) -> (&[Duration], usize) {
+        (
+            self.minority_verdict.samples(),
+            self.minority_verdict.undetected(),
+        )
     }
 
     /// Cut until the whole minority was dead at every majority node, and
@@ -1137,6 +1158,7 @@ impl Sim {
     /// Removes every cut.
     pub fn heal(&mut self) {
         self.cut_detection.close();
+        self.minority_verdict.close();
         self.net.heal();
         self.cuts_changed();
     }
@@ -1461,13 +1483,18 @@ impl Sim {
         if self.nodes[i].status == Status::NotStarted {
             self.unstarted -= 1;
         }
-        let node = Node::new(
+        let mut node = Node::new(
             self.node_config(i),
             identity::key(self.config.seed, i),
             rng,
             now,
             self.unix_ms(),
         );
+        if !self.config.clock_skew.is_zero() {
+            let skew = Self::ns(self.config.clock_skew).max(1);
+            let offset = mix(self.config.seed ^ mix(0x5ce3 ^ i as u64)) % skew;
+            node.handle_wall_clock(now, self.unix_ms() + offset / 1_000_000);
+        }
         let slot = &mut self.nodes[i];
         slot.incarnation = node.swim().incarnation();
         slot.undecodable = (0, 0);
@@ -1795,6 +1822,7 @@ impl Sim {
                     State::Dead => {
                         self.judge(i, m, incarnation, true);
                         self.cut_detection.on_dead(i, m, now);
+                        self.minority_verdict.on_dead(i, m, now);
                         if let Some(detected) = self.completeness.on_dead(i, m, now) {
                             self.detected(detected);
                         }

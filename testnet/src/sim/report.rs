@@ -113,6 +113,14 @@ pub struct Report {
     /// Cuts healed before the majority had declared the whole minority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut_undetected: Option<usize>,
+    /// The other side: cut until every minority node declared every
+    /// majority node dead (where the minority's own claims start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minority_verdict_ms: Option<Summary>,
+    /// Cuts healed before the minority had declared the whole majority (a
+    /// minority that hears nothing fences itself and declares nobody).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minority_verdict_undetected: Option<usize>,
     /// Partition heal until the sessions settled: every running node's map
     /// the same and every session hosted by exactly one node (checked every
     /// 100 ms; partition scenario with sessions).
@@ -417,6 +425,14 @@ impl fmt::Display for Report {
                 f,
                 "whole minority dead at every majority node",
                 format!("{} ({undetected} cuts healed before)", summary(cut)),
+            )?;
+        }
+        if let Some(verdict) = &self.minority_verdict_ms {
+            let undetected = self.minority_verdict_undetected.unwrap_or(0);
+            row(
+                f,
+                "whole majority dead at every minority node",
+                format!("{} ({undetected} cuts healed before)", summary(verdict)),
             )?;
         }
         if let Some(settled) = &self.heal_sessions_settled_ms {

@@ -351,6 +351,7 @@ pub fn run(cfg: &ScenarioConfig) -> Report {
                 let (minority, majority) = split(&mut rng, n, size);
                 if cfg.asymmetric {
                     sim.cut_one_way_between(&minority, &majority);
+                    sim.watch_cut(&minority, &majority);
                 } else {
                     sim.partition(&[majority.clone(), minority.clone()]);
                     sim.watch_cut(&minority, &majority);
@@ -657,10 +658,13 @@ fn report(cfg: &ScenarioConfig, sim: &Sim, wall: &Wall, outcome: &Outcome) -> Re
         heal_converge_ms: (cfg.scenario == Scenario::Partition)
             .then(|| summary(sim.convergence_samples(Watch::Heal))),
         heal_unconverged: (cfg.scenario == Scenario::Partition).then_some(heal_unconverged),
-        cut_detection_ms: (cfg.scenario == Scenario::Partition && !cfg.asymmetric)
+        cut_detection_ms: (cfg.scenario == Scenario::Partition)
             .then(|| summary(sim.cut_detection().0)),
-        cut_undetected: (cfg.scenario == Scenario::Partition && !cfg.asymmetric)
-            .then(|| sim.cut_detection().1),
+        cut_undetected: (cfg.scenario == Scenario::Partition).then(|| sim.cut_detection().1),
+        minority_verdict_ms: (cfg.scenario == Scenario::Partition)
+            .then(|| summary(sim.minority_verdict().0)),
+        minority_verdict_undetected: (cfg.scenario == Scenario::Partition)
+            .then(|| sim.minority_verdict().1),
         heal_sessions_settled_ms: (cfg.scenario == Scenario::Partition && cfg.sessions > 0)
             .then(|| summary(sessions_settled)),
         heal_sessions_unsettled: (cfg.scenario == Scenario::Partition && cfg.sessions > 0)
