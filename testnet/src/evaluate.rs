@@ -201,6 +201,12 @@ fn steps(quick: bool) -> Vec<Step> {
             args: args(&p.idle_args(quick)),
         });
     }
+    for p in crate::study::testnet_points(quick) {
+        v.push(Step {
+            key: p.key(),
+            args: args(&p.args()),
+        });
+    }
     v.push(Step {
         key: "bench".into(),
         args: args(if quick {
@@ -1798,7 +1804,9 @@ fn render_wall_time(md: &mut String, o: &[Outcome], whole: Option<&Value>) {
         }
     };
     let part = |x: &Outcome| {
-        if x.step.key.starts_with("study-") {
+        if x.step.key.starts_with("study-") && x.step.args[0] == "run" {
+            "trade-off study (real nodes)"
+        } else if x.step.key.starts_with("study-") {
             "trade-off study (simulator)"
         } else if x.step.args[0] == "run" {
             "testnet runs (real nodes)"
@@ -1812,6 +1820,7 @@ fn render_wall_time(md: &mut String, o: &[Outcome], whole: Option<&Value>) {
         "testnet runs (real nodes)",
         "simulator and map-scale",
         "trade-off study (simulator)",
+        "trade-off study (real nodes)",
         "bench (loopback)",
     ];
     let _ = writeln!(
@@ -1859,9 +1868,11 @@ fn render_wall_time(md: &mut String, o: &[Outcome], whole: Option<&Value>) {
                 "\nNo whole `testnet evaluate` has run since it started timing itself \
                  (`docs/eval/{WALL_FILE}`). Measured on 2026-12-04, the simulator's steps \
                  two at a time: `--only sim` (the sim- steps, sim-sessions-1000 alone) \
-                 took 7.2 min from start to end and `--only study` 13.6 min, so a whole \
-                 evaluation takes about 66 + 7 + 14 + 2 (bench) = 89 min. Over the hour \
-                 the study asks for; the real nodes' steps alone take 66 min, of which \
+                 took 7.2 min from start to end and `--only study` 13.6 min (its simulator \
+                 points), and the study's ten real-node points (`--only study-tn-`, \
+                 2026-12-04) 23 min, so a whole evaluation takes about 66 + 7 + 14 + 23 \
+                 + 2 (bench) = 112 min. Over the hour the study asks for; the real \
+                 nodes' steps alone take 66 min, of which \
                  loss (2 x 5.4, five minutes each by target), scale (2 x 5.2: four group \
                  sizes, 40 s of settle each) and the 50-kill runs (2 x 6.1) are half. \
                  What would bring it under: one testbed per network shared by the \

@@ -374,6 +374,10 @@ struct RunArgs {
     /// it: the knob of the trade-off between detection and traffic.
     #[arg(long, value_parser = positive_duration, value_name = "DURATION")]
     probe_interval: Option<Duration>,
+    /// kill: before the first kill, measure what the idle nodes cost (bytes
+    /// on the wire, CPU, RSS) over this window (0s: not measured).
+    #[arg(long, default_value = "0s", value_parser = duration, value_name = "DURATION")]
+    idle: Duration,
 }
 
 impl NetArgs {
@@ -465,6 +469,10 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         eprintln!("testnet: --probe-interval {interval:?}: batond takes 10ms to 60s");
         return ExitCode::from(2);
     }
+    if !args.idle.is_zero() && scenario != Scenario::Kill {
+        eprintln!("testnet: --idle is an option of `testnet run kill`");
+        return ExitCode::from(2);
+    }
     if args.cut_for != Duration::from_secs(10) && scenario != Scenario::Partition {
         eprintln!("testnet: --cut-for is an option of `testnet run partition`");
         return ExitCode::from(2);
@@ -504,6 +512,7 @@ fn run_scenario(args: &RunArgs) -> ExitCode {
         }),
         cut_for: args.cut_for,
         probe_interval: args.probe_interval,
+        idle: args.idle,
     };
     match scenarios::run(scenario, &opts) {
         Ok(report) => {
@@ -1267,6 +1276,13 @@ mod tests {
         };
         assert_eq!(args.probe_interval, Some(Duration::from_millis(250)));
         assert_eq!(args.cut_for, Duration::from_secs(40));
+        assert_eq!(args.idle, Duration::ZERO);
+        let cli = parse(&["--idle", "30s"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.idle, Duration::from_secs(30));
+        assert!(parse(&["--idle", "soon"]).is_err());
         assert!(parse(&["--probe-interval", "0s"]).is_err());
         assert!(parse(&["--probe-interval", "fast"]).is_err());
     }

@@ -56,6 +56,9 @@ pub struct Options {
     /// SWIM's probe interval on every node (`batond --probe-interval`),
     /// else the profile's (100 ms): the trade-off study's knob.
     pub probe_interval: Option<Duration>,
+    /// `kill`: the window over which the idle nodes' cost is measured
+    /// before the first kill (zero: not measured).
+    pub idle: Duration,
 }
 
 /// The service of the sessions a scenario opens.

@@ -287,6 +287,20 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
     let mut report = new_report(Scenario::Kill, opts, opts.loss);
     let mut h = prepare(opts, &mut report)?;
     let n = h.tb.nodes.len();
+    // What the idle nodes cost before the kills (the trade-off study's
+    // testnet points: bytes against detection as the probe interval moves).
+    if !opts.idle.is_zero() {
+        eprintln!("measuring the idle nodes for {:?} ...", opts.idle);
+        let usage = h.usage_over(opts.idle)?;
+        report.bytes_per_node_per_s = Some(usage.mean_bytes().round());
+        report.cpu_pct = Some(Summary::of(&usage.cpu_pct));
+        report.rss_mb = Some(Summary::of(&usage.rss_mb));
+        report.timeline.push(format!(
+            "idle for {:.0} s before the kills: {:.0} B/s per node on the wire",
+            opts.idle.as_secs_f64(),
+            usage.mean_bytes()
+        ));
+    }
     // What the instances cost (ffmpeg processes of `transcode`; the
     // generator of rtp-audio runs inside the node and is in its CPU).
     let instances = if opts.service == SessionService::Transcode {
