@@ -103,12 +103,16 @@ pub struct Config {
     /// Unix epoch, members are ordered by id, and in period `r` the member
     /// at place `i` probes the one at `i + 1 + r mod (n - 1)`, so that
     /// every member is probed by exactly one other in every period (when
-    /// views agree) and a dead member's first probe comes within about
-    /// one period. Off, or without a wall clock, each node walks its own
-    /// random permutation (SWIM 4.3): every member is still probed once per
-    /// `n - 1` periods by each node, but the wait for the first probe of a
-    /// dead member is about exponential (mean one period, p99.9 about
-    /// seven). docs/protocol.md 7.2 has the measurements.
+    /// views agree and every node's local health is 0) and a dead member's
+    /// first probe comes within two periods (7/12 of one on average). Off,
+    /// or without a wall clock, or while this node's local health is
+    /// raised and `LHM + 1` and `n - 1` have a common divisor (its rounds
+    /// would then meet only some of the schedule's steps), it walks its
+    /// own random permutation (SWIM 4.3): every
+    /// member is still probed once per `n - 1` rounds by each node, but the
+    /// wait for the first probe of a dead member is about exponential
+    /// (mean one period, p99.9 about seven). docs/protocol.md 10 (10) has
+    /// the measurements.
     pub shared_probe_schedule: bool,
 }
 
@@ -973,9 +977,9 @@ impl<R: Rng> Swim<R> {
     /// to within a fraction of a protocol period (NTP keeps them within
     /// milliseconds); clocks further apart make the schedule's periods
     /// disagree, and the wait for a dead member's first probe returns to
-    /// the random permutation's, never worse: every node still probes
-    /// every member once per `n - 1` of its periods. Call again to follow
-    /// the wall clock's corrections.
+    /// about the random permutation's (measured: docs/protocol.md 10
+    /// (10)); correctness never depends on it. Call again to follow the
+    /// wall clock's corrections.
     pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
         self.wall = Some((now, since_epoch));
     }
@@ -1274,21 +1278,24 @@ impl<R: Rng> Swim<R> {
         match timer {
             Timer::ProbeRound => {
                 let period = self.period(now);
+                // A node whose local health is raised probes every
+                // `LHM + 1` periods, always at the same remainder: the
+                // schedule's steps then cover every member only when
+                // `LHM + 1` and `n - 1` are coprime; otherwise it walks its
+                // permutation until it is healthy again.
+                let others = self.ring.len() as u64;
+                let covers = self.health == 0 || gcd(u64::from(self.health) + 1, others) == 1;
+                let scheduled = period.filter(|_| covers).map(|(r, _)| r);
                 if !self.leaving
-                    && let Some(target) = self.next_probe_target(period.map(|(r, _)| r))
+                    && let Some(target) = self.next_probe_target(scheduled)
                 {
                     self.start_probe(now, target);
                 }
                 let next = match period {
-                    // The shared schedule's next period for this node, at
-                    // its phase: a timer that fired late or early (the first
-                    // one) falls back into step.
-                    Some((_, into)) => {
-                        let interval = self.config.probe_interval;
-                        let ahead =
-                            interval * (self.health + 1) + interval.mul_f64(self.probe_phase);
-                        ahead.saturating_sub(into).max(interval / 2)
-                    }
+                    // The shared schedule's period `LHM + 1` on, at this
+                    // node's phase: a timer that fired late or early (the
+                    // first one) falls back into step.
+                    Some((_, next)) => next + self.config.probe_interval * self.health,
                     None => self.config.probe_interval * (self.health + 1),
                 };
                 self.schedule(now + next, Timer::ProbeRound);
@@ -1798,8 +1805,13 @@ impl<R: Rng> Swim<R> {
 
     // ---- probing ----
 
-    /// The shared schedule's protocol period at `now`, and how far into it
-    /// `now` is; `None` without a wall clock or with the schedule off.
+    /// The shared schedule's period whose phase point (this node's phase
+    /// in it) is nearest `now`, and the time from `now` to the next
+    /// period's phase point; `None` without a wall clock or with the
+    /// schedule off. Rounding to the nearest phase point, not the period
+    /// `now` falls in, keeps a round due at the end of a period and fired
+    /// a little late in its own period (else it would take the next
+    /// period's target and skip one).
     fn period(&self, now: Instant) -> Option<(u64, Duration)> {
         if !self.config.shared_probe_schedule {
             return None;
@@ -1811,10 +1823,20 @@ impl<R: Rng> Swim<R> {
             since_epoch.saturating_sub(at - now)
         };
         let interval = self.config.probe_interval.as_nanos().max(1);
+        let phase = self
+            .config
+            .probe_interval
+            .mul_f64(self.probe_phase)
+            .as_nanos();
         let wall = wall.as_nanos();
-        let period = u64::try_from(wall / interval).ok()?;
-        let into = u64::try_from(wall % interval).ok()?;
-        Some((period, Duration::from_nanos(into)))
+        let period = (wall.saturating_sub(phase) + interval / 2) / interval;
+        // `wall` is within half a period of `period`'s phase point, so the
+        // next one is between half a period and one and a half away.
+        let next = ((period + 1) * interval + phase).saturating_sub(wall);
+        Some((
+            u64::try_from(period).ok()?,
+            Duration::from_nanos(u64::try_from(next).ok()?),
+        ))
     }
 
     /// The member this node probes in period `r` of the shared schedule:
@@ -2384,6 +2406,11 @@ impl<R: Rng> Swim<R> {
         if let Err(at) = self.ring.binary_search(id) {
             self.ring.insert(at, id.clone());
         }
+        debug_assert_eq!(
+            self.ring.len(),
+            self.active.len(),
+            "the ring is the active set"
+        );
         // SWIM 4.3: a new member goes to a random place in the probe order.
         let at = self
             .rng
@@ -2399,6 +2426,11 @@ impl<R: Rng> Swim<R> {
         if let Ok(at) = self.ring.binary_search(id) {
             self.ring.remove(at);
         }
+        debug_assert_eq!(
+            self.ring.len(),
+            self.active.len(),
+            "the ring is the active set"
+        );
         if let Some(moved) = self.active.get(index) {
             self.active_index.insert(moved.clone(), index);
         }
@@ -2590,6 +2622,14 @@ fn entry_hash(id: &NodeId, incarnation: u32, state: State, meta: &[u8]) -> u64 {
     eat(&[state as u8]);
     eat(meta);
     hash
+}
+
+/// Greatest common divisor.
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 #[cfg(test)]

@@ -2070,7 +2070,7 @@ estimate over 0.5) from the budget, tried in the simulator, gave 8.8 / \
 measurable cost in bytes; it was not kept, as the scale-wan budget has \
 38 B/s of room and the gain is small. The settle of these runs is the \
 start-up transient, not the steady state the target is about: kill-wan \
-now measures it through the run as well (two bullets below; 5.8 % after \
+now measures it through the run as well (two bullets below; 6.3 % after \
 329 s), and the target row takes that; loss-wan and pause-wan still \
 measure it once, at the end of their settle.
 - **Fifty kills per run (2026-12-04): the first probe's tail, bounded.** \
@@ -2089,17 +2089,22 @@ interval, whatever N. The members now share a probe schedule (periods \
 numbered on the wall clock, members in id order, each member probed by \
 exactly one other in every period; protocol.md section 10 (10)), which \
 bounds that wait to about two periods. Re-run on it (the reports \
-above): kill-lan detection p50 / p99 449 / 593 ms, first suspicion \
-median 136 ms and at most 273 ms, client gap p99 621 ms (was 1028); \
-kill-wan 1014 / 1226 ms, first suspicion at most 680 ms, client gap p99 \
-1323 ms (was 1765); 0 sessions lost, 0 doubly owned in both. In the \
+above, on the schedule as reviewed: a node whose local health is raised \
+keeps it only when its rounds meet every step): kill-lan detection p50 / \
+p99 445 / 678 ms, first suspicion median 134 ms and at most 357 ms, client \
+gap p99 690 ms (was 1028); kill-wan 1029 / 1472 ms, first suspicion at \
+most 952 ms, client gap p99 1553 ms (was 1765); 0 sessions lost, 0 doubly \
+owned in both. The same runs on the first version of the schedule gave \
+593 / 1226 ms, and with every raised-health node off the schedule 563 / \
+1577 ms: kill-wan's p99 is within 30 ms of its 1.5 s target and moves by \
+a few hundred ms from run to run. In the \
 simulator (`testnet sim --nodes 32 --seed S --scenario crash --duration \
 300s --json`, seeds 1-3, 100 detections each) p99 865 / 729 / 768 -> \
 547 / 516 / 534 ms. The other real-node steps predate the schedule \
 unless their report says otherwise.
 - **Vivaldi's error over a run** (kill-wan, from 2026-12-04): the run \
-measures it again after every ten kills: 10.6 % at the end of the settle \
-(30 s after the cold start), then 7.5 / 6.5 / 6.4 / 5.9 / 5.8 % at 66 / \
+measures it again after every ten kills: 10.2 % at the end of the settle \
+(30 s after the cold start), then 7.2 / 6.7 / 6.6 / 6.0 / 6.3 % about 65 / \
 131 / 197 / 263 / 329 s after it (the run before the shared probe \
 schedule: 12.5 %, then 7.0 / 6.2 / 5.6 / 5.5 / 5.3 %). The target row takes the last, the \
 steady state; the settle's figure is the start-up transient (two bullets \

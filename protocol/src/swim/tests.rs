@@ -2548,7 +2548,10 @@ fn probe_rounds_follow_the_shared_periods_at_the_nodes_phase() {
             .filter(|x| matches!(x.message, Message::Ping(_)))
             .collect();
         assert_eq!(pings.len(), 1, "one probe a round");
-        let r = (wall(t).as_nanos() / interval.as_nanos()) as u64;
+        // The period whose phase point is nearest.
+        let phase = (interval.as_nanos() as f64 * swim.probe_phase) as u128;
+        let r =
+            ((wall(t).as_nanos() - phase + interval.as_nanos() / 2) / interval.as_nanos()) as u64;
         assert_eq!(Some(&pings[0].to), swim.scheduled_target(r), "period {r}");
         // Let the probe end (answered) so that the target is free again.
         swim.probes.clear();
@@ -2584,4 +2587,106 @@ fn with_the_shared_schedule_off_the_random_permutation_decides() {
         differs |= off.next_probe_target(None) != scheduled;
     }
     assert!(differs, "the permutation is not the schedule");
+}
+
+/// Fires every probe round `late` after it is due, answering nothing, and
+/// returns the targets of `rounds` rounds.
+fn targets_of_late_rounds(
+    swim: &mut Swim<SmallRng>,
+    now: &mut Instant,
+    late: Duration,
+    rounds: usize,
+) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        swim.timers.retain(|s| s.timer == Timer::ProbeRound);
+        let at = swim.poll_timeout().expect("a round is armed");
+        *now = (*now).max(at + late);
+        swim.handle_timeout(*now);
+        out.extend(
+            std::iter::from_fn(|| swim.poll_transmit())
+                .filter(|x| matches!(x.message, Message::Ping(_)))
+                .map(|x| x.to),
+        );
+        swim.probes.clear();
+    }
+    out
+}
+
+/// A round due at the very end of a period and fired a little late stays
+/// in its period: it neither takes the next period's target nor skips a
+/// period (which had left a node probing every second period).
+#[test]
+fn a_round_fired_late_at_the_end_of_a_period_keeps_its_period() {
+    let mut now = Instant::now();
+    let epoch = Duration::from_secs(1_700_000_000);
+    let mut swim = scheduled_node(0, 8, now, epoch);
+    swim.probe_phase = 0.999;
+    // Let the first round (at a random instant) put it in step.
+    targets_of_late_rounds(&mut swim, &mut now, Duration::ZERO, 1);
+    let start = swim
+        .period(swim.poll_timeout().expect("armed"))
+        .expect("a period")
+        .0;
+    let got = targets_of_late_rounds(&mut swim, &mut now, Duration::from_millis(2), 14);
+    let want: Vec<NodeId> = (0..14)
+        .map(|k| swim.scheduled_target(start + k).expect("a target").clone())
+        .collect();
+    assert_eq!(
+        got, want,
+        "one round a period, each on its own period's target"
+    );
+}
+
+/// A node whose local health is raised probes every `LHM + 1` periods,
+/// always at the same remainder: on the schedule it would reach only
+/// some members (here, `LHM + 1 = 2` and `n - 1 = 6`, half of them), so it
+/// walks its permutation and still reaches every member; with `n - 1 = 7`
+/// (coprime) it keeps the schedule, which reaches every member too.
+#[test]
+fn a_node_with_raised_local_health_still_probes_every_member() {
+    let mut now = Instant::now();
+    let epoch = Duration::from_secs(1_700_000_000);
+    let mut swim = scheduled_node(0, 7, now, epoch);
+    swim.health = 1;
+    let got: BTreeSet<NodeId> = targets_of_late_rounds(&mut swim, &mut now, Duration::ZERO, 12)
+        .into_iter()
+        .collect();
+    assert_eq!(got, (1..7).map(id).collect::<BTreeSet<_>>());
+    let mut swim = scheduled_node(0, 8, now, epoch);
+    swim.health = 1;
+    let got = targets_of_late_rounds(&mut swim, &mut now, Duration::ZERO, 7);
+    assert_eq!(
+        got.iter().collect::<BTreeSet<_>>().len(),
+        7,
+        "on the schedule, every member in n - 1 rounds: {got:?}"
+    );
+}
+
+/// The ring follows the active set as members die and come back.
+#[test]
+fn the_ring_follows_deaths_and_returns() {
+    let now = Instant::now();
+    let mut swim = scheduled_node(0, 5, now, Duration::from_secs(1_700_000_000));
+    assert_eq!(swim.ring, (1..5).map(id).collect::<Vec<_>>());
+    swim.handle_message(
+        now,
+        id(1),
+        Message::Gossip(Gossip {
+            updates: vec![Update::Dead {
+                id: id(3),
+                incarnation: 0,
+                from: id(1),
+            }],
+        }),
+    );
+    assert_eq!(swim.ring, vec![id(1), id(2), id(4)]);
+    swim.handle_message(
+        now,
+        id(3),
+        Message::Gossip(Gossip {
+            updates: vec![alive(3, 1)],
+        }),
+    );
+    assert_eq!(swim.ring, (1..5).map(id).collect::<Vec<_>>());
 }
