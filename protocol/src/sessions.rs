@@ -813,12 +813,12 @@ pub struct Engine<S> {
     comparing: BTreeMap<String, Instant>,
     /// Consent of the hosted sessions that need it.
     consent: BTreeMap<String, Consent>,
-    /// Sessions this node stopped hosting, superseded, while its client's
-    /// consent here was fresh: when the client last consented, and the
-    /// primary last vouched to ([`Action::Vouch`]). A later version naming
-    /// another primary (concurrent claims, learnt one by one) is vouched
-    /// to as well, while the consent is within its interval.
-    vouched: BTreeMap<String, (Instant, NodeId)>,
+    /// Sessions this node stopped hosting (superseded, or fenced) while
+    /// its client's consent here was fresh, and what it vouched
+    /// ([`Action::Vouch`]). A later version naming another primary
+    /// (concurrent claims, learnt one by one) is vouched to as well, while
+    /// the consent is within its interval.
+    vouched: BTreeMap<String, Vouched>,
     /// Sessions this node stands by for, warm (it is their first backup).
     warm: BTreeSet<String>,
     /// When the summary was last shared, and what it said.
@@ -826,6 +826,26 @@ pub struct Engine<S> {
     next_perf: Instant,
     rejected: u64,
 }
+
+/// A client's consent this node passes on ([`Engine`]'s `vouched`).
+#[derive(Debug, Clone)]
+struct Vouched {
+    /// When the client last consented here.
+    heard: Instant,
+    /// The primary last vouched to (this node itself until it learns of
+    /// another).
+    to: NodeId,
+    /// Vouches sent to `to` so far, and when the next is due.
+    sent: u8,
+    next: Instant,
+}
+
+/// A vouch is one datagram: sent this many times to each new primary, a
+/// [`VOUCH_RESEND`] apart, so that one lost datagram does not lose the
+/// client's word (the receiver counts the consent from the client's
+/// report, however often it hears of it).
+const VOUCH_SENDS: u8 = 3;
+const VOUCH_RESEND: Duration = Duration::from_secs(1);
 
 impl<S: Signer> Engine<S> {
     /// An engine for the node `signer` speaks for, hosting up to `capacity`;
@@ -962,6 +982,10 @@ impl<S: Signer> Engine<S> {
             self.confirming.clear();
             let hosted: Vec<String> = self.hosting.iter().cloned().collect();
             for id in hosted {
+                // The client may hear this node and not the one that
+                // claims the session meanwhile: its word is passed on once
+                // the fence lifts and the claim is learnt.
+                self.remember_consent(now, &id);
                 self.stop(&id, "fenced: this node hears nothing from the overlay");
             }
             for id in std::mem::take(&mut self.warm) {
@@ -1349,7 +1373,16 @@ impl<S: Signer> Engine<S> {
         let grace = self.config.consent.grace;
         let interval = self.config.consent.interval;
         self.vouched
-            .retain(|_, (heard, _)| now.saturating_duration_since(*heard) < interval);
+            .retain(|_, v| now.saturating_duration_since(v.heard) < interval);
+        let again: Vec<String> = self
+            .vouched
+            .iter()
+            .filter(|(_, v)| v.to != self.me && v.sent < VOUCH_SENDS && now >= v.next)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in again {
+            self.send_vouch(now, &id);
+        }
         let mut pause = Vec::new();
         let mut close = Vec::new();
         for (id, c) in &self.consent {
@@ -2079,38 +2112,62 @@ impl<S: Signer> Engine<S> {
         };
         // The client's word here is passed on to the new primary: it may
         // be one the client could not reach, and so could not consent to.
-        let interval = self.config.consent.interval;
-        if let Some(heard) = self.consent.get(id).and_then(|c| c.heard)
-            && now.saturating_duration_since(heard) < interval
-            && record.state == SessionState::Active
-        {
-            self.vouched
-                .insert(id.to_string(), (heard, self.me.clone()));
+        if record.state == SessionState::Active {
+            self.remember_consent(now, id);
         }
         self.stop(id, &reason);
         self.vouch(now, &record);
+    }
+
+    /// Keeps the consent of hosted session `id`, when its client's word is
+    /// fresh, to vouch for it to the primaries that follow this node.
+    fn remember_consent(&mut self, now: Instant, id: &str) {
+        if let Some(heard) = self.consent.get(id).and_then(|c| c.heard)
+            && now.saturating_duration_since(heard) < self.config.consent.interval
+        {
+            self.vouched.insert(
+                id.to_string(),
+                Vouched {
+                    heard,
+                    to: self.me.clone(),
+                    sent: 0,
+                    next: now,
+                },
+            );
+        }
     }
 
     /// Passes on the client's consent to `record`'s primary when this node
     /// stopped hosting the session with the consent fresh and has not
     /// vouched to that primary yet (see `vouched`).
     fn vouch(&mut self, now: Instant, record: &Record) {
-        let Some((heard, to)) = self.vouched.get_mut(&record.id) else {
+        let Some(v) = self.vouched.get_mut(&record.id) else {
             return;
         };
-        let stale = now.saturating_duration_since(*heard) >= self.config.consent.interval;
+        let stale = now.saturating_duration_since(v.heard) >= self.config.consent.interval;
         if stale || record.state != SessionState::Active {
             self.vouched.remove(&record.id);
             return;
         }
-        if record.primary == self.me || record.primary == *to {
+        if record.primary == self.me || record.primary == v.to {
             return;
         }
-        *to = record.primary.clone();
-        let age = now.saturating_duration_since(*heard);
+        v.to = record.primary.clone();
+        v.sent = 0;
+        self.send_vouch(now, &record.id);
+    }
+
+    /// Sends vouched session `id`'s word to its primary (again).
+    fn send_vouch(&mut self, now: Instant, id: &str) {
+        let Some(v) = self.vouched.get_mut(id) else {
+            return;
+        };
+        v.sent += 1;
+        v.next = now + VOUCH_RESEND;
+        let age = now.saturating_duration_since(v.heard);
         self.actions.push_back(Action::Vouch {
-            id: record.id.clone(),
-            to: record.primary.clone(),
+            id: id.to_string(),
+            to: v.to.clone(),
             age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
         });
     }

@@ -2216,3 +2216,103 @@ fn an_application_payload_of_exactly_the_cap_is_read() {
     let over = AppMessage::decode(&vec![0xff; cap + 1]).unwrap_err();
     assert_eq!(over, format!("application payload of {} bytes", cap + 1));
 }
+
+/// The vouches in `c.log[i]` so far: (session, to, age in ms).
+fn vouches(c: &Cluster, i: usize) -> Vec<(String, NodeId, u32)> {
+    c.log[i]
+        .iter()
+        .filter_map(|a| match a {
+            Action::Vouch { id, to, age_ms } => Some((id.clone(), to.clone(), *age_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A primary that fences itself (it hears nothing: a one-way cut) stops
+/// its session while a backup claims it; the client may reach only the
+/// fenced node, so its consent there is passed on to the claimer once the
+/// fence lifts and the claim is learnt. Without a fresh report, nothing is.
+#[test]
+fn a_fenced_primary_vouches_for_its_clients_consent_once_the_fence_lifts() {
+    for consented in [true, false] {
+        let mut c = Cluster::new(4);
+        c.open(0, "s1");
+        let p = primary_of(&c, "s1");
+        if consented {
+            c.engines[p].report(c.now, "s1", GOOD);
+        }
+        c.tick(Duration::from_secs(1));
+        let now = c.now;
+        c.engines[p].set_fenced(now, c.now_ms, true);
+        c.crash(p);
+        c.settle();
+        assert!(c.hosting(p).is_empty(), "fenced, p stopped");
+        assert!(vouches(&c, p).is_empty(), "nobody to vouch to yet");
+        c.tick(Duration::from_secs(5));
+        let b = primary_of(&c, "s1");
+        assert_ne!(b, p, "a backup claimed it");
+        // The fence lifts: p hears the overlay again and learns the claim.
+        c.down[p] = false;
+        let now = c.now;
+        c.engines[p].set_fenced(now, c.now_ms, false);
+        c.hand_chain(b, p);
+        c.settle();
+        let got = vouches(&c, p);
+        if !consented {
+            assert!(got.is_empty(), "{got:?}");
+            continue;
+        }
+        let to_b: Vec<u32> = got
+            .iter()
+            .filter(|(id, to, _)| id == "s1" && *to == c.ids[b])
+            .map(|(_, _, age)| *age)
+            .collect();
+        // The report came 6 s before the heal.
+        assert_eq!(to_b, vec![6000], "{got:?}");
+    }
+}
+
+/// A vouch is one datagram: it is sent three times to a new primary, a
+/// second apart, and no more (the consent it carries counts from the
+/// client's report, so the repeats stretch nothing).
+#[test]
+fn a_vouch_is_sent_three_times_a_second_apart() {
+    let mut c = Cluster::new(4);
+    c.open(0, "s1");
+    let p = primary_of(&c, "s1");
+    c.crash(p);
+    for _ in 0..6 {
+        c.engines[p].report(c.now, "s1", GOOD);
+        c.tick(Duration::from_secs(1));
+    }
+    let b = primary_of(&c, "s1");
+    assert_ne!(b, p);
+    c.down[p] = false;
+    c.hand_chain(b, p);
+    c.settle();
+    let first = vouches(&c, p);
+    assert!(!first.is_empty(), "vouched at the heal");
+    let n = first.len();
+    let (_, to, age) = first.last().cloned().unwrap();
+    assert_eq!(to, c.ids[b]);
+    // Ticks shorter than the resend interval: the repeats come a second
+    // apart, each a second older.
+    for _ in 0..50 {
+        c.tick(Duration::from_millis(100));
+    }
+    let all = vouches(&c, p);
+    let again: Vec<u32> = all[n..]
+        .iter()
+        .inspect(|(id, t, _)| assert!(id == "s1" && *t == to, "{all:?}"))
+        .map(|(_, _, a)| *a)
+        .collect();
+    // Sent at the engine's checks (every `check_interval`), the first
+    // one due a second after the last send.
+    assert_eq!(again.len(), 2, "{all:?}");
+    let check = Config::default().check_interval.as_millis() as u32;
+    let mut last = age;
+    for a in again {
+        assert!(a >= last + 1000 && a <= last + 1000 + check, "{all:?}");
+        last = a;
+    }
+}
