@@ -30,6 +30,12 @@ fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
+/// The side-by-side run of Serf and Baton (`testnet run compare`).
+const COMPARE_KEY: &str = "compare-lan";
+
+/// A non-member spraying datagrams at the overlay (`testnet run spray`).
+const SPRAY_KEY: &str = "spray-lan";
+
 /// The `transcode` kill runs: key, network, standby.
 const TRANSCODE_STEPS: [(&str, &str, &str); 4] = [
     ("transcode-warm-lan", "LAN", "warm"),
@@ -122,6 +128,27 @@ fn steps(quick: bool) -> Vec<Step> {
             args: a,
         });
     }
+    // Serf beside Baton on one LAN testnet of 10 namespaces: idle bytes
+    // and the time until every survivor declares a kill, one after the
+    // other on the same machine (the issue's side-by-side run).
+    v.push(Step {
+        key: COMPARE_KEY.into(),
+        args: args(if quick {
+            "run compare --nodes 4 --faults 1 --duration 10s --settle 8s"
+        } else {
+            "run compare --nodes 10 --faults 10 --duration 60s --settle 30s"
+        }),
+    });
+    // A stranger sprays every node's datagram socket (garbage, forged
+    // headers, oversized): the cost of dropping, and nobody disturbed.
+    v.push(Step {
+        key: SPRAY_KEY.into(),
+        args: args(if quick {
+            "run spray --nodes 3 --duration 8s --settle 3s"
+        } else {
+            "run spray --nodes 8 --duration 60s --settle 20s"
+        }),
+    });
     let mut sims: Vec<(&str, String)> = vec![
         (
             "sim-crash-32",
@@ -404,7 +431,40 @@ fn load_previous(eval: &Path, step: &Step) -> (Option<Value>, Option<String>) {
     }
 }
 
+/// Installs Serf (Debian package `serf`) when the comparison is about to
+/// run without it, as `.ci/run` installs what the tests need.
+fn ensure_serf() -> Result<(), String> {
+    if crate::testbed::serf_installed() {
+        return Ok(());
+    }
+    eprintln!("    serf is not installed: apt-get install serf (for the comparison)");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("cannot run apt-get: {e}"))
+            .and_then(|s| {
+                s.success()
+                    .then_some(())
+                    .ok_or_else(|| format!("apt-get {} failed ({s})", args.join(" ")))
+            })
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "--no-install-recommends", "serf"])?;
+    if crate::testbed::serf_installed() {
+        Ok(())
+    } else {
+        Err("apt-get installed serf but it is not on the PATH".into())
+    }
+}
+
 fn run_step(exe: &Path, eval: &Path, step: &Step) -> (Option<Value>, Option<String>) {
+    if step.key == COMPARE_KEY
+        && let Err(e) = ensure_serf()
+    {
+        return (None, Some(e));
+    }
     let mut cmd = Command::new(exe);
     cmd.args(&step.args);
     let is_run = step.args[0] == "run";
@@ -418,8 +478,13 @@ fn run_step(exe: &Path, eval: &Path, step: &Step) -> (Option<Value>, Option<Stri
         Err(e) => return (None, Some(format!("cannot run testnet: {e}"))),
     };
     if is_run {
-        // Node data and logs are for debugging a run, not for the docs.
-        let _ = std::fs::remove_dir_all(out_dir.join("nodes"));
+        // Node data and logs are for debugging a run, not for the docs
+        // (`nodes`, or `nodes-PROGRAM` for the comparison).
+        for entry in std::fs::read_dir(&out_dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("nodes") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let report = std::fs::read_to_string(out_dir.join("report.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -644,8 +709,8 @@ fn render_summary(md: &mut String, o: &[Outcome]) {
          primary's region and go down with it. Backups: against k clusters \
          failing at once, each more backup cuts the sessions lost whole by one \
          to two orders of magnitude (simulator, see the notes), for a longer \
-         takeover tail and more bytes. Not measured yet: the testnet side of \
-         the probe-interval sweep.\n",
+         takeover tail and more bytes. The probe-interval sweep on 16 real \
+         nodes (LAN and WAN) is in the study's section.\n",
         p99("transcode-warm-lan", "gap_ms"),
         p99("transcode-warm-wan", "gap_ms"),
         instance("transcode-warm-lan", "cpu_pct_per_instance"),
@@ -735,6 +800,61 @@ fn render_targets(md: &mut String, o: &[Outcome]) {
         "ms",
         le(v, limit),
         "kill-wan",
+    );
+    let v = num(&report(o, SPRAY_KEY)["details"]["cpu_during"]["p50"]);
+    row(
+        &format!(
+            "node CPU while a stranger sprays {} datagrams/s at it, p50",
+            crate::scenarios::SPRAY_PER_NODE
+        ),
+        &format!("<= {}% of a core", fmt_num(targets::SPRAY_CPU_PCT)),
+        v,
+        "%",
+        le(v, targets::SPRAY_CPU_PCT),
+        SPRAY_KEY,
+    );
+    let v = num(&report(o, SPRAY_KEY)["details"]["deaths"])
+        .zip(num(&report(o, SPRAY_KEY)["details"]["suspicions"]))
+        .map(|(d, s)| d + s);
+    row(
+        "healthy nodes suspected or declared dead during the spray",
+        &fmt_num(targets::FALSE_DEATHS),
+        v,
+        "",
+        le(v, targets::FALSE_DEATHS),
+        SPRAY_KEY,
+    );
+    let baton = compare_row(report(o, COMPARE_KEY), "baton");
+    let v = num(&baton["detection_ms"]["p50"]);
+    row(
+        "Baton beside Serf, 10 nodes, LAN: kill until every survivor declares it",
+        &format!("p50 <= {}", seconds(targets::COMPARE_DETECTION_MS)),
+        v,
+        "ms",
+        le(v, targets::COMPARE_DETECTION_MS),
+        COMPARE_KEY,
+    );
+    let v = num(&baton["bytes_per_node_per_s"]);
+    row(
+        "same run: bytes sent per node, idle",
+        &format!("<= {} B/s", fmt_num(targets::TRAFFIC_BYTES_PER_NODE_PER_S)),
+        v,
+        "B/s",
+        le(v, targets::TRAFFIC_BYTES_PER_NODE_PER_S),
+        COMPARE_KEY,
+    );
+    let products = &report(o, COMPARE_KEY)["details"]["bytes_times_detection_p50"];
+    let v = num(&products["baton"])
+        .zip(num(&products["serf"]))
+        .filter(|(_, s)| *s > 0.0)
+        .map(|(b, s)| (b / s * 100.0).round() / 100.0);
+    row(
+        "same run: bytes x detection p50, Baton over Serf",
+        &at_most(targets::COMPARE_PRODUCT_RATIO),
+        v,
+        "",
+        le(v, targets::COMPARE_PRODUCT_RATIO),
+        COMPARE_KEY,
     );
     for (key, what) in [
         ("loss-lan", "false deaths, 5% loss, LAN"),
@@ -1323,6 +1443,122 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
     render_long_partition(md, o);
     render_outage(md, o);
     render_transcode(md, o);
+    render_compare(md, o);
+    render_spray(md, o);
+}
+
+/// A stranger's datagrams at every node (LAN).
+fn render_spray(md: &mut String, o: &[Outcome]) {
+    let key = SPRAY_KEY;
+    let r = report(o, key);
+    let d = &r["details"];
+    let _ = writeln!(
+        md,
+        "### <a id=\"spray\"></a>spray\n\n\
+         From the clients' namespace, which is no member of the overlay, every \
+         node's datagram socket gets {} datagrams a second: a third random \
+         bytes of any length, a third with a well-formed header (a random key \
+         index and counter) and a random body, a third over the size limit. \
+         Each is dropped before any decoding (docs/protocol.md, \"Non-members \
+         spraying datagrams\") and counted by reason.\n\n\
+         | | LAN |\n|---|---|\n\
+         | nodes | {} |\n\
+         | datagrams per node per second | {} |\n\
+         | CPU per node before the spray, % of a core | {} |\n\
+         | CPU per node during it, % of a core | {} |\n\
+         | CPU per datagram dropped (p50 during - p50 before) | {} |\n\
+         | counted as dropped by the nodes / sprayed | {} / {} |\n\
+         | healthy nodes suspected / declared dead | {} / {} |\n\n\
+         <a id=\"{key}\"></a>`{}` ([report](eval/{key}/report.md)), {}\n",
+        crate::scenarios::SPRAY_PER_NODE,
+        count(&r["nodes"]),
+        num(&d["per_node_per_s"]).map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+        summary(&d["cpu_before"], ""),
+        summary(&d["cpu_during"], ""),
+        num(&d["cpu_during"]["p50"])
+            .zip(num(&d["cpu_before"]["p50"]))
+            .zip(num(&d["per_node_per_s"]))
+            .filter(|(_, rate)| *rate > 0.0)
+            .map_or_else(
+                || "-".into(),
+                // % of a core over datagrams a second: 1% is 10 ms/s.
+                |((during, before), rate)| format!("{:.1} µs", (during - before) * 10_000.0 / rate)
+            ),
+        count(&d["dropped_counted"]),
+        count(&d["sprayed"]),
+        count(&d["suspicions"]),
+        count(&d["deaths"]),
+        command(o, key),
+        wall_time(r)
+    );
+}
+
+/// One program's row of the comparison run.
+fn compare_row<'a>(r: &'a Value, program: &str) -> &'a Value {
+    r["details"]["programs"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|p| p["program"] == program))
+        .unwrap_or(&Value::Null)
+}
+
+/// Serf and Baton on one LAN testnet, one after the other.
+fn render_compare(md: &mut String, o: &[Outcome]) {
+    let key = COMPARE_KEY;
+    let r = report(o, key);
+    let _ = writeln!(
+        md,
+        "### <a id=\"compare\"></a>Baton beside Serf\n\n\
+         The same LAN testnet, one program after the other: HashiCorp Serf's \
+         agent (Debian package `serf`, version 0.8.2, LAN profile: 1 s probe \
+         interval, suspicion multiplier 4), then `batond` (defaults: 100 ms \
+         probes). Each overlay forms, settles, is watched idle, then a node is \
+         killed (SIGKILL) and restarted, one kill at a time. Traffic is every \
+         node's eth0 counters (Ethernet frames sent, all headers included; no \
+         sessions run); detection is the kill until the last survivor declares \
+         the node failed (Serf: its `member-failed` event handler; Baton: the \
+         `dead` event on `/v1/events`). `testnet evaluate` installs Serf when \
+         it is missing.\n\n\
+         | | bytes sent per node, idle | kill until every survivor declares it | bytes x detection p50 |\n\
+         |---|---|---|---|"
+    );
+    for (program, name) in [("serf", "Serf"), ("baton", "**Baton**")] {
+        let row = compare_row(r, program);
+        let bytes = num(&row["bytes_per_node_per_s"]);
+        let p50 = num(&row["detection_ms"]["p50"]);
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} |",
+            bytes.map_or_else(|| "-".into(), |b| format!("{b:.0} B/s")),
+            summary(&row["detection_ms"], "ms"),
+            bytes
+                .zip(p50)
+                .map_or_else(|| "-".into(), |(b, d)| format!("{:.0} B", b * d / 1000.0)),
+        );
+    }
+    let ratio = |program: &str| {
+        let row = compare_row(r, program);
+        num(&row["bytes_per_node_per_s"]).zip(num(&row["detection_ms"]["p50"]))
+    };
+    if let (Some((sb, sd)), Some((bb, bd))) = (ratio("serf"), ratio("baton"))
+        && bb > 0.0
+        && bd > 0.0
+    {
+        let _ = writeln!(
+            md,
+            "\nBaton sends {:.1}x Serf's bytes and declares a kill {:.0}x sooner: \
+             bytes x detection {:.2} of Serf's.",
+            bb / sb,
+            sd / bd,
+            bb * bd / (sb * sd)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n<a id=\"{key}\"></a>`{}` ([report](eval/{key}/report.md), \
+         [traffic over time](eval/{key}/traffic.svg)), {}\n",
+        command(o, key),
+        wall_time(r)
+    );
 }
 
 /// The partition run whose cuts outlast the consent interval (WAN only).
@@ -1836,10 +2072,14 @@ fn render_wall_time(md: &mut String, o: &[Outcome], whole: Option<&Value>) {
          | part | steps | with a wall time | minutes |\n|---|---|---|---|"
     );
     let (mut all_min, mut all_n, mut all_timed) = (0.0, 0, 0);
+    let (mut real_min, mut real_n) = (0.0, 0);
     for name in parts {
         let steps: Vec<&Outcome> = o.iter().filter(|x| part(x) == name).collect();
         let timed: Vec<f64> = steps.iter().filter_map(|x| wall(x)).collect();
         let min = timed.iter().fold(0.0, |a, b| a + b) / 60.0;
+        if name == parts[0] {
+            (real_min, real_n) = (min, steps.len());
+        }
         all_min += min;
         all_n += steps.len();
         all_timed += timed.len();
@@ -1870,14 +2110,15 @@ fn render_wall_time(md: &mut String, o: &[Outcome], whole: Option<&Value>) {
                  two at a time: `--only sim` (the sim- steps, sim-sessions-1000 alone) \
                  took 7.2 min from start to end and `--only study` 13.6 min (its simulator \
                  points), and the study's ten real-node points (`--only study-tn-`, \
-                 2026-12-04) 23 min, so a whole evaluation takes about 66 + 7 + 14 + 23 \
-                 + 2 (bench) = 112 min. Over the hour the study asks for; the real \
-                 nodes' steps alone take 66 min, of which \
+                 2026-12-04) 23 min, so a whole evaluation takes about {real_min:.0} + 7 \
+                 + 14 + 23 + 2 (bench) = {:.0} min. Over the hour the study asks for; \
+                 the real nodes' steps alone take {real_min:.0} min, of which \
                  loss (2 x 5.4, five minutes each by target), scale (2 x 5.2: four group \
                  sizes, 40 s of settle each) and the 50-kill runs (2 x 6.1) are half. \
                  What would bring it under: one testbed per network shared by the \
-                 scenarios (each of the 21 steps brings its nodes up and settles them \
-                 for 20-40 s, about 12 min in all)."
+                 scenarios (each of the {real_n} steps brings its nodes up and settles \
+                 them for 20-40 s, about 12 min in all).",
+                real_min + 7.0 + 14.0 + 23.0 + 2.0
             );
         }
     }
@@ -1952,7 +2193,7 @@ fn render_anchors(md: &mut String, o: &[Outcome]) {
          | Raman & Katz (300 ms heart-beats, wide area) | ~1.8 s; 3-5 s session recovery | - |\n\
          | **Baton, simulator** | p99 {} at N=32, {} at N=1000 | {} payload at N=1000 |\n\
          | **Baton, testnet LAN, N=32** | p99 {} | {} on the wire at N=64 |\n\
-         | **Baton, testnet WAN, N=32** | p99 {}; session recovery (client gap) p99 {} | {} on the wire at N=64 |\n",
+         | **Baton, testnet WAN, N=32** | p99 {}; session recovery (client gap) p99 {} | {} on the wire at N=64 |\n{}",
         p99("sim-crash-32"),
         p99("sim-crash-1000"),
         report(o, "sim-traffic-1000")["bytes_per_node_per_s"]
@@ -1970,7 +2211,29 @@ fn render_anchors(md: &mut String, o: &[Outcome]) {
             .as_f64()
             .map(|b| format!("{b:.0} B/s"))
             .unwrap_or_else(|| "-".into()),
+        side_by_side(o),
     );
+}
+
+/// The anchors' rows from the comparison run, where it ran.
+fn side_by_side(o: &[Outcome]) -> String {
+    let r = report(o, COMPARE_KEY);
+    let mut rows = String::new();
+    for (program, name) in [("serf", "Serf"), ("baton", "**Baton**")] {
+        let row = compare_row(r, program);
+        if let (Some(d), Some(b)) = (
+            num(&row["detection_ms"]["p50"]),
+            num(&row["bytes_per_node_per_s"]),
+        ) {
+            let _ = writeln!(
+                rows,
+                "| {name}, [side by side](#compare), testnet LAN, N={} | p50 {d:.0} ms, max {} | {b:.0} B/s on the wire |",
+                count(&r["nodes"]),
+                ms(&row["detection_ms"]["max"]),
+            );
+        }
+    }
+    rows
 }
 
 /// Prose that does not change from run to run.

@@ -898,6 +898,12 @@ fn ensure_neighbour_table(hosts: usize) -> Result<(), TestbedError> {
 }
 
 /// Serf's agent: `serf` on the PATH (Debian package `serf`).
+/// Whether Serf's agent is on the PATH (`testnet evaluate` installs the
+/// Debian package when it is not).
+pub fn serf_installed() -> bool {
+    serf_binary().is_ok()
+}
+
 fn serf_binary() -> Result<PathBuf, TestbedError> {
     std::env::var_os("PATH")
         .into_iter()

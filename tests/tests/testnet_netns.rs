@@ -3,9 +3,11 @@
 //! emulator with the built-in wide-area matrix, and `testnet run degrade`
 //! on a LAN behind it, and `testnet run cut` (a primary cut one way, so
 //! that it cannot hear, then so that it cannot send: self-fencing), and
-//! `testnet run outage` (every node of a WAN region killed at once),
-//! checked through the report.json they write; and mDNS discovery across the emulator. Root only (CI runs them; outside CI without root
-//! they skip).
+//! `testnet run outage` (every node of a WAN region killed at once), and
+//! `testnet run compare` (Serf's agents, then batond, on one LAN),
+//! checked through the report.json they write; and mDNS discovery across
+//! the emulator. Root only (CI runs them; outside CI without root they
+//! skip).
 //!
 //! What must hold is asserted (every kill detected by every survivor, the
 //! streams resume, no session lost or doubly owned after the fault or the
@@ -15,7 +17,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use baton_tests::{TempDir, require_netns, workspace_bin};
+use baton_tests::{TempDir, require_netns, require_tool, workspace_bin};
 
 /// One scenario at a time: two testnets at once would share 2 cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -504,4 +506,58 @@ fn a_region_outage_on_the_wan_loses_no_session_with_a_backup_elsewhere() {
         report["gap_ms"], details["new_owner_ms"], details["gap_limit_ms"]
     );
     assert!(out.join("gap.svg").exists());
+}
+
+#[test]
+fn serf_and_baton_side_by_side_each_declare_a_kill() {
+    let test = "serf_and_baton_side_by_side_each_declare_a_kill";
+    if !require_netns(test) || !require_tool(test, "serf", "serf") {
+        return;
+    }
+    let dir = TempDir::new("e2e-compare");
+    let out = dir.0.join("compare");
+    // Serf's agents, then batond, on one LAN testnet of 3 namespaces
+    // (Serf installed by .ci/run): idle traffic, one kill each.
+    let report = run(
+        &[
+            "compare",
+            "--nodes",
+            "3",
+            "--faults",
+            "1",
+            "--duration",
+            "5s",
+            "--settle",
+            "3s",
+        ],
+        &out,
+    );
+    assert_no_leftovers();
+    assert_eq!(report["scenario"], "compare");
+    let programs = report["details"]["programs"].as_array().expect("programs");
+    let row = |name: &str| {
+        programs
+            .iter()
+            .find(|p| p["program"] == name)
+            .unwrap_or_else(|| panic!("no {name} row: {report:#}"))
+    };
+    for name in ["serf", "baton"] {
+        let r = row(name);
+        eprintln!(
+            "{name}: {} B/s, detection {}",
+            r["bytes_per_node_per_s"], r["detection_ms"]
+        );
+        assert!(
+            r["bytes_per_node_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{name} sent nothing: {r:#}"
+        );
+        // The kill was declared by every survivor.
+        assert_eq!(r["detection_ms"]["samples"], 1, "{name}: {r:#}");
+    }
+    // Serf's LAN profile waits seconds (1 s probes, a suspicion of 4 s or
+    // more); Baton declares within about half a second: the order holds on
+    // a loaded machine too.
+    let p50 = |name: &str| row(name)["detection_ms"]["p50"].as_f64().unwrap();
+    assert!(p50("baton") < p50("serf"), "{report:#}");
+    assert!(report["details"]["bytes_times_detection_p50"]["serf"].is_number());
 }

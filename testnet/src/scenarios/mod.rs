@@ -15,4 +15,4 @@ pub use degrade::{DEGRADED, Move, POOR_FOR, measure_move};
 pub use harness::{Harness, Options, SessionService, Standby, shipped_transcode_template};
 pub use outage::{HOLD as OUTAGE_HOLD, OutageResult, choose_region};
 pub use report::{Report, Target, fmt_num};
-pub use run::{Scenario, WALK_BYTES_PER_PEER, run, steady_bytes};
+pub use run::{SPRAY_PER_NODE, Scenario, WALK_BYTES_PER_PEER, run, steady_bytes};
