@@ -363,7 +363,7 @@ impl Service for Exec {
         let gate = match self.entry(&spec).filter(|e| e.gated()) {
             Some(_) => {
                 let client = super::rtp::parse_client(&spec.client)?;
-                Some(Gate::open(&spec, client, to.reports)?)
+                Some(Gate::open(&spec, client, to.reports, to.probes.clone())?)
             }
             None => None,
         };

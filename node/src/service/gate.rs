@@ -54,7 +54,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::rtp::{Clock, HEADER_LEN, SR_INTERVAL, Sender, recv_rtcp};
-use super::{Error, Outlet, Reports, SessionSpec, SharedStatus, lock};
+use super::{Error, Outlet, ProbeBudget, Reports, SessionSpec, SharedStatus, lock};
 
 /// Most packets held for a later slot (500 ms).
 pub const MAX_HELD: usize = 25;
@@ -196,15 +196,18 @@ pub struct Gate {
     ids: stream::Ids,
     started_ms: u64,
     runs: Arc<AtomicU32>,
+    outlet: Outlet,
 }
 
 impl Gate {
     /// Opens the gate of session `spec` towards `client`, handing its
-    /// client's reports to `reports`.
+    /// client's reports to `reports`; its consent probes are taken from
+    /// `probes`.
     pub fn open(
         spec: &SessionSpec,
         client: SocketAddr,
         reports: Option<Reports>,
+        probes: ProbeBudget,
     ) -> Result<Self, Error> {
         let ids = super::rtp::ids_for_session(spec)?;
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -221,6 +224,7 @@ impl Gate {
             ids,
             started_ms: spec.started_ms,
             runs: Arc::default(),
+            outlet: Outlet::new(probes, client.ip()),
         })
     }
 
@@ -264,7 +268,7 @@ impl Gate {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut octets = 0u64;
         let mut next_report = Instant::now() + SR_INTERVAL / 10;
-        let mut outlet = Outlet::default();
+        let mut outlet = self.outlet;
         loop {
             let release = translator.next_release_us().map(|us| clock.instant(us));
             tokio::select! {
@@ -596,7 +600,13 @@ mod tests {
     async fn a_gate_forwards_its_commands_packets_to_the_client_while_open() {
         let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let s = spec("gated");
-        let gate = Gate::open(&s, client.local_addr().unwrap(), None).unwrap();
+        let gate = Gate::open(
+            &s,
+            client.local_addr().unwrap(),
+            None,
+            ProbeBudget::default(),
+        )
+        .unwrap();
         let (addr, ids) = (gate.addr(), gate.ids());
         assert!(addr.ip().is_loopback() && addr.port() != 0);
         let status = SharedStatus::default();

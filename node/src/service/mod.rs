@@ -277,15 +277,69 @@ pub trait Instance: Send + fmt::Debug {
 /// the session is closed.
 pub const CONSENT_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Consent probes one address gets per [`CONSENT_PROBE`] from all of a
+/// node's paused streams together. Each stream probes once a second, so a
+/// caller that aimed N sessions at one victim would have it sent N packets
+/// a second for the grace; the budget caps that at this. A client with
+/// more paused sessions than this gets each probed less often (each
+/// stream asks at every packet slot, so the probes go round them).
+pub const PROBES_PER_ADDRESS: u32 = 4;
+
+/// Addresses a [`ProbeBudget`] tracks before it forgets those whose
+/// window is over.
+const PROBE_BUDGET_ADDRESSES: usize = 4096;
+
+/// The consent probes a node's paused streams sent, per client address
+/// and [`CONSENT_PROBE`] window; shared by every instance of a node
+/// ([`Channels`]).
+#[derive(Debug, Clone, Default)]
+pub struct ProbeBudget(
+    Arc<Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>>,
+);
+
+impl ProbeBudget {
+    /// Takes one probe to `to` at `now`, if the address's window has one
+    /// left.
+    pub fn take(&self, to: std::net::IpAddr, now: std::time::Instant) -> bool {
+        let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let over =
+            |start: std::time::Instant| now.saturating_duration_since(start) >= CONSENT_PROBE;
+        if windows.len() >= PROBE_BUDGET_ADDRESSES {
+            windows.retain(|_, (start, _)| !over(*start));
+        }
+        let window = windows.entry(to).or_insert((now, 0));
+        if over(window.0) {
+            *window = (now, 0);
+        }
+        if window.1 >= PROBES_PER_ADDRESS {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
+
 /// Which packets of a stream go out, as its status says: all of them, one
-/// every [`CONSENT_PROBE`] while paused for want of consent, none while
-/// standing by warm.
-#[derive(Debug, Default)]
+/// every [`CONSENT_PROBE`] while paused for want of consent (within the
+/// node's [`ProbeBudget`] for the client's address), none while standing
+/// by warm.
+#[derive(Debug)]
 pub(crate) struct Outlet {
     last_probe: Option<std::time::Instant>,
+    budget: ProbeBudget,
+    to: std::net::IpAddr,
 }
 
 impl Outlet {
+    /// The outlet of a stream to `to`, its probes taken from `budget`.
+    pub(crate) fn new(budget: ProbeBudget, to: std::net::IpAddr) -> Self {
+        Outlet {
+            last_probe: None,
+            budget,
+            to,
+        }
+    }
+
     /// Whether a packet due at `now` goes out.
     pub(crate) fn admits(&mut self, paused: bool, standby: bool, now: std::time::Instant) -> bool {
         if standby {
@@ -297,6 +351,7 @@ impl Outlet {
         if self
             .last_probe
             .is_some_and(|at| now.saturating_duration_since(at) < CONSENT_PROBE)
+            || !self.budget.take(self.to, now)
         {
             return false;
         }
@@ -378,13 +433,16 @@ pub enum Event {
 /// room, since the session depends on it.
 pub type Events = tokio::sync::mpsc::Sender<(String, Event)>;
 
-/// The channels an instance hands things to the driver on.
+/// The channels an instance hands things to the driver on, and what the
+/// node's instances share.
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
     /// Its client's reports.
     pub reports: Option<Reports>,
     /// Its own events.
     pub events: Option<Events>,
+    /// The consent probes of all the node's paused streams.
+    pub probes: ProbeBudget,
 }
 
 /// The services a node offers, by name.
@@ -566,6 +624,47 @@ impl Instance for TaskInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_budget_gives_each_address_its_probes_per_window() {
+        let budget = ProbeBudget::default();
+        let victim: std::net::IpAddr = [198, 18, 0, 9].into();
+        let other: std::net::IpAddr = [198, 18, 0, 10].into();
+        let t = std::time::Instant::now();
+        for _ in 0..PROBES_PER_ADDRESS {
+            assert!(budget.take(victim, t));
+        }
+        assert!(!budget.take(victim, t + CONSENT_PROBE / 2));
+        assert!(budget.take(other, t), "each address has its own");
+        assert!(!budget.take(
+            victim,
+            t + CONSENT_PROBE - std::time::Duration::from_millis(1)
+        ));
+        assert!(budget.take(victim, t + CONSENT_PROBE), "a new window");
+        // An outlet takes from it only for its probes: a stream that is
+        // not paused sends everything, a standby nothing.
+        let mut outlet = Outlet::new(budget.clone(), other);
+        for _ in 0..100 {
+            assert!(outlet.admits(false, false, t));
+        }
+        assert!(!outlet.admits(false, true, t));
+        let later = t + CONSENT_PROBE * 3;
+        assert!(outlet.admits(true, false, later));
+        assert!(!outlet.admits(true, false, later), "once a second");
+        let mut others: Vec<Outlet> = (0..PROBES_PER_ADDRESS)
+            .map(|_| Outlet::new(budget.clone(), other))
+            .collect();
+        let admitted = others
+            .iter_mut()
+            .map(|o| o.admits(true, false, later))
+            .filter(|admitted| *admitted)
+            .count();
+        assert_eq!(
+            admitted as u32,
+            PROBES_PER_ADDRESS - 1,
+            "the budget is shared"
+        );
+    }
 
     fn spec(service: &str) -> SessionSpec {
         SessionSpec {

@@ -445,6 +445,7 @@ impl Service for RtpAudio {
     fn start_with(&self, spec: SessionSpec, to: Channels) -> Result<Box<dyn Instance>, Error> {
         let plan = self.plan(&spec)?;
         let clock = Clock::now();
+        let outlet = Outlet::new(to.probes, plan.client.ip());
         let sender = Sender::open(plan.client, plan.ids, &spec.id, to.reports, "rtp-audio")?;
         let status: SharedStatus = Arc::new(Mutex::new(Status {
             ssrc: Some(plan.ids.ssrc),
@@ -463,6 +464,7 @@ impl Service for RtpAudio {
                 clock,
                 pacer,
                 task_status,
+                outlet,
                 (stop, first_sent),
             )
         })
@@ -657,10 +659,10 @@ async fn run(
     clock: Clock,
     mut pacer: Pacer,
     status: SharedStatus,
+    mut outlet: Outlet,
     (mut stop, first_sent): (oneshot::Receiver<()>, oneshot::Sender<std::time::Instant>),
 ) {
     let mut first_sent = Some(first_sent);
-    let mut outlet = Outlet::default();
     let fail = |error: String| {
         let mut s = lock(&status);
         s.last_error = Some(error);
@@ -1043,6 +1045,46 @@ mod tests {
         instance.pause(false);
         assert!(count(&client, &mut buf, Duration::from_millis(500)).await >= 20);
         instance.stop().await;
+    }
+
+    /// Streams aimed at one address, all paused (a caller without consent
+    /// aiming sessions at a victim), share the node's probe budget for
+    /// that address: at most `PROBES_PER_ADDRESS` a second in all, not
+    /// one a second each.
+    #[tokio::test]
+    async fn paused_streams_to_one_address_share_its_probe_budget() {
+        use crate::service::PROBES_PER_ADDRESS;
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let registry =
+            crate::service::Registry::builtin(&crate::service::Config::default(), None).unwrap();
+        let to = client.local_addr().unwrap().to_string();
+        let instances: Vec<_> = (0..10)
+            .map(|k| {
+                registry
+                    .start(spec(&format!("victim{k}"), &to, &[]))
+                    .unwrap()
+            })
+            .collect();
+        for i in &instances {
+            i.pause(true);
+        }
+        let mut buf = [0u8; 2048];
+        // What was sent before the pause took effect.
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(100), client.recv(&mut buf)).await
+        {}
+        let end = tokio::time::Instant::now() + Duration::from_millis(3500);
+        let mut probes = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout_at(end, client.recv(&mut buf)).await {
+            probes += 1;
+        }
+        // Four windows of a second begin in 3.5 s; ten streams alone would
+        // have sent 30-40.
+        let most = 4 * PROBES_PER_ADDRESS as usize;
+        assert!((1..=most).contains(&probes), "{probes} probes in 3.5 s");
+        for i in instances {
+            i.stop().await;
+        }
     }
 
     #[tokio::test]
