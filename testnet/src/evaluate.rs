@@ -59,12 +59,12 @@ fn steps(quick: bool) -> Vec<Step> {
     } else {
         [
             ("kill", "--nodes 32 --sessions 8 --faults 50", "30s"),
-            ("partition", "--nodes 16 --sessions 8 --faults 3", "30s"),
+            ("partition", "--nodes 16 --sessions 32 --faults 4", "30s"),
             ("loss", "--nodes 16 --sessions 4 --duration 5min", "20s"),
             ("pause", "--nodes 16 --sessions 4 --duration 3min", "20s"),
             ("churn", "--nodes 8 --sessions 8 --faults 0", "20s"),
             ("scale", "--nodes 64 --duration 30s", "40s"),
-            ("degrade", "--nodes 16 --sessions 16 --faults 10", "20s"),
+            ("degrade", "--nodes 16 --sessions 32 --faults 10", "20s"),
         ]
     };
     for (name, flags, settle) in scenarios {
@@ -97,7 +97,7 @@ fn steps(quick: bool) -> Vec<Step> {
     let outage = if quick {
         "run outage --nodes 6 --wan --regions 3 --sessions 6 --faults 1 --settle 8s"
     } else {
-        "run outage --nodes 12 --wan --regions 4 --sessions 12 --faults 4 --settle 20s"
+        "run outage --nodes 12 --wan --regions 4 --sessions 48 --faults 4 --settle 20s"
     };
     for (key, cut) in [("outage-wan", false), ("outage-cut-wan", true)] {
         let mut a = args(outage);
@@ -114,7 +114,7 @@ fn steps(quick: bool) -> Vec<Step> {
     let transcode = if quick {
         "run kill --nodes 5 --sessions 3 --faults 2 --settle 8s --service transcode"
     } else {
-        "run kill --nodes 16 --sessions 8 --faults 10 --settle 20s --service transcode"
+        "run kill --nodes 16 --sessions 48 --faults 17 --settle 20s --service transcode"
     };
     for (key, _, _) in TRANSCODE_STEPS {
         let mut a = args(transcode);
@@ -479,9 +479,11 @@ fn run_step(exe: &Path, eval: &Path, step: &Step) -> (Option<Value>, Option<Stri
     };
     if is_run {
         // Node data and logs are for debugging a run, not for the docs
-        // (`nodes`, or `nodes-PROGRAM` for the comparison).
+        // (`nodes`, or `nodes-PROGRAM` for the comparison), nor is the
+        // media a `transcode` run generates (a tone, tens of MB).
         for entry in std::fs::read_dir(&out_dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with("nodes") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("nodes") || name == "media" {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -695,11 +697,13 @@ fn render_summary(md: &mut String, o: &[Outcome]) {
          **What to pick.** Interactive media through a transcoding proxy (a call, \
          live audio), where a second of silence is what the user notices: the \
          default 100 ms probes, which detect a kill within about a second. \
-         Standby: a *warm* standby cuts what comes after detection from about \
-         80 ms (ffmpeg starting) to about 30 ms on the LAN and from 151 to 110 \
-         ms (medians) on the WAN, for a second instance per session on its \
-         first backup; worth it where the command starts slowly (a remote \
-         source, a heavy decoder) or every 50 ms count. \
+         Standby: a *warm* standby cuts what comes after the first survivor's \
+         detection from about 275 ms (five or six ffmpeg starting at once, \
+         three sessions per node) to about 30 ms on the LAN and from 317 to \
+         60 ms (medians) on the WAN (one ffmpeg at a time: 80 against 30 ms), \
+         for a second instance per session on its first backup; worth it \
+         where the command starts slowly (a remote source, a heavy decoder), \
+         where a kill takes many sessions at once, or every 50 ms count. \
          Video-on-demand and other services whose client buffers: cold. An \
          overlay that must spend fewer bytes on monitoring: \
          200 ms probes halve them and still detect within the paper's ~1.8 s; \
@@ -1205,7 +1209,13 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
          the fault), traffic from each node's eth0 counters (Ethernet frames \
          sent: QUIC, UDP, IP and Ethernet headers included; RTP too where \
          sessions run), CPU and RSS from /proc. Each scenario's report.md lists \
-         every fault.\n"
+         every fault. Samples: *n* beside each p99 is how many there are, and \
+         the max is shown beside it. A kill is timed once per run of detection \
+         (50 kills in *kill*); the client gaps of *partition*, *outage* and \
+         *transcode* and the moves of *degrade* are counted per session, and \
+         those runs open two to three sessions per node so that each fault \
+         hits several (until 2026-12-04, half a session per node and 6-26 gaps \
+         per run).\n"
     );
     let scenarios = [
         (
@@ -1214,7 +1224,7 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
         ),
         (
             "partition",
-            "Cut a minority (with the primary of a session) away from the rest and the clients for 10 s, heal, wait until each session has one owner, check ownership 10 s after the heal.",
+            "Cut a minority away from the rest and the clients for 10 s (the consecutive nodes, n1 aside, that hold the most sessions' primaries: after a cut those sessions live on the majority side; until 2026-12-04 the nodes from one session's primary on, which after the first cut often held none), heal, wait until each session has one owner, check ownership 10 s after the heal.",
         ),
         (
             "loss",
@@ -1234,7 +1244,7 @@ fn render_testnet(md: &mut String, o: &[Outcome]) {
         ),
         (
             "degrade",
-            "The path between the primary of a session and the client degrades (10% loss and 150 ms more one-way delay, each direction, that pair of hosts only) while every other node still reaches the client well; at least one session per node, so that every node shares numbers for the client's location. The nodes learn of it only from the client's RTCP receiver reports (one a second); they run with `[sessions] poor_for = \"2s\"`, `min_dwell = \"10s\"`, `min_samples = 3`. Transfer: degradation until the client hears the session from its new primary. Lost by the move: sequence numbers missing from the new primary's first packet on, or sent by nobody between the old one's last and it; loss on the degraded path before that is counted apart. The decision dominates the transfer: a session's loss is poor from the first report whose own loss is over 3% (from the start of the span it covers), for as long as the packets lost since, pooled by count, stay over 3% and the latest report's loss is too; the session moves when that run covers poor_for (2 s). The counts come from the receiver reports' cumulative counters, so a report lost on the degraded path loses no evidence. Before (2026-12-03, b712226), each node averaged the reported fractions (a worse report weighing 1/2, a better one 1/4): a first poor report of a 50-packet second at 10% loss, a binomial count, showed 0-20% and counted half, so the average missed many first poor reports and restarted on noise: transfer p50 3084 / max 5344 ms on the LAN (10 of 18 decided after 3 s), 4557 ms max on the WAN. Over 5,000 seeded degradations of the same shape the run decides after 3 s in 13% and after 4.9 s in 0.5% (protocol test `lossy_service_is_decided_about_poor_for_after_it_began`).",
+            "The path between the primary of a session and the client degrades (10% loss and 150 ms more one-way delay, each direction, that pair of hosts only) while every other node still reaches the client well; at least one session per node, so that every node shares numbers for the client's location. The nodes learn of it only from the client's RTCP receiver reports (one a second); they run with `[sessions] poor_for = \"2s\"`, `min_dwell = \"10s\"`, `min_samples = 3`. Transfer: degradation until the client hears the session from its new primary. Lost by the move: sequence numbers missing from the new primary's first packet on, or sent by nobody between the old one's last and it; loss on the degraded path before that is counted apart. The decision dominates the transfer: a session's loss is poor from the first report whose own loss is over 3% (from the start of the span it covers), for as long as the packets lost since, pooled by count, stay over 3% and so do the latest two reports' (pooled; until 2026-12-04 the latest report's own loss, which one clean second of a lossy path put off by a report); the session moves when that run covers poor_for (2 s). The counts come from the receiver reports' cumulative counters, so a report lost on the degraded path loses no evidence. Before (2026-12-03, b712226), each node averaged the reported fractions (a worse report weighing 1/2, a better one 1/4): a first poor report of a 50-packet second at 10% loss, a binomial count, showed 0-20% and counted half, so the average missed many first poor reports and restarted on noise: transfer p50 3084 / max 5344 ms on the LAN (10 of 18 decided after 3 s), 4557 ms max on the WAN. Over 5,000 seeded degradations of the same shape the run decides after 3 s in 6.4% and after 4.9 s in 0.08% (13% and 0.5% before 2026-12-04, when the latest report's own loss had to be poor and a decision waited for the next report instead of letting the latest stand for a report interval, `sessions::REPORT_STANDS`; protocol test `lossy_service_is_decided_about_poor_for_after_it_began`). Sessions: 32 over 16 nodes since 2026-12-04 (16 before), so that the ten degradations move 30-80 sessions and the max is over that many: at 16 sessions the runs had 13 (LAN) and 37 (WAN) moves, max 4080 and 4682 ms; the first runs at 32, on the rule before, 30 and 81 moves, max 5936 and 7045 ms (one decision each after 5.9 and 6.9 s); on the rule now, 29 and 75, max 3175 ms and, on the WAN, 5005 ms: one move of 75 decided after 4725 ms, its first packet from the new primary 280 ms later, over the 5 s target by 5 ms (the next largest 4147 ms). The decision's tail is the client's own reports lost on the degraded path (10% of them) and 50-packet counts that show the loss or not: it shrinks with each report that stands in for a lost one, and is not bounded.",
         ),
     ];
     for (name, what) in scenarios {

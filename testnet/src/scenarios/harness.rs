@@ -102,6 +102,43 @@ impl Standby {
     }
 }
 
+/// Sessions one client address may have by default (`[services]
+/// max_sessions_per_client`).
+const CLIENT_SESSIONS_DEFAULT: usize = 16;
+
+/// Every client of a run lives in the one client namespace, behind one
+/// address: a run of more sessions than a client address may have by
+/// default lets that address have them all, in the `--config` the
+/// scenario passes (or one of its own).
+fn client_sessions_config(opts: &Options, flags: &mut Vec<String>) -> Result<(), TestbedError> {
+    let line = format!("max_sessions_per_client = {}\n", opts.sessions);
+    let given = flags
+        .iter()
+        .position(|f| f == "--config")
+        .and_then(|i| flags.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let path = match given {
+        Some(path) => path,
+        None => {
+            std::fs::create_dir_all(&opts.out)?;
+            let path = opts.out.join("clients.toml");
+            std::fs::write(&path, "")?;
+            flags.extend(["--config".to_owned(), path.display().to_string()]);
+            path
+        }
+    };
+    let text = std::fs::read_to_string(&path)?;
+    let text = match text.find("[services]\n") {
+        Some(at) => {
+            let after = at + "[services]\n".len();
+            format!("{}{line}{}", &text[..after], &text[after..])
+        }
+        None => format!("{text}\n[services]\n{line}"),
+    };
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
 /// The source every `transcode` session plays, in the run's media
 /// directory.
 pub const TRANSCODE_SOURCE: &str = "source.wav";
@@ -249,6 +286,9 @@ impl Harness {
                 "--probe-interval".to_owned(),
                 format!("{}ms", interval.as_millis()),
             ]);
+        }
+        if opts.sessions > CLIENT_SESSIONS_DEFAULT {
+            client_sessions_config(opts, &mut flags)?;
         }
         let mut config = TestbedConfig::new(n, &opts.out.join("nodes"));
         config.extra_flags = flags;

@@ -487,6 +487,43 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
 /// `partition`: cut a minority (with the primary of session 1) away from
 /// the rest and the clients, hold, heal; time detection, the time until
 /// every session has one owner again, and ownership 10 s after the heal.
+/// The `size` nodes to cut away: consecutive indices among 1..n (n1, the
+/// others' bootstrap, stays), starting where the most sessions have their
+/// primary, so that each cut takes several sessions' primaries (after a
+/// cut they live on the majority side, and a cut of the same nodes would
+/// take none); among starts that take as many, the first from `from`.
+fn minority_with_most_primaries(
+    primaries: &[Option<usize>],
+    n: usize,
+    size: usize,
+    from: usize,
+) -> Vec<usize> {
+    let ring = n.saturating_sub(1).max(1);
+    let group_at = |start: usize| -> Vec<usize> {
+        (0..size.min(ring))
+            .map(|j| 1 + (start - 1 + j) % ring)
+            .collect()
+    };
+    let held = |group: &[usize]| {
+        primaries
+            .iter()
+            .filter(|p| p.is_some_and(|p| group.contains(&p)))
+            .count()
+    };
+    let from = from.clamp(1, ring);
+    (0..ring)
+        .map(|j| group_at(1 + (from - 1 + j) % ring))
+        .fold(None::<(usize, Vec<usize>)>, |best, group| {
+            let h = held(&group);
+            match best {
+                Some((b, _)) if b >= h => best,
+                _ => Some((h, group)),
+            }
+        })
+        .map(|(_, group)| group)
+        .unwrap_or_default()
+}
+
 fn partition(opts: &Options) -> Result<Report, TestbedError> {
     let mut report = new_report(Scenario::Partition, opts, opts.loss);
     let h = prepare(opts, &mut report)?;
@@ -506,14 +543,7 @@ fn partition(opts: &Options) -> Result<Report, TestbedError> {
             .flatten()
             .filter(|p| *p != 0)
             .unwrap_or(1);
-        let mut group = vec![first];
-        let mut next = first;
-        while group.len() < size {
-            next = 1 + next % (n - 1);
-            if !group.contains(&next) {
-                group.push(next);
-            }
-        }
+        let group = minority_with_most_primaries(&before, n, size, first);
         let majority: Vec<usize> = (0..n).filter(|i| !group.contains(i)).collect();
         let affected: Vec<usize> = (0..before.len())
             .filter(|s| before[*s].is_some_and(|p| group.contains(&p)))
@@ -1576,8 +1606,32 @@ fn metric_sum(text: &str, name: &str) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{WALK_BYTES_PER_PEER, metric_sum, steady_bytes};
+    use super::{WALK_BYTES_PER_PEER, metric_sum, minority_with_most_primaries, steady_bytes};
     use serde_json::json;
+
+    #[test]
+    fn a_partition_cuts_away_the_consecutive_nodes_holding_the_most_primaries() {
+        // 8 nodes, groups of 3 among n2..n8 (indices 1..=7, wrapping).
+        let primaries = [Some(1), Some(5), Some(6), Some(7), Some(0), None, Some(6)];
+        // 5, 6, 7 hold four sessions; every other group fewer.
+        assert_eq!(
+            minority_with_most_primaries(&primaries, 8, 3, 1),
+            vec![5, 6, 7]
+        );
+        // Groups wrap from n8 to n2: 6, 7, 1 and 7, 1, 2 both hold three;
+        // the first from `from` (1, going up) is 6, 7, 1.
+        let wrap = [Some(7), Some(1), Some(6), Some(2)];
+        assert_eq!(minority_with_most_primaries(&wrap, 8, 3, 1), vec![6, 7, 1]);
+        // A tie is broken by the start nearest `from`, going up.
+        let even = [Some(2), Some(5)];
+        assert_eq!(minority_with_most_primaries(&even, 8, 1, 4), vec![5]);
+        assert_eq!(minority_with_most_primaries(&even, 8, 1, 6), vec![2]);
+        // No session primaried anywhere but n1: the group from `from`.
+        assert_eq!(
+            minority_with_most_primaries(&[Some(0)], 8, 3, 4),
+            vec![4, 5, 6]
+        );
+    }
 
     #[test]
     fn steady_traffic_spreads_a_walk_over_its_period_not_over_the_window() {
