@@ -897,13 +897,13 @@ fn ensure_neighbour_table(hosts: usize) -> Result<(), TestbedError> {
     Ok(())
 }
 
-/// Serf's agent: `serf` on the PATH (Debian package `serf`).
 /// Whether Serf's agent is on the PATH (`testnet evaluate` installs the
 /// Debian package when it is not).
 pub fn serf_installed() -> bool {
     serf_binary().is_ok()
 }
 
+/// Serf's agent: `serf` on the PATH (Debian package `serf`).
 fn serf_binary() -> Result<PathBuf, TestbedError> {
     std::env::var_os("PATH")
         .into_iter()

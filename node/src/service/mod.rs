@@ -281,8 +281,9 @@ pub const CONSENT_PROBE: std::time::Duration = std::time::Duration::from_secs(1)
 /// node's paused streams together. Each stream probes once a second, so a
 /// caller that aimed N sessions at one victim would have it sent N packets
 /// a second for the grace; the budget caps that at this. A client with
-/// more paused sessions than this gets each probed less often (each
-/// stream asks at every packet slot, so the probes go round them).
+/// more paused sessions than this has only this many probed each second:
+/// which ones is left to the order their packet slots come in (not a
+/// fair rotation; a session never probed within the grace is closed).
 pub const PROBES_PER_ADDRESS: u32 = 4;
 
 /// Addresses a [`ProbeBudget`] tracks before it forgets those whose

@@ -796,6 +796,42 @@ fn a_report_after_a_silence_covers_at_most_half_of_a_short_poor_for() {
     );
 }
 
+/// With a short poor_for (2 s, as `testnet run degrade` sets), one lossy
+/// report covers at most half of it and does not stand for more: no move
+/// however long the next report takes; the second lossy report, a second
+/// later, makes poor_for.
+#[test]
+fn one_lossy_report_never_makes_a_short_poor_for_even_when_the_next_is_late() {
+    let mut c = Cluster::new(3);
+    let (record, primary, peer) = c.ready_to_transfer();
+    let poor_for = Duration::from_secs(2);
+    c.engines[primary].config.policy.poor_for = poor_for;
+    let lossy = Report {
+        loss: 0.1,
+        packets: 45,
+        ..GOOD
+    };
+    c.engines[primary].report(c.now, "s1", GOOD);
+    c.tick(poor_for * 2);
+    c.peer_serves_the_location_well(primary, peer);
+    c.engines[primary].report(c.now, "s1", lossy);
+    let check = Config::default().check_interval;
+    for _ in 0..3 * (REPORT_STANDS.as_millis() / check.as_millis()) {
+        c.tick(check);
+    }
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        record.primary,
+        "one report covers poor_for / 2 and stands for nothing more"
+    );
+    c.engines[primary].report(c.now, "s1", lossy);
+    c.tick(check);
+    assert_eq!(
+        c.engines[primary].map().get("s1").unwrap().primary,
+        c.ids[peer]
+    );
+}
+
 #[test]
 fn a_transfer_is_confirmed_only_once_the_new_instance_sends() {
     let mut c = Cluster::new(3);
@@ -1525,13 +1561,12 @@ fn a_report_without_a_count_weighs_as_the_nominal_rate_over_its_span() {
 /// the reports lost on the way too (the next one's counts cover their
 /// span, as [`crate::sessions`]' RTCP reporter gives them), `poor_for`
 /// 2 s. The delay from the degradation to the decision is poor_for plus
-/// the reports lost beyond the first (a report stands for
-/// [`REPORT_STANDS`]), and noise in a 50-packet count must not restart
-/// it: over 3 s in at most 9% of the runs, over 4 s in at most 1.2%, never
-/// over 7 s (measured: 6.4%, 0.62%, 0.08% over 4.9 s, max 5.8 s; 11.6%,
-/// 2.0%, 0.26%, 6.3 s while a decision waited for the next report; 13.1%,
-/// 2.2%, 0.5% while "poor still" was also the latest report's own loss
-/// alone;
+/// the report interval and the reports lost (here the run's first report
+/// may not stand for [`REPORT_STANDS`], and the second already makes
+/// poor_for), and noise in a 50-packet count must not restart it: over
+/// 3 s in at most 12.5% of the runs, over 4 s in at most 2.1%, never over
+/// 7 s (measured: 11.6%, 1.98%, 0.26% over 4.9 s, max 6.3 s; 13.1%, 2.2%,
+/// 0.5% while "poor still" was the latest report's own loss alone;
 /// the exponentially weighted average this replaced decided after more
 /// than 3 s in 10 of 18 degradations of a `testnet run degrade` on the
 /// LAN). `--nocapture` prints the figures.
@@ -1570,9 +1605,14 @@ fn lossy_service_is_decided_about_poor_for_after_it_began() {
             session.add(at, &report, span, &Config::default().policy);
             (expected, lost) = (0, 0);
             // Decided at this report, or on the engine's clock before the
-            // next one is due, the report standing for `REPORT_STANDS`.
+            // next one is due when the report stands for `REPORT_STANDS`.
+            let stands = if session.latest_stands() {
+                REPORT_STANDS
+            } else {
+                Duration::ZERO
+            };
             if let Some((since, pooled)) = session.lossy_since()
-                && (at + REPORT_STANDS).duration_since(since) >= poor_for
+                && (at + stands).duration_since(since) >= poor_for
             {
                 assert!(at > degraded_at && pooled > max_loss);
                 delays.push((since + poor_for).max(at) - degraded_at);
@@ -1593,8 +1633,8 @@ fn lossy_service_is_decided_about_poor_for_after_it_began() {
         over(4.0) * 100.0,
         over(4.9) * 100.0
     );
-    assert!(over(3.0) <= 0.09, "{}", over(3.0));
-    assert!(over(4.0) <= 0.012, "{}", over(4.0));
+    assert!(over(3.0) <= 0.125, "{}", over(3.0));
+    assert!(over(4.0) <= 0.021, "{}", over(4.0));
     assert!(over(7.0) == 0.0, "{:?}", delays[runs - 1]);
 }
 

@@ -484,9 +484,6 @@ fn kill(opts: &Options) -> Result<Report, TestbedError> {
     Ok(report)
 }
 
-/// `partition`: cut a minority (with the primary of session 1) away from
-/// the rest and the clients, hold, heal; time detection, the time until
-/// every session has one owner again, and ownership 10 s after the heal.
 /// The `size` nodes to cut away: consecutive indices among 1..n (n1, the
 /// others' bootstrap, stays), starting where the most sessions have their
 /// primary, so that each cut takes several sessions' primaries (after a
@@ -524,6 +521,10 @@ fn minority_with_most_primaries(
         .unwrap_or_default()
 }
 
+/// `partition`: cut a minority (the consecutive nodes holding the most
+/// sessions' primaries, [`minority_with_most_primaries`]) away from the
+/// rest and the clients, hold, heal; time detection, the time until every
+/// session has one owner again, and ownership 10 s after the heal.
 fn partition(opts: &Options) -> Result<Report, TestbedError> {
     let mut report = new_report(Scenario::Partition, opts, opts.loss);
     let h = prepare(opts, &mut report)?;
