@@ -701,18 +701,17 @@ impl SessionPerf {
     /// fewer of 100 in 0.8%. A path that recovered shows it one report
     /// later.
     fn add_loss(&mut self, from: Instant, to: Instant, report: &Report, max_loss: f64) {
+        let poor = |expected: f64, lost: f64| expected > 0.0 && lost > max_loss * expected;
         let (expected, lost) = report.counts(to.saturating_duration_since(from));
-        let own = expected > 0.0 && lost > max_loss * expected;
+        let own = poor(expected, lost);
         self.latest_own_lossy = own;
         let (before_expected, before_lost) = std::mem::replace(&mut self.latest, (expected, lost));
-        let (pooled_expected, pooled_lost) = (expected + before_expected, lost + before_lost);
-        self.latest_lossy =
-            own || (pooled_expected > 0.0 && pooled_lost > max_loss * pooled_expected);
+        self.latest_lossy = own || poor(expected + before_expected, lost + before_lost);
         if let Some(run) = &mut self.run {
             run.expected += expected;
             run.lost += lost;
             run.reports += 1;
-            if run.lost <= max_loss * run.expected {
+            if !poor(run.expected, run.lost) {
                 self.run = None;
             }
         }

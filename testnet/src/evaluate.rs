@@ -1548,11 +1548,11 @@ fn render_compare(md: &mut String, o: &[Outcome]) {
                 .map_or_else(|| "-".into(), |(b, d)| format!("{:.0} B", b * d / 1000.0)),
         );
     }
-    let ratio = |program: &str| {
+    let figures = |program: &str| {
         let row = compare_row(r, program);
         num(&row["bytes_per_node_per_s"]).zip(num(&row["detection_ms"]["p50"]))
     };
-    if let (Some((sb, sd)), Some((bb, bd))) = (ratio("serf"), ratio("baton"))
+    if let (Some((sb, sd)), Some((bb, bd))) = (figures("serf"), figures("baton"))
         && [sb, sd, bb, bd].iter().all(|x| *x > 0.0)
     {
         let _ = writeln!(
